@@ -1,0 +1,203 @@
+#include "api/handlers.h"
+
+#include <charconv>
+
+#include <fmt/format.h>
+
+#include "base/text.h"
+
+namespace berth::api {
+using nlohmann::json;
+
+namespace {
+
+int http_status(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kInvalid: return 400;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kConflict: return 409;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+Response ok(const json& j, int status = 200) { return {status, j.dump()}; }
+
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    auto j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) parts.emplace_back(path.substr(i, j - i));
+    i = j + 1;
+  }
+  return parts;
+}
+
+std::string query_param(std::string_view query, std::string_view name) {
+  std::size_t i = 0;
+  while (i < query.size()) {
+    auto amp = query.find('&', i);
+    if (amp == std::string_view::npos) amp = query.size();
+    auto kv = query.substr(i, amp - i);
+    auto eq = kv.find('=');
+    if (kv.substr(0, eq) == name) return eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1));
+    i = amp + 1;
+  }
+  return "";
+}
+
+Result<std::int64_t> int_param(std::string_view query, std::string_view name, std::int64_t def, std::int64_t max) {
+  std::string v = query_param(query, name);
+  if (v.empty()) return def;
+  std::int64_t n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || p != v.data() + v.size() || n < 0 || n > max)
+    return invalid(fmt::format("query parameter {}: expected an integer from 0 to {}, got '{}'", name, max, v));
+  return n;
+}
+
+json nullable_time(Millis t) { return t ? json(rfc3339_ms(t)) : json(nullptr); }
+
+}  // namespace
+
+Response error_response(const Error& e) {
+  json j = {{"error", e.message}};
+  if (!e.details.empty()) j["details"] = e.details;
+  return {http_status(e.code), j.dump()};
+}
+
+json to_json(const control::EnvStatus& s) {
+  json apps = json::array();
+  for (const auto& a : s.apps) {
+    json instances = json::array();
+    for (const auto& i : a.instances)
+      instances.push_back({{"ordinal", i.ordinal}, {"ip", i.ip}, {"dns", i.dns}, {"state", i.state},
+                           {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
+                           {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
+    apps.push_back({{"app", a.app}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
+                    {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for},
+                    {"instances", instances}});
+  }
+  return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
+          {"ready", s.ready}, {"apps", apps}};
+}
+
+json to_json(const store::Event& e) {
+  return {{"id", e.id}, {"time", rfc3339_ms(e.time)}, {"type", e.type},
+          {"app", e.app.empty() ? json(nullptr) : json(e.app)},
+          {"ordinal", e.ordinal < 0 ? json(nullptr) : json(e.ordinal)},
+          {"ip", e.ip.empty() ? json(nullptr) : json(e.ip)}, {"message", e.message}};
+}
+
+Response Api::handle(const Request& req) {
+  std::string_view target = req.target;
+  std::string_view query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    query = target.substr(q + 1);
+    target = target.substr(0, q);
+  }
+  auto parts = split_path(target);
+  auto route = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
+    if (req.method != method || parts.size() != pattern.size()) return false;
+    std::size_t i = 0;
+    for (auto p : pattern) {
+      if (p != "*" && p != parts[i]) return false;
+      ++i;
+    }
+    return true;
+  };
+
+  if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});
+
+  if (route("PUT", {"v1", "catalog"})) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object())
+      return error_response(invalid("request body: expected a JSON object {\"filename\": ..., \"text\": ...}"));
+    if (!body.contains("text") || !body["text"].is_string())
+      return error_response(invalid("request body: field 'text' (the catalog's YAML) must be a string"));
+    std::string filename = "berth.yaml";
+    if (body.contains("filename")) {
+      if (!body["filename"].is_string()) return error_response(invalid("request body: field 'filename' must be a string"));
+      filename = body["filename"].get<std::string>();
+    }
+    if (auto st = loop_.apply(body["text"].get<std::string>(), filename); !st.ok()) return error_response(st.error());
+    json envs = json::array();
+    for (const auto& e : loop_.catalog()->environments())
+      envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()}});
+    return ok({{"applied", filename}, {"environments", envs}});
+  }
+
+  if (route("GET", {"v1", "catalog"})) {
+    const auto* c = loop_.catalog();
+    if (!c) return error_response(not_found("no catalog applied yet"));
+    return ok({{"filename", c->filename()}, {"text", c->text()}});
+  }
+
+  if (route("GET", {"v1", "environments"})) {
+    json list = json::array();
+    for (const auto& s : loop_.all_status()) list.push_back(to_json(s));
+    return ok(list);
+  }
+
+  if (route("GET", {"v1", "environments", "*"})) {
+    auto s = loop_.status(parts[2]);
+    if (!s.ok()) return error_response(s.error());
+    return ok(to_json(*s));
+  }
+
+  if (route("POST", {"v1", "environments", "*", "up"})) {
+    auto before = loop_.last_event_id();
+    if (!before.ok()) return error_response(before.error());
+    if (auto st = loop_.up(parts[2]); !st.ok()) return error_response(st.error());
+    return ok({{"environment", parts[2]}, {"up", true}, {"events_after", *before}}, 202);
+  }
+
+  if (route("POST", {"v1", "environments", "*", "down"})) {
+    auto before = loop_.last_event_id();
+    if (!before.ok()) return error_response(before.error());
+    if (auto st = loop_.down(parts[2]); !st.ok()) return error_response(st.error());
+    return ok({{"environment", parts[2]}, {"up", false}, {"events_after", *before}}, 202);
+  }
+
+  if (route("GET", {"v1", "environments", "*", "events"})) {
+    auto after = int_param(query, "after", 0, std::numeric_limits<std::int64_t>::max());
+    if (!after.ok()) return error_response(after.error());
+    auto limit = int_param(query, "limit", 1000, 100000);
+    if (!limit.ok()) return error_response(limit.error());
+    auto events = loop_.events(parts[2], *after, static_cast<int>(*limit));
+    if (!events.ok()) return error_response(events.error());
+    json list = json::array();
+    for (const auto& e : *events) list.push_back(to_json(e));
+    return ok(list);
+  }
+
+  if (route("GET", {"v1", "environments", "*", "config"})) {
+    const auto* c = loop_.catalog();
+    if (!c) return error_response(not_found("no catalog applied yet"));
+    const auto* env = c->find(parts[2]);
+    if (!env) return error_response(not_found(fmt::format("no environment '{}'", parts[2])));
+    std::string only = query_param(query, "app");
+    json apps = json::array();
+    for (const auto& a : env->apps) {
+      if (!only.empty() && a.app != only) continue;
+      json settings = json::array();
+      for (const auto& [k, v] : a.values) settings.push_back({{"setting", k}, {"value", v}, {"from", a.from.at(k)}});
+      apps.push_back({{"app", a.app}, {"settings", settings}});
+    }
+    if (!only.empty() && apps.empty()) {
+      std::vector<std::string> names;
+      for (const auto& a : env->apps) names.push_back(a.app);
+      auto hint = closest(only, names);
+      return error_response(not_found(fmt::format("no app '{}' in environment '{}'{}", only, parts[2],
+                                                  hint ? fmt::format(" (did you mean '{}'?)", *hint) : "")));
+    }
+    return ok({{"environment", env->name}, {"base", env->base.empty() ? json(nullptr) : json(env->base)}, {"apps", apps}});
+  }
+
+  return error_response(not_found(fmt::format("no route {} {}", req.method, target)));
+}
+
+}  // namespace berth::api

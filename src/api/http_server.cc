@@ -1,0 +1,112 @@
+#include "api/http_server.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+namespace berth::api {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& text, const std::string& flag) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos)
+    return invalid(fmt::format("{} '{}': expected ADDR:PORT, e.g. 127.0.0.1:7700", flag, text));
+  std::string host = text.substr(0, colon);
+  std::string port_text = text.substr(colon + 1);
+  char* end = nullptr;
+  long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end || port < 0 || port > 65535)
+    return invalid(fmt::format("{} '{}': port must be 0-65535, not '{}'", flag, text, port_text));
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  if (ec) return invalid(fmt::format("{} '{}': '{}' is not an IP address", flag, text, host));
+  return std::make_pair(host, static_cast<unsigned short>(port));
+}
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Api& api) : stream_(std::move(socket)), api_(api) {}
+  void run() { read(); }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(8 * 1024 * 1024);
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->close();
+      self->serve();
+    });
+  }
+
+  void serve() {
+    auto req = parser_->release();
+    Request r{std::string(req.method_string()), std::string(req.target()), std::move(req.body())};
+    Response out = api_.handle(r);
+    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), req.version());
+    res->set(http::field::server, "berth");
+    res->set(http::field::content_type, "application/json");
+    res->keep_alive(req.keep_alive());
+    res->body() = std::move(out.body);
+    res->prepare_payload();
+    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+      if (ec || !res->keep_alive()) return self->close();
+      self->read();
+    });
+  }
+
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  Api& api_;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(asio::io_context& io, Api& a) : acceptor(io), api(a) {}
+  void accept() {
+    acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) std::make_shared<Session>(std::move(socket), api)->run();
+      accept();
+    });
+  }
+  tcp::acceptor acceptor;
+  Api& api;
+};
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() {
+  beast::error_code ec;
+  impl_->acceptor.close(ec);
+}
+
+unsigned short HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io, const std::string& listen, Api& api) {
+  auto addr = parse_listen(listen, "--listen");
+  if (!addr.ok()) return addr.error();
+  auto impl = std::make_unique<Impl>(io, api);
+  beast::error_code ec;
+  tcp::endpoint ep(asio::ip::make_address(addr->first), addr->second);
+  impl->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(ep, ec);
+  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return unavailable(fmt::format("cannot listen on {}: {}", listen, ec.message()));
+  impl->accept();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+}  // namespace berth::api

@@ -1,0 +1,33 @@
+// api/http_server.h — HTTP/1.1 transport for the API (Boost.Beast) on the loop's io_context.
+//
+// Accepts connections, reads one request at a time per connection (keep-alive), hands it to
+// Api::handle() on the same thread, writes the JSON response. Bodies are capped at 8 MiB.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "api/handlers.h"
+#include "base/result.h"
+
+namespace berth::api {
+
+class HttpServer {
+ public:
+  // `listen` is "ADDR:PORT"; port 0 picks a free one (see port()).
+  static Result<std::unique_ptr<HttpServer>> create(boost::asio::io_context& io, const std::string& listen, Api& api);
+  ~HttpServer();
+  unsigned short port() const;
+
+ private:
+  struct Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Split "ADDR:PORT"; error names the bad part.
+Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& text, const std::string& flag);
+
+}  // namespace berth::api

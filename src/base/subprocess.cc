@@ -1,0 +1,147 @@
+#include "base/subprocess.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace berth {
+
+int open_pidfd(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+std::optional<unsigned long long> process_start_ticks(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  if (!in) return std::nullopt;
+  std::string line;
+  std::getline(in, line);
+  // The command name (field 2) is in parentheses and may contain spaces: parse after the last ')'.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  // Fields after ')' start at field 3 (state); start time is field 22.
+  for (int i = 3; i < 22; ++i) rest >> field;
+  unsigned long long ticks = 0;
+  if (!(rest >> ticks)) return std::nullopt;
+  if (line.size() > close + 2 && line[close + 2] == 'Z') return std::nullopt;  // zombie: gone
+  return ticks;
+}
+
+std::optional<int> reap(pid_t pid) {
+  int status = 0;
+  pid_t r = waitpid(pid, &status, WNOHANG);
+  if (r == pid) return status;
+  return std::nullopt;
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("killed by {}", sigabbrev_np(WTERMSIG(status)) ? fmt::format("SIG{}", sigabbrev_np(WTERMSIG(status))) : std::to_string(WTERMSIG(status)));
+  return fmt::format("ended (wait status {})", status);
+}
+
+std::map<std::string, std::string> base_environment() {
+  std::map<std::string, std::string> env;
+  for (const char* name : {"PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR"})
+    if (const char* v = std::getenv(name)) env[name] = v;
+  if (!env.count("PATH")) env["PATH"] = "/usr/local/bin:/usr/bin:/bin";
+  return env;
+}
+
+Result<Spawned> spawn(const SpawnOptions& o) {
+  // Everything the child needs is prepared before fork: after fork only async-signal-safe calls.
+  std::string script = "exec " + o.command;
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : o.env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
+
+  int log_fd = open(o.log_path.empty() ? "/dev/null" : o.log_path.c_str(),
+                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(errno)));
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int gate[2] = {-1, -1};
+  if (o.gate && pipe2(gate, O_CLOEXEC) != 0) {
+    close(log_fd);
+    close(null_fd);
+    return unavailable(fmt::format("pipe: {}", std::strerror(errno)));
+  }
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(log_fd);
+    close(null_fd);
+    if (o.gate) { close(gate[0]); close(gate[1]); }
+    return unavailable(fmt::format("fork: {}", std::strerror(err)));
+  }
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (o.die_with_parent) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
+    }
+    // Reset what the daemon changed for itself.
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    signal(SIGPIPE, SIG_DFL);
+    if (o.gate) {
+      close(gate[1]);
+      char go = 0;
+      ssize_t n;
+      do { n = read(gate[0], &go, 1); } while (n < 0 && errno == EINTR);
+      if (n != 1) _exit(127);  // the daemon died before recording us: run nothing
+    }
+    dup2(null_fd, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
+    execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also from the parent: no race with a kill(-pgid) right after
+  close(log_fd);
+  close(null_fd);
+  Spawned s;
+  s.pid = pid;
+  if (o.gate) {
+    close(gate[0]);
+    s.gate_fd = gate[1];
+  }
+  s.pidfd = open_pidfd(pid);
+  s.start_ticks = process_start_ticks(pid).value_or(0);
+  if (s.pidfd < 0) {
+    int err = errno;
+    kill(-pid, SIGKILL);
+    if (s.gate_fd >= 0) close(s.gate_fd);
+    waitpid(pid, nullptr, 0);
+    return unavailable(fmt::format("pidfd_open: {}", std::strerror(err)));
+  }
+  return s;
+}
+
+Status release_gate(Spawned& s) {
+  if (s.gate_fd < 0) return {};
+  char go = 1;
+  ssize_t n;
+  do { n = write(s.gate_fd, &go, 1); } while (n < 0 && errno == EINTR);
+  close(s.gate_fd);
+  s.gate_fd = -1;
+  if (n != 1) return unavailable(fmt::format("releasing child {}: {}", s.pid, std::strerror(errno)));
+  return {};
+}
+
+}  // namespace berth

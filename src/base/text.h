@@ -1,0 +1,30 @@
+// base/text.h — small text helpers shared by components: durations, RFC 3339 timestamps,
+// edit distance for "did you mean" suggestions, shell quoting.
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "base/clock.h"
+
+namespace berth {
+
+// "250ms", "2s", "1.5s", "5m", "1h", "0" → milliseconds. nullopt when malformed or negative.
+std::optional<Millis> parse_duration(std::string_view text);
+// 1500 → "1.5s", 200 → "200ms", 120000 → "2m".
+std::string format_duration(Millis ms);
+
+// Wall milliseconds → "2026-11-28T14:36:58.123Z".
+std::string rfc3339_ms(Millis wall_ms);
+
+// Levenshtein distance, for suggestions.
+std::size_t edit_distance(std::string_view a, std::string_view b);
+// The candidate closest to `word` if it is close enough to be a plausible typo.
+std::optional<std::string> closest(std::string_view word, std::span<const std::string> candidates);
+
+// Quote for POSIX sh: abc → 'abc', it's → 'it'\''s'.
+std::string shell_quote(std::string_view s);
+
+}  // namespace berth

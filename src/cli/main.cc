@@ -1,0 +1,216 @@
+// berth — the command line: `berth serve` runs the daemon; every other command talks to it.
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "base/text.h"
+#include "cli/render.h"
+#include "client/client.h"
+#include "daemon/daemon.h"
+
+using nlohmann::json;
+namespace bc = berth::client;
+
+namespace {
+
+int fail(const berth::Error& e) {
+  fmt::print(stderr, "berth: {}\n", e.message);
+  // Multi-error messages already list their details.
+  if (e.details.size() > 1 && e.message.find('\n') == std::string::npos)
+    for (const auto& d : e.details) fmt::print(stderr, "  {}\n", d);
+  return 1;
+}
+
+std::string url_encode(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
+berth::Millis now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Poll the daemon until `done(status)` holds, printing events as they happen. The interval is a
+// display refresh, not a wait for state: the condition is checked on every poll.
+int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Millis timeout_ms, bool quiet,
+           const std::function<bool(const json&)>& done, const std::string& what) {
+  const berth::Millis deadline = now_ms() + timeout_ms;
+  std::string last_summary;
+  while (true) {
+    auto events = c.get(fmt::format("/v1/environments/{}/events?after={}", url_encode(env), after));
+    if (!events.ok()) return fail(events.error());
+    for (const auto& e : *events) {
+      after = std::max<std::int64_t>(after, e["id"].get<std::int64_t>());
+      if (!quiet) fmt::print("{}\n", berth::cli::event_line(e));
+    }
+    auto status = c.get("/v1/environments/" + url_encode(env));
+    if (!status.ok()) return fail(status.error());
+    if (done(*status)) {
+      if (!quiet) fmt::print("{}: {}\n", env, berth::cli::progress_summary(*status));
+      return 0;
+    }
+    std::string summary = berth::cli::progress_summary(*status);
+    if (!quiet && summary != last_summary) fmt::print("  … {}\n", summary);
+    last_summary = summary;
+    if (now_ms() > deadline) {
+      fmt::print(stderr, "berth: {} {} timed out after {}: {}\n", what, env, berth::format_duration(timeout_ms), summary);
+      for (const auto& cause : berth::cli::root_causes(*status)) fmt::print(stderr, "  root cause: {}\n", cause);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+berth::Millis parse_timeout(const std::string& text) {
+  auto d = berth::parse_duration(text);
+  if (!d) throw CLI::ValidationError("--timeout", "'" + text + "' is not a duration; write e.g. 90s, 2m");
+  return *d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"berth — dev and beta environments on demand"};
+  app.require_subcommand(1);
+  std::string addr_flag;
+  app.add_option("--addr", addr_flag, "daemon address ADDR:PORT (default $BERTH_ADDR or 127.0.0.1:7700)");
+
+  berth::daemon::Options serve_opts;
+  auto* serve = app.add_subcommand("serve", "run the control plane daemon");
+  serve->add_option("--listen", serve_opts.listen, "API address ADDR:PORT")->capture_default_str();
+  serve->add_option("--data-dir", serve_opts.data_dir, "state directory (SQLite database, logs)")->required();
+  serve->add_option("--dns-listen", serve_opts.dns_listen, "DNS server address handed to instances as BERTH_DNS");
+
+  std::string file;
+  auto* apply = app.add_subcommand("apply", "validate and load a catalog (berth.yaml)");
+  apply->add_option("-f,--file", file, "catalog file")->required();
+
+  std::string env, app_code, output = "table", timeout_text = "120s";
+  bool no_wait = false, quiet = false, follow_events = false;
+  auto* up = app.add_subcommand("up", "bring an environment up and wait until it is ready");
+  up->add_option("environment", env)->required();
+  up->add_option("--timeout", timeout_text, "give up after this long")->capture_default_str();
+  up->add_flag("--no-wait", no_wait, "return once the request is accepted");
+  up->add_flag("-q,--quiet", quiet, "print nothing but errors");
+
+  auto* down = app.add_subcommand("down", "stop an environment");
+  down->add_option("environment", env)->required();
+  down->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
+  down->add_flag("--no-wait", no_wait, "return once the request is accepted");
+  down->add_flag("-q,--quiet", quiet, "print nothing but errors");
+
+  auto* status = app.add_subcommand("status", "show an environment's apps and instances (all environments without one)");
+  status->add_option("environment", env);
+  status->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+
+  auto* config = app.add_subcommand("config", "show every effective setting and the layer it came from");
+  config->add_option("environment", env)->required();
+  config->add_option("app", app_code);
+  config->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+
+  auto* events = app.add_subcommand("events", "list what happened in an environment, oldest first");
+  events->add_option("environment", env)->required();
+  events->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  events->add_flag("-f,--follow", follow_events, "keep printing new events");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (serve->parsed()) return berth::daemon::run(serve_opts);
+
+  bc::Client c(bc::default_address(addr_flag));
+  try {
+    if (apply->parsed()) {
+      std::ifstream in(file);
+      if (!in) {
+        fmt::print(stderr, "berth: cannot read {}: {}\n", file, std::strerror(errno));
+        return 1;
+      }
+      std::stringstream ss;
+      ss << in.rdbuf();
+      auto r = c.put("/v1/catalog", {{"filename", file}, {"text", ss.str()}});
+      if (!r.ok()) return fail(r.error());
+      fmt::print("applied {}:", file);
+      for (const auto& e : (*r)["environments"])
+        fmt::print(" {} ({} apps, {} instances)", e["name"].get<std::string>(), e["apps"].get<int>(), e["instances"].get<int>());
+      fmt::print("\n");
+      return 0;
+    }
+    if (up->parsed()) {
+      berth::Millis timeout = parse_timeout(timeout_text);
+      auto r = c.post("/v1/environments/" + url_encode(env) + "/up");
+      if (!r.ok()) return fail(r.error());
+      if (no_wait) return 0;
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet,
+                    [](const json& s) { return s["ready"].get<bool>(); }, "up");
+    }
+    if (down->parsed()) {
+      berth::Millis timeout = parse_timeout(timeout_text);
+      auto r = c.post("/v1/environments/" + url_encode(env) + "/down");
+      if (!r.ok()) return fail(r.error());
+      if (no_wait) return 0;
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
+        for (const auto& a : s["apps"])
+          for (const auto& i : a["instances"])
+            if (!i["pid"].is_null()) return false;
+        return true;
+      }, "down");
+    }
+    if (status->parsed()) {
+      auto r = env.empty() ? c.get("/v1/environments") : c.get("/v1/environments/" + url_encode(env));
+      if (!r.ok()) return fail(r.error());
+      if (output == "json") {
+        fmt::print("{}\n", r->dump(2));
+      } else if (env.empty()) {
+        for (const auto& s : *r) fmt::print("{}\n", berth::cli::status_table(s));
+      } else {
+        fmt::print("{}", berth::cli::status_table(*r));
+      }
+      return 0;
+    }
+    if (config->parsed()) {
+      std::string target = "/v1/environments/" + url_encode(env) + "/config";
+      if (!app_code.empty()) target += "?app=" + url_encode(app_code);
+      auto r = c.get(target);
+      if (!r.ok()) return fail(r.error());
+      if (output == "json") fmt::print("{}\n", r->dump(2));
+      else fmt::print("{}", berth::cli::config_table(*r));
+      return 0;
+    }
+    if (events->parsed()) {
+      std::int64_t after = 0;
+      json all = json::array();
+      while (true) {
+        auto r = c.get(fmt::format("/v1/environments/{}/events?after={}", url_encode(env), after));
+        if (!r.ok()) return fail(r.error());
+        for (const auto& e : *r) {
+          after = e["id"].get<std::int64_t>();
+          if (output == "json") all.push_back(e);
+          else fmt::print("{}\n", berth::cli::event_line(e));
+        }
+        if (!follow_events) {
+          if (r->empty()) break;
+          continue;  // fetch the next page
+        }
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+      if (output == "json") fmt::print("{}\n", all.dump(2));
+      return 0;
+    }
+  } catch (const CLI::ValidationError& e) {
+    fmt::print(stderr, "berth: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}

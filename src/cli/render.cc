@@ -1,0 +1,166 @@
+#include "cli/render.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace berth::cli {
+using nlohmann::json;
+
+namespace {
+
+std::string str(const json& j, const char* key) {
+  if (!j.contains(key) || j[key].is_null()) return "";
+  if (j[key].is_string()) return j[key].get<std::string>();
+  return j[key].dump();
+}
+
+// Columns padded to the widest cell; UTF-8 aware enough for arrows in messages (counts code points).
+std::size_t width(const std::string& s) {
+  std::size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+std::string table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> w;
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], width(r[i]));
+    }
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(w[i] - width(r[i]) + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string short_layer(const std::string& layer) {
+  if (layer == "defaults" || layer == "built-in") return layer;
+  if (layer.rfind("apps.", 0) == 0) return "app";
+  if (layer.rfind("environments.", 0) == 0) {
+    std::string rest = layer.substr(13);
+    auto dot = rest.find(".apps.");
+    if (dot == std::string::npos) return "env " + rest;
+    return "env " + rest.substr(0, dot) + " app override";
+  }
+  return layer;
+}
+
+std::string status_table(const json& s) {
+  std::string out = fmt::format("environment {}{}: {}\n", str(s, "environment"),
+                                s["base"].is_null() ? "" : fmt::format(" (base {})", str(s, "base")),
+                                !s["up"].get<bool>() ? "down" : s["ready"].get<bool>() ? "up, ready" : "up, not ready");
+  std::vector<std::vector<std::string>> rows = {{"APP", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "STATE", "HEALTH / MESSAGE"}};
+  for (const auto& a : s["apps"]) {
+    const auto& from = a["from"];
+    std::string tag = fmt::format("{} [{}]", str(a, "tag"), short_layer(from.value("tag", "")));
+    std::string bt = fmt::format("{} [{}]", str(a, "build_type"), short_layer(from.value("build_type", "")));
+    bool first = true;
+    for (const auto& i : a["instances"]) {
+      std::string msg = str(i, "state") == "ready" ? str(i, "health") : str(i, "message");
+      if (msg.empty()) msg = str(i, "message");
+      std::string state = str(i, "state");
+      if (i["restarts"].get<int>() > 0) state += fmt::format(" ({} restarts)", i["restarts"].get<int>());
+      rows.push_back({first ? str(a, "app") : "", first ? tag : "", first ? bt : "", str(i, "ordinal"), str(i, "ip"),
+                      str(i, "dns"), state, msg});
+      first = false;
+    }
+  }
+  return out + table(rows);
+}
+
+std::string config_table(const json& c) {
+  std::string out;
+  for (const auto& a : c["apps"]) {
+    out += fmt::format("{} in {}{}\n", str(a, "app"), str(c, "environment"),
+                       c["base"].is_null() ? "" : fmt::format(" (base {})", str(c, "base")));
+    std::vector<std::vector<std::string>> rows = {{"  SETTING", "VALUE", "FROM"}};
+    for (const auto& s : a["settings"]) rows.push_back({"  " + str(s, "setting"), str(s, "value"), str(s, "from")});
+    out += table(rows) + "\n";
+  }
+  return out;
+}
+
+std::string event_line(const json& e) {
+  std::string who = str(e, "app");
+  if (!e["ordinal"].is_null()) who += "#" + str(e, "ordinal");
+  std::string ip = str(e, "ip");
+  return fmt::format("{}  {:<20} {:<12} {:<13} {}", str(e, "time"), str(e, "type"), who, ip, str(e, "message"));
+}
+
+std::vector<std::string> root_causes(const json& s) {
+  std::map<std::string, const json*> apps;
+  for (const auto& a : s["apps"]) apps[a["app"].get<std::string>()] = &a;
+  std::map<std::string, std::set<std::string>> blocked;  // root → apps that wait on it, transitively
+  std::vector<std::string> out;
+  for (const auto& a : s["apps"]) {
+    std::string state = str(a, "state");
+    if (state == "ready" || state == "degraded") continue;
+    // Follow waiting_for down to apps that wait for nothing.
+    std::vector<std::string> stack{a["app"].get<std::string>()};
+    std::set<std::string> seen;
+    while (!stack.empty()) {
+      std::string cur = stack.back();
+      stack.pop_back();
+      if (!seen.insert(cur).second || !apps.count(cur)) continue;
+      const json& c = *apps[cur];
+      if (c["waiting_for"].empty()) {
+        if (cur != a["app"].get<std::string>()) blocked[cur].insert(a["app"].get<std::string>());
+        else blocked[cur];
+      }
+      for (const auto& d : c["waiting_for"]) stack.push_back(d.get<std::string>());
+    }
+  }
+  for (const auto& [root, waiters] : blocked) {
+    const json& a = *apps[root];
+    std::string msg = str(a, "message");
+    for (const auto& i : a["instances"])
+      if (!str(i, "health").empty() && str(i, "state") != "ready") { msg = str(i, "health"); break; }
+    std::string line = fmt::format("{} is {}: {}", root, str(a, "state"), msg.empty() ? "no detail" : msg);
+    if (!waiters.empty()) {
+      std::string names;
+      for (const auto& w : waiters) names += (names.empty() ? "" : ", ") + w;
+      line += fmt::format(" (blocking {})", names);
+    }
+    out.push_back(line);
+  }
+  return out;
+}
+
+std::string progress_summary(const json& s) {
+  int ready = 0, total = 0;
+  std::vector<std::string> waiting, starting;
+  for (const auto& a : s["apps"]) {
+    ++total;
+    std::string st = str(a, "state");
+    if (st == "ready" || st == "degraded") ++ready;
+    else if (st == "waiting") {
+      std::string deps;
+      for (const auto& d : a["waiting_for"]) deps += (deps.empty() ? "" : ", ") + d.get<std::string>();
+      waiting.push_back(fmt::format("{} (for {})", str(a, "app"), deps.empty() ? "?" : deps));
+    } else if (st == "starting" || st == "failed") starting.push_back(str(a, "app"));
+  }
+  std::string out = fmt::format("{}/{} apps ready", ready, total);
+  auto list = [](const std::vector<std::string>& v) {
+    std::string r;
+    for (const auto& x : v) r += (r.empty() ? "" : ", ") + x;
+    return r;
+  };
+  if (!starting.empty()) out += "; starting: " + list(starting);
+  if (!waiting.empty()) out += "; waiting: " + list(waiting);
+  return out;
+}
+
+}  // namespace berth::cli

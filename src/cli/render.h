@@ -1,0 +1,26 @@
+// cli/render.h — turning API JSON into what people read: tables, progress lines, root causes.
+// Pure functions of JSON, so they are unit-tested without a daemon.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace berth::cli {
+
+// "environments.beta-7.apps.orders" → "env beta-7 app override"; short labels for tables.
+std::string short_layer(const std::string& layer);
+// The table of `berth status E`.
+std::string status_table(const nlohmann::json& status);
+// The table of `berth config E [APP]`.
+std::string config_table(const nlohmann::json& config);
+// One line per event, for `berth events` and the progress of `berth up`.
+std::string event_line(const nlohmann::json& event);
+// Why an environment is not ready: the apps that are not ready and wait for nothing, each with
+// its message, and who waits on them. Empty when everything is ready.
+std::vector<std::string> root_causes(const nlohmann::json& status);
+// "4/6 apps ready; waiting: gateway (for orders)"
+std::string progress_summary(const nlohmann::json& status);
+
+}  // namespace berth::cli

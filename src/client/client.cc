@@ -1,0 +1,80 @@
+#include "client/client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+namespace berth::client {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+std::string default_address(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("BERTH_ADDR"); env && *env) return env;
+  return "127.0.0.1:7700";
+}
+
+struct Client::Conn {
+  asio::io_context io;
+  std::optional<beast::tcp_stream> stream;
+};
+
+Client::Client(std::string address) : address_(std::move(address)), conn_(std::make_unique<Conn>()) {}
+Client::~Client() = default;
+
+Result<nlohmann::json> Client::get(const std::string& target) { return call("GET", target, ""); }
+Result<nlohmann::json> Client::post(const std::string& target, const nlohmann::json& body) { return call("POST", target, body.dump()); }
+Result<nlohmann::json> Client::put(const std::string& target, const nlohmann::json& body) { return call("PUT", target, body.dump()); }
+
+Result<nlohmann::json> Client::call(const std::string& method, const std::string& target, const std::string& body) {
+  auto colon = address_.rfind(':');
+  if (colon == std::string::npos) return invalid(fmt::format("daemon address '{}': expected ADDR:PORT", address_));
+  std::string host = address_.substr(0, colon), port = address_.substr(colon + 1);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      if (!conn_->stream) {
+        tcp::resolver resolver(conn_->io);
+        conn_->stream.emplace(conn_->io);
+        conn_->stream->connect(resolver.resolve(host, port));
+      }
+      http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+      req.set(http::field::host, host);
+      req.set(http::field::content_type, "application/json");
+      req.keep_alive(true);
+      req.body() = body;
+      req.prepare_payload();
+      http::write(*conn_->stream, req);
+      beast::flat_buffer buffer;
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(64 * 1024 * 1024);
+      http::read(*conn_->stream, buffer, parser);
+      auto res = parser.release();
+      if (!res.keep_alive()) conn_->stream.reset();
+      auto j = nlohmann::json::parse(res.body(), nullptr, false);
+      int status = static_cast<int>(res.result_int());
+      if (status >= 200 && status < 300) {
+        if (j.is_discarded()) return internal("daemon sent a response that is not JSON");
+        return j;
+      }
+      Error e(status == 400 ? ErrorCode::kInvalid : status == 404 ? ErrorCode::kNotFound
+              : status == 409 ? ErrorCode::kConflict : ErrorCode::kUnavailable,
+              j.is_object() && j.contains("error") ? j["error"].get<std::string>() : fmt::format("HTTP {}", status));
+      if (j.is_object() && j.contains("details"))
+        for (const auto& d : j["details"]) e.details.push_back(d.get<std::string>());
+      return e;
+    } catch (const boost::system::system_error& e) {
+      conn_->stream.reset();
+      // A kept-alive connection the daemon closed: retry once on a fresh one.
+      if (attempt == 0 && e.code() != asio::error::connection_refused) continue;
+      return unavailable(fmt::format("cannot reach the berth daemon at {}: {} (is `berth serve` running? "
+                                     "set --addr or BERTH_ADDR)", address_, e.code().message()));
+    }
+  }
+  return unavailable(fmt::format("cannot reach the berth daemon at {}", address_));
+}
+
+}  // namespace berth::client

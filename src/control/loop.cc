@@ -1,0 +1,627 @@
+#include "control/loop.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include <sys/wait.h>
+
+#include <fmt/format.h>
+
+#include "base/text.h"
+
+namespace berth::control {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string env_var_name(std::string s) {
+  for (auto& c : s) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+
+}  // namespace
+
+Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
+  auto stored = d.store->load_catalog();
+  if (!stored.ok()) return stored.error();
+  std::optional<model::Catalog> catalog;
+  if (*stored) {
+    auto parsed = model::Catalog::parse((*stored)->text, (*stored)->filename);
+    if (!parsed.ok()) return parsed.error().wrap("the stored catalog no longer parses");
+    catalog = std::move(parsed.value());
+  }
+  auto ipam = ipam::Ipam::create(catalog ? catalog->network() : model::NetworkSpec{}, *d.store, *d.clock);
+  if (!ipam.ok()) return ipam.error();
+  std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value())));
+  loop->catalog_ = std::move(catalog);
+  auto up = d.store->up_environments();
+  if (!up.ok()) return up.error();
+  loop->up_.insert(up->begin(), up->end());
+
+  // Adopt the instances that outlived the previous daemon; forget the ones that did not.
+  auto records = d.store->load_instances();
+  if (!records.ok()) return records.error();
+  for (const auto& r : *records) {
+    runtime::Handle h{r.pid, r.pgid, r.start_ticks};
+    auto key = r.key;
+    auto* self = loop.get();
+    bool alive = d.runtime->adopt(h, [self, key, pid = r.pid](const runtime::Exit& e) { self->on_exit(key, pid, e); });
+    if (!alive) {
+      BERTH_TRY(d.store->erase_instance(r.key));
+      continue;
+    }
+    Instance& inst = loop->envs_[r.key.env].apps[r.key.app].instances[r.key.ordinal];
+    inst.key = r.key;
+    if (auto ip = loop->ipam_.lookup(r.key)) inst.ip = model::format_ipv4(*ip);
+    inst.proc = h;
+    inst.fingerprint = r.fingerprint;
+    inst.restarts = r.restarts;
+    inst.started_before = true;
+    inst.phase = Phase::kStarting;
+    inst.started_mono = d.clock->monotonic_ms();
+    inst.message = fmt::format("adopted pid {} after a daemon restart", r.pid);
+    loop->emit(r.key.env, "adopted", r.key.app, r.key.ordinal, inst.ip, inst.message);
+    if (const auto* spec = loop->spec_of(r.key)) {
+      inst.tracker.emplace(spec->health, inst.started_mono);
+      loop->schedule_probe(inst, *spec);
+    }
+  }
+  loop->schedule_reconcile();
+  return loop;
+}
+
+ControlLoop::~ControlLoop() {
+  for (auto& [n, env] : envs_)
+    for (auto& [a, app] : env.apps)
+      for (auto& [o, inst] : app.instances) cancel_timers(inst);
+}
+
+// ---- API operations ---------------------------------------------------------------------------
+
+Status ControlLoop::apply(const std::string& text, const std::string& filename) {
+  auto parsed = model::Catalog::parse(text, filename);
+  if (!parsed.ok()) return parsed.error();
+  // Removing an environment that is up would strand its instances without a spec: refuse.
+  for (const auto& e : up_)
+    if (!parsed->find(e))
+      return conflict(fmt::format("environment '{}' is up but the new catalog does not define it; "
+                                  "run `berth down {}` first", e, e));
+  BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms()}));
+  catalog_ = std::move(parsed.value());
+  ipam_.set_network(catalog_->network());
+  for (const auto& e : up_) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied", filename));
+  schedule_reconcile();
+  return {};
+}
+
+Status ControlLoop::up(const std::string& env) {
+  if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
+  if (!catalog_->find(env)) {
+    auto names = catalog_->environment_names();
+    auto hint = closest(env, names);
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    return not_found(fmt::format("no environment '{}' in the catalog{}; environments: {}", env,
+                                 hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", list));
+  }
+  if (!up_.count(env)) {
+    BERTH_TRY(d_.store->set_up(env, true));
+    up_.insert(env);
+    emit(env, "up", "", -1, "", "environment requested up");
+  }
+  schedule_reconcile();
+  return {};
+}
+
+Status ControlLoop::down(const std::string& env) {
+  if (!up_.count(env) && !envs_.count(env)) {
+    if (catalog_ && catalog_->find(env)) return {};  // already down
+    return not_found(fmt::format("no environment '{}'", env));
+  }
+  if (up_.count(env)) {
+    BERTH_TRY(d_.store->set_up(env, false));
+    up_.erase(env);
+    emit(env, "down", "", -1, "", "environment requested down");
+  }
+  schedule_reconcile();
+  return {};
+}
+
+Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) const {
+  return d_.store->events(env, after_id, limit);
+}
+
+// ---- reconcile --------------------------------------------------------------------------------
+
+void ControlLoop::schedule_reconcile() {
+  if (reconcile_pending_) return;
+  reconcile_pending_ = true;
+  d_.executor->post([this] {
+    reconcile_pending_ = false;
+    reconcile();
+  });
+}
+
+std::int64_t ControlLoop::reconcile_now() {
+  auto t0 = std::chrono::steady_clock::now();
+  reconcile();
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void ControlLoop::reconcile() {
+  ++reconciles_;
+  std::set<std::string> names(up_.begin(), up_.end());
+  for (const auto& [n, e] : envs_) names.insert(n);
+  for (const auto& name : names) {
+    const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
+    reconcile_env(name, envs_[name], spec);
+    if (!spec && envs_[name].apps.empty()) envs_.erase(name);
+  }
+}
+
+void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::Environment* spec) {
+  // Stop what is no longer wanted: the whole environment when down, else removed apps/ordinals.
+  for (auto ait = env.apps.begin(); ait != env.apps.end();) {
+    const model::AppSpec* aspec = spec ? spec->find(ait->first) : nullptr;
+    auto& instances = ait->second.instances;
+    for (auto it = instances.begin(); it != instances.end();) {
+      Instance& inst = it->second;
+      bool wanted = aspec && inst.key.ordinal < aspec->instances;
+      if (wanted) { ++it; continue; }
+      inst.release_after_stop = true;
+      inst.restart_after_stop = false;
+      if (inst.proc) {
+        stop(inst, spec ? "scaled down or removed from the catalog" : "environment down");
+        ++it;
+        continue;
+      }
+      cancel_timers(inst);
+      if (auto st = ipam_.release(inst.key); !st.ok())
+        emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
+      it = instances.erase(it);
+    }
+    if (instances.empty() && !aspec) ait = env.apps.erase(ait);
+    else ++ait;
+  }
+  if (!spec) return;
+  for (const auto& aspec : spec->apps) reconcile_app(name, env.apps[aspec.app], aspec, *spec);
+}
+
+int ControlLoop::ready_count(const std::string& env, const std::string& app) const {
+  auto e = envs_.find(env);
+  if (e == envs_.end()) return 0;
+  auto a = e->second.apps.find(app);
+  if (a == e->second.apps.end()) return 0;
+  int n = 0;
+  for (const auto& [o, inst] : a->second.instances)
+    if (inst.phase == Phase::kReady && inst.proc) ++n;
+  return n;
+}
+
+bool ControlLoop::dependency_satisfied(const std::string& env, const model::Dependency& dep,
+                                       const model::Environment& espec) const {
+  const auto* target = espec.find(dep.app);
+  int need = dep.wait_all && target ? target->instances : 1;
+  return ready_count(env, dep.app) >= need;
+}
+
+std::string ControlLoop::waiting_message(const std::string& env, const model::Dependency& dep) const {
+  auto e = envs_.find(env);
+  std::string detail = "not started";
+  if (e != envs_.end()) {
+    if (auto a = e->second.apps.find(dep.app); a != e->second.apps.end()) {
+      for (const auto& [o, inst] : a->second.instances) {
+        if (!inst.last_probe.empty()) { detail = inst.last_probe; break; }
+        if (!inst.message.empty()) detail = inst.message;
+      }
+    }
+  }
+  return fmt::format("waiting for {}{}: {}", dep.app, dep.wait_all ? " (all instances)" : "", detail);
+}
+
+void ControlLoop::check_dependencies(const std::string& env, App& app, const model::AppSpec& spec,
+                                     const model::Environment& espec) {
+  bool running = false;
+  for (const auto& [o, inst] : app.instances)
+    if (inst.proc && inst.phase != Phase::kStopping) running = true;
+  for (const auto& dep : spec.depends_on) {
+    bool ok = dependency_satisfied(env, dep, espec);
+    auto prev = app.dep_ok.find(dep.app);
+    bool was_ok = prev != app.dep_ok.end() && prev->second;
+    app.dep_ok[dep.app] = ok;
+    if (!running || ok == was_ok || prev == app.dep_ok.end()) continue;
+    if (!ok && dep.on_failure != model::DependencyFailure::kIgnore) {
+      std::string why = fmt::format("dependency {} is not ready ({})", dep.app, waiting_message(env, dep));
+      emit(env, "dependency-failed", spec.app, -1, "", fmt::format("{}; policy {}", why, model::to_string(dep.on_failure)));
+      for (auto& [o, inst] : app.instances) {
+        if (dep.on_failure == model::DependencyFailure::kMark) {
+          inst.degraded = true;
+        } else if (inst.proc && inst.phase != Phase::kStopping) {
+          inst.restart_after_stop = true;
+          emit(env, "restarting", spec.app, o, inst.ip, "restart policy of dependency " + dep.app);
+          stop(inst, "dependency " + dep.app + " failed");
+        }
+      }
+    } else if (ok && dep.on_failure != model::DependencyFailure::kIgnore) {
+      emit(env, "dependency-recovered", spec.app, -1, "", fmt::format("dependency {} is ready again", dep.app));
+    }
+  }
+  // Clear degraded marks once every hard dependency with policy mark is satisfied again.
+  bool all_ok = true;
+  for (const auto& dep : spec.depends_on)
+    if (dep.on_failure == model::DependencyFailure::kMark && !app.dep_ok[dep.app]) all_ok = false;
+  if (all_ok)
+    for (auto& [o, inst] : app.instances) inst.degraded = false;
+}
+
+void ControlLoop::reconcile_app(const std::string& env, App& app, const model::AppSpec& spec,
+                                const model::Environment& espec) {
+  check_dependencies(env, app, spec, espec);
+
+  std::vector<std::string> waiting;
+  for (const auto& dep : spec.depends_on)
+    if (!dep.soft && !dependency_satisfied(env, dep, espec)) waiting.push_back(waiting_message(env, dep));
+
+  const std::string fingerprint = spec.fingerprint();
+  for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
+    Instance& inst = app.instances[ordinal];
+    inst.key = {env, spec.app, ordinal};
+    inst.release_after_stop = false;
+    auto ip = ipam_.assign(inst.key);
+    if (!ip.ok()) {
+      inst.phase = Phase::kWaiting;
+      inst.message = ip.error().message;
+      continue;
+    }
+    std::string ip_text = model::format_ipv4(*ip);
+    if (inst.proc) {
+      if (inst.phase == Phase::kStopping) continue;
+      std::string why;
+      if (inst.fingerprint != fingerprint) why = "settings changed";
+      else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
+      if (!why.empty()) {
+        inst.restart_after_stop = true;
+        emit(env, "restarting", spec.app, ordinal, inst.ip, why);
+        stop(inst, why);
+      }
+      continue;
+    }
+    inst.ip = ip_text;
+    if (inst.phase == Phase::kStopping || inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) continue;
+    if (!waiting.empty()) {
+      if (inst.phase != Phase::kWaiting || inst.message != waiting.front()) {
+        bool first = inst.phase != Phase::kWaiting;
+        inst.phase = Phase::kWaiting;
+        inst.message = waiting.front();
+        if (first && ordinal == 0) emit(env, "waiting", spec.app, -1, "", inst.message);
+      }
+      continue;
+    }
+    start(inst, spec, espec);
+  }
+}
+
+// ---- instances --------------------------------------------------------------------------------
+
+void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec) {
+  const auto& key = inst.key;
+  std::map<std::string, std::string> vars = {
+      {"tag", spec.tag}, {"build_type", spec.build_type}, {"env", key.env},
+      {"app", key.app}, {"ordinal", std::to_string(key.ordinal)}, {"ip", inst.ip}};
+  runtime::InstanceSpec rs;
+  rs.env = key.env;
+  rs.app = key.app;
+  rs.ordinal = key.ordinal;
+  rs.env_vars = spec.env;
+  for (const auto& [name, port] : spec.ports) {
+    vars["port." + name] = std::to_string(port);
+    rs.env_vars["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
+  }
+  rs.command = model::substitute(spec.command, vars);
+  rs.env_vars["BERTH_ENV"] = key.env;
+  rs.env_vars["BERTH_APP"] = key.app;
+  rs.env_vars["BERTH_INSTANCE"] = std::to_string(key.ordinal);
+  rs.env_vars["BERTH_IP"] = inst.ip;
+  rs.env_vars["BERTH_TAG"] = spec.tag;
+  rs.env_vars["BERTH_BUILD_TYPE"] = spec.build_type;
+  rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, d_.zone);
+  rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, d_.zone);
+  rs.env_vars["BERTH_HOME"] = d_.data_dir;
+  if (!d_.dns_address.empty()) rs.env_vars["BERTH_DNS"] = d_.dns_address;
+  // Where the dependencies are: every instance's stable address, per named port.
+  std::string dep_names;
+  for (const auto& dep : spec.depends_on) {
+    dep_names += (dep_names.empty() ? "" : ",") + dep.app;
+    const auto* dspec = espec.find(dep.app);
+    if (!dspec) continue;
+    for (const auto& [pname, port] : dspec->ports) {
+      std::string addrs;
+      for (int o = 0; o < dspec->instances; ++o) {
+        auto ip = ipam_.lookup({key.env, dep.app, o});
+        if (ip) addrs += fmt::format("{}{}:{}", addrs.empty() ? "" : ",", model::format_ipv4(*ip), port);
+      }
+      rs.env_vars[fmt::format("BERTH_DEP_{}_{}", env_var_name(dep.app), env_var_name(pname))] = addrs;
+    }
+  }
+  rs.env_vars["BERTH_DEPS"] = dep_names;
+
+  std::error_code ec;
+  fs::path dir = fs::path(d_.data_dir) / "logs" / key.env;
+  fs::create_directories(dir, ec);
+  rs.log_path = (dir / fmt::format("{}.{}.log", key.app, key.ordinal)).string();
+
+  if (inst.started_before) ++inst.restarts;
+  const int restarts = inst.restarts;
+  auto record = [&](const runtime::Handle& h) {
+    return d_.store->put_instance({key, h.pid, h.pgid, h.start_ticks, spec.fingerprint(), restarts, d_.clock->wall_ms()});
+  };
+  auto handle = d_.runtime->start(rs, record, [this, key](const runtime::Exit& e) {
+    // pid is checked in on_exit against the instance's current process
+    on_exit(key, -1, e);
+  });
+  inst.started_before = true;
+  if (!handle.ok()) {
+    inst.phase = Phase::kBackoff;
+    inst.message = "could not start: " + handle.error().message;
+    emit(key.env, "exited", key.app, key.ordinal, inst.ip, inst.message);
+    Millis delay = std::min(spec.restart.max_backoff_ms, spec.restart.backoff_ms << std::min(inst.crashes, 20));
+    ++inst.crashes;
+    inst.backoff_timer = d_.executor->after(delay, [this, key] {
+      if (auto* i = find(key)) {
+        i->backoff_timer = 0;
+        if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
+        schedule_reconcile();
+      }
+    });
+    return;
+  }
+  inst.proc = *handle;
+  inst.fingerprint = spec.fingerprint();
+  inst.phase = Phase::kStarting;
+  inst.degraded = false;
+  inst.started_mono = d_.clock->monotonic_ms();
+  inst.ready_at = 0;
+  inst.last_probe.clear();
+  inst.message = fmt::format("started pid {}", handle->pid);
+  emit(key.env, "starting", key.app, key.ordinal, inst.ip, fmt::format("pid {}: {}", handle->pid, rs.command));
+  if (spec.health.type == model::HealthType::kNone) {
+    mark_ready(inst, "no health check: ready once started");
+    return;
+  }
+  inst.tracker.emplace(spec.health, inst.started_mono);
+  schedule_probe(inst, spec);
+}
+
+void ControlLoop::stop(Instance& inst, const std::string& why) {
+  if (!inst.proc || inst.phase == Phase::kStopping) return;
+  cancel_timers(inst);
+  inst.phase = Phase::kStopping;
+  inst.message = "stopping: " + why;
+  const auto* spec = spec_of(inst.key);
+  d_.runtime->stop(*inst.proc, spec ? spec->stop_grace_ms : 5000);
+}
+
+void ControlLoop::cancel_timers(Instance& inst) {
+  if (inst.probe_timer) d_.executor->cancel(inst.probe_timer);
+  if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
+  inst.probe_timer = inst.backoff_timer = 0;
+  inst.probe.reset();
+}
+
+void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime::Exit& exit) {
+  Instance* inst = find(key);
+  if (!inst || !inst->proc) return;
+  auto st = d_.store->erase_instance(key);
+  if (!st.ok()) emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
+  inst->proc.reset();
+  inst->tracker.reset();
+  cancel_timers(*inst);
+  const bool was_ready = inst->phase == Phase::kReady;
+  if (inst->phase == Phase::kStopping) {
+    inst->phase = Phase::kStopped;
+    inst->message = "stopped (" + exit.description + ")";
+    emit(key.env, "stopped", key.app, key.ordinal, inst->ip, exit.description);
+    schedule_reconcile();
+    return;
+  }
+  emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
+  const auto* spec = spec_of(key);
+  bool failure = !exit.status_known || !WIFEXITED(exit.wait_status) || WEXITSTATUS(exit.wait_status) != 0;
+  auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
+  bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && failure);
+  if (!restart) {
+    inst->phase = Phase::kFailed;
+    inst->message = fmt::format("{}; restart policy {}: not restarted", exit.description, model::to_string(policy));
+    schedule_reconcile();
+    return;
+  }
+  Millis delay = std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
+  if (was_ready && inst->crashes == 0) delay = 0;  // first crash after being healthy: restart at once
+  ++inst->crashes;
+  inst->phase = Phase::kBackoff;
+  inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
+  emit(key.env, "restarting", key.app, key.ordinal, inst->ip, fmt::format("in {} (attempt {})", format_duration(delay), inst->crashes));
+  inst->backoff_timer = d_.executor->after(delay, [this, key] {
+    if (auto* i = find(key)) {
+      i->backoff_timer = 0;
+      if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
+      schedule_reconcile();
+    }
+  });
+  schedule_reconcile();
+}
+
+void ControlLoop::schedule_probe(Instance& inst, const model::AppSpec& /*spec*/) {
+  if (!inst.tracker) return;
+  Millis delay = std::max<Millis>(0, inst.tracker->next_probe_at() - d_.clock->monotonic_ms());
+  auto key = inst.key;
+  if (inst.probe_timer) d_.executor->cancel(inst.probe_timer);
+  inst.probe_timer = d_.executor->after(delay, [this, key] {
+    if (auto* i = find(key)) i->probe_timer = 0;
+    run_probe(key);
+  });
+}
+
+void ControlLoop::run_probe(const ipam::LeaseKey& key) {
+  Instance* inst = find(key);
+  const model::AppSpec* spec = spec_of(key);
+  if (!inst || !spec || !inst->proc || !inst->tracker || inst->phase == Phase::kStopping) return;
+  health::ProbeTarget t;
+  t.spec = spec->health;
+  t.ip = inst->ip;
+  if (auto p = spec->ports.find(spec->health.port); p != spec->ports.end()) t.port = p->second;
+  t.env = {{"BERTH_IP", inst->ip}, {"BERTH_ENV", key.env}, {"BERTH_APP", key.app},
+           {"BERTH_INSTANCE", std::to_string(key.ordinal)}};
+  for (const auto& [name, port] : spec->ports) t.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
+  inst->probe = d_.prober->probe(t, [this, key](health::ProbeResult r) {
+    // Runs later, on the loop; the probe handle may be gone by then only if cancelled, and a
+    // cancelled probe never calls back.
+    d_.executor->post([this, key, r = std::move(r)] { on_probe(key, r); });
+  });
+}
+
+void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult& r) {
+  Instance* inst = find(key);
+  const model::AppSpec* spec = spec_of(key);
+  if (!inst || !spec || !inst->proc || !inst->tracker || inst->phase == Phase::kStopping) return;
+  inst->probe.reset();
+  inst->last_probe = r.detail;
+  auto change = inst->tracker->record(r.ok, d_.clock->monotonic_ms());
+  if (change == health::Tracker::Change::kBecameReady) {
+    mark_ready(*inst, r.detail);
+  } else if (change == health::Tracker::Change::kBecameUnhealthy) {
+    inst->phase = Phase::kUnhealthy;
+    inst->ready_at = 0;
+    inst->message = "unhealthy: " + r.detail;
+    emit(key.env, "unhealthy", key.app, key.ordinal, inst->ip, r.detail);
+    if (spec->restart.on_unhealthy && spec->restart.policy != model::RestartPolicy::kNever) {
+      inst->restart_after_stop = true;
+      emit(key.env, "restarting", key.app, key.ordinal, inst->ip, "health check failing: " + r.detail);
+      stop(*inst, "unhealthy");
+    }
+    schedule_reconcile();
+  } else if (inst->phase == Phase::kStarting) {
+    inst->message = "starting: " + r.detail;
+  }
+  if (inst->phase != Phase::kStopping) schedule_probe(*inst, *spec);
+}
+
+void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
+  inst.phase = Phase::kReady;
+  inst.ready_at = d_.clock->wall_ms();
+  inst.crashes = 0;
+  Millis took = d_.clock->monotonic_ms() - inst.started_mono;
+  inst.message = fmt::format("ready in {}", format_duration(took));
+  emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));
+  schedule_reconcile();
+}
+
+ControlLoop::Instance* ControlLoop::find(const ipam::LeaseKey& key) {
+  auto e = envs_.find(key.env);
+  if (e == envs_.end()) return nullptr;
+  auto a = e->second.apps.find(key.app);
+  if (a == e->second.apps.end()) return nullptr;
+  auto i = a->second.instances.find(key.ordinal);
+  return i == a->second.instances.end() ? nullptr : &i->second;
+}
+
+const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
+  if (!catalog_) return nullptr;
+  const auto* env = catalog_->find(key.env);
+  return env ? env->find(key.app) : nullptr;
+}
+
+void ControlLoop::emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
+                       const std::string& ip, const std::string& message) {
+  store::Event e{0, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
+  auto r = d_.store->append_event(std::move(e));
+  (void)r;  // an event that cannot be stored must not stop the loop; the store logs the cause
+}
+
+// ---- status -----------------------------------------------------------------------------------
+
+std::string ControlLoop::public_state(const Instance& inst) const {
+  switch (inst.phase) {
+    case Phase::kWaiting: return "waiting";
+    case Phase::kStarting: return "starting";
+    case Phase::kReady: return inst.degraded ? "degraded" : "ready";
+    case Phase::kUnhealthy:
+    case Phase::kBackoff:
+    case Phase::kFailed: return "failed";
+    case Phase::kStopping:
+    case Phase::kStopped: return inst.proc ? "starting" : "stopped";
+  }
+  return "stopped";
+}
+
+Result<EnvStatus> ControlLoop::status(const std::string& env) const {
+  if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
+  const auto* spec = catalog_->find(env);
+  if (!spec && !envs_.count(env)) {
+    auto names = catalog_->environment_names();
+    auto hint = closest(env, names);
+    return not_found(fmt::format("no environment '{}'{}", env, hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+  }
+  EnvStatus s;
+  s.env = env;
+  s.up = up_.count(env) > 0;
+  s.ready = s.up;
+  if (spec) s.base = spec->base;
+  auto e = envs_.find(env);
+  for (const auto& aspec : spec ? spec->apps : std::vector<model::AppSpec>{}) {
+    AppStatus a;
+    a.app = aspec.app;
+    a.tag = aspec.tag;
+    a.build_type = aspec.build_type;
+    for (const auto& [k, v] : aspec.from)
+      if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+    const App* app = nullptr;
+    if (e != envs_.end())
+      if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
+    if (s.up)
+      for (const auto& dep : aspec.depends_on)
+        if (!dep.soft && !dependency_satisfied(env, dep, *spec)) a.waiting_for.push_back(dep.app);
+    std::map<std::string, int> counts;
+    for (int o = 0; o < aspec.instances; ++o) {
+      InstanceStatus is;
+      is.ordinal = o;
+      is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, d_.zone);
+      const Instance* inst = nullptr;
+      if (app)
+        if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second;
+      if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
+      if (inst) {
+        is.state = public_state(*inst);
+        is.pid = inst->proc ? inst->proc->pid : 0;
+        is.restarts = inst->restarts;
+        is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
+        is.message = inst->message;
+        is.health = inst->last_probe;
+      } else {
+        is.state = s.up ? "waiting" : "stopped";
+      }
+      if (is.state != "ready" && is.state != "degraded") s.ready = false;
+      ++counts[is.state];
+      a.instances.push_back(std::move(is));
+    }
+    for (const char* st : {"failed", "starting", "waiting", "degraded", "stopped", "ready"})
+      if (counts.count(st)) { a.state = st; break; }
+    if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
+    else if (a.state == "failed" || a.state == "starting")
+      for (const auto& i : a.instances)
+        if (i.state == a.state) { a.message = i.message; break; }
+    s.apps.push_back(std::move(a));
+  }
+  return s;
+}
+
+std::vector<EnvStatus> ControlLoop::all_status() const {
+  std::vector<EnvStatus> out;
+  if (!catalog_) return out;
+  for (const auto& e : catalog_->environments())
+    if (auto s = status(e.name); s.ok()) out.push_back(std::move(s.value()));
+  return out;
+}
+
+}  // namespace berth::control

@@ -1,0 +1,164 @@
+// control/loop.h — the reconcile loop: desired state (catalog + environments that are up)
+// against actual state (instances, their processes and health), acting until they agree.
+//
+// Level-triggered: every trigger (API call, process exit, health change, timer) only schedules a
+// reconcile pass, and the pass looks at the whole picture. So a daemon restart, an instance crash
+// and a catalog change that touches one app all converge the same way. Only instances whose
+// effective settings (AppSpec::fingerprint) or address changed are restarted.
+//
+// Ownership: the ControlLoop owns all mutable state of the daemon and runs on one thread (the
+// Executor's). It uses — never owns — the runtime, prober, store and clock given in Deps, which
+// must outlive it. API handlers call its methods on the same thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/result.h"
+#include "health/prober.h"
+#include "health/tracker.h"
+#include "model/catalog.h"
+#include "net/ipam/ipam.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
+
+namespace berth::control {
+
+struct Deps {
+  const Clock* clock = nullptr;
+  Executor* executor = nullptr;
+  runtime::Runtime* runtime = nullptr;
+  health::Prober* prober = nullptr;
+  store::StateStore* store = nullptr;
+  std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
+  std::string dns_address;  // passed to instances as BERTH_DNS ("ip:port"); may be empty
+  std::string zone = "berth.test";
+};
+
+struct InstanceStatus {
+  int ordinal = 0;
+  std::string ip;
+  std::string dns;
+  std::string state;  // waiting | starting | ready | degraded | failed | stopped
+  int pid = 0;
+  int restarts = 0;
+  Millis ready_at = 0;  // wall; 0 = not ready
+  std::string message;
+  std::string health;   // last probe result
+};
+
+struct AppStatus {
+  std::string app;
+  std::string tag;
+  std::string build_type;
+  std::map<std::string, std::string> from;
+  std::string state;
+  std::string message;
+  std::vector<std::string> waiting_for;  // hard dependencies not yet satisfied
+  std::vector<InstanceStatus> instances;
+};
+
+struct EnvStatus {
+  std::string env;
+  std::string base;
+  bool up = false;
+  bool ready = false;  // up, and every instance ready
+  std::vector<AppStatus> apps;
+};
+
+class ControlLoop {
+ public:
+  // Loads the stored catalog, leases and desired environments, re-attaches to instances that
+  // survived a daemon restart (killing none), then schedules a reconcile.
+  static Result<std::unique_ptr<ControlLoop>> create(const Deps& deps);
+  ~ControlLoop();
+
+  // Validate and store a new catalog. On any error nothing changes.
+  Status apply(const std::string& text, const std::string& filename);
+  Status up(const std::string& env);
+  Status down(const std::string& env);
+
+  const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
+  Result<EnvStatus> status(const std::string& env) const;
+  std::vector<EnvStatus> all_status() const;
+  Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
+  Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
+  // Number of reconcile passes run; for tests and benchmarks.
+  std::uint64_t reconcile_count() const { return reconciles_; }
+  // Run one reconcile pass now (normally they are scheduled); returns its duration in µs.
+  std::int64_t reconcile_now();
+
+ private:
+  enum class Phase { kStopped, kWaiting, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping };
+
+  struct Instance {
+    ipam::LeaseKey key;
+    std::string ip;
+    Phase phase = Phase::kStopped;
+    std::optional<runtime::Handle> proc;
+    std::string fingerprint;
+    std::optional<health::Tracker> tracker;
+    std::unique_ptr<health::ProbeHandle> probe;
+    Executor::TimerId probe_timer = 0;
+    Executor::TimerId backoff_timer = 0;
+    int restarts = 0;
+    int crashes = 0;          // consecutive, reset once ready
+    bool started_before = false;
+    Millis started_mono = 0;
+    Millis ready_at = 0;
+    bool degraded = false;
+    bool restart_after_stop = false;
+    bool release_after_stop = false;
+    std::string message;
+    std::string last_probe;
+  };
+  struct App {
+    std::map<int, Instance> instances;
+    std::map<std::string, bool> dep_ok;  // per dependency: satisfied at the last pass
+  };
+  struct Env {
+    std::map<std::string, App> apps;
+  };
+
+  explicit ControlLoop(const Deps& deps, ipam::Ipam ipam) : d_(deps), ipam_(std::move(ipam)) {}
+
+  void schedule_reconcile();
+  void reconcile();
+  void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
+  void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
+  void check_dependencies(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
+  bool dependency_satisfied(const std::string& env, const model::Dependency& dep, const model::Environment& espec) const;
+  std::string waiting_message(const std::string& env, const model::Dependency& dep) const;
+  int ready_count(const std::string& env, const std::string& app) const;
+
+  void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec);
+  void stop(Instance& inst, const std::string& why);
+  void on_exit(const ipam::LeaseKey& key, int pid, const runtime::Exit& exit);
+  void schedule_probe(Instance& inst, const model::AppSpec& spec);
+  void run_probe(const ipam::LeaseKey& key);
+  void on_probe(const ipam::LeaseKey& key, const health::ProbeResult& result);
+  void mark_ready(Instance& inst, const std::string& detail);
+  void cancel_timers(Instance& inst);
+
+  Instance* find(const ipam::LeaseKey& key);
+  const model::AppSpec* spec_of(const ipam::LeaseKey& key) const;
+  void emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
+            const std::string& ip, const std::string& message);
+  std::string public_state(const Instance& inst) const;
+
+  Deps d_;
+  ipam::Ipam ipam_;
+  std::optional<model::Catalog> catalog_;
+  std::set<std::string> up_;
+  std::map<std::string, Env> envs_;
+  bool reconcile_pending_ = false;
+  std::uint64_t reconciles_ = 0;
+};
+
+}  // namespace berth::control

@@ -1,0 +1,110 @@
+#include "daemon/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+
+#include "api/handlers.h"
+#include "api/http_server.h"
+#include "base/asio_executor.h"
+#include "control/loop.h"
+#include "health/prober.h"
+#include "runtime/process/process_runtime.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace berth::daemon {
+namespace fs = std::filesystem;
+
+namespace {
+
+// One daemon per data directory: an flock held for the daemon's life.
+Result<int> lock_data_dir(const fs::path& dir) {
+  std::string path = (dir / "daemon.lock").string();
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return unavailable(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    return conflict(fmt::format("another berth daemon (pid {}) already uses data directory {}",
+                                n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "?", dir.string()));
+  }
+  std::string pid = std::to_string(getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The pid in the lock file is informational only.
+  }
+  return fd;
+}
+
+}  // namespace
+
+int run(const Options& o) {
+  if (o.data_dir.empty()) {
+    fmt::print(stderr, "berth serve: --data-dir is required\n");
+    return 2;
+  }
+  std::error_code ec;
+  fs::create_directories(o.data_dir, ec);
+  if (ec) {
+    fmt::print(stderr, "berth serve: cannot create data directory {}: {}\n", o.data_dir, ec.message());
+    return 1;
+  }
+  const std::string data_dir = fs::absolute(o.data_dir).string();
+  auto lock = lock_data_dir(data_dir);
+  if (!lock.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", lock.error().message);
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  auto store = store::SqliteStore::open((fs::path(data_dir) / "state.db").string());
+  if (!store.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", store.error().message);
+    return 1;
+  }
+  boost::asio::io_context io(1);
+  SystemClock clock;
+  AsioExecutor executor(io);
+  runtime::ProcessRuntime runtime(io, executor);
+  health::AsioProber prober(io);
+
+  control::Deps deps;
+  deps.clock = &clock;
+  deps.executor = &executor;
+  deps.runtime = &runtime;
+  deps.prober = &prober;
+  deps.store = store->get();
+  deps.data_dir = data_dir;
+  deps.dns_address = o.dns_listen;
+  auto loop = control::ControlLoop::create(deps);
+  if (!loop.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", loop.error().message);
+    return 1;
+  }
+  api::Api api(**loop);
+  auto server = api::HttpServer::create(io, o.listen, api);
+  if (!server.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", server.error().message);
+    return 1;
+  }
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    fmt::print(stderr, "berth serve: {} received; exiting (instances keep running and are adopted on the next start)\n",
+               sig == SIGINT ? "SIGINT" : "SIGTERM");
+    io.stop();
+  });
+  fmt::print(stderr, "berth serve: API on {} (port {}), data in {}\n", o.listen, (*server)->port(), data_dir);
+  io.run();
+  return 0;
+}
+
+}  // namespace berth::daemon

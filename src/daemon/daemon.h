@@ -1,0 +1,19 @@
+// daemon/daemon.h — `berth serve`: the only place where concrete implementations are wired
+// together (SQLite store, process runtime, asio prober, control loop, HTTP API).
+#pragma once
+
+#include <string>
+
+namespace berth::daemon {
+
+struct Options {
+  std::string listen = "127.0.0.1:7700";
+  std::string data_dir;     // required
+  std::string dns_listen;   // passed to instances as BERTH_DNS; the DNS server itself comes later
+};
+
+// Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon
+// on the same data directory adopts them. Returns the process exit status.
+int run(const Options& options);
+
+}  // namespace berth::daemon

@@ -1,0 +1,151 @@
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+
+#include "base/subprocess.h"
+#include "base/text.h"
+#include "health/prober.h"
+
+namespace berth::health {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// State of one probe in flight. Shared by the async handlers; `finish` runs the callback once.
+struct Probe : std::enable_shared_from_this<Probe> {
+  explicit Probe(asio::io_context& io) : socket(io), timer(io) {}
+
+  tcp::socket socket;
+  asio::steady_timer timer;
+  asio::streambuf buffer;
+  std::string request;
+  std::unique_ptr<asio::posix::stream_descriptor> pidfd;
+  pid_t pid = -1;
+  std::function<void(ProbeResult)> done;
+  std::string what;  // "GET /healthcheck", "TCP 127.77.0.3:8080", "exec"
+
+  void finish(bool ok, const std::string& detail) {
+    if (!done) return;
+    auto cb = std::move(done);
+    done = nullptr;
+    boost::system::error_code ignored;
+    timer.cancel();
+    socket.close(ignored);
+    // A command still running is killed; its pidfd handler reaps it.
+    if (pid > 0) ::kill(-pid, SIGKILL);
+    cb({ok, detail});
+  }
+  void cancel() {
+    done = nullptr;
+    boost::system::error_code ignored;
+    timer.cancel();
+    socket.close(ignored);
+    if (pid > 0) ::kill(-pid, SIGKILL);
+  }
+};
+
+class Handle final : public ProbeHandle {
+ public:
+  explicit Handle(std::shared_ptr<Probe> p) : p_(std::move(p)) {}
+  ~Handle() override { p_->cancel(); }
+
+ private:
+  std::shared_ptr<Probe> p_;
+};
+
+std::string describe(const boost::system::error_code& ec) {
+  if (ec == asio::error::connection_refused) return "connection refused";
+  if (ec == asio::error::eof) return "connection closed without a response";
+  return ec.message();
+}
+
+void start_http(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
+  p->what = fmt::format("GET {}", t.spec.path);
+  p->request = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n",
+                           t.spec.path, t.ip, t.port);
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(t.ip, ec);
+  if (ec) return p->finish(false, fmt::format("{} → bad address {}", p->what, t.ip));
+  auto expect = t.spec.expect;
+  p->socket.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(t.port)), [p, expect](const boost::system::error_code& e) {
+    if (e) return p->finish(false, fmt::format("{} → {}", p->what, describe(e)));
+    asio::async_write(p->socket, asio::buffer(p->request), [p, expect](const boost::system::error_code& we, std::size_t) {
+      if (we) return p->finish(false, fmt::format("{} → {}", p->what, describe(we)));
+      asio::async_read_until(p->socket, p->buffer, "\r\n", [p, expect](const boost::system::error_code& re, std::size_t n) {
+        if (re && n == 0) return p->finish(false, fmt::format("{} → {}", p->what, describe(re)));
+        std::string line(asio::buffers_begin(p->buffer.data()), asio::buffers_begin(p->buffer.data()) + static_cast<long>(n));
+        // "HTTP/1.1 200 OK\r\n"
+        int code = 0;
+        if (line.rfind("HTTP/", 0) == 0) {
+          auto sp = line.find(' ');
+          if (sp != std::string::npos) code = std::atoi(line.c_str() + sp + 1);
+        }
+        if (code == 0) return p->finish(false, fmt::format("{} → not an HTTP response", p->what));
+        bool ok = std::find(expect.begin(), expect.end(), code) != expect.end();
+        p->finish(ok, fmt::format("{} → {}", p->what, code));
+      });
+    });
+  });
+}
+
+void start_tcp(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
+  p->what = fmt::format("TCP {}:{}", t.ip, t.port);
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(t.ip, ec);
+  if (ec) return p->finish(false, fmt::format("{} → bad address", p->what));
+  p->socket.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(t.port)), [p](const boost::system::error_code& e) {
+    if (e) return p->finish(false, fmt::format("{} → {}", p->what, describe(e)));
+    p->finish(true, fmt::format("{} → connected", p->what));
+  });
+}
+
+void start_exec(const std::shared_ptr<Probe>& p, const ProbeTarget& t, asio::io_context& io) {
+  p->what = "exec";
+  SpawnOptions o;
+  o.command = t.spec.command;
+  o.env = base_environment();
+  for (const auto& [k, v] : t.env) o.env[k] = v;
+  o.die_with_parent = true;
+  auto s = spawn(o);
+  if (!s.ok()) return p->finish(false, "exec → " + s.error().message);
+  p->pid = s->pid;
+  p->pidfd = std::make_unique<asio::posix::stream_descriptor>(io, s->pidfd);
+  // Always waited for to the end, also after a timeout or cancel, so the child is reaped.
+  p->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [p](const boost::system::error_code&) {
+    auto status = reap(p->pid);
+    p->pid = -1;
+    if (!status) return p->finish(false, "exec → ended");
+    if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return p->finish(true, "exec → status 0");
+    p->finish(false, "exec → " + describe_wait_status(*status));
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<ProbeHandle> AsioProber::probe(const ProbeTarget& target, std::function<void(ProbeResult)> done) {
+  auto p = std::make_shared<Probe>(io_);
+  p->done = std::move(done);
+  p->timer.expires_after(std::chrono::milliseconds(target.spec.timeout_ms));
+  Millis timeout = target.spec.timeout_ms;
+  p->timer.async_wait([p, timeout](const boost::system::error_code& ec) {
+    if (!ec) p->finish(false, fmt::format("{} → timed out after {}", p->what, format_duration(timeout)));
+  });
+  switch (target.spec.type) {
+    case model::HealthType::kHttp: start_http(p, target); break;
+    case model::HealthType::kTcp: start_tcp(p, target); break;
+    case model::HealthType::kExec: start_exec(p, target, io_); break;
+    case model::HealthType::kNone: p->finish(true, "no health check"); break;
+  }
+  return std::make_unique<Handle>(p);
+}
+
+}  // namespace berth::health

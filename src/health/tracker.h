@@ -1,0 +1,44 @@
+// health/tracker.h — the health state of one instance, as a pure state machine.
+//
+// Fed probe results with the (injected) monotonic time, it says when to probe next and when the
+// instance became ready or unhealthy. While starting it probes every start_interval beginning at
+// once (the first probe is not one interval late); once ready, every interval. Failures within
+// start_period after the start do not count. No I/O, no clock of its own: unit-tested with
+// plain numbers.
+#pragma once
+
+#include <string>
+
+#include "base/clock.h"
+#include "model/catalog.h"
+
+namespace berth::health {
+
+class Tracker {
+ public:
+  enum class Phase { kStarting, kReady, kUnhealthy };
+  enum class Change { kNone, kBecameReady, kBecameUnhealthy };
+
+  Tracker(const model::HealthSpec& spec, Millis started_at);
+
+  // Record a probe result at `now`.
+  Change record(bool ok, Millis now);
+  // When the next probe is due.
+  Millis next_probe_at() const { return next_probe_; }
+
+  Phase phase() const { return phase_; }
+  bool ready() const { return phase_ == Phase::kReady; }
+  bool ever_ready() const { return ever_ready_; }
+  int consecutive_failures() const { return failures_; }
+
+ private:
+  model::HealthSpec spec_;
+  Millis started_at_;
+  Millis next_probe_;
+  Phase phase_ = Phase::kStarting;
+  bool ever_ready_ = false;
+  int successes_ = 0;
+  int failures_ = 0;
+};
+
+}  // namespace berth::health

@@ -1,0 +1,124 @@
+// model/catalog.h — the fleet as declared in berth.yaml, and each environment resolved from it.
+//
+// A Catalog is immutable once built. Catalog::parse() validates the whole file — schema, every
+// environment's resolved settings, dependency and base-environment graphs, pool capacity — and
+// either returns a Catalog or an Error listing every problem, each located as file:line:col and
+// saying what would be valid. Nothing here does I/O; the caller reads the file.
+//
+// Resolution (lowest layer first): built-in → defaults → apps.<A> → for each environment of the
+// base chain from the root down: environments.<B> then environments.<B>.apps.<A> → the
+// environment itself → its per-app override. Every resolved setting records the layer it came
+// from in AppSpec::from, keyed by its dotted path ("tag", "health.interval", "env.LOG_LEVEL").
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "model/network.h"
+
+namespace berth::model {
+
+enum class HealthType { kNone, kHttp, kTcp, kExec };
+std::string_view to_string(HealthType t);
+
+struct HealthSpec {
+  HealthType type = HealthType::kNone;
+  std::string port;              // named port, for http and tcp
+  std::string path = "/";        // http
+  std::vector<int> expect{200};  // http status codes that pass
+  std::string command;           // exec: passes on exit status 0
+  Millis interval_ms = 2000;     // between probes once ready
+  Millis timeout_ms = 1000;
+  Millis start_period_ms = 0;    // failures while starting within this period do not count
+  Millis start_interval_ms = 100;  // between probes while starting; the first probe is immediate
+  int failure_threshold = 3;
+  int success_threshold = 1;
+};
+
+enum class RestartPolicy { kAlways, kOnFailure, kNever };
+std::string_view to_string(RestartPolicy p);
+
+struct RestartSpec {
+  RestartPolicy policy = RestartPolicy::kAlways;
+  Millis backoff_ms = 200;       // first delay; doubles per consecutive failure
+  Millis max_backoff_ms = 10'000;
+  bool on_unhealthy = true;      // restart an instance whose health check fails after ready
+};
+
+enum class DependencyFailure { kIgnore, kMark, kRestart };
+std::string_view to_string(DependencyFailure p);
+
+struct Dependency {
+  std::string app;
+  bool soft = false;       // soft dependencies never block start
+  bool wait_all = false;   // hard: wait for all instances ready, not just one
+  DependencyFailure on_failure = DependencyFailure::kMark;
+};
+
+// One app's effective settings in one environment.
+struct AppSpec {
+  std::string app;
+  std::string tag;
+  std::string build_type;
+  std::string command;  // with ${...} placeholders, substituted per instance by the runtime
+  int instances = 1;
+  std::map<std::string, int> ports;
+  HealthSpec health;
+  RestartSpec restart;
+  Millis stop_grace_ms = 5000;
+  std::map<std::string, std::string> env;
+  std::vector<Dependency> depends_on;
+  // Setting path → layer it came from ("built-in", "defaults", "apps.users",
+  // "environments.beta-7", "environments.beta-7.apps.orders").
+  std::map<std::string, std::string> from;
+  // Every effective setting as display text, same keys as `from`.
+  std::map<std::string, std::string> values;
+
+  // Changes when anything that affects the running process changes (command, tag, build_type,
+  // ports, env); instance count, health and dependencies are not part of it.
+  std::string fingerprint() const;
+};
+
+struct Environment {
+  std::string name;
+  std::string base;                 // empty when none
+  std::vector<AppSpec> apps;        // in dependency order: every app after its dependencies
+  const AppSpec* find(std::string_view app) const;
+  int instance_count() const;
+};
+
+class Catalog {
+ public:
+  // Validates everything; on failure the Error's details list every problem found.
+  static Result<Catalog> parse(std::string_view text, const std::string& filename);
+
+  const std::string& text() const { return text_; }
+  const std::string& filename() const { return filename_; }
+  const NetworkSpec& network() const { return network_; }
+  const std::vector<Environment>& environments() const { return environments_; }
+  const Environment* find(std::string_view env) const;
+  std::vector<std::string> environment_names() const;
+
+ private:
+  static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename);
+
+  std::string text_;
+  std::string filename_;
+  NetworkSpec network_;
+  std::vector<Environment> environments_;
+};
+
+// Placeholders a command may use; `port.NAME` for each named port.
+std::vector<std::string> command_variables();
+
+// Substitute ${name} in `tmpl`; values are shell-quoted. Unknown names are left untouched
+// (the catalog validator rejects them before they get here).
+std::string substitute(std::string_view tmpl, const std::map<std::string, std::string>& vars);
+
+}  // namespace berth::model

@@ -1,0 +1,93 @@
+#include "net/ipam/ipam.h"
+
+#include <fmt/format.h>
+
+namespace berth::ipam {
+
+Result<Ipam> Ipam::create(model::NetworkSpec network, LeaseStore& store, const Clock& clock) {
+  Ipam ipam(std::move(network), store, clock);
+  auto leases = store.load_leases();
+  if (!leases.ok()) return leases.error().wrap("loading IP leases");
+  for (const auto& l : *leases) {
+    if (ipam.by_ip_.count(l.ip)) {
+      // Cannot happen with the store's unique index; refuse rather than hand one IP out twice.
+      return internal(fmt::format("stored leases give {} to two instances", model::format_ipv4(l.ip)));
+    }
+    ipam.by_key_[l.key] = l;
+    ipam.by_ip_[l.ip] = l.key;
+  }
+  return ipam;
+}
+
+bool Ipam::expired(const Lease& l) const {
+  return l.reserved() && clock_->wall_ms() - l.released_at >= network_.reserve_for_ms;
+}
+
+Status Ipam::drop(const LeaseKey& key) {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return {};
+  BERTH_TRY(store_->erase_lease(key));
+  by_ip_.erase(it->second.ip);
+  by_key_.erase(it);
+  return {};
+}
+
+Result<Ipv4> Ipam::assign(const LeaseKey& key) {
+  if (auto it = by_key_.find(key); it != by_key_.end()) {
+    Lease lease = it->second;
+    if (network_.usable(lease.ip)) {
+      if (lease.reserved()) {
+        lease.released_at = 0;
+        BERTH_TRY(store_->put_lease(lease));
+        it->second = lease;
+      }
+      return lease.ip;
+    }
+    BERTH_TRY(drop(key));  // the pool changed under it
+  }
+  const auto& pool = network_.pool;
+  for (std::uint64_t ip = pool.first; ip <= pool.last; ++ip) {
+    auto candidate = static_cast<Ipv4>(ip);
+    if (!network_.usable(candidate)) continue;
+    if (auto held = by_ip_.find(candidate); held != by_ip_.end()) {
+      const Lease& other = by_key_.at(held->second);
+      if (!expired(other)) continue;
+      BERTH_TRY(drop(other.key));
+    }
+    Lease lease{key, candidate, 0};
+    BERTH_TRY(store_->put_lease(lease));
+    by_key_[key] = lease;
+    by_ip_[candidate] = key;
+    return candidate;
+  }
+  return unavailable(fmt::format("address pool {} is exhausted: {} usable addresses, all leased or reserved; "
+                                 "bring an environment down, wait for reservations to expire "
+                                 "(network.reserve_for) or use a larger pool",
+                                 network_.pool_text, network_.usable_count()));
+}
+
+Status Ipam::release(const LeaseKey& key) {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end() || it->second.reserved()) return {};
+  Lease lease = it->second;
+  lease.released_at = clock_->wall_ms();
+  BERTH_TRY(store_->put_lease(lease));
+  it->second = lease;
+  return {};
+}
+
+Status Ipam::forget(const LeaseKey& key) { return drop(key); }
+
+std::optional<Ipv4> Ipam::lookup(const LeaseKey& key) const {
+  auto it = by_key_.find(key);
+  if (it == by_key_.end()) return std::nullopt;
+  return it->second.ip;
+}
+
+std::vector<Lease> Ipam::leases() const {
+  std::vector<Lease> out;
+  for (const auto& [k, l] : by_key_) out.push_back(l);
+  return out;
+}
+
+}  // namespace berth::ipam

@@ -1,0 +1,84 @@
+// net/ipam/ipam.h — stable addresses for instances.
+//
+// Every (environment, app, ordinal) gets one address from the catalog's pool and keeps it across
+// instance restarts, daemon restarts and re-deploys. Never handed out: the pool's network and
+// broadcast addresses, excluded addresses, an address held by another key. When an environment
+// goes down its leases become reservations that expire after network.reserve_for, so a quick
+// `up` gets the same addresses back; only expired reservations are reclaimed for other keys.
+//
+// Every change is written through the LeaseStore before the call returns, so a crash at any
+// moment loses no lease and never lets two keys hold one address. The Ipam is owned by the
+// control loop (single-threaded); it takes no locks.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "model/network.h"
+
+namespace berth::ipam {
+
+using model::Ipv4;
+
+struct LeaseKey {
+  std::string env;
+  std::string app;
+  int ordinal = 0;
+  auto operator<=>(const LeaseKey&) const = default;
+};
+
+struct Lease {
+  LeaseKey key;
+  Ipv4 ip = 0;
+  // 0 while assigned; the wall time of release while only reserved.
+  Millis released_at = 0;
+  bool reserved() const { return released_at != 0; }
+};
+
+// Durable storage of leases; implemented by the state store.
+class LeaseStore {
+ public:
+  virtual ~LeaseStore() = default;
+  virtual Result<std::vector<Lease>> load_leases() = 0;
+  virtual Status put_lease(const Lease& lease) = 0;
+  virtual Status erase_lease(const LeaseKey& key) = 0;
+};
+
+class Ipam {
+ public:
+  // Loads the stored leases. `store` and `clock` must outlive the Ipam.
+  static Result<Ipam> create(model::NetworkSpec network, LeaseStore& store, const Clock& clock);
+
+  // The key's address: its existing lease (assigned or reserved), or the lowest free usable
+  // address. A lease outside the pool or now excluded (after a catalog change) is replaced.
+  Result<Ipv4> assign(const LeaseKey& key);
+  // Turn the key's lease into a reservation (environment down). No-op without a lease.
+  Status release(const LeaseKey& key);
+  // Forget the key's lease at once (app removed from the catalog).
+  Status forget(const LeaseKey& key);
+
+  std::optional<Ipv4> lookup(const LeaseKey& key) const;
+  std::vector<Lease> leases() const;
+  void set_network(model::NetworkSpec network) { network_ = std::move(network); }
+  const model::NetworkSpec& network() const { return network_; }
+
+ private:
+  Ipam(model::NetworkSpec network, LeaseStore& store, const Clock& clock)
+      : network_(std::move(network)), store_(&store), clock_(&clock) {}
+  bool expired(const Lease& l) const;
+  Status drop(const LeaseKey& key);
+
+  model::NetworkSpec network_;
+  LeaseStore* store_;
+  const Clock* clock_;
+  std::map<LeaseKey, Lease> by_key_;
+  std::map<Ipv4, LeaseKey> by_ip_;
+};
+
+}  // namespace berth::ipam

@@ -1,0 +1,217 @@
+#include "store/sqlite/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <fmt/format.h>
+
+namespace berth::store {
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS catalog (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  text TEXT NOT NULL, filename TEXT NOT NULL, applied_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS environments_up (
+  env TEXT PRIMARY KEY, since INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+  env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL,
+  ip INTEGER NOT NULL UNIQUE, released_at INTEGER NOT NULL,
+  PRIMARY KEY (env, app, ordinal));
+CREATE TABLE IF NOT EXISTS instances (
+  env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL,
+  pid INTEGER NOT NULL, pgid INTEGER NOT NULL, start_ticks INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL, started_at INTEGER NOT NULL,
+  PRIMARY KEY (env, app, ordinal));
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, env TEXT NOT NULL,
+  type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL,
+  message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_env ON events (env, id);
+PRAGMA user_version = 1;
+)sql";
+
+// A prepared statement, finalized on scope exit.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) s_ = nullptr;
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return s_ != nullptr; }
+  Stmt& bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); return *this; }
+  Stmt& bind(int i, std::int64_t v) { sqlite3_bind_int64(s_, i, v); return *this; }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int step() { return sqlite3_step(s_); }
+  std::int64_t i64(int col) { return sqlite3_column_int64(s_, col); }
+  std::string text(int col) {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+  }
+  Error error(const char* what) const { return unavailable(fmt::format("state store: {}: {}", what, sqlite3_errmsg(db_))); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+Status run(Stmt& s, const char* what) {
+  if (!s.ok()) return s.error(what);
+  int rc = s.step();
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW) return s.error(what);
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return unavailable(fmt::format("cannot open state database {}: {}", path, msg));
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  sqlite3_busy_timeout(db, 5000);
+  BERTH_TRY(store->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+  BERTH_TRY(store->exec(kSchema));
+  return store;
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+
+Status SqliteStore::exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return unavailable("state store: " + msg);
+  }
+  return {};
+}
+
+Result<std::optional<StoredCatalog>> SqliteStore::load_catalog() {
+  Stmt s(db_, "SELECT text, filename, applied_at FROM catalog WHERE id = 1");
+  if (!s.ok()) return s.error("load catalog");
+  int rc = s.step();
+  if (rc == SQLITE_DONE) return std::optional<StoredCatalog>();
+  if (rc != SQLITE_ROW) return s.error("load catalog");
+  return std::optional<StoredCatalog>(StoredCatalog{s.text(0), s.text(1), s.i64(2)});
+}
+
+Status SqliteStore::save_catalog(const StoredCatalog& c) {
+  Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at) VALUES (1, ?, ?, ?)");
+  s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at);
+  return run(s, "save catalog");
+}
+
+Result<std::vector<std::string>> SqliteStore::up_environments() {
+  Stmt s(db_, "SELECT env FROM environments_up ORDER BY since, env");
+  if (!s.ok()) return s.error("list environments");
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
+  if (rc != SQLITE_DONE) return s.error("list environments");
+  return out;
+}
+
+Status SqliteStore::set_up(const std::string& env, bool up) {
+  if (up) {
+    Stmt s(db_, "INSERT OR IGNORE INTO environments_up (env, since) VALUES (?, strftime('%s','now'))");
+    s.bind(1, env);
+    return run(s, "mark environment up");
+  }
+  Stmt s(db_, "DELETE FROM environments_up WHERE env = ?");
+  s.bind(1, env);
+  return run(s, "mark environment down");
+}
+
+Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
+  Stmt s(db_, "SELECT env, app, ordinal, pid, pgid, start_ticks, fingerprint, restarts, started_at FROM instances");
+  if (!s.ok()) return s.error("load instances");
+  std::vector<InstanceRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    InstanceRecord r;
+    r.key = {s.text(0), s.text(1), static_cast<int>(s.i64(2))};
+    r.pid = static_cast<int>(s.i64(3));
+    r.pgid = static_cast<int>(s.i64(4));
+    r.start_ticks = static_cast<unsigned long long>(s.i64(5));
+    r.fingerprint = s.text(6);
+    r.restarts = static_cast<int>(s.i64(7));
+    r.started_at = s.i64(8);
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return s.error("load instances");
+  return out;
+}
+
+Status SqliteStore::put_instance(const InstanceRecord& r) {
+  Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, pid, pgid, start_ticks, fingerprint, restarts, started_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, r.key.env).bind(2, r.key.app).bind(3, r.key.ordinal).bind(4, r.pid).bind(5, r.pgid)
+      .bind(6, static_cast<std::int64_t>(r.start_ticks)).bind(7, r.fingerprint).bind(8, r.restarts).bind(9, r.started_at);
+  return run(s, "record instance");
+}
+
+Status SqliteStore::erase_instance(const ipam::LeaseKey& k) {
+  Stmt s(db_, "DELETE FROM instances WHERE env = ? AND app = ? AND ordinal = ?");
+  s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);
+  return run(s, "forget instance");
+}
+
+Result<Event> SqliteStore::append_event(Event e) {
+  Stmt s(db_, "INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, e.time).bind(2, e.env).bind(3, e.type).bind(4, e.app).bind(5, e.ordinal).bind(6, e.ip).bind(7, e.message);
+  if (auto st = run(s, "append event"); !st.ok()) return st.error();
+  e.id = sqlite3_last_insert_rowid(db_);
+  return e;
+}
+
+Result<std::vector<Event>> SqliteStore::events(const std::string& env, std::int64_t after_id, int limit) {
+  Stmt s(db_, "SELECT id, time, env, type, app, ordinal, ip, message FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?");
+  if (!s.ok()) return s.error("read events");
+  s.bind(1, env).bind(2, after_id).bind(3, limit);
+  std::vector<Event> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(Event{s.i64(0), s.i64(1), s.text(2), s.text(3), s.text(4), static_cast<int>(s.i64(5)), s.text(6), s.text(7)});
+  if (rc != SQLITE_DONE) return s.error("read events");
+  return out;
+}
+
+Result<std::int64_t> SqliteStore::last_event_id() {
+  Stmt s(db_, "SELECT COALESCE(MAX(id), 0) FROM events");
+  if (!s.ok() || s.step() != SQLITE_ROW) return s.error("read events");
+  return s.i64(0);
+}
+
+Result<std::vector<ipam::Lease>> SqliteStore::load_leases() {
+  Stmt s(db_, "SELECT env, app, ordinal, ip, released_at FROM leases");
+  if (!s.ok()) return s.error("load leases");
+  std::vector<ipam::Lease> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back({{s.text(0), s.text(1), static_cast<int>(s.i64(2))}, static_cast<ipam::Ipv4>(s.i64(3)), s.i64(4)});
+  if (rc != SQLITE_DONE) return s.error("load leases");
+  return out;
+}
+
+// A plain upsert on the key: an address held by another key violates the UNIQUE index and fails,
+// so the database itself refuses to hand one address to two instances.
+Status SqliteStore::put_lease(const ipam::Lease& l) {
+  Stmt s(db_, "INSERT INTO leases (env, app, ordinal, ip, released_at) VALUES (?, ?, ?, ?, ?) "
+              "ON CONFLICT (env, app, ordinal) DO UPDATE SET ip = excluded.ip, released_at = excluded.released_at");
+  s.bind(1, l.key.env).bind(2, l.key.app).bind(3, l.key.ordinal).bind(4, static_cast<std::int64_t>(l.ip)).bind(5, l.released_at);
+  return run(s, "record lease");
+}
+
+Status SqliteStore::erase_lease(const ipam::LeaseKey& k) {
+  Stmt s(db_, "DELETE FROM leases WHERE env = ? AND app = ? AND ordinal = ?");
+  s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);
+  return run(s, "erase lease");
+}
+
+}  // namespace berth::store

@@ -1,0 +1,40 @@
+// store/sqlite/sqlite_store.h — StateStore on one SQLite file (WAL, synchronous=NORMAL on top
+// of WAL: a committed write survives the daemon being killed; only a power loss can undo the
+// last commits). The schema is in docs/formats.md.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "store/store.h"
+
+struct sqlite3;
+
+namespace berth::store {
+
+class SqliteStore final : public StateStore {
+ public:
+  static Result<std::unique_ptr<SqliteStore>> open(const std::string& path);
+  ~SqliteStore() override;
+
+  Result<std::optional<StoredCatalog>> load_catalog() override;
+  Status save_catalog(const StoredCatalog& catalog) override;
+  Result<std::vector<std::string>> up_environments() override;
+  Status set_up(const std::string& env, bool up) override;
+  Result<std::vector<InstanceRecord>> load_instances() override;
+  Status put_instance(const InstanceRecord& record) override;
+  Status erase_instance(const ipam::LeaseKey& key) override;
+  Result<Event> append_event(Event event) override;
+  Result<std::vector<Event>> events(const std::string& env, std::int64_t after_id, int limit) override;
+  Result<std::int64_t> last_event_id() override;
+  Result<std::vector<ipam::Lease>> load_leases() override;
+  Status put_lease(const ipam::Lease& lease) override;
+  Status erase_lease(const ipam::LeaseKey& key) override;
+
+ private:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  Status exec(const std::string& sql);
+  sqlite3* db_;
+};
+
+}  // namespace berth::store
