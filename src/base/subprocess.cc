@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -108,6 +109,10 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
+    // Nothing of the daemon's leaks into the child: not all libraries open descriptors with
+    // O_CLOEXEC (Boost.Asio's sockets do not), and an inherited listening socket would keep the
+    // daemon's port busy after it dies.
+    close_range(3, ~0U, 0);
     if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
     execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
     _exit(127);

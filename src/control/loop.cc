@@ -211,9 +211,13 @@ std::string ControlLoop::waiting_message(const std::string& env, const model::De
   std::string detail = "not started";
   if (e != envs_.end()) {
     if (auto a = e->second.apps.find(dep.app); a != e->second.apps.end()) {
+      // The most telling instance: one with a probe result, else one with a message.
       for (const auto& [o, inst] : a->second.instances) {
+        if (inst.phase == Phase::kReady) continue;
         if (!inst.last_probe.empty()) { detail = inst.last_probe; break; }
-        if (!inst.message.empty()) detail = inst.message;
+        if (inst.phase == Phase::kWaiting) detail = fmt::format("{} is {}", dep.app, inst.message);
+        else if (inst.phase == Phase::kStarting) detail = "starting";
+        else if (!inst.message.empty()) detail = inst.message;
       }
     }
   }
@@ -227,31 +231,32 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
     if (inst.proc && inst.phase != Phase::kStopping) running = true;
   for (const auto& dep : spec.depends_on) {
     bool ok = dependency_satisfied(env, dep, espec);
-    auto prev = app.dep_ok.find(dep.app);
-    bool was_ok = prev != app.dep_ok.end() && prev->second;
+    bool was_ok = app.dep_ok[dep.app];
     app.dep_ok[dep.app] = ok;
-    if (!running || ok == was_ok || prev == app.dep_ok.end()) continue;
-    if (!ok && dep.on_failure != model::DependencyFailure::kIgnore) {
-      std::string why = fmt::format("dependency {} is not ready ({})", dep.app, waiting_message(env, dep));
-      emit(env, "dependency-failed", spec.app, -1, "", fmt::format("{}; policy {}", why, model::to_string(dep.on_failure)));
-      for (auto& [o, inst] : app.instances) {
-        if (dep.on_failure == model::DependencyFailure::kMark) {
-          inst.degraded = true;
-        } else if (inst.proc && inst.phase != Phase::kStopping) {
-          inst.restart_after_stop = true;
-          emit(env, "restarting", spec.app, o, inst.ip, "restart policy of dependency " + dep.app);
-          stop(inst, "dependency " + dep.app + " failed");
-        }
-      }
-    } else if (ok && dep.on_failure != model::DependencyFailure::kIgnore) {
+    if (ok && app.failed_deps.erase(dep.app)) {
       emit(env, "dependency-recovered", spec.app, -1, "", fmt::format("dependency {} is ready again", dep.app));
+      continue;
+    }
+    // Dependents are told only about a dependency that was satisfied while they ran.
+    if (ok || !was_ok || !running || dep.on_failure == model::DependencyFailure::kIgnore) continue;
+    app.failed_deps.insert(dep.app);
+    emit(env, "dependency-failed", spec.app, -1, "",
+         fmt::format("{}; policy {}", waiting_message(env, dep), model::to_string(dep.on_failure)));
+    for (auto& [o, inst] : app.instances) {
+      if (dep.on_failure == model::DependencyFailure::kMark) {
+        inst.degraded = true;
+      } else if (inst.proc && inst.phase != Phase::kStopping) {
+        inst.restart_after_stop = true;
+        emit(env, "restarting", spec.app, o, inst.ip, "on_failure: restart of dependency " + dep.app);
+        stop(inst, "dependency " + dep.app + " failed");
+      }
     }
   }
-  // Clear degraded marks once every hard dependency with policy mark is satisfied again.
-  bool all_ok = true;
+  // Degraded marks last while a dependency with policy mark is still failed.
+  bool marked = false;
   for (const auto& dep : spec.depends_on)
-    if (dep.on_failure == model::DependencyFailure::kMark && !app.dep_ok[dep.app]) all_ok = false;
-  if (all_ok)
+    if (dep.on_failure == model::DependencyFailure::kMark && app.failed_deps.count(dep.app)) marked = true;
+  if (!marked)
     for (auto& [o, inst] : app.instances) inst.degraded = false;
 }
 
@@ -436,8 +441,11 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
     schedule_reconcile();
     return;
   }
-  Millis delay = std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
-  if (was_ready && inst->crashes == 0) delay = 0;  // first crash after being healthy: restart at once
+  // A crash after a stable run restarts at once; crash loops back off exponentially.
+  if (was_ready && d_.clock->monotonic_ms() - inst->ready_mono >= kStableAfterMs) inst->crashes = 0;
+  Millis delay = inst->crashes == 0 && was_ready
+                     ? 0
+                     : std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
   ++inst->crashes;
   inst->phase = Phase::kBackoff;
   inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
@@ -510,7 +518,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
 void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
   inst.phase = Phase::kReady;
   inst.ready_at = d_.clock->wall_ms();
-  inst.crashes = 0;
+  inst.ready_mono = d_.clock->monotonic_ms();
   Millis took = d_.clock->monotonic_ms() - inst.started_mono;
   inst.message = fmt::format("ready in {}", format_duration(took));
   emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));
@@ -597,6 +605,10 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
         is.restarts = inst->restarts;
         is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
         is.message = inst->message;
+        // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
+        if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
+          for (const auto& dep : aspec.depends_on)
+            if (dep.app == a.waiting_for.front()) is.message = waiting_message(env, dep);
         is.health = inst->last_probe;
       } else {
         is.state = s.up ? "waiting" : "stopped";

@@ -72,6 +72,9 @@ struct EnvStatus {
   std::vector<AppStatus> apps;
 };
 
+// An instance ready this long has its crash count (and so its restart backoff) reset.
+inline constexpr Millis kStableAfterMs = 10'000;
+
 class ControlLoop {
  public:
   // Loads the stored catalog, leases and desired environments, re-attaches to instances that
@@ -111,7 +114,8 @@ class ControlLoop {
     int crashes = 0;          // consecutive, reset once ready
     bool started_before = false;
     Millis started_mono = 0;
-    Millis ready_at = 0;
+    Millis ready_at = 0;      // wall
+    Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
     bool restart_after_stop = false;
     bool release_after_stop = false;
@@ -121,6 +125,7 @@ class ControlLoop {
   struct App {
     std::map<int, Instance> instances;
     std::map<std::string, bool> dep_ok;  // per dependency: satisfied at the last pass
+    std::set<std::string> failed_deps;   // dependencies whose failure was announced
   };
   struct Env {
     std::map<std::string, App> apps;

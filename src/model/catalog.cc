@@ -350,6 +350,7 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
       continue;
     }
     int port = static_cast<int>(r.integer(path, 0, 1, 65535));
+    spec.ports[name] = port;  // also when invalid (0): one mistake should give one error
     if (port == 0) continue;
     if (auto [it, fresh] = by_number.emplace(port, name); !fresh)
       ctx.error(leaf.node, fmt::format("duplicate port {}: ports.{} and ports.{} of app '{}' both use it", port,

@@ -1,0 +1,203 @@
+// Catalog loading: layered resolution with provenance, and every validation error located.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "model/catalog.h"
+
+using berth::model::Catalog;
+using testing::HasSubstr;
+
+namespace {
+
+const char* kGood = R"(network:
+  pool: 127.77.0.0/24
+  exclude: [127.77.0.1]
+defaults:
+  tag: main
+  command: svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, path: /healthcheck}
+  env: {LOG_LEVEL: info, REGION: eu}
+apps:
+  users: {instances: 2}
+  orders:
+    depends_on: [users]
+    env: {REGION: us}
+environments:
+  baseline:
+    tag: release-1
+  beta-7:
+    base: baseline
+    env: {LOG_LEVEL: debug}
+    apps:
+      orders: {tag: feature/new-pay, build_type: debug}
+  beta-8:
+    base: beta-7
+)";
+
+std::string errors_of(const std::string& yaml) {
+  auto c = Catalog::parse(yaml, "berth.yaml");
+  if (c.ok()) return "";
+  std::string all;
+  for (const auto& d : c.error().details) all += d + "\n";
+  return all;
+}
+
+}  // namespace
+
+TEST(Catalog, ResolvesLayersWithProvenance) {
+  auto c = Catalog::parse(kGood, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* beta = c->find("beta-7");
+  ASSERT_NE(beta, nullptr);
+  EXPECT_EQ(beta->base, "baseline");
+  const auto* orders = beta->find("orders");
+  ASSERT_NE(orders, nullptr);
+  EXPECT_EQ(orders->tag, "feature/new-pay");
+  EXPECT_EQ(orders->from.at("tag"), "environments.beta-7.apps.orders");
+  EXPECT_EQ(orders->build_type, "debug");
+  EXPECT_EQ(orders->env.at("LOG_LEVEL"), "debug");
+  EXPECT_EQ(orders->from.at("env.LOG_LEVEL"), "environments.beta-7");
+  EXPECT_EQ(orders->env.at("REGION"), "us");
+  EXPECT_EQ(orders->from.at("env.REGION"), "apps.orders");
+  EXPECT_EQ(orders->from.at("command"), "defaults");
+  EXPECT_EQ(orders->from.at("health.failure_threshold"), "built-in");
+  const auto* users = beta->find("users");
+  EXPECT_EQ(users->tag, "release-1");  // from the base environment
+  EXPECT_EQ(users->from.at("tag"), "environments.baseline");
+  EXPECT_EQ(users->instances, 2);
+  // A chain of two bases: beta-8 inherits beta-7's override.
+  EXPECT_EQ(c->find("beta-8")->find("orders")->tag, "feature/new-pay");
+  EXPECT_EQ(c->find("beta-8")->find("orders")->from.at("tag"), "environments.beta-7.apps.orders");
+}
+
+TEST(Catalog, OrdersAppsAfterTheirDependencies) {
+  auto c = Catalog::parse(kGood, "berth.yaml");
+  ASSERT_TRUE(c.ok());
+  const auto& apps = c->find("baseline")->apps;
+  ASSERT_EQ(apps.size(), 2u);
+  EXPECT_EQ(apps[0].app, "users");
+  EXPECT_EQ(apps[1].app, "orders");
+}
+
+TEST(Catalog, FingerprintChangesOnlyWithProcessSettings) {
+  auto c = Catalog::parse(kGood, "berth.yaml");
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE(c->find("baseline")->find("orders")->fingerprint(), c->find("beta-7")->find("orders")->fingerprint());
+  EXPECT_NE(c->find("baseline")->find("users")->fingerprint(), c->find("beta-7")->find("users")->fingerprint());  // LOG_LEVEL
+  EXPECT_EQ(c->find("beta-7")->find("orders")->fingerprint(), c->find("beta-8")->find("orders")->fingerprint());
+}
+
+TEST(Catalog, UnknownKeyIsLocatedWithSuggestion) {
+  std::string y = kGood;
+  y.replace(y.find("    depends_on: [users]"), 23, "    depends_onn: [users]");
+  auto e = errors_of(y);
+  EXPECT_THAT(e, HasSubstr("berth.yaml:13:5: unknown key 'depends_onn' in apps.orders (did you mean 'depends_on'?)"));
+}
+
+TEST(Catalog, UnknownDependencyIsLocated) {
+  std::string y = kGood;
+  y.replace(y.find("[users]"), 7, "[userz]");
+  EXPECT_THAT(errors_of(y), HasSubstr("berth.yaml:13:18: apps.orders.depends_on: unknown app 'userz' (did you mean 'users'?)"));
+}
+
+TEST(Catalog, DependencyCyclePrintsTheCycle) {
+  std::string y = kGood;
+  y.replace(y.find("  users: {instances: 2}"), 23, "  users: {instances: 2, depends_on: [orders]}");
+  auto e = errors_of(y);
+  EXPECT_THAT(e, HasSubstr("dependency cycle: orders → users → orders"));
+  EXPECT_THAT(e, HasSubstr("berth.yaml:"));
+}
+
+TEST(Catalog, SoftDependenciesMayFormCycles) {
+  std::string y = kGood;
+  y.replace(y.find("  users: {instances: 2}"), 23, "  users: {instances: 2, depends_on: [{app: orders, soft: true}]}");
+  EXPECT_EQ(errors_of(y), "");
+}
+
+TEST(Catalog, BaseEnvironmentCycle) {
+  std::string y = kGood;
+  y.replace(y.find("  baseline:\n    tag: release-1"), 30, "  baseline:\n    base: beta-8\n    tag: release-1");
+  EXPECT_THAT(errors_of(y), HasSubstr("base environment cycle: "));
+  EXPECT_THAT(errors_of(y), HasSubstr("beta-8 → beta-7 → baseline → beta-8"));
+}
+
+TEST(Catalog, UnknownBaseEnvironment) {
+  std::string y = kGood;
+  y.replace(y.find("base: baseline"), 14, "base: basline");
+  EXPECT_THAT(errors_of(y), HasSubstr("berth.yaml:19:11: environments.beta-7.base: unknown environment 'basline' (did you mean 'baseline'?)"));
+}
+
+TEST(Catalog, BadDurationNamesValueAndValidForms) {
+  std::string y = kGood;
+  y.replace(y.find("path: /healthcheck}"), 19, "path: /healthcheck, interval: 2 seconds}");
+  EXPECT_THAT(errors_of(y), HasSubstr("berth.yaml:8:54: health.interval: bad duration '2 seconds'; write a number with a unit"));
+}
+
+TEST(Catalog, BadPort) {
+  std::string y = kGood;
+  y.replace(y.find("{http: 8080}"), 12, "{http: 80800}");
+  auto e = errors_of(y);
+  EXPECT_THAT(e, HasSubstr("berth.yaml:7:17: ports.http must be an integer from 1 to 65535, not '80800'"));
+  EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 1) << "one mistake, one error: " << e;
+}
+
+TEST(Catalog, DuplicatePortInOneApp) {
+  std::string y = kGood;
+  y.replace(y.find("  users: {instances: 2}"), 23, "  users: {instances: 2, ports: {admin: 8080}}");
+  EXPECT_THAT(errors_of(y), HasSubstr("duplicate port 8080: ports.admin and ports.http of app 'users' both use it"));
+}
+
+TEST(Catalog, PoolTooSmall) {
+  std::string y = kGood;
+  y.replace(y.find("127.77.0.0/24"), 13, "127.77.0.0/29");
+  // /29: 8 addresses − network − broadcast − 1 excluded = 5; three environments × 3 instances = 9.
+  EXPECT_THAT(errors_of(y), HasSubstr("berth.yaml:2:9: network.pool 127.77.0.0/29 has 5 usable addresses"));
+  EXPECT_THAT(errors_of(y), HasSubstr("ask for 9 instances (baseline 3, beta-7 3, beta-8 3)"));
+}
+
+TEST(Catalog, UnknownPlaceholderInCommand) {
+  std::string y = kGood;
+  y.replace(y.find("${port.http}"), 12, "${port.htp}");
+  EXPECT_THAT(errors_of(y), HasSubstr("uses unknown placeholder '${port.htp}' (did you mean '${port.http}'?)"));
+}
+
+TEST(Catalog, UnknownAppInEnvironmentOverride) {
+  std::string y = kGood;
+  y.replace(y.find("      orders: {tag"), 13, "      ordres:");
+  EXPECT_THAT(errors_of(y), HasSubstr("environments.beta-7.apps: unknown app 'ordres' (did you mean 'orders'?)"));
+}
+
+TEST(Catalog, ReportsEveryErrorNotJustTheFirst) {
+  std::string y = kGood;
+  y.replace(y.find("[users]"), 7, "[userz]");
+  y.replace(y.find("{http: 8080}"), 12, "{http: 0}");
+  auto c = Catalog::parse(y, "berth.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_GE(c.error().details.size(), 2u);
+}
+
+TEST(Catalog, YamlSyntaxErrorIsLocated) {
+  EXPECT_THAT(errors_of("apps: [unclosed\n"), HasSubstr("berth.yaml:2:1: YAML syntax error"));
+}
+
+TEST(Catalog, SubstituteQuotesValues) {
+  EXPECT_EQ(berth::model::substitute("run ${app} --tag=${tag} ${unknown}", {{"app", "a"}, {"tag", "it's"}}),
+            "run 'a' --tag='it'\\''s' ${unknown}");
+}
+
+TEST(Network, ParsesRangesAndCountsUsable) {
+  berth::model::NetworkSpec n;
+  n.pool = *berth::model::parse_range("10.0.0.0/28");
+  EXPECT_EQ(n.usable_count(), 14u);
+  n.exclude = {*berth::model::parse_range("10.0.0.1"), *berth::model::parse_range("10.0.0.0-10.0.0.3"),
+               *berth::model::parse_range("10.0.0.8/30")};
+  EXPECT_EQ(n.usable_count(), 14u - 3u - 4u);
+  EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.0")));
+  EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.15")));
+  EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.9")));
+  EXPECT_TRUE(n.usable(*berth::model::parse_ipv4("10.0.0.4")));
+  EXPECT_FALSE(berth::model::parse_range("10.0.0.1/24").has_value());  // host bits set
+  EXPECT_FALSE(berth::model::parse_ipv4("10.0.0.256").has_value());
+  EXPECT_FALSE(berth::model::parse_ipv4("10.0.0").has_value());
+}

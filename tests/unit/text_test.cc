@@ -1,0 +1,27 @@
+#include <gtest/gtest.h>
+
+#include "base/text.h"
+
+TEST(Text, Durations) {
+  EXPECT_EQ(berth::parse_duration("250ms"), 250);
+  EXPECT_EQ(berth::parse_duration("1.5s"), 1500);
+  EXPECT_EQ(berth::parse_duration("5m"), 300000);
+  EXPECT_EQ(berth::parse_duration("0"), 0);
+  EXPECT_FALSE(berth::parse_duration("5").has_value());
+  EXPECT_FALSE(berth::parse_duration("-1s").has_value());
+  EXPECT_FALSE(berth::parse_duration("1.2.3s").has_value());
+  EXPECT_FALSE(berth::parse_duration("s").has_value());
+  EXPECT_EQ(berth::format_duration(1500), "1.5s");
+  EXPECT_EQ(berth::format_duration(120000), "2m");
+  EXPECT_EQ(berth::format_duration(200), "200ms");
+}
+
+TEST(Text, Rfc3339WithMilliseconds) {
+  EXPECT_EQ(berth::rfc3339_ms(1'700'000'000'123), "2023-11-14T22:13:20.123Z");
+}
+
+TEST(Text, Suggestions) {
+  std::vector<std::string> c = {"depends_on", "instances", "ports"};
+  EXPECT_EQ(berth::closest("depend_on", c), "depends_on");
+  EXPECT_FALSE(berth::closest("zzzzzz", c).has_value());
+}
