@@ -102,7 +102,18 @@ int run(const Options& o) {
                sig == SIGINT ? "SIGINT" : "SIGTERM");
     io.stop();
   });
-  fmt::print(stderr, "berth serve: API on {} (port {}), data in {}\n", o.listen, (*server)->port(), data_dir);
+  // The address actually bound (useful with port 0), for scripts and tests: <data-dir>/api.addr.
+  const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
+  {
+    std::string tmp = (fs::path(data_dir) / "api.addr.tmp").string();
+    std::FILE* f = std::fopen(tmp.c_str(), "w");
+    if (f) {
+      std::fputs(bound.c_str(), f);
+      std::fclose(f);
+      fs::rename(tmp, fs::path(data_dir) / "api.addr", ec);
+    }
+  }
+  fmt::print(stderr, "berth serve: API on {}, data in {}\n", bound, data_dir);
   io.run();
   return 0;
 }

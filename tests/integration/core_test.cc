@@ -1,0 +1,266 @@
+// The core issue end to end: the real daemon binary, real instance processes (berth-demo-svc),
+// real HTTP health checks over loopback addresses.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+using namespace berth::it;
+using nlohmann::json;
+using testing::HasSubstr;
+
+namespace {
+
+bool all_ready(Daemon& d, const std::string& env) {
+  auto r = d.api().get("/v1/environments/" + env);
+  return r.ok() && (*r)["ready"].get<bool>();
+}
+
+std::int64_t ms_of(const std::string& rfc3339) {
+  // "2026-11-28T14:48:02.330Z" → milliseconds since the start of that day (tests span minutes).
+  int h = std::stoi(rfc3339.substr(11, 2)), m = std::stoi(rfc3339.substr(14, 2)), s = std::stoi(rfc3339.substr(17, 2));
+  int ms = std::stoi(rfc3339.substr(20, 3));
+  return ((h * 60 + m) * 60 + s) * 1000 + ms;
+}
+
+json http_get(const std::string& ip, int port, const std::string& target) {
+  namespace beast = boost::beast;
+  boost::asio::io_context io;
+  beast::tcp_stream s(io);
+  s.expires_after(std::chrono::seconds(5));
+  s.connect({boost::asio::ip::make_address(ip), static_cast<unsigned short>(port)});
+  beast::http::request<beast::http::empty_body> req(beast::http::verb::get, target, 11);
+  req.set(beast::http::field::host, ip);
+  beast::http::write(s, req);
+  beast::flat_buffer buf;
+  beast::http::response<beast::http::string_body> res;
+  beast::http::read(s, buf, res);
+  return json::parse(res.body());
+}
+
+}  // namespace
+
+TEST(Core, UpShowsProgressAndStartsInDependencyOrder) {
+  Daemon d("order");
+  ASSERT_EQ(d.apply(example_catalog("127.81")).exit_code, 0);
+  auto up = d.cli({"up", "baseline", "--timeout", "60s"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_THAT(up.out, HasSubstr("waiting"));
+  EXPECT_THAT(up.out, HasSubstr("baseline: 8/8 apps ready"));
+
+  auto s = d.status("baseline");
+  ASSERT_TRUE(s["ready"].get<bool>());
+  // Addresses: unique, inside the pool, never excluded ones.
+  std::set<std::string> ips;
+  for (const auto& a : s["apps"])
+    for (const auto& i : a["instances"]) {
+      std::string ip = i["ip"];
+      EXPECT_TRUE(ips.insert(ip).second) << ip;
+      EXPECT_EQ(ip.rfind("127.81.", 0), 0u) << ip;
+      // network address, the excluded gateway and management range
+      for (int last = 0; last <= 9; ++last) EXPECT_NE(ip, "127.81.0." + std::to_string(last));
+      EXPECT_EQ(i["state"], "ready");
+      EXPECT_FALSE(i["ready_at"].is_null());
+    }
+  EXPECT_EQ(ips.size(), 10u);
+
+  // Proof of order from the event log: no app started before every hard dependency was ready.
+  std::map<std::string, std::int64_t> first_start, first_ready;
+  for (const auto& e : d.events("baseline")) {
+    if (e["app"].is_null()) continue;
+    std::string app = e["app"];
+    if (e["type"] == "starting" && !first_start.count(app)) first_start[app] = ms_of(e["time"]);
+    if (e["type"] == "ready" && !first_ready.count(app)) first_ready[app] = ms_of(e["time"]);
+  }
+  std::map<std::string, std::vector<std::string>> hard = {
+      {"gateway", {"orders", "search"}}, {"orders", {"users", "payments", "inventory"}}, {"payments", {"ledger"}}};
+  for (const auto& [app, deps] : hard)
+    for (const auto& dep : deps) {
+      ASSERT_TRUE(first_start.count(app) && first_ready.count(dep)) << app << " / " << dep;
+      EXPECT_GE(first_start[app], first_ready[dep]) << app << " started before " << dep << " was ready";
+    }
+  // Independent apps started together, not one after another.
+  EXPECT_LE(std::abs(first_start["users"] - first_start["ledger"]), 200);
+}
+
+TEST(Core, SecondEnvironmentBesideTheFirstWithItsOwnTag) {
+  Daemon d("beta");
+  ASSERT_EQ(d.apply(example_catalog("127.82")).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "-q"}).exit_code, 0);
+  auto up = d.cli({"up", "beta-7", "-q"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  auto s = d.status("beta-7");
+  const auto& orders = app_of(s, "orders");
+  EXPECT_EQ(orders["tag"], "feature/new-pay");
+  EXPECT_EQ(orders["from"]["tag"], "environments.beta-7.apps.orders");
+  EXPECT_EQ(app_of(s, "users")["from"]["tag"], "defaults");
+  // The call chain through beta-7's gateway reaches beta-7's orders at the new tag.
+  std::string gw_ip = app_of(s, "gateway")["instances"][0]["ip"];
+  json chain = http_get(gw_ip, 8080, "/");
+  EXPECT_EQ(chain["env"], "beta-7");
+  ASSERT_EQ(chain["calls"][0]["app"], "orders");
+  EXPECT_EQ(chain["calls"][0]["tag"], "feature/new-pay");
+  EXPECT_EQ(chain["calls"][0]["version"], "2.0-new-pay");
+  EXPECT_EQ(chain["calls"][0]["calls"][0]["app"], "users");
+
+  // Table and config views name the layers.
+  auto table = d.cli({"status", "beta-7"});
+  EXPECT_THAT(table.out, HasSubstr("feature/new-pay [env beta-7 app override]"));
+  auto config = d.cli({"config", "beta-7", "orders"});
+  EXPECT_THAT(config.out, HasSubstr("environments.beta-7.apps.orders"));
+  EXPECT_THAT(config.out, HasSubstr("env.LOG_LEVEL"));
+
+  // down stops beta-7's processes only.
+  auto before = d.processes();
+  ASSERT_EQ(d.cli({"down", "beta-7", "-q"}).exit_code, 0);
+  for (const auto& p : d.processes()) EXPECT_EQ(p.env, "baseline");
+  EXPECT_EQ(d.processes().size(), before.size() - 10);
+  auto events = d.cli({"events", "beta-7", "-o", "json"});
+  auto ev = json::parse(events.out);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back()["type"], "stopped");
+}
+
+TEST(Core, KilledInstanceComesBackWithTheSameAddress) {
+  Daemon d("kill");
+  ASSERT_EQ(d.apply(example_catalog("127.83")).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "-q"}).exit_code, 0);
+  auto s = d.status("baseline");
+  int old_pid = pid_of(s, "users", 1);
+  std::string old_ip = app_of(s, "users")["instances"][1]["ip"];
+  ASSERT_GT(old_pid, 0);
+  ASSERT_EQ(::kill(old_pid, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] {
+    auto now = d.status("baseline");
+    int pid = pid_of(now, "users", 1);
+    return pid != 0 && pid != old_pid && app_of(now, "users")["instances"][1]["state"] == "ready";
+  }));
+  auto now = d.status("baseline");
+  EXPECT_EQ(app_of(now, "users")["instances"][1]["ip"], old_ip);
+  EXPECT_EQ(app_of(now, "users")["instances"][1]["restarts"], 1);
+  std::vector<std::string> types;
+  for (const auto& e : d.events("baseline"))
+    if (e["app"] == "users" && e["ordinal"] == 1) types.push_back(e["type"]);
+  EXPECT_THAT(types, testing::IsSupersetOf({"exited", "restarting", "starting", "ready"}));
+}
+
+TEST(Core, ApplyOfAChangeRestartsOnlyTheChangedApp) {
+  Daemon d("apply");
+  std::string catalog = example_catalog("127.84");
+  ASSERT_EQ(d.apply(catalog).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "-q"}).exit_code, 0);
+  auto before = d.status("baseline");
+  std::string changed = replaced(catalog, "DEMO_WARMUP_MS: \"600\"", "DEMO_WARMUP_MS: \"601\"");
+  ASSERT_EQ(d.apply(changed).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] {
+    auto s = d.status("baseline");
+    return pid_of(s, "payments", 0) != pid_of(before, "payments", 0) && s["ready"].get<bool>();
+  }));
+  auto after = d.status("baseline");
+  for (const auto& a : after["apps"]) {
+    std::string app = a["app"];
+    if (app == "payments") continue;
+    for (std::size_t i = 0; i < a["instances"].size(); ++i)
+      EXPECT_EQ(a["instances"][i]["pid"], app_of(before, app)["instances"][i]["pid"]) << app << " was restarted";
+  }
+  EXPECT_EQ(app_of(after, "payments")["instances"][0]["ip"], app_of(before, "payments")["instances"][0]["ip"]);
+}
+
+TEST(Core, DaemonSigkillMidUpConvergesWithoutDuplicates) {
+  Daemon d("sigkill");
+  ASSERT_EQ(d.apply(example_catalog("127.85")).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "--no-wait"}).exit_code, 0);
+  // Kill the daemon while the first wave is starting and later waves are still waiting.
+  ASSERT_TRUE(wait_until([&] { return d.processes().size() >= 3; }, std::chrono::seconds(10)));
+  d.kill9();
+  auto orphans = d.processes();
+  ASSERT_FALSE(orphans.empty());
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return all_ready(d, "baseline"); }, std::chrono::seconds(60)));
+  // Exactly one process per instance, and the survivors were adopted, not duplicated.
+  auto procs = d.processes();
+  std::map<std::string, int> per_instance;
+  std::set<std::string> ips;
+  for (const auto& p : procs) {
+    ++per_instance[p.app + "#" + p.instance];
+    EXPECT_TRUE(ips.insert(p.ip).second) << "address " << p.ip << " used twice";
+  }
+  EXPECT_EQ(procs.size(), 10u);
+  for (const auto& [k, n] : per_instance) EXPECT_EQ(n, 1) << k;
+  auto s = d.status("baseline");
+  for (const auto& o : orphans) {
+    const auto& inst = app_of(s, o.app)["instances"][static_cast<std::size_t>(std::stoi(o.instance))];
+    EXPECT_EQ(inst["ip"], o.ip) << o.app << " moved";
+  }
+}
+
+TEST(Core, BadCatalogFailsWithLocationAndChangesNothing) {
+  Daemon d("bad");
+  std::string good = example_catalog("127.86");
+  ASSERT_EQ(d.apply(good).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "-q"}).exit_code, 0);
+  auto before = d.status("baseline");
+  std::string bad = replaced(replaced(good, "depends_on: [ledger]", "depends_on: [ledgr]"), "interval: 2s", "interval: 2 s");
+  auto r = d.apply(bad, "bad.yaml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("bad.yaml:"));
+  EXPECT_THAT(r.err, HasSubstr("unknown app 'ledgr' (did you mean 'ledger'?)"));
+  EXPECT_THAT(r.err, HasSubstr("bad duration '2 s'"));
+  auto catalog = d.api().get("/v1/catalog");
+  ASSERT_TRUE(catalog.ok());
+  EXPECT_EQ((*catalog)["text"], good);
+  auto after = d.status("baseline");
+  for (const auto& a : after["apps"])
+    for (std::size_t i = 0; i < a["instances"].size(); ++i)
+      EXPECT_EQ(a["instances"][i]["pid"], app_of(before, a["app"])["instances"][i]["pid"]);
+}
+
+TEST(Core, UpTimesOutNamingTheRootCauseAndTheRestKeepsRunning) {
+  Daemon d("rootcause");
+  std::string catalog = example_catalog("127.87");
+  catalog = replaced(catalog, "  users:\n    instances: 2", "  users:\n    instances: 2\n    health: {path: /nope}");
+  ASSERT_EQ(d.apply(catalog).exit_code, 0);
+  auto up = d.cli({"up", "baseline", "--timeout", "3s"});
+  EXPECT_EQ(up.exit_code, 1);
+  EXPECT_THAT(up.err, HasSubstr("root cause: users is starting: GET /nope → 404 (blocking gateway, orders)"));
+  auto s = d.status("baseline");
+  EXPECT_EQ(app_of(s, "orders")["state"], "waiting");
+  EXPECT_THAT(app_of(s, "orders")["message"].get<std::string>(), HasSubstr("waiting for users: GET /nope → 404"));
+  EXPECT_EQ(app_of(s, "ledger")["state"], "ready");
+  EXPECT_EQ(app_of(s, "payments")["state"], "ready");
+}
+
+TEST(Core, TcpAndExecHealthChecks) {
+  Daemon d("checks");
+  std::string catalog = R"(network: {pool: 127.88.0.0/24}
+defaults:
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+apps:
+  tcp-app:
+    health: {type: tcp, start_interval: 20ms}
+  exec-app:
+    health: {type: exec, command: 'test "$BERTH_APP" = exec-app', start_interval: 20ms}
+  after-both:
+    depends_on: [tcp-app, exec-app]
+environments:
+  dev: {}
+)";
+  ASSERT_EQ(d.apply(catalog).exit_code, 0);
+  auto up = d.cli({"up", "dev", "--timeout", "20s"});
+  ASSERT_EQ(up.exit_code, 0) << up.err << up.out;
+  auto s = d.status("dev");
+  EXPECT_THAT(app_of(s, "tcp-app")["instances"][0]["health"].get<std::string>(), HasSubstr("connected"));
+  EXPECT_EQ(app_of(s, "exec-app")["instances"][0]["health"], "exec → status 0");
+}

@@ -1,0 +1,177 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+namespace berth::it {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (cond()) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // poll interval, not a wait for state
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string example_catalog(const std::string& prefix) {
+  std::string text = read_file(std::string(SOURCE_DIR) + "/examples/shop/berth.yaml");
+  for (auto at = text.find("127.77."); at != std::string::npos; at = text.find("127.77.", at))
+    text.replace(at, 6, prefix);
+  return text;
+}
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << "'" << from << "' not in the text";
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+Daemon::Daemon(const std::string& name) {
+  dir_ = (fs::temp_directory_path() / fmt::format("berth-it-{}-{}", name, getpid())).string();
+  fs::remove_all(dir_);
+  fs::create_directories(dir_);
+  start();
+}
+
+void Daemon::start() {
+  fs::remove(fs::path(dir_) / "api.addr");
+  pid_ = fork();
+  if (pid_ == 0) {
+    std::string log = dir_ + "/daemon.log";
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::string path = std::string(DEMO_SVC_DIR) + ":" + (getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    setenv("PATH", path.c_str(), 1);
+    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0", nullptr);
+    _exit(127);
+  }
+  std::string addr_file = dir_ + "/api.addr";
+  bool up = wait_until([&] { return fs::exists(addr_file); }, std::chrono::seconds(10));
+  if (!up) ADD_FAILURE() << "daemon did not start: " << read_file(dir_ + "/daemon.log");
+  addr_ = read_file(addr_file);
+  client_ = std::make_unique<client::Client>(addr_);
+}
+
+void Daemon::kill9() {
+  ::kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+Daemon::~Daemon() {
+  if (pid_ > 0) {
+    if (auto envs = client_->get("/v1/environments"); envs.ok())
+      for (const auto& e : *envs)
+        if (e["up"].get<bool>()) cli({"down", e["environment"].get<std::string>(), "-q", "--timeout", "20s"});
+    ::kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+  // Safety net: nothing this test started may outlive it.
+  for (const auto& p : processes()) ::kill(-p.pid, SIGKILL);
+  if (!testing::Test::HasFailure()) fs::remove_all(dir_);
+}
+
+CliResult Daemon::cli(const std::vector<std::string>& args) {
+  std::string out_file = dir_ + "/cli.out", err_file = dir_ + "/cli.err";
+  pid_t pid = fork();
+  if (pid == 0) {
+    int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(out, 1);
+    dup2(err, 2);
+    setenv("BERTH_ADDR", addr_.c_str(), 1);
+    std::vector<char*> argv{const_cast<char*>(BERTH_BIN)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(BERTH_BIN, argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file), read_file(err_file)};
+}
+
+CliResult Daemon::apply(const std::string& text, const std::string& file_name) {
+  std::string path = dir_ + "/" + file_name;
+  std::ofstream(path) << text;
+  return cli({"apply", "-f", path});
+}
+
+json Daemon::status(const std::string& env) {
+  auto r = client_->get("/v1/environments/" + env);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r.ok() ? *r : json::object();
+}
+
+json Daemon::events(const std::string& env) {
+  auto r = client_->get("/v1/environments/" + env + "/events?limit=100000");
+  EXPECT_TRUE(r.ok());
+  return r.ok() ? *r : json::array();
+}
+
+std::vector<Daemon::Proc> Daemon::processes() const {
+  std::vector<Proc> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "environ");
+    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::map<std::string, std::string> vars;
+    std::size_t i = 0;
+    while (i < env.size()) {
+      auto end = env.find('\0', i);
+      if (end == std::string::npos) end = env.size();
+      auto kv = env.substr(i, end - i);
+      auto eq = kv.find('=');
+      if (eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+      i = end + 1;
+    }
+    if (vars["BERTH_HOME"] != dir_) continue;
+    // Only instance main processes (group leaders), not probes or children of instances.
+    if (getpgid(std::stoi(name)) != std::stoi(name)) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    if (line.find(") Z") != std::string::npos) continue;  // zombie
+    out.push_back({std::stoi(name), vars["BERTH_ENV"], vars["BERTH_APP"], vars["BERTH_INSTANCE"], vars["BERTH_IP"]});
+  }
+  return out;
+}
+
+const json& app_of(const json& status, const std::string& app) {
+  for (const auto& a : status["apps"])
+    if (a["app"] == app) return a;
+  static const json none = json::object();
+  return none;
+}
+
+int pid_of(const json& status, const std::string& app, int ordinal) {
+  const auto& a = app_of(status, app);
+  if (!a.contains("instances")) return 0;
+  const auto& i = a["instances"][static_cast<std::size_t>(ordinal)];
+  return i["pid"].is_null() ? 0 : i["pid"].get<int>();
+}
+
+}  // namespace berth::it
