@@ -22,7 +22,10 @@ int http_status(ErrorCode c) {
   return 500;
 }
 
-Response ok(const json& j, int status = 200) { return {status, j.dump()}; }
+// Request text echoed back (names in errors) may be invalid UTF-8: replace, never throw.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+Response ok(const json& j, int status = 200) { return {status, dump(j)}; }
 
 std::vector<std::string> split_path(std::string_view path) {
   std::vector<std::string> parts;
@@ -66,7 +69,7 @@ json nullable_time(Millis t) { return t ? json(rfc3339_ms(t)) : json(nullptr); }
 Response error_response(const Error& e) {
   json j = {{"error", e.message}};
   if (!e.details.empty()) j["details"] = e.details;
-  return {http_status(e.code), j.dump()};
+  return {http_status(e.code), dump(j)};
 }
 
 json to_json(const control::EnvStatus& s) {
@@ -93,6 +96,15 @@ json to_json(const store::Event& e) {
 }
 
 Response Api::handle(const Request& req) {
+  // The edge: nothing a request does may throw into the transport.
+  try {
+    return route(req);
+  } catch (const std::exception& e) {
+    return error_response(internal(fmt::format("internal error handling {} {}: {}", req.method, req.target, e.what())));
+  }
+}
+
+Response Api::route(const Request& req) {
   std::string_view target = req.target;
   std::string_view query;
   if (auto q = target.find('?'); q != std::string_view::npos) {

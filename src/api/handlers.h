@@ -31,6 +31,7 @@ class Api {
   Response handle(const Request& request);
 
  private:
+  Response route(const Request& request);
   control::ControlLoop& loop_;
 };
 

@@ -229,7 +229,7 @@ void flatten(const YAML::Node& layer, const std::string& name, Flat& out) {
     if (!it->first.IsScalar()) continue;
     const std::string key = it->first.Scalar();
     if (std::find(kSettingKeys.begin(), kSettingKeys.end(), key) == kSettingKeys.end()) continue;
-    const YAML::Node& v = it->second;
+    const YAML::Node v = it->second;  // a copy: it-> returns a proxy that dies with the statement
     if (v.IsMap()) {
       for (auto jt = v.begin(); jt != v.end(); ++jt)
         if (jt->first.IsScalar()) out[key + "." + jt->first.Scalar()] = Leaf{jt->second, name};

@@ -1,0 +1,68 @@
+// Fuzz the REST API handler (routing, query parameters, JSON bodies, catalog apply) with a real
+// control loop on an in-memory store. Input: "METHOD TARGET\nBODY".
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "api/handlers.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace {
+
+using namespace berth;
+
+// No process is ever started: a fuzzer must not fork.
+class NullRuntime : public runtime::Runtime {
+ public:
+  Result<runtime::Handle> start(const runtime::InstanceSpec&, const std::function<Status(const runtime::Handle&)>&,
+                                ExitCallback) override {
+    return unavailable("fuzzing: no processes");
+  }
+  bool adopt(const runtime::Handle&, ExitCallback) override { return false; }
+  void stop(const runtime::Handle&, Millis) override {}
+  void kill_now(const runtime::Handle&) override {}
+};
+
+class NullProber : public health::Prober {
+ public:
+  std::unique_ptr<health::ProbeHandle> probe(const health::ProbeTarget&, std::function<void(health::ProbeResult)>) override {
+    return std::make_unique<health::ProbeHandle>();
+  }
+};
+
+struct World {
+  ManualClock clock;
+  ManualExecutor executor{clock};
+  NullRuntime runtime;
+  NullProber prober;
+  std::unique_ptr<store::SqliteStore> store = std::move(store::SqliteStore::open(":memory:").value());
+  std::unique_ptr<control::ControlLoop> loop;
+  std::unique_ptr<api::Api> api;
+  World() {
+    control::Deps d;
+    d.clock = &clock;
+    d.executor = &executor;
+    d.runtime = &runtime;
+    d.prober = &prober;
+    d.store = store.get();
+    d.data_dir = "/tmp/berth-fuzz-api";
+    loop = std::move(control::ControlLoop::create(d).value());
+    api = std::make_unique<api::Api>(*loop);
+  }
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static World world;
+  std::string input(reinterpret_cast<const char*>(data), size);
+  auto nl = input.find('\n');
+  std::string line = input.substr(0, nl);
+  std::string body = nl == std::string::npos ? "" : input.substr(nl + 1);
+  auto sp = line.find(' ');
+  api::Request req{line.substr(0, sp), sp == std::string::npos ? "/" : line.substr(sp + 1), body};
+  auto res = world.api->handle(req);
+  if (res.status < 200 || res.status > 599) __builtin_trap();
+  world.executor.advance(10);
+  return 0;
+}
