@@ -142,6 +142,11 @@ Response Api::route(const Request& req) {
     return ok({{"applied", filename}, {"environments", envs}});
   }
 
+  if (route("POST", {"v1", "reconcile"})) {
+    std::int64_t micros = loop_.reconcile_now();
+    return ok({{"reconcile_us", micros}, {"passes", loop_.reconcile_count()}});
+  }
+
   if (route("GET", {"v1", "catalog"})) {
     const auto* c = loop_.catalog();
     if (!c) return error_response(not_found("no catalog applied yet"));

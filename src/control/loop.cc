@@ -543,8 +543,10 @@ const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
 void ControlLoop::emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
                        const std::string& ip, const std::string& message) {
   store::Event e{0, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
-  auto r = d_.store->append_event(std::move(e));
-  (void)r;  // an event that cannot be stored must not stop the loop; the store logs the cause
+  auto r = d_.store->append_event(e);
+  if (!r.ok()) e.message += " [not stored: " + r.error().message + "]";
+  // An event that cannot be stored must not stop the loop; it is still logged.
+  if (d_.on_event) d_.on_event(r.ok() ? *r : e);
 }
 
 // ---- status -----------------------------------------------------------------------------------

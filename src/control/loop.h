@@ -11,6 +11,7 @@
 // must outlive it. API handlers call its methods on the same thread.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -39,6 +40,8 @@ struct Deps {
   std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
   std::string dns_address;  // passed to instances as BERTH_DNS ("ip:port"); may be empty
   std::string zone = "berth.test";
+  // Called with every event after it is stored (the daemon logs them); may be empty.
+  std::function<void(const store::Event&)> on_event;
 };
 
 struct InstanceStatus {

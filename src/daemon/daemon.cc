@@ -16,6 +16,7 @@
 #include "api/handlers.h"
 #include "api/http_server.h"
 #include "base/asio_executor.h"
+#include "base/text.h"
 #include "control/loop.h"
 #include "health/prober.h"
 #include "runtime/process/process_runtime.h"
@@ -85,6 +86,10 @@ int run(const Options& o) {
   deps.store = store->get();
   deps.data_dir = data_dir;
   deps.dns_address = o.dns_listen;
+  deps.on_event = [](const store::Event& e) {
+    fmt::print(stderr, "{} {} {} {}{} {} {}\n", rfc3339_ms(e.time), e.env.empty() ? "-" : e.env, e.type,
+               e.app.empty() ? "-" : e.app, e.ordinal >= 0 ? fmt::format("#{}", e.ordinal) : "", e.ip, e.message);
+  };
   auto loop = control::ControlLoop::create(deps);
   if (!loop.ok()) {
     fmt::print(stderr, "berth serve: {}\n", loop.error().message);
