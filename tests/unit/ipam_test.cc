@@ -1,6 +1,8 @@
 // IPAM: stickiness, exclusions, exhaustion, reservations, and no address handed out twice
 // under any interleaving of environments going up and down.
+#include <filesystem>
 #include <random>
+#include <thread>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -128,4 +130,45 @@ TEST_F(IpamTest, RandomInterleavingNeverDoubleAssigns) {
   }
   // The store agrees with memory.
   EXPECT_EQ(db->load_leases()->size(), ipam->leases().size());
+}
+
+// Two allocators on one database through separate connections, racing from two threads (what
+// two daemons would do if the data-directory lock were bypassed). Each has a stale view of the
+// other's leases, so they pick the same addresses; the store's unique index must refuse the
+// second holder every time, and every address an allocator returned must be durably its own.
+TEST(IpamConcurrency, TwoAllocatorsOnOneDatabaseNeverShareAnAddress) {
+  auto dir = std::filesystem::temp_directory_path() / ("berth-ipam-race-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto path = (dir / "state.db").string();
+  ManualClock clock;
+  auto n = net("10.3.0.0/24");
+  std::vector<std::pair<LeaseKey, model::Ipv4>> won[2];
+  auto run = [&](int side) {
+    auto db = store::SqliteStore::open(path);
+    ASSERT_TRUE(db.ok());
+    auto ipam = Ipam::create(n, **db, clock);
+    ASSERT_TRUE(ipam.ok());
+    for (int i = 0; i < 100; ++i) {
+      LeaseKey k{"env" + std::to_string(side), "app", i};
+      if (auto ip = ipam->assign(k); ip.ok()) won[side].push_back({k, *ip});
+    }
+  };
+  { auto init = store::SqliteStore::open(path); ASSERT_TRUE(init.ok()); }
+  std::thread a(run, 0), b(run, 1);
+  a.join();
+  b.join();
+  auto db = store::SqliteStore::open(path);
+  auto stored = (*db)->load_leases();
+  ASSERT_TRUE(stored.ok());
+  std::map<model::Ipv4, LeaseKey> holder;
+  for (const auto& l : *stored) ASSERT_TRUE(holder.emplace(l.ip, l.key).second) << "address stored twice";
+  std::size_t total = 0;
+  for (const auto& side : won)
+    for (const auto& [k, ip] : side) {
+      ++total;
+      ASSERT_TRUE(holder.count(ip));
+      EXPECT_EQ(holder[ip], k) << "an allocator returned an address someone else holds";
+    }
+  EXPECT_GT(total, 100u);  // both made progress
+  std::filesystem::remove_all(dir);
 }

@@ -1,0 +1,72 @@
+// model/loader.h — internal to the model component: what the catalog loader (catalog.cc) and
+// the settings reader (settings.cc) share. Not part of the component's interface.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "model/catalog.h"
+
+namespace berth::model::loader {
+
+extern const std::vector<std::string> kTopKeys;
+extern const std::vector<std::string> kNetworkKeys;
+extern const std::vector<std::string> kSettingKeys;
+extern const std::vector<std::string> kHealthKeys;
+extern const std::vector<std::string> kRestartKeys;
+extern const std::vector<std::string> kDependencyKeys;
+extern const std::vector<std::string> kAppKeys;
+extern const std::vector<std::string> kEnvKeys;
+
+std::string join(const std::vector<std::string>& v, std::string_view sep = ", ");
+bool is_dns_label(std::string_view s);
+
+// Collects located errors (deduplicated: a bad value in `defaults` is reported once, not once
+// per environment and app that inherits it).
+struct Ctx {
+  std::string file;
+  std::vector<std::string> errors;
+  std::set<std::string> seen;
+
+  std::string where(const YAML::Node& n) const;
+  void error(const YAML::Node& n, const std::string& msg);
+};
+
+// A mapping's entries in file order, with duplicate and non-string keys reported.
+std::vector<std::pair<YAML::Node, YAML::Node>> entries(Ctx& ctx, const YAML::Node& map);
+bool expect_map(Ctx& ctx, const YAML::Node& n, const std::string& what);
+void check_keys(Ctx& ctx, const YAML::Node& map, const std::vector<std::string>& allowed, const std::string& where);
+// Check the shape of an app-settings layer (defaults, apps.X, environments.E, environments.E.apps.X).
+void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<std::string>& allowed,
+                         const std::string& where);
+std::string display(const YAML::Node& n);
+
+// yaml-cpp's Node::operator= writes through to the node referred to (it would overwrite the
+// lower layer's value inside the document), so Leaf rebinds with reset() instead.
+struct Leaf {
+  YAML::Node node;
+  std::string layer;
+  Leaf() = default;
+  Leaf(const YAML::Node& n, std::string l) : node(n), layer(std::move(l)) {}
+  Leaf(const Leaf& o) : node(o.node), layer(o.layer) {}
+  Leaf& operator=(const Leaf& o) {
+    node.reset(o.node);
+    layer = o.layer;
+    return *this;
+  }
+};
+using Flat = std::map<std::string, Leaf>;
+
+// Flatten an app-settings layer into dotted paths. Mappings under health/restart/ports/env are
+// merged key by key; every other value (scalars, sequences) replaces what lower layers set.
+void flatten(const YAML::Node& layer, const std::string& name, Flat& out);
+// Typed, validated settings of one app from its flattened layer stack, with provenance.
+void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec);
+
+}  // namespace berth::model::loader

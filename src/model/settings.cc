@@ -1,0 +1,360 @@
+// The catalog loader's schema, shared helpers and the settings reader: layers flattened into
+// dotted paths with provenance, then read into typed AppSpec fields with located errors.
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "base/text.h"
+#include "model/loader.h"
+
+namespace berth::model::loader {
+
+// ---- schema -------------------------------------------------------------------------------
+
+const std::vector<std::string> kTopKeys = {"network", "defaults", "apps", "environments"};
+const std::vector<std::string> kNetworkKeys = {"pool", "exclude", "reserve_for"};
+const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
+                                               "health", "restart", "stop_grace", "env"};
+const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", "command", "interval",
+                                              "timeout", "start_period", "start_interval",
+                                              "failure_threshold", "success_threshold"};
+const std::vector<std::string> kRestartKeys = {"policy", "backoff", "max_backoff", "on_unhealthy"};
+const std::vector<std::string> kDependencyKeys = {"app", "soft", "wait_for", "on_failure"};
+
+static std::vector<std::string> plus(std::vector<std::string> a, std::initializer_list<std::string> b) {
+  a.insert(a.end(), b);
+  return a;
+}
+const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description"});
+const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description"});
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) out += sep;
+    out += v[i];
+  }
+  return out;
+}
+
+bool is_dns_label(std::string_view s) {
+  if (s.empty() || s.size() > 63 || s.front() == '-' || s.back() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+std::string Ctx::where(const YAML::Node& n) const {
+  const auto m = n.Mark();
+  if (m.is_null() || m.line < 0) return file;
+  return fmt::format("{}:{}:{}", file, m.line + 1, m.column + 1);
+}
+
+void Ctx::error(const YAML::Node& n, const std::string& msg) {
+  std::string e = where(n) + ": " + msg;
+  if (seen.insert(e).second) errors.push_back(std::move(e));
+}
+
+std::vector<std::pair<YAML::Node, YAML::Node>> entries(Ctx& ctx, const YAML::Node& map) {
+  std::vector<std::pair<YAML::Node, YAML::Node>> out;
+  std::set<std::string> keys;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar()) {
+      ctx.error(it->first, "keys must be plain strings");
+      continue;
+    }
+    if (!keys.insert(it->first.Scalar()).second) {
+      ctx.error(it->first, fmt::format("duplicate key '{}'", it->first.Scalar()));
+      continue;
+    }
+    out.emplace_back(it->first, it->second);
+  }
+  return out;
+}
+
+bool expect_map(Ctx& ctx, const YAML::Node& n, const std::string& what) {
+  if (n.IsMap()) return true;
+  if (n.IsNull()) return false;  // an empty section is fine
+  ctx.error(n, fmt::format("{} must be a mapping (key: value)", what));
+  return false;
+}
+
+void check_keys(Ctx& ctx, const YAML::Node& map, const std::vector<std::string>& allowed,
+                const std::string& where) {
+  if (!map.IsMap()) return;
+  for (const auto& [k, v] : entries(ctx, map)) {
+    const std::string& key = k.Scalar();
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+    auto hint = closest(key, allowed);
+    ctx.error(k, fmt::format("unknown key '{}' in {}{}; valid keys: {}", key, where,
+                             hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", join(allowed)));
+  }
+}
+
+void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<std::string>& allowed,
+                         const std::string& where) {
+  if (!expect_map(ctx, layer, where)) return;
+  check_keys(ctx, layer, allowed, where);
+  if (auto h = layer["health"]; h && expect_map(ctx, h, where + ".health"))
+    check_keys(ctx, h, kHealthKeys, where + ".health");
+  if (auto r = layer["restart"]; r && expect_map(ctx, r, where + ".restart"))
+    check_keys(ctx, r, kRestartKeys, where + ".restart");
+  for (const char* free_map : {"ports", "env"}) {
+    auto m = layer[free_map];
+    if (!m || !expect_map(ctx, m, where + "." + free_map)) continue;
+    for (const auto& [k, v] : entries(ctx, m))
+      if (!v.IsScalar())
+        ctx.error(v, fmt::format("{}.{}.{} must be a single value", where, free_map, k.Scalar()));
+  }
+  for (const char* scalar : {"tag", "build_type", "command", "instances", "stop_grace"})
+    if (auto s = layer[scalar]; s && !s.IsScalar())
+      ctx.error(s, fmt::format("{}.{} must be a single value", where, scalar));
+}
+
+// ---- layering -----------------------------------------------------------------------------
+
+
+
+void flatten(const YAML::Node& layer, const std::string& name, Flat& out) {
+  if (!layer.IsMap()) return;
+  for (auto it = layer.begin(); it != layer.end(); ++it) {
+    if (!it->first.IsScalar()) continue;
+    const std::string key = it->first.Scalar();
+    if (std::find(kSettingKeys.begin(), kSettingKeys.end(), key) == kSettingKeys.end()) continue;
+    const YAML::Node v = it->second;  // a copy: it-> returns a proxy that dies with the statement
+    if (v.IsMap()) {
+      for (auto jt = v.begin(); jt != v.end(); ++jt)
+        if (jt->first.IsScalar()) out[key + "." + jt->first.Scalar()] = Leaf{jt->second, name};
+    } else {
+      out[key] = Leaf{v, name};
+    }
+  }
+}
+
+std::string display(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  if (n.IsNull()) return "";
+  YAML::Emitter e;
+  e.SetSeqFormat(YAML::Flow);
+  e.SetMapFormat(YAML::Flow);
+  e << n;
+  return e.c_str();
+}
+
+namespace {
+
+// Reads typed settings from a flattened stack, reporting located errors.
+class Reader {
+ public:
+  Reader(Ctx& ctx, const Flat& flat, AppSpec& spec) : ctx_(ctx), flat_(flat), spec_(spec) {}
+
+  const Leaf* leaf(const std::string& path) {
+    auto it = flat_.find(path);
+    return it == flat_.end() ? nullptr : &it->second;
+  }
+
+  void record(const std::string& path, const std::string& value) {
+    const Leaf* l = leaf(path);
+    spec_.from[path] = l ? l->layer : "built-in";
+    spec_.values[path] = value;
+  }
+
+  std::string str(const std::string& path, std::string def) {
+    if (const Leaf* l = leaf(path)) {
+      if (l->node.IsScalar()) def = l->node.Scalar();
+      else if (!l->node.IsNull()) ctx_.error(l->node, fmt::format("{} must be a single value", path));
+    }
+    record(path, def);
+    return def;
+  }
+
+  long integer(const std::string& path, long def, long min, long max) {
+    if (const Leaf* l = leaf(path)) {
+      const std::string s = l->node.IsScalar() ? l->node.Scalar() : "";
+      char* end = nullptr;
+      long v = s.empty() ? 0 : std::strtol(s.c_str(), &end, 10);
+      if (s.empty() || *end != '\0' || v < min || v > max)
+        ctx_.error(l->node, fmt::format("{} must be an integer from {} to {}, not '{}'", path, min, max,
+                                        display(l->node)));
+      else
+        def = v;
+    }
+    record(path, std::to_string(def));
+    return def;
+  }
+
+  Millis duration(const std::string& path, Millis def) {
+    if (const Leaf* l = leaf(path)) {
+      const std::string s = l->node.IsScalar() ? l->node.Scalar() : "";
+      auto d = parse_duration(s);
+      if (!d)
+        ctx_.error(l->node, fmt::format("{}: bad duration '{}'; write a number with a unit: 250ms, 2s, "
+                                        "1.5s, 5m, 1h",
+                                        path, display(l->node)));
+      else
+        def = *d;
+    }
+    record(path, format_duration(def));
+    return def;
+  }
+
+  bool boolean(const std::string& path, bool def) {
+    if (const Leaf* l = leaf(path)) {
+      const std::string s = l->node.IsScalar() ? l->node.Scalar() : "";
+      if (s == "true" || s == "yes" || s == "on") def = true;
+      else if (s == "false" || s == "no" || s == "off") def = false;
+      else ctx_.error(l->node, fmt::format("{} must be true or false, not '{}'", path, display(l->node)));
+    }
+    record(path, def ? "true" : "false");
+    return def;
+  }
+
+  std::string choice(const std::string& path, std::string def, const std::vector<std::string>& valid) {
+    std::string v = str(path, def);
+    if (std::find(valid.begin(), valid.end(), v) == valid.end()) {
+      const Leaf* l = leaf(path);
+      auto hint = closest(v, valid);
+      ctx_.error(l ? l->node : YAML::Node(), fmt::format("{} must be one of {}, not '{}'{}", path, join(valid, " | "),
+                                                         v, hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+      return def;
+    }
+    return v;
+  }
+
+ private:
+  Ctx& ctx_;
+  const Flat& flat_;
+  AppSpec& spec_;
+};
+
+}  // namespace
+
+void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
+  Reader r(ctx, flat, spec);
+  spec.tag = r.str("tag", "latest");
+  spec.build_type = r.str("build_type", "release");
+  spec.instances = static_cast<int>(r.integer("instances", 1, 1, 1000));
+  spec.stop_grace_ms = r.duration("stop_grace", 5000);
+
+  // Ports: name → number, numbers unique within the app.
+  std::map<int, std::string> by_number;
+  for (const auto& [path, leaf] : flat) {
+    if (path.rfind("ports.", 0) != 0) continue;
+    std::string name = path.substr(6);
+    if (!is_dns_label(name)) {
+      ctx.error(leaf.node, fmt::format("port name '{}' must be lowercase letters, digits and '-'", name));
+      continue;
+    }
+    int port = static_cast<int>(r.integer(path, 0, 1, 65535));
+    spec.ports[name] = port;  // also when invalid (0): one mistake should give one error
+    if (port == 0) continue;
+    if (auto [it, fresh] = by_number.emplace(port, name); !fresh)
+      ctx.error(leaf.node, fmt::format("duplicate port {}: ports.{} and ports.{} of app '{}' both use it", port,
+                                       it->second, name, spec.app));
+    spec.ports[name] = port;
+  }
+
+  for (const auto& [path, leaf] : flat) {
+    if (path.rfind("env.", 0) != 0) continue;
+    spec.env[path.substr(4)] = r.str(path, "");
+  }
+
+  // Command and its placeholders.
+  spec.command = r.str("command", "");
+  if (spec.command.empty()) {
+    ctx.error(YAML::Node(), fmt::format("app '{}' has no command: set apps.{}.command (or defaults.command)",
+                                        spec.app, spec.app));
+  } else {
+    std::vector<std::string> valid = command_variables();
+    for (const auto& [name, port] : spec.ports) valid.push_back("port." + name);
+    std::size_t pos = 0;
+    while ((pos = spec.command.find("${", pos)) != std::string::npos) {
+      auto close = spec.command.find('}', pos);
+      std::string name = spec.command.substr(pos + 2, close == std::string::npos ? std::string::npos : close - pos - 2);
+      if (close == std::string::npos || std::find(valid.begin(), valid.end(), name) == valid.end()) {
+        auto hint = closest(name, valid);
+        ctx.error(r.leaf("command")->node,
+                  fmt::format("command of app '{}' uses unknown placeholder '${{{}}}'{}; valid: {}", spec.app, name,
+                              hint ? fmt::format(" (did you mean '${{{}}}'?)", *hint) : "",
+                              join(valid)));
+      }
+      if (close == std::string::npos) break;
+      pos = close + 1;
+    }
+  }
+
+  // Health.
+  auto& h = spec.health;
+  std::string type = r.choice("health.type", "none", {"none", "http", "tcp", "exec"});
+  h.type = type == "http" ? HealthType::kHttp : type == "tcp" ? HealthType::kTcp
+         : type == "exec" ? HealthType::kExec : HealthType::kNone;
+  if (h.type != HealthType::kNone) {
+    h.interval_ms = r.duration("health.interval", h.interval_ms);
+    h.timeout_ms = r.duration("health.timeout", h.timeout_ms);
+    h.start_period_ms = r.duration("health.start_period", h.start_period_ms);
+    h.start_interval_ms = r.duration("health.start_interval", h.start_interval_ms);
+    h.failure_threshold = static_cast<int>(r.integer("health.failure_threshold", h.failure_threshold, 1, 100));
+    h.success_threshold = static_cast<int>(r.integer("health.success_threshold", h.success_threshold, 1, 100));
+    if (h.interval_ms <= 0 || h.start_interval_ms <= 0 || h.timeout_ms <= 0)
+      ctx.error(r.leaf("health.interval") ? r.leaf("health.interval")->node : YAML::Node(),
+                fmt::format("health intervals and timeout of app '{}' must be above zero", spec.app));
+  }
+  if (h.type == HealthType::kHttp || h.type == HealthType::kTcp) {
+    std::string def_port = spec.ports.size() == 1 ? spec.ports.begin()->first : "";
+    h.port = r.str("health.port", def_port);
+    if (!spec.ports.count(h.port)) {
+      std::vector<std::string> names;
+      for (const auto& [n, p] : spec.ports) names.push_back(n);
+      const Leaf* l = r.leaf("health.port");
+      auto hint = closest(h.port, names);
+      ctx.error(l ? l->node : YAML::Node(),
+                fmt::format("health.port of app '{}' must name one of its ports ({}), not '{}'{}", spec.app,
+                            names.empty() ? "it has none" : join(names), h.port,
+                            hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+    }
+  }
+  if (h.type == HealthType::kHttp) {
+    h.path = r.str("health.path", "/");
+    if (h.path.empty() || h.path.front() != '/')
+      ctx.error(r.leaf("health.path") ? r.leaf("health.path")->node : YAML::Node(),
+                fmt::format("health.path must start with '/', not '{}'", h.path));
+    if (const Leaf* l = r.leaf("health.expect")) {
+      h.expect.clear();
+      YAML::Node seq;
+      seq.reset(l->node);
+      if (l->node.IsScalar()) {
+        YAML::Node one;
+        one.push_back(l->node);
+        seq.reset(one);
+      }
+      for (const auto& item : seq) {
+        std::string s = item.IsScalar() ? item.Scalar() : "";
+        char* end = nullptr;
+        long code = s.empty() ? 0 : std::strtol(s.c_str(), &end, 10);
+        if (s.empty() || *end || code < 100 || code > 599)
+          ctx.error(item, fmt::format("health.expect entries must be HTTP status codes 100-599, not '{}'", display(item)));
+        else
+          h.expect.push_back(static_cast<int>(code));
+      }
+      if (h.expect.empty()) ctx.error(l->node, "health.expect must list at least one status code");
+    }
+    std::string shown;
+    for (int c : h.expect) shown += (shown.empty() ? "" : ", ") + std::to_string(c);
+    r.record("health.expect", "[" + shown + "]");
+  }
+  if (h.type == HealthType::kExec) {
+    h.command = r.str("health.command", "");
+    if (h.command.empty()) ctx.error(YAML::Node(), fmt::format("app '{}': health.type exec needs health.command", spec.app));
+  }
+
+  // Restart.
+  auto& rs = spec.restart;
+  std::string policy = r.choice("restart.policy", "always", {"always", "on-failure", "never"});
+  rs.policy = policy == "never" ? RestartPolicy::kNever
+            : policy == "on-failure" ? RestartPolicy::kOnFailure : RestartPolicy::kAlways;
+  rs.backoff_ms = r.duration("restart.backoff", rs.backoff_ms);
+  rs.max_backoff_ms = r.duration("restart.max_backoff", rs.max_backoff_ms);
+  rs.on_unhealthy = r.boolean("restart.on_unhealthy", rs.on_unhealthy);
+}
+
+}  // namespace berth::model::loader
