@@ -86,7 +86,8 @@ bool wait_down(berth::client::Client& c, const std::string& env) {
     bool any = false;
     if (s.ok())
       for (const auto& a : (*s)["apps"])
-        for (const auto& i : a["instances"]) any |= !i["pid"].is_null();
+        if (a["runs_in"] == env)
+          for (const auto& i : a["instances"]) any |= !i["pid"].is_null();
     if (!any) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -118,7 +119,8 @@ int main(int argc, char** argv) {
     dup2(fd, 2);
     std::string path = std::string(DEMO_SVC_DIR) + ":" + getenv("PATH");
     setenv("PATH", path.c_str(), 1);
-    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir.c_str(), "--listen", "127.0.0.1:0", nullptr);
+    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
+          "127.0.0.1:0", nullptr);
     _exit(127);
   }
   while (!fs::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));

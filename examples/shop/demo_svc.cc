@@ -3,8 +3,10 @@
 //   GET  /             calls every app in BERTH_DEPS (or --calls) and returns the JSON call chain
 //   POST /crash        exits with status 3 at once
 // It learns who and where it is from berth's environment (BERTH_ENV, BERTH_APP, BERTH_IP,
-// BERTH_PORT_HTTP, BERTH_TAG, BERTH_BUILD_TYPE) and reaches dependencies at the stable
-// addresses berth passes in BERTH_DEP_<APP>_HTTP.
+// BERTH_PORT_HTTP, BERTH_TAG, BERTH_BUILD_TYPE). It finds a dependency by name: the SRV record
+// _http._tcp.<app>.<BERTH_DOMAIN> at the name server BERTH_DNS (berth's), so in a thin
+// environment a dependency it does not run is found in the base environment. Without BERTH_DNS
+// it uses the addresses berth passes in BERTH_DEP_<APP>_HTTP.
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +20,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+
+#include "dns_lookup.h"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -64,14 +68,18 @@ std::atomic<bool> failing{false};
 std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
 json call(const std::string& dep) {
-  std::string addrs = env_or(("BERTH_DEP_" + upper(dep) + "_HTTP").c_str(), "");
   json result = {{"app", dep}};
-  if (addrs.empty()) {
-    result["error"] = "no address for " + dep + " (BERTH_DEP_" + upper(dep) + "_HTTP unset)";
-    return result;
-  }
+  std::vector<std::string> addrs;
   std::string last_error;
-  for (const auto& addr : split(addrs, ',')) {  // first instance that answers
+  if (std::string dns = env_or("BERTH_DNS", ""); !dns.empty()) {
+    std::string name = "_http._tcp." + dep + "." + env_or("BERTH_DOMAIN", "");
+    addrs = demo::resolve_srv(dns, name, last_error);
+    result["resolved"] = name;
+  } else {
+    addrs = split(env_or(("BERTH_DEP_" + upper(dep) + "_HTTP").c_str(), ""), ',');
+    if (addrs.empty()) last_error = "no address for " + dep + " (BERTH_DEP_" + upper(dep) + "_HTTP unset)";
+  }
+  for (const auto& addr : addrs) {  // first instance that answers
     auto colon = addr.rfind(':');
     try {
       asio::io_context io;
@@ -86,7 +94,10 @@ json call(const std::string& dep) {
       http::response<http::string_body> res;
       http::read(stream, buf, res);
       auto body = json::parse(res.body(), nullptr, false);
-      if (!body.is_discarded()) return body;
+      if (!body.is_discarded()) {
+        if (result.contains("resolved")) body["resolved"] = result["resolved"];
+        return body;
+      }
       last_error = addr + ": response is not JSON";
     } catch (const std::exception& e) {
       last_error = addr + ": " + e.what();

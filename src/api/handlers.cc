@@ -80,7 +80,7 @@ json to_json(const control::EnvStatus& s) {
       instances.push_back({{"ordinal", i.ordinal}, {"ip", i.ip}, {"dns", i.dns}, {"state", i.state},
                            {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
                            {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
-    apps.push_back({{"app", a.app}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
+    apps.push_back({{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
                     {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for},
                     {"instances", instances}});
   }

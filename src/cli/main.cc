@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   auto* serve = app.add_subcommand("serve", "run the control plane daemon");
   serve->add_option("--listen", serve_opts.listen, "API address ADDR:PORT")->capture_default_str();
   serve->add_option("--data-dir", serve_opts.data_dir, "state directory (SQLite database, logs)")->required();
-  serve->add_option("--dns-listen", serve_opts.dns_listen, "DNS server address handed to instances as BERTH_DNS");
+  serve->add_option("--dns-listen", serve_opts.dns_listen, "name server address ADDR:PORT (\"\" to disable)")
+      ->capture_default_str();
 
   std::string file;
   auto* apply = app.add_subcommand("apply", "validate and load a catalog (berth.yaml)");
@@ -159,10 +160,12 @@ int main(int argc, char** argv) {
       auto r = c.post("/v1/environments/" + url_encode(env) + "/down");
       if (!r.ok()) return fail(r.error());
       if (no_wait) return 0;
-      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
-        for (const auto& a : s["apps"])
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&env](const json& s) {
+        for (const auto& a : s["apps"]) {
+          if (a["runs_in"] != env) continue;  // served by a base environment: not ours to stop
           for (const auto& i : a["instances"])
             if (!i["pid"].is_null()) return false;
+        }
         return true;
       }, "down");
     }

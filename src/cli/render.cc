@@ -62,8 +62,10 @@ std::string status_table(const json& s) {
   std::string out = fmt::format("environment {}{}: {}\n", str(s, "environment"),
                                 s["base"].is_null() ? "" : fmt::format(" (base {})", str(s, "base")),
                                 !s["up"].get<bool>() ? "down" : s["ready"].get<bool>() ? "up, ready" : "up, not ready");
-  std::vector<std::vector<std::string>> rows = {{"APP", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "STATE", "HEALTH / MESSAGE"}};
+  std::vector<std::vector<std::string>> rows = {{"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "STATE", "HEALTH / MESSAGE"}};
   for (const auto& a : s["apps"]) {
+    std::string runs = str(a, "runs_in");
+    std::string runs_in = runs == str(s, "environment") || runs.empty() ? "here" : "→ " + runs;
     const auto& from = a["from"];
     std::string tag = fmt::format("{} [{}]", str(a, "tag"), short_layer(from.value("tag", "")));
     std::string bt = fmt::format("{} [{}]", str(a, "build_type"), short_layer(from.value("build_type", "")));
@@ -73,8 +75,8 @@ std::string status_table(const json& s) {
       if (msg.empty()) msg = str(i, "message");
       std::string state = str(i, "state");
       if (i["restarts"].get<int>() > 0) state += fmt::format(" ({} restarts)", i["restarts"].get<int>());
-      rows.push_back({first ? str(a, "app") : "", first ? tag : "", first ? bt : "", str(i, "ordinal"), str(i, "ip"),
-                      str(i, "dns"), state, msg});
+      rows.push_back({first ? str(a, "app") : "", first ? runs_in : "", first ? tag : "", first ? bt : "", str(i, "ordinal"),
+                      str(i, "ip"), str(i, "dns"), state, msg});
       first = false;
     }
   }

@@ -90,6 +90,7 @@ Status ControlLoop::apply(const std::string& text, const std::string& filename) 
   BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms()}));
   catalog_ = std::move(parsed.value());
   ipam_.set_network(catalog_->network());
+  dns_all_dirty_ = true;
   for (const auto& e : up_) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied", filename));
   schedule_reconcile();
   return {};
@@ -158,12 +159,13 @@ void ControlLoop::reconcile() {
     reconcile_env(name, envs_[name], spec);
     if (!spec && envs_[name].apps.empty()) envs_.erase(name);
   }
+  publish_zone();
 }
 
 void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::Environment* spec) {
   // Stop what is no longer wanted: the whole environment when down, else removed apps/ordinals.
   for (auto ait = env.apps.begin(); ait != env.apps.end();) {
-    const model::AppSpec* aspec = spec ? spec->find(ait->first) : nullptr;
+    const model::AppSpec* aspec = spec && spec->runs(ait->first) ? spec->find(ait->first) : nullptr;
     auto& instances = ait->second.instances;
     for (auto it = instances.begin(); it != instances.end();) {
       Instance& inst = it->second;
@@ -177,6 +179,7 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
         continue;
       }
       cancel_timers(inst);
+      dns_dirty_.insert(name);
       if (auto st = ipam_.release(inst.key); !st.ok())
         emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
       it = instances.erase(it);
@@ -185,7 +188,8 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
     else ++ait;
   }
   if (!spec) return;
-  for (const auto& aspec : spec->apps) reconcile_app(name, env.apps[aspec.app], aspec, *spec);
+  for (const auto& aspec : spec->apps)
+    if (spec->runs(aspec.app)) reconcile_app(name, env.apps[aspec.app], aspec, *spec);
 }
 
 int ControlLoop::ready_count(const std::string& env, const std::string& app) const {
@@ -199,15 +203,18 @@ int ControlLoop::ready_count(const std::string& env, const std::string& app) con
   return n;
 }
 
-bool ControlLoop::dependency_satisfied(const std::string& env, const model::Dependency& dep,
-                                       const model::Environment& espec) const {
-  const auto* target = espec.find(dep.app);
+bool ControlLoop::dependency_satisfied(const model::Dependency& dep, const model::Environment& espec) const {
+  // A thin environment's dependency may be served by its base: gate on the instances that serve it.
+  const std::string& where = espec.served_by.at(dep.app);
+  const auto* serving = catalog_->find(where);
+  const auto* target = serving ? serving->find(dep.app) : nullptr;
   int need = dep.wait_all && target ? target->instances : 1;
-  return ready_count(env, dep.app) >= need;
+  return ready_count(where, dep.app) >= need;
 }
 
-std::string ControlLoop::waiting_message(const std::string& env, const model::Dependency& dep) const {
-  auto e = envs_.find(env);
+std::string ControlLoop::waiting_message(const model::Dependency& dep, const model::Environment& espec) const {
+  const std::string& where = espec.served_by.at(dep.app);
+  auto e = envs_.find(where);
   std::string detail = "not started";
   if (e != envs_.end()) {
     if (auto a = e->second.apps.find(dep.app); a != e->second.apps.end()) {
@@ -221,7 +228,9 @@ std::string ControlLoop::waiting_message(const std::string& env, const model::De
       }
     }
   }
-  return fmt::format("waiting for {}{}: {}", dep.app, dep.wait_all ? " (all instances)" : "", detail);
+  if (where != espec.name && !up_.count(where)) detail = fmt::format("{} is down", where);
+  return fmt::format("waiting for {}{}{}: {}", dep.app, where != espec.name ? " in " + where : "",
+                     dep.wait_all ? " (all instances)" : "", detail);
 }
 
 void ControlLoop::check_dependencies(const std::string& env, App& app, const model::AppSpec& spec,
@@ -230,7 +239,7 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
   for (const auto& [o, inst] : app.instances)
     if (inst.proc && inst.phase != Phase::kStopping) running = true;
   for (const auto& dep : spec.depends_on) {
-    bool ok = dependency_satisfied(env, dep, espec);
+    bool ok = dependency_satisfied(dep, espec);
     bool was_ok = app.dep_ok[dep.app];
     app.dep_ok[dep.app] = ok;
     if (ok && app.failed_deps.erase(dep.app)) {
@@ -241,7 +250,7 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
     if (ok || !was_ok || !running || dep.on_failure == model::DependencyFailure::kIgnore) continue;
     app.failed_deps.insert(dep.app);
     emit(env, "dependency-failed", spec.app, -1, "",
-         fmt::format("{}; policy {}", waiting_message(env, dep), model::to_string(dep.on_failure)));
+         fmt::format("{}; policy {}", waiting_message(dep, espec), model::to_string(dep.on_failure)));
     for (auto& [o, inst] : app.instances) {
       if (dep.on_failure == model::DependencyFailure::kMark) {
         inst.degraded = true;
@@ -266,7 +275,7 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
 
   std::vector<std::string> waiting;
   for (const auto& dep : spec.depends_on)
-    if (!dep.soft && !dependency_satisfied(env, dep, espec)) waiting.push_back(waiting_message(env, dep));
+    if (!dep.soft && !dependency_satisfied(dep, espec)) waiting.push_back(waiting_message(dep, espec));
 
   const std::string fingerprint = spec.fingerprint();
   for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
@@ -330,20 +339,22 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   rs.env_vars["BERTH_IP"] = inst.ip;
   rs.env_vars["BERTH_TAG"] = spec.tag;
   rs.env_vars["BERTH_BUILD_TYPE"] = spec.build_type;
-  rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, d_.zone);
-  rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, d_.zone);
+  rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, catalog_->dns().zone);
+  rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, catalog_->dns().zone);
   rs.env_vars["BERTH_HOME"] = d_.data_dir;
   if (!d_.dns_address.empty()) rs.env_vars["BERTH_DNS"] = d_.dns_address;
   // Where the dependencies are: every instance's stable address, per named port.
   std::string dep_names;
   for (const auto& dep : spec.depends_on) {
     dep_names += (dep_names.empty() ? "" : ",") + dep.app;
-    const auto* dspec = espec.find(dep.app);
+    const std::string& where = espec.served_by.at(dep.app);
+    const auto* serving = catalog_->find(where);
+    const auto* dspec = serving ? serving->find(dep.app) : nullptr;
     if (!dspec) continue;
     for (const auto& [pname, port] : dspec->ports) {
       std::string addrs;
       for (int o = 0; o < dspec->instances; ++o) {
-        auto ip = ipam_.lookup({key.env, dep.app, o});
+        auto ip = ipam_.lookup({where, dep.app, o});
         if (ip) addrs += fmt::format("{}{}:{}", addrs.empty() ? "" : ",", model::format_ipv4(*ip), port);
       }
       rs.env_vars[fmt::format("BERTH_DEP_{}_{}", env_var_name(dep.app), env_var_name(pname))] = addrs;
@@ -381,6 +392,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
     });
     return;
   }
+  dns_dirty_.insert(key.env);
   inst.proc = *handle;
   inst.fingerprint = spec.fingerprint();
   inst.phase = Phase::kStarting;
@@ -401,6 +413,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
 void ControlLoop::stop(Instance& inst, const std::string& why) {
   if (!inst.proc || inst.phase == Phase::kStopping) return;
   cancel_timers(inst);
+  dns_dirty_.insert(inst.key.env);
   inst.phase = Phase::kStopping;
   inst.message = "stopping: " + why;
   const auto* spec = spec_of(inst.key);
@@ -419,6 +432,7 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
   if (!inst || !inst->proc) return;
   auto st = d_.store->erase_instance(key);
   if (!st.ok()) emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
+  dns_dirty_.insert(key.env);
   inst->proc.reset();
   inst->tracker.reset();
   cancel_timers(*inst);
@@ -499,6 +513,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   if (change == health::Tracker::Change::kBecameReady) {
     mark_ready(*inst, r.detail);
   } else if (change == health::Tracker::Change::kBecameUnhealthy) {
+    dns_dirty_.insert(key.env);
     inst->phase = Phase::kUnhealthy;
     inst->ready_at = 0;
     inst->message = "unhealthy: " + r.detail;
@@ -516,6 +531,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
 }
 
 void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
+  dns_dirty_.insert(inst.key.env);
   inst.phase = Phase::kReady;
   inst.ready_at = d_.clock->wall_ms();
   inst.ready_mono = d_.clock->monotonic_ms();
@@ -565,10 +581,67 @@ std::string ControlLoop::public_state(const Instance& inst) const {
   return "stopped";
 }
 
+AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Environment& espec) const {
+  const std::string& env = espec.name;
+  AppStatus a;
+  a.app = aspec.app;
+  a.runs_in = env;
+  a.tag = aspec.tag;
+  a.build_type = aspec.build_type;
+  for (const auto& [k, v] : aspec.from)
+    if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+  const bool up = up_.count(env) > 0;
+  const App* app = nullptr;
+  if (auto e = envs_.find(env); e != envs_.end())
+    if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
+  if (up)
+    for (const auto& dep : aspec.depends_on)
+      if (!dep.soft && !dependency_satisfied(dep, espec)) a.waiting_for.push_back(dep.app);
+  std::map<std::string, int> counts;
+  for (int o = 0; o < aspec.instances; ++o) {
+    InstanceStatus is;
+    is.ordinal = o;
+    is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, catalog_->dns().zone);
+    const Instance* inst = nullptr;
+    if (app)
+      if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second;
+    if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
+    if (inst) {
+      is.state = public_state(*inst);
+      is.pid = inst->proc ? inst->proc->pid : 0;
+      is.restarts = inst->restarts;
+      is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
+      is.message = inst->message;
+      is.health = inst->last_probe;
+      // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
+      if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
+        for (const auto& dep : aspec.depends_on)
+          if (dep.app == a.waiting_for.front()) is.message = waiting_message(dep, espec);
+    } else {
+      is.state = up ? "waiting" : "stopped";
+    }
+    ++counts[is.state];
+    a.instances.push_back(std::move(is));
+  }
+  for (const char* st : {"failed", "starting", "waiting", "degraded", "stopped", "ready"})
+    if (counts.count(st)) {
+      a.state = st;
+      break;
+    }
+  if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
+  else if (a.state == "failed" || a.state == "starting")
+    for (const auto& i : a.instances)
+      if (i.state == a.state) {
+        a.message = i.message;
+        break;
+      }
+  return a;
+}
+
 Result<EnvStatus> ControlLoop::status(const std::string& env) const {
   if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
   const auto* spec = catalog_->find(env);
-  if (!spec && !envs_.count(env)) {
+  if (!spec) {
     auto names = catalog_->environment_names();
     auto hint = closest(env, names);
     return not_found(fmt::format("no environment '{}'{}", env, hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
@@ -577,57 +650,73 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
   s.env = env;
   s.up = up_.count(env) > 0;
   s.ready = s.up;
-  if (spec) s.base = spec->base;
-  auto e = envs_.find(env);
-  for (const auto& aspec : spec ? spec->apps : std::vector<model::AppSpec>{}) {
-    AppStatus a;
-    a.app = aspec.app;
-    a.tag = aspec.tag;
-    a.build_type = aspec.build_type;
-    for (const auto& [k, v] : aspec.from)
-      if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+  s.base = spec->base;
+  for (const auto& aspec : spec->apps) {
+    const std::string& where = spec->served_by.at(aspec.app);
+    if (where == env) {
+      AppStatus a = app_status(aspec, *spec);
+      for (const auto& i : a.instances)
+        if (i.state != "ready" && i.state != "degraded") s.ready = false;
+      s.apps.push_back(std::move(a));
+    } else {
+      // Falls through: shown as the serving environment sees it.
+      const auto* serving = catalog_->find(where);
+      AppStatus a = app_status(*serving->find(aspec.app), *serving);
+      a.from = {};
+      for (const auto& [k, v] : aspec.from)
+        if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+      s.apps.push_back(std::move(a));
+    }
+  }
+  return s;
+}
+
+// ---- DNS --------------------------------------------------------------------------------------
+
+std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Environment& espec) const {
+  auto rec = std::make_shared<dns::EnvRecords>();
+  auto e = envs_.find(espec.name);
+  for (const auto& aspec : espec.apps) {
+    const std::string& where = espec.served_by.at(aspec.app);
+    if (where != espec.name) {
+      rec->fall_through[aspec.app] = where;
+      continue;
+    }
+    dns::AppRecords& a = rec->apps[aspec.app];
+    a.env = espec.name;
+    a.ips.assign(static_cast<std::size_t>(aspec.instances), 0);
+    a.ready.assign(static_cast<std::size_t>(aspec.instances), false);
+    for (const auto& [name, port] : aspec.ports) a.ports.emplace_back(name, static_cast<std::uint16_t>(port));
     const App* app = nullptr;
     if (e != envs_.end())
       if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
-    if (s.up)
-      for (const auto& dep : aspec.depends_on)
-        if (!dep.soft && !dependency_satisfied(env, dep, *spec)) a.waiting_for.push_back(dep.app);
-    std::map<std::string, int> counts;
     for (int o = 0; o < aspec.instances; ++o) {
-      InstanceStatus is;
-      is.ordinal = o;
-      is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, d_.zone);
-      const Instance* inst = nullptr;
+      if (auto ip = ipam_.lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
       if (app)
-        if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second;
-      if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
-      if (inst) {
-        is.state = public_state(*inst);
-        is.pid = inst->proc ? inst->proc->pid : 0;
-        is.restarts = inst->restarts;
-        is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
-        is.message = inst->message;
-        // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
-        if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
-          for (const auto& dep : aspec.depends_on)
-            if (dep.app == a.waiting_for.front()) is.message = waiting_message(env, dep);
-        is.health = inst->last_probe;
-      } else {
-        is.state = s.up ? "waiting" : "stopped";
-      }
-      if (is.state != "ready" && is.state != "degraded") s.ready = false;
-      ++counts[is.state];
-      a.instances.push_back(std::move(is));
+        if (auto it = app->instances.find(o); it != app->instances.end())
+          a.ready[static_cast<std::size_t>(o)] = it->second.proc && it->second.phase == Phase::kReady;
     }
-    for (const char* st : {"failed", "starting", "waiting", "degraded", "stopped", "ready"})
-      if (counts.count(st)) { a.state = st; break; }
-    if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
-    else if (a.state == "failed" || a.state == "starting")
-      for (const auto& i : a.instances)
-        if (i.state == a.state) { a.message = i.message; break; }
-    s.apps.push_back(std::move(a));
   }
-  return s;
+  return rec;
+}
+
+void ControlLoop::publish_zone() {
+  if (!d_.on_zone || !catalog_) return;
+  if (!dns_all_dirty_ && dns_dirty_.empty()) return;
+  if (dns_all_dirty_) env_records_.clear();
+  for (const auto& espec : catalog_->environments())
+    if (dns_all_dirty_ || dns_dirty_.count(espec.name) || !env_records_.count(espec.name))
+      env_records_[espec.name] = env_records(espec);
+  dns_all_dirty_ = false;
+  dns_dirty_.clear();
+  auto zone = std::make_shared<dns::Zone>();
+  zone->apex = catalog_->dns().zone;
+  zone->ttl = static_cast<std::uint32_t>(catalog_->dns().ttl_ms / 1000);
+  zone->negative_ttl = static_cast<std::uint32_t>(catalog_->dns().negative_ttl_ms / 1000);
+  zone->serial = ++zone_serial_;
+  zone->ns_ip = d_.dns_ns_ip;
+  for (const auto& [name, rec] : env_records_) zone->envs[name] = rec;
+  d_.on_zone(std::move(zone));
 }
 
 std::vector<EnvStatus> ControlLoop::all_status() const {

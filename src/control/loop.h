@@ -25,6 +25,7 @@
 #include "health/prober.h"
 #include "health/tracker.h"
 #include "model/catalog.h"
+#include "net/dns/zone.h"
 #include "net/ipam/ipam.h"
 #include "runtime/runtime.h"
 #include "store/store.h"
@@ -39,9 +40,12 @@ struct Deps {
   store::StateStore* store = nullptr;
   std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
   std::string dns_address;  // passed to instances as BERTH_DNS ("ip:port"); may be empty
-  std::string zone = "berth.test";
   // Called with every event after it is stored (the daemon logs them); may be empty.
   std::function<void(const store::Event&)> on_event;
+  // Called with a new DNS zone snapshot whenever names or readiness change (the daemon hands it
+  // to the name server); may be empty. `dns_ns_ip` is the server's own address for ns.<zone>.
+  std::function<void(std::shared_ptr<const dns::Zone>)> on_zone;
+  std::uint32_t dns_ns_ip = 0;
 };
 
 struct InstanceStatus {
@@ -58,6 +62,7 @@ struct InstanceStatus {
 
 struct AppStatus {
   std::string app;
+  std::string runs_in;  // the environment whose instances serve this app (itself unless thin)
   std::string tag;
   std::string build_type;
   std::map<std::string, std::string> from;
@@ -141,8 +146,11 @@ class ControlLoop {
   void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
   void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
   void check_dependencies(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
-  bool dependency_satisfied(const std::string& env, const model::Dependency& dep, const model::Environment& espec) const;
-  std::string waiting_message(const std::string& env, const model::Dependency& dep) const;
+  bool dependency_satisfied(const model::Dependency& dep, const model::Environment& espec) const;
+  std::string waiting_message(const model::Dependency& dep, const model::Environment& espec) const;
+  AppStatus app_status(const model::AppSpec& aspec, const model::Environment& espec) const;
+  void publish_zone();
+  std::shared_ptr<const dns::EnvRecords> env_records(const model::Environment& espec) const;
   int ready_count(const std::string& env, const std::string& app) const;
 
   void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec);
@@ -166,6 +174,11 @@ class ControlLoop {
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;
+  // DNS: per-environment records, rebuilt when their environment is marked dirty.
+  std::map<std::string, std::shared_ptr<const dns::EnvRecords>> env_records_;
+  std::set<std::string> dns_dirty_;
+  bool dns_all_dirty_ = true;
+  std::uint32_t zone_serial_ = 0;
   std::uint64_t reconciles_ = 0;
 };
 

@@ -19,6 +19,8 @@
 #include "base/text.h"
 #include "control/loop.h"
 #include "health/prober.h"
+#include "model/network.h"
+#include "net/dns/server.h"
 #include "runtime/process/process_runtime.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -78,6 +80,19 @@ int run(const Options& o) {
   runtime::ProcessRuntime runtime(io, executor);
   health::AsioProber prober(io);
 
+  // The name server, on its own threads; the loop publishes zone snapshots to it.
+  std::unique_ptr<dns::Server> dns_server;
+  std::uint32_t dns_ip = 0;
+  if (!o.dns_listen.empty()) {
+    auto server = dns::Server::start(o.dns_listen, std::make_shared<dns::Zone>());
+    if (!server.ok()) {
+      fmt::print(stderr, "berth serve: {}\n", server.error().message);
+      return 1;
+    }
+    dns_server = std::move(server.value());
+    if (auto ip = model::parse_ipv4(o.dns_listen.substr(0, o.dns_listen.rfind(':')))) dns_ip = *ip;
+  }
+
   control::Deps deps;
   deps.clock = &clock;
   deps.executor = &executor;
@@ -85,7 +100,11 @@ int run(const Options& o) {
   deps.prober = &prober;
   deps.store = store->get();
   deps.data_dir = data_dir;
-  deps.dns_address = o.dns_listen;
+  if (dns_server) {
+    deps.dns_address = dns_server->address();
+    deps.dns_ns_ip = dns_ip;
+    deps.on_zone = [server = dns_server.get()](std::shared_ptr<const dns::Zone> zone) { server->publish(std::move(zone)); };
+  }
   deps.on_event = [](const store::Event& e) {
     fmt::print(stderr, "{} {} {} {}{} {} {}\n", rfc3339_ms(e.time), e.env.empty() ? "-" : e.env, e.type,
                e.app.empty() ? "-" : e.app, e.ordinal >= 0 ? fmt::format("#{}", e.ordinal) : "", e.ip, e.message);
@@ -107,18 +126,21 @@ int run(const Options& o) {
                sig == SIGINT ? "SIGINT" : "SIGTERM");
     io.stop();
   });
-  // The address actually bound (useful with port 0), for scripts and tests: <data-dir>/api.addr.
-  const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
-  {
-    std::string tmp = (fs::path(data_dir) / "api.addr.tmp").string();
-    std::FILE* f = std::fopen(tmp.c_str(), "w");
-    if (f) {
-      std::fputs(bound.c_str(), f);
+  // The addresses actually bound (useful with port 0), for scripts and tests:
+  // <data-dir>/api.addr and <data-dir>/dns.addr, each written atomically.
+  auto write_atomically = [&](const char* name, const std::string& text) {
+    fs::path tmp = fs::path(data_dir) / (std::string(name) + ".tmp");
+    if (std::FILE* f = std::fopen(tmp.c_str(), "w")) {
+      std::fputs(text.c_str(), f);
       std::fclose(f);
-      fs::rename(tmp, fs::path(data_dir) / "api.addr", ec);
+      fs::rename(tmp, fs::path(data_dir) / name, ec);
     }
-  }
-  fmt::print(stderr, "berth serve: API on {}, data in {}\n", bound, data_dir);
+  };
+  const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
+  if (dns_server) write_atomically("dns.addr", dns_server->address());
+  write_atomically("api.addr", bound);
+  fmt::print(stderr, "berth serve: API on {}, DNS on {}, data in {}\n", bound,
+             dns_server ? dns_server->address() : "(off)", data_dir);
   io.run();
   return 0;
 }

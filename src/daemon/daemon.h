@@ -9,7 +9,7 @@ namespace berth::daemon {
 struct Options {
   std::string listen = "127.0.0.1:7700";
   std::string data_dir;     // required
-  std::string dns_listen;   // passed to instances as BERTH_DNS; the DNS server itself comes later
+  std::string dns_listen = "127.0.0.1:5353";  // the name server; empty: none
 };
 
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon

@@ -51,9 +51,15 @@ const AppSpec* Environment::find(std::string_view app) const {
   return nullptr;
 }
 
+bool Environment::runs(std::string_view app) const {
+  auto it = served_by.find(std::string(app));
+  return it != served_by.end() && it->second == name;
+}
+
 int Environment::instance_count() const {
   int n = 0;
-  for (const auto& a : apps) n += a.instances;
+  for (const auto& a : apps)
+    if (runs(a.app)) n += a.instances;
   return n;
 }
 
@@ -214,6 +220,32 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
   }
 
+  // dns
+  if (auto dns = root["dns"]; dns && expect_map(ctx, dns, "dns")) {
+    check_keys(ctx, dns, kDnsKeys, "dns");
+    if (auto z = dns["zone"]) {
+      std::string zone = z.IsScalar() ? z.Scalar() : "";
+      while (!zone.empty() && zone.back() == '.') zone.pop_back();
+      for (auto& c : zone) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      bool ok = !zone.empty() && zone.size() <= 200;
+      for (std::size_t i = 0, j; ok && i <= zone.size(); i = j + 1) {
+        j = zone.find('.', i);
+        if (j == std::string::npos) j = zone.size();
+        ok = is_dns_label(zone.substr(i, j - i));
+      }
+      if (!ok) ctx.error(z, fmt::format("dns.zone '{}' must be a domain name of DNS labels, e.g. berth.test.", display(z)));
+      else cat.dns_.zone = zone;
+    }
+    for (auto [key, field] : {std::pair{"ttl", &cat.dns_.ttl_ms}, std::pair{"negative_ttl", &cat.dns_.negative_ttl_ms}}) {
+      if (auto t = dns[key]) {
+        auto d = t.IsScalar() ? parse_duration(t.Scalar()) : std::nullopt;
+        if (!d || *d % 1000 != 0 || *d > 86'400'000)
+          ctx.error(t, fmt::format("dns.{}: '{}' must be whole seconds up to a day, e.g. 2s", key, display(t)));
+        else *field = *d;
+      }
+    }
+  }
+
   // defaults and apps
   YAML::Node defaults = root["defaults"];
   if (defaults) check_setting_layer(ctx, defaults, kSettingKeys, "defaults");
@@ -353,6 +385,65 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
     cat.environments_.push_back(std::move(env));
   }
+
+  // thin environments: which apps each runs, and who serves the others
+  std::map<std::string, Environment*> by_name;
+  for (auto& env : cat.environments_) by_name[env.name] = &env;
+  std::map<std::string, std::vector<std::string>> dependents;  // app → apps that depend on it
+  for (const auto& [a, ds] : deps)
+    for (const auto& d : ds) dependents[d.app].push_back(a);
+  std::function<void(Environment&)> serve = [&](Environment& env) {
+    if (!env.served_by.empty()) return;
+    const YAML::Node node = env_nodes[env.name];
+    const YAML::Node deploy = node.IsMap() ? node["deploy"] : YAML::Node();
+    std::string mode = deploy && deploy.IsScalar() ? deploy.Scalar() : "all";
+    if (mode != "all" && mode != "changed") {
+      ctx.error(deploy, fmt::format("environments.{}.deploy must be all | changed, not '{}'", env.name, display(deploy)));
+      mode = "all";
+    }
+    Environment* base = env.base.empty() ? nullptr : by_name[env.base];
+    if (mode == "changed" && !base) {
+      ctx.error(deploy, fmt::format("environments.{}: deploy: changed needs a base environment to fall through to", env.name));
+      mode = "all";
+    }
+    env.deploy_changed = mode == "changed";
+    if (!env.deploy_changed) {
+      for (const auto& a : env.apps) env.served_by[a.app] = env.name;
+      return;
+    }
+    serve(*base);
+    std::set<std::string> run;
+    for (const auto& a : env.apps) {
+      const AppSpec* b = base->find(a.app);
+      if (!b || b->values != a.values) run.insert(a.app);
+    }
+    if (const YAML::Node inc = node["include"]) {
+      if (!inc.IsSequence()) ctx.error(inc, fmt::format("environments.{}.include must be a list of app codes", env.name));
+      else
+        for (const auto& item : inc) {
+          std::string app = item.IsScalar() ? item.Scalar() : "";
+          if (!app_names.count(app)) {
+            auto hint = closest(app, app_list);
+            ctx.error(item, fmt::format("environments.{}.include: unknown app '{}'{}", env.name, display(item),
+                                        hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+          } else {
+            run.insert(app);
+          }
+        }
+    }
+    // Whoever calls a changed app must run here too, or a call reaching a baseline caller
+    // would stay in the baseline.
+    std::vector<std::string> todo(run.begin(), run.end());
+    while (!todo.empty()) {
+      std::string a = todo.back();
+      todo.pop_back();
+      for (const auto& caller : dependents[a])
+        if (run.insert(caller).second) todo.push_back(caller);
+    }
+    for (const auto& a : env.apps)
+      env.served_by[a.app] = run.count(a.app) ? env.name : base->served_by[a.app];
+  };
+  for (auto& env : cat.environments_) serve(env);
 
   // capacity: every environment may be up at once
   if (ctx.errors.empty()) {

@@ -88,9 +88,21 @@ struct AppSpec {
 struct Environment {
   std::string name;
   std::string base;                 // empty when none
-  std::vector<AppSpec> apps;        // in dependency order: every app after its dependencies
+  bool deploy_changed = false;      // `deploy: changed`: a thin environment
+  std::vector<AppSpec> apps;        // every app of the fleet, resolved, in dependency order
+  // app → the environment whose instances serve it for this one: the environment itself for
+  // the apps it runs; for the apps a thin environment does not run, the first environment up
+  // its base chain that runs them.
+  std::map<std::string, std::string> served_by;
   const AppSpec* find(std::string_view app) const;
-  int instance_count() const;
+  bool runs(std::string_view app) const;
+  int instance_count() const;       // of the apps it runs
+};
+
+struct DnsSpec {
+  std::string zone = "berth.test";  // lower case, no trailing dot
+  Millis ttl_ms = 2000;
+  Millis negative_ttl_ms = 2000;
 };
 
 class Catalog {
@@ -101,6 +113,7 @@ class Catalog {
   const std::string& text() const { return text_; }
   const std::string& filename() const { return filename_; }
   const NetworkSpec& network() const { return network_; }
+  const DnsSpec& dns() const { return dns_; }
   const std::vector<Environment>& environments() const { return environments_; }
   const Environment* find(std::string_view env) const;
   std::vector<std::string> environment_names() const;
@@ -111,6 +124,7 @@ class Catalog {
   std::string text_;
   std::string filename_;
   NetworkSpec network_;
+  DnsSpec dns_;
   std::vector<Environment> environments_;
 };
 

@@ -17,6 +17,7 @@ namespace berth::model::loader {
 
 extern const std::vector<std::string> kTopKeys;
 extern const std::vector<std::string> kNetworkKeys;
+extern const std::vector<std::string> kDnsKeys;
 extern const std::vector<std::string> kSettingKeys;
 extern const std::vector<std::string> kHealthKeys;
 extern const std::vector<std::string> kRestartKeys;

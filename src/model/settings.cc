@@ -11,8 +11,9 @@ namespace berth::model::loader {
 
 // ---- schema -------------------------------------------------------------------------------
 
-const std::vector<std::string> kTopKeys = {"network", "defaults", "apps", "environments"};
+const std::vector<std::string> kTopKeys = {"network", "dns", "defaults", "apps", "environments"};
 const std::vector<std::string> kNetworkKeys = {"pool", "exclude", "reserve_for"};
+const std::vector<std::string> kDnsKeys = {"zone", "ttl", "negative_ttl"};
 const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
                                                "health", "restart", "stop_grace", "env"};
 const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", "command", "interval",
@@ -26,7 +27,7 @@ static std::vector<std::string> plus(std::vector<std::string> a, std::initialize
   return a;
 }
 const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description"});
-const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description"});
+const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include"});
 
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
   std::string out;

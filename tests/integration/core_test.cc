@@ -104,28 +104,45 @@ TEST(Core, SecondEnvironmentBesideTheFirstWithItsOwnTag) {
   const auto& orders = app_of(s, "orders");
   EXPECT_EQ(orders["tag"], "feature/new-pay");
   EXPECT_EQ(orders["from"]["tag"], "environments.beta-7.apps.orders");
+  EXPECT_EQ(orders["runs_in"], "beta-7");
   EXPECT_EQ(app_of(s, "users")["from"]["tag"], "defaults");
-  // The call chain through beta-7's gateway reaches beta-7's orders at the new tag.
+  // beta-7 is thin (deploy: changed): it runs orders and its callers, the rest falls through.
+  EXPECT_EQ(app_of(s, "gateway")["runs_in"], "beta-7");
+  EXPECT_EQ(app_of(s, "notifier")["runs_in"], "beta-7");  // a soft caller is a caller too
+  EXPECT_EQ(app_of(s, "users")["runs_in"], "baseline");
+  EXPECT_EQ(app_of(s, "payments")["runs_in"], "baseline");
+
+  // The call chain through beta-7's gateway, resolved by DNS: gateway and orders answer from
+  // beta-7 at the new tag, users, payments and the rest from baseline.
   std::string gw_ip = app_of(s, "gateway")["instances"][0]["ip"];
   json chain = http_get(gw_ip, 8080, "/");
   EXPECT_EQ(chain["env"], "beta-7");
-  ASSERT_EQ(chain["calls"][0]["app"], "orders");
+  ASSERT_EQ(chain["calls"][0]["app"], "orders") << chain.dump();
+  EXPECT_EQ(chain["calls"][0]["env"], "beta-7");
+  EXPECT_EQ(chain["calls"][0]["resolved"], "_http._tcp.orders.beta-7.berth.test");
   EXPECT_EQ(chain["calls"][0]["tag"], "feature/new-pay");
   EXPECT_EQ(chain["calls"][0]["version"], "2.0-new-pay");
+  for (const auto& callee : chain["calls"][0]["calls"]) {
+    EXPECT_EQ(callee["env"], "baseline") << callee.dump();
+    EXPECT_FALSE(callee.contains("error")) << callee.dump();
+  }
   EXPECT_EQ(chain["calls"][0]["calls"][0]["app"], "users");
+  EXPECT_EQ(chain["calls"][1]["app"], "search");
+  EXPECT_EQ(chain["calls"][1]["env"], "baseline");
 
-  // Table and config views name the layers.
+  // Table and config views name the layers and where apps run.
   auto table = d.cli({"status", "beta-7"});
   EXPECT_THAT(table.out, HasSubstr("feature/new-pay [env beta-7 app override]"));
+  EXPECT_THAT(table.out, HasSubstr("→ baseline"));
   auto config = d.cli({"config", "beta-7", "orders"});
   EXPECT_THAT(config.out, HasSubstr("environments.beta-7.apps.orders"));
   EXPECT_THAT(config.out, HasSubstr("env.LOG_LEVEL"));
 
-  // down stops beta-7's processes only.
+  // down stops beta-7's processes only: its 4 instances (orders ×2, gateway, notifier).
   auto before = d.processes();
   ASSERT_EQ(d.cli({"down", "beta-7", "-q"}).exit_code, 0);
   for (const auto& p : d.processes()) EXPECT_EQ(p.env, "baseline");
-  EXPECT_EQ(d.processes().size(), before.size() - 10);
+  EXPECT_EQ(d.processes().size(), before.size() - 4);
   auto events = d.cli({"events", "beta-7", "-o", "json"});
   auto ev = json::parse(events.out);
   ASSERT_FALSE(ev.empty());

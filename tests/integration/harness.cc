@@ -64,13 +64,15 @@ void Daemon::start() {
     dup2(fd, 2);
     std::string path = std::string(DEMO_SVC_DIR) + ":" + (getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
     setenv("PATH", path.c_str(), 1);
-    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0", nullptr);
+    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
+          "127.0.0.1:0", nullptr);
     _exit(127);
   }
   std::string addr_file = dir_ + "/api.addr";
   bool up = wait_until([&] { return fs::exists(addr_file); }, std::chrono::seconds(10));
   if (!up) ADD_FAILURE() << "daemon did not start: " << read_file(dir_ + "/daemon.log");
   addr_ = read_file(addr_file);
+  dns_addr_ = read_file(dir_ + "/dns.addr");
   client_ = std::make_unique<client::Client>(addr_);
 }
 

@@ -47,6 +47,9 @@ class Daemon {
   pid_t pid() const { return pid_; }
   const std::string& data_dir() const { return dir_; }
   const std::string& address() const { return addr_; }
+  const std::string& dns_address() const { return dns_addr_; }  // the daemon's name server
+  std::string dns_ip() const { return dns_addr_.substr(0, dns_addr_.rfind(':')); }
+  std::string dns_port() const { return dns_addr_.substr(dns_addr_.rfind(':') + 1); }
   client::Client& api() { return *client_; }
 
   CliResult cli(const std::vector<std::string>& args);
@@ -65,6 +68,7 @@ class Daemon {
  private:
   std::string dir_;
   std::string addr_;
+  std::string dns_addr_;
   pid_t pid_ = -1;
   std::unique_ptr<client::Client> client_;
 };
