@@ -110,29 +110,44 @@ Result<std::unique_ptr<Server>> Server::start(const std::string& listen, std::sh
 
   std::unique_ptr<Server> s(new Server());
   s->zone_.store(std::move(zone));
-  s->udp_fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s->udp_fd_ < 0) return unavailable(fmt::format("DNS socket: {}", std::strerror(errno)));
+  s->tcp_ = std::make_unique<Tcp>();
+  s->tcp_->server = s.get();
+  // UDP and TCP share one port number. With port 0, take a free TCP port first and then the
+  // same UDP port; if that UDP port is busy, try again with another.
+  const auto address = asio::ip::make_address(host);
+  std::string last_error;
+  for (int attempt = 0; attempt < (port == 0 ? 20 : 1); ++attempt) {
+    boost::system::error_code ec;
+    auto& acc = s->tcp_->acceptor;
+    if (acc.is_open()) acc.close(ec);
+    acc.open(tcp::v4(), ec);
+    if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acc.bind(tcp::endpoint(address, static_cast<unsigned short>(port)), ec);
+    if (!ec) acc.listen(64, ec);
+    if (ec) {
+      last_error = fmt::format("cannot serve DNS on TCP {}: {}", listen, ec.message());
+      continue;
+    }
+    sa.sin_port = htons(acc.local_endpoint().port());
+    if (s->udp_fd_ >= 0) close(s->udp_fd_);
+    s->udp_fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s->udp_fd_ < 0) return unavailable(fmt::format("DNS socket: {}", std::strerror(errno)));
+    if (bind(s->udp_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      last_error = fmt::format("cannot serve DNS on UDP {}:{}: {}", host, ntohs(sa.sin_port), std::strerror(errno));
+      close(s->udp_fd_);
+      s->udp_fd_ = -1;
+      continue;
+    }
+    last_error.clear();
+    break;
+  }
+  if (!last_error.empty()) return unavailable(last_error);
   int big = 4 << 20;
   setsockopt(s->udp_fd_, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
   setsockopt(s->udp_fd_, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
   timeval tv{0, 100'000};  // wake up to notice stop_
   setsockopt(s->udp_fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (bind(s->udp_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
-    return unavailable(fmt::format("cannot serve DNS on UDP {}: {}", listen, std::strerror(errno)));
-  socklen_t len = sizeof sa;
-  getsockname(s->udp_fd_, reinterpret_cast<sockaddr*>(&sa), &len);
-  const auto bound_port = ntohs(sa.sin_port);
-  s->address_ = fmt::format("{}:{}", host, bound_port);
-
-  s->tcp_ = std::make_unique<Tcp>();
-  s->tcp_->server = s.get();
-  boost::system::error_code ec;
-  tcp::endpoint ep(asio::ip::make_address(host), bound_port);
-  s->tcp_->acceptor.open(ep.protocol(), ec);
-  if (!ec) s->tcp_->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) s->tcp_->acceptor.bind(ep, ec);
-  if (!ec) s->tcp_->acceptor.listen(64, ec);
-  if (ec) return unavailable(fmt::format("cannot serve DNS on TCP {}: {}", s->address_, ec.message()));
+  s->address_ = fmt::format("{}:{}", host, ntohs(sa.sin_port));
   s->tcp_->accept();
   s->tcp_->thread = std::thread([t = s->tcp_.get()] { t->io.run(); });
   s->udp_thread_ = std::thread([p = s.get()] { p->udp_loop(); });
