@@ -139,7 +139,9 @@ cpu_ticks() { # user+system ticks of all threads of $1 and its descendants
   local total=0 p
   for p in $(tree "$1"); do
     for t in /proc/$p/task/*/stat; do
-      total=$((total + $(awk '{print $14 + $15}' "$t" 2>/dev/null || echo 0)))
+      # utime and stime are fields 14 and 15, counted after the command name, which may
+      # contain spaces ("nsd: server 1"): count from the last ')'.
+      total=$((total + $(sed 's/.*) //' "$t" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
     done
   done
   echo $total

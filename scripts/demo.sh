@@ -33,9 +33,22 @@ step berth up beta-7
 step berth status beta-7
 step berth config beta-7 orders
 gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
-printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: the call chain\033[0m\n' "$gw_ip"
-curl -s "http://$gw_ip:8080/" | python3 -m json.tool 2>/dev/null || curl -s "http://$gw_ip:8080/"
-echo
+printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: who answered each hop\033[0m\n' "$gw_ip"
+chain=$(curl -s "http://$gw_ip:8080/")
+if command -v python3 >/dev/null; then
+  python3 -c '
+import json, sys
+def walk(n, d=0):
+    print("  " * d + f"{n[\"app\"]:10} env={n.get(\"env\")} ip={n.get(\"ip\")} tag={n.get(\"tag\")} {n.get(\"error\", \"\")}")
+    for c in n.get("calls", []): walk(c, d + 1)
+walk(json.loads(sys.argv[1]))' "$chain"
+else
+  echo "$chain"
+fi
+printf '\n\033[1m$ dig @127.0.0.1 -p 5353 +short users.beta-7.berth.test   # falls through to baseline\033[0m\n'
+dig @127.0.0.1 -p 5353 +short users.beta-7.berth.test
+printf '\n\033[1m$ dig @127.0.0.1 -p 5353 +short _http._tcp.orders.beta-7.berth.test SRV\033[0m\n'
+dig @127.0.0.1 -p 5353 +short _http._tcp.orders.beta-7.berth.test SRV
 step berth events beta-7
 step berth down beta-7
 step berth down baseline

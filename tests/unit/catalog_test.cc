@@ -35,6 +35,13 @@ environments:
     base: beta-7
 )";
 
+std::string replaced_once(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
 std::string errors_of(const std::string& yaml) {
   auto c = Catalog::parse(yaml, "berth.yaml");
   if (c.ok()) return "";
@@ -200,4 +207,67 @@ TEST(Network, ParsesRangesAndCountsUsable) {
   EXPECT_FALSE(berth::model::parse_range("10.0.0.1/24").has_value());  // host bits set
   EXPECT_FALSE(berth::model::parse_ipv4("10.0.0.256").has_value());
   EXPECT_FALSE(berth::model::parse_ipv4("10.0.0").has_value());
+}
+
+namespace {
+const char* kThin = R"(defaults: {command: svc}
+apps:
+  db: {}
+  users: {depends_on: [db]}
+  orders: {depends_on: [users]}
+  gateway: {depends_on: [orders]}
+  audit: {depends_on: [{app: orders, soft: true}]}
+  search: {}
+  reports: {}
+environments:
+  baseline: {}
+  beta:
+    base: baseline
+    deploy: changed
+    include: [reports]
+    apps:
+      users: {tag: feature/x}
+  beta-2:
+    base: beta
+    deploy: changed
+)";
+}  // namespace
+
+TEST(Catalog, ThinEnvironmentRunsChangedAppsTheirCallersAndIncluded) {
+  auto c = Catalog::parse(kThin, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* beta = c->find("beta");
+  ASSERT_TRUE(beta->deploy_changed);
+  // users changed; orders and gateway call it (transitively); audit calls orders softly.
+  for (const char* a : {"users", "orders", "gateway", "audit", "reports"}) EXPECT_TRUE(beta->runs(a)) << a;
+  for (const char* a : {"db", "search"}) {
+    EXPECT_FALSE(beta->runs(a)) << a;
+    EXPECT_EQ(beta->served_by.at(a), "baseline") << a;
+  }
+  EXPECT_EQ(beta->instance_count(), 5);
+  // beta-2 changes nothing: everything falls through, each app to whoever runs it up the chain.
+  const auto* beta2 = c->find("beta-2");
+  EXPECT_EQ(beta2->instance_count(), 0);
+  EXPECT_EQ(beta2->served_by.at("users"), "beta");
+  EXPECT_EQ(beta2->served_by.at("db"), "baseline");
+  EXPECT_EQ(c->find("baseline")->served_by.at("db"), "baseline");
+}
+
+TEST(Catalog, ThinEnvironmentErrors) {
+  std::string no_base = kThin;
+  no_base.replace(no_base.find("  beta-2:\n    base: beta\n"), 25, "  beta-2:\n");
+  EXPECT_THAT(errors_of(no_base), HasSubstr("environments.beta-2: deploy: changed needs a base environment"));
+  std::string bad_mode = replaced_once(kThin, "deploy: changed\n    include", "deploy: some\n    include");
+  EXPECT_THAT(errors_of(bad_mode), HasSubstr("environments.beta.deploy must be all | changed, not 'some'"));
+  std::string bad_include = replaced_once(kThin, "include: [reports]", "include: [reprots]");
+  EXPECT_THAT(errors_of(bad_include), HasSubstr("environments.beta.include: unknown app 'reprots' (did you mean 'reports'?)"));
+}
+
+TEST(Catalog, DnsSettings) {
+  auto c = Catalog::parse(std::string(kThin) + "dns: {zone: Dev.Example., ttl: 5s, negative_ttl: 1s}\n", "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->dns().zone, "dev.example");
+  EXPECT_EQ(c->dns().ttl_ms, 5000);
+  EXPECT_THAT(errors_of(std::string(kThin) + "dns: {zone: 'bad zone'}\n"), HasSubstr("dns.zone 'bad zone' must be a domain name"));
+  EXPECT_THAT(errors_of(std::string(kThin) + "dns: {ttl: 1500ms}\n"), HasSubstr("dns.ttl: '1500ms' must be whole seconds"));
 }
