@@ -171,8 +171,6 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
       Instance& inst = it->second;
       bool wanted = aspec && inst.key.ordinal < aspec->instances;
       if (wanted) { ++it; continue; }
-      inst.release_after_stop = true;
-      inst.restart_after_stop = false;
       if (inst.proc) {
         stop(inst, spec ? "scaled down or removed from the catalog" : "environment down");
         ++it;
@@ -255,7 +253,6 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
       if (dep.on_failure == model::DependencyFailure::kMark) {
         inst.degraded = true;
       } else if (inst.proc && inst.phase != Phase::kStopping) {
-        inst.restart_after_stop = true;
         emit(env, "restarting", spec.app, o, inst.ip, "on_failure: restart of dependency " + dep.app);
         stop(inst, "dependency " + dep.app + " failed");
       }
@@ -281,7 +278,6 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
   for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
     Instance& inst = app.instances[ordinal];
     inst.key = {env, spec.app, ordinal};
-    inst.release_after_stop = false;
     auto ip = ipam_.assign(inst.key);
     if (!ip.ok()) {
       inst.phase = Phase::kWaiting;
@@ -295,7 +291,6 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       if (inst.fingerprint != fingerprint) why = "settings changed";
       else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
       if (!why.empty()) {
-        inst.restart_after_stop = true;
         emit(env, "restarting", spec.app, ordinal, inst.ip, why);
         stop(inst, why);
       }
@@ -519,7 +514,6 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
     inst->message = "unhealthy: " + r.detail;
     emit(key.env, "unhealthy", key.app, key.ordinal, inst->ip, r.detail);
     if (spec->restart.on_unhealthy && spec->restart.policy != model::RestartPolicy::kNever) {
-      inst->restart_after_stop = true;
       emit(key.env, "restarting", key.app, key.ordinal, inst->ip, "health check failing: " + r.detail);
       stop(*inst, "unhealthy");
     }

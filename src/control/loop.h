@@ -125,8 +125,6 @@ class ControlLoop {
     Millis ready_at = 0;      // wall
     Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
-    bool restart_after_stop = false;
-    bool release_after_stop = false;
     std::string message;
     std::string last_probe;
   };
