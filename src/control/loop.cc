@@ -275,6 +275,14 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
     if (!dep.soft && !dependency_satisfied(dep, espec)) waiting.push_back(waiting_message(dep, espec));
 
   const std::string fingerprint = spec.fingerprint();
+  // Rolling replacement: at most one instance of the app is being replaced at a time, and the
+  // next only once the replaced one is ready again — so a multi-instance app never has all its
+  // instances down. (An ordinal's address and port cannot be held by old and new at once.)
+  bool replacing = false;
+  for (const auto& [o, inst] : app.instances)
+    if (o < spec.instances && inst.replacing && !(inst.proc && inst.phase == Phase::kReady)) replacing = true;
+  for (auto& [o, inst] : app.instances)
+    if (inst.replacing && inst.proc && inst.phase == Phase::kReady) inst.replacing = false;
   for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
     Instance& inst = app.instances[ordinal];
     inst.key = {env, spec.app, ordinal};
@@ -290,7 +298,9 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       std::string why;
       if (inst.fingerprint != fingerprint) why = "settings changed";
       else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
-      if (!why.empty()) {
+      if (!why.empty() && !replacing) {
+        replacing = true;
+        inst.replacing = true;
         emit(env, "restarting", spec.app, ordinal, inst.ip, why);
         stop(inst, why);
       }

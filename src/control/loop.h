@@ -125,6 +125,7 @@ class ControlLoop {
     Millis ready_at = 0;      // wall
     Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
+    bool replacing = false;   // stopped to be replaced with new settings; done once ready again
     std::string message;
     std::string last_probe;
   };

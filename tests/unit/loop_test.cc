@@ -287,3 +287,36 @@ TEST_F(LoopTest, InstancesLearnWhoAndWhereTheyAre) {
   EXPECT_EQ(spec.env_vars.at("BERTH_DEP_DB_HTTP"), ip("db") + ":80");
   EXPECT_EQ(spec.command, "svc '" + ip("api") + "'");
 }
+
+TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
+  std::string two = kCatalog;
+  two.replace(two.find("  cron: {}"), 10, "  cron: {instances: 3}");
+  ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
+  for (int i = 1; i <= 10; ++i) prober_.healthy.insert("10.9.0." + std::to_string(i));
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_TRUE(loop_->status("dev")->ready);
+  std::vector<int> old_pids;
+  for (int o = 0; o < 3; ++o) old_pids.push_back(rt_.pid_of("dev", "cron", o));
+  std::string changed = two;
+  changed.replace(changed.find("  cron: {instances: 3}"), 22, "  cron: {instances: 3, env: {V: '2'}}");
+  // New instances never become ready until we say so: the roll must wait at the first one.
+  for (int o = 0; o < 3; ++o) prober_.healthy.erase(app("cron").instances[static_cast<std::size_t>(o)].ip);
+  ASSERT_TRUE(loop_->apply(changed, "t.yaml").ok());
+  exec_.advance(1000);
+  int replaced = 0, ready = 0;
+  for (int o = 0; o < 3; ++o) {
+    if (rt_.pid_of("dev", "cron", o) != old_pids[static_cast<std::size_t>(o)]) ++replaced;
+    if (app("cron").instances[static_cast<std::size_t>(o)].state == "ready") ++ready;
+  }
+  EXPECT_EQ(replaced, 1);  // only one in flight
+  EXPECT_EQ(ready, 2);     // the others keep serving
+  // Let new instances pass their checks: the roll completes, one after another.
+  for (int o = 0; o < 3; ++o) prober_.healthy.insert(app("cron").instances[static_cast<std::size_t>(o)].ip);
+  exec_.advance(3000);
+  for (int o = 0; o < 3; ++o) {
+    EXPECT_NE(rt_.pid_of("dev", "cron", o), old_pids[static_cast<std::size_t>(o)]);
+    EXPECT_EQ(rt_.procs[rt_.pid_of("dev", "cron", o)].spec.env_vars.at("V"), "2");
+  }
+  EXPECT_TRUE(loop_->status("dev")->ready);
+}
