@@ -135,7 +135,12 @@ Response Api::route(const Request& req) {
       if (!body["filename"].is_string()) return error_response(invalid("request body: field 'filename' must be a string"));
       filename = body["filename"].get<std::string>();
     }
-    if (auto st = loop_.apply(body["text"].get<std::string>(), filename); !st.ok()) return error_response(st.error());
+    std::string base_dir;
+    if (body.contains("base_dir")) {
+      if (!body["base_dir"].is_string()) return error_response(invalid("request body: field 'base_dir' must be a string"));
+      base_dir = body["base_dir"].get<std::string>();
+    }
+    if (auto st = loop_.apply(body["text"].get<std::string>(), filename, base_dir); !st.ok()) return error_response(st.error());
     json envs = json::array();
     for (const auto& e : loop_.catalog()->environments())
       envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()}});

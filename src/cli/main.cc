@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -139,7 +140,8 @@ int main(int argc, char** argv) {
       }
       std::stringstream ss;
       ss << in.rdbuf();
-      auto r = c.put("/v1/catalog", {{"filename", file}, {"text", ss.str()}});
+      std::string base_dir = std::filesystem::absolute(file).parent_path().string();
+      auto r = c.put("/v1/catalog", {{"filename", file}, {"text", ss.str()}, {"base_dir", base_dir}});
       if (!r.ok()) return fail(r.error());
       fmt::print("applied {}:", file);
       for (const auto& e : (*r)["environments"])

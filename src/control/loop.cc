@@ -27,7 +27,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   if (!stored.ok()) return stored.error();
   std::optional<model::Catalog> catalog;
   if (*stored) {
-    auto parsed = model::Catalog::parse((*stored)->text, (*stored)->filename);
+    auto parsed = model::Catalog::parse((*stored)->text, (*stored)->filename, (*stored)->base_dir);
     if (!parsed.ok()) return parsed.error().wrap("the stored catalog no longer parses");
     catalog = std::move(parsed.value());
   }
@@ -79,15 +79,15 @@ ControlLoop::~ControlLoop() {
 
 // ---- API operations ---------------------------------------------------------------------------
 
-Status ControlLoop::apply(const std::string& text, const std::string& filename) {
-  auto parsed = model::Catalog::parse(text, filename);
+Status ControlLoop::apply(const std::string& text, const std::string& filename, const std::string& base_dir) {
+  auto parsed = model::Catalog::parse(text, filename, base_dir);
   if (!parsed.ok()) return parsed.error();
   // Removing an environment that is up would strand its instances without a spec: refuse.
   for (const auto& e : up_)
     if (!parsed->find(e))
       return conflict(fmt::format("environment '{}' is up but the new catalog does not define it; "
                                   "run `berth down {}` first", e, e));
-  BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms()}));
+  BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms(), base_dir}));
   catalog_ = std::move(parsed.value());
   ipam_.set_network(catalog_->network());
   dns_all_dirty_ = true;

@@ -91,7 +91,7 @@ class ControlLoop {
   ~ControlLoop();
 
   // Validate and store a new catalog. On any error nothing changes.
-  Status apply(const std::string& text, const std::string& filename);
+  Status apply(const std::string& text, const std::string& filename, const std::string& base_dir = "");
   Status up(const std::string& env);
   Status down(const std::string& env);
 

@@ -40,6 +40,7 @@ std::string_view to_string(DependencyFailure p) {
 
 std::string AppSpec::fingerprint() const {
   std::string f = fmt::format("{}\n{}\n{}\n", command, tag, build_type);
+  if (source) f += fmt::format("source {}\n{}\n{}\n", source->repo, source->command, source->artifact);
   for (const auto& [k, v] : ports) f += fmt::format("port {}={}\n", k, v);
   for (const auto& [k, v] : env) f += fmt::format("env {}={}\n", k, v);
   return fmt::format("{:016x}", std::hash<std::string>{}(f));
@@ -77,6 +78,14 @@ std::vector<std::string> Catalog::environment_names() const {
 
 std::vector<std::string> command_variables() {
   return {"tag", "build_type", "env", "app", "ordinal", "ip"};
+}
+
+std::string substitute_raw(std::string_view tmpl, const std::map<std::string, std::string>& vars) {
+  std::string out(tmpl);
+  for (const auto& [k, v] : vars)
+    for (auto at = out.find("${" + k + "}"); at != std::string::npos; at = out.find("${" + k + "}", at + v.size()))
+      out.replace(at, k.size() + 3, v);
+  return out;
 }
 
 std::string substitute(std::string_view tmpl, const std::map<std::string, std::string>& vars) {
@@ -163,10 +172,10 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
 
 }  // namespace
 
-Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename) {
+Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename, const std::string& base_dir) {
   // yaml-cpp reports some misuse by exception; nothing may escape the loader.
   try {
-    return parse_unguarded(text, filename);
+    return parse_unguarded(text, filename, base_dir);
   } catch (const YAML::Exception& e) {
     return invalid(fmt::format("{}:{}:{}: {}", filename, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const std::exception& e) {
@@ -174,7 +183,7 @@ Result<Catalog> Catalog::parse(std::string_view text, const std::string& filenam
   }
 }
 
-Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename) {
+Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir) {
   Ctx ctx{filename, {}, {}};
   YAML::Node root;
   try {
@@ -187,6 +196,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   Catalog cat;
   cat.text_ = std::string(text);
   cat.filename_ = filename;
+  cat.base_dir_ = base_dir;
 
   if (!root.IsMap()) {
     Error err = invalid(fmt::format("{}: a catalog is a mapping with keys {}", filename, join(kTopKeys)));
@@ -270,6 +280,54 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   std::map<std::string, std::map<std::string, YAML::Node>> dep_nodes;
   for (const auto& a : app_order)
     deps[a] = read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
+
+  // sources (a property of the app, like its dependencies)
+  struct Source {
+    std::string repo;
+    std::map<std::string, std::pair<std::string, std::string>> recipes;  // name → (command, artifact)
+    Millis timeout_ms = 10 * 60 * 1000;
+    YAML::Node node;
+  };
+  std::map<std::string, Source> sources;
+  for (const auto& a : app_order) {
+    YAML::Node src = apps_node[a].IsMap() ? apps_node[a]["source"] : YAML::Node();
+    if (!src || !expect_map(ctx, src, "apps." + a + ".source")) continue;
+    std::string where = "apps." + a + ".source";
+    check_keys(ctx, src, kSourceKeys, where);
+    Source out;
+    out.node.reset(src);
+    YAML::Node repo = src["repo"];
+    if (!repo || !repo.IsScalar() || repo.Scalar().empty()) {
+      ctx.error(repo ? repo : src, where + ".repo: a git repository (URL or path) is required");
+    } else {
+      out.repo = repo.Scalar();
+      bool url = out.repo.find("://") != std::string::npos || out.repo.find('@') != std::string::npos;
+      if (!url && out.repo.front() != '/' && !base_dir.empty()) out.repo = base_dir + "/" + out.repo;
+    }
+    if (YAML::Node t = src["timeout"]) {
+      auto d = t.IsScalar() ? parse_duration(t.Scalar()) : std::nullopt;
+      if (!d || *d == 0) ctx.error(t, fmt::format("{}.timeout: bad duration '{}'; write e.g. 10m", where, display(t)));
+      else out.timeout_ms = *d;
+    }
+    YAML::Node recipes = src["recipes"];
+    if (!recipes || !recipes.IsMap() || recipes.size() == 0) {
+      ctx.error(recipes ? recipes : src, where + ".recipes: a mapping of build_type (or 'default') → {command, artifact}");
+    } else {
+      for (const auto& [k, v] : entries(ctx, recipes)) {
+        std::string rw = where + ".recipes." + k.Scalar();
+        if (!expect_map(ctx, v, rw)) {
+          if (v.IsNull()) ctx.error(k, rw + " needs command and artifact");
+          continue;
+        }
+        check_keys(ctx, v, kRecipeKeys, rw);
+        YAML::Node cmd = v["command"], art = v["artifact"];
+        if (!cmd || !cmd.IsScalar() || cmd.Scalar().empty()) ctx.error(cmd ? cmd : k, rw + ".command is required");
+        else if (!art || !art.IsScalar() || art.Scalar().empty()) ctx.error(art ? art : k, rw + ".artifact (the path the command leaves) is required");
+        else out.recipes[k.Scalar()] = {cmd.Scalar(), art.Scalar()};
+      }
+    }
+    sources[a] = out;
+  }
 
   // Hard-dependency cycles, each reported once with its path.
   std::map<std::string, int> color;  // 0 white, 1 on stack, 2 done
@@ -375,6 +433,34 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       }
       read_settings(ctx, flat, spec);
       spec.depends_on = deps[a];
+      if (auto src = sources.find(a); src != sources.end() && !src->second.recipes.empty()) {
+        const Source& so = src->second;
+        auto recipe = so.recipes.find(spec.build_type);
+        if (recipe == so.recipes.end()) recipe = so.recipes.find("default");
+        if (recipe == so.recipes.end()) {
+          std::string names;
+          for (const auto& [n, r] : so.recipes) names += (names.empty() ? "" : ", ") + n;
+          ctx.error(so.node["recipes"], fmt::format("app '{}' in environment '{}' has build_type '{}' but its source has no "
+                                                    "recipe for it and no 'default'; recipes: {}",
+                                                    a, e, spec.build_type, names));
+        } else {
+          SourceSpec ss;
+          ss.repo = so.repo;
+          ss.recipe = recipe->first;
+          ss.command = substitute_raw(recipe->second.first, {{"build_type", spec.build_type}});
+          ss.artifact = recipe->second.second;
+          ss.timeout_ms = so.timeout_ms;
+          spec.source = ss;
+          for (auto [k, v] : {std::pair{"source.repo", ss.repo}, std::pair{"source.recipe", ss.recipe},
+                              std::pair{"source.command", ss.command}, std::pair{"source.artifact", ss.artifact}}) {
+            spec.from[k] = "apps." + a;
+            spec.values[k] = v;
+          }
+        }
+      } else if (spec.command.find("${artifact}") != std::string::npos && !sources.count(a)) {
+        ctx.error(flat.count("command") ? flat.at("command").node : YAML::Node(),
+                  fmt::format("command of app '{}' uses ${{artifact}} but the app has no source to build it from", a));
+      }
       for (const auto& d : spec.depends_on) {
         std::string key = "depends_on." + d.app;
         spec.from[key] = "apps." + a;
@@ -407,6 +493,16 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       mode = "all";
     }
     env.deploy_changed = mode == "changed";
+    if (const YAML::Node f = node["follow"]) {
+      std::string v = f.IsScalar() ? f.Scalar() : "";
+      if (v != "true" && v != "false") ctx.error(f, fmt::format("environments.{}.follow must be true or false", env.name));
+      env.follow = v == "true";
+    }
+    if (const YAML::Node fi = node["follow_interval"]) {
+      auto d = fi.IsScalar() ? parse_duration(fi.Scalar()) : std::nullopt;
+      if (!d || *d < 1000) ctx.error(fi, fmt::format("environments.{}.follow_interval: '{}' must be a duration of at least 1s", env.name, display(fi)));
+      else env.follow_interval_ms = *d;
+    }
     if (!env.deploy_changed) {
       for (const auto& a : env.apps) env.served_by[a.app] = env.name;
       return;

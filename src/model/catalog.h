@@ -61,6 +61,15 @@ struct Dependency {
   DependencyFailure on_failure = DependencyFailure::kMark;
 };
 
+// Where an app's code comes from and how it is built (apps.<app>.source).
+struct SourceSpec {
+  std::string repo;           // anything git understands; relative paths resolved against the catalog's directory
+  std::string recipe;         // the recipe chosen for this build_type ("default" when none is named after it)
+  std::string command;        // the recipe's command, ${build_type} substituted
+  std::string artifact;       // path of the artifact the command leaves, relative to the checkout
+  Millis timeout_ms = 10 * 60 * 1000;
+};
+
 // One app's effective settings in one environment.
 struct AppSpec {
   std::string app;
@@ -74,6 +83,7 @@ struct AppSpec {
   Millis stop_grace_ms = 5000;
   std::map<std::string, std::string> env;
   std::vector<Dependency> depends_on;
+  std::optional<SourceSpec> source;  // built from source; the command refers to ${artifact}
   // Setting path → layer it came from ("built-in", "defaults", "apps.users",
   // "environments.beta-7", "environments.beta-7.apps.orders").
   std::map<std::string, std::string> from;
@@ -89,6 +99,8 @@ struct Environment {
   std::string name;
   std::string base;                 // empty when none
   bool deploy_changed = false;      // `deploy: changed`: a thin environment
+  bool follow = false;              // poll branch heads and refresh moved apps
+  Millis follow_interval_ms = 30'000;
   std::vector<AppSpec> apps;        // every app of the fleet, resolved, in dependency order
   // app → the environment whose instances serve it for this one: the environment itself for
   // the apps it runs; for the apps a thin environment does not run, the first environment up
@@ -108,10 +120,12 @@ struct DnsSpec {
 class Catalog {
  public:
   // Validates everything; on failure the Error's details list every problem found.
-  static Result<Catalog> parse(std::string_view text, const std::string& filename);
+  // `base_dir` resolves relative source repositories (the directory of the catalog file).
+  static Result<Catalog> parse(std::string_view text, const std::string& filename, const std::string& base_dir = "");
 
   const std::string& text() const { return text_; }
   const std::string& filename() const { return filename_; }
+  const std::string& base_dir() const { return base_dir_; }
   const NetworkSpec& network() const { return network_; }
   const DnsSpec& dns() const { return dns_; }
   const std::vector<Environment>& environments() const { return environments_; }
@@ -119,10 +133,11 @@ class Catalog {
   std::vector<std::string> environment_names() const;
 
  private:
-  static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename);
+  static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir);
 
   std::string text_;
   std::string filename_;
+  std::string base_dir_;
   NetworkSpec network_;
   DnsSpec dns_;
   std::vector<Environment> environments_;
@@ -130,6 +145,9 @@ class Catalog {
 
 // Placeholders a command may use; `port.NAME` for each named port.
 std::vector<std::string> command_variables();
+
+// Substitute ${name} in `tmpl` with the values as they are (no quoting).
+std::string substitute_raw(std::string_view tmpl, const std::map<std::string, std::string>& vars);
 
 // Substitute ${name} in `tmpl`; values are shell-quoted. Unknown names are left untouched
 // (the catalog validator rejects them before they get here).

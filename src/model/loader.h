@@ -22,6 +22,8 @@ extern const std::vector<std::string> kSettingKeys;
 extern const std::vector<std::string> kHealthKeys;
 extern const std::vector<std::string> kRestartKeys;
 extern const std::vector<std::string> kDependencyKeys;
+extern const std::vector<std::string> kSourceKeys;
+extern const std::vector<std::string> kRecipeKeys;
 extern const std::vector<std::string> kAppKeys;
 extern const std::vector<std::string> kEnvKeys;
 

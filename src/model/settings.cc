@@ -21,13 +21,16 @@ const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", 
                                               "failure_threshold", "success_threshold"};
 const std::vector<std::string> kRestartKeys = {"policy", "backoff", "max_backoff", "on_unhealthy"};
 const std::vector<std::string> kDependencyKeys = {"app", "soft", "wait_for", "on_failure"};
+const std::vector<std::string> kSourceKeys = {"repo", "recipes", "timeout"};
+const std::vector<std::string> kRecipeKeys = {"command", "artifact"};
 
 static std::vector<std::string> plus(std::vector<std::string> a, std::initializer_list<std::string> b) {
   a.insert(a.end(), b);
   return a;
 }
-const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description"});
-const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include"});
+const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description", "source"});
+const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include", "follow",
+                                                              "follow_interval"});
 
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
   std::string out;
@@ -267,6 +270,7 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
                                         spec.app, spec.app));
   } else {
     std::vector<std::string> valid = command_variables();
+    valid.push_back("artifact");  // apps with a source; checked by the loader
     for (const auto& [name, port] : spec.ports) valid.push_back("port." + name);
     std::size_t pos = 0;
     while ((pos = spec.command.find("${", pos)) != std::string::npos) {

@@ -20,6 +20,7 @@ struct StoredCatalog {
   std::string text;
   std::string filename;
   Millis applied_at = 0;
+  std::string base_dir;  // relative source repositories are resolved against it
 };
 
 // A process berth started for an instance; enough to find it again after a daemon restart.

@@ -13,7 +13,7 @@ TEST(SqliteStore, PersistsAcrossReopen) {
   {
     auto s = store::SqliteStore::open(path);
     ASSERT_TRUE(s.ok());
-    ASSERT_TRUE((*s)->save_catalog({"apps: {}", "x.yaml", 5}).ok());
+    ASSERT_TRUE((*s)->save_catalog({"apps: {}", "x.yaml", 5, "/srv"}).ok());
     ASSERT_TRUE((*s)->set_up("beta", true).ok());
     ASSERT_TRUE((*s)->put_instance({{"beta", "a", 0}, 123, 123, 999, "fp", 2, 7}).ok());
     ASSERT_TRUE((*s)->append_event({0, 1, "beta", "starting", "a", 0, "10.0.0.2", "m"}).ok());
@@ -21,6 +21,7 @@ TEST(SqliteStore, PersistsAcrossReopen) {
   auto s = store::SqliteStore::open(path);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ((*(*s)->load_catalog())->filename, "x.yaml");
+  EXPECT_EQ((*(*s)->load_catalog())->base_dir, "/srv");
   EXPECT_EQ(*(*s)->up_environments(), std::vector<std::string>{"beta"});
   auto inst = (*s)->load_instances();
   ASSERT_EQ(inst->size(), 1u);

@@ -10,7 +10,7 @@ namespace {
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS catalog (
   id INTEGER PRIMARY KEY CHECK (id = 1),
-  text TEXT NOT NULL, filename TEXT NOT NULL, applied_at INTEGER NOT NULL);
+  text TEXT NOT NULL, filename TEXT NOT NULL, applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS environments_up (
   env TEXT PRIMARY KEY, since INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
@@ -93,17 +93,17 @@ Status SqliteStore::exec(const std::string& sql) {
 }
 
 Result<std::optional<StoredCatalog>> SqliteStore::load_catalog() {
-  Stmt s(db_, "SELECT text, filename, applied_at FROM catalog WHERE id = 1");
+  Stmt s(db_, "SELECT text, filename, applied_at, base_dir FROM catalog WHERE id = 1");
   if (!s.ok()) return s.error("load catalog");
   int rc = s.step();
   if (rc == SQLITE_DONE) return std::optional<StoredCatalog>();
   if (rc != SQLITE_ROW) return s.error("load catalog");
-  return std::optional<StoredCatalog>(StoredCatalog{s.text(0), s.text(1), s.i64(2)});
+  return std::optional<StoredCatalog>(StoredCatalog{s.text(0), s.text(1), s.i64(2), s.text(3)});
 }
 
 Status SqliteStore::save_catalog(const StoredCatalog& c) {
-  Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at) VALUES (1, ?, ?, ?)");
-  s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at);
+  Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at, base_dir) VALUES (1, ?, ?, ?, ?)");
+  s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at).bind(4, c.base_dir);
   return run(s, "save catalog");
 }
 
