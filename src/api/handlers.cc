@@ -1,6 +1,7 @@
 #include "api/handlers.h"
 
 #include <charconv>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -80,12 +81,16 @@ json to_json(const control::EnvStatus& s) {
       instances.push_back({{"ordinal", i.ordinal}, {"ip", i.ip}, {"dns", i.dns}, {"state", i.state},
                            {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
                            {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
-    apps.push_back({{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
-                    {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for},
-                    {"instances", instances}});
+    json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
+                {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for}, {"instances", instances}};
+    if (!a.build_state.empty())
+      app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},
+                      {"state", a.build_state}, {"duration_ms", a.build_ms ? json(a.build_ms) : json(nullptr)},
+                      {"error", a.build_error}};
+    apps.push_back(std::move(app));
   }
   return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
-          {"ready", s.ready}, {"apps", apps}};
+          {"ready", s.ready}, {"updating", s.updating}, {"apps", apps}};
 }
 
 json to_json(const store::Event& e) {
@@ -182,6 +187,44 @@ Response Api::route(const Request& req) {
     if (!before.ok()) return error_response(before.error());
     if (auto st = loop_.down(parts[2]); !st.ok()) return error_response(st.error());
     return ok({{"environment", parts[2]}, {"up", false}, {"events_after", *before}}, 202);
+  }
+
+  if (route("POST", {"v1", "environments", "*", "refresh"})) {
+    auto before = loop_.last_event_id();
+    if (!before.ok()) return error_response(before.error());
+    if (auto st = loop_.refresh(parts[2]); !st.ok()) return error_response(st.error());
+    return ok({{"environment", parts[2]}, {"events_after", *before}}, 202);
+  }
+
+  if (route("GET", {"v1", "builds"})) {
+    json list = json::array();
+    if (const auto* b = loop_.builder())
+      for (const auto* x : b->builds())
+        list.push_back({{"id", x->id}, {"repo", x->request.repo}, {"commit", x->request.commit},
+                        {"build_type", x->request.build_type}, {"command", x->request.command},
+                        {"state", std::string(build::to_string(x->state))},
+                        {"queued_at", rfc3339_ms(x->queued_at)},
+                        {"started_at", x->started_at ? json(rfc3339_ms(x->started_at)) : json(nullptr)},
+                        {"duration_ms", x->finished_at ? json(x->finished_at - x->started_at) : json(nullptr)},
+                        {"artifact", x->artifact_path}, {"artifact_bytes", x->artifact_bytes}, {"error", x->error}});
+    return ok(list);
+  }
+
+  if (route("GET", {"v1", "builds", "*", "log"})) {
+    const auto* b = loop_.builder() ? loop_.builder()->find(parts[2]) : nullptr;
+    if (!b) return error_response(not_found(fmt::format("no build '{}'", parts[2])));
+    auto offset = int_param(query, "offset", 0, std::numeric_limits<std::int64_t>::max());
+    if (!offset.ok()) return error_response(offset.error());
+    std::ifstream in(b->log_path, std::ios::binary);
+    std::string text;
+    if (in) {
+      in.seekg(*offset);
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (text.size() > (1u << 20)) text.resize(1u << 20);
+    }
+    bool done = b->state == build::State::kSucceeded || b->state == build::State::kFailed;
+    return ok({{"text", text}, {"offset", *offset + static_cast<std::int64_t>(text.size())}, {"done", done},
+               {"state", std::string(build::to_string(b->state))}});
   }
 
   if (route("GET", {"v1", "environments", "*", "events"})) {

@@ -112,6 +112,20 @@ int main(int argc, char** argv) {
   down->add_flag("--no-wait", no_wait, "return once the request is accepted");
   down->add_flag("-q,--quiet", quiet, "print nothing but errors");
 
+  auto* refresh = app.add_subcommand("refresh", "rebuild apps whose branch moved and replace their instances one at a time");
+  refresh->add_option("environment", env)->required();
+  refresh->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
+  refresh->add_flag("-q,--quiet", quiet, "print nothing but errors");
+
+  auto* build_cmd = app.add_subcommand("build", "builds of apps built from source");
+  build_cmd->require_subcommand(1);
+  auto* build_logs = build_cmd->add_subcommand("logs", "print the log of an app's current build");
+  build_logs->add_option("app", app_code)->required();
+  std::string build_env = "baseline";
+  build_logs->add_option("-e,--env", build_env, "environment whose build of the app to show")->capture_default_str();
+  bool follow_log = false;
+  build_logs->add_flag("-f,--follow", follow_log, "keep printing until the build ends");
+
   auto* status = app.add_subcommand("status", "show an environment's apps and instances (all environments without one)");
   status->add_option("environment", env);
   status->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
@@ -170,6 +184,43 @@ int main(int argc, char** argv) {
         }
         return true;
       }, "down");
+    }
+    if (refresh->parsed()) {
+      berth::Millis timeout = parse_timeout(timeout_text);
+      auto r = c.post("/v1/environments/" + url_encode(env) + "/refresh");
+      if (!r.ok()) return fail(r.error());
+      // Refreshed when nothing is being built or replaced any more and everything is ready.
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
+        if (!s["ready"].get<bool>() || s["updating"].get<bool>()) return false;
+        for (const auto& a : s["apps"])
+          if (a.contains("build") && a["build"]["state"] == "resolving") return false;
+        return true;
+      }, "refresh");
+    }
+    if (build_logs->parsed()) {
+      auto s = c.get("/v1/environments/" + url_encode(build_env));
+      if (!s.ok()) return fail(s.error());
+      std::string id;
+      for (const auto& a : (*s)["apps"])
+        if (a["app"] == app_code && a.contains("build")) id = a["build"]["id"].get<std::string>();
+      if (id.empty()) {
+        fmt::print(stderr, "berth: app '{}' in {} has no build (no source, or its tag is not resolved yet)\n", app_code, build_env);
+        return 1;
+      }
+      std::int64_t offset = 0;
+      while (true) {
+        auto r = c.get(fmt::format("/v1/builds/{}/log?offset={}", id, offset));
+        if (!r.ok()) return fail(r.error());
+        fmt::print("{}", (*r)["text"].get<std::string>());
+        std::fflush(stdout);
+        offset = (*r)["offset"].get<std::int64_t>();
+        if (!follow_log || (*r)["done"].get<bool>()) {
+          if ((*r)["text"].get<std::string>().empty() || !follow_log) break;
+          continue;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a display refresh, not a wait for state
+      }
+      return 0;
     }
     if (status->parsed()) {
       auto r = env.empty() ? c.get("/v1/environments") : c.get("/v1/environments/" + url_encode(env));

@@ -68,6 +68,13 @@ std::string status_table(const json& s) {
     std::string runs_in = runs == str(s, "environment") || runs.empty() ? "here" : "→ " + runs;
     const auto& from = a["from"];
     std::string tag = fmt::format("{} [{}]", str(a, "tag"), short_layer(from.value("tag", "")));
+    if (a.contains("build")) {
+      const auto& b = a["build"];
+      std::string commit = b["commit"].is_null() ? "?" : b["commit"].get<std::string>().substr(0, 7);
+      std::string state = b["state"].get<std::string>();
+      if (!b["duration_ms"].is_null()) state += fmt::format(" in {:.1f}s", b["duration_ms"].get<double>() / 1000.0);
+      tag = fmt::format("{} → {} ({}) [{}]", str(a, "tag"), commit, state, short_layer(from.value("tag", "")));
+    }
     std::string bt = fmt::format("{} [{}]", str(a, "build_type"), short_layer(from.value("build_type", "")));
     bool first = true;
     for (const auto& i : a["instances"]) {

@@ -67,11 +67,28 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
       loop->schedule_probe(inst, *spec);
     }
   }
+  if (d.builder) {
+    auto* self = loop.get();
+    d.builder->set_on_change([self](const build::Build& b) {
+      if (b.state == build::State::kSucceeded) {
+        std::set<std::string> in_use;
+        for (const auto& [n, env] : self->envs_)
+          for (const auto& [a, app] : env.apps) {
+            in_use.insert(app.src.build_id);
+            for (const auto& [o, inst] : app.instances) in_use.insert(inst.build_id);
+          }
+        self->d_.builder->evict(self->d_.artifact_max_bytes, in_use);
+      }
+      self->schedule_reconcile();
+    });
+  }
   loop->schedule_reconcile();
   return loop;
 }
 
 ControlLoop::~ControlLoop() {
+  if (d_.builder) d_.builder->set_on_change(nullptr);
+  for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
   for (auto& [n, env] : envs_)
     for (auto& [a, app] : env.apps)
       for (auto& [o, inst] : app.instances) cancel_timers(inst);
@@ -125,6 +142,22 @@ Status ControlLoop::down(const std::string& env) {
     up_.erase(env);
     emit(env, "down", "", -1, "", "environment requested down");
   }
+  schedule_reconcile();
+  return {};
+}
+
+Status ControlLoop::refresh(const std::string& env) {
+  if (!catalog_ || !catalog_->find(env)) return not_found(fmt::format("no environment '{}'", env));
+  auto e = envs_.find(env);
+  int n = 0;
+  if (e != envs_.end())
+    for (auto& [name, app] : e->second.apps)
+      if (!app.src.ref_key.empty() && !app.src.resolving) {
+        app.src.commit.clear();  // resolve again; running instances keep running meanwhile
+        app.src.error.clear();
+        ++n;
+      }
+  emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
   schedule_reconcile();
   return {};
 }
@@ -184,6 +217,18 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
     }
     if (instances.empty() && !aspec) ait = env.apps.erase(ait);
     else ++ait;
+  }
+  auto timer = follow_timers_.find(name);
+  if (!spec || !spec->follow) {
+    if (timer != follow_timers_.end()) {
+      d_.executor->cancel(timer->second);
+      follow_timers_.erase(timer);
+    }
+  } else if (timer == follow_timers_.end()) {
+    follow_timers_[name] = d_.executor->after(spec->follow_interval_ms, [this, name] {
+      follow_timers_.erase(name);
+      if (up_.count(name)) (void)refresh(name);  // schedules the next one through reconcile
+    });
   }
   if (!spec) return;
   for (const auto& aspec : spec->apps)
@@ -274,7 +319,11 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
   for (const auto& dep : spec.depends_on)
     if (!dep.soft && !dependency_satisfied(dep, espec)) waiting.push_back(waiting_message(dep, espec));
 
-  const std::string fingerprint = spec.fingerprint();
+  Artifact artifact;
+  std::string build_wait;
+  const bool build_ready = !spec.source || prepare_build(env, app, spec, artifact, build_wait);
+  const std::string fingerprint = spec.fingerprint() + (artifact.build_id.empty() ? "" : ":" + artifact.build_id);
+  if (build_ready) app.desired_fp = fingerprint;
   // Rolling replacement: at most one instance of the app is being replaced at a time, and the
   // next only once the replaced one is ready again — so a multi-instance app never has all its
   // instances down. (An ordinal's address and port cannot be held by old and new at once.)
@@ -295,6 +344,7 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
     std::string ip_text = model::format_ipv4(*ip);
     if (inst.proc) {
       if (inst.phase == Phase::kStopping) continue;
+      if (!build_ready) continue;  // the running build serves until the new one exists
       std::string why;
       if (inst.fingerprint != fingerprint) why = "settings changed";
       else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
@@ -308,6 +358,11 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
     }
     inst.ip = ip_text;
     if (inst.phase == Phase::kStopping || inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) continue;
+    if (!build_ready) {
+      inst.phase = Phase::kWaiting;
+      inst.message = build_wait;
+      continue;
+    }
     if (!waiting.empty()) {
       if (inst.phase != Phase::kWaiting || inst.message != waiting.front()) {
         bool first = inst.phase != Phase::kWaiting;
@@ -317,17 +372,90 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       }
       continue;
     }
-    start(inst, spec, espec);
+    start(inst, spec, espec, artifact, fingerprint);
+  }
+}
+
+ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::string& app) {
+  auto e = envs_.find(env);
+  if (e == envs_.end()) return nullptr;
+  auto a = e->second.apps.find(app);
+  return a == e->second.apps.end() ? nullptr : &a->second;
+}
+
+bool ControlLoop::prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,
+                                std::string& wait) {
+  const model::SourceSpec& so = *spec.source;
+  Source& src = app.src;
+  const std::string ref_key = so.repo + "#" + spec.tag;
+  if (src.ref_key != ref_key) {
+    src = {};
+    src.ref_key = ref_key;
+  }
+  if (!d_.builder) {
+    wait = "cannot build: this daemon has no builder";
+    return false;
+  }
+  if (src.commit.empty()) {
+    if (!src.error.empty()) {
+      wait = "cannot build: " + src.error;
+      return false;
+    }
+    if (!src.resolving) {
+      src.resolving = true;
+      d_.builder->resolve(so.repo, spec.tag, [this, env, name = spec.app, ref_key](Result<std::string> r) {
+        App* a = find_app(env, name);
+        if (!a || a->src.ref_key != ref_key) return;
+        a->src.resolving = false;
+        if (r.ok()) {
+          a->src.commit = *r;
+        } else {
+          a->src.error = r.error().message;
+          emit(env, "build-failed", name, -1, "", r.error().message);
+        }
+        schedule_reconcile();
+      });
+    }
+    wait = fmt::format("resolving {} in {}", spec.tag, so.repo);
+    return false;
+  }
+  build::Request req{so.repo, src.commit, spec.build_type, so.command, so.artifact, so.timeout_ms};
+  const build::Build& b = d_.builder->ensure(req);
+  src.build_id = b.id;
+  const std::string short_commit = src.commit.substr(0, 7);
+  std::string state(build::to_string(b.state));
+  if (src.announced != b.id + state) {
+    src.announced = b.id + state;
+    if (b.state == build::State::kSucceeded)
+      emit(env, "built", spec.app, -1, "", fmt::format("{} at {} ({}) in {}", spec.tag, short_commit, spec.build_type,
+                                                       format_duration(b.finished_at - b.started_at)));
+    else if (b.state == build::State::kFailed)
+      emit(env, "build-failed", spec.app, -1, "", fmt::format("{} at {} ({}): {}", spec.tag, short_commit, spec.build_type, b.error));
+    else
+      emit(env, "building", spec.app, -1, "", fmt::format("{} at {} ({})", spec.tag, short_commit, spec.build_type));
+  }
+  switch (b.state) {
+    case build::State::kSucceeded:
+      out = {b.artifact_path, b.id, src.commit};
+      d_.builder->touch(b.id);
+      return true;
+    case build::State::kFailed:
+      wait = fmt::format("build failed ({} at {}): {}", spec.tag, short_commit, b.error.substr(0, b.error.find('\n')));
+      return false;
+    default:
+      wait = fmt::format("building {} at {} ({})", spec.tag, short_commit, spec.build_type);
+      return false;
   }
 }
 
 // ---- instances --------------------------------------------------------------------------------
 
-void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec) {
+void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
+                        const Artifact& artifact, const std::string& fingerprint) {
   const auto& key = inst.key;
   std::map<std::string, std::string> vars = {
       {"tag", spec.tag}, {"build_type", spec.build_type}, {"env", key.env},
-      {"app", key.app}, {"ordinal", std::to_string(key.ordinal)}, {"ip", inst.ip}};
+      {"app", key.app}, {"ordinal", std::to_string(key.ordinal)}, {"ip", inst.ip}, {"artifact", artifact.path}};
   runtime::InstanceSpec rs;
   rs.env = key.env;
   rs.app = key.app;
@@ -347,6 +475,10 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, catalog_->dns().zone);
   rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, catalog_->dns().zone);
   rs.env_vars["BERTH_HOME"] = d_.data_dir;
+  if (!artifact.path.empty()) {
+    rs.env_vars["BERTH_ARTIFACT"] = artifact.path;
+    rs.env_vars["BERTH_COMMIT"] = artifact.commit;
+  }
   if (!d_.dns_address.empty()) rs.env_vars["BERTH_DNS"] = d_.dns_address;
   // Where the dependencies are: every instance's stable address, per named port.
   std::string dep_names;
@@ -375,7 +507,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   if (inst.started_before) ++inst.restarts;
   const int restarts = inst.restarts;
   auto record = [&](const runtime::Handle& h) {
-    return d_.store->put_instance({key, h.pid, h.pgid, h.start_ticks, spec.fingerprint(), restarts, d_.clock->wall_ms()});
+    return d_.store->put_instance({key, h.pid, h.pgid, h.start_ticks, fingerprint, restarts, d_.clock->wall_ms()});
   };
   auto handle = d_.runtime->start(rs, record, [this, key](const runtime::Exit& e) {
     // pid is checked in on_exit against the instance's current process
@@ -399,7 +531,8 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   }
   dns_dirty_.insert(key.env);
   inst.proc = *handle;
-  inst.fingerprint = spec.fingerprint();
+  inst.fingerprint = fingerprint;
+  inst.build_id = artifact.build_id;
   inst.phase = Phase::kStarting;
   inst.degraded = false;
   inst.started_mono = d_.clock->monotonic_ms();
@@ -632,6 +765,22 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       a.state = st;
       break;
     }
+  if (aspec.source && app) {
+    const Source& src = app->src;
+    a.commit = src.commit;
+    a.build_id = src.build_id;
+    if (!src.error.empty()) {
+      a.build_state = "build-failed";
+      a.build_error = src.error;
+    } else if (src.commit.empty()) {
+      a.build_state = "resolving";
+    } else if (const build::Build* b = d_.builder ? d_.builder->find(src.build_id) : nullptr) {
+      a.build_state = std::string(build::to_string(b->state));
+      if (b->state == build::State::kSucceeded || b->state == build::State::kFailed) a.build_ms = b->finished_at - b->started_at;
+      a.build_error = b->error;
+    }
+    if (a.build_state == "build-failed") a.state = "build-failed";
+  }
   if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
   else if (a.state == "failed" || a.state == "starting")
     for (const auto& i : a.instances)
@@ -661,6 +810,11 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
       AppStatus a = app_status(aspec, *spec);
       for (const auto& i : a.instances)
         if (i.state != "ready" && i.state != "degraded") s.ready = false;
+      if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
+      if (auto e = envs_.find(env); e != envs_.end())
+        if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
+          for (const auto& [o, inst] : it->second.instances)
+            if (inst.proc && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
       s.apps.push_back(std::move(a));
     } else {
       // Falls through: shown as the serving environment sees it.

@@ -22,6 +22,7 @@
 #include "base/clock.h"
 #include "base/executor.h"
 #include "base/result.h"
+#include "build/builder.h"
 #include "health/prober.h"
 #include "health/tracker.h"
 #include "model/catalog.h"
@@ -46,6 +47,9 @@ struct Deps {
   // to the name server); may be empty. `dns_ns_ip` is the server's own address for ns.<zone>.
   std::function<void(std::shared_ptr<const dns::Zone>)> on_zone;
   std::uint32_t dns_ns_ip = 0;
+  // Builds apps that have a source; without one such apps wait with a message.
+  build::Builder* builder = nullptr;
+  std::uint64_t artifact_max_bytes = 2ull << 30;  // artifact store size before LRU eviction
 };
 
 struct InstanceStatus {
@@ -70,13 +74,20 @@ struct AppStatus {
   std::string message;
   std::vector<std::string> waiting_for;  // hard dependencies not yet satisfied
   std::vector<InstanceStatus> instances;
+  // Apps with a source: the commit the tag resolved to, and its build.
+  std::string commit;       // full id; empty while resolving or without a source
+  std::string build_id;
+  std::string build_state;  // resolving | queued | building | built | build-failed; empty without a source
+  Millis build_ms = 0;      // duration of the build (0 while not finished)
+  std::string build_error;
 };
 
 struct EnvStatus {
   std::string env;
   std::string base;
   bool up = false;
-  bool ready = false;  // up, and every instance ready
+  bool ready = false;     // up, and every instance ready
+  bool updating = false;  // a build in progress, or instances still to be replaced by a newer one
   std::vector<AppStatus> apps;
 };
 
@@ -94,12 +105,16 @@ class ControlLoop {
   Status apply(const std::string& text, const std::string& filename, const std::string& base_dir = "");
   Status up(const std::string& env);
   Status down(const std::string& env);
+  // Re-resolve the tags of the environment's apps built from source; moved ones are rebuilt and
+  // their instances replaced one at a time, each new one health-gated before the next.
+  Status refresh(const std::string& env);
 
   const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
   Result<EnvStatus> status(const std::string& env) const;
   std::vector<EnvStatus> all_status() const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
+  const build::Builder* builder() const { return d_.builder; }
   // Number of reconcile passes run; for tests and benchmarks.
   std::uint64_t reconcile_count() const { return reconciles_; }
   // Run one reconcile pass now (normally they are scheduled); returns its duration in µs.
@@ -126,11 +141,22 @@ class ControlLoop {
     Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
     bool replacing = false;   // stopped to be replaced with new settings; done once ready again
+    std::string build_id;     // the build the running process runs
     std::string message;
     std::string last_probe;
   };
+  struct Source {
+    std::string ref_key;     // repo#tag the state below is for
+    std::string commit;
+    bool resolving = false;
+    std::string error;       // resolving failed
+    std::string build_id;
+    std::string announced;   // last build state told in an event
+  };
   struct App {
     std::map<int, Instance> instances;
+    Source src;
+    std::string desired_fp;  // fingerprint the last pass wanted (settings + build)
     std::map<std::string, bool> dep_ok;  // per dependency: satisfied at the last pass
     std::set<std::string> failed_deps;   // dependencies whose failure was announced
   };
@@ -152,7 +178,17 @@ class ControlLoop {
   std::shared_ptr<const dns::EnvRecords> env_records(const model::Environment& espec) const;
   int ready_count(const std::string& env, const std::string& app) const;
 
-  void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec);
+  struct Artifact {
+    std::string path;
+    std::string build_id;
+    std::string commit;
+  };
+  // For an app with a source: resolve, build, and say whether its artifact is there; when not,
+  // `wait` says why.
+  bool prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  App* find_app(const std::string& env, const std::string& app);
+  void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
+             const std::string& fingerprint);
   void stop(Instance& inst, const std::string& why);
   void on_exit(const ipam::LeaseKey& key, int pid, const runtime::Exit& exit);
   void schedule_probe(Instance& inst, const model::AppSpec& spec);
@@ -178,6 +214,7 @@ class ControlLoop {
   std::set<std::string> dns_dirty_;
   bool dns_all_dirty_ = true;
   std::uint32_t zone_serial_ = 0;
+  std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh
   std::uint64_t reconciles_ = 0;
 };
 

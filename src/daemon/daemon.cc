@@ -17,6 +17,8 @@
 #include "api/http_server.h"
 #include "base/asio_executor.h"
 #include "base/text.h"
+#include "build/builder.h"
+#include <thread>
 #include "control/loop.h"
 #include "health/prober.h"
 #include "model/network.h"
@@ -93,6 +95,9 @@ int run(const Options& o) {
     if (auto ip = model::parse_ipv4(o.dns_listen.substr(0, o.dns_listen.rfind(':')))) dns_ip = *ip;
   }
 
+  build::Builder builder(io, executor, clock, data_dir,
+                         o.build_parallel > 0 ? o.build_parallel : static_cast<int>(std::thread::hardware_concurrency()));
+
   control::Deps deps;
   deps.clock = &clock;
   deps.executor = &executor;
@@ -100,6 +105,8 @@ int run(const Options& o) {
   deps.prober = &prober;
   deps.store = store->get();
   deps.data_dir = data_dir;
+  deps.builder = &builder;
+  deps.artifact_max_bytes = o.artifact_max_bytes;
   if (dns_server) {
     deps.dns_address = dns_server->address();
     deps.dns_ns_ip = dns_ip;

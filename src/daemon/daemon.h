@@ -2,6 +2,7 @@
 // together (SQLite store, process runtime, asio prober, control loop, HTTP API).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace berth::daemon {
@@ -10,6 +11,8 @@ struct Options {
   std::string listen = "127.0.0.1:7700";
   std::string data_dir;     // required
   std::string dns_listen = "127.0.0.1:5353";  // the name server; empty: none
+  int build_parallel = 0;                     // builds at once; 0: number of cores
+  std::uint64_t artifact_max_bytes = 2ull << 30;
 };
 
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon

@@ -54,8 +54,16 @@ Result<Ipv4> Ipam::assign(const LeaseKey& key) {
       if (!expired(other)) continue;
       BERTH_TRY(drop(other.key));
     }
+    if (taken_elsewhere_.count(candidate)) continue;
     Lease lease{key, candidate, 0};
-    BERTH_TRY(store_->put_lease(lease));
+    if (auto st = store_->put_lease(lease); !st.ok()) {
+      // Someone else sharing the store holds it: never ours; try the next address.
+      if (st.error().code == ErrorCode::kConflict) {
+        taken_elsewhere_.insert(candidate);
+        continue;
+      }
+      return st.error();
+    }
     by_key_[key] = lease;
     by_ip_[candidate] = key;
     return candidate;

@@ -79,6 +79,7 @@ class Ipam {
   const Clock* clock_;
   std::map<LeaseKey, Lease> by_key_;
   std::map<Ipv4, LeaseKey> by_ip_;
+  std::set<Ipv4> taken_elsewhere_;  // refused by the store: leased through another connection
 };
 
 }  // namespace berth::ipam

@@ -50,7 +50,11 @@ class Stmt {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
     return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
   }
-  Error error(const char* what) const { return unavailable(fmt::format("state store: {}: {}", what, sqlite3_errmsg(db_))); }
+  Error error(const char* what) const {
+    // A constraint (e.g. an address already leased to another key) is a conflict, not an outage.
+    auto code = (sqlite3_errcode(db_) & 0xFF) == SQLITE_CONSTRAINT ? ErrorCode::kConflict : ErrorCode::kUnavailable;
+    return {code, fmt::format("state store: {}: {}", what, sqlite3_errmsg(db_))};
+  }
 
  private:
   sqlite3* db_;
