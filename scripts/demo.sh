@@ -27,11 +27,13 @@ until [ -s "$data/api.addr" ]; do
   sleep 0.05
 done
 
+./scripts/make-example-repos.sh examples/shop/repos   # the orders app's git repository
 step berth apply -f examples/shop/berth.yaml
 step berth up baseline
 step berth up beta-7
 step berth status beta-7
 step berth config beta-7 orders
+step berth build logs orders -e beta-7
 gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
 printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: who answered each hop\033[0m\n' "$gw_ip"
 chain=$(curl -s "http://$gw_ip:8080/")

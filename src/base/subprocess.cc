@@ -74,10 +74,14 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   if (log_fd < 0) return unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(errno)));
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   int gate[2] = {-1, -1};
-  if (o.gate && pipe2(gate, O_CLOEXEC) != 0) {
+  int sync[2] = {-1, -1};  // the child closes its end once it has dropped every inherited descriptor
+  if ((o.gate && pipe2(gate, O_CLOEXEC) != 0) || pipe2(sync, O_CLOEXEC) != 0) {
+    int err = errno;
     close(log_fd);
     close(null_fd);
-    return unavailable(fmt::format("pipe: {}", std::strerror(errno)));
+    for (int fd : {gate[0], gate[1], sync[0], sync[1]})
+      if (fd >= 0) close(fd);
+    return unavailable(fmt::format("pipe: {}", std::strerror(err)));
   }
   pid_t parent = getpid();
   pid_t pid = fork();
@@ -85,7 +89,8 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     int err = errno;
     close(log_fd);
     close(null_fd);
-    if (o.gate) { close(gate[0]); close(gate[1]); }
+    for (int fd : {gate[0], gate[1], sync[0], sync[1]})
+      if (fd >= 0) close(fd);
     return unavailable(fmt::format("fork: {}", std::strerror(err)));
   }
   if (pid == 0) {
@@ -94,29 +99,44 @@ Result<Spawned> spawn(const SpawnOptions& o) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
     }
+    // First of all, drop every descriptor inherited from the daemon. Not all are close-on-exec
+    // (Boost.Asio's are not), and while a copy lives here the kernel keeps the daemon's epoll
+    // registration of it alive: a descriptor the daemon closes and reuses would then receive
+    // this stale registration's events. Keep only stdio, the gate (as fd 3) and the sync pipe (fd 4).
+    dup2(null_fd, 0);
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+    // Move the two pipe ends out of the way first, so placing them cannot clobber each other.
+    int high_gate = o.gate ? fcntl(gate[0], F_DUPFD, 10) : -1;
+    int high_sync = fcntl(sync[1], F_DUPFD, 10);
+    int gate_fd = o.gate ? 3 : -1;
+    if (o.gate) dup2(high_gate, 3);
+    dup2(high_sync, 4);
+    close_range(5, ~0U, 0);
+    if (!o.gate) close(3);
+    close(4);  // tells the parent: nothing of the daemon's is held here any more
     // Reset what the daemon changed for itself.
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, nullptr);
     signal(SIGPIPE, SIG_DFL);
     if (o.gate) {
-      close(gate[1]);
       char go = 0;
       ssize_t n;
-      do { n = read(gate[0], &go, 1); } while (n < 0 && errno == EINTR);
+      do { n = read(gate_fd, &go, 1); } while (n < 0 && errno == EINTR);
       if (n != 1) _exit(127);  // the daemon died before recording us: run nothing
+      close(gate_fd);
     }
-    dup2(null_fd, 0);
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
-    // Nothing of the daemon's leaks into the child: not all libraries open descriptors with
-    // O_CLOEXEC (Boost.Asio's sockets do not), and an inherited listening socket would keep the
-    // daemon's port busy after it dies.
-    close_range(3, ~0U, 0);
     if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
     execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
     _exit(127);
   }
+  // Wait until the child has dropped its copies of our descriptors (EOF on the sync pipe).
+  close(sync[1]);
+  char ignored;
+  while (read(sync[0], &ignored, 1) < 0 && errno == EINTR) {
+  }
+  close(sync[0]);
   setpgid(pid, pid);  // also from the parent: no race with a kill(-pgid) right after
   close(log_fd);
   close(null_fd);

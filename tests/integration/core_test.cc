@@ -121,7 +121,7 @@ TEST(Core, SecondEnvironmentBesideTheFirstWithItsOwnTag) {
   EXPECT_EQ(chain["calls"][0]["env"], "beta-7");
   EXPECT_EQ(chain["calls"][0]["resolved"], "_http._tcp.orders.beta-7.berth.test");
   EXPECT_EQ(chain["calls"][0]["tag"], "feature/new-pay");
-  EXPECT_EQ(chain["calls"][0]["version"], "2.0-new-pay");
+  EXPECT_EQ(chain["calls"][0]["version"], "2.0-new-pay+debug");  // built from the branch, as build_type debug
   for (const auto& callee : chain["calls"][0]["calls"]) {
     EXPECT_EQ(callee["env"], "baseline") << callee.dump();
     EXPECT_FALSE(callee.contains("error")) << callee.dump();
@@ -132,7 +132,8 @@ TEST(Core, SecondEnvironmentBesideTheFirstWithItsOwnTag) {
 
   // Table and config views name the layers and where apps run.
   auto table = d.cli({"status", "beta-7"});
-  EXPECT_THAT(table.out, HasSubstr("feature/new-pay [env beta-7 app override]"));
+  EXPECT_THAT(table.out, HasSubstr("feature/new-pay → "));  // tag → commit (build state)
+  EXPECT_THAT(table.out, HasSubstr("[env beta-7 app override]"));
   EXPECT_THAT(table.out, HasSubstr("→ baseline"));
   auto config = d.cli({"config", "beta-7", "orders"});
   EXPECT_THAT(config.out, HasSubstr("environments.beta-7.apps.orders"));

@@ -51,6 +51,9 @@ Daemon::Daemon(const std::string& name) {
   dir_ = (fs::temp_directory_path() / fmt::format("berth-it-{}-{}", name, getpid())).string();
   fs::remove_all(dir_);
   fs::create_directories(dir_);
+  // The example fleet's orders app is built from a git repository next to the catalog.
+  std::string make = std::string(SOURCE_DIR) + "/scripts/make-example-repos.sh " + dir_ + "/repos >/dev/null";
+  if (std::system(make.c_str()) != 0) ADD_FAILURE() << "make-example-repos.sh failed";
   start();
 }
 

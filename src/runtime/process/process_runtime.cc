@@ -34,6 +34,10 @@ void ProcessRuntime::watch(const Handle& handle, int pidfd, bool child, ExitCall
   w->pidfd = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
   w->on_exit = std::move(on_exit);
   watched_[handle.pid] = w;
+  arm(w);
+}
+
+void ProcessRuntime::arm(const std::shared_ptr<Watched>& w) {
   w->pidfd->async_wait(boost::asio::posix::stream_descriptor::wait_read,
                        [this, w](const boost::system::error_code& ec) {
                          if (ec == boost::asio::error::operation_aborted) return;
@@ -45,6 +49,11 @@ void ProcessRuntime::watch(const Handle& handle, int pidfd, bool child, ExitCall
                              exit.description = describe_wait_status(*status);
                            }
                          }
+                         // A wake-up is not proof of exit (readiness can be reported for a
+                         // reused descriptor): while the process still runs, keep waiting.
+                         if (!exit.status_known && process_start_ticks(w->handle.pid) == w->handle.start_ticks &&
+                             w->handle.start_ticks != 0)
+                           return arm(w);
                          if (!exit.status_known) exit.description = "ended";
                          // Whatever the instance left behind in its group goes with it.
                          ::kill(-w->handle.pgid, SIGKILL);

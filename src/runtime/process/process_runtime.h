@@ -32,6 +32,7 @@ class ProcessRuntime final : public Runtime {
  private:
   struct Watched;
   void watch(const Handle& handle, int pidfd, bool child, ExitCallback on_exit);
+  void arm(const std::shared_ptr<Watched>& w);
 
   boost::asio::io_context& io_;
   Executor& executor_;
