@@ -575,15 +575,30 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
   inst->tracker.reset();
   cancel_timers(*inst);
   const bool was_ready = inst->phase == Phase::kReady;
+  const auto* spec = spec_of(key);
   if (inst->phase == Phase::kStopping) {
     inst->phase = Phase::kStopped;
     inst->message = "stopped (" + exit.description + ")";
     emit(key.env, "stopped", key.app, key.ordinal, inst->ip, exit.description);
+    if (inst->backoff_after_stop && spec) {
+      // Stopped for failing its health check: restarts back off like crashes do.
+      inst->backoff_after_stop = false;
+      Millis delay = std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
+      ++inst->crashes;
+      inst->phase = Phase::kBackoff;
+      inst->message = fmt::format("unhealthy; restarting in {}", format_duration(delay));
+      inst->backoff_timer = d_.executor->after(delay, [this, key] {
+        if (auto* i = find(key)) {
+          i->backoff_timer = 0;
+          if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
+          schedule_reconcile();
+        }
+      });
+    }
     schedule_reconcile();
     return;
   }
   emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
-  const auto* spec = spec_of(key);
   bool failure = !exit.status_known || !WIFEXITED(exit.wait_status) || WEXITSTATUS(exit.wait_status) != 0;
   auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
   bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && failure);
@@ -659,6 +674,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
     if (spec->restart.on_unhealthy && spec->restart.policy != model::RestartPolicy::kNever) {
       emit(key.env, "restarting", key.app, key.ordinal, inst->ip, "health check failing: " + r.detail);
       stop(*inst, "unhealthy");
+      inst->backoff_after_stop = true;
     }
     schedule_reconcile();
   } else if (inst->phase == Phase::kStarting) {

@@ -141,6 +141,7 @@ class ControlLoop {
     Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
     bool replacing = false;   // stopped to be replaced with new settings; done once ready again
+    bool backoff_after_stop = false;  // stopped for failing its health check: restart with backoff
     std::string build_id;     // the build the running process runs
     std::string message;
     std::string last_probe;

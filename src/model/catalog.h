@@ -35,7 +35,7 @@ struct HealthSpec {
   std::string command;           // exec: passes on exit status 0
   Millis interval_ms = 2000;     // between probes once ready
   Millis timeout_ms = 1000;
-  Millis start_period_ms = 0;    // failures while starting within this period do not count
+  Millis start_period_ms = 60'000;  // until first ready, failures in this time after start do not count
   Millis start_interval_ms = 100;  // between probes while starting; the first probe is immediate
   int failure_threshold = 3;
   int success_threshold = 1;

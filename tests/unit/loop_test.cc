@@ -77,7 +77,7 @@ const char* kCatalog = R"(network: {pool: 10.9.0.0/24}
 defaults:
   command: svc ${ip}
   ports: {http: 80}
-  health: {type: http, start_interval: 50ms, interval: 1s, start_period: 0, failure_threshold: 2}
+  health: {type: http, start_interval: 50ms, interval: 1s, start_period: 10s, failure_threshold: 2}
   restart: {backoff: 100ms}
 apps:
   db: {}
@@ -319,4 +319,20 @@ TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
     EXPECT_EQ(rt_.procs[rt_.pid_of("dev", "cron", o)].spec.env_vars.at("V"), "2");
   }
   EXPECT_TRUE(loop_->status("dev")->ready);
+}
+
+TEST_F(LoopTest, UnhealthyRestartsBackOff) {
+  for (int i = 1; i <= 5; ++i) prober_.healthy.insert("10.9.0." + std::to_string(i));
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_EQ(app("cron").state, "ready");
+  prober_.healthy.erase(ip("cron"));  // fails from now on, also after every restart
+  exec_.advance(30'000);
+  auto starts = std::count(rt_.started.begin(), rt_.started.end(), "cron#0");
+  // Without backoff a restart would follow every few probes (hundreds in 30 s); with it, the
+  // delays double from 100 ms up to the 10 s cap after the 10 s start period of each attempt.
+  EXPECT_GE(starts, 2);
+  EXPECT_LE(starts, 5);
+  auto types = event_types("cron");
+  EXPECT_EQ(std::count(types.begin(), types.end(), "unhealthy"), starts - 1);
 }
