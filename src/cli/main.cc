@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -73,6 +74,19 @@ int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Mil
   }
 }
 
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+  std::size_t i = 0;
+  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+  if (i == 0) return std::nullopt;
+  std::uint64_t n = std::stoull(text.substr(0, i));
+  std::string unit = text.substr(i);
+  if (unit.empty() || unit == "B") return n;
+  if (unit == "KiB") return n << 10;
+  if (unit == "MiB") return n << 20;
+  if (unit == "GiB") return n << 30;
+  return std::nullopt;
+}
+
 berth::Millis parse_timeout(const std::string& text) {
   auto d = berth::parse_duration(text);
   if (!d) throw CLI::ValidationError("--timeout", "'" + text + "' is not a duration; write e.g. 90s, 2m");
@@ -91,6 +105,11 @@ int main(int argc, char** argv) {
   auto* serve = app.add_subcommand("serve", "run the control plane daemon");
   serve->add_option("--listen", serve_opts.listen, "API address ADDR:PORT")->capture_default_str();
   serve->add_option("--data-dir", serve_opts.data_dir, "state directory (SQLite database, logs)")->required();
+  serve->add_option("--build-parallel", serve_opts.build_parallel, "builds at once (0: one per core)")->capture_default_str();
+  std::string store_max = "2GiB";
+  serve->add_option("--artifact-store-max", store_max, "artifact store size before least recently used artifacts no "
+                                                       "instance runs are evicted (e.g. 500MiB, 2GiB)")
+      ->capture_default_str();
   serve->add_option("--dns-listen", serve_opts.dns_listen, "name server address ADDR:PORT (\"\" to disable)")
       ->capture_default_str();
 
@@ -142,7 +161,15 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (serve->parsed()) return berth::daemon::run(serve_opts);
+  if (serve->parsed()) {
+    auto bytes = parse_size(store_max);
+    if (!bytes) {
+      fmt::print(stderr, "berth serve: --artifact-store-max '{}': write a size like 500MiB or 2GiB\n", store_max);
+      return 2;
+    }
+    serve_opts.artifact_max_bytes = *bytes;
+    return berth::daemon::run(serve_opts);
+  }
 
   bc::Client c(bc::default_address(addr_flag));
   try {

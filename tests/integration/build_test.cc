@@ -152,6 +152,41 @@ TEST(Build, RefreshRebuildsAMovedBranchAndReplacesWithoutAGap) {
   EXPECT_EQ(app_of(d.status("dev-1"), "svc")["instances"][0]["pid"], svc["instances"][0]["pid"]);
 }
 
+TEST(Build, ArtifactStoreEvictsLeastRecentlyUsedArtifactsNoInstanceRuns) {
+  Daemon d("build-evict", {"--artifact-store-max", "1B"});  // every artifact over the limit
+  std::string repo = d.data_dir() + "/repos/svc";
+  make_repo(repo, "1.0");
+  ASSERT_EQ(d.apply(catalog("127.102", kSvc)).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "dev-1", "-q"}).exit_code, 0);
+  EXPECT_EQ(build_count(d), 1);  // in use: kept despite the limit
+  std::string first = app_of(d.status("dev-1"), "svc")["build"]["id"];
+  commit_version(repo, "2.0");
+  ASSERT_EQ(d.cli({"refresh", "dev-1", "-q"}).exit_code, 0);
+  // The next build's completion evicts what no instance runs any more.
+  commit_version(repo, "3.0");
+  ASSERT_EQ(d.cli({"refresh", "dev-1", "-q"}).exit_code, 0);
+  auto builds = d.api().get("/v1/builds");
+  ASSERT_TRUE(builds.ok());
+  for (const auto& b : *builds) EXPECT_NE(b["id"], first) << "the first artifact should have been evicted";
+  EXPECT_FALSE(std::filesystem::exists(d.data_dir() + "/artifacts/" + first));
+  for (const auto& i : app_of(d.status("dev-1"), "svc")["instances"]) EXPECT_EQ(version_of(i["ip"]), "3.0+release");
+}
+
+TEST(Build, FollowPicksUpAMovedBranch) {
+  Daemon d("build-follow");
+  std::string repo = d.data_dir() + "/repos/svc";
+  make_repo(repo, "1.0");
+  ASSERT_EQ(d.apply(catalog("127.103", kSvc, "  dev-1: {follow: true, follow_interval: 1s}\n")).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "dev-1", "-q"}).exit_code, 0);
+  commit_version(repo, "2.0");
+  ASSERT_TRUE(wait_until([&] {
+    auto s = d.status("dev-1");
+    const auto& svc = app_of(s, "svc");
+    return s["ready"] == true && s["updating"] == false && version_of(svc["instances"][0]["ip"]) == "2.0+release" &&
+           version_of(svc["instances"][1]["ip"]) == "2.0+release";
+  }));
+}
+
 TEST(Build, FailedBuildIsIsolatedToItsAppAndItsDependents) {
   Daemon d("build-fail");
   make_repo(d.data_dir() + "/repos/svc", "1.0");

@@ -47,7 +47,7 @@ std::string replaced(std::string text, const std::string& from, const std::strin
   return text;
 }
 
-Daemon::Daemon(const std::string& name) {
+Daemon::Daemon(const std::string& name, std::vector<std::string> extra) : extra_(std::move(extra)) {
   dir_ = (fs::temp_directory_path() / fmt::format("berth-it-{}-{}", name, getpid())).string();
   fs::remove_all(dir_);
   fs::create_directories(dir_);
@@ -67,8 +67,11 @@ void Daemon::start() {
     dup2(fd, 2);
     std::string path = std::string(DEMO_SVC_DIR) + ":" + (getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
     setenv("PATH", path.c_str(), 1);
-    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
-          "127.0.0.1:0", nullptr);
+    std::vector<const char*> argv = {BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0",
+                                     "--dns-listen", "127.0.0.1:0"};
+    for (const auto& a : extra_) argv.push_back(a.c_str());
+    argv.push_back(nullptr);
+    execv(BERTH_BIN, const_cast<char* const*>(argv.data()));
     _exit(127);
   }
   std::string addr_file = dir_ + "/api.addr";

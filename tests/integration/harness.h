@@ -39,7 +39,8 @@ std::string replaced(std::string text, const std::string& from, const std::strin
 class Daemon {
  public:
   // `name` names the test's data directory under the temp dir.
-  explicit Daemon(const std::string& name);
+  // `extra` are additional `berth serve` arguments.
+  explicit Daemon(const std::string& name, std::vector<std::string> extra = {});
   ~Daemon();  // brings every environment down, stops the daemon, kills any leftover instance
 
   void start();
@@ -69,6 +70,7 @@ class Daemon {
   std::string dir_;
   std::string addr_;
   std::string dns_addr_;
+  std::vector<std::string> extra_;
   pid_t pid_ = -1;
   std::unique_ptr<client::Client> client_;
 };
