@@ -245,11 +245,25 @@ Response Api::route(const Request& req) {
     const auto* env = c->find(parts[2]);
     if (!env) return error_response(not_found(fmt::format("no environment '{}'", parts[2])));
     std::string only = query_param(query, "app");
+    auto status = loop_.status(env->name);
     json apps = json::array();
     for (const auto& a : env->apps) {
       if (!only.empty() && a.app != only) continue;
       json settings = json::array();
       for (const auto& [k, v] : a.values) settings.push_back({{"setting", k}, {"value", v}, {"from", a.from.at(k)}});
+      // For apps built from source, what the tag resolved to and the build: facts of the run,
+      // not settings, so their "from" says where they come from.
+      if (status.ok())
+        for (const auto& st : status->apps)
+          if (st.app == a.app && !st.build_state.empty()) {
+            settings.push_back({{"setting", "commit"},
+                                {"value", st.commit.empty() ? "(resolving)" : st.tag + " → " + st.commit.substr(0, 7)},
+                                {"from", "git ls-remote of source.repo"}});
+            settings.push_back({{"setting", "build"},
+                                {"value", st.build_ms ? fmt::format("{} in {}", st.build_state, format_duration(st.build_ms))
+                                                      : st.build_state},
+                                {"from", "build " + st.build_id}});
+          }
       apps.push_back({{"app", a.app}, {"settings", settings}});
     }
     if (!only.empty() && apps.empty()) {

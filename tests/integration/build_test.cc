@@ -100,6 +100,10 @@ TEST(Build, SameCommitBuildsOnceForConcurrentEnvironmentsAndIsCached) {
   EXPECT_EQ(build_count(d), 1);
   auto table = d.cli({"status", "dev-1"});
   EXPECT_THAT(table.out, HasSubstr("main → " + svc["build"]["commit"].get<std::string>().substr(0, 7) + " (built in"));
+  auto config = d.cli({"config", "dev-1", "svc"});
+  EXPECT_THAT(config.out, HasSubstr("main → " + svc["build"]["commit"].get<std::string>().substr(0, 7)));
+  EXPECT_THAT(config.out, HasSubstr("built in"));
+  EXPECT_THAT(config.out, HasSubstr("source.repo"));
 }
 
 TEST(Build, RefreshRebuildsAMovedBranchAndReplacesWithoutAGap) {
