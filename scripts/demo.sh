@@ -38,12 +38,15 @@ gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway"[^]]
 printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: who answered each hop\033[0m\n' "$gw_ip"
 chain=$(curl -s "http://$gw_ip:8080/")
 if command -v python3 >/dev/null; then
-  python3 -c '
+  python3 - "$chain" <<'PY'
 import json, sys
-def walk(n, d=0):
-    print("  " * d + f"{n[\"app\"]:10} env={n.get(\"env\")} ip={n.get(\"ip\")} tag={n.get(\"tag\")} {n.get(\"error\", \"\")}")
-    for c in n.get("calls", []): walk(c, d + 1)
-walk(json.loads(sys.argv[1]))' "$chain"
+def walk(node, depth=0):
+    print("  " * depth + "%-10s env=%-9s ip=%-12s tag=%s %s %s" % (node["app"], node.get("env"), node.get("ip"),
+          node.get("tag"), node.get("version", ""), node.get("error", "")))
+    for child in node.get("calls", []):
+        walk(child, depth + 1)
+walk(json.loads(sys.argv[1]))
+PY
 else
   echo "$chain"
 fi
