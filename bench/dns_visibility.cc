@@ -29,6 +29,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include "bench_daemon.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
@@ -90,21 +91,8 @@ apps:
 environments:
   dev: {}
 )";
-  pid_t daemon = fork();
-  if (daemon == 0) {
-    int fd = ::open((dir + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::string path = std::string(DEMO_SVC_DIR) + ":" + getenv("PATH");
-    setenv("PATH", path.c_str(), 1);
-    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
-          "127.0.0.1:0", nullptr);
-    _exit(127);
-  }
-  while (!fs::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  std::string addr, dns;
-  std::ifstream(dir + "/api.addr") >> addr;
-  std::ifstream(dir + "/dns.addr") >> dns;
+  BenchDaemon daemon(dir);
+  const std::string addr = daemon.api, dns = daemon.dns;
   berth::client::Client c(addr);
   std::stringstream text;
   text << std::ifstream(dir + "/berth.yaml").rdbuf();
@@ -197,9 +185,6 @@ environments:
     if (s.ok() && (*s)["apps"][0]["instances"][0]["pid"].is_null()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  kill(daemon, SIGTERM);
-  waitpid(daemon, nullptr, 0);
-  fs::remove_all(dir);
   if (lat.empty()) {
     fmt::print(stderr, "no samples\n");
     return 1;

@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include "bench_daemon.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
@@ -112,20 +113,8 @@ int main(int argc, char** argv) {
   fs::create_directories(dir);
   std::ofstream(dir + "/berth.yaml") << catalog(envs);
 
-  pid_t daemon = fork();
-  if (daemon == 0) {
-    int fd = ::open((dir + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::string path = std::string(DEMO_SVC_DIR) + ":" + getenv("PATH");
-    setenv("PATH", path.c_str(), 1);
-    execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
-          "127.0.0.1:0", nullptr);
-    _exit(127);
-  }
-  while (!fs::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  std::string addr;
-  std::ifstream(dir + "/api.addr") >> addr;
+  BenchDaemon daemon(dir);
+  const std::string addr = daemon.api;
   berth::client::Client c(addr);
   std::stringstream text;
   text << std::ifstream(dir + "/berth.yaml").rdbuf();
@@ -170,15 +159,12 @@ int main(int argc, char** argv) {
     auto r = c.post("/v1/reconcile");
     if (r.ok()) passes.push_back((*r)["reconcile_us"].get<double>() / 1000.0);
   }
-  long rss = vm_hwm_kb(daemon);
+  long rss = vm_hwm_kb(daemon.pid);
   fmt::print("\n{} environments × 50 apps = {} instances up at once (took {:.1f} s on 2 cores)\n", envs, envs * 50, all_up);
   fmt::print("  daemon peak RSS    {:8.1f} MB   (target ≤ 150 MB: {})\n", rss / 1024.0, rss <= 150 * 1024 ? "met" : "NOT met");
   fmt::print("  no-change reconcile{:8.2f} ms median of {} passes over {} instances\n", median(passes), passes.size(), envs * 50);
 
   for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/down", e));
   for (int e = 0; e < envs; ++e) wait_down(c, fmt::format("env-{}", e));
-  kill(daemon, SIGTERM);
-  waitpid(daemon, nullptr, 0);
-  fs::remove_all(dir);
   return 0;
 }

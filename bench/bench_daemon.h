@@ -1,0 +1,47 @@
+// bench/bench_daemon.h — start `berth serve` for a benchmark: scratch data directory, ephemeral
+// API and DNS ports (read back from api.addr / dns.addr), the demo service on PATH. Owns the
+// directory: stopping the daemon removes it.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+struct BenchDaemon {
+  pid_t pid = -1;
+  std::string api;  // ADDR:PORT
+  std::string dns;  // ADDR:PORT
+
+  std::string dir;
+
+  explicit BenchDaemon(const std::string& data_dir) : dir(data_dir) {
+    pid = fork();
+    if (pid == 0) {
+      int fd = ::open((dir + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::string path = std::string(DEMO_SVC_DIR) + ":" + std::getenv("PATH");
+      setenv("PATH", path.c_str(), 1);
+      execl(BERTH_BIN, BERTH_BIN, "serve", "--data-dir", dir.c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
+            "127.0.0.1:0", nullptr);
+      _exit(127);
+    }
+    while (!std::filesystem::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::ifstream(dir + "/api.addr") >> api;
+    std::ifstream(dir + "/dns.addr") >> dns;
+  }
+  ~BenchDaemon() {
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};

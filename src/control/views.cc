@@ -1,0 +1,199 @@
+// What the ControlLoop shows of its state: status of environments and apps, and the DNS zone
+// snapshots it publishes. Part of ControlLoop (control/loop.h); runs on its loop.
+#include "control/loop.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "base/text.h"
+
+namespace berth::control {
+
+// ---- status -----------------------------------------------------------------------------------
+
+std::string ControlLoop::public_state(const Instance& inst) const {
+  switch (inst.phase) {
+    case Phase::kWaiting: return "waiting";
+    case Phase::kStarting: return "starting";
+    case Phase::kReady: return inst.degraded ? "degraded" : "ready";
+    case Phase::kUnhealthy:
+    case Phase::kBackoff:
+    case Phase::kFailed: return "failed";
+    case Phase::kStopping:
+    case Phase::kStopped: return inst.proc ? "starting" : "stopped";
+  }
+  return "stopped";
+}
+
+AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Environment& espec) const {
+  const std::string& env = espec.name;
+  AppStatus a;
+  a.app = aspec.app;
+  a.runs_in = env;
+  a.tag = aspec.tag;
+  a.build_type = aspec.build_type;
+  for (const auto& [k, v] : aspec.from)
+    if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+  const bool up = up_.count(env) > 0;
+  const App* app = nullptr;
+  if (auto e = envs_.find(env); e != envs_.end())
+    if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
+  if (up)
+    for (const auto& dep : aspec.depends_on)
+      if (!dep.soft && !dependency_satisfied(dep, espec)) a.waiting_for.push_back(dep.app);
+  std::map<std::string, int> counts;
+  for (int o = 0; o < aspec.instances; ++o) {
+    InstanceStatus is;
+    is.ordinal = o;
+    is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, catalog_->dns().zone);
+    const Instance* inst = nullptr;
+    if (app)
+      if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second;
+    if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
+    if (inst) {
+      is.state = public_state(*inst);
+      is.pid = inst->proc ? inst->proc->pid : 0;
+      is.restarts = inst->restarts;
+      is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
+      is.message = inst->message;
+      is.health = inst->last_probe;
+      // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
+      if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
+        for (const auto& dep : aspec.depends_on)
+          if (dep.app == a.waiting_for.front()) is.message = waiting_message(dep, espec);
+    } else {
+      is.state = up ? "waiting" : "stopped";
+    }
+    ++counts[is.state];
+    a.instances.push_back(std::move(is));
+  }
+  for (const char* st : {"failed", "starting", "waiting", "degraded", "stopped", "ready"})
+    if (counts.count(st)) {
+      a.state = st;
+      break;
+    }
+  if (aspec.source && app) {
+    const Source& src = app->src;
+    a.commit = src.commit;
+    a.build_id = src.build_id;
+    if (!src.error.empty()) {
+      a.build_state = "build-failed";
+      a.build_error = src.error;
+    } else if (src.commit.empty()) {
+      a.build_state = "resolving";
+    } else if (const build::Build* b = d_.builder ? d_.builder->find(src.build_id) : nullptr) {
+      a.build_state = std::string(build::to_string(b->state));
+      if (b->state == build::State::kSucceeded || b->state == build::State::kFailed) a.build_ms = b->finished_at - b->started_at;
+      a.build_error = b->error;
+    }
+    if (a.build_state == "build-failed") a.state = "build-failed";
+  }
+  if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
+  else if (a.state == "failed" || a.state == "starting")
+    for (const auto& i : a.instances)
+      if (i.state == a.state) {
+        a.message = i.message;
+        break;
+      }
+  return a;
+}
+
+Result<EnvStatus> ControlLoop::status(const std::string& env) const {
+  if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
+  const auto* spec = catalog_->find(env);
+  if (!spec) {
+    auto names = catalog_->environment_names();
+    auto hint = closest(env, names);
+    return not_found(fmt::format("no environment '{}'{}", env, hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+  }
+  EnvStatus s;
+  s.env = env;
+  s.up = up_.count(env) > 0;
+  s.ready = s.up;
+  s.base = spec->base;
+  for (const auto& aspec : spec->apps) {
+    const std::string& where = spec->served_by.at(aspec.app);
+    if (where == env) {
+      AppStatus a = app_status(aspec, *spec);
+      for (const auto& i : a.instances)
+        if (i.state != "ready" && i.state != "degraded") s.ready = false;
+      if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
+      if (auto e = envs_.find(env); e != envs_.end())
+        if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
+          for (const auto& [o, inst] : it->second.instances)
+            if (inst.proc && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
+      s.apps.push_back(std::move(a));
+    } else {
+      // Falls through: shown as the serving environment sees it.
+      const auto* serving = catalog_->find(where);
+      AppStatus a = app_status(*serving->find(aspec.app), *serving);
+      a.from = {};
+      for (const auto& [k, v] : aspec.from)
+        if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+      s.apps.push_back(std::move(a));
+    }
+  }
+  return s;
+}
+
+// ---- DNS --------------------------------------------------------------------------------------
+
+std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Environment& espec) const {
+  auto rec = std::make_shared<dns::EnvRecords>();
+  auto e = envs_.find(espec.name);
+  for (const auto& aspec : espec.apps) {
+    const std::string& where = espec.served_by.at(aspec.app);
+    if (where != espec.name) {
+      rec->fall_through[aspec.app] = where;
+      continue;
+    }
+    dns::AppRecords& a = rec->apps[aspec.app];
+    a.env = espec.name;
+    a.ips.assign(static_cast<std::size_t>(aspec.instances), 0);
+    a.ready.assign(static_cast<std::size_t>(aspec.instances), false);
+    for (const auto& [name, port] : aspec.ports) a.ports.emplace_back(name, static_cast<std::uint16_t>(port));
+    const App* app = nullptr;
+    if (e != envs_.end())
+      if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
+    for (int o = 0; o < aspec.instances; ++o) {
+      if (auto ip = ipam_.lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
+      if (app)
+        if (auto it = app->instances.find(o); it != app->instances.end())
+          a.ready[static_cast<std::size_t>(o)] = it->second.proc && it->second.phase == Phase::kReady;
+    }
+  }
+  return rec;
+}
+
+void ControlLoop::publish_zone() {
+  if (!d_.on_zone || !catalog_) return;
+  if (!dns_all_dirty_ && dns_dirty_.empty()) return;
+  if (dns_all_dirty_) env_records_.clear();
+  for (const auto& espec : catalog_->environments())
+    if (dns_all_dirty_ || dns_dirty_.count(espec.name) || !env_records_.count(espec.name))
+      env_records_[espec.name] = env_records(espec);
+  dns_all_dirty_ = false;
+  dns_dirty_.clear();
+  auto zone = std::make_shared<dns::Zone>();
+  zone->apex = catalog_->dns().zone;
+  zone->ttl = static_cast<std::uint32_t>(catalog_->dns().ttl_ms / 1000);
+  zone->negative_ttl = static_cast<std::uint32_t>(catalog_->dns().negative_ttl_ms / 1000);
+  zone->serial = ++zone_serial_;
+  zone->ns_ip = d_.dns_ns_ip;
+  for (const auto& [name, rec] : env_records_) zone->envs[name] = rec;
+  d_.on_zone(std::move(zone));
+}
+
+std::vector<EnvStatus> ControlLoop::all_status() const {
+  std::vector<EnvStatus> out;
+  if (!catalog_) return out;
+  for (const auto& e : catalog_->environments())
+    if (auto s = status(e.name); s.ok()) out.push_back(std::move(s.value()));
+  return out;
+}
+
+}  // namespace berth::control
