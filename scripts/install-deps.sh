@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build g++ clang libclang-rt-14-dev
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  curl procps iproute2 bind9-dnsutils libc-ares-dev
+  curl procps iproute2 bind9-dnsutils libc-ares-dev libzstd-dev libssl-dev git
 )
 # Peers the benchmarks measure berth against (scripts/install-deps.sh --bench).
 if [ "${1:-}" = "--bench" ]; then

@@ -1,0 +1,302 @@
+#include "snapshot/snapshot.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <zstd.h>
+
+namespace berth::snapshot {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// 256 pseudo-random 64-bit values (splitmix64 from a fixed seed): the Gear table. Fixed forever:
+// changing it would move every chunk boundary and defeat deduplication against old versions.
+constexpr std::array<std::uint64_t, 256> make_gear() {
+  std::array<std::uint64_t, 256> g{};
+  std::uint64_t x = 0x6265727468636463ull;  // "berthcdc"
+  for (auto& v : g) {
+    x += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    v = z ^ (z >> 31);
+  }
+  return g;
+}
+constexpr auto kGear = make_gear();
+
+constexpr int kFormat = 1;
+
+}  // namespace
+
+std::size_t next_chunk(std::span<const std::uint8_t> data, const ChunkerParams& p) {
+  std::size_t n = data.size();
+  if (n <= p.min) return n;
+  if (n > p.max) n = p.max;
+  std::size_t normal = std::min(p.avg, n);
+  // Normalized chunking: a harder condition before the average size, an easier one after, so
+  // sizes cluster around the average. Masks test the top bits: a 64-byte window.
+  const int bits = std::countr_zero(p.avg);
+  const std::uint64_t mask_hard = ~std::uint64_t{0} << (64 - (bits + 1));
+  const std::uint64_t mask_easy = ~std::uint64_t{0} << (64 - (bits - 1));
+  std::uint64_t fp = 0;
+  std::size_t i = p.min;
+  for (; i < normal; ++i) {
+    fp = (fp << 1) + kGear[data[i]];
+    if (!(fp & mask_hard)) return i;
+  }
+  for (; i < n; ++i) {
+    fp = (fp << 1) + kGear[data[i]];
+    if (!(fp & mask_easy)) return i;
+  }
+  return n;
+}
+
+std::string sha256_hex(std::span<const std::uint8_t> data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
+  return out;
+}
+
+namespace {
+
+struct Writer {
+  blob::BlobStore& store;
+  CreateStats& stats;
+  std::vector<std::uint8_t> compressed;
+
+  Result<std::string> put_chunk(std::span<const std::uint8_t> chunk) {
+    std::string hash = sha256_hex(chunk);
+    ++stats.chunks;
+    auto there = store.exists(hash);
+    if (!there.ok()) return there.error();
+    if (*there) return hash;
+    compressed.resize(ZSTD_compressBound(chunk.size()));
+    std::size_t n = ZSTD_compress(compressed.data(), compressed.size(), chunk.data(), chunk.size(), 3);
+    if (ZSTD_isError(n)) return internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+    auto wrote = store.put(hash, std::span<const std::uint8_t>(compressed.data(), n));
+    if (!wrote.ok()) return wrote.error();
+    if (*wrote) {
+      ++stats.new_chunks;
+      stats.uploaded_bytes += n;
+    }
+    return hash;
+  }
+};
+
+Result<json> chunk_file(const fs::path& path, Writer& w, const ChunkerParams& params) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return unavailable(fmt::format("cannot read {}: {}", path.string(), std::strerror(errno)));
+  json chunks = json::array();
+  std::vector<std::uint8_t> buf;
+  std::size_t start = 0;
+  bool eof = false;
+  const std::size_t refill = std::max<std::size_t>(params.max * 4, 4 << 20);
+  while (true) {
+    if (!eof && buf.size() - start < params.max) {
+      buf.erase(buf.begin(), buf.begin() + static_cast<long>(start));
+      start = 0;
+      std::size_t old = buf.size();
+      buf.resize(old + refill);
+      std::size_t got = 0;
+      while (got < refill) {
+        ssize_t n = ::read(fd, buf.data() + old + got, refill - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          int err = errno;
+          ::close(fd);
+          return unavailable(fmt::format("reading {}: {}", path.string(), std::strerror(err)));
+        }
+        if (n == 0) {
+          eof = true;
+          break;
+        }
+        got += static_cast<std::size_t>(n);
+      }
+      buf.resize(old + got);
+    }
+    if (start == buf.size()) break;
+    std::span<const std::uint8_t> rest(buf.data() + start, buf.size() - start);
+    std::size_t cut = next_chunk(rest, params);
+    auto hash = w.put_chunk(rest.first(cut));
+    if (!hash.ok()) {
+      ::close(fd);
+      return hash.error().wrap(path.string());
+    }
+    chunks.push_back({{"hash", *hash}, {"size", cut}});
+    start += cut;
+  }
+  ::close(fd);
+  return chunks;
+}
+
+}  // namespace
+
+Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const ChunkerParams& params) {
+  CreateStats stats;
+  Writer w{store, stats, {}};
+  json entries = json::array();
+  std::error_code ec;
+  fs::path root(dir);
+  if (!fs::is_directory(root, ec)) return not_found(fmt::format("{} is not a directory", dir));
+  std::vector<fs::path> paths;
+  for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::none, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+    paths.push_back(it->path());
+  if (ec) return unavailable(fmt::format("listing {}: {}", dir, ec.message()));
+  std::sort(paths.begin(), paths.end());  // a stable manifest: same tree, same id
+  for (const auto& p : paths) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) return unavailable(fmt::format("stat {}: {}", p.string(), std::strerror(errno)));
+    std::string rel = p.lexically_relative(root).string();  // not fs::relative: it would resolve symlinks
+    json e = {{"path", rel}, {"mode", st.st_mode & 07777}};
+    if (S_ISDIR(st.st_mode)) {
+      e["type"] = "dir";
+    } else if (S_ISLNK(st.st_mode)) {
+      e["type"] = "symlink";
+      e["target"] = fs::read_symlink(p, ec).string();
+    } else if (S_ISREG(st.st_mode)) {
+      e["type"] = "file";
+      e["size"] = static_cast<std::uint64_t>(st.st_size);
+      auto chunks = chunk_file(p, w, params);
+      if (!chunks.ok()) return chunks.error();
+      e["chunks"] = std::move(*chunks);
+      ++stats.files;
+      stats.bytes += static_cast<std::uint64_t>(st.st_size);
+    } else {
+      continue;  // sockets, fifos, devices: not part of a data directory's content
+    }
+    entries.push_back(std::move(e));
+  }
+  json manifest = {{"format", kFormat}, {"files", stats.files}, {"bytes", stats.bytes}, {"entries", entries}};
+  std::string text = manifest.dump();
+  std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
+  stats.manifest_id = sha256_hex(bytes);
+  auto wrote = store.put(stats.manifest_id, bytes);
+  if (!wrote.ok()) return wrote.error();
+  if (*wrote) stats.uploaded_bytes += text.size();
+  return stats;
+}
+
+Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest) {
+  auto raw = store.get(manifest_id);
+  if (!raw.ok()) return raw.error().wrap("manifest " + manifest_id);
+  if (sha256_hex(*raw) != manifest_id)
+    return invalid(fmt::format("manifest {} in {} is corrupt: its content does not match its id", manifest_id, store.describe()));
+  json manifest = json::parse(raw->begin(), raw->end(), nullptr, false);
+  if (manifest.is_discarded() || manifest.value("format", 0) != kFormat || !manifest.contains("entries"))
+    return invalid(fmt::format("manifest {} is not a berth snapshot manifest (format {})", manifest_id, kFormat));
+
+  std::error_code ec;
+  if (fs::exists(dest, ec)) return conflict(fmt::format("{} already exists; restore into a new directory", dest));
+  const fs::path partial = dest + ".partial";
+  fs::remove_all(partial, ec);
+  fs::create_directories(partial, ec);
+  if (ec) return unavailable(fmt::format("cannot create {}: {}", partial.string(), ec.message()));
+  auto fail = [&](Error e) -> Result<RestoreStats> {
+    std::error_code ignored;
+    fs::remove_all(partial, ignored);
+    return e;
+  };
+
+  RestoreStats stats;
+  std::vector<std::uint8_t> plain;
+  std::vector<std::pair<fs::path, unsigned>> dir_modes;
+  std::set<std::string> symlinks;
+  try {
+    for (const auto& e : manifest["entries"]) {
+      const std::string rel = e.at("path").get<std::string>();
+      if (rel.empty() || rel.front() == '/' || rel.find("..") != std::string::npos)
+        return fail(invalid(fmt::format("manifest {}: unsafe path '{}'", manifest_id, rel)));
+      const fs::path target = partial / rel;
+      const std::string type = e.at("type").get<std::string>();
+      // Nothing may be written through a symlink the manifest created (it could point anywhere).
+      for (fs::path up = fs::path(rel).parent_path(); !up.empty(); up = up.parent_path())
+        if (symlinks.count(up.string()))
+          return fail(invalid(fmt::format("manifest {}: '{}' lies beneath the symlink '{}'", manifest_id, rel, up.string())));
+      const unsigned mode = e.at("mode").get<unsigned>();
+      if (type == "dir") {
+        fs::create_directories(target, ec);
+        dir_modes.emplace_back(target, mode);
+        continue;
+      }
+      if (type == "symlink") {
+        const std::string to = e.at("target").get<std::string>();
+        if (to.empty() || to.front() == '/' || to.find("..") != std::string::npos)
+          return fail(invalid(fmt::format("manifest {}: symlink '{}' points outside the snapshot ('{}')", manifest_id, rel, to)));
+        symlinks.insert(rel);
+        fs::create_symlink(to, target, ec);
+        if (ec) return fail(unavailable(fmt::format("symlink {}: {}", rel, ec.message())));
+        continue;
+      }
+      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (fd < 0) return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(errno))));
+      std::uint64_t written = 0;
+      for (const auto& c : e.at("chunks")) {
+        const std::string hash = c.at("hash").get<std::string>();
+        const std::size_t size = c.at("size").get<std::size_t>();
+        auto blob = store.get(hash);
+        if (!blob.ok()) {
+          ::close(fd);
+          return fail(Error(blob.error().code, fmt::format("chunk {} of file {} cannot be read: {}", hash, rel,
+                                                           blob.error().message)));
+        }
+        plain.resize(size);
+        std::size_t n = ZSTD_decompress(plain.data(), plain.size(), blob->data(), blob->size());
+        if (ZSTD_isError(n) || n != size || sha256_hex(std::span<const std::uint8_t>(plain.data(), n)) != hash) {
+          ::close(fd);
+          return fail(invalid(fmt::format("chunk {} of file {} is corrupt ({}) in {}", hash, rel,
+                                          ZSTD_isError(n) ? ZSTD_getErrorName(n)
+                                          : n != size     ? "wrong size"
+                                                          : "content does not match its hash",
+                                          store.describe())));
+        }
+        std::size_t off = 0;
+        while (off < n) {
+          ssize_t k = ::write(fd, plain.data() + off, n - off);
+          if (k < 0 && errno == EINTR) continue;
+          if (k <= 0) {
+            int err = errno;
+            ::close(fd);
+            return fail(unavailable(fmt::format("writing {}: {}", target.string(), std::strerror(err))));
+          }
+          off += static_cast<std::size_t>(k);
+        }
+        written += n;
+        ++stats.chunks;
+      }
+      ::fchmod(fd, mode);
+      if (::close(fd) != 0) return fail(unavailable(fmt::format("writing {}: {}", target.string(), std::strerror(errno))));
+      if (written != e.at("size").get<std::uint64_t>())
+        return fail(invalid(fmt::format("file {}: restored {} bytes, manifest says {}", rel, written, e.at("size").get<std::uint64_t>())));
+      ++stats.files;
+      stats.bytes += written;
+    }
+  } catch (const json::exception& e) {
+    return fail(invalid(fmt::format("manifest {} is malformed: {}", manifest_id, e.what())));
+  }
+  for (auto it = dir_modes.rbegin(); it != dir_modes.rend(); ++it) ::chmod(it->first.c_str(), it->second);
+  fs::rename(partial, dest, ec);
+  if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
+  return stats;
+}
+
+}  // namespace berth::snapshot

@@ -1,0 +1,57 @@
+// snapshot/snapshot.h — directory snapshots as content-defined, compressed, content-addressed
+// chunks (the format of docs/formats.md, "Snapshots").
+//
+// create_snapshot() cuts every regular file into content-defined chunks (a Gear rolling hash,
+// FastCDC-style normalized cut points), compresses each with zstd and stores it under the
+// SHA-256 of its uncompressed bytes — only if the store lacks it, so versions share chunks and a
+// new version uploads only what changed. A manifest lists every entry (path, type, mode, size,
+// chunk list) and is stored under the SHA-256 of its own bytes: its id.
+//
+// restore_snapshot() verifies the manifest against its id and every chunk against its hash as it
+// is read; a missing, corrupt or truncated chunk fails the restore naming the chunk and the file.
+// It builds into DEST.partial and renames to DEST only when everything is verified, so nothing
+// half-made is ever left looking usable.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "blob/blob_store.h"
+
+namespace berth::snapshot {
+
+struct ChunkerParams {
+  std::size_t min = 16 << 10;
+  std::size_t avg = 64 << 10;  // a power of two
+  std::size_t max = 256 << 10;
+};
+
+// Length of the chunk that starts at data[0] (≤ data.size()); the cut depends only on content,
+// so an insertion moves only the boundaries near it.
+std::size_t next_chunk(std::span<const std::uint8_t> data, const ChunkerParams& params);
+
+std::string sha256_hex(std::span<const std::uint8_t> data);
+
+struct CreateStats {
+  std::string manifest_id;
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;            // total size of the files
+  std::uint64_t chunks = 0;
+  std::uint64_t new_chunks = 0;       // chunks the store did not have
+  std::uint64_t uploaded_bytes = 0;   // compressed bytes written (chunks + manifest)
+};
+
+Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const ChunkerParams& params = {});
+
+struct RestoreStats {
+  std::uint64_t files = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t chunks = 0;
+};
+
+Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest);
+
+}  // namespace berth::snapshot
