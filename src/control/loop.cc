@@ -148,7 +148,7 @@ Status ControlLoop::refresh(const std::string& env) {
         app.src.error.clear();
         ++n;
       }
-  emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
+  if (n > 0) emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
   schedule_reconcile();
   return {};
 }
