@@ -196,6 +196,28 @@ Response Api::route(const Request& req) {
     return ok({{"environment", parts[2]}, {"events_after", *before}}, 202);
   }
 
+  if (route("GET", {"v1", "environments", "*", "apps", "*", "instances", "*", "log"})) {
+    int n = -1;
+    auto [p, ec] = std::from_chars(parts[6].data(), parts[6].data() + parts[6].size(), n);
+    if (ec != std::errc() || p != parts[6].data() + parts[6].size())
+      return error_response(invalid(fmt::format("instance ordinal '{}' is not a number", parts[6])));
+    auto path = loop_.log_path(parts[2], parts[4], n);
+    if (!path.ok()) return error_response(path.error());
+    auto offset = int_param(query, "offset", -1, std::numeric_limits<std::int64_t>::max());
+    if (!offset.ok()) return error_response(offset.error());
+    std::ifstream in(*path, std::ios::binary | std::ios::ate);
+    std::int64_t size = in ? static_cast<std::int64_t>(in.tellg()) : 0;
+    // No offset: the last 64 KiB, like tail.
+    std::int64_t from = *offset < 0 ? std::max<std::int64_t>(0, size - (64 << 10)) : std::min(*offset, size);
+    std::string text;
+    if (in) {
+      in.seekg(from);
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (text.size() > (1u << 20)) text.resize(1u << 20);
+    }
+    return ok({{"text", text}, {"offset", from + static_cast<std::int64_t>(text.size())}, {"path", *path}});
+  }
+
   if (route("GET", {"v1", "builds"})) {
     json list = json::array();
     if (const auto* b = loop_.builder())

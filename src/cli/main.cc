@@ -145,6 +145,14 @@ int main(int argc, char** argv) {
   bool follow_log = false;
   build_logs->add_flag("-f,--follow", follow_log, "keep printing until the build ends");
 
+  auto* logs = app.add_subcommand("logs", "print an instance's output (stdout and stderr)");
+  logs->add_option("environment", env)->required();
+  logs->add_option("app", app_code)->required();
+  int ordinal = 0;
+  logs->add_option("-i,--instance", ordinal, "instance ordinal")->capture_default_str();
+  bool follow_logs = false;
+  logs->add_flag("-f,--follow", follow_logs, "keep printing new output");
+
   auto* status = app.add_subcommand("status", "show an environment's apps and instances (all environments without one)");
   status->add_option("environment", env);
   status->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
@@ -223,6 +231,18 @@ int main(int argc, char** argv) {
           if (a.contains("build") && a["build"]["state"] == "resolving") return false;
         return true;
       }, "refresh");
+    }
+    if (logs->parsed()) {
+      std::string target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", url_encode(env), url_encode(app_code), ordinal);
+      auto r = c.get(target);
+      while (true) {
+        if (!r.ok()) return fail(r.error());
+        fmt::print("{}", (*r)["text"].get<std::string>());
+        std::fflush(stdout);
+        if (!follow_logs) return 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a display refresh, not a wait for state
+        r = c.get(fmt::format("{}?offset={}", target, (*r)["offset"].get<std::int64_t>()));
+      }
     }
     if (build_logs->parsed()) {
       auto s = c.get("/v1/environments/" + url_encode(build_env));

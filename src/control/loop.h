@@ -115,6 +115,8 @@ class ControlLoop {
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
   const build::Builder* builder() const { return d_.builder; }
+  // The log file of an instance (stdout and stderr), for an app the environment defines.
+  Result<std::string> log_path(const std::string& env, const std::string& app, int ordinal) const;
   // Number of reconcile passes run; for tests and benchmarks.
   std::uint64_t reconcile_count() const { return reconciles_; }
   // Run one reconcile pass now (normally they are scheduled); returns its duration in µs.

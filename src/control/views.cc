@@ -140,6 +140,21 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
   return s;
 }
 
+Result<std::string> ControlLoop::log_path(const std::string& env, const std::string& app, int ordinal) const {
+  if (!catalog_) return not_found("no catalog applied yet");
+  const auto* espec = catalog_->find(env);
+  if (!espec) return not_found(fmt::format("no environment '{}'", env));
+  const auto* aspec = espec->find(app);
+  if (!aspec) return not_found(fmt::format("no app '{}' in environment '{}'", app, env));
+  const std::string& where = espec->served_by.at(app);
+  if (where != env)
+    return not_found(fmt::format("{} does not run {}: it falls through to {} (ask for the logs there)", env, app, where));
+  if (ordinal < 0 || ordinal >= aspec->instances)
+    return not_found(fmt::format("{} in {} has instances 0..{}, not {}", app, env, aspec->instances - 1, ordinal));
+  // Names are DNS labels (validated by the catalog), so the path cannot leave the logs folder.
+  return fmt::format("{}/logs/{}/{}.{}.log", d_.data_dir, env, app, ordinal);
+}
+
 // ---- DNS --------------------------------------------------------------------------------------
 
 std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Environment& espec) const {

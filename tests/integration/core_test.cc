@@ -171,6 +171,11 @@ TEST(Core, KilledInstanceComesBackWithTheSameAddress) {
   for (const auto& e : d.events("baseline"))
     if (e["app"] == "users" && e["ordinal"] == 1) types.push_back(e["type"]);
   EXPECT_THAT(types, testing::IsSupersetOf({"exited", "restarting", "starting", "ready"}));
+  // Its output, across both lives, through berth.
+  auto logs = d.cli({"logs", "baseline", "users", "-i", "1"});
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("users#1 in baseline listening on " + old_ip + ":8080"));
+  EXPECT_NE(d.cli({"logs", "baseline", "users", "-i", "7"}).exit_code, 0);
 }
 
 TEST(Core, ApplyOfAChangeRestartsOnlyTheChangedApp) {
