@@ -3,7 +3,8 @@
 // A BlobStore holds immutable objects under string keys (chunk and manifest hashes). Writing a
 // key that exists is a no-op; a reader never sees a partly written object. Implementations:
 // blob/local (a directory, the embedded default); Swift and S3 stores follow the same interface.
-// Not thread-safe unless an implementation says so.
+// exists() and get() may be called from several threads at once (parallel restore); put() from
+// one thread at a time.
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,10 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <atomic>
 #include <map>
+#include <mutex>
+#include <thread>
 #include <set>
 
 #include <fmt/format.h>
@@ -218,7 +221,19 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   };
 
   RestoreStats stats;
-  std::vector<std::uint8_t> plain;
+  struct File {
+    fs::path path;
+    std::string rel;
+    unsigned mode;
+  };
+  struct Task {
+    std::size_t file;
+    std::uint64_t offset;
+    std::string hash;
+    std::size_t size;
+  };
+  std::vector<File> files;
+  std::vector<Task> tasks;
   std::vector<std::pair<fs::path, unsigned>> dir_modes;
   std::set<std::string> symlinks;
   try {
@@ -247,52 +262,81 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         if (ec) return fail(unavailable(fmt::format("symlink {}: {}", rel, ec.message())));
         continue;
       }
+      // Files are created here; their chunks are fetched, verified and written in parallel below.
       int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
       if (fd < 0) return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(errno))));
-      std::uint64_t written = 0;
+      ::close(fd);
+      std::uint64_t offset = 0;
       for (const auto& c : e.at("chunks")) {
-        const std::string hash = c.at("hash").get<std::string>();
         const std::size_t size = c.at("size").get<std::size_t>();
-        auto blob = store.get(hash);
-        if (!blob.ok()) {
-          ::close(fd);
-          return fail(Error(blob.error().code, fmt::format("chunk {} of file {} cannot be read: {}", hash, rel,
-                                                           blob.error().message)));
-        }
-        plain.resize(size);
-        std::size_t n = ZSTD_decompress(plain.data(), plain.size(), blob->data(), blob->size());
-        if (ZSTD_isError(n) || n != size || sha256_hex(std::span<const std::uint8_t>(plain.data(), n)) != hash) {
-          ::close(fd);
-          return fail(invalid(fmt::format("chunk {} of file {} is corrupt ({}) in {}", hash, rel,
-                                          ZSTD_isError(n) ? ZSTD_getErrorName(n)
-                                          : n != size     ? "wrong size"
-                                                          : "content does not match its hash",
-                                          store.describe())));
-        }
-        std::size_t off = 0;
-        while (off < n) {
-          ssize_t k = ::write(fd, plain.data() + off, n - off);
-          if (k < 0 && errno == EINTR) continue;
-          if (k <= 0) {
-            int err = errno;
-            ::close(fd);
-            return fail(unavailable(fmt::format("writing {}: {}", target.string(), std::strerror(err))));
-          }
-          off += static_cast<std::size_t>(k);
-        }
-        written += n;
-        ++stats.chunks;
+        tasks.push_back({files.size(), offset, c.at("hash").get<std::string>(), size});
+        offset += size;
       }
-      ::fchmod(fd, mode);
-      if (::close(fd) != 0) return fail(unavailable(fmt::format("writing {}: {}", target.string(), std::strerror(errno))));
-      if (written != e.at("size").get<std::uint64_t>())
-        return fail(invalid(fmt::format("file {}: restored {} bytes, manifest says {}", rel, written, e.at("size").get<std::uint64_t>())));
+      if (offset != e.at("size").get<std::uint64_t>())
+        return fail(invalid(fmt::format("manifest {}: the chunks of {} add up to {} bytes, not {}", manifest_id, rel, offset,
+                                        e.at("size").get<std::uint64_t>())));
+      files.push_back({target, rel, mode});
       ++stats.files;
-      stats.bytes += written;
+      stats.bytes += offset;
     }
   } catch (const json::exception& e) {
     return fail(invalid(fmt::format("manifest {} is malformed: {}", manifest_id, e.what())));
   }
+  // Fetch, decompress, verify and write every chunk, several at once.
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex error_mu;
+  Error first_error;
+  auto work = [&] {
+    std::vector<std::uint8_t> plain;
+    while (!failed) {
+      std::size_t i = next++;
+      if (i >= tasks.size()) return;
+      const Task& t = tasks[i];
+      const File& f = files[t.file];
+      auto stop_with = [&](Error e) {
+        std::lock_guard<std::mutex> lock(error_mu);
+        if (!failed.exchange(true)) first_error = std::move(e);
+      };
+      auto blob = store.get(t.hash);
+      if (!blob.ok()) {
+        stop_with(Error(blob.error().code, fmt::format("chunk {} of file {} cannot be read: {}", t.hash, f.rel, blob.error().message)));
+        return;
+      }
+      plain.resize(t.size);
+      std::size_t n = ZSTD_decompress(plain.data(), plain.size(), blob->data(), blob->size());
+      if (ZSTD_isError(n) || n != t.size || sha256_hex(std::span<const std::uint8_t>(plain.data(), n)) != t.hash) {
+        stop_with(invalid(fmt::format("chunk {} of file {} is corrupt ({}) in {}", t.hash, f.rel,
+                                      ZSTD_isError(n) ? ZSTD_getErrorName(n)
+                                      : n != t.size   ? "wrong size"
+                                                      : "content does not match its hash",
+                                      store.describe())));
+        return;
+      }
+      int fd = ::open(f.path.c_str(), O_WRONLY | O_CLOEXEC);
+      std::size_t off = 0;
+      while (fd >= 0 && off < n) {
+        ssize_t k = ::pwrite(fd, plain.data() + off, n - off, static_cast<off_t>(t.offset + off));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        off += static_cast<std::size_t>(k);
+      }
+      int err = errno;
+      if (fd >= 0) ::close(fd);
+      if (off != n) {
+        stop_with(unavailable(fmt::format("writing {}: {}", f.path.string(), std::strerror(err))));
+        return;
+      }
+    }
+  };
+  const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (failed) return fail(first_error);
+  stats.chunks = tasks.size();
+  for (const auto& f : files) ::chmod(f.path.c_str(), f.mode);
   for (auto it = dir_modes.rbegin(); it != dir_modes.rend(); ++it) ::chmod(it->first.c_str(), it->second);
   fs::rename(partial, dest, ec);
   if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));

@@ -10,7 +10,8 @@
 // restore_snapshot() verifies the manifest against its id and every chunk against its hash as it
 // is read; a missing, corrupt or truncated chunk fails the restore naming the chunk and the file.
 // It builds into DEST.partial and renames to DEST only when everything is verified, so nothing
-// half-made is ever left looking usable.
+// half-made is ever left looking usable. Chunks are fetched, decompressed, verified and written
+// by several threads at once (one per core, at most 8), so the store's get() must be thread-safe.
 #pragma once
 
 #include <cstdint>
