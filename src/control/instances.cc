@@ -94,15 +94,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
     inst.phase = Phase::kBackoff;
     inst.message = "could not start: " + handle.error().message;
     emit(key.env, "exited", key.app, key.ordinal, inst.ip, inst.message);
-    Millis delay = std::min(spec.restart.max_backoff_ms, spec.restart.backoff_ms << std::min(inst.crashes, 20));
-    ++inst.crashes;
-    inst.backoff_timer = d_.executor->after(delay, [this, key] {
-      if (auto* i = find(key)) {
-        i->backoff_timer = 0;
-        if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
-        schedule_reconcile();
-      }
-    });
+    back_off(inst, spec.restart, false);
     return;
   }
   dns_dirty_.insert(key.env);
@@ -121,7 +113,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
     return;
   }
   inst.tracker.emplace(spec.health, inst.started_mono);
-  schedule_probe(inst, spec);
+  schedule_probe(inst);
 }
 
 void ControlLoop::stop(Instance& inst, const std::string& why) {
@@ -159,17 +151,8 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
     if (inst->backoff_after_stop && spec) {
       // Stopped for failing its health check: restarts back off like crashes do.
       inst->backoff_after_stop = false;
-      Millis delay = std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
-      ++inst->crashes;
-      inst->phase = Phase::kBackoff;
+      Millis delay = back_off(*inst, spec->restart, false);
       inst->message = fmt::format("unhealthy; restarting in {}", format_duration(delay));
-      inst->backoff_timer = d_.executor->after(delay, [this, key] {
-        if (auto* i = find(key)) {
-          i->backoff_timer = 0;
-          if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
-          schedule_reconcile();
-        }
-      });
     }
     schedule_reconcile();
     return;
@@ -186,24 +169,27 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
   }
   // A crash after a stable run restarts at once; crash loops back off exponentially.
   if (was_ready && d_.clock->monotonic_ms() - inst->ready_mono >= kStableAfterMs) inst->crashes = 0;
-  Millis delay = inst->crashes == 0 && was_ready
-                     ? 0
-                     : std::min(spec->restart.max_backoff_ms, spec->restart.backoff_ms << std::min(inst->crashes, 20));
-  ++inst->crashes;
-  inst->phase = Phase::kBackoff;
+  Millis delay = back_off(*inst, spec->restart, was_ready && inst->crashes == 0);
   inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
   emit(key.env, "restarting", key.app, key.ordinal, inst->ip, fmt::format("in {} (attempt {})", format_duration(delay), inst->crashes));
-  inst->backoff_timer = d_.executor->after(delay, [this, key] {
+  schedule_reconcile();
+}
+
+Millis ControlLoop::back_off(Instance& inst, const model::RestartSpec& restart, bool immediately) {
+  Millis delay = immediately ? 0 : std::min(restart.max_backoff_ms, restart.backoff_ms << std::min(inst.crashes, 20));
+  ++inst.crashes;
+  inst.phase = Phase::kBackoff;
+  inst.backoff_timer = d_.executor->after(delay, [this, key = inst.key] {
     if (auto* i = find(key)) {
       i->backoff_timer = 0;
       if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
       schedule_reconcile();
     }
   });
-  schedule_reconcile();
+  return delay;
 }
 
-void ControlLoop::schedule_probe(Instance& inst, const model::AppSpec& /*spec*/) {
+void ControlLoop::schedule_probe(Instance& inst) {
   if (!inst.tracker) return;
   Millis delay = std::max<Millis>(0, inst.tracker->next_probe_at() - d_.clock->monotonic_ms());
   auto key = inst.key;
@@ -256,7 +242,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   } else if (inst->phase == Phase::kStarting) {
     inst->message = "starting: " + r.detail;
   }
-  if (inst->phase != Phase::kStopping) schedule_probe(*inst, *spec);
+  if (inst->phase != Phase::kStopping) schedule_probe(*inst);
 }
 
 void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {

@@ -55,7 +55,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     loop->emit(r.key.env, "adopted", r.key.app, r.key.ordinal, inst.ip, inst.message);
     if (const auto* spec = loop->spec_of(r.key)) {
       inst.tracker.emplace(spec->health, inst.started_mono);
-      loop->schedule_probe(inst, *spec);
+      loop->schedule_probe(inst);
     }
   }
   if (d.builder) {

@@ -194,7 +194,10 @@ class ControlLoop {
              const std::string& fingerprint);
   void stop(Instance& inst, const std::string& why);
   void on_exit(const ipam::LeaseKey& key, int pid, const runtime::Exit& exit);
-  void schedule_probe(Instance& inst, const model::AppSpec& spec);
+  // Wait before starting the instance again: the next delay of its crash count (doubling from
+  // restart.backoff up to restart.max_backoff), or none. Returns the delay.
+  Millis back_off(Instance& inst, const model::RestartSpec& restart, bool immediately);
+  void schedule_probe(Instance& inst);  // at the tracker's next_probe_at
   void run_probe(const ipam::LeaseKey& key);
   void on_probe(const ipam::LeaseKey& key, const health::ProbeResult& result);
   void mark_ready(Instance& inst, const std::string& detail);
