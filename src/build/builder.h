@@ -1,0 +1,99 @@
+// build/builder.h — apps built from their sources: a git ref resolved to a commit, the commit
+// built with the recipe of its build_type, the artifact kept in a store shared by every
+// environment.
+//
+// A build is identified by (repository, commit, build_type, recipe command, artifact path):
+// twenty environments on one commit share one build, and a branch that has not moved is not
+// rebuilt. Each build runs in a clean clone checked out at the commit, in its own process group,
+// with a timeout that kills the whole group, its output in a log file. At most `parallel` builds
+// run at once; the rest queue. Finished builds survive daemon restarts: on start the store is
+// scanned and builds that did not finish are forgotten (they run again when asked for).
+//
+// Threading: all calls and callbacks happen on the owner's loop (the Executor); git and the
+// recipes run as child processes watched through pidfds on the same io_context.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/result.h"
+
+namespace berth::build {
+
+struct Request {
+  std::string repo;
+  std::string commit;
+  std::string build_type;
+  std::string command;   // run by sh in the checkout; ${build_type} already substituted
+  std::string artifact;  // path of the artifact relative to the checkout
+  Millis timeout_ms = 10 * 60 * 1000;
+  std::string id() const;  // hash of the identifying fields
+};
+
+enum class State { kQueued, kRunning, kSucceeded, kFailed };
+std::string_view to_string(State s);
+
+struct Build {
+  std::string id;
+  Request request;
+  State state = State::kQueued;
+  Millis queued_at = 0, started_at = 0, finished_at = 0;  // wall
+  std::string artifact_path;  // absolute, once succeeded
+  std::uint64_t artifact_bytes = 0;
+  std::string log_path;
+  std::string error;          // failed: the reason and the last lines of the log
+  Millis last_used = 0;
+};
+
+class Builder {
+ public:
+  Builder(boost::asio::io_context& io, Executor& executor, const Clock& clock, std::string data_dir, int parallel);
+  ~Builder();
+
+  // Resolve `ref` (branch, tag or commit) of `repo` to a commit id with `git ls-remote`.
+  // Calls `done` on the loop; errors name the repository and the ref.
+  void resolve(const std::string& repo, const std::string& ref, std::function<void(Result<std::string>)> done);
+
+  // The build for `request`: an existing one (any state) or a newly queued one. `on_change` is
+  // called on the loop whenever any build changes state.
+  const Build& ensure(const Request& request);
+  const Build* find(const std::string& id) const;
+  std::vector<const Build*> builds() const;
+  void set_on_change(std::function<void(const Build&)> fn) { on_change_ = std::move(fn); }
+  // Mark a build's artifact as in use now (LRU), and evict least recently used artifacts that
+  // are not in `in_use` until the store is at most `max_bytes`.
+  void touch(const std::string& id);
+  void evict(std::uint64_t max_bytes, const std::set<std::string>& in_use);
+  std::uint64_t started_count() const { return started_; }
+
+ private:
+  struct Job;
+  void pump();
+  void run(Build& b);
+  void finish(const std::string& id, bool ok, const std::string& error);
+  void load();
+  void save(const Build& b) const;
+
+  boost::asio::io_context& io_;
+  Executor& executor_;
+  const Clock& clock_;
+  std::string dir_;
+  int parallel_;
+  int running_ = 0;
+  std::uint64_t started_ = 0;
+  std::map<std::string, Build> builds_;
+  std::deque<std::string> queue_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_;
+  std::function<void(const Build&)> on_change_;
+};
+
+}  // namespace berth::build
