@@ -7,11 +7,15 @@ packages=(
   build-essential cmake ninja-build g++ clang libclang-rt-14-dev
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-  curl procps iproute2 bind9-dnsutils libc-ares-dev libzstd-dev libssl-dev git
+  curl procps iproute2 bind9-dnsutils libc-ares-dev libzstd-dev libssl-dev libcurl4-openssl-dev git
+  # Real servers the integration tests run against: MariaDB (standard databases) and an
+  # OpenStack Swift all-in-one with s3api (blob stores; scripts/swift.sh), XFS for reflink clones.
+  mariadb-server mariadb-client mariadb-backup
+  swift swift-proxy swift-account swift-container swift-object memcached xfsprogs
 )
 # Peers the benchmarks measure berth against (scripts/install-deps.sh --bench).
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dnsperf knot nsd)
+  packages+=(dnsperf knot nsd zstd pigz)
 fi
 
 missing=()

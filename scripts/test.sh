@@ -31,5 +31,9 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   done
 fi
 
+# Servers the integration tests use: an OpenStack Swift all-in-one on 127.0.0.1:8080.
+./scripts/swift.sh start
+export BERTH_TEST_SWIFT=127.0.0.1:8080
+
 cd build/debug
 ctest --output-on-failure -j2 --timeout 300

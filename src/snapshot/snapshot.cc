@@ -9,10 +9,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <atomic>
 #include <map>
 #include <mutex>
 #include <thread>
+#include <condition_variable>
+#include <deque>
 #include <set>
 
 #include <fmt/format.h>
@@ -81,25 +84,111 @@ std::string sha256_hex(std::span<const std::uint8_t> data) {
 
 namespace {
 
+// New chunks go to a bounded queue; `parallel` workers look each up in the store, compress it
+// and upload it. The first error stops everything; the manifest is only written after all
+// uploads have finished.
+class Uploader {
+ public:
+  Uploader(blob::BlobStore& store, int parallel) : store_(store) {
+    for (int i = 0; i < std::max(parallel, 1); ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~Uploader() { (void)finish(); }
+
+  // False once a worker failed (the caller stops; finish() tells why).
+  bool submit(std::string hash, std::vector<std::uint8_t> bytes) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < kMaxQueued || failed_; });
+    if (failed_) return false;
+    queue_.push_back({std::move(hash), std::move(bytes)});
+    ready_.notify_one();
+    return true;
+  }
+  Status finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    ready_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    if (failed_) return error_;
+    return {};
+  }
+  std::uint64_t new_chunks() const { return new_chunks_; }
+  std::uint64_t uploaded_bytes() const { return uploaded_; }
+
+ private:
+  static constexpr std::size_t kMaxQueued = 64;
+  struct Task {
+    std::string hash;
+    std::vector<std::uint8_t> bytes;
+  };
+  void work() {
+    std::vector<std::uint8_t> compressed;
+    while (true) {
+      Task t;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        ready_.wait(lock, [&] { return !queue_.empty() || closed_ || failed_; });
+        if (failed_ || queue_.empty()) return;
+        t = std::move(queue_.front());
+        queue_.pop_front();
+        space_.notify_one();
+      }
+      Status st = upload(t, compressed);
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!failed_) error_ = st.error();
+        failed_ = true;
+        space_.notify_all();
+        ready_.notify_all();
+        return;
+      }
+    }
+  }
+  Status upload(const Task& t, std::vector<std::uint8_t>& compressed) {
+    auto there = store_.exists(t.hash);
+    if (!there.ok()) return there.error();
+    if (*there) return {};
+    compressed.resize(ZSTD_compressBound(t.bytes.size()));
+    std::size_t n = ZSTD_compress(compressed.data(), compressed.size(), t.bytes.data(), t.bytes.size(), 3);
+    if (ZSTD_isError(n)) return internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+    auto wrote = store_.put(t.hash, std::span<const std::uint8_t>(compressed.data(), n));
+    if (!wrote.ok()) return wrote.error().wrap("chunk " + t.hash);
+    if (*wrote) {
+      ++new_chunks_;
+      uploaded_ += n;
+    }
+    return {};
+  }
+
+  blob::BlobStore& store_;
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<Task> queue_;
+  bool closed_ = false;
+  std::atomic<bool> failed_{false};
+  Error error_;
+  std::atomic<std::uint64_t> new_chunks_{0}, uploaded_{0};
+  std::vector<std::thread> threads_;
+};
+
 struct Writer {
-  blob::BlobStore& store;
+  Uploader& uploader;
   CreateStats& stats;
-  std::vector<std::uint8_t> compressed;
+  std::set<std::string> seen;  // chunks already submitted in this snapshot
+  const CreateOptions& options;
+  Progress progress;
 
   Result<std::string> put_chunk(std::span<const std::uint8_t> chunk) {
     std::string hash = sha256_hex(chunk);
     ++stats.chunks;
-    auto there = store.exists(hash);
-    if (!there.ok()) return there.error();
-    if (*there) return hash;
-    compressed.resize(ZSTD_compressBound(chunk.size()));
-    std::size_t n = ZSTD_compress(compressed.data(), compressed.size(), chunk.data(), chunk.size(), 3);
-    if (ZSTD_isError(n)) return internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
-    auto wrote = store.put(hash, std::span<const std::uint8_t>(compressed.data(), n));
-    if (!wrote.ok()) return wrote.error();
-    if (*wrote) {
-      ++stats.new_chunks;
-      stats.uploaded_bytes += n;
+    progress.done_bytes += chunk.size();
+    if (seen.insert(hash).second && !uploader.submit(hash, {chunk.begin(), chunk.end()}))
+      return internal("upload stopped");  // finish() has the reason
+    if (options.progress && stats.chunks % 64 == 0) {
+      progress.transferred_bytes = uploader.uploaded_bytes();
+      options.progress(progress);
     }
     return hash;
   }
@@ -153,9 +242,11 @@ Result<json> chunk_file(const fs::path& path, Writer& w, const ChunkerParams& pa
 
 }  // namespace
 
-Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const ChunkerParams& params) {
+Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const CreateOptions& options) {
   CreateStats stats;
-  Writer w{store, stats, {}};
+  const ChunkerParams& params = options.params;
+  Uploader uploader(store, options.parallel);
+  Writer w{uploader, stats, {}, options, {}};
   json entries = json::array();
   std::error_code ec;
   fs::path root(dir);
@@ -166,6 +257,10 @@ Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& sto
     paths.push_back(it->path());
   if (ec) return unavailable(fmt::format("listing {}: {}", dir, ec.message()));
   std::sort(paths.begin(), paths.end());  // a stable manifest: same tree, same id
+  for (const auto& p : paths) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode)) w.progress.total_bytes += static_cast<std::uint64_t>(st.st_size);
+  }
   for (const auto& p : paths) {
     struct stat st {};
     if (::lstat(p.c_str(), &st) != 0) return unavailable(fmt::format("stat {}: {}", p.string(), std::strerror(errno)));
@@ -180,7 +275,10 @@ Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& sto
       e["type"] = "file";
       e["size"] = static_cast<std::uint64_t>(st.st_size);
       auto chunks = chunk_file(p, w, params);
-      if (!chunks.ok()) return chunks.error();
+      if (!chunks.ok()) {
+        Status why = uploader.finish();
+        return why.ok() ? chunks.error() : why.error();
+      }
       e["chunks"] = std::move(*chunks);
       ++stats.files;
       stats.bytes += static_cast<std::uint64_t>(st.st_size);
@@ -188,6 +286,13 @@ Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& sto
       continue;  // sockets, fifos, devices: not part of a data directory's content
     }
     entries.push_back(std::move(e));
+  }
+  BERTH_TRY(uploader.finish());
+  stats.new_chunks = uploader.new_chunks();
+  stats.uploaded_bytes = uploader.uploaded_bytes();
+  if (options.progress) {
+    w.progress.transferred_bytes = stats.uploaded_bytes;
+    options.progress(w.progress);
   }
   json manifest = {{"format", kFormat}, {"files", stats.files}, {"bytes", stats.bytes}, {"entries", entries}};
   std::string text = manifest.dump();
@@ -199,7 +304,8 @@ Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& sto
   return stats;
 }
 
-Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest) {
+Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest,
+                                      const RestoreOptions& options) {
   auto raw = store.get(manifest_id);
   if (!raw.ok()) return raw.error().wrap("manifest " + manifest_id);
   if (sha256_hex(*raw) != manifest_id)
@@ -210,13 +316,32 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
 
   std::error_code ec;
   if (fs::exists(dest, ec)) return conflict(fmt::format("{} already exists; restore into a new directory", dest));
+  // DEST.partial holds an unfinished restore; DEST.partial.manifest says of which snapshot. A
+  // restore of the same snapshot resumes it, anything else starts over.
   const fs::path partial = dest + ".partial";
-  fs::remove_all(partial, ec);
+  const fs::path marker = dest + ".partial.manifest";
+  bool resume = false;
+  {
+    std::ifstream in(marker);
+    std::string id;
+    resume = in && std::getline(in, id) && id == manifest_id && fs::is_directory(partial, ec);
+  }
+  if (!resume) {
+    fs::remove_all(partial, ec);
+    std::ofstream out(marker, std::ios::trunc);
+    out << manifest_id << "\n";
+    if (!out.flush()) return unavailable(fmt::format("cannot write {}", marker.string()));
+  }
   fs::create_directories(partial, ec);
   if (ec) return unavailable(fmt::format("cannot create {}: {}", partial.string(), ec.message()));
+  // Without the store (kUnavailable) the partial restore is kept to be resumed; corrupt or
+  // missing data, or a bad manifest, removes it.
   auto fail = [&](Error e) -> Result<RestoreStats> {
     std::error_code ignored;
-    fs::remove_all(partial, ignored);
+    if (e.code != ErrorCode::kUnavailable) {
+      fs::remove_all(partial, ignored);
+      fs::remove(marker, ignored);
+    }
     return e;
   };
 
@@ -258,14 +383,12 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         if (to.empty() || to.front() == '/' || to.find("..") != std::string::npos)
           return fail(invalid(fmt::format("manifest {}: symlink '{}' points outside the snapshot ('{}')", manifest_id, rel, to)));
         symlinks.insert(rel);
+        fs::remove(target, ec);
         fs::create_symlink(to, target, ec);
         if (ec) return fail(unavailable(fmt::format("symlink {}: {}", rel, ec.message())));
         continue;
       }
       // Files are created here; their chunks are fetched, verified and written in parallel below.
-      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (fd < 0) return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(errno))));
-      ::close(fd);
       std::uint64_t offset = 0;
       for (const auto& c : e.at("chunks")) {
         const std::size_t size = c.at("size").get<std::size_t>();
@@ -275,6 +398,14 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
       if (offset != e.at("size").get<std::uint64_t>())
         return fail(invalid(fmt::format("manifest {}: the chunks of {} add up to {} bytes, not {}", manifest_id, rel, offset,
                                         e.at("size").get<std::uint64_t>())));
+      // Sized up front: a resumed restore keeps the bytes already there (checked chunk by chunk).
+      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
+      if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(err))));
+      }
+      ::close(fd);
       files.push_back({target, rel, mode});
       ++stats.files;
       stats.bytes += offset;
@@ -285,8 +416,15 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   // Fetch, decompress, verify and write every chunk, several at once.
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
-  std::mutex error_mu;
+  std::mutex error_mu, progress_mu;
   Error first_error;
+  std::atomic<std::uint64_t> done_bytes{0}, transferred{0}, fetched{0};
+  std::atomic<std::size_t> finished_tasks{0};
+  auto report = [&] {
+    if (!options.progress) return;
+    std::unique_lock<std::mutex> lock(progress_mu, std::try_to_lock);
+    if (lock) options.progress({done_bytes.load(), stats.bytes, transferred.load()});
+  };
   auto work = [&] {
     std::vector<std::uint8_t> plain;
     while (!failed) {
@@ -298,7 +436,20 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         std::lock_guard<std::mutex> lock(error_mu);
         if (!failed.exchange(true)) first_error = std::move(e);
       };
+      if (++finished_tasks % 64 == 0) report();
+      if (resume) {  // already there from an interrupted restore?
+        plain.resize(t.size);
+        int rfd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
+        ssize_t got = rfd >= 0 ? ::pread(rfd, plain.data(), t.size, static_cast<off_t>(t.offset)) : -1;
+        if (rfd >= 0) ::close(rfd);
+        if (got == static_cast<ssize_t>(t.size) && sha256_hex(plain) == t.hash) {
+          done_bytes += t.size;
+          continue;
+        }
+      }
       auto blob = store.get(t.hash);
+      ++fetched;
+      if (blob.ok()) transferred += blob->size();
       if (!blob.ok()) {
         stop_with(Error(blob.error().code, fmt::format("chunk {} of file {} cannot be read: {}", t.hash, f.rel, blob.error().message)));
         return;
@@ -327,19 +478,23 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         stop_with(unavailable(fmt::format("writing {}: {}", f.path.string(), std::strerror(err))));
         return;
       }
+      done_bytes += n;
     }
   };
-  const unsigned threads = std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+  const unsigned threads = static_cast<unsigned>(std::clamp(options.parallel, 1, 64));
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
   if (failed) return fail(first_error);
   stats.chunks = tasks.size();
+  stats.fetched_chunks = fetched;
+  report();
   for (const auto& f : files) ::chmod(f.path.c_str(), f.mode);
   for (auto it = dir_modes.rbegin(); it != dir_modes.rend(); ++it) ::chmod(it->first.c_str(), it->second);
   fs::rename(partial, dest, ec);
   if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
+  fs::remove(marker, ec);
   return stats;
 }
 

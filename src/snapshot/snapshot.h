@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -45,14 +46,41 @@ struct CreateStats {
   std::uint64_t uploaded_bytes = 0;   // compressed bytes written (chunks + manifest)
 };
 
-Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const ChunkerParams& params = {});
+// Progress of a long snapshot or restore: bytes of file content handled so far, of the total.
+struct Progress {
+  std::uint64_t done_bytes = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t transferred_bytes = 0;  // compressed bytes uploaded or downloaded so far
+};
+using ProgressFn = std::function<void(const Progress&)>;
+
+struct CreateOptions {
+  ChunkerParams params;
+  int parallel = 8;     // chunks compressed and uploaded at once
+  ProgressFn progress;  // called from the calling thread, now and then; may be empty
+};
+
+// Chunking and hashing run on the calling thread; the store lookups, compression and uploads of
+// new chunks on `parallel` worker threads (so put() must be thread-safe). The manifest is written
+// last, only after every chunk it names is stored.
+Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const CreateOptions& options = {});
 
 struct RestoreStats {
   std::uint64_t files = 0;
   std::uint64_t bytes = 0;
   std::uint64_t chunks = 0;
+  std::uint64_t fetched_chunks = 0;  // fewer than chunks when a partial restore was resumed
 };
 
-Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest);
+struct RestoreOptions {
+  int parallel = 8;     // chunks fetched at once (at least 1)
+  ProgressFn progress;  // called from any restore thread, one call at a time; may be empty
+};
+
+// Resumable: when a restore fails for lack of the store (unavailable, not corrupt data), DEST.partial
+// is kept, and the next restore of the same manifest into DEST re-fetches only the chunks whose
+// bytes there do not already match their hash. Corrupt or missing chunks remove DEST.partial.
+Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::BlobStore& store, const std::string& dest,
+                                      const RestoreOptions& options = {});
 
 }  // namespace berth::snapshot
