@@ -41,6 +41,7 @@ std::string_view to_string(DependencyFailure p) {
 std::string AppSpec::fingerprint() const {
   std::string f = fmt::format("{}\n{}\n{}\n", command, tag, build_type);
   if (source) f += fmt::format("source {}\n{}\n{}\n", source->repo, source->command, source->artifact);
+  if (database) f += fmt::format("database {}@{} {} {}\n", database->standard, database->version, database->user, database->password);
   for (const auto& [k, v] : ports) f += fmt::format("port {}={}\n", k, v);
   for (const auto& [k, v] : env) f += fmt::format("env {}={}\n", k, v);
   return fmt::format("{:016x}", std::hash<std::string>{}(f));
@@ -273,13 +274,89 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       check_setting_layer(ctx, v, kAppKeys, "apps." + k.Scalar());
     }
   }
+
+  // databases: each runs as an app of the same name, its settings layer synthesized from the
+  // engine's way of running a server on a copy (a database's own layer is "databases.<name>").
+  std::map<std::string, YAML::Node> db_nodes;
+  std::map<std::string, DatabaseSpec> db_specs;
+  if (auto dbs = root["databases"]; dbs && expect_map(ctx, dbs, "databases")) {
+    for (const auto& [k, v] : entries(ctx, dbs)) {
+      const std::string name = k.Scalar();
+      const std::string where = "databases." + name;
+      if (!is_dns_label(name))
+        ctx.error(k, fmt::format("database name '{}' must be a DNS label: lowercase letters, digits and '-', at most 63", name));
+      if (app_names.count(name)) {
+        ctx.error(k, fmt::format("database '{}' has the name of an app; apps and databases share one namespace", name));
+        continue;
+      }
+      if (!expect_map(ctx, v, where)) {
+        if (v.IsNull()) ctx.error(k, fmt::format("{} needs at least 'standard: NAME'", where));
+        continue;
+      }
+      check_keys(ctx, v, kDatabaseKeys, where);
+      DatabaseSpec d;
+      if (auto e = v["engine"]) {
+        d.engine = e.IsScalar() ? e.Scalar() : "";
+        if (d.engine != "mariadb") ctx.error(e, fmt::format("{}.engine must be mariadb, not '{}'", where, display(e)));
+      }
+      for (auto [key, field] : {std::pair{"user", &d.user}, std::pair{"password", &d.password}}) {
+        if (auto n = v[key]) {
+          if (!n.IsScalar() || n.Scalar().empty() || n.Scalar().find_first_of("'\"\\ ") != std::string::npos)
+            ctx.error(n, fmt::format("{}.{} must be a non-empty word without quotes, backslashes or spaces", where, key));
+          else *field = n.Scalar();
+        }
+      }
+      if (!v["standard"]) ctx.error(k, fmt::format("{} needs 'standard: NAME' (or NAME@VERSION)", where));
+      int port = 3306;
+      if (auto p = v["port"]) {
+        char* end = nullptr;
+        long n = p.IsScalar() ? std::strtol(p.Scalar().c_str(), &end, 10) : 0;
+        if (!p.IsScalar() || *end || n < 1 || n > 65535) ctx.error(p, fmt::format("{}.port must be 1-65535, not '{}'", where, display(p)));
+        else port = static_cast<int>(n);
+      }
+      std::string options;
+      if (auto o = v["options"]; o && expect_map(ctx, o, where + ".options")) {
+        for (const auto& [ok, ov] : entries(ctx, o)) {
+          const std::string opt = ok.Scalar();
+          bool good = !opt.empty() && opt.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+          if (!good || !ov.IsScalar()) {
+            ctx.error(ok, fmt::format("{}.options.{}: option names are lowercase words (innodb_buffer_pool_size) with "
+                                      "one value each", where, opt));
+            continue;
+          }
+          d.options[opt] = ov.Scalar();
+          std::string flag = opt;
+          std::replace(flag.begin(), flag.end(), '_', '-');
+          options += " " + shell_quote("--" + flag + "=" + ov.Scalar());
+        }
+      }
+      YAML::Node synth(YAML::NodeType::Map);
+      synth["command"] =
+          "mariadbd --no-defaults --user=root --datadir=${datadir} --bind-address=${ip} --port=${port.sql} "
+          "--socket=${rundir}/mysqld.sock --pid-file=${rundir}/mysqld.pid --skip-name-resolve --skip-log-bin "
+          "--innodb-buffer-pool-load-at-startup=OFF --innodb-buffer-pool-dump-at-shutdown=OFF" + options;
+      synth["ports"]["sql"] = port;
+      synth["health"]["type"] = "exec";
+      synth["health"]["command"] = fmt::format(
+          "mariadb --no-defaults --protocol=TCP -h \"$BERTH_IP\" -P \"$BERTH_PORT_SQL\" -u '{}' -p'{}' -N -e 'SELECT 1'",
+          d.user, d.password);
+      synth["health"]["start_period"] = "10m";  // crash recovery of a big copy can take a while
+      synth["health"]["interval"] = "5s";
+      synth["stop_grace"] = "2m";                // a clean InnoDB shutdown
+      if (auto st = v["standard"]) synth["standard"] = st;
+      db_nodes[name] = synth;
+      db_specs[name] = d;
+      app_names.insert(name);
+      app_order.push_back(name);
+    }
+  }
   std::vector<std::string> app_list(app_names.begin(), app_names.end());
 
   // dependencies (a property of the fleet, the same in every environment)
   std::map<std::string, std::vector<Dependency>> deps;
   std::map<std::string, std::map<std::string, YAML::Node>> dep_nodes;
   for (const auto& a : app_order)
-    deps[a] = read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
+    deps[a] = db_nodes.count(a) ? std::vector<Dependency>{} : read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
 
   // sources (a property of the app, like its dependencies)
   struct Source {
@@ -290,6 +367,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   };
   std::map<std::string, Source> sources;
   for (const auto& a : app_order) {
+    if (db_nodes.count(a)) continue;
     YAML::Node src = apps_node[a].IsMap() ? apps_node[a]["source"] : YAML::Node();
     if (!src || !expect_map(ctx, src, "apps." + a + ".source")) continue;
     std::string where = "apps." + a + ".source";
@@ -425,7 +503,12 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       spec.app = a;
       Flat flat;
       flatten(defaults, "defaults", flat);
-      flatten(apps_node[a], "apps." + a, flat);
+      if (auto db = db_nodes.find(a); db != db_nodes.end()) {
+        spec.database = db_specs[a];
+        flatten(db->second, "databases." + a, flat);
+      } else {
+        flatten(apps_node[a], "apps." + a, flat);
+      }
       for (const auto& b : chains[e]) {
         flatten(env_nodes[b], "environments." + b, flat);
         if (env_nodes[b].IsMap() && env_nodes[b]["apps"] && env_nodes[b]["apps"].IsMap())

@@ -70,6 +70,17 @@ struct SourceSpec {
   Millis timeout_ms = 10 * 60 * 1000;
 };
 
+// A database the environment gets its own server and copy of (databases.<name>). It runs as an
+// app named after it: one instance, stable IP and DNS name, health = an SQL round trip.
+struct DatabaseSpec {
+  std::string engine = "mariadb";  // the only engine so far; PostgreSQL would add a second
+  std::string standard;            // the standard it is a copy of
+  int version = 0;                 // 0: the latest when the copy is made
+  std::string user = "berth";      // the account berth adds to every standard at import
+  std::string password = "berth";
+  std::map<std::string, std::string> options;  // server options, --NAME=VALUE
+};
+
 // One app's effective settings in one environment.
 struct AppSpec {
   std::string app;
@@ -84,6 +95,7 @@ struct AppSpec {
   std::map<std::string, std::string> env;
   std::vector<Dependency> depends_on;
   std::optional<SourceSpec> source;  // built from source; the command refers to ${artifact}
+  std::optional<DatabaseSpec> database;  // a database server; the command refers to ${datadir}, ${rundir}
   // Setting path → layer it came from ("built-in", "defaults", "apps.users",
   // "environments.beta-7", "environments.beta-7.apps.orders").
   std::map<std::string, std::string> from;

@@ -26,6 +26,7 @@ extern const std::vector<std::string> kSourceKeys;
 extern const std::vector<std::string> kRecipeKeys;
 extern const std::vector<std::string> kAppKeys;
 extern const std::vector<std::string> kEnvKeys;
+extern const std::vector<std::string> kDatabaseKeys;
 
 std::string join(const std::vector<std::string>& v, std::string_view sep = ", ");
 bool is_dns_label(std::string_view s);

@@ -11,11 +11,12 @@ namespace berth::model::loader {
 
 // ---- schema -------------------------------------------------------------------------------
 
-const std::vector<std::string> kTopKeys = {"network", "dns", "defaults", "apps", "environments"};
+const std::vector<std::string> kTopKeys = {"network", "dns", "defaults", "apps", "databases", "environments"};
+const std::vector<std::string> kDatabaseKeys = {"engine", "standard", "port", "options", "user", "password", "description"};
 const std::vector<std::string> kNetworkKeys = {"pool", "exclude", "reserve_for"};
 const std::vector<std::string> kDnsKeys = {"zone", "ttl", "negative_ttl"};
 const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
-                                               "health", "restart", "stop_grace", "env"};
+                                               "health", "restart", "stop_grace", "env", "standard"};
 const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", "command", "interval",
                                               "timeout", "start_period", "start_interval",
                                               "failure_threshold", "success_threshold"};
@@ -110,7 +111,7 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
       if (!v.IsScalar())
         ctx.error(v, fmt::format("{}.{}.{} must be a single value", where, free_map, k.Scalar()));
   }
-  for (const char* scalar : {"tag", "build_type", "command", "instances", "stop_grace"})
+  for (const char* scalar : {"tag", "build_type", "command", "instances", "stop_grace", "standard"})
     if (auto s = layer[scalar]; s && !s.IsScalar())
       ctx.error(s, fmt::format("{}.{} must be a single value", where, scalar));
 }
@@ -240,6 +241,38 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
   spec.instances = static_cast<int>(r.integer("instances", 1, 1, 1000));
   spec.stop_grace_ms = r.duration("stop_grace", 5000);
 
+  // The standard a database is a copy of: NAME or NAME@VERSION.
+  const std::string standard = r.str("standard", "");
+  if (spec.database) {
+    auto at = standard.find('@');
+    std::string name = standard.substr(0, at);
+    int version = 0;
+    bool ok = is_dns_label(name);
+    if (at != std::string::npos) {
+      const std::string v = standard.substr(at + 1);
+      char* end = nullptr;
+      long n = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
+      ok = ok && !v.empty() && *end == '\0' && n >= 1 && n <= 1'000'000;
+      version = static_cast<int>(n);
+    }
+    if (!ok) {
+      const Leaf* l = r.leaf("standard");
+      ctx.error(l ? l->node : YAML::Node(),
+                fmt::format("database '{}': standard '{}' must be NAME or NAME@VERSION (a standard imported with "
+                            "`berth db import NAME`; VERSION a number from 1), e.g. shop or shop@2",
+                            spec.app, standard));
+    }
+    spec.database->standard = name;
+    spec.database->version = version;
+  } else if (!standard.empty()) {
+    ctx.error(r.leaf("standard")->node,
+              fmt::format("'standard' is a setting of databases; '{}' is an app (declare databases under 'databases:')",
+                          spec.app));
+  } else {
+    spec.from.erase("standard");  // not a setting apps have
+    spec.values.erase("standard");
+  }
+
   // Ports: name → number, numbers unique within the app.
   std::map<int, std::string> by_number;
   for (const auto& [path, leaf] : flat) {
@@ -271,6 +304,10 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
   } else {
     std::vector<std::string> valid = command_variables();
     valid.push_back("artifact");  // apps with a source; checked by the loader
+    if (spec.database) {
+      valid.push_back("datadir");  // the environment's copy of the standard
+      valid.push_back("rundir");   // sockets and pid files of the server
+    }
     for (const auto& [name, port] : spec.ports) valid.push_back("port." + name);
     std::size_t pos = 0;
     while ((pos = spec.command.find("${", pos)) != std::string::npos) {

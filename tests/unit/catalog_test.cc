@@ -271,3 +271,51 @@ TEST(Catalog, DnsSettings) {
   EXPECT_THAT(errors_of(std::string(kThin) + "dns: {zone: 'bad zone'}\n"), HasSubstr("dns.zone 'bad zone' must be a domain name"));
   EXPECT_THAT(errors_of(std::string(kThin) + "dns: {ttl: 1500ms}\n"), HasSubstr("dns.ttl: '1500ms' must be whole seconds"));
 }
+
+TEST(Catalog, DatabasesRunAsAppsWithAStandardOverridablePerEnvironment) {
+  std::string yaml = std::string(kGood) + R"(databases:
+  shopdb:
+    standard: shop
+    port: 3307
+    options: {innodb_buffer_pool_size: 64M}
+)";
+  yaml = replaced_once(yaml, "    depends_on: [users]", "    depends_on: [users, shopdb]");
+  yaml = replaced_once(yaml, "      orders: {tag: feature/new-pay, build_type: debug}",
+                       "      orders: {tag: feature/new-pay, build_type: debug}\n      shopdb: {standard: shop@2}");
+  auto c = Catalog::parse(yaml, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message << "\n" << (c.ok() ? "" : c.error().details.front());
+  const auto* base = c->find("baseline")->find("shopdb");
+  ASSERT_NE(base, nullptr);
+  ASSERT_TRUE(base->database);
+  EXPECT_EQ(base->database->standard, "shop");
+  EXPECT_EQ(base->database->version, 0);
+  EXPECT_EQ(base->ports.at("sql"), 3307);
+  EXPECT_THAT(base->command, HasSubstr("--innodb-buffer-pool-size=64M"));
+  EXPECT_THAT(base->command, HasSubstr("${datadir}"));
+  EXPECT_EQ(base->from.at("standard"), "databases.shopdb");
+  const auto* beta = c->find("beta-7")->find("shopdb");
+  EXPECT_EQ(beta->database->version, 2);
+  EXPECT_EQ(beta->from.at("standard"), "environments.beta-7.apps.shopdb");
+  EXPECT_NE(base->fingerprint(), beta->fingerprint());
+  // The database starts before the app that depends on it.
+  const auto& apps = c->find("baseline")->apps;
+  auto pos = [&](const std::string& a) {
+    return std::find_if(apps.begin(), apps.end(), [&](const auto& s) { return s.app == a; }) - apps.begin();
+  };
+  EXPECT_LT(pos("shopdb"), pos("orders"));
+  EXPECT_FALSE(c->find("baseline")->find("users")->database);
+  EXPECT_EQ(c->find("baseline")->find("users")->from.count("standard"), 0u);
+}
+
+TEST(Catalog, DatabaseErrorsAreLocated) {
+  const std::string base = std::string(kGood) + "databases:\n  shopdb:\n    standard: shop\n";
+  EXPECT_THAT(errors_of(replaced_once(base, "standard: shop", "standard: shop@x")),
+              HasSubstr("berth.yaml:27:15: database 'shopdb': standard 'shop@x' must be NAME or NAME@VERSION"));
+  EXPECT_THAT(errors_of(replaced_once(base, "standard: shop", "engine: oracle\n    standard: shop")),
+              HasSubstr("berth.yaml:27:13: databases.shopdb.engine must be mariadb, not 'oracle'"));
+  EXPECT_THAT(errors_of(replaced_once(base, "  shopdb:", "  users:")), HasSubstr("has the name of an app"));
+  EXPECT_THAT(errors_of(replaced_once(base, "    standard: shop", "    standrd: shop")),
+              HasSubstr("unknown key 'standrd' in databases.shopdb (did you mean 'standard'?)"));
+  EXPECT_THAT(errors_of(replaced_once(kGood, "  users: {instances: 2}", "  users: {instances: 2, standard: shop}")),
+              HasSubstr("'standard' is a setting of databases; 'users' is an app"));
+}
