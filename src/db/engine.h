@@ -1,0 +1,44 @@
+// db/engine.h — what berth needs from a database engine to make standards and copies of them.
+//
+// The calls are blocking and run on worker threads of db::Manager; each writes what its tools
+// print to `log`. How a server is run on a copy (command line, health check) is part of the
+// catalog's database spec (model/catalog.cc); this interface covers making the data directory
+// of a standard. Implementations: db/mariadb. A PostgreSQL engine would add db/postgres.
+#pragma once
+
+#include <string>
+
+#include "base/result.h"
+
+namespace berth::db {
+
+// A running server to copy from: host:port (TCP) or a unix socket path, and an account that
+// may take a backup.
+struct ServerSource {
+  std::string address;  // "127.0.0.1:3306" or "/run/mysqld/mysqld.sock"
+  std::string user = "root";
+  std::string password;
+};
+
+// The account every standard carries, so berth's health check and the apps can log in.
+struct Account {
+  std::string user = "berth";
+  std::string password = "berth";
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual std::string name() const = 0;
+  // A consistent physical copy of a running server into `dir` (new), ready to start on, without
+  // stopping the source.
+  virtual Status copy_running(const ServerSource& source, const std::string& dir, const std::string& log) = 0;
+  // An empty data directory in `dir` (new) with an SQL dump loaded into it.
+  virtual Status load_dump(const std::string& dump, const std::string& dir, const std::string& log) = 0;
+  // Start a private server on `dir` (no network), make sure `account` exists with every
+  // privilege, shut it down cleanly. Every standard is sealed before it is snapshotted, so any
+  // copy starts without crash recovery and accepts the account.
+  virtual Status seal(const std::string& dir, const Account& account, const std::string& log) = 0;
+};
+
+}  // namespace berth::db

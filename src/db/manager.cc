@@ -1,0 +1,427 @@
+#include "db/manager.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "snapshot/snapshot.h"
+
+namespace berth::db {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string format_bytes(std::uint64_t n) {
+  if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
+  if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));
+  if (n >= (1ull << 10)) return fmt::format("{:.0f} kB", static_cast<double>(n) / (1ull << 10));
+  return fmt::format("{} B", n);
+}
+
+namespace {
+
+Status write_json(const fs::path& path, const json& j) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out.flush()) return unavailable(fmt::format("cannot write {}", tmp.string()));
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) return unavailable(fmt::format("cannot write {}: {}", path.string(), ec.message()));
+  return {};
+}
+
+std::optional<json> read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+json to_json(const Version& v) {
+  return {{"standard", v.standard}, {"version", v.version}, {"engine", v.engine}, {"manifest", v.manifest_id},
+          {"source", v.source}, {"bytes", v.bytes}, {"files", v.files}, {"chunks", v.chunks},
+          {"new_chunks", v.new_chunks}, {"uploaded_bytes", v.uploaded_bytes}, {"created_at", v.created_at},
+          {"import_ms", v.import_ms}};
+}
+
+std::optional<Version> version_from(const json& j) {
+  try {
+    Version v;
+    v.standard = j.at("standard");
+    v.version = j.at("version");
+    v.engine = j.at("engine");
+    v.manifest_id = j.at("manifest");
+    v.source = j.value("source", "");
+    v.bytes = j.value("bytes", 0ull);
+    v.files = j.value("files", 0ull);
+    v.chunks = j.value("chunks", 0ull);
+    v.new_chunks = j.value("new_chunks", 0ull);
+    v.uploaded_bytes = j.value("uploaded_bytes", 0ull);
+    v.created_at = j.value("created_at", 0ll);
+    v.import_ms = j.value("import_ms", 0ll);
+    return v;
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
+
+Millis steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+Manager::Manager(Executor& executor, const Clock& clock, std::string dir, blob::BlobStore& store,
+                 std::unique_ptr<Engine> engine, CloneOptions clone_options)
+    : executor_(executor), clock_(clock), dir_(std::move(dir)), store_(store), engine_(std::move(engine)),
+      clone_options_(clone_options) {
+  load();
+}
+
+Manager::~Manager() {
+  *alive_ = false;
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+}
+
+void Manager::run_worker(std::function<void()> fn) { workers_.emplace_back(std::move(fn)); }
+
+void Manager::load() {
+  std::error_code ec;
+  for (const auto& s : fs::directory_iterator(fs::path(dir_) / "standards", ec))
+    for (const auto& f : fs::directory_iterator(s.path(), ec))
+      if (f.path().extension() == ".json")
+        if (auto j = read_json(f.path()))
+          if (auto v = version_from(*j)) versions_[v->standard][v->version] = *v;
+  for (const auto& e : fs::directory_iterator(fs::path(dir_) / "copies", ec)) {
+    for (const auto& d : fs::directory_iterator(e.path(), ec)) {
+      auto j = read_json(d.path() / "copy.json");
+      if (!j) {  // never finished: nothing half-made stays
+        (void)remove_copy(d.path().string());
+        continue;
+      }
+      Copy c;
+      try {
+        c.env = j->at("env");
+        c.db = j->at("db");
+        c.standard = j->at("standard");
+        c.version = j->at("version");
+        std::string m = j->at("method");
+        c.method = m == "reflink" ? CloneMethod::kReflink : m == "overlay" ? CloneMethod::kOverlay : CloneMethod::kCopy;
+        c.clone_ms = j->value("clone_ms", 0ll);
+        c.golden_restore_ms = j->value("golden_restore_ms", 0ll);
+        c.created_at = j->value("created_at", 0ll);
+      } catch (const json::exception&) {
+        continue;
+      }
+      c.dir = d.path().string();
+      c.datadir = c.dir + "/data";
+      c.rundir = c.dir + "/run";
+      copies_[key(c.env, c.db)] = c;
+    }
+  }
+  // Unfinished goldens and imports.
+  for (const auto& g : fs::directory_iterator(fs::path(dir_) / "golden", ec))
+    if (g.path().string().ends_with(".partial") || g.path().string().ends_with(".import")) fs::remove_all(g.path(), ec);
+}
+
+Status Manager::save_version(const Version& v) const {
+  return write_json(fs::path(dir_) / "standards" / v.standard / fmt::format("{}.json", v.version), to_json(v));
+}
+
+Status Manager::save_copy(const Copy& c) const {
+  return write_json(fs::path(c.dir) / "copy.json",
+                    {{"env", c.env}, {"db", c.db}, {"standard", c.standard}, {"version", c.version},
+                     {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms},
+                     {"golden_restore_ms", c.golden_restore_ms}, {"created_at", c.created_at}});
+}
+
+std::string Manager::golden_path(const std::string& standard, int version) const {
+  return fmt::format("{}/golden/{}@{}", dir_, standard, version);
+}
+
+std::shared_ptr<Job> Manager::new_job(const std::string& kind, const std::string& target) {
+  auto j = std::make_shared<Job>();
+  j->id = fmt::format("{}-{}", kind, next_job_++);
+  j->kind = kind;
+  j->target = target;
+  j->started_at = clock_.wall_ms();
+  jobs_[j->id] = j;
+  return j;
+}
+
+std::shared_ptr<const Job> Manager::job(const std::string& id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
+std::vector<std::string> Manager::standards() const {
+  std::vector<std::string> out;
+  for (const auto& [s, vs] : versions_)
+    if (!vs.empty()) out.push_back(s);
+  return out;
+}
+
+std::vector<Version> Manager::versions(const std::string& standard) const {
+  std::vector<Version> out;
+  if (auto it = versions_.find(standard); it != versions_.end())
+    for (const auto& [n, v] : it->second) out.push_back(v);
+  return out;
+}
+
+Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, const ImportSource& source) {
+  if (standard.empty() || standard.size() > 63 ||
+      standard.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
+    return invalid(fmt::format("standard name '{}' must be lowercase letters, digits and '-' (at most 63)", standard));
+  if (importing_.count(standard))
+    return conflict(fmt::format("version {} of standard '{}' is being imported; wait for it", importing_[standard], standard));
+  int version = 1;
+  if (auto it = versions_.find(standard); it != versions_.end() && !it->second.empty())
+    version = it->second.rbegin()->first + 1;
+  std::string what;
+  switch (source.kind) {
+    case ImportSource::Kind::kServer: what = "server " + source.server.address; break;
+    case ImportSource::Kind::kDatadir: what = "datadir " + source.path; break;
+    case ImportSource::Kind::kDump: what = "dump " + source.path; break;
+  }
+  if (source.kind != ImportSource::Kind::kServer && !fs::exists(source.path))
+    return not_found(fmt::format("{} does not exist", source.path));
+  importing_[standard] = version;
+  auto job = new_job("import", fmt::format("{}@{}", standard, version));
+  const std::string staging = golden_path(standard, version) + ".import";
+  const std::string log = fmt::format("{}/logs/import-{}@{}.log", dir_, standard, version);
+  std::error_code ec;
+  fs::create_directories(fs::path(log).parent_path(), ec);
+  fs::remove_all(staging, ec);
+  job->set_phase("copying from " + what);
+  auto alive = alive_;
+  run_worker([this, alive, job, standard, version, source, staging, log, what] {
+    const Millis t0 = steady_ms();
+    Version v;
+    v.standard = standard;
+    v.version = version;
+    v.engine = engine_->name();
+    v.source = what;
+    auto work = [&]() -> Status {
+      switch (source.kind) {
+        case ImportSource::Kind::kServer: BERTH_TRY(engine_->copy_running(source.server, staging, log)); break;
+        case ImportSource::Kind::kDump: BERTH_TRY(engine_->load_dump(source.path, staging, log)); break;
+        case ImportSource::Kind::kDatadir: {
+          CloneOptions o = clone_options_;
+          o.allow_overlay = false;  // the golden must be a real directory
+          auto m = clone_tree(source.path, staging + ".tree", o);
+          if (!m.ok()) return m.error().wrap("copying " + source.path);
+          std::error_code e;
+          fs::rename(staging + ".tree/data", staging, e);
+          fs::remove_all(staging + ".tree", e);
+          if (e) return unavailable(fmt::format("moving {}: {}", staging, e.message()));
+          break;
+        }
+      }
+      job->set_phase("adding berth's account, clean shutdown");
+      BERTH_TRY(engine_->seal(staging, Account{}, log));
+      job->set_phase("uploading to " + store_.describe());
+      snapshot::CreateOptions o;
+      o.progress = [&](const snapshot::Progress& p) {
+        job->done_bytes = p.done_bytes;
+        job->total_bytes = p.total_bytes;
+      };
+      auto made = snapshot::create_snapshot(staging, store_, o);
+      if (!made.ok()) return made.error();
+      v.manifest_id = made->manifest_id;
+      v.bytes = made->bytes;
+      v.files = made->files;
+      v.chunks = made->chunks;
+      v.new_chunks = made->new_chunks;
+      v.uploaded_bytes = made->uploaded_bytes;
+      // The imported directory is this host's golden of the new version.
+      std::error_code e;
+      fs::rename(staging, golden_path(standard, version), e);
+      if (e) return unavailable(fmt::format("moving {} into place: {}", staging, e.message()));
+      return {};
+    };
+    Status st = work();
+    if (!st.ok()) {
+      std::error_code e;
+      fs::remove_all(staging, e);
+      fs::remove_all(staging + ".tree", e);
+    }
+    v.import_ms = steady_ms() - t0;
+    executor_.post([this, alive, job, st, v]() mutable {
+      if (!*alive) return;
+      importing_.erase(v.standard);
+      job->finished_at = clock_.wall_ms();
+      if (st.ok()) {
+        v.created_at = clock_.wall_ms();
+        Status saved = save_version(v);
+        if (saved.ok()) {
+          versions_[v.standard][v.version] = v;
+          job->version = v;
+          job->set_phase("done");
+        } else {
+          job->error = saved.error().message;
+        }
+      } else {
+        job->error = st.error().message;
+        job->set_phase("failed");
+      }
+      job->done = true;
+      if (on_change_) on_change_();
+    });
+  });
+  return std::shared_ptr<const Job>(job);
+}
+
+Status Manager::remove(const std::string& standard, int version) {
+  auto it = versions_.find(standard);
+  if (it == versions_.end() || !it->second.count(version))
+    return not_found(fmt::format("standard '{}' has no version {}", standard, version));
+  for (const auto& [k, c] : copies_)
+    if (c.standard == standard && c.version == version)
+      return conflict(fmt::format("{}@{} is in use by environment {} (database {}); down it or reset its copy first",
+                                  standard, version, c.env, c.db));
+  std::error_code ec;
+  fs::remove(fs::path(dir_) / "standards" / standard / fmt::format("{}.json", version), ec);
+  if (ec) return unavailable(fmt::format("cannot remove version {} of {}: {}", version, standard, ec.message()));
+  fs::remove_all(golden_path(standard, version), ec);
+  it->second.erase(version);
+  return {};
+}
+
+const Copy* Manager::find_copy(const std::string& env, const std::string& db) const {
+  auto it = copies_.find(key(env, db));
+  return it == copies_.end() ? nullptr : &it->second;
+}
+
+Status Manager::reset(const std::string& env, const std::string& db) {
+  const std::string k = key(env, db);
+  if (auto j = copy_jobs_.find(k); j != copy_jobs_.end() && !j->second->done)
+    return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
+  copy_jobs_.erase(k);
+  copy_job_for_.erase(k);
+  auto it = copies_.find(k);
+  if (it == copies_.end()) return {};
+  Status st = remove_copy(it->second.dir);
+  copies_.erase(it);
+  return st;
+}
+
+CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec) {
+  const std::string k = key(env, db);
+  auto vs = versions_.find(spec.standard);
+  const bool any = vs != versions_.end() && !vs->second.empty();
+  // An existing copy serves while it is of what is asked (a copy of "latest" stays on the version
+  // it was made from: its data is the environment's).
+  if (auto it = copies_.find(k); it != copies_.end()) {
+    const Copy& c = it->second;
+    if (c.standard == spec.standard && (spec.version == 0 || spec.version == c.version)) {
+      Status mounted = ensure_mounted(golden_path(c.standard, c.version), c.dir, c.method);
+      if (!mounted.ok()) return {CopyStatus::State::kFailed, mounted.error().message, nullptr};
+      return {CopyStatus::State::kReady, "", &c};
+    }
+    // Another standard or version asked for: this copy goes (its server is being replaced).
+    (void)remove_copy(c.dir);
+    copies_.erase(it);
+  }
+  if (!any)
+    return {CopyStatus::State::kFailed,
+            fmt::format("standard '{}' has no versions yet; import one: berth db import {} --from-server HOST:PORT "
+                        "(or --from-datadir DIR, --from-dump FILE)",
+                        spec.standard, spec.standard),
+            nullptr};
+  const int version = spec.version ? spec.version : vs->second.rbegin()->first;
+  auto v = vs->second.find(version);
+  if (v == vs->second.end())
+    return {CopyStatus::State::kFailed,
+            fmt::format("standard '{}' has no version {} (latest is {})", spec.standard, version, vs->second.rbegin()->first),
+            nullptr};
+  const std::string want = fmt::format("{}@{}", spec.standard, version);
+  if (auto j = copy_jobs_.find(k); j != copy_jobs_.end() && copy_job_for_[k] == want) {
+    if (!j->second->done) {
+      std::string msg = j->second->get_phase();
+      if (j->second->total_bytes)
+        msg += fmt::format(" {} of {}", format_bytes(j->second->done_bytes), format_bytes(j->second->total_bytes));
+      return {CopyStatus::State::kPreparing, msg, nullptr};
+    }
+    return {CopyStatus::State::kFailed, j->second->error, nullptr};  // reset() to try again
+  }
+  // Make it.
+  auto job = new_job("copy", k);
+  copy_jobs_[k] = job;
+  copy_job_for_[k] = want;
+  const Version ver = v->second;
+  const std::string golden = golden_path(spec.standard, version);
+  const std::string dest = fmt::format("{}/copies/{}/{}", dir_, env, db);
+  job->set_phase(fs::exists(golden) ? "cloning " + want : "restoring " + want + " from " + store_.describe());
+  auto alive = alive_;
+  run_worker([this, alive, job, ver, golden, dest, env, db, k, want] {
+    Copy c;
+    c.env = env;
+    c.db = db;
+    c.standard = ver.standard;
+    c.version = ver.version;
+    c.dir = dest;
+    c.datadir = dest + "/data";
+    c.rundir = dest + "/run";
+    auto work = [&]() -> Status {
+      {
+        std::lock_guard<std::mutex> lock(golden_mu_);
+        if (!fs::exists(golden)) {
+          const Millis t0 = steady_ms();
+          snapshot::RestoreOptions o;
+          o.progress = [&](const snapshot::Progress& p) {
+            job->done_bytes = p.done_bytes;
+            job->total_bytes = p.total_bytes;
+          };
+          auto r = snapshot::restore_snapshot(ver.manifest_id, store_, golden, o);
+          if (!r.ok()) return r.error().wrap("restoring the golden of " + want);
+          c.golden_restore_ms = steady_ms() - t0;
+        }
+      }
+      job->set_phase("cloning " + want);
+      job->total_bytes = 0;
+      (void)remove_copy(dest);  // leftovers of an interrupted attempt
+      std::error_code e;
+      fs::create_directories(fs::path(dest).parent_path(), e);
+      const Millis t1 = steady_ms();
+      auto m = clone_tree(golden, dest, clone_options_);
+      if (!m.ok()) return m.error().wrap("copying " + want);
+      c.method = *m;
+      c.clone_ms = steady_ms() - t1;
+      fs::create_directories(c.rundir, e);
+      if (e) return unavailable(fmt::format("cannot create {}: {}", c.rundir, e.message()));
+      c.created_at = clock_.wall_ms();
+      return save_copy(c);  // last: a copy without copy.json is incomplete
+    };
+    Status st = work();
+    if (!st.ok()) (void)remove_copy(dest);
+    executor_.post([this, alive, job, st, c, k] {
+      if (!*alive) return;
+      job->finished_at = clock_.wall_ms();
+      if (st.ok()) {
+        copies_[k] = c;
+        copy_jobs_.erase(k);
+        copy_job_for_.erase(k);
+        job->set_phase("done");
+      } else {
+        job->error = st.error().message;
+        job->set_phase("failed");
+      }
+      job->done = true;
+      if (on_change_) on_change_();
+    });
+  });
+  return {CopyStatus::State::kPreparing, job->get_phase(), nullptr};
+}
+
+}  // namespace berth::db

@@ -1,0 +1,160 @@
+// db/manager.h — standard databases: versions imported into a blob store, a golden directory per
+// (standard, version) on this host, and each environment's private copy.
+//
+// A standard is imported (berth db import) from a running server, a stopped data directory or
+// an SQL dump: the engine makes a data directory of it, seals it (berth's account, clean
+// shutdown), and it is snapshotted into the blob store (chunks the store has are not uploaded
+// again) as the next version. The imported directory becomes this host's golden for it.
+//
+// A database of an environment gets its copy from ensure_copy(): a golden restored from the
+// store if this host lacks it (parallel fetch, decompress, verify), then cloned by the fastest
+// path the host supports (db/clone.h). A copy keeps its data across restarts of its server; it
+// is replaced only when the environment asks for another standard or version, or by reset().
+//
+// Layout under `dir`: standards/<name>/<version>.json (the registry), golden/<name>@<version>/,
+// copies/<env>/<db>/{data,copy.json}, logs/. JSON files are written to a temporary name and
+// renamed, so a crash leaves the old or the new file; a copy without copy.json is incomplete and
+// removed at start.
+//
+// Threading: every method runs on the owner's loop (the Executor). Long work runs on worker
+// threads, which post their results back to the loop; jobs report progress through atomics.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/result.h"
+#include "blob/blob_store.h"
+#include "db/clone.h"
+#include "db/engine.h"
+#include "model/catalog.h"
+
+namespace berth::db {
+
+struct Version {
+  std::string standard;
+  int version = 0;
+  std::string engine;
+  std::string manifest_id;
+  std::string source;            // "server 127.0.0.1:3306", "datadir /x", "dump /x.sql"
+  std::uint64_t bytes = 0;       // size of the data directory
+  std::uint64_t files = 0;
+  std::uint64_t chunks = 0;
+  std::uint64_t new_chunks = 0;
+  std::uint64_t uploaded_bytes = 0;  // what this version added to the store (compressed)
+  Millis created_at = 0;         // wall
+  Millis import_ms = 0;
+};
+
+struct ImportSource {
+  enum class Kind { kServer, kDatadir, kDump } kind = Kind::kServer;
+  ServerSource server;  // kServer
+  std::string path;     // kDatadir, kDump
+};
+
+struct Copy {
+  std::string env, db;
+  std::string standard;
+  int version = 0;
+  std::string dir;      // copies/<env>/<db>
+  std::string datadir;  // dir/data
+  std::string rundir;   // dir/run
+  CloneMethod method = CloneMethod::kCopy;
+  Millis clone_ms = 0;        // making the copy from the golden
+  Millis golden_restore_ms = 0;  // restoring the golden from the store first (0 when it was here)
+  Millis created_at = 0;
+};
+
+struct Job {
+  std::string id;
+  std::string kind;    // import | copy
+  std::string target;  // standard, or env/db
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> done_bytes{0}, total_bytes{0};
+  Millis started_at = 0, finished_at = 0;  // wall; set on the loop
+  std::string phase;   // guarded by mu
+  std::string error;   // set on the loop when done
+  std::optional<Version> version;  // import: what it made
+  mutable std::mutex mu;
+  std::string get_phase() const {
+    std::lock_guard<std::mutex> lock(mu);
+    return phase;
+  }
+  void set_phase(std::string p) {
+    std::lock_guard<std::mutex> lock(mu);
+    phase = std::move(p);
+  }
+};
+
+struct CopyStatus {
+  enum class State { kPreparing, kReady, kFailed } state = State::kPreparing;
+  std::string message;      // preparing: what is happening; failed: why
+  const Copy* copy = nullptr;  // kReady
+};
+
+class Manager {
+ public:
+  Manager(Executor& executor, const Clock& clock, std::string dir, blob::BlobStore& store, std::unique_ptr<Engine> engine,
+          CloneOptions clone_options = {});
+  ~Manager();  // waits for running jobs
+
+  // Start importing the next version of `standard`; returns the job.
+  Result<std::shared_ptr<const Job>> import(const std::string& standard, const ImportSource& source);
+  std::shared_ptr<const Job> job(const std::string& id) const;
+  std::vector<Version> versions(const std::string& standard) const;  // oldest first
+  std::vector<std::string> standards() const;
+  // Forget a version (its golden on this host too); chunks stay in the store (they may be shared).
+  // Refused while an environment's copy was made from it.
+  Status remove(const std::string& standard, int version);
+
+  // The environment's copy of `db` as `spec` asks; starts making it when missing.
+  CopyStatus ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec);
+  const Copy* find_copy(const std::string& env, const std::string& db) const;
+  // Throw the copy away; the next ensure_copy() makes a fresh one. Returns the copy removed.
+  Status reset(const std::string& env, const std::string& db);
+
+  const blob::BlobStore& store() const { return store_; }
+  // Called on the loop whenever a copy or a version appears or fails.
+  void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
+
+ private:
+  std::string key(const std::string& env, const std::string& db) const { return env + "/" + db; }
+  void load();
+  Status save_version(const Version& v) const;
+  Status save_copy(const Copy& c) const;
+  std::string golden_path(const std::string& standard, int version) const;
+  std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
+  void run_worker(std::function<void()> fn);
+
+  Executor& executor_;
+  const Clock& clock_;
+  std::string dir_;
+  blob::BlobStore& store_;
+  std::unique_ptr<Engine> engine_;
+  CloneOptions clone_options_;
+  std::map<std::string, std::map<int, Version>> versions_;
+  std::map<std::string, int> importing_;  // standard → version being imported
+  std::map<std::string, Copy> copies_;    // env/db
+  std::map<std::string, std::shared_ptr<Job>> copy_jobs_;  // env/db → running or failed job
+  std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
+  std::map<std::string, std::shared_ptr<Job>> jobs_;
+  std::mutex golden_mu_;  // one golden restore at a time (two environments may want the same)
+  std::vector<std::thread> workers_;
+  std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
+  std::function<void()> on_change_;
+  int next_job_ = 1;
+};
+
+// "1.9 GB", "512 MB", "12 kB".
+std::string format_bytes(std::uint64_t n);
+
+}  // namespace berth::db

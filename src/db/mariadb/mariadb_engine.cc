@@ -1,0 +1,164 @@
+#include "db/mariadb/mariadb_engine.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "base/subprocess.h"
+#include "base/text.h"
+
+namespace berth::db {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Run `command` with sh, output appended to `log`; wait for it (these are worker threads).
+Status run(const std::string& command, const std::string& log, const std::string& what) {
+  {
+    std::ofstream(log, std::ios::app) << "$ " << command << "\n";
+  }
+  SpawnOptions o;
+  o.command = command;
+  o.env = base_environment();
+  o.log_path = log;
+  auto s = spawn(o);
+  if (!s.ok()) return s.error().wrap(what);
+  int status = 0;
+  while (::waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::close(s->pidfd);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+  // The last lines of the log say why.
+  std::ifstream in(log);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    if (lines.size() > 6) lines.erase(lines.begin());
+  }
+  std::string tail;
+  for (const auto& l : lines) tail += "\n  " + l;
+  return unavailable(fmt::format("{} {} (log {}):{}", what, describe_wait_status(status), log, tail));
+}
+
+// A server on `dir` reachable only through a socket in a temporary directory; stopped cleanly
+// (mariadb-admin shutdown) by stop().
+class PrivateServer {
+ public:
+  // `skip_grants`: no login checks until the first FLUSH PRIVILEGES (whatever accounts the
+  // copied server has, root over the socket may not be one of them).
+  Status start(const std::string& dir, const std::string& log, bool skip_grants) {
+    run_dir_ = fs::temp_directory_path() / fmt::format("berth-mdb-{}-{}", getpid(), counter_++);
+    std::error_code ec;
+    fs::remove_all(run_dir_, ec);
+    fs::create_directories(run_dir_, ec);
+    sock_ = (run_dir_ / "s.sock").string();
+    SpawnOptions o;
+    o.command = fmt::format(
+        "mariadbd --no-defaults --user=root --datadir={} --socket={} --pid-file={} --skip-networking --skip-log-bin "
+        "--innodb-buffer-pool-load-at-startup=OFF --innodb-buffer-pool-dump-at-shutdown=OFF{}",
+        shell_quote(dir), shell_quote(sock_), shell_quote((run_dir_ / "pid").string()), skip_grants ? " --skip-grant-tables" : "");
+    o.env = base_environment();
+    o.log_path = log;
+    auto s = spawn(o);
+    if (!s.ok()) return s.error().wrap("starting a private mariadbd");
+    pid_ = s->pid;
+    ::close(s->pidfd);
+    // Wait until it answers (polling is fine here: a worker thread, not the loop).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return unavailable(fmt::format("mariadbd on {} {} before it answered (log {})", dir, describe_wait_status(status), log));
+      }
+      if (run(client() + " -e 'SELECT 1'", run_dir_.string() + "/ping.log", "ping").ok()) return {};
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return unavailable(fmt::format("mariadbd on {} did not answer within 10 minutes (log {})", dir, log));
+  }
+  std::string client() const { return fmt::format("mariadb --no-defaults -uroot -S {}", shell_quote(sock_)); }
+  // SIGTERM is mariadbd's clean shutdown: the data directory is left needing no recovery.
+  Status stop(const std::string& log) {
+    if (pid_ < 0) return {};
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    std::error_code ec;
+    fs::remove_all(run_dir_, ec);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+    return unavailable(fmt::format("mariadbd did not shut down cleanly: {} (log {})", describe_wait_status(status), log));
+  }
+  ~PrivateServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+ private:
+  static inline std::atomic<int> counter_{0};
+  fs::path run_dir_;
+  std::string sock_;
+  pid_t pid_ = -1;
+};
+
+std::string connection_args(const ServerSource& s) {
+  std::string args = fmt::format("--user={}", shell_quote(s.user));
+  if (!s.password.empty()) args += " --password=" + shell_quote(s.password);
+  if (s.address.starts_with("/")) return args + " --socket=" + shell_quote(s.address);
+  auto colon = s.address.rfind(':');
+  return args + fmt::format(" --host={} --port={} --protocol=TCP", shell_quote(s.address.substr(0, colon)),
+                            shell_quote(colon == std::string::npos ? "3306" : s.address.substr(colon + 1)));
+}
+
+}  // namespace
+
+Status MariadbEngine::copy_running(const ServerSource& source, const std::string& dir, const std::string& log) {
+  // mariadb-backup copies the files while the server runs and records the redo log written
+  // meanwhile; --prepare applies it, leaving a consistent data directory.
+  BERTH_TRY(run(fmt::format("mariadb-backup --no-defaults --backup {} --target-dir={} --parallel=4", connection_args(source),
+                            shell_quote(dir)),
+                log, "mariadb-backup --backup"));
+  BERTH_TRY(run(fmt::format("mariadb-backup --no-defaults --prepare --target-dir={}", shell_quote(dir)), log,
+                "mariadb-backup --prepare"));
+  return {};
+}
+
+Status MariadbEngine::load_dump(const std::string& dump, const std::string& dir, const std::string& log) {
+  if (!fs::exists(dump)) return not_found(fmt::format("SQL dump {} does not exist", dump));
+  BERTH_TRY(run(fmt::format("mariadb-install-db --no-defaults --user=root --datadir={} --auth-root-authentication-method=socket "
+                            "--skip-test-db",
+                            shell_quote(dir)),
+                log, "mariadb-install-db"));
+  PrivateServer server;
+  BERTH_TRY(server.start(dir, log, false));
+  Status loaded = run(fmt::format("{} < {}", server.client(), shell_quote(dump)), log, "loading " + dump);
+  Status stopped = server.stop(log);
+  if (!loaded.ok()) return loaded;
+  return stopped;
+}
+
+Status MariadbEngine::seal(const std::string& dir, const Account& account, const std::string& log) {
+  PrivateServer server;
+  BERTH_TRY(server.start(dir, log, true));
+  const std::string sql = fmt::format(
+      "FLUSH PRIVILEGES; CREATE USER IF NOT EXISTS '{0}'@'%' IDENTIFIED BY '{1}'; ALTER USER '{0}'@'%' IDENTIFIED BY '{1}'; "
+      "GRANT ALL PRIVILEGES ON *.* TO '{0}'@'%' WITH GRANT OPTION; FLUSH PRIVILEGES;",
+      account.user, account.password);
+  Status made = run(fmt::format("{} -e {}", server.client(), shell_quote(sql)), log, "creating account " + account.user);
+  Status stopped = server.stop(log);
+  if (!made.ok()) return made;
+  return stopped;
+}
+
+}  // namespace berth::db
