@@ -87,6 +87,13 @@ json to_json(const control::EnvStatus& s) {
       app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},
                       {"state", a.build_state}, {"duration_ms", a.build_ms ? json(a.build_ms) : json(nullptr)},
                       {"error", a.build_error}};
+    if (!a.standard.empty())
+      app["database"] = {{"standard", a.standard},
+                         {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},
+                         {"copy_method", a.copy_method.empty() ? json(nullptr) : json(a.copy_method)},
+                         {"copy_ms", a.copy_version ? json(a.copy_ms) : json(nullptr)},
+                         {"golden_restore_ms", a.copy_version ? json(a.golden_restore_ms) : json(nullptr)},
+                         {"datadir", a.datadir.empty() ? json(nullptr) : json(a.datadir)}};
     apps.push_back(std::move(app));
   }
   return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
@@ -150,6 +157,93 @@ Response Api::route(const Request& req) {
     for (const auto& e : loop_.catalog()->environments())
       envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()}});
     return ok({{"applied", filename}, {"environments", envs}});
+  }
+
+  // ---- standard databases ----
+  if (parts.size() >= 2 && parts[0] == "v1" && (parts[1] == "standards" || parts[1] == "jobs" ||
+                                                (parts.size() == 6 && parts[3] == "databases"))) {
+    db::Manager* dbm = loop_.databases();
+    if (!dbm) return error_response(unavailable("this daemon has no database manager"));
+    auto version_json = [](const db::Version& v) {
+      return json{{"standard", v.standard}, {"version", v.version}, {"engine", v.engine}, {"manifest", v.manifest_id},
+                  {"source", v.source}, {"bytes", v.bytes}, {"files", v.files}, {"chunks", v.chunks},
+                  {"new_chunks", v.new_chunks}, {"uploaded_bytes", v.uploaded_bytes},
+                  {"created_at", nullable_time(v.created_at)}, {"import_ms", v.import_ms}};
+    };
+    auto job_json = [&](const db::Job& j) {
+      json out = {{"id", j.id}, {"kind", j.kind}, {"target", j.target}, {"done", j.done.load()},
+                  {"phase", j.get_phase()}, {"done_bytes", j.done_bytes.load()}, {"total_bytes", j.total_bytes.load()},
+                  {"started_at", nullable_time(j.started_at)}, {"finished_at", nullable_time(j.finished_at)},
+                  {"error", j.error.empty() ? json(nullptr) : json(j.error)}};
+      if (j.done && j.version) out["version"] = version_json(*j.version);
+      return out;
+    };
+    if (route("GET", {"v1", "standards"})) {
+      json list = json::array();
+      for (const auto& s : dbm->standards()) {
+        json vs = json::array();
+        for (const auto& v : dbm->versions(s)) vs.push_back(version_json(v));
+        list.push_back({{"standard", s}, {"versions", vs}});
+      }
+      return ok({{"store", dbm->store().describe()}, {"standards", list}});
+    }
+    if (route("GET", {"v1", "standards", "*"})) {
+      auto vs = dbm->versions(parts[2]);
+      if (vs.empty()) return error_response(not_found(fmt::format("no standard '{}' (none imported)", parts[2])));
+      json list = json::array();
+      for (const auto& v : vs) list.push_back(version_json(v));
+      return ok({{"standard", parts[2]}, {"versions", list}});
+    }
+    if (route("POST", {"v1", "standards", "*", "import"})) {
+      json body = json::parse(req.body, nullptr, false);
+      const char* shape = "request body: expected {\"from\": \"server\", \"address\": \"HOST:PORT or /socket\", "
+                          "\"user\": ..., \"password\": ...} or {\"from\": \"datadir\" | \"dump\", \"path\": ...}";
+      if (body.is_discarded() || !body.is_object() || !body.contains("from") || !body["from"].is_string())
+        return error_response(invalid(shape));
+      for (const char* f : {"address", "user", "password", "path"})
+        if (body.contains(f) && !body[f].is_string())
+          return error_response(invalid(fmt::format("request body: field '{}' must be a string", f)));
+      db::ImportSource src;
+      const std::string from = body["from"];
+      if (from == "server") {
+        src.kind = db::ImportSource::Kind::kServer;
+        src.server.address = body.value("address", "");
+        src.server.user = body.value("user", "root");
+        src.server.password = body.value("password", "");
+        if (src.server.address.empty()) return error_response(invalid("request body: 'address' is required with from: server"));
+      } else if (from == "datadir" || from == "dump") {
+        src.kind = from == "dump" ? db::ImportSource::Kind::kDump : db::ImportSource::Kind::kDatadir;
+        src.path = body.value("path", "");
+        if (src.path.empty() || src.path.front() != '/')
+          return error_response(invalid(fmt::format("request body: 'path' must be an absolute path with from: {}", from)));
+      } else {
+        return error_response(invalid(fmt::format("request body: 'from' must be server, datadir or dump, not '{}'", from)));
+      }
+      auto job = dbm->import(parts[2], src);
+      if (!job.ok()) return error_response(job.error());
+      return ok(job_json(**job), 202);
+    }
+    if (route("DELETE", {"v1", "standards", "*", "versions", "*"})) {
+      int n = 0;
+      auto [p, ec] = std::from_chars(parts[4].data(), parts[4].data() + parts[4].size(), n);
+      if (ec != std::errc() || p != parts[4].data() + parts[4].size() || n < 1)
+        return error_response(invalid(fmt::format("version '{}' must be a number from 1", parts[4])));
+      if (auto st = dbm->remove(parts[2], n); !st.ok()) return error_response(st.error());
+      return ok({{"standard", parts[2]}, {"removed", n}});
+    }
+    if (route("GET", {"v1", "jobs", "*"})) {
+      auto j = dbm->job(parts[2]);
+      if (!j) return error_response(not_found(fmt::format("no job '{}'", parts[2])));
+      return ok(job_json(*j));
+    }
+    if (route("POST", {"v1", "environments", "*", "databases", "*", "reset"})) {
+      auto v = int_param(query, "version", 0, 1'000'000);
+      if (!v.ok()) return error_response(v.error());
+      auto before = loop_.last_event_id();
+      if (!before.ok()) return error_response(before.error());
+      if (auto st = loop_.reset_database(parts[2], parts[4], static_cast<int>(*v)); !st.ok()) return error_response(st.error());
+      return ok({{"environment", parts[2]}, {"database", parts[4]}, {"reset", true}, {"events_after", *before}}, 202);
+    }
   }
 
   if (route("POST", {"v1", "reconcile"})) {

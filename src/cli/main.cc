@@ -93,6 +93,50 @@ berth::Millis parse_timeout(const std::string& text) {
   return *d;
 }
 
+// Poll a database job, showing its phase, bytes, rate and ETA on one line, until it ends.
+int follow_job(bc::Client& c, const std::string& id, bool quiet) {
+  const bool tty = ::isatty(STDOUT_FILENO);
+  auto t0 = std::chrono::steady_clock::now();
+  std::string last_phase;
+  while (true) {
+    auto r = c.get("/v1/jobs/" + url_encode(id));
+    if (!r.ok()) return fail(r.error());
+    const json& j = *r;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!quiet) {
+      const std::string phase = j["phase"];
+      const auto done = j["done_bytes"].get<std::uint64_t>(), total = j["total_bytes"].get<std::uint64_t>();
+      std::string line = phase;
+      if (total > 0) {
+        const double rate = secs > 0 ? done / secs : 0;
+        line += fmt::format("  {} / {}  {}/s", berth::cli::bytes_text(done), berth::cli::bytes_text(total),
+                            berth::cli::bytes_text(static_cast<std::uint64_t>(rate)));
+        if (rate > 0 && done < total) line += fmt::format("  ETA {:.0f}s", (total - done) / rate);
+      }
+      if (tty) fmt::print("\r\033[K{}", line);
+      else if (phase != last_phase) fmt::print("{}\n", line);
+      std::fflush(stdout);
+      last_phase = phase;
+    }
+    if (j["done"].get<bool>()) {
+      if (tty && !quiet) fmt::print("\n");
+      if (!j["error"].is_null()) {
+        fmt::print(stderr, "berth: {} failed: {}\n", j["target"].get<std::string>(), j["error"].get<std::string>());
+        return 1;
+      }
+      if (!quiet && j.contains("version")) {
+        const json& v = j["version"];
+        fmt::print("{}@{}: {} in {} files, {} chunks; {} new chunks, {} uploaded to the store; {:.1f}s\n",
+                   v["standard"].get<std::string>(), v["version"].get<int>(), berth::cli::bytes_text(v["bytes"]),
+                   v["files"].get<std::uint64_t>(), v["chunks"].get<std::uint64_t>(), v["new_chunks"].get<std::uint64_t>(),
+                   berth::cli::bytes_text(v["uploaded_bytes"]), v["import_ms"].get<double>() / 1000);
+      }
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a display refresh, not a wait for state
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -167,7 +211,43 @@ int main(int argc, char** argv) {
   events->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
   events->add_flag("-f,--follow", follow_events, "keep printing new events");
 
+  serve->add_option("--blob-store", serve_opts.blob_store,
+                    "where database snapshots go: DIR, swift://USER:KEY@HOST:PORT/CONTAINER or "
+                    "s3://ACCESS:SECRET@HOST:PORT/BUCKET (default DATA-DIR/blobs)");
+  serve->add_option("--db-dir", serve_opts.db_dir,
+                    "goldens and copies of standard databases; put it on XFS (reflink=1) or btrfs for instant copies "
+                    "(default DATA-DIR/db)");
+  bool no_overlay = false;
+  serve->add_flag("--db-no-overlay", no_overlay, "never make database copies with overlayfs");
+
+  auto* db_cmd = app.add_subcommand("db", "standard databases: import versions, list them, reset an environment's copy");
+  db_cmd->require_subcommand(1);
+  auto* db_import = db_cmd->add_subcommand("import", "import the next version of a standard");
+  std::string standard, from_server, from_datadir, from_dump, db_user = "root", db_password;
+  db_import->add_option("standard", standard)->required();
+  auto* fs_opt = db_import->add_option("--from-server", from_server, "a running server: HOST:PORT or a socket path (copied "
+                                                                      "with mariadb-backup, not stopped)");
+  auto* fd_opt = db_import->add_option("--from-datadir", from_datadir, "a stopped server's data directory");
+  auto* fdump_opt = db_import->add_option("--from-dump", from_dump, "an SQL dump (loaded into a fresh server once)");
+  fs_opt->excludes(fd_opt)->excludes(fdump_opt);
+  fd_opt->excludes(fdump_opt);
+  db_import->add_option("--user", db_user, "account for --from-server")->capture_default_str();
+  db_import->add_option("--password", db_password, "its password");
+  db_import->add_flag("-q,--quiet", quiet, "print nothing but errors");
+  auto* db_versions = db_cmd->add_subcommand("versions", "list the versions of a standard (all standards without one)");
+  db_versions->add_option("standard", standard);
+  db_versions->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  auto* db_clone = db_cmd->add_subcommand("clone", "give an environment a fresh copy of its database DB[@VERSION]");
+  std::string db_name;
+  db_clone->add_option("database", db_name, "the database as named in the catalog, optionally @VERSION")->required();
+  db_clone->add_option("-e,--env", env, "environment")->required();
+  db_clone->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
+  db_clone->add_flag("-q,--quiet", quiet, "print nothing but errors");
+  auto* db_rm = db_cmd->add_subcommand("rm", "forget a version of a standard (and its golden on this host)");
+  db_rm->add_option("version", standard, "STANDARD@VERSION")->required();
+
   CLI11_PARSE(app, argc, argv);
+  serve_opts.db_overlay = !no_overlay;
 
   if (serve->parsed()) {
     auto bytes = parse_size(store_max);
@@ -267,6 +347,52 @@ int main(int argc, char** argv) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a display refresh, not a wait for state
       }
+      return 0;
+    }
+    if (db_import->parsed()) {
+      json body;
+      if (!from_server.empty()) body = {{"from", "server"}, {"address", from_server}, {"user", db_user}, {"password", db_password}};
+      else if (!from_datadir.empty()) body = {{"from", "datadir"}, {"path", std::filesystem::absolute(from_datadir).string()}};
+      else if (!from_dump.empty()) body = {{"from", "dump"}, {"path", std::filesystem::absolute(from_dump).string()}};
+      else {
+        fmt::print(stderr, "berth db import: say where from: --from-server, --from-datadir or --from-dump\n");
+        return 2;
+      }
+      auto r = c.post("/v1/standards/" + url_encode(standard) + "/import", body);
+      if (!r.ok()) return fail(r.error());
+      return follow_job(c, (*r)["id"].get<std::string>(), quiet);
+    }
+    if (db_versions->parsed()) {
+      auto r = standard.empty() ? c.get("/v1/standards") : c.get("/v1/standards/" + url_encode(standard));
+      if (!r.ok()) return fail(r.error());
+      if (output == "json") fmt::print("{}\n", r->dump(2));
+      else fmt::print("{}", berth::cli::versions_table(*r));
+      return 0;
+    }
+    if (db_clone->parsed()) {
+      berth::Millis timeout = parse_timeout(timeout_text);
+      std::string name = db_name, version;
+      if (auto at = db_name.find('@'); at != std::string::npos) {
+        name = db_name.substr(0, at);
+        version = "?version=" + url_encode(db_name.substr(at + 1));
+      }
+      auto r = c.post(fmt::format("/v1/environments/{}/databases/{}/reset{}", url_encode(env), url_encode(name), version));
+      if (!r.ok()) return fail(r.error());
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&name](const json& s) {
+        for (const auto& a : s["apps"])
+          if (a["app"] == name) return a["state"] == "ready" && a.contains("database") && !a["database"]["version"].is_null();
+        return false;
+      }, "clone");
+    }
+    if (db_rm->parsed()) {
+      auto at = standard.find('@');
+      if (at == std::string::npos) {
+        fmt::print(stderr, "berth db rm: name the version: STANDARD@VERSION (see berth db versions)\n");
+        return 2;
+      }
+      auto r = c.del(fmt::format("/v1/standards/{}/versions/{}", url_encode(standard.substr(0, at)), url_encode(standard.substr(at + 1))));
+      if (!r.ok()) return fail(r.error());
+      fmt::print("removed {}\n", standard);
       return 0;
     }
     if (status->parsed()) {

@@ -76,6 +76,19 @@ std::string status_table(const json& s) {
       tag = fmt::format("{} → {} ({}) [{}]", str(a, "tag"), commit, state, short_layer(from.value("tag", "")));
     }
     std::string bt = fmt::format("{} [{}]", str(a, "build_type"), short_layer(from.value("build_type", "")));
+    if (a.contains("database")) {  // a database: its standard and how its copy was made
+      const auto& d = a["database"];
+      tag = fmt::format("{} [{}]", str(d, "standard"), short_layer(from.value("standard", "")));
+      if (!d["version"].is_null()) {
+        tag = fmt::format("{} → v{} ({} {:.2f}s{}) [{}]", str(d, "standard"), d["version"].get<int>(), str(d, "copy_method"),
+                          d["copy_ms"].get<double>() / 1000.0,
+                          d["golden_restore_ms"].get<double>() > 0
+                              ? fmt::format(", golden restored {:.1f}s", d["golden_restore_ms"].get<double>() / 1000.0)
+                              : "",
+                          short_layer(from.value("standard", "")));
+      }
+      bt = "-";
+    }
     bool first = true;
     for (const auto& i : a["instances"]) {
       std::string msg = str(i, "state") == "ready" ? str(i, "health") : str(i, "message");
@@ -87,6 +100,25 @@ std::string status_table(const json& s) {
       first = false;
     }
   }
+  return out + table(rows);
+}
+
+std::string bytes_text(std::uint64_t n) {
+  if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
+  if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));
+  if (n >= (1ull << 10)) return fmt::format("{:.0f} kB", static_cast<double>(n) / (1ull << 10));
+  return fmt::format("{} B", n);
+}
+
+std::string versions_table(const json& r) {
+  json list = r.contains("standards") ? r["standards"] : json::array({r});
+  std::vector<std::vector<std::string>> rows = {{"STANDARD", "VERSION", "CREATED", "SIZE", "FILES", "UPLOADED", "IMPORT", "SOURCE"}};
+  for (const auto& s : list)
+    for (const auto& v : s["versions"])
+      rows.push_back({str(v, "standard"), str(v, "version"), str(v, "created_at"), bytes_text(v["bytes"]), str(v, "files"),
+                      fmt::format("{} ({} new chunks of {})", bytes_text(v["uploaded_bytes"]), str(v, "new_chunks"), str(v, "chunks")),
+                      fmt::format("{:.1f}s", v["import_ms"].get<double>() / 1000.0), str(v, "source")});
+  std::string out = r.contains("store") ? fmt::format("store: {}\n", str(r, "store")) : "";
   return out + table(rows);
 }
 

@@ -28,6 +28,8 @@ Client::~Client() = default;
 
 Result<nlohmann::json> Client::get(const std::string& target) { return call("GET", target, ""); }
 Result<nlohmann::json> Client::post(const std::string& target, const nlohmann::json& body) { return call("POST", target, body.dump()); }
+Result<nlohmann::json> Client::del(const std::string& target) { return call("DELETE", target, ""); }
+
 Result<nlohmann::json> Client::put(const std::string& target, const nlohmann::json& body) { return call("PUT", target, body.dump()); }
 
 Result<nlohmann::json> Client::call(const std::string& method, const std::string& target, const std::string& body) {

@@ -25,6 +25,7 @@ class Client {
   Result<nlohmann::json> get(const std::string& target);
   Result<nlohmann::json> post(const std::string& target, const nlohmann::json& body = nlohmann::json::object());
   Result<nlohmann::json> put(const std::string& target, const nlohmann::json& body);
+  Result<nlohmann::json> del(const std::string& target);
 
  private:
   Result<nlohmann::json> call(const std::string& method, const std::string& target, const std::string& body);

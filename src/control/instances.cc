@@ -41,6 +41,12 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
     vars["port." + name] = std::to_string(port);
     rs.env_vars["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
   }
+  if (spec.database && d_.databases) {
+    if (const db::Copy* c = d_.databases->find_copy(key.env, key.app)) {
+      vars["datadir"] = c->datadir;
+      vars["rundir"] = c->rundir;
+    }
+  }
   rs.command = model::substitute(spec.command, vars);
   rs.env_vars["BERTH_ENV"] = key.env;
   rs.env_vars["BERTH_APP"] = key.app;
@@ -51,7 +57,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, catalog_->dns().zone);
   rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, catalog_->dns().zone);
   rs.env_vars["BERTH_HOME"] = d_.data_dir;
-  if (!artifact.path.empty()) {
+  if (!artifact.path.empty() && !spec.database) {
     rs.env_vars["BERTH_ARTIFACT"] = artifact.path;
     rs.env_vars["BERTH_COMMIT"] = artifact.commit;
   }
@@ -71,6 +77,19 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
         if (ip) addrs += fmt::format("{}{}:{}", addrs.empty() ? "" : ",", model::format_ipv4(*ip), port);
       }
       rs.env_vars[fmt::format("BERTH_DEP_{}_{}", env_var_name(dep.app), env_var_name(pname))] = addrs;
+    }
+    // A database: where it is and how to log in.
+    if (dspec->database && dspec->ports.count("sql")) {
+      const std::string n = env_var_name(dep.app);
+      auto ip = ipam_.lookup({where, dep.app, 0});
+      const std::string host = ip ? model::format_ipv4(*ip) : "";
+      const int port = dspec->ports.at("sql");
+      rs.env_vars[fmt::format("BERTH_DB_{}_HOST", n)] = host;
+      rs.env_vars[fmt::format("BERTH_DB_{}_PORT", n)] = std::to_string(port);
+      rs.env_vars[fmt::format("BERTH_DB_{}_USER", n)] = dspec->database->user;
+      rs.env_vars[fmt::format("BERTH_DB_{}_PASSWORD", n)] = dspec->database->password;
+      rs.env_vars[fmt::format("BERTH_DB_{}_URL", n)] =
+          fmt::format("mysql://{}:{}@{}:{}/", dspec->database->user, dspec->database->password, host, port);
     }
   }
   rs.env_vars["BERTH_DEPS"] = dep_names;

@@ -312,7 +312,9 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
 
   Artifact artifact;
   std::string build_wait;
-  const bool build_ready = !spec.source || prepare_build(env, app, spec, artifact, build_wait);
+  const bool build_ready = spec.source     ? prepare_build(env, app, spec, artifact, build_wait)
+                           : spec.database ? prepare_database(env, app, spec, artifact, build_wait)
+                                           : true;
   const std::string fingerprint = spec.fingerprint() + (artifact.build_id.empty() ? "" : ":" + artifact.build_id);
   if (build_ready) app.desired_fp = fingerprint;
   // Rolling replacement: at most one instance of the app is being replaced at a time, and the
@@ -372,6 +374,62 @@ ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::strin
   if (e == envs_.end()) return nullptr;
   auto a = e->second.apps.find(app);
   return a == e->second.apps.end() ? nullptr : &a->second;
+}
+
+bool ControlLoop::prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,
+                                   std::string& wait) {
+  if (!d_.databases) {
+    wait = "cannot copy the standard: this daemon has no database manager";
+    return false;
+  }
+  const db::CopyStatus cs = d_.databases->ensure_copy(env, spec.app, *spec.database);
+  std::string state;
+  switch (cs.state) {
+    case db::CopyStatus::State::kReady: {
+      const db::Copy& c = *cs.copy;
+      out = {c.datadir, fmt::format("db:{}@{}:{}", c.standard, c.version, c.created_at), ""};
+      state = fmt::format("ready {}@{} {}", c.standard, c.version, c.created_at);
+      if (app.src.db_announced != state)
+        emit(env, "db-copied", spec.app, -1, "",
+             fmt::format("{}@{} by {} in {}{}", c.standard, c.version, db::to_string(c.method), format_duration(c.clone_ms),
+                         c.golden_restore_ms ? fmt::format(" (golden restored from the store in {})",
+                                                           format_duration(c.golden_restore_ms))
+                                             : ""));
+      app.src.db_announced = state;
+      return true;
+    }
+    case db::CopyStatus::State::kPreparing:
+      wait = cs.message;
+      state = "preparing";
+      break;
+    case db::CopyStatus::State::kFailed:
+      wait = "no copy of the standard: " + cs.message;
+      state = "failed " + cs.message;
+      if (app.src.db_announced != state) emit(env, "db-copy-failed", spec.app, -1, "", cs.message);
+      break;
+  }
+  app.src.db_announced = state;
+  return false;
+}
+
+Status ControlLoop::reset_database(const std::string& env, const std::string& db, int version) {
+  if (!d_.databases) return unavailable("this daemon has no database manager");
+  const model::Environment* espec = catalog_ ? catalog_->find(env) : nullptr;
+  if (!espec) return not_found(fmt::format("no environment '{}' in the catalog", env));
+  const model::AppSpec* spec = espec->find(db);
+  if (!spec || !spec->database) return not_found(fmt::format("environment '{}' has no database '{}'", env, db));
+  if (espec->served_by.at(db) != env)
+    return conflict(fmt::format("environment '{}' does not run its own '{}': {} serves it", env, db, espec->served_by.at(db)));
+  if (version && spec->database->version != version)
+    return conflict(fmt::format("the catalog asks {}{} for '{}' in '{}'; to use version {} set "
+                                "environments.{}.apps.{}.standard: {}@{}",
+                                spec->database->standard,
+                                spec->database->version ? fmt::format("@{}", spec->database->version) : " (the latest)", db,
+                                env, version, env, db, spec->database->standard, version));
+  BERTH_TRY(d_.databases->reset(env, db));
+  emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is being made");
+  schedule_reconcile();
+  return {};
 }
 
 bool ControlLoop::prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,

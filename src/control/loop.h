@@ -23,6 +23,7 @@
 #include "base/executor.h"
 #include "base/result.h"
 #include "build/builder.h"
+#include "db/manager.h"
 #include "health/prober.h"
 #include "health/tracker.h"
 #include "model/catalog.h"
@@ -50,6 +51,8 @@ struct Deps {
   // Builds apps that have a source; without one such apps wait with a message.
   build::Builder* builder = nullptr;
   std::uint64_t artifact_max_bytes = 2ull << 30;  // artifact store size before LRU eviction
+  // Makes each environment's copy of its databases; without one, databases wait with a message.
+  db::Manager* databases = nullptr;
 };
 
 struct InstanceStatus {
@@ -80,6 +83,13 @@ struct AppStatus {
   std::string build_state;  // resolving | queued | building | built | build-failed; empty without a source
   Millis build_ms = 0;      // duration of the build (0 while not finished)
   std::string build_error;
+  // Databases: the standard and version of the environment's copy, how it was made, how long it took.
+  std::string standard;     // as asked: NAME or NAME@VERSION
+  int copy_version = 0;     // the version the copy is of (0: no copy yet)
+  std::string copy_method;  // reflink | overlay | copy
+  Millis copy_ms = 0;
+  Millis golden_restore_ms = 0;  // restoring this host's golden from the store first (0: it was here)
+  std::string datadir;
 };
 
 struct EnvStatus {
@@ -115,6 +125,12 @@ class ControlLoop {
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
   const build::Builder* builder() const { return d_.builder; }
+  db::Manager* databases() const { return d_.databases; }
+  // Something outside the loop changed (a database copy, a standard version): reconcile soon.
+  void poke() { schedule_reconcile(); }
+  // Throw away the environment's copy of database `db` and make a fresh one (its server is
+  // replaced once the new copy exists). `version` 0: as the catalog asks; otherwise it must match.
+  Status reset_database(const std::string& env, const std::string& db, int version);
   // The log file of an instance (stdout and stderr), for an app the environment defines.
   Result<std::string> log_path(const std::string& env, const std::string& app, int ordinal) const;
   // Number of reconcile passes run; for tests and benchmarks.
@@ -155,6 +171,7 @@ class ControlLoop {
     std::string error;       // resolving failed
     std::string build_id;
     std::string announced;   // last build state told in an event
+    std::string db_announced;  // last database copy state told in an event
   };
   struct App {
     std::map<int, Instance> instances;
@@ -189,6 +206,8 @@ class ControlLoop {
   // For an app with a source: resolve, build, and say whether its artifact is there; when not,
   // `wait` says why.
   bool prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
+  bool prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   App* find_app(const std::string& env, const std::string& app);
   void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
              const std::string& fingerprint);

@@ -92,6 +92,16 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     }
     if (a.build_state == "build-failed") a.state = "build-failed";
   }
+  if (aspec.database) {
+    a.standard = aspec.database->standard + (aspec.database->version ? fmt::format("@{}", aspec.database->version) : "");
+    if (const db::Copy* c = d_.databases ? d_.databases->find_copy(espec.name, aspec.app) : nullptr) {
+      a.copy_version = c->version;
+      a.copy_method = std::string(db::to_string(c->method));
+      a.copy_ms = c->clone_ms;
+      a.golden_restore_ms = c->golden_restore_ms;
+      a.datadir = c->datadir;
+    }
+  }
   if (a.state == "waiting" && !a.instances.empty()) a.message = a.instances.front().message;
   else if (a.state == "failed" || a.state == "starting")
     for (const auto& i : a.instances)

@@ -17,7 +17,10 @@
 #include "api/http_server.h"
 #include "base/asio_executor.h"
 #include "base/text.h"
+#include "blob/open_store.h"
 #include "build/builder.h"
+#include "db/manager.h"
+#include "db/mariadb/mariadb_engine.h"
 #include <thread>
 #include "control/loop.h"
 #include "health/prober.h"
@@ -98,7 +101,19 @@ int run(const Options& o) {
   build::Builder builder(io, executor, clock, data_dir,
                          o.build_parallel > 0 ? o.build_parallel : static_cast<int>(std::thread::hardware_concurrency()));
 
+  // Standard databases: snapshots in the blob store, goldens and copies under the db directory.
+  auto blobs = blob::open_store(o.blob_store.empty() ? "local:" + data_dir + "/blobs" : o.blob_store);
+  if (!blobs.ok()) {
+    fmt::print(stderr, "berth serve: --blob-store: {}\n", blobs.error().message);
+    return 1;
+  }
+  const std::string db_dir = o.db_dir.empty() ? data_dir + "/db" : fs::absolute(o.db_dir).string();
+  db::CloneOptions clone_options;
+  clone_options.allow_overlay = o.db_overlay;
+  db::Manager databases(executor, clock, db_dir, **blobs, std::make_unique<db::MariadbEngine>(), clone_options);
+
   control::Deps deps;
+  deps.databases = &databases;
   deps.clock = &clock;
   deps.executor = &executor;
   deps.runtime = &runtime;
@@ -121,6 +136,7 @@ int run(const Options& o) {
     fmt::print(stderr, "berth serve: {}\n", loop.error().message);
     return 1;
   }
+  databases.set_on_change([l = loop->get()] { l->poke(); });
   api::Api api(**loop);
   auto server = api::HttpServer::create(io, o.listen, api);
   if (!server.ok()) {

@@ -13,6 +13,9 @@ struct Options {
   std::string dns_listen = "127.0.0.1:5353";  // the name server; empty: none
   int build_parallel = 0;                     // builds at once; 0: number of cores
   std::uint64_t artifact_max_bytes = 2ull << 30;
+  std::string blob_store;   // store URL for database snapshots (blob/open_store.h); empty: <data-dir>/blobs
+  std::string db_dir;       // goldens and copies of standard databases; empty: <data-dir>/db
+  bool db_overlay = true;   // let copies use overlayfs when reflinks are not possible
 };
 
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon

@@ -203,6 +203,7 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
   std::error_code ec;
   fs::create_directories(fs::path(log).parent_path(), ec);
   fs::remove_all(staging, ec);
+  fs::create_directories(fs::path(staging).parent_path(), ec);
   job->set_phase("copying from " + what);
   auto alive = alive_;
   run_worker([this, alive, job, standard, version, source, staging, log, what] {

@@ -1,3 +1,4 @@
+#include <sys/mount.h>
 #include "harness.h"
 
 #include <fcntl.h>
@@ -47,9 +48,21 @@ std::string replaced(std::string text, const std::string& from, const std::strin
   return text;
 }
 
+// Remove a data directory, first unmounting what berth mounted inside it (overlay copies of
+// databases stay mounted while the daemon is down: they are the environments' data).
+static void remove_tree(const std::string& dir) {
+  std::ifstream mounts("/proc/mounts");
+  std::vector<std::string> inside;
+  for (std::string dev, point, rest; mounts >> dev >> point && std::getline(mounts, rest);)
+    if (point.rfind(dir + "/", 0) == 0) inside.push_back(point);
+  for (auto it = inside.rbegin(); it != inside.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
 Daemon::Daemon(const std::string& name, std::vector<std::string> extra) : extra_(std::move(extra)) {
   dir_ = (fs::temp_directory_path() / fmt::format("berth-it-{}-{}", name, getpid())).string();
-  fs::remove_all(dir_);
+  remove_tree(dir_);
   fs::create_directories(dir_);
   // The example fleet's orders app is built from a git repository next to the catalog.
   std::string make = std::string(SOURCE_DIR) + "/scripts/make-example-repos.sh " + dir_ + "/repos >/dev/null";
@@ -98,7 +111,7 @@ Daemon::~Daemon() {
   }
   // Safety net: nothing this test started may outlive it.
   for (const auto& p : processes()) ::kill(-p.pid, SIGKILL);
-  if (!testing::Test::HasFailure()) fs::remove_all(dir_);
+  if (!testing::Test::HasFailure()) remove_tree(dir_);
 }
 
 CliResult Daemon::cli(const std::vector<std::string>& args) {

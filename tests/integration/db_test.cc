@@ -1,0 +1,251 @@
+// Standard databases against a real MariaDB: a golden server the test runs, imported by berth
+// with mariadb-backup while it runs; each environment gets its own server on its own copy.
+// Also: versions share chunks, a corrupt chunk on a cold host never yields a ready server, and
+// the reflink path on an XFS loop image (root only; the default path here is overlayfs).
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "blob/local/local_store.h"
+#include "harness.h"
+
+using namespace berth;
+using namespace berth::it;
+using testing::HasSubstr;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Run a shell command; returns its stdout (trailing newline removed) and exit status.
+std::pair<int, std::string> sh(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = ::pclose(p);
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// The golden: a MariaDB the test owns, on a unix socket only.
+struct Golden {
+  fs::path dir = fs::temp_directory_path() / fmt::format("berth-golden-{}", getpid());
+  std::string sock() const { return (dir / "s.sock").string(); }
+  pid_t pid = -1;
+  std::string sql(const std::string& q) const {
+    auto [rc, out] = sh(fmt::format("mariadb --no-defaults -uroot -S {} -N -e \"{}\" 2>&1", sock(), q));
+    EXPECT_EQ(rc, 0) << q << ": " << out;
+    return out;
+  }
+  void start() {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    auto [rc, out] = sh(fmt::format("mariadb-install-db --no-defaults --user=root --datadir={}/data "
+                                    "--auth-root-authentication-method=socket --skip-test-db >{}/install.log 2>&1",
+                                    dir.string(), dir.string()));
+    ASSERT_EQ(rc, 0) << read_file(dir.string() + "/install.log");
+    pid = fork();
+    if (pid == 0) {
+      std::string d = "--datadir=" + (dir / "data").string(), s = "--socket=" + sock(),
+                  l = "--log-error=" + (dir / "err.log").string();
+      execlp("mariadbd", "mariadbd", "--no-defaults", "--user=root", d.c_str(), s.c_str(), l.c_str(), "--skip-networking",
+             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    ASSERT_TRUE(wait_until([&] { return sh(fmt::format("mariadb --no-defaults -uroot -S {} -e 'SELECT 1' >/dev/null 2>&1", sock())).first == 0; },
+                           std::chrono::seconds(60)))
+        << read_file((dir / "err.log").string());
+    // A few schemas: two with an indexed table of some size, several small ones.
+    for (int s = 1; s <= 6; ++s) {
+      sql(fmt::format("CREATE DATABASE app{0:02d}; CREATE TABLE app{0:02d}.items (id INT PRIMARY KEY, sku VARCHAR(32), "
+                      "note VARCHAR(200), KEY k_sku(sku)) ENGINE=InnoDB; USE app{0:02d}; INSERT INTO items SELECT seq, "
+                      "CONCAT('SKU-', seq MOD 977), REPEAT(MD5(seq), 5) FROM seq_1_to_{1}",
+                      s, s <= 2 ? 60000 : 500));
+    }
+  }
+  ~Golden() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+std::string catalog(const std::string& prefix) {
+  return fmt::format(R"(network:
+  pool: {0}.0.0/24
+databases:
+  shopdb:
+    standard: shop
+    options: {{innodb_buffer_pool_size: 32M, innodb_log_file_size: 16M}}
+apps:
+  orders:
+    command: sh -c 'echo "$BERTH_DB_SHOPDB_URL" > "$BERTH_HOME/orders.$BERTH_ENV.db"; exec sleep 100000'
+    depends_on: [shopdb]
+environments:
+  e1: {{}}
+  e2: {{}}
+)",
+                     prefix);
+}
+
+std::string query(const json& status, const std::string& q) {
+  const std::string ip = app_of(status, "shopdb")["instances"][0]["ip"];
+  auto [rc, out] = sh(fmt::format("mariadb --no-defaults --protocol=TCP -h {} -P 3306 -u berth -pberth -N -e \"{}\" 2>&1", ip, q));
+  EXPECT_EQ(rc, 0) << q << ": " << out;
+  return out;
+}
+
+bool ready(Daemon& d, const std::string& env) {
+  auto s = d.status(env);
+  return s["ready"].get<bool>();
+}
+
+}  // namespace
+
+class Databases : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    golden_ = new Golden;
+    golden_->start();
+  }
+  static void TearDownTestSuite() {
+    delete golden_;
+    golden_ = nullptr;
+  }
+  static Golden* golden_;
+};
+Golden* Databases::golden_ = nullptr;
+
+TEST_F(Databases, ImportFromARunningServerThenIndependentCopiesPerEnvironment) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-copies");
+  ASSERT_EQ(d.apply(catalog("127.91")).exit_code, 0);
+  // Before any import the database waits and says how to import.
+  ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "shopdb")["message"].get<std::string>().find("berth db import") != std::string::npos; }));
+
+  auto imp = d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root"});
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  EXPECT_THAT(imp.out, HasSubstr("shop@1"));
+  ASSERT_TRUE(wait_until([&] { return ready(d, "e1"); }, std::chrono::seconds(120))) << d.status("e1").dump(2);
+  ASSERT_EQ(d.cli({"up", "e2"}).exit_code, 0);
+  auto s1 = d.status("e1"), s2 = d.status("e2");
+  const auto& db1 = app_of(s1, "shopdb")["database"];
+  EXPECT_EQ(db1["version"], 1);
+  EXPECT_EQ(db1["copy_method"], ::geteuid() == 0 ? "overlay" : "copy");
+  EXPECT_FALSE(db1["copy_ms"].is_null());
+  // The app was told where its database is and how to log in.
+  const std::string ip1 = app_of(s1, "shopdb")["instances"][0]["ip"];
+  EXPECT_EQ(read_file(d.data_dir() + "/orders.e1.db"), fmt::format("mysql://berth:berth@{}:3306/\n", ip1));
+
+  EXPECT_EQ(query(s1, "SELECT COUNT(*) FROM app01.items"), "60000");
+  query(s1, "INSERT INTO app01.items VALUES (1000001, 'only-in-e1', 'x')");
+  EXPECT_EQ(query(s1, "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "1");
+  EXPECT_EQ(query(s2, "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "0") << "e2's copy is its own";
+  EXPECT_EQ(golden_->sql("SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "0") << "the golden is untouched";
+
+  // The copy survives a restart of its server (it is the environment's data).
+  ASSERT_EQ(d.cli({"down", "e1"}).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
+  EXPECT_EQ(query(d.status("e1"), "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "1");
+
+  // A fresh copy on request.
+  auto cl = d.cli({"db", "clone", "shopdb", "--env", "e1"});
+  ASSERT_EQ(cl.exit_code, 0) << cl.out << cl.err;
+  EXPECT_EQ(query(d.status("e1"), "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "0");
+
+  // A second version after a one-table change uploads a small part of the first.
+  golden_->sql("UPDATE app03.items SET note = 'changed' WHERE id <= 50");
+  auto imp2 = d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"});
+  ASSERT_EQ(imp2.exit_code, 0) << imp2.err;
+  auto versions = d.api().get("/v1/standards/shop");
+  ASSERT_TRUE(versions.ok());
+  const auto& v = (*versions)["versions"];
+  ASSERT_EQ(v.size(), 2u);
+  const auto up1 = v[0]["uploaded_bytes"].get<std::uint64_t>(), up2 = v[1]["uploaded_bytes"].get<std::uint64_t>();
+  std::printf("version 1: %llu bytes, uploaded %llu; version 2 uploaded %llu (%.1f%%)\n",
+              static_cast<unsigned long long>(v[0]["bytes"].get<std::uint64_t>()), static_cast<unsigned long long>(up1),
+              static_cast<unsigned long long>(up2), 100.0 * static_cast<double>(up2) / static_cast<double>(up1));
+  EXPECT_LT(up2 * 4, up1);
+  // e1 stays on version 1 (its data is its own) until asked.
+  EXPECT_EQ(app_of(d.status("e1"), "shopdb")["database"]["version"], 1);
+  auto rm = d.cli({"db", "rm", "shop@1"});
+  EXPECT_NE(rm.exit_code, 0);
+  EXPECT_THAT(rm.err, HasSubstr("in use by environment"));
+}
+
+TEST_F(Databases, ACorruptChunkOnAColdHostIsNamedAndNoServerIsReady) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-corrupt");
+  ASSERT_EQ(d.apply(catalog("127.92")).exit_code, 0);
+  auto imp = d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"});
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  // Make this host cold (no golden) and damage one chunk of the biggest table in the store.
+  fs::remove_all(d.data_dir() + "/db/golden/shop@1");
+  auto versions = d.api().get("/v1/standards/shop");
+  ASSERT_TRUE(versions.ok());
+  blob::LocalStore store(d.data_dir() + "/blobs");
+  auto manifest = store.get((*versions)["versions"][0]["manifest"].get<std::string>());
+  ASSERT_TRUE(manifest.ok());
+  auto m = json::parse(manifest->begin(), manifest->end());
+  std::string victim;
+  for (const auto& e : m["entries"])
+    if (e["path"] == "app01/items.ibd") victim = e["chunks"][0]["hash"];
+  ASSERT_FALSE(victim.empty());
+  {
+    std::fstream f(store.path_of(victim), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('\x42');
+  }
+  ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] {
+    return app_of(d.status("e1"), "shopdb")["message"].get<std::string>().find(victim) != std::string::npos;
+  }, std::chrono::seconds(60))) << d.status("e1").dump(2);
+  auto s = d.status("e1");
+  const auto& db = app_of(s, "shopdb");
+  EXPECT_THAT(db["message"].get<std::string>(), HasSubstr("app01/items.ibd"));
+  EXPECT_TRUE(db["instances"][0]["pid"].is_null()) << "no server runs on a bad copy";
+  EXPECT_NE(db["state"], "ready");
+  EXPECT_EQ(app_of(s, "orders")["state"], "waiting");
+  EXPECT_FALSE(fs::exists(d.data_dir() + "/db/golden/shop@1"));
+  EXPECT_FALSE(fs::exists(d.data_dir() + "/db/copies/e1/shopdb"));
+}
+
+TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
+  ASSERT_FALSE(HasFatalFailure());
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount an XFS loop image";
+  const fs::path img = fs::temp_directory_path() / fmt::format("berth-xfs-{}.img", getpid());
+  const fs::path mnt = fs::temp_directory_path() / fmt::format("berth-xfs-{}", getpid());
+  fs::create_directories(mnt);
+  ASSERT_EQ(sh(fmt::format("truncate -s 2G {0} && mkfs.xfs -q -f -m reflink=1 {0} && mount -o loop {0} {1}", img.string(),
+                           mnt.string())).first,
+            0);
+  {
+    Daemon d("db-reflink", {"--db-dir", mnt.string()});
+    ASSERT_EQ(d.apply(catalog("127.93")).exit_code, 0);
+    ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+    auto up = d.cli({"up", "e1"});
+    ASSERT_EQ(up.exit_code, 0) << up.err;
+    auto s = d.status("e1");
+    EXPECT_EQ(app_of(s, "shopdb")["database"]["copy_method"], "reflink");
+    EXPECT_EQ(query(s, "SELECT COUNT(*) FROM app01.items"), "60000");
+    auto table = d.cli({"status", "e1"});
+    EXPECT_THAT(table.out, HasSubstr("reflink"));
+  }
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  fs::remove_all(mnt);
+  fs::remove(img);
+}
