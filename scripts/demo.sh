@@ -16,10 +16,11 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 berth serve --data-dir "$data" --listen "$BERTH_ADDR" 2>"$data/daemon.log" &
 daemon=$!
 cleanup() {
-  berth down beta-7 -q 2>/dev/null || true
-  berth down baseline -q 2>/dev/null || true
+  for e in beta-7 baseline dev-anna dev-ben; do berth down "$e" -q 2>/dev/null || true; done
   kill "$daemon" 2>/dev/null || true
   wait "$daemon" 2>/dev/null || true
+  # Database copies made with overlayfs stay mounted while their environment exists.
+  grep -o " $data/[^ ]*" /proc/mounts | xargs -r -n1 umount -l 2>/dev/null || true
 }
 trap cleanup EXIT
 until [ -s "$data/api.addr" ]; do
@@ -57,5 +58,25 @@ dig @127.0.0.1 -p 5353 +short _http._tcp.orders.beta-7.berth.test SRV
 step berth events beta-7
 step berth down beta-7
 step berth down baseline
+
+# Standard databases: a standard imported once, a private copy per environment.
+step berth db import shop --from-dump examples/shop/standard.sql
+step berth apply -f examples/shop/databases.yaml
+step berth up dev-anna
+step berth up dev-ben
+step berth status dev-anna
+anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+ben_db=$(berth status dev-ben -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+sql() { mariadb --no-defaults -h "$1" -u berth -pberth -N -e "$2"; }
+printf '\n\033[1m$ # anna deletes half the orders in her copy\033[0m\n'
+sql "$anna_db" "DELETE FROM orders.orders WHERE id % 2 = 0"
+printf 'orders in dev-anna: %s, in dev-ben: %s\n' "$(sql "$anna_db" "SELECT COUNT(*) FROM orders.orders")" \
+  "$(sql "$ben_db" "SELECT COUNT(*) FROM orders.orders")"
+step berth db clone shopdb --env dev-anna
+anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+printf 'orders in dev-anna after a fresh copy: %s\n' "$(sql "$anna_db" "SELECT COUNT(*) FROM orders.orders")"
+step berth db versions
+step berth down dev-anna
+step berth down dev-ben
 echo
 echo "demo done; daemon log and instance logs are in $data"

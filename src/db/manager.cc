@@ -25,6 +25,11 @@ std::string format_bytes(std::uint64_t n) {
 
 namespace {
 
+// Data directories are big and change in scattered pages: chunks of about 1 MiB keep a 2 GB
+// standard to a few thousand objects (a remote store's per-request cost dominates with small
+// ones) while a version after a one-table change still uploads a small fraction.
+constexpr snapshot::ChunkerParams kDatabaseChunking{256 << 10, 1 << 20, 4 << 20};
+
 Status write_json(const fs::path& path, const json& j) {
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
@@ -233,6 +238,7 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       BERTH_TRY(engine_->seal(staging, Account{}, log));
       job->set_phase("uploading to " + store_.describe());
       snapshot::CreateOptions o;
+      o.params = kDatabaseChunking;
       o.progress = [&](const snapshot::Progress& p) {
         job->done_bytes = p.done_bytes;
         job->total_bytes = p.total_bytes;

@@ -263,7 +263,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   YAML::Node apps_node = root["apps"];
   std::set<std::string> app_names;
   std::vector<std::string> app_order;
-  if (!apps_node || !apps_node.IsMap() || apps_node.size() == 0) {
+  if (!apps_node && root["databases"]) {
+    // A catalog of databases alone is fine.
+  } else if (!apps_node || !apps_node.IsMap() || apps_node.size() == 0) {
     ctx.error(apps_node ? apps_node : root, "the catalog needs 'apps': a mapping of app_code → settings");
   } else {
     for (const auto& [k, v] : entries(ctx, apps_node)) {

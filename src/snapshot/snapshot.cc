@@ -97,8 +97,9 @@ class Uploader {
   // False once a worker failed (the caller stops; finish() tells why).
   bool submit(std::string hash, std::vector<std::uint8_t> bytes) {
     std::unique_lock<std::mutex> lock(mu_);
-    space_.wait(lock, [&] { return queue_.size() < kMaxQueued || failed_; });
+    space_.wait(lock, [&] { return queued_bytes_ < kMaxQueuedBytes || failed_; });
     if (failed_) return false;
+    queued_bytes_ += bytes.size();
     queue_.push_back({std::move(hash), std::move(bytes)});
     ready_.notify_one();
     return true;
@@ -118,7 +119,7 @@ class Uploader {
   std::uint64_t uploaded_bytes() const { return uploaded_; }
 
  private:
-  static constexpr std::size_t kMaxQueued = 64;
+  static constexpr std::size_t kMaxQueuedBytes = 64 << 20;  // chunks read ahead of the uploads
   struct Task {
     std::string hash;
     std::vector<std::uint8_t> bytes;
@@ -133,6 +134,7 @@ class Uploader {
         if (failed_ || queue_.empty()) return;
         t = std::move(queue_.front());
         queue_.pop_front();
+        queued_bytes_ -= t.bytes.size();
         space_.notify_one();
       }
       Status st = upload(t, compressed);
@@ -166,6 +168,7 @@ class Uploader {
   std::mutex mu_;
   std::condition_variable ready_, space_;
   std::deque<Task> queue_;
+  std::size_t queued_bytes_ = 0;
   bool closed_ = false;
   std::atomic<bool> failed_{false};
   Error error_;
