@@ -5,6 +5,8 @@
 #include <string>
 
 #include "api/handlers.h"
+#include "blob/local/local_store.h"
+#include "db/manager.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace {
@@ -30,12 +32,23 @@ class NullProber : public health::Prober {
   }
 };
 
+// Imports fail at once: the fuzzer exercises request parsing, never mariadb-backup.
+class NullEngine : public db::Engine {
+ public:
+  std::string name() const override { return "null"; }
+  Status copy_running(const db::ServerSource&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
+  Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
+  Status seal(const std::string&, const db::Account&, const std::string&) override { return unavailable("fuzzing"); }
+};
+
 struct World {
   ManualClock clock;
   ManualExecutor executor{clock};
   NullRuntime runtime;
   NullProber prober;
   std::unique_ptr<store::SqliteStore> store = std::move(store::SqliteStore::open(":memory:").value());
+  blob::LocalStore blobs{"/tmp/berth-fuzz-api/blobs"};
+  db::Manager databases{executor, clock, "/tmp/berth-fuzz-api/db", blobs, std::make_unique<NullEngine>()};
   std::unique_ptr<control::ControlLoop> loop;
   std::unique_ptr<api::Api> api;
   World() {
@@ -46,6 +59,7 @@ struct World {
     d.prober = &prober;
     d.store = store.get();
     d.data_dir = "/tmp/berth-fuzz-api";
+    d.databases = &databases;
     loop = std::move(control::ControlLoop::create(d).value());
     api = std::make_unique<api::Api>(*loop);
   }

@@ -27,6 +27,7 @@ std::string_view to_string(CloneMethod m) {
     case CloneMethod::kReflink: return "reflink";
     case CloneMethod::kOverlay: return "overlay";
     case CloneMethod::kCopy: return "copy";
+    case CloneMethod::kRestore: return "restore";
   }
   return "?";
 }

@@ -17,7 +17,9 @@
 
 namespace berth::db {
 
-enum class CloneMethod { kReflink, kOverlay, kCopy };
+// kRestore: not cloned — written directly by the restore that made this host's golden (a cold
+// host restores the golden and the first copy at once).
+enum class CloneMethod { kReflink, kOverlay, kCopy, kRestore };
 std::string_view to_string(CloneMethod m);
 
 struct CloneOptions {

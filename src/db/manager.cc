@@ -25,10 +25,11 @@ std::string format_bytes(std::uint64_t n) {
 
 namespace {
 
-// Data directories are big and change in scattered pages: chunks of about 1 MiB keep a 2 GB
-// standard to a few thousand objects (a remote store's per-request cost dominates with small
-// ones) while a version after a one-table change still uploads a small fraction.
-constexpr snapshot::ChunkerParams kDatabaseChunking{256 << 10, 1 << 20, 4 << 20};
+// Data directories change in scattered pages: chunks of about 256 KiB dedup well between
+// versions, and packs of 8 MiB keep a 2 GB standard to a few dozen objects (a remote store's
+// per-request cost would dominate with one object per chunk).
+constexpr snapshot::ChunkerParams kDatabaseChunking{64 << 10, 256 << 10, 1 << 20};
+constexpr std::size_t kPackBytes = 8 << 20;
 
 Status write_json(const fs::path& path, const json& j) {
   std::error_code ec;
@@ -95,11 +96,22 @@ Manager::Manager(Executor& executor, const Clock& clock, std::string dir, blob::
 
 Manager::~Manager() {
   *alive_ = false;
-  for (auto& t : workers_)
-    if (t.joinable()) t.join();
+  for (auto& w : workers_) w.thread.join();
 }
 
-void Manager::run_worker(std::function<void()> fn) { workers_.emplace_back(std::move(fn)); }
+void Manager::run_worker(std::function<void()> fn) {
+  std::erase_if(workers_, [](Worker& w) {
+    if (!*w.finished) return false;
+    w.thread.join();
+    return true;
+  });
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  workers_.push_back({std::thread([fn = std::move(fn), finished] {
+                        fn();
+                        *finished = true;
+                      }),
+                      finished});
+}
 
 void Manager::load() {
   std::error_code ec;
@@ -122,7 +134,10 @@ void Manager::load() {
         c.standard = j->at("standard");
         c.version = j->at("version");
         std::string m = j->at("method");
-        c.method = m == "reflink" ? CloneMethod::kReflink : m == "overlay" ? CloneMethod::kOverlay : CloneMethod::kCopy;
+        c.method = m == "reflink"   ? CloneMethod::kReflink
+                   : m == "overlay" ? CloneMethod::kOverlay
+                   : m == "restore" ? CloneMethod::kRestore
+                                    : CloneMethod::kCopy;
         c.clone_ms = j->value("clone_ms", 0ll);
         c.golden_restore_ms = j->value("golden_restore_ms", 0ll);
         c.created_at = j->value("created_at", 0ll);
@@ -210,8 +225,10 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
   fs::remove_all(staging, ec);
   fs::create_directories(fs::path(staging).parent_path(), ec);
   job->set_phase("copying from " + what);
+  std::vector<std::string> bases;
+  for (const auto& [n, v] : versions_[standard]) bases.push_back(v.manifest_id);
   auto alive = alive_;
-  run_worker([this, alive, job, standard, version, source, staging, log, what] {
+  run_worker([this, alive, job, standard, version, source, staging, log, what, bases] {
     const Millis t0 = steady_ms();
     Version v;
     v.standard = standard;
@@ -239,6 +256,8 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       job->set_phase("uploading to " + store_.describe());
       snapshot::CreateOptions o;
       o.params = kDatabaseChunking;
+      o.pack_bytes = kPackBytes;
+      o.base_manifests = bases;  // earlier versions: their chunks are referenced, not stored again
       o.progress = [&](const snapshot::Progress& p) {
         job->done_bytes = p.done_bytes;
         job->total_bytes = p.total_bytes;
@@ -381,11 +400,19 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
     c.datadir = dest + "/data";
     c.rundir = dest + "/run";
     auto work = [&]() -> Status {
+      (void)remove_copy(dest);  // leftovers of an interrupted attempt
+      std::error_code e;
+      fs::create_directories(fs::path(dest).parent_path(), e);
       {
+        // A cold host: restore the golden and this copy at once (each chunk fetched and
+        // verified once, written to both), so the copy need not wait for the golden to be
+        // flushed to disk as a reflink would.
         std::lock_guard<std::mutex> lock(golden_mu_);
         if (!fs::exists(golden)) {
           const Millis t0 = steady_ms();
+          fs::create_directories(dest, e);
           snapshot::RestoreOptions o;
+          o.mirror = c.datadir;
           o.progress = [&](const snapshot::Progress& p) {
             job->done_bytes = p.done_bytes;
             job->total_bytes = p.total_bytes;
@@ -393,13 +420,15 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
           auto r = snapshot::restore_snapshot(ver.manifest_id, store_, golden, o);
           if (!r.ok()) return r.error().wrap("restoring the golden of " + want);
           c.golden_restore_ms = steady_ms() - t0;
+          c.method = CloneMethod::kRestore;
+          fs::create_directories(c.rundir, e);
+          if (e) return unavailable(fmt::format("cannot create {}: {}", c.rundir, e.message()));
+          c.created_at = clock_.wall_ms();
+          return save_copy(c);
         }
       }
       job->set_phase("cloning " + want);
       job->total_bytes = 0;
-      (void)remove_copy(dest);  // leftovers of an interrupted attempt
-      std::error_code e;
-      fs::create_directories(fs::path(dest).parent_path(), e);
       const Millis t1 = steady_ms();
       auto m = clone_tree(golden, dest, clone_options_);
       if (!m.ok()) return m.error().wrap("copying " + want);

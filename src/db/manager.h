@@ -28,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <list>
 #include <vector>
 
 #include "base/clock.h"
@@ -148,7 +149,11 @@ class Manager {
   std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::mutex golden_mu_;  // one golden restore at a time (two environments may want the same)
-  std::vector<std::thread> workers_;
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> finished;
+  };
+  std::vector<Worker> workers_;  // finished ones are joined when the next one starts
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
   std::function<void()> on_change_;
   int next_job_ = 1;

@@ -45,7 +45,9 @@ constexpr std::array<std::uint64_t, 256> make_gear() {
 }
 constexpr auto kGear = make_gear();
 
-constexpr int kFormat = 1;
+// Format 1: every chunk an object of its own. Format 2 adds packs (chunks stored back to back in
+// larger objects); a reader of 2 reads 1.
+constexpr int kFormat = 2;
 
 }  // namespace
 
@@ -72,6 +74,20 @@ std::size_t next_chunk(std::span<const std::uint8_t> data, const ChunkerParams& 
   return n;
 }
 
+namespace {
+bool all_zero(const std::uint8_t* p, std::size_t n) {
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (w) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+}  // namespace
+
 std::string sha256_hex(std::span<const std::uint8_t> data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -89,7 +105,16 @@ namespace {
 // uploads have finished.
 class Uploader {
  public:
-  Uploader(blob::BlobStore& store, int parallel) : store_(store) {
+  // Where a new chunk went: in pack number `seq` (known once the pack is stored) at `offset`.
+  struct PackedAt {
+    std::uint64_t seq;
+    std::uint64_t offset;
+    std::uint64_t length;
+  };
+
+  // `pack_bytes` 0: every chunk its own object; otherwise compressed chunks are appended to
+  // packs of about that size, each stored under the SHA-256 of its bytes.
+  Uploader(blob::BlobStore& store, int parallel, std::size_t pack_bytes) : store_(store), pack_bytes_(pack_bytes) {
     for (int i = 0; i < std::max(parallel, 1); ++i) threads_.emplace_back([this] { work(); });
   }
   ~Uploader() { (void)finish(); }
@@ -113,8 +138,15 @@ class Uploader {
     for (auto& t : threads_) t.join();
     threads_.clear();
     if (failed_) return error_;
+    if (!pack_.empty()) {  // the last, partly filled pack
+      std::vector<std::uint8_t> last;
+      last.swap(pack_);
+      BERTH_TRY(store_pack(pack_seq_, last));
+    }
     return {};
   }
+  const std::map<std::string, PackedAt>& packed() const { return packed_; }
+  const std::map<std::uint64_t, std::string>& pack_keys() const { return pack_keys_; }
   std::uint64_t new_chunks() const { return new_chunks_; }
   std::uint64_t uploaded_bytes() const { return uploaded_; }
 
@@ -152,6 +184,7 @@ class Uploader {
     auto there = store_.exists(t.hash);
     if (!there.ok()) return there.error();
     if (*there) return {};
+    if (pack_bytes_) return pack(t, compressed);
     compressed.resize(ZSTD_compressBound(t.bytes.size()));
     std::size_t n = ZSTD_compress(compressed.data(), compressed.size(), t.bytes.data(), t.bytes.size(), 3);
     if (ZSTD_isError(n)) return internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
@@ -164,7 +197,42 @@ class Uploader {
     return {};
   }
 
+  Status pack(const Task& t, std::vector<std::uint8_t>& compressed) {
+    compressed.resize(ZSTD_compressBound(t.bytes.size()));
+    std::size_t n = ZSTD_compress(compressed.data(), compressed.size(), t.bytes.data(), t.bytes.size(), 3);
+    if (ZSTD_isError(n)) return internal(fmt::format("zstd: {}", ZSTD_getErrorName(n)));
+    std::vector<std::uint8_t> full;
+    std::uint64_t full_seq = 0;
+    {
+      std::lock_guard<std::mutex> lock(pack_mu_);
+      packed_[t.hash] = {pack_seq_, pack_.size(), n};
+      pack_.insert(pack_.end(), compressed.begin(), compressed.begin() + static_cast<long>(n));
+      ++new_chunks_;
+      if (pack_.size() >= pack_bytes_) {
+        full.swap(pack_);
+        full_seq = pack_seq_++;
+      }
+    }
+    if (full.empty()) return {};
+    return store_pack(full_seq, full);
+  }
+  Status store_pack(std::uint64_t seq, const std::vector<std::uint8_t>& bytes) {
+    const std::string key = sha256_hex(bytes);
+    auto wrote = store_.put(key, bytes);
+    if (!wrote.ok()) return wrote.error().wrap("pack " + key);
+    if (*wrote) uploaded_ += bytes.size();
+    std::lock_guard<std::mutex> lock(pack_mu_);
+    pack_keys_[seq] = key;
+    return {};
+  }
+
   blob::BlobStore& store_;
+  const std::size_t pack_bytes_;
+  std::mutex pack_mu_;  // guards the four below
+  std::vector<std::uint8_t> pack_;
+  std::uint64_t pack_seq_ = 0;
+  std::map<std::string, PackedAt> packed_;
+  std::map<std::uint64_t, std::string> pack_keys_;
   std::mutex mu_;
   std::condition_variable ready_, space_;
   std::deque<Task> queue_;
@@ -176,18 +244,25 @@ class Uploader {
   std::vector<std::thread> threads_;
 };
 
+// Where a chunk of an earlier snapshot is: an object of its own (pack empty) or a pack range.
+struct Location {
+  std::string pack;
+  std::uint64_t offset = 0, length = 0;
+};
+
 struct Writer {
   Uploader& uploader;
   CreateStats& stats;
   std::set<std::string> seen;  // chunks already submitted in this snapshot
   const CreateOptions& options;
   Progress progress;
+  std::map<std::string, Location> known;  // chunks of the base snapshots
 
   Result<std::string> put_chunk(std::span<const std::uint8_t> chunk) {
     std::string hash = sha256_hex(chunk);
     ++stats.chunks;
     progress.done_bytes += chunk.size();
-    if (seen.insert(hash).second && !uploader.submit(hash, {chunk.begin(), chunk.end()}))
+    if (!known.count(hash) && seen.insert(hash).second && !uploader.submit(hash, {chunk.begin(), chunk.end()}))
       return internal("upload stopped");  // finish() has the reason
     if (options.progress && stats.chunks % 64 == 0) {
       progress.transferred_bytes = uploader.uploaded_bytes();
@@ -248,8 +323,33 @@ Result<json> chunk_file(const fs::path& path, Writer& w, const ChunkerParams& pa
 Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& store, const CreateOptions& options) {
   CreateStats stats;
   const ChunkerParams& params = options.params;
-  Uploader uploader(store, options.parallel);
-  Writer w{uploader, stats, {}, options, {}};
+  Uploader uploader(store, options.parallel, options.pack_bytes);
+  Writer w{uploader, stats, {}, options, {}, {}};
+  // Chunks of the base snapshots are referenced where they are, not stored again.
+  for (const auto& id : options.base_manifests) {
+    auto raw = store.get(id);
+    if (!raw.ok()) return raw.error().wrap("base snapshot " + id);
+    json base = json::parse(raw->begin(), raw->end(), nullptr, false);
+    if (base.is_discarded() || sha256_hex(*raw) != id) return invalid(fmt::format("base snapshot {} is corrupt", id));
+    try {
+      std::vector<std::string> packs;
+      if (base.contains("packs")) packs = base["packs"].get<std::vector<std::string>>();
+      for (const auto& e : base.at("entries")) {
+        if (!e.contains("chunks")) continue;
+        for (const auto& c : e["chunks"]) {
+          Location at;
+          if (c.contains("p")) {
+            const auto p = c["p"].get<std::size_t>();
+            if (p >= packs.size()) return invalid(fmt::format("base snapshot {}: pack index {} out of range", id, p));
+            at = {packs[p], c.at("o").get<std::uint64_t>(), c.at("l").get<std::uint64_t>()};
+          }
+          w.known.emplace(c.at("hash").get<std::string>(), at);
+        }
+      }
+    } catch (const json::exception& e) {
+      return invalid(fmt::format("base snapshot {} is malformed: {}", id, e.what()));
+    }
+  }
   json entries = json::array();
   std::error_code ec;
   fs::path root(dir);
@@ -297,7 +397,32 @@ Result<CreateStats> create_snapshot(const std::string& dir, blob::BlobStore& sto
     w.progress.transferred_bytes = stats.uploaded_bytes;
     options.progress(w.progress);
   }
-  json manifest = {{"format", kFormat}, {"files", stats.files}, {"bytes", stats.bytes}, {"entries", entries}};
+  // Chunks in packs get their place: "p" (index into "packs"), "o" (offset), "l" (length).
+  std::vector<std::string> packs;
+  std::map<std::string, std::size_t> pack_index;
+  auto index_of = [&](const std::string& key) {
+    auto [it, fresh] = pack_index.emplace(key, packs.size());
+    if (fresh) packs.push_back(key);
+    return it->second;
+  };
+  for (auto& e : entries) {
+    if (!e.contains("chunks")) continue;
+    for (auto& c : e["chunks"]) {
+      const std::string hash = c["hash"];
+      Location at;
+      if (auto k = w.known.find(hash); k != w.known.end()) {
+        at = k->second;
+      } else if (auto p = uploader.packed().find(hash); p != uploader.packed().end()) {
+        at = {uploader.pack_keys().at(p->second.seq), p->second.offset, p->second.length};
+      }
+      if (at.pack.empty()) continue;
+      c["p"] = index_of(at.pack);
+      c["o"] = at.offset;
+      c["l"] = at.length;
+    }
+  }
+  json manifest = {{"format", packs.empty() ? 1 : 2}, {"files", stats.files}, {"bytes", stats.bytes}, {"entries", entries}};
+  if (!packs.empty()) manifest["packs"] = packs;
   std::string text = manifest.dump();
   std::span<const std::uint8_t> bytes(reinterpret_cast<const std::uint8_t*>(text.data()), text.size());
   stats.manifest_id = sha256_hex(bytes);
@@ -314,11 +439,21 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   if (sha256_hex(*raw) != manifest_id)
     return invalid(fmt::format("manifest {} in {} is corrupt: its content does not match its id", manifest_id, store.describe()));
   json manifest = json::parse(raw->begin(), raw->end(), nullptr, false);
-  if (manifest.is_discarded() || manifest.value("format", 0) != kFormat || !manifest.contains("entries"))
-    return invalid(fmt::format("manifest {} is not a berth snapshot manifest (format {})", manifest_id, kFormat));
+  if (manifest.is_discarded() || !manifest.is_object() || !manifest.contains("entries") ||
+      !manifest["format"].is_number_integer() || manifest["format"].get<int>() < 1 || manifest["format"].get<int>() > kFormat)
+    return invalid(fmt::format("manifest {} is not a berth snapshot manifest (formats 1 to {})", manifest_id, kFormat));
 
   std::error_code ec;
   if (fs::exists(dest, ec)) return conflict(fmt::format("{} already exists; restore into a new directory", dest));
+  if (!options.mirror.empty() && fs::exists(options.mirror, ec))
+    return conflict(fmt::format("{} already exists; restore into a new directory", options.mirror));
+  // The mirror: the same tree built at once in a second place (DEST2.partial → DEST2).
+  const fs::path mirror_partial = options.mirror.empty() ? fs::path() : fs::path(options.mirror + ".partial");
+  if (!options.mirror.empty()) {
+    fs::remove_all(mirror_partial, ec);
+    fs::create_directories(mirror_partial, ec);
+    if (ec) return unavailable(fmt::format("cannot create {}: {}", mirror_partial.string(), ec.message()));
+  }
   // DEST.partial holds an unfinished restore; DEST.partial.manifest says of which snapshot. A
   // restore of the same snapshot resumes it, anything else starts over.
   const fs::path partial = dest + ".partial";
@@ -327,7 +462,7 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   {
     std::ifstream in(marker);
     std::string id;
-    resume = in && std::getline(in, id) && id == manifest_id && fs::is_directory(partial, ec);
+    resume = in && std::getline(in, id) && id == manifest_id && fs::is_directory(partial, ec) && options.mirror.empty();
   }
   if (!resume) {
     fs::remove_all(partial, ec);
@@ -341,16 +476,18 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   // missing data, or a bad manifest, removes it.
   auto fail = [&](Error e) -> Result<RestoreStats> {
     std::error_code ignored;
-    if (e.code != ErrorCode::kUnavailable) {
+    if (e.code != ErrorCode::kUnavailable || !options.mirror.empty()) {
       fs::remove_all(partial, ignored);
       fs::remove(marker, ignored);
     }
+    if (!options.mirror.empty()) fs::remove_all(mirror_partial, ignored);
     return e;
   };
 
   RestoreStats stats;
   struct File {
     fs::path path;
+    fs::path mirror;  // empty without a mirror
     std::string rel;
     unsigned mode;
   };
@@ -359,12 +496,16 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
     std::uint64_t offset;
     std::string hash;
     std::size_t size;
+    std::string object;          // the chunk's own object, or the pack holding it
+    std::uint64_t at = 0, length = 0;  // its bytes in a pack (length 0: the whole object)
   };
   std::vector<File> files;
   std::vector<Task> tasks;
+  std::vector<std::string> packs;
   std::vector<std::pair<fs::path, unsigned>> dir_modes;
   std::set<std::string> symlinks;
   try {
+    if (manifest.contains("packs")) packs = manifest["packs"].get<std::vector<std::string>>();
     for (const auto& e : manifest["entries"]) {
       const std::string rel = e.at("path").get<std::string>();
       if (rel.empty() || rel.front() == '/' || rel.find("..") != std::string::npos)
@@ -379,6 +520,10 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
       if (type == "dir") {
         fs::create_directories(target, ec);
         dir_modes.emplace_back(target, mode);
+        if (!options.mirror.empty()) {
+          fs::create_directories(mirror_partial / rel, ec);
+          dir_modes.emplace_back(mirror_partial / rel, mode);
+        }
         continue;
       }
       if (type == "symlink") {
@@ -388,6 +533,7 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         symlinks.insert(rel);
         fs::remove(target, ec);
         fs::create_symlink(to, target, ec);
+        if (!ec && !options.mirror.empty()) fs::create_symlink(to, mirror_partial / rel, ec);
         if (ec) return fail(unavailable(fmt::format("symlink {}: {}", rel, ec.message())));
         continue;
       }
@@ -395,93 +541,143 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
       std::uint64_t offset = 0;
       for (const auto& c : e.at("chunks")) {
         const std::size_t size = c.at("size").get<std::size_t>();
-        tasks.push_back({files.size(), offset, c.at("hash").get<std::string>(), size});
+        if (size > (64u << 20)) return fail(invalid(fmt::format("manifest {}: a chunk of {} claims {} bytes", manifest_id, rel, size)));
+        Task t{files.size(), offset, c.at("hash").get<std::string>(), size, "", 0, 0};
+        t.object = t.hash;
+        if (c.contains("p")) {
+          const auto p = c["p"].get<std::size_t>();
+          if (p >= packs.size()) return fail(invalid(fmt::format("manifest {}: pack index {} out of range", manifest_id, p)));
+          t.object = packs[p];
+          t.at = c.at("o").get<std::uint64_t>();
+          t.length = c.at("l").get<std::uint64_t>();
+          if (t.length == 0 || t.length > (64u << 20))
+            return fail(invalid(fmt::format("manifest {}: chunk {} has a bad length in its pack", manifest_id, t.hash)));
+        }
+        tasks.push_back(std::move(t));
         offset += size;
       }
       if (offset != e.at("size").get<std::uint64_t>())
         return fail(invalid(fmt::format("manifest {}: the chunks of {} add up to {} bytes, not {}", manifest_id, rel, offset,
                                         e.at("size").get<std::uint64_t>())));
       // Sized up front: a resumed restore keeps the bytes already there (checked chunk by chunk).
-      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
-      if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
-        int err = errno;
-        if (fd >= 0) ::close(fd);
-        return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(err))));
+      // All-zero chunks are not written: the files are sparse there.
+      const fs::path mirror_target = options.mirror.empty() ? fs::path() : mirror_partial / rel;
+      for (const fs::path& path : {target, mirror_target}) {
+        if (path.empty()) continue;
+        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
+        if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
+          int err = errno;
+          if (fd >= 0) ::close(fd);
+          return fail(unavailable(fmt::format("cannot create {}: {}", path.string(), std::strerror(err))));
+        }
+        ::close(fd);
       }
-      ::close(fd);
-      files.push_back({target, rel, mode});
+      files.push_back({target, mirror_target, rel, mode});
       ++stats.files;
       stats.bytes += offset;
     }
   } catch (const json::exception& e) {
     return fail(invalid(fmt::format("manifest {} is malformed: {}", manifest_id, e.what())));
   }
-  // Fetch, decompress, verify and write every chunk, several at once.
+  // Chunks grouped by the object holding them: each object is fetched once, then each of its
+  // chunks decompressed, verified and written. Several objects at once.
+  std::vector<std::vector<std::size_t>> groups;
+  {
+    std::map<std::string, std::size_t> by_object;
+    for (std::size_t i = 0; i < tasks.size(); ++i) {
+      auto [it, fresh] = by_object.emplace(tasks[i].object, groups.size());
+      if (fresh) groups.emplace_back();
+      groups[it->second].push_back(i);
+    }
+  }
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex error_mu, progress_mu;
   Error first_error;
   std::atomic<std::uint64_t> done_bytes{0}, transferred{0}, fetched{0};
-  std::atomic<std::size_t> finished_tasks{0};
   auto report = [&] {
     if (!options.progress) return;
     std::unique_lock<std::mutex> lock(progress_mu, std::try_to_lock);
     if (lock) options.progress({done_bytes.load(), stats.bytes, transferred.load()});
   };
+  auto stop_with = [&](Error e) {
+    std::lock_guard<std::mutex> lock(error_mu);
+    if (!failed.exchange(true)) first_error = std::move(e);
+  };
   auto work = [&] {
     std::vector<std::uint8_t> plain;
+    std::vector<std::size_t> pending;
     while (!failed) {
-      std::size_t i = next++;
-      if (i >= tasks.size()) return;
-      const Task& t = tasks[i];
-      const File& f = files[t.file];
-      auto stop_with = [&](Error e) {
-        std::lock_guard<std::mutex> lock(error_mu);
-        if (!failed.exchange(true)) first_error = std::move(e);
-      };
-      if (++finished_tasks % 64 == 0) report();
-      if (resume) {  // already there from an interrupted restore?
+      std::size_t g = next++;
+      if (g >= groups.size()) return;
+      report();
+      pending.clear();
+      for (std::size_t i : groups[g]) {
+        const Task& t = tasks[i];
+        if (resume) {  // already there from an interrupted restore?
+          plain.resize(t.size);
+          int rfd = ::open(files[t.file].path.c_str(), O_RDONLY | O_CLOEXEC);
+          ssize_t got = rfd >= 0 ? ::pread(rfd, plain.data(), t.size, static_cast<off_t>(t.offset)) : -1;
+          if (rfd >= 0) ::close(rfd);
+          if (got == static_cast<ssize_t>(t.size) && sha256_hex(plain) == t.hash) {
+            done_bytes += t.size;
+            continue;
+          }
+        }
+        pending.push_back(i);
+      }
+      if (pending.empty()) continue;
+      const Task& first = tasks[pending.front()];
+      auto blob = store.get(first.object);
+      if (!blob.ok()) {
+        const std::string in = first.object == first.hash ? "" : " (in pack " + first.object + ")";
+        stop_with(Error(blob.error().code, fmt::format("chunk {}{} of file {} cannot be read: {}", first.hash, in,
+                                                       files[first.file].rel, blob.error().message)));
+        return;
+      }
+      transferred += blob->size();
+      for (std::size_t i : pending) {
+        const Task& t = tasks[i];
+        const File& f = files[t.file];
+        ++fetched;
+        const std::string in = t.object == t.hash ? "" : " (in pack " + t.object + ")";
+        if (t.length && (t.at > blob->size() || t.length > blob->size() - t.at)) {
+          stop_with(invalid(fmt::format("chunk {}{} of file {} is corrupt (its range lies beyond the pack) in {}", t.hash, in,
+                                        f.rel, store.describe())));
+          return;
+        }
+        const std::uint8_t* src = blob->data() + t.at;
+        const std::size_t src_len = t.length ? t.length : blob->size();
         plain.resize(t.size);
-        int rfd = ::open(f.path.c_str(), O_RDONLY | O_CLOEXEC);
-        ssize_t got = rfd >= 0 ? ::pread(rfd, plain.data(), t.size, static_cast<off_t>(t.offset)) : -1;
-        if (rfd >= 0) ::close(rfd);
-        if (got == static_cast<ssize_t>(t.size) && sha256_hex(plain) == t.hash) {
-          done_bytes += t.size;
-          continue;
+        std::size_t n = ZSTD_decompress(plain.data(), plain.size(), src, src_len);
+        if (ZSTD_isError(n) || n != t.size || sha256_hex(std::span<const std::uint8_t>(plain.data(), n)) != t.hash) {
+          stop_with(invalid(fmt::format("chunk {}{} of file {} is corrupt ({}) in {}", t.hash, in, f.rel,
+                                        ZSTD_isError(n) ? ZSTD_getErrorName(n)
+                                        : n != t.size   ? "wrong size"
+                                                        : "content does not match its hash",
+                                        store.describe())));
+          return;
+        }
+        done_bytes += n;
+        if (all_zero(plain.data(), n)) continue;  // a hole in the sparse file already reads as zeros
+        for (const fs::path& path : {f.path, f.mirror}) {
+          if (path.empty()) continue;
+          int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+          std::size_t off = 0;
+          while (fd >= 0 && off < n) {
+            ssize_t k = ::pwrite(fd, plain.data() + off, n - off, static_cast<off_t>(t.offset + off));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) break;
+            off += static_cast<std::size_t>(k);
+          }
+          int err = errno;
+          if (fd >= 0) ::close(fd);
+          if (off != n) {
+            stop_with(unavailable(fmt::format("writing {}: {}", path.string(), std::strerror(err))));
+            return;
+          }
         }
       }
-      auto blob = store.get(t.hash);
-      ++fetched;
-      if (blob.ok()) transferred += blob->size();
-      if (!blob.ok()) {
-        stop_with(Error(blob.error().code, fmt::format("chunk {} of file {} cannot be read: {}", t.hash, f.rel, blob.error().message)));
-        return;
-      }
-      plain.resize(t.size);
-      std::size_t n = ZSTD_decompress(plain.data(), plain.size(), blob->data(), blob->size());
-      if (ZSTD_isError(n) || n != t.size || sha256_hex(std::span<const std::uint8_t>(plain.data(), n)) != t.hash) {
-        stop_with(invalid(fmt::format("chunk {} of file {} is corrupt ({}) in {}", t.hash, f.rel,
-                                      ZSTD_isError(n) ? ZSTD_getErrorName(n)
-                                      : n != t.size   ? "wrong size"
-                                                      : "content does not match its hash",
-                                      store.describe())));
-        return;
-      }
-      int fd = ::open(f.path.c_str(), O_WRONLY | O_CLOEXEC);
-      std::size_t off = 0;
-      while (fd >= 0 && off < n) {
-        ssize_t k = ::pwrite(fd, plain.data() + off, n - off, static_cast<off_t>(t.offset + off));
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) break;
-        off += static_cast<std::size_t>(k);
-      }
-      int err = errno;
-      if (fd >= 0) ::close(fd);
-      if (off != n) {
-        stop_with(unavailable(fmt::format("writing {}: {}", f.path.string(), std::strerror(err))));
-        return;
-      }
-      done_bytes += n;
     }
   };
   const unsigned threads = static_cast<unsigned>(std::clamp(options.parallel, 1, 64));
@@ -493,10 +689,20 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   stats.chunks = tasks.size();
   stats.fetched_chunks = fetched;
   report();
-  for (const auto& f : files) ::chmod(f.path.c_str(), f.mode);
+  for (const auto& f : files) {
+    ::chmod(f.path.c_str(), f.mode);
+    if (!f.mirror.empty()) ::chmod(f.mirror.c_str(), f.mode);
+  }
   for (auto it = dir_modes.rbegin(); it != dir_modes.rend(); ++it) ::chmod(it->first.c_str(), it->second);
+  if (!options.mirror.empty()) {
+    fs::rename(mirror_partial, options.mirror, ec);
+    if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", mirror_partial.string(), ec.message())));
+  }
   fs::rename(partial, dest, ec);
-  if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
+  if (ec) {
+    fs::remove_all(options.mirror, ec);
+    return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
+  }
   fs::remove(marker, ec);
   return stats;
 }

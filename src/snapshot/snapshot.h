@@ -57,6 +57,12 @@ using ProgressFn = std::function<void(const Progress&)>;
 struct CreateOptions {
   ChunkerParams params;
   int parallel = 8;     // chunks compressed and uploaded at once
+  // 0: every chunk is an object of its own. Otherwise new chunks are stored back to back in packs
+  // of about this size (a remote store's per-request cost then counts per pack, not per chunk).
+  std::size_t pack_bytes = 0;
+  // Snapshots whose chunks this one may reference instead of storing them again (earlier
+  // versions): with packs, the store cannot be asked chunk by chunk.
+  std::vector<std::string> base_manifests;
   ProgressFn progress;  // called from the calling thread, now and then; may be empty
 };
 
@@ -73,7 +79,10 @@ struct RestoreStats {
 };
 
 struct RestoreOptions {
-  int parallel = 8;     // chunks fetched at once (at least 1)
+  int parallel = 8;     // objects fetched at once (at least 1)
+  // When set: the same tree is built at once in this second place too (MIRROR.partial → MIRROR),
+  // each chunk fetched and verified once, written twice. Such a restore does not resume.
+  std::string mirror;
   ProgressFn progress;  // called from any restore thread, one call at a time; may be empty
 };
 

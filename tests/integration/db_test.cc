@@ -201,14 +201,24 @@ TEST_F(Databases, ACorruptChunkOnAColdHostIsNamedAndNoServerIsReady) {
   auto manifest = store.get((*versions)["versions"][0]["manifest"].get<std::string>());
   ASSERT_TRUE(manifest.ok());
   auto m = json::parse(manifest->begin(), manifest->end());
-  std::string victim;
+  std::string victim, pack;
+  std::size_t at = 0;
   for (const auto& e : m["entries"])
-    if (e["path"] == "app01/items.ibd") victim = e["chunks"][0]["hash"];
+    if (e["path"] == "app01/items.ibd") {
+      const auto& c = e["chunks"][0];
+      victim = c["hash"];
+      ASSERT_TRUE(c.contains("p")) << "standards are stored in packs";
+      pack = m["packs"][c["p"].get<std::size_t>()];
+      at = c["o"].get<std::size_t>() + c["l"].get<std::size_t>() / 2;
+    }
   ASSERT_FALSE(victim.empty());
   {
-    std::fstream f(store.path_of(victim), std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(20);
-    f.put('\x42');
+    std::fstream f(store.path_of(pack), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<long>(at));
+    char b = 0;
+    f.get(b);
+    f.seekp(static_cast<long>(at));
+    f.put(static_cast<char>(b ^ 0x55));
   }
   ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] {
@@ -244,6 +254,14 @@ TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
     EXPECT_EQ(query(s, "SELECT COUNT(*) FROM app01.items"), "60000");
     auto table = d.cli({"status", "e1"});
     EXPECT_THAT(table.out, HasSubstr("reflink"));
+    // A cold host (no golden): the golden and e2's copy are restored at once.
+    fs::remove_all(mnt / "golden" / "shop@1");
+    ASSERT_EQ(d.cli({"up", "e2"}).exit_code, 0);
+    auto s2 = d.status("e2");
+    EXPECT_EQ(app_of(s2, "shopdb")["database"]["copy_method"], "restore");
+    EXPECT_GT(app_of(s2, "shopdb")["database"]["golden_restore_ms"].get<long>(), 0);
+    EXPECT_EQ(query(s2, "SELECT COUNT(*) FROM app01.items"), "60000");
+    EXPECT_TRUE(fs::exists(mnt / "golden" / "shop@1" / "app01" / "items.ibd"));
   }
   ::umount2(mnt.c_str(), MNT_DETACH);
   fs::remove_all(mnt);

@@ -87,10 +87,11 @@ struct StoreTest : testing::TestWithParam<std::string> {
     return s.ok() ? std::move(*s) : nullptr;
   }
   // Replace an object's bytes in the store (a bit flipped by a bad disk, say).
-  void corrupt(blob::BlobStore& store, const std::string& key) {
+  // `at`: the byte to flip (default: the middle one).
+  void corrupt(blob::BlobStore& store, const std::string& key, std::size_t at = SIZE_MAX) {
     auto bytes = store.get(key);
     ASSERT_TRUE(bytes.ok()) << bytes.error().message;
-    (*bytes)[bytes->size() / 2] ^= 0x55;
+    (*bytes)[at == SIZE_MAX ? bytes->size() / 2 : at] ^= 0x55;
     if (auto* l = dynamic_cast<blob::LocalStore*>(&store)) {
       write(l->path_of(key), *bytes);
     } else if (auto* sw = dynamic_cast<blob::SwiftStore*>(&store)) {
@@ -209,6 +210,56 @@ TEST_P(StoreTest, ASecondVersionUploadsOnlyTheChangedChunks) {
   auto back = snapshot::restore_snapshot(v2->manifest_id, *store, (dir / "v2").string());
   ASSERT_TRUE(back.ok()) << back.error().message;
   EXPECT_EQ(tree_hashes(dir / "src"), tree_hashes(dir / "v2"));
+}
+
+// Packs: new chunks stored back to back in larger objects; a second version references the
+// first one's chunks in its packs and stores only its own new ones.
+TEST_P(StoreTest, PackedSnapshotsDedupAgainstTheirBaseAndNameACorruptChunk) {
+  auto store = open();
+  ASSERT_TRUE(store);
+  make_tree(dir / "src");
+  snapshot::CreateOptions packed;
+  packed.pack_bytes = 1 << 20;
+  auto v1 = snapshot::create_snapshot((dir / "src").string(), *store, packed);
+  ASSERT_TRUE(v1.ok()) << v1.error().message;
+  auto m1 = store->get(v1->manifest_id);
+  ASSERT_TRUE(m1.ok());
+  auto j1 = nlohmann::json::parse(m1->begin(), m1->end());
+  EXPECT_EQ(j1["format"], 2);
+  EXPECT_GE(j1["packs"].size(), 2u);
+  EXPECT_LT(j1["packs"].size(), v1->chunks) << "several chunks share a pack";
+  {
+    std::fstream f(dir / "src" / "app01" / "orders.ibd", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1 << 20);
+    auto page = random_bytes(16 << 10, 77);
+    f.write(reinterpret_cast<const char*>(page.data()), static_cast<long>(page.size()));
+  }
+  packed.base_manifests = {v1->manifest_id};
+  auto v2 = snapshot::create_snapshot((dir / "src").string(), *store, packed);
+  ASSERT_TRUE(v2.ok()) << v2.error().message;
+  EXPECT_LT(v2->uploaded_bytes * 10, v1->uploaded_bytes);
+  auto back = snapshot::restore_snapshot(v2->manifest_id, *store, (dir / "v2").string());
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(tree_hashes(dir / "src"), tree_hashes(dir / "v2"));
+
+  // Damage one chunk inside a pack: the restore names the chunk, its pack and its file.
+  std::string pack, hash;
+  std::size_t at = 0;
+  for (const auto& e : j1["entries"])
+    if (e["path"] == "ibdata1") {
+      const auto& c = e["chunks"][1];
+      hash = c["hash"];
+      pack = j1["packs"][c["p"].get<std::size_t>()];
+      at = c["o"].get<std::size_t>() + c["l"].get<std::size_t>() / 2;
+    }
+  ASSERT_FALSE(pack.empty());
+  corrupt(*store, pack, at);
+  auto bad = snapshot::restore_snapshot(v1->manifest_id, *store, (dir / "bad").string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("chunk " + hash));
+  EXPECT_THAT(bad.error().message, HasSubstr("ibdata1"));
+  EXPECT_THAT(bad.error().message, HasSubstr(pack));
+  EXPECT_FALSE(fs::exists(dir / "bad"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, testing::Values("local", "swift", "s3"),
