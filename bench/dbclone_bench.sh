@@ -106,6 +106,7 @@ for e in w1 w2 w3; do
   t=$(now); berth up "$e" -q; c=$(berth_count "$e"); T[warm_$e]=$(el "$t")
   echo "$e: ${T[warm_$e]} s (rows $c; $(berth status "$e" | grep shopdb | grep -o 'v1 ([^)]*)'))"
 done
+echo "timeline of w2 (berth events):"; berth events w2 | cut -c1-140 | sed 's/^/  /'
 warm=$(printf '%s\n' "${T[warm_w1]}" "${T[warm_w2]}" "${T[warm_w3]}" | sort -n | sed -n 2p)
 
 echo "== berth cold: no golden on this host, restored from Swift"
@@ -115,6 +116,7 @@ rm -rf "$golden_dir"
 cold
 t=$(now); berth up c1 -q; c=$(berth_count c1); T[cold]=$(el "$t")
 echo "c1: ${T[cold]} s (rows $c; $(berth status c1 | grep shopdb | grep -o 'v1 ([^)]*)'))"
+echo "timeline of c1 (berth events):"; berth events c1 | cut -c1-140 | sed 's/^/  /' 
 
 echo "== dump + import"
 mariadb-install-db --no-defaults --user=root --datadir="$W/p" --auth-root-authentication-method=socket --skip-test-db >/dev/null

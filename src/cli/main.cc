@@ -96,21 +96,26 @@ berth::Millis parse_timeout(const std::string& text) {
 // Poll a database job, showing its phase, bytes, rate and ETA on one line, until it ends.
 int follow_job(bc::Client& c, const std::string& id, bool quiet) {
   const bool tty = ::isatty(STDOUT_FILENO);
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = std::chrono::steady_clock::now();  // start of the current phase: rates are per phase
+  std::uint64_t done0 = 0;                    // bytes done when it started
   std::string last_phase;
   while (true) {
     auto r = c.get("/v1/jobs/" + url_encode(id));
     if (!r.ok()) return fail(r.error());
     const json& j = *r;
+    if (j["phase"] != last_phase) {
+      t0 = std::chrono::steady_clock::now();
+      done0 = j["done_bytes"].get<std::uint64_t>();
+    }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!quiet) {
       const std::string phase = j["phase"];
       const auto done = j["done_bytes"].get<std::uint64_t>(), total = j["total_bytes"].get<std::uint64_t>();
       std::string line = phase;
       if (total > 0) {
-        const double rate = secs > 0 ? done / secs : 0;
-        line += fmt::format("  {} / {}  {}/s", berth::cli::bytes_text(done), berth::cli::bytes_text(total),
-                            berth::cli::bytes_text(static_cast<std::uint64_t>(rate)));
+        const double rate = secs > 0.2 ? static_cast<double>(done - std::min(done, done0)) / secs : 0;
+        line += fmt::format("  {} / {}", berth::cli::bytes_text(done), berth::cli::bytes_text(total));
+        if (rate > 0) line += fmt::format("  {}/s", berth::cli::bytes_text(static_cast<std::uint64_t>(rate)));
         if (rate > 0 && done < total) line += fmt::format("  ETA {:.0f}s", (total - done) / rate);
       }
       if (tty) fmt::print("\r\033[K{}", line);
@@ -378,7 +383,9 @@ int main(int argc, char** argv) {
       }
       auto r = c.post(fmt::format("/v1/environments/{}/databases/{}/reset{}", url_encode(env), url_encode(name), version));
       if (!r.ok()) return fail(r.error());
+      // Done when the server runs on the new copy and is ready.
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&name](const json& s) {
+        if (s["updating"].get<bool>()) return false;
         for (const auto& a : s["apps"])
           if (a["app"] == name) return a["state"] == "ready" && a.contains("database") && !a["database"]["version"].is_null();
         return false;

@@ -47,6 +47,9 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     if (auto ip = loop->ipam_.lookup(r.key)) inst.ip = model::format_ipv4(*ip);
     inst.proc = h;
     inst.fingerprint = r.fingerprint;
+    // The stored fingerprint is the settings' hash (hex), then ":" and the build or database copy
+    // the process runs, if any.
+    if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) inst.build_id = r.fingerprint.substr(colon + 1);
     inst.restarts = r.restarts;
     inst.started_before = true;
     inst.phase = Phase::kStarting;

@@ -1,5 +1,6 @@
 #include "db/manager.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -79,6 +80,14 @@ std::optional<Version> version_from(const json& j) {
   } catch (const json::exception&) {
     return std::nullopt;
   }
+}
+
+// Write a filesystem's dirty data to disk (syncfs on the filesystem holding `path`).
+void sync_filesystem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::syncfs(fd);
+  ::close(fd);
 }
 
 Millis steady_ms() {
@@ -270,10 +279,14 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       v.chunks = made->chunks;
       v.new_chunks = made->new_chunks;
       v.uploaded_bytes = made->uploaded_bytes;
-      // The imported directory is this host's golden of the new version.
+      // The imported directory is this host's golden of the new version. Flushed now, so the
+      // first reflink copy of it does not wait for its data to reach the disk.
       std::error_code e;
       fs::rename(staging, golden_path(standard, version), e);
       if (e) return unavailable(fmt::format("moving {} into place: {}", staging, e.message()));
+      job->set_phase("flushing the golden to disk");
+      job->total_bytes = 0;
+      sync_filesystem(golden_path(standard, version));
       return {};
     };
     Status st = work();

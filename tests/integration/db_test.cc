@@ -267,3 +267,70 @@ TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
   fs::remove_all(mnt);
   fs::remove(img);
 }
+
+TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-sources");
+  const std::string dump = d.data_dir() + "/std.sql";
+  {
+    std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
+                           "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
+                           "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
+  }
+  auto imp = d.cli({"db", "import", "inv", "--from-dump", dump});
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  EXPECT_THAT(imp.out, HasSubstr("inv@1"));
+  // A stopped server's data directory: the golden of inv@1 is one.
+  auto imp2 = d.cli({"db", "import", "inv2", "--from-datadir", d.data_dir() + "/db/golden/inv@1"});
+  ASSERT_EQ(imp2.exit_code, 0) << imp2.out << imp2.err;
+  auto listed = d.cli({"db", "versions"});
+  EXPECT_THAT(listed.out, HasSubstr("dump " + dump));
+  EXPECT_THAT(listed.out, HasSubstr("datadir "));
+  // Both serve copies that answer.
+  std::string cat = replaced(catalog("127.94"), "standard: shop", "standard: inv2");
+  ASSERT_EQ(d.apply(cat).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
+  EXPECT_EQ(query(d.status("e1"), "SELECT SUM(n) FROM inventory.stock"), "761995");
+  // Bad input is refused with the reason, and nothing is recorded.
+  auto missing = d.cli({"db", "import", "inv", "--from-dump", "/nonexistent.sql"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("/nonexistent.sql does not exist"));
+  auto bad_name = d.cli({"db", "import", "Inv_1", "--from-dump", dump});
+  EXPECT_NE(bad_name.exit_code, 0);
+  EXPECT_THAT(bad_name.err, HasSubstr("lowercase letters, digits and '-'"));
+  auto versions = d.api().get("/v1/standards/inv");
+  ASSERT_TRUE(versions.ok());
+  EXPECT_EQ((*versions)["versions"].size(), 1u);
+}
+
+TEST_F(Databases, ADiskFullDuringACopyLeavesNothingAndOtherAppsRun) {
+  ASSERT_FALSE(HasFatalFailure());
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small filesystem";
+  const fs::path mnt = fs::temp_directory_path() / fmt::format("berth-full-{}", getpid());
+  fs::create_directories(mnt);
+  ASSERT_EQ(sh(fmt::format("mount -t tmpfs -o size=1G tmpfs {}", mnt.string())).first, 0);
+  {
+    Daemon d("db-full", {"--db-dir", mnt.string(), "--db-no-overlay"});
+    std::string cat = replaced(catalog("127.95"), "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
+    ASSERT_EQ(d.apply(cat).exit_code, 0);
+    ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+    // Leave 20 MB: the golden is far larger, so copying it runs out of space.
+    auto [rc, avail] = sh(fmt::format("df -B1 --output=avail {} | tail -1", mnt.string()));
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(sh(fmt::format("fallocate -l {} {}/filler", std::stoull(avail) - (20ull << 20), mnt.string())).first, 0);
+    ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
+    ASSERT_TRUE(wait_until([&] {
+      return app_of(d.status("e1"), "shopdb")["message"].get<std::string>().find("No space left") != std::string::npos;
+    }, std::chrono::seconds(60))) << d.status("e1").dump(2);
+    auto s = d.status("e1");
+    EXPECT_TRUE(app_of(s, "shopdb")["instances"][0]["pid"].is_null());
+    EXPECT_TRUE(app_of(s, "shopdb")["database"]["version"].is_null());
+    EXPECT_FALSE(fs::exists(mnt / "copies" / "e1" / "shopdb")) << "nothing half-made is left";
+    EXPECT_TRUE(wait_until([&] { return app_of(d.status("e1"), "clock")["state"] == "ready"; })) << "other apps run";
+    EXPECT_EQ(app_of(d.status("e1"), "orders")["state"], "waiting");
+    auto events = d.cli({"events", "e1"});
+    EXPECT_THAT(events.out, HasSubstr("db-copy-failed"));
+  }
+  ::umount2(mnt.c_str(), MNT_DETACH);
+  fs::remove_all(mnt);
+}

@@ -19,25 +19,17 @@
 #include "blob/open_store.h"
 #include "blob/s3/s3_store.h"
 #include "blob/swift/swift_store.h"
+#include "common/files.h"
 #include "snapshot/snapshot.h"
 
 using namespace berth;
 using testing::HasSubstr;
 namespace fs = std::filesystem;
+using namespace berth::testing_files;
 
 namespace {
 
-std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::uint8_t> v(n);
-  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
-  return v;
-}
 
-void write(const fs::path& p, const std::vector<std::uint8_t>& data) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), static_cast<long>(data.size()));
-}
 
 std::string file_hash(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

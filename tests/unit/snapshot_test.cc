@@ -10,30 +10,18 @@
 #include <gtest/gtest.h>
 
 #include "blob/local/local_store.h"
+#include "common/files.h"
 #include "snapshot/snapshot.h"
 
 using namespace berth;
 using testing::HasSubstr;
 namespace fs = std::filesystem;
+using namespace berth::testing_files;
 
 namespace {
 
-std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::uint8_t> v(n);
-  for (auto& b : v) b = static_cast<std::uint8_t>(rng());
-  return v;
-}
 
-void write(const fs::path& p, const std::vector<std::uint8_t>& data) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), static_cast<long>(data.size()));
-}
 
-std::vector<std::uint8_t> read(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 std::vector<std::size_t> cuts(const std::vector<std::uint8_t>& data, const snapshot::ChunkerParams& p) {
   std::vector<std::size_t> out;

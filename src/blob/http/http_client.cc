@@ -118,6 +118,16 @@ Result<Response> with_retries(const RetryPolicy& policy, const std::function<Res
   }
 }
 
+Result<std::vector<std::uint8_t>> object_body(Result<Response> r, const std::string& store, const std::string& key) {
+  if (!r.ok()) return r.error();
+  if (r->status == 404) return not_found(fmt::format("{}: object {} is missing", store, key));
+  if (r->status != 200) return unavailable(fmt::format("{}: GET {}: HTTP {}", store, key, r->status));
+  const std::string length = r->header("content-length");
+  if (!length.empty() && length != std::to_string(r->body.size()))
+    return unavailable(fmt::format("{}: object {} truncated: {} of {} bytes", store, key, r->body.size(), length));
+  return std::move(r->body);
+}
+
 std::string uri_encode(std::string_view s, bool keep_slash) {
   std::string out;
   for (unsigned char c : s) {

@@ -50,6 +50,11 @@ struct RetryPolicy {
 // returned either way. The delays are real sleeps of the calling (worker) thread.
 Result<Response> with_retries(const RetryPolicy& policy, const std::function<Result<Response>()>& attempt);
 
+// The object a GET of `key` answered with: 404 → kNotFound ("missing"), any other status but 200
+// → kUnavailable, a body shorter than its Content-Length → kUnavailable ("truncated"). `store`
+// names the store in messages.
+Result<std::vector<std::uint8_t>> object_body(Result<Response> response, const std::string& store, const std::string& key);
+
 // Percent-encoding of RFC 3986 (unreserved characters kept); `keep_slash` for URL paths.
 std::string uri_encode(std::string_view s, bool keep_slash);
 

@@ -184,13 +184,7 @@ Result<bool> S3Store::put_multipart(const std::string& key, std::span<const std:
 Result<std::vector<std::uint8_t>> S3Store::get(const std::string& key) {
   if (!valid_key(key)) return invalid(fmt::format("bad object key '{}'", key));
   auto r = call("GET", key, "", {});
-  if (!r.ok()) return r.error();
-  if (r->status == 404) return not_found(fmt::format("{}: object {} is missing", describe(), key));
-  if (r->status != 200) return unavailable(fmt::format("{}: GET {}: HTTP {}", describe(), key, r->status));
-  const std::string length = r->header("content-length");
-  if (!length.empty() && length != std::to_string(r->body.size()))
-    return unavailable(fmt::format("{}: object {} truncated: {} of {} bytes", describe(), key, r->body.size(), length));
-  return std::move(r->body);
+  return http::object_body(std::move(r), describe(), key);
 }
 
 Status S3Store::remove(const std::string& key) {
