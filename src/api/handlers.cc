@@ -92,7 +92,6 @@ json to_json(const control::EnvStatus& s) {
                          {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},
                          {"copy_method", a.copy_method.empty() ? json(nullptr) : json(a.copy_method)},
                          {"copy_ms", a.copy_version ? json(a.copy_ms) : json(nullptr)},
-                         {"golden_restore_ms", a.copy_version ? json(a.golden_restore_ms) : json(nullptr)},
                          {"datadir", a.datadir.empty() ? json(nullptr) : json(a.datadir)}};
     apps.push_back(std::move(app));
   }

@@ -80,12 +80,8 @@ std::string status_table(const json& s) {
       const auto& d = a["database"];
       tag = fmt::format("{} [{}]", str(d, "standard"), short_layer(from.value("standard", "")));
       if (!d["version"].is_null()) {
-        tag = fmt::format("{} → v{} ({} {:.2f}s{}) [{}]", str(d, "standard"), d["version"].get<int>(), str(d, "copy_method"),
-                          d["copy_ms"].get<double>() / 1000.0,
-                          d["golden_restore_ms"].get<double>() > 0
-                              ? fmt::format(", golden restored {:.1f}s", d["golden_restore_ms"].get<double>() / 1000.0)
-                              : "",
-                          short_layer(from.value("standard", "")));
+        tag = fmt::format("{} → v{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(), str(d, "copy_method"),
+                          d["copy_ms"].get<double>() / 1000.0, short_layer(from.value("standard", "")));
       }
       bt = "-";
     }

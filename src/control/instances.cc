@@ -272,6 +272,8 @@ void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
   Millis took = d_.clock->monotonic_ms() - inst.started_mono;
   inst.message = fmt::format("ready in {}", format_duration(took));
   emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));
+  if (const model::AppSpec* spec = spec_of(inst.key); spec && spec->database && d_.databases)
+    d_.databases->server_ready(inst.key.env, inst.key.app);
   schedule_reconcile();
 }
 

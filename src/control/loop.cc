@@ -394,10 +394,7 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
       state = fmt::format("ready {}@{} {}", c.standard, c.version, c.created_at);
       if (app.src.db_announced != state)
         emit(env, "db-copied", spec.app, -1, "",
-             fmt::format("{}@{} by {} in {}{}", c.standard, c.version, db::to_string(c.method), format_duration(c.clone_ms),
-                         c.golden_restore_ms ? fmt::format(" (golden restored from the store in {})",
-                                                           format_duration(c.golden_restore_ms))
-                                             : ""));
+             fmt::format("{}@{} by {} in {}", c.standard, c.version, db::to_string(c.method), format_duration(c.clone_ms)));
       app.src.db_announced = state;
       return true;
     }

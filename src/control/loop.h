@@ -87,8 +87,7 @@ struct AppStatus {
   std::string standard;     // as asked: NAME or NAME@VERSION
   int copy_version = 0;     // the version the copy is of (0: no copy yet)
   std::string copy_method;  // reflink | overlay | copy | restore
-  Millis copy_ms = 0;
-  Millis golden_restore_ms = 0;  // restoring this host's golden from the store first (0: it was here)
+  Millis copy_ms = 0;       // cloning the golden, or restoring from the store (method restore)
   std::string datadir;
 };
 

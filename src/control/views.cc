@@ -98,7 +98,6 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       a.copy_version = c->version;
       a.copy_method = std::string(db::to_string(c->method));
       a.copy_ms = c->clone_ms;
-      a.golden_restore_ms = c->golden_restore_ms;
       a.datadir = c->datadir;
     }
   }

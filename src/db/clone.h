@@ -17,8 +17,7 @@
 
 namespace berth::db {
 
-// kRestore: not cloned — written directly by the restore that made this host's golden (a cold
-// host restores the golden and the first copy at once).
+// kRestore: not cloned — restored straight from the blob store (a host without the golden).
 enum class CloneMethod { kReflink, kOverlay, kCopy, kRestore };
 std::string_view to_string(CloneMethod m);
 

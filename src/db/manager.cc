@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "blob/cache/cache_store.h"
 #include "snapshot/snapshot.h"
 
 namespace berth::db {
@@ -148,7 +149,6 @@ void Manager::load() {
                    : m == "restore" ? CloneMethod::kRestore
                                     : CloneMethod::kCopy;
         c.clone_ms = j->value("clone_ms", 0ll);
-        c.golden_restore_ms = j->value("golden_restore_ms", 0ll);
         c.created_at = j->value("created_at", 0ll);
       } catch (const json::exception&) {
         continue;
@@ -172,7 +172,7 @@ Status Manager::save_copy(const Copy& c) const {
   return write_json(fs::path(c.dir) / "copy.json",
                     {{"env", c.env}, {"db", c.db}, {"standard", c.standard}, {"version", c.version},
                      {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms},
-                     {"golden_restore_ms", c.golden_restore_ms}, {"created_at", c.created_at}});
+                     {"created_at", c.created_at}});
 }
 
 std::string Manager::golden_path(const std::string& standard, int version) const {
@@ -337,6 +337,26 @@ Status Manager::remove(const std::string& standard, int version) {
   return {};
 }
 
+void Manager::server_ready(const std::string& env, const std::string& db) {
+  auto it = goldens_wanted_.find(key(env, db));
+  if (it == goldens_wanted_.end()) return;
+  const Version ver = it->second;
+  goldens_wanted_.erase(it);
+  const std::string golden = golden_path(ver.standard, ver.version);
+  const std::string cache = cache_path(ver.standard, ver.version);
+  run_worker([this, ver, golden, cache] {
+    std::lock_guard<std::mutex> lock(golden_mu_);
+    if (fs::exists(golden)) return;
+    blob::CacheStore cached(store_, cache);
+    // A failure here costs only speed: the next copy restores from the store again.
+    if (snapshot::restore_snapshot(ver.manifest_id, cached, golden).ok()) cached.drop();
+  });
+}
+
+std::string Manager::cache_path(const std::string& standard, int version) const {
+  return fmt::format("{}/cache/{}@{}", dir_, standard, version);
+}
+
 const Copy* Manager::find_copy(const std::string& env, const std::string& db) const {
   auto it = copies_.find(key(env, db));
   return it == copies_.end() ? nullptr : &it->second;
@@ -417,22 +437,27 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
       std::error_code e;
       fs::create_directories(fs::path(dest).parent_path(), e);
       {
-        // A cold host: restore the golden and this copy at once (each chunk fetched and
-        // verified once, written to both), so the copy need not wait for the golden to be
-        // flushed to disk as a reflink would.
+        // A cold host: the copy is restored from the store directly, keeping the fetched objects
+        // in a local cache; the golden is restored from that cache once the copy's server is
+        // ready (server_ready()). Restoring both at once doubled the data waiting to be written
+        // to disk while the server started, and a reflink copy of a fresh golden must wait for
+        // all of it to be written.
         std::lock_guard<std::mutex> lock(golden_mu_);
         if (!fs::exists(golden)) {
           const Millis t0 = steady_ms();
           fs::create_directories(dest, e);
           snapshot::RestoreOptions o;
-          o.mirror = c.datadir;
           o.progress = [&](const snapshot::Progress& p) {
             job->done_bytes = p.done_bytes;
             job->total_bytes = p.total_bytes;
           };
-          auto r = snapshot::restore_snapshot(ver.manifest_id, store_, golden, o);
-          if (!r.ok()) return r.error().wrap("restoring the golden of " + want);
-          c.golden_restore_ms = steady_ms() - t0;
+          blob::CacheStore cached(store_, cache_path(ver.standard, ver.version));
+          auto r = snapshot::restore_snapshot(ver.manifest_id, cached, c.datadir, o);
+          if (!r.ok()) {
+            cached.drop();  // it may hold the very object that was corrupt
+            return r.error().wrap("restoring " + want + " from " + store_.describe());
+          }
+          c.clone_ms = steady_ms() - t0;
           c.method = CloneMethod::kRestore;
           fs::create_directories(c.rundir, e);
           if (e) return unavailable(fmt::format("cannot create {}: {}", c.rundir, e.message()));
@@ -454,10 +479,11 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
     };
     Status st = work();
     if (!st.ok()) (void)remove_copy(dest);
-    executor_.post([this, alive, job, st, c, k] {
+    executor_.post([this, alive, job, st, c, k, ver] {
       if (!*alive) return;
       job->finished_at = clock_.wall_ms();
       if (st.ok()) {
+        if (c.method == CloneMethod::kRestore) goldens_wanted_[k] = ver;
         copies_[k] = c;
         copy_jobs_.erase(k);
         copy_job_for_.erase(k);

@@ -70,8 +70,7 @@ struct Copy {
   std::string datadir;  // dir/data
   std::string rundir;   // dir/run
   CloneMethod method = CloneMethod::kCopy;
-  Millis clone_ms = 0;        // making the copy from the golden
-  Millis golden_restore_ms = 0;  // restoring the golden from the store first (0 when it was here)
+  Millis clone_ms = 0;  // making the copy: cloning the golden, or restoring from the store (kRestore)
   Millis created_at = 0;
 };
 
@@ -122,6 +121,10 @@ class Manager {
   const Copy* find_copy(const std::string& env, const std::string& db) const;
   // Throw the copy away; the next ensure_copy() makes a fresh one. Returns the copy removed.
   Status reset(const std::string& env, const std::string& db);
+  // The server on the environment's copy answers. A copy restored straight from the store (a
+  // cold host) now has this host's golden restored from the locally cached objects, in the
+  // background: doing it earlier would slow the server's start.
+  void server_ready(const std::string& env, const std::string& db);
 
   const blob::BlobStore& store() const { return store_; }
   // Called on the loop whenever a copy or a version appears or fails.
@@ -133,6 +136,7 @@ class Manager {
   Status save_version(const Version& v) const;
   Status save_copy(const Copy& c) const;
   std::string golden_path(const std::string& standard, int version) const;
+  std::string cache_path(const std::string& standard, int version) const;
   std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
   void run_worker(std::function<void()> fn);
 
@@ -148,6 +152,7 @@ class Manager {
   std::map<std::string, std::shared_ptr<Job>> copy_jobs_;  // env/db → running or failed job
   std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
   std::map<std::string, std::shared_ptr<Job>> jobs_;
+  std::map<std::string, Version> goldens_wanted_;  // env/db → the golden to restore once its server is ready
   std::mutex golden_mu_;  // one golden restore at a time (two environments may want the same)
   struct Worker {
     std::thread thread;

@@ -445,15 +445,6 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
 
   std::error_code ec;
   if (fs::exists(dest, ec)) return conflict(fmt::format("{} already exists; restore into a new directory", dest));
-  if (!options.mirror.empty() && fs::exists(options.mirror, ec))
-    return conflict(fmt::format("{} already exists; restore into a new directory", options.mirror));
-  // The mirror: the same tree built at once in a second place (DEST2.partial → DEST2).
-  const fs::path mirror_partial = options.mirror.empty() ? fs::path() : fs::path(options.mirror + ".partial");
-  if (!options.mirror.empty()) {
-    fs::remove_all(mirror_partial, ec);
-    fs::create_directories(mirror_partial, ec);
-    if (ec) return unavailable(fmt::format("cannot create {}: {}", mirror_partial.string(), ec.message()));
-  }
   // DEST.partial holds an unfinished restore; DEST.partial.manifest says of which snapshot. A
   // restore of the same snapshot resumes it, anything else starts over.
   const fs::path partial = dest + ".partial";
@@ -462,7 +453,7 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   {
     std::ifstream in(marker);
     std::string id;
-    resume = in && std::getline(in, id) && id == manifest_id && fs::is_directory(partial, ec) && options.mirror.empty();
+    resume = in && std::getline(in, id) && id == manifest_id && fs::is_directory(partial, ec);
   }
   if (!resume) {
     fs::remove_all(partial, ec);
@@ -476,18 +467,16 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   // missing data, or a bad manifest, removes it.
   auto fail = [&](Error e) -> Result<RestoreStats> {
     std::error_code ignored;
-    if (e.code != ErrorCode::kUnavailable || !options.mirror.empty()) {
+    if (e.code != ErrorCode::kUnavailable) {
       fs::remove_all(partial, ignored);
       fs::remove(marker, ignored);
     }
-    if (!options.mirror.empty()) fs::remove_all(mirror_partial, ignored);
     return e;
   };
 
   RestoreStats stats;
   struct File {
     fs::path path;
-    fs::path mirror;  // empty without a mirror
     std::string rel;
     unsigned mode;
   };
@@ -520,10 +509,6 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
       if (type == "dir") {
         fs::create_directories(target, ec);
         dir_modes.emplace_back(target, mode);
-        if (!options.mirror.empty()) {
-          fs::create_directories(mirror_partial / rel, ec);
-          dir_modes.emplace_back(mirror_partial / rel, mode);
-        }
         continue;
       }
       if (type == "symlink") {
@@ -533,7 +518,6 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         symlinks.insert(rel);
         fs::remove(target, ec);
         fs::create_symlink(to, target, ec);
-        if (!ec && !options.mirror.empty()) fs::create_symlink(to, mirror_partial / rel, ec);
         if (ec) return fail(unavailable(fmt::format("symlink {}: {}", rel, ec.message())));
         continue;
       }
@@ -561,18 +545,14 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
                                         e.at("size").get<std::uint64_t>())));
       // Sized up front: a resumed restore keeps the bytes already there (checked chunk by chunk).
       // All-zero chunks are not written: the files are sparse there.
-      const fs::path mirror_target = options.mirror.empty() ? fs::path() : mirror_partial / rel;
-      for (const fs::path& path : {target, mirror_target}) {
-        if (path.empty()) continue;
-        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
-        if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
-          int err = errno;
-          if (fd >= 0) ::close(fd);
-          return fail(unavailable(fmt::format("cannot create {}: {}", path.string(), std::strerror(err))));
-        }
-        ::close(fd);
+      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC, 0600);
+      if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(offset)) != 0) {
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        return fail(unavailable(fmt::format("cannot create {}: {}", target.string(), std::strerror(err))));
       }
-      files.push_back({target, mirror_target, rel, mode});
+      ::close(fd);
+      files.push_back({target, rel, mode});
       ++stats.files;
       stats.bytes += offset;
     }
@@ -660,22 +640,19 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
         }
         done_bytes += n;
         if (all_zero(plain.data(), n)) continue;  // a hole in the sparse file already reads as zeros
-        for (const fs::path& path : {f.path, f.mirror}) {
-          if (path.empty()) continue;
-          int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-          std::size_t off = 0;
-          while (fd >= 0 && off < n) {
-            ssize_t k = ::pwrite(fd, plain.data() + off, n - off, static_cast<off_t>(t.offset + off));
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) break;
-            off += static_cast<std::size_t>(k);
-          }
-          int err = errno;
-          if (fd >= 0) ::close(fd);
-          if (off != n) {
-            stop_with(unavailable(fmt::format("writing {}: {}", path.string(), std::strerror(err))));
-            return;
-          }
+        int fd = ::open(f.path.c_str(), O_WRONLY | O_CLOEXEC);
+        std::size_t off = 0;
+        while (fd >= 0 && off < n) {
+          ssize_t k = ::pwrite(fd, plain.data() + off, n - off, static_cast<off_t>(t.offset + off));
+          if (k < 0 && errno == EINTR) continue;
+          if (k <= 0) break;
+          off += static_cast<std::size_t>(k);
+        }
+        int err = errno;
+        if (fd >= 0) ::close(fd);
+        if (off != n) {
+          stop_with(unavailable(fmt::format("writing {}: {}", f.path.string(), std::strerror(err))));
+          return;
         }
       }
     }
@@ -689,20 +666,10 @@ Result<RestoreStats> restore_snapshot(const std::string& manifest_id, blob::Blob
   stats.chunks = tasks.size();
   stats.fetched_chunks = fetched;
   report();
-  for (const auto& f : files) {
-    ::chmod(f.path.c_str(), f.mode);
-    if (!f.mirror.empty()) ::chmod(f.mirror.c_str(), f.mode);
-  }
+  for (const auto& f : files) ::chmod(f.path.c_str(), f.mode);
   for (auto it = dir_modes.rbegin(); it != dir_modes.rend(); ++it) ::chmod(it->first.c_str(), it->second);
-  if (!options.mirror.empty()) {
-    fs::rename(mirror_partial, options.mirror, ec);
-    if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", mirror_partial.string(), ec.message())));
-  }
   fs::rename(partial, dest, ec);
-  if (ec) {
-    fs::remove_all(options.mirror, ec);
-    return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
-  }
+  if (ec) return fail(unavailable(fmt::format("cannot move {} into place: {}", partial.string(), ec.message())));
   fs::remove(marker, ec);
   return stats;
 }

@@ -80,9 +80,6 @@ struct RestoreStats {
 
 struct RestoreOptions {
   int parallel = 8;     // objects fetched at once (at least 1)
-  // When set: the same tree is built at once in this second place too (MIRROR.partial → MIRROR),
-  // each chunk fetched and verified once, written twice. Such a restore does not resume.
-  std::string mirror;
   ProgressFn progress;  // called from any restore thread, one call at a time; may be empty
 };
 
