@@ -1,6 +1,7 @@
 #include "db/manager.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -345,11 +346,16 @@ void Manager::server_ready(const std::string& env, const std::string& db) {
   const std::string golden = golden_path(ver.standard, ver.version);
   const std::string cache = cache_path(ver.standard, ver.version);
   run_worker([this, ver, golden, cache] {
+    // Background work: one thread at the lowest priority, so that the environment that just
+    // became ready (its first queries) keeps the machine.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
     std::lock_guard<std::mutex> lock(golden_mu_);
     if (fs::exists(golden)) return;
     blob::CacheStore cached(store_, cache);
+    snapshot::RestoreOptions o;
+    o.parallel = 1;
     // A failure here costs only speed: the next copy restores from the store again.
-    if (snapshot::restore_snapshot(ver.manifest_id, cached, golden).ok()) cached.drop();
+    if (snapshot::restore_snapshot(ver.manifest_id, cached, golden, o).ok()) cached.drop();
   });
 }
 
