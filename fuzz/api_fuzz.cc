@@ -37,6 +37,7 @@ class NullEngine : public db::Engine {
  public:
   std::string name() const override { return "null"; }
   Status copy_running(const db::ServerSource&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
+  Status copy_datadir(const std::string&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
   Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
   Status seal(const std::string&, const db::Account&, const std::string&) override { return unavailable("fuzzing"); }
 };

@@ -33,6 +33,9 @@ class Engine {
   // A consistent physical copy of a running server into `dir` (new), ready to start on, without
   // stopping the source.
   virtual Status copy_running(const ServerSource& source, const std::string& dir, const std::string& log) = 0;
+  // A copy in `dir` (new) of a stopped server's data directory `from`; refuses a directory that
+  // is not one of this engine's.
+  virtual Status copy_datadir(const std::string& from, const std::string& dir, const std::string& log) = 0;
   // An empty data directory in `dir` (new) with an SQL dump loaded into it.
   virtual Status load_dump(const std::string& dump, const std::string& dir, const std::string& log) = 0;
   // Start a private server on `dir` (no network), make sure `account` exists with every

@@ -249,17 +249,7 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       switch (source.kind) {
         case ImportSource::Kind::kServer: BERTH_TRY(engine_->copy_running(source.server, staging, log)); break;
         case ImportSource::Kind::kDump: BERTH_TRY(engine_->load_dump(source.path, staging, log)); break;
-        case ImportSource::Kind::kDatadir: {
-          CloneOptions o = clone_options_;
-          o.allow_overlay = false;  // the golden must be a real directory
-          auto m = clone_tree(source.path, staging + ".tree", o);
-          if (!m.ok()) return m.error().wrap("copying " + source.path);
-          std::error_code e;
-          fs::rename(staging + ".tree/data", staging, e);
-          fs::remove_all(staging + ".tree", e);
-          if (e) return unavailable(fmt::format("moving {}: {}", staging, e.message()));
-          break;
-        }
+        case ImportSource::Kind::kDatadir: BERTH_TRY(engine_->copy_datadir(source.path, staging, log)); break;
       }
       job->set_phase("adding berth's account, clean shutdown");
       BERTH_TRY(engine_->seal(staging, Account{}, log));
@@ -294,7 +284,6 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
     if (!st.ok()) {
       std::error_code e;
       fs::remove_all(staging, e);
-      fs::remove_all(staging + ".tree", e);
     }
     v.import_ms = steady_ms() - t0;
     executor_.post([this, alive, job, st, v]() mutable {

@@ -302,6 +302,9 @@ TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
   auto missing = d.cli({"db", "import", "inv", "--from-dump", "/nonexistent.sql"});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent.sql does not exist"));
+  auto not_datadir = d.cli({"db", "import", "inv3", "--from-datadir", d.data_dir() + "/logs"});
+  EXPECT_NE(not_datadir.exit_code, 0);
+  EXPECT_THAT(not_datadir.err, HasSubstr("is not a MariaDB data directory"));
   auto bad_name = d.cli({"db", "import", "Inv_1", "--from-dump", dump});
   EXPECT_NE(bad_name.exit_code, 0);
   EXPECT_THAT(bad_name.err, HasSubstr("lowercase letters, digits and '-'"));

@@ -134,6 +134,13 @@ Status MariadbEngine::copy_running(const ServerSource& source, const std::string
   return {};
 }
 
+Status MariadbEngine::copy_datadir(const std::string& from, const std::string& dir, const std::string& log) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::path(from) / "mysql", ec) || !fs::exists(fs::path(from) / "ibdata1", ec))
+    return invalid(fmt::format("{} is not a MariaDB data directory (it has no mysql/ and ibdata1)", from));
+  return run(fmt::format("cp -a --reflink=auto {} {}", shell_quote(from), shell_quote(dir)), log, "copying " + from);
+}
+
 Status MariadbEngine::load_dump(const std::string& dump, const std::string& dir, const std::string& log) {
   if (!fs::exists(dump)) return not_found(fmt::format("SQL dump {} does not exist", dump));
   BERTH_TRY(run(fmt::format("mariadb-install-db --no-defaults --user=root --datadir={} --auth-root-authentication-method=socket "

@@ -10,6 +10,7 @@ class MariadbEngine final : public Engine {
  public:
   std::string name() const override { return "mariadb"; }
   Status copy_running(const ServerSource& source, const std::string& dir, const std::string& log) override;
+  Status copy_datadir(const std::string& from, const std::string& dir, const std::string& log) override;
   Status load_dump(const std::string& dump, const std::string& dir, const std::string& log) override;
   Status seal(const std::string& dir, const Account& account, const std::string& log) override;
 };
