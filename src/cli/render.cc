@@ -49,6 +49,7 @@ std::string table(const std::vector<std::vector<std::string>>& rows) {
 std::string short_layer(const std::string& layer) {
   if (layer == "defaults" || layer == "built-in") return layer;
   if (layer.rfind("apps.", 0) == 0) return "app";
+  if (layer.rfind("databases.", 0) == 0) return "database";
   if (layer.rfind("environments.", 0) == 0) {
     std::string rest = layer.substr(13);
     auto dot = rest.find(".apps.");
@@ -186,7 +187,9 @@ std::string progress_summary(const json& s) {
     else if (st == "waiting") {
       std::string deps;
       for (const auto& d : a["waiting_for"]) deps += (deps.empty() ? "" : ", ") + d.get<std::string>();
-      waiting.push_back(fmt::format("{} (for {})", str(a, "app"), deps.empty() ? "?" : deps));
+      // Waiting for no dependency: for its build or its database copy — the message says which.
+      waiting.push_back(deps.empty() ? fmt::format("{} ({})", str(a, "app"), str(a, "message"))
+                                     : fmt::format("{} (for {})", str(a, "app"), deps));
     } else if (st == "starting" || st == "failed") starting.push_back(str(a, "app"));
   }
   std::string out = fmt::format("{}/{} apps ready", ready, total);

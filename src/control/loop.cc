@@ -342,7 +342,13 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       if (inst.phase == Phase::kStopping) continue;
       if (!build_ready) continue;  // the running build serves until the new one exists
       std::string why;
-      if (inst.fingerprint != fingerprint) why = "settings changed";
+      if (inst.fingerprint != fingerprint) {
+        // Same settings, other artifact: a new build, or a new copy of the database.
+        const bool same_settings = inst.fingerprint.substr(0, inst.fingerprint.find(':')) == spec.fingerprint();
+        why = !same_settings   ? "settings changed"
+              : spec.database ? fmt::format("a new copy of {}", spec.database->standard)
+                              : fmt::format("a new build ({})", artifact.build_id);
+      }
       else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
       if (!why.empty() && !replacing) {
         replacing = true;

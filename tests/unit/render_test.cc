@@ -22,4 +22,22 @@ TEST(Render, ShortLayers) {
   EXPECT_EQ(berth::cli::short_layer("environments.beta-7.apps.orders"), "env beta-7 app override");
   EXPECT_EQ(berth::cli::short_layer("environments.baseline"), "env baseline");
   EXPECT_EQ(berth::cli::short_layer("apps.orders"), "app");
+  EXPECT_EQ(berth::cli::short_layer("databases.shopdb"), "database");
+}
+
+TEST(Render, ADatabaseWaitingForItsCopyAndItsStatusRow) {
+  json s = json::parse(R"({"environment":"e","base":null,"up":true,"ready":false,"apps":[
+    {"app":"shopdb","runs_in":"e","state":"waiting","message":"cloning shop@1","waiting_for":[],"from":{"standard":"databases.shopdb"},
+     "tag":"latest","build_type":"release","instances":[{"ordinal":0,"ip":"127.78.0.1","dns":"0.shopdb.e.berth.test","state":"waiting",
+     "restarts":0,"health":"","message":"cloning shop@1"}],
+     "database":{"standard":"shop","version":1,"copy_method":"reflink","copy_ms":56,"datadir":"/d"}}]})");
+  EXPECT_EQ(berth::cli::progress_summary(s), "0/1 apps ready; waiting: shopdb (cloning shop@1)");
+  EXPECT_THAT(berth::cli::status_table(s), testing::HasSubstr("shop → v1 (reflink 0.06s) [database]"));
+  json v = json::parse(R"({"store":"local store /b","standards":[{"standard":"shop","versions":[{"standard":"shop","version":2,
+    "created_at":"2026-11-28T17:55:12.206Z","bytes":211812352,"files":209,"uploaded_bytes":9437184,"new_chunks":273,"chunks":455,
+    "import_ms":1500,"source":"dump /x.sql"}]}]})");
+  const std::string table = berth::cli::versions_table(v);
+  EXPECT_THAT(table, testing::HasSubstr("store: local store /b"));
+  EXPECT_THAT(table, testing::HasSubstr("202 MB"));
+  EXPECT_THAT(table, testing::HasSubstr("9 MB (273 new chunks of 455)"));
 }
