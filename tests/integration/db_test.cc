@@ -344,3 +344,22 @@ TEST_F(Databases, ADiskFullDuringACopyLeavesNothingAndOtherAppsRun) {
   ::umount2(mnt.c_str(), MNT_DETACH);
   fs::remove_all(mnt);
 }
+
+TEST_F(Databases, AServerThatCannotStartOnItsCopySaysWhyAndOtherAppsRun) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-badstart");
+  std::string cat = replaced(catalog("127.96"), "innodb_log_file_size: 16M", "innodb_log_file_size: 16M, no_such_option: 1");
+  cat = replaced(cat, "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
+  ASSERT_EQ(d.apply(cat).exit_code, 0);
+  ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "shopdb")["instances"][0]["restarts"].get<int>() >= 1; }))
+      << d.status("e1").dump(2);
+  ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "clock")["state"] == "ready"; }));
+  auto s = d.status("e1");
+  EXPECT_NE(app_of(s, "shopdb")["state"], "ready");
+  EXPECT_EQ(app_of(s, "orders")["state"], "waiting");
+  auto log = d.cli({"logs", "e1", "shopdb"});
+  EXPECT_THAT(log.out, HasSubstr("no-such-option")) << "the server's own words are in its log";
+  EXPECT_THAT(d.cli({"events", "e1"}).out, HasSubstr("exited"));
+}
