@@ -407,7 +407,8 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
         msg += fmt::format(" {} of {}", format_bytes(j->second->done_bytes), format_bytes(j->second->total_bytes));
       return {CopyStatus::State::kPreparing, msg, nullptr};
     }
-    return {CopyStatus::State::kFailed, j->second->error, nullptr};  // reset() to try again
+    return {CopyStatus::State::kFailed,
+            fmt::format("{} (to try again: berth db clone {} --env {})", j->second->error, db, env), nullptr};
   }
   // Make it.
   auto job = new_job("copy", k);

@@ -28,7 +28,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <list>
 #include <vector>
 
 #include "base/clock.h"
