@@ -133,7 +133,7 @@ Golden* Databases::golden_ = nullptr;
 TEST_F(Databases, ImportFromARunningServerThenIndependentCopiesPerEnvironment) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-copies");
-  ASSERT_EQ(d.apply(catalog("127.91")).exit_code, 0);
+  ASSERT_EQ(d.apply(catalog("127.105")).exit_code, 0);
   // Before any import the database waits and says how to import.
   ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "shopdb")["message"].get<std::string>().find("berth db import") != std::string::npos; }));
@@ -191,7 +191,7 @@ TEST_F(Databases, ImportFromARunningServerThenIndependentCopiesPerEnvironment) {
 TEST_F(Databases, ACorruptChunkOnAColdHostIsNamedAndNoServerIsReady) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-corrupt");
-  ASSERT_EQ(d.apply(catalog("127.92")).exit_code, 0);
+  ASSERT_EQ(d.apply(catalog("127.106")).exit_code, 0);
   auto imp = d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"});
   ASSERT_EQ(imp.exit_code, 0) << imp.err;
   // Make this host cold (no golden) and damage one chunk of the biggest table in the store.
@@ -247,7 +247,7 @@ TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
             0);
   {
     Daemon d("db-reflink", {"--db-dir", mnt.string()});
-    ASSERT_EQ(d.apply(catalog("127.93")).exit_code, 0);
+    ASSERT_EQ(d.apply(catalog("127.107")).exit_code, 0);
     ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
     auto up = d.cli({"up", "e1"});
     ASSERT_EQ(up.exit_code, 0) << up.err;
@@ -294,7 +294,7 @@ TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
   EXPECT_THAT(listed.out, HasSubstr("dump " + dump));
   EXPECT_THAT(listed.out, HasSubstr("datadir "));
   // Both serve copies that answer.
-  std::string cat = replaced(catalog("127.94"), "standard: shop", "standard: inv2");
+  std::string cat = replaced(catalog("127.108"), "standard: shop", "standard: inv2");
   ASSERT_EQ(d.apply(cat).exit_code, 0);
   ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
   EXPECT_EQ(query(d.status("e1"), "SELECT SUM(n) FROM inventory.stock"), "761995");
@@ -321,7 +321,7 @@ TEST_F(Databases, ADiskFullDuringACopyLeavesNothingAndOtherAppsRun) {
   ASSERT_EQ(sh(fmt::format("mount -t tmpfs -o size=1G tmpfs {}", mnt.string())).first, 0);
   {
     Daemon d("db-full", {"--db-dir", mnt.string(), "--db-no-overlay"});
-    std::string cat = replaced(catalog("127.95"), "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
+    std::string cat = replaced(catalog("127.109"), "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
     ASSERT_EQ(d.apply(cat).exit_code, 0);
     ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
     // Leave 20 MB: the golden is far larger, so copying it runs out of space.
@@ -348,7 +348,7 @@ TEST_F(Databases, ADiskFullDuringACopyLeavesNothingAndOtherAppsRun) {
 TEST_F(Databases, AServerThatCannotStartOnItsCopySaysWhyAndOtherAppsRun) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-badstart");
-  std::string cat = replaced(catalog("127.96"), "innodb_log_file_size: 16M", "innodb_log_file_size: 16M, no_such_option: 1");
+  std::string cat = replaced(catalog("127.110"), "innodb_log_file_size: 16M", "innodb_log_file_size: 16M, no_such_option: 1");
   cat = replaced(cat, "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
   ASSERT_EQ(d.apply(cat).exit_code, 0);
   ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
