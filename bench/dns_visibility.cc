@@ -32,6 +32,8 @@
 #include "bench_daemon.h"
 #include "client/client.h"
 
+#include "net/dns/wire.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -46,19 +48,6 @@ std::int64_t parse_time(const std::string& t) {  // "2026-11-28T14:48:02.330Z" â
   return static_cast<std::int64_t>(timegm(&tm)) * 1000 + std::stoi(t.substr(20, 3));
 }
 
-std::vector<std::uint8_t> query(const std::string& name, std::uint16_t id) {
-  std::vector<std::uint8_t> q = {static_cast<std::uint8_t>(id >> 8), static_cast<std::uint8_t>(id), 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
-  std::size_t i = 0;
-  while (i < name.size()) {
-    auto dot = name.find('.', i);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<std::uint8_t>(dot - i));
-    q.insert(q.end(), name.begin() + static_cast<long>(i), name.begin() + static_cast<long>(dot));
-    i = dot + 1;
-  }
-  q.insert(q.end(), {0, 0, 1, 0, 1});
-  return q;
-}
 
 void post(const std::string& ip, const std::string& target) {
   namespace beast = boost::beast;
@@ -125,7 +114,7 @@ environments:
     int last = -1;
     std::uint8_t buf[512];
     while (!stop) {
-      auto q = query("flip.dev.berth.test", ++id);
+      auto q = berth::dns::build_query("flip.dev.berth.test", berth::dns::type::kA, ++id);
       send(sock, q.data(), q.size(), 0);
       ssize_t n = recv(sock, buf, sizeof buf, 0);
       double t = now_ms();

@@ -12,24 +12,13 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
+#include "net/dns/wire.h"
+
 namespace demo {
 namespace asio = boost::asio;
 
 namespace {
 
-std::vector<std::uint8_t> query(const std::string& name, std::uint16_t id) {
-  std::vector<std::uint8_t> q = {static_cast<std::uint8_t>(id >> 8), static_cast<std::uint8_t>(id), 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0};
-  std::size_t i = 0;
-  while (i < name.size()) {
-    auto dot = name.find('.', i);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<std::uint8_t>(dot - i));
-    q.insert(q.end(), name.begin() + static_cast<long>(i), name.begin() + static_cast<long>(dot));
-    i = dot + 1;
-  }
-  q.insert(q.end(), {0, 0, 33, 0, 1});  // SRV IN
-  return q;
-}
 
 struct Reader {
   const std::vector<std::uint8_t>& p;
@@ -68,7 +57,7 @@ std::vector<std::string> resolve_srv(const std::string& server, const std::strin
   auto colon = server.rfind(':');
   asio::io_context io;
   std::uint16_t id = static_cast<std::uint16_t>(std::random_device{}());
-  auto q = query(name, id);
+  auto q = berth::dns::build_query(name, berth::dns::type::kSRV, id, true);
   std::vector<std::uint8_t> resp(65535);
   std::size_t n = 0;
   try {

@@ -154,20 +154,7 @@ std::vector<std::uint8_t> run(const Zone& z, const std::vector<std::uint8_t>& q,
 // A query built by hand: name, type, flags, optional EDNS.
 std::vector<std::uint8_t> make_query(const std::string& name, std::uint16_t qtype, int edns_payload = -1,
                                      std::uint8_t edns_version = 0) {
-  std::vector<std::uint8_t> q = {0x12, 0x34, 0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, static_cast<std::uint8_t>(edns_payload >= 0)};
-  std::size_t i = 0;
-  while (i < name.size()) {
-    auto dot = name.find('.', i);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<std::uint8_t>(dot - i));
-    q.insert(q.end(), name.begin() + static_cast<long>(i), name.begin() + static_cast<long>(dot));
-    i = dot + 1;
-  }
-  q.insert(q.end(), {0, static_cast<std::uint8_t>(qtype >> 8), static_cast<std::uint8_t>(qtype), 0, 1});
-  if (edns_payload >= 0)
-    q.insert(q.end(), {0, 0, 41, static_cast<std::uint8_t>(edns_payload >> 8), static_cast<std::uint8_t>(edns_payload), 0,
-                       edns_version, 0, 0, 0, 0});
-  return q;
+  return berth::dns::build_query(name, qtype, 0x1234, false, edns_payload, edns_version);
 }
 
 }  // namespace

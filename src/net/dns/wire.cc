@@ -251,4 +251,24 @@ std::size_t error_reply(const Query& q, Rcode rcode, std::span<std::uint8_t> buf
   return w.overflowed() ? 0 : w.size();
 }
 
+std::vector<std::uint8_t> build_query(std::string_view name, std::uint16_t qtype, std::uint16_t id, bool rd,
+                                      int edns_payload, std::uint8_t edns_version) {
+  std::vector<std::uint8_t> q = {static_cast<std::uint8_t>(id >> 8), static_cast<std::uint8_t>(id),
+                                 static_cast<std::uint8_t>(rd ? 0x01 : 0), 0, 0, 1, 0, 0, 0, 0, 0,
+                                 static_cast<std::uint8_t>(edns_payload >= 0)};
+  std::size_t i = 0;
+  while (i < name.size()) {
+    auto dot = name.find('.', i);
+    if (dot == std::string_view::npos) dot = name.size();
+    q.push_back(static_cast<std::uint8_t>(dot - i));
+    q.insert(q.end(), name.begin() + static_cast<long>(i), name.begin() + static_cast<long>(dot));
+    i = dot + 1;
+  }
+  q.insert(q.end(), {0, static_cast<std::uint8_t>(qtype >> 8), static_cast<std::uint8_t>(qtype), 0, kClassIN});
+  if (edns_payload >= 0)
+    q.insert(q.end(), {0, 0, type::kOPT, static_cast<std::uint8_t>(edns_payload >> 8), static_cast<std::uint8_t>(edns_payload),
+                       0, edns_version, 0, 0, 0, 0});
+  return q;
+}
+
 }  // namespace berth::dns

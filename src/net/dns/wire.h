@@ -114,6 +114,12 @@ class Writer {
   std::vector<Written> written_;
 };
 
+// A query for `name` (dotted, no trailing dot) and `qtype`, class IN, with `id` and the RD flag;
+// with an OPT record advertising `edns_payload` when it is ≥ 0. For clients: tests, benchmarks,
+// the example service.
+std::vector<std::uint8_t> build_query(std::string_view name, std::uint16_t qtype, std::uint16_t id, bool rd = false,
+                                      int edns_payload = -1, std::uint8_t edns_version = 0);
+
 // Header-only reply (FORMERR, NOTIMP) into `buf`; returns its size (12) or 0 if buf is too small.
 std::size_t error_reply(const Query& q, Rcode rcode, std::span<std::uint8_t> buf);
 
