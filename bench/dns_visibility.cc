@@ -31,7 +31,6 @@
 
 #include "bench_daemon.h"
 #include "client/client.h"
-
 #include "net/dns/wire.h"
 
 namespace fs = std::filesystem;

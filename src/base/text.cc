@@ -86,4 +86,11 @@ std::string shell_quote(std::string_view s) {
   return out;
 }
 
+std::string format_bytes(std::uint64_t n) {
+  if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
+  if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));
+  if (n >= (1ull << 10)) return fmt::format("{:.0f} kB", static_cast<double>(n) / (1ull << 10));
+  return fmt::format("{} B", n);
+}
+
 }  // namespace berth

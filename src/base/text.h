@@ -1,7 +1,8 @@
 // base/text.h — small text helpers shared by components: durations, RFC 3339 timestamps,
-// edit distance for "did you mean" suggestions, shell quoting.
+// edit distance for "did you mean" suggestions, byte counts, shell quoting.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,9 @@ std::string rfc3339_ms(Millis wall_ms);
 std::size_t edit_distance(std::string_view a, std::string_view b);
 // The candidate closest to `word` if it is close enough to be a plausible typo.
 std::optional<std::string> closest(std::string_view word, std::span<const std::string> candidates);
+
+// 1.9 GB, 512 MB, 12 kB, 100 B (binary multiples, as du -h counts).
+std::string format_bytes(std::uint64_t n);
 
 // Quote for POSIX sh: abc → 'abc', it's → 'it'\''s'.
 std::string shell_quote(std::string_view s);

@@ -114,8 +114,8 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
       std::string line = phase;
       if (total > 0) {
         const double rate = secs > 0.2 ? static_cast<double>(done - std::min(done, done0)) / secs : 0;
-        line += fmt::format("  {} / {}", berth::cli::bytes_text(done), berth::cli::bytes_text(total));
-        if (rate > 0) line += fmt::format("  {}/s", berth::cli::bytes_text(static_cast<std::uint64_t>(rate)));
+        line += fmt::format("  {} / {}", berth::format_bytes(done), berth::format_bytes(total));
+        if (rate > 0) line += fmt::format("  {}/s", berth::format_bytes(static_cast<std::uint64_t>(rate)));
         if (rate > 0 && done < total) line += fmt::format("  ETA {:.0f}s", (total - done) / rate);
       }
       if (tty) fmt::print("\r\033[K{}", line);
@@ -132,9 +132,9 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
       if (!quiet && j.contains("version")) {
         const json& v = j["version"];
         fmt::print("{}@{}: {} in {} files, {} chunks; {} new chunks, {} uploaded to the store; {:.1f}s\n",
-                   v["standard"].get<std::string>(), v["version"].get<int>(), berth::cli::bytes_text(v["bytes"]),
+                   v["standard"].get<std::string>(), v["version"].get<int>(), berth::format_bytes(v["bytes"]),
                    v["files"].get<std::uint64_t>(), v["chunks"].get<std::uint64_t>(), v["new_chunks"].get<std::uint64_t>(),
-                   berth::cli::bytes_text(v["uploaded_bytes"]), v["import_ms"].get<double>() / 1000);
+                   berth::format_bytes(v["uploaded_bytes"]), v["import_ms"].get<double>() / 1000);
       }
       return 0;
     }

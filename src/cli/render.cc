@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "base/text.h"
+
 namespace berth::cli {
 using nlohmann::json;
 
@@ -100,20 +102,13 @@ std::string status_table(const json& s) {
   return out + table(rows);
 }
 
-std::string bytes_text(std::uint64_t n) {
-  if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
-  if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));
-  if (n >= (1ull << 10)) return fmt::format("{:.0f} kB", static_cast<double>(n) / (1ull << 10));
-  return fmt::format("{} B", n);
-}
-
 std::string versions_table(const json& r) {
   json list = r.contains("standards") ? r["standards"] : json::array({r});
   std::vector<std::vector<std::string>> rows = {{"STANDARD", "VERSION", "CREATED", "SIZE", "FILES", "UPLOADED", "IMPORT", "SOURCE"}};
   for (const auto& s : list)
     for (const auto& v : s["versions"])
-      rows.push_back({str(v, "standard"), str(v, "version"), str(v, "created_at"), bytes_text(v["bytes"]), str(v, "files"),
-                      fmt::format("{} ({} new chunks of {})", bytes_text(v["uploaded_bytes"]), str(v, "new_chunks"), str(v, "chunks")),
+      rows.push_back({str(v, "standard"), str(v, "version"), str(v, "created_at"), format_bytes(v["bytes"]), str(v, "files"),
+                      fmt::format("{} ({} new chunks of {})", format_bytes(v["uploaded_bytes"]), str(v, "new_chunks"), str(v, "chunks")),
                       fmt::format("{:.1f}s", v["import_ms"].get<double>() / 1000.0), str(v, "source")});
   std::string out = r.contains("store") ? fmt::format("store: {}\n", str(r, "store")) : "";
   return out + table(rows);

@@ -22,8 +22,6 @@ std::string event_line(const nlohmann::json& event);
 std::vector<std::string> root_causes(const nlohmann::json& status);
 // "4/6 apps ready; waiting: gateway (for orders)"
 std::string progress_summary(const nlohmann::json& status);
-// "1.9 GB", "512 MB".
-std::string bytes_text(std::uint64_t n);
 // The table of `berth db versions [STANDARD]`.
 std::string versions_table(const nlohmann::json& versions);
 

@@ -12,19 +12,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "blob/cache/cache_store.h"
 #include "snapshot/snapshot.h"
 
 namespace berth::db {
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string format_bytes(std::uint64_t n) {
-  if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
-  if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));
-  if (n >= (1ull << 10)) return fmt::format("{:.0f} kB", static_cast<double>(n) / (1ull << 10));
-  return fmt::format("{} B", n);
-}
 
 namespace {
 

@@ -163,7 +163,4 @@ class Manager {
   int next_job_ = 1;
 };
 
-// "1.9 GB", "512 MB", "12 kB".
-std::string format_bytes(std::uint64_t n);
-
 }  // namespace berth::db

@@ -25,3 +25,10 @@ TEST(Text, Suggestions) {
   EXPECT_EQ(berth::closest("depend_on", c), "depends_on");
   EXPECT_FALSE(berth::closest("zzzzzz", c).has_value());
 }
+
+TEST(Text, FormatBytes) {
+  EXPECT_EQ(berth::format_bytes(100), "100 B");
+  EXPECT_EQ(berth::format_bytes(12 << 10), "12 kB");
+  EXPECT_EQ(berth::format_bytes(202ull << 20), "202 MB");
+  EXPECT_EQ(berth::format_bytes(1932735283ull), "1.8 GB");
+}
