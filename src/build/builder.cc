@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/files.h"
 #include "base/subprocess.h"
 #include "base/text.h"
 
@@ -118,11 +119,8 @@ void Builder::save(const Build& b) const {
             {"state", std::string(to_string(b.state))}, {"queued_at", b.queued_at}, {"started_at", b.started_at},
             {"finished_at", b.finished_at}, {"artifact_path", b.artifact_path}, {"artifact_bytes", b.artifact_bytes},
             {"log_path", b.log_path}, {"error", b.error}, {"last_used", b.last_used}};
-  fs::path dir = fs::path(dir_) / "builds" / b.id;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  std::ofstream(dir / "build.json.tmp") << j.dump(2);
-  fs::rename(dir / "build.json.tmp", dir / "build.json", ec);
+  // A build whose record cannot be written is built again after a restart: nothing is lost.
+  (void)write_file_atomically((fs::path(dir_) / "builds" / b.id / "build.json").string(), j.dump(2));
 }
 
 void Builder::resolve(const std::string& repo, const std::string& ref, std::function<void(Result<std::string>)> done) {

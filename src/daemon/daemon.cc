@@ -16,6 +16,7 @@
 #include "api/handlers.h"
 #include "api/http_server.h"
 #include "base/asio_executor.h"
+#include "base/files.h"
 #include "base/text.h"
 #include "blob/open_store.h"
 #include "build/builder.h"
@@ -152,12 +153,8 @@ int run(const Options& o) {
   // The addresses actually bound (useful with port 0), for scripts and tests:
   // <data-dir>/api.addr and <data-dir>/dns.addr, each written atomically.
   auto write_atomically = [&](const char* name, const std::string& text) {
-    fs::path tmp = fs::path(data_dir) / (std::string(name) + ".tmp");
-    if (std::FILE* f = std::fopen(tmp.c_str(), "w")) {
-      std::fputs(text.c_str(), f);
-      std::fclose(f);
-      fs::rename(tmp, fs::path(data_dir) / name, ec);
-    }
+    if (Status st = write_file_atomically((fs::path(data_dir) / name).string(), text); !st.ok())
+      fmt::print(stderr, "berth serve: {}\n", st.error().message);
   };
   const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
   if (dns_server) write_atomically("dns.addr", dns_server->address());

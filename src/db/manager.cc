@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/files.h"
 #include "base/text.h"
 #include "blob/cache/cache_store.h"
 #include "snapshot/snapshot.h"
@@ -28,19 +29,7 @@ namespace {
 constexpr snapshot::ChunkerParams kDatabaseChunking{64 << 10, 256 << 10, 1 << 20};
 constexpr std::size_t kPackBytes = 8 << 20;
 
-Status write_json(const fs::path& path, const json& j) {
-  std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
-    if (!out.flush()) return unavailable(fmt::format("cannot write {}", tmp.string()));
-  }
-  fs::rename(tmp, path, ec);
-  if (ec) return unavailable(fmt::format("cannot write {}: {}", path.string(), ec.message()));
-  return {};
-}
+Status write_json(const fs::path& path, const json& j) { return write_file_atomically(path.string(), j.dump(2) + "\n"); }
 
 std::optional<json> read_json(const fs::path& path) {
   std::ifstream in(path);
