@@ -396,7 +396,7 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
   switch (cs.state) {
     case db::CopyStatus::State::kReady: {
       const db::Copy& c = *cs.copy;
-      out = {c.datadir, fmt::format("db:{}@{}:{}", c.standard, c.version, c.created_at), ""};
+      out = {c.datadir, c.id(), ""};
       state = fmt::format("ready {}@{} {}", c.standard, c.version, c.created_at);
       if (app.src.db_announced != state)
         emit(env, "db-copied", spec.app, -1, "",

@@ -131,19 +131,16 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
       for (const auto& i : a.instances)
         if (i.state != "ready" && i.state != "degraded") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
+      // Updating while an instance runs older settings or build — or, for a database, another
+      // copy than the current one (also in the moment before a reconcile pass has seen it).
+      const db::Copy* copy = aspec.database && d_.databases ? d_.databases->find_copy(env, aspec.app) : nullptr;
       if (auto e = envs_.find(env); e != envs_.end())
         if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-          for (const auto& [o, inst] : it->second.instances)
-            if (inst.proc && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
-      // A database whose copy was replaced: updating until its server runs on the new one (also
-      // in the moment before the next reconcile pass has seen the new copy).
-      if (aspec.database && d_.databases)
-        if (const db::Copy* c = d_.databases->find_copy(env, aspec.app))
-          if (auto e = envs_.find(env); e != envs_.end())
-            if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-              for (const auto& [o, inst] : it->second.instances)
-                if (inst.proc && inst.build_id != fmt::format("db:{}@{}:{}", c->standard, c->version, c->created_at))
-                  s.updating = true;
+          for (const auto& [o, inst] : it->second.instances) {
+            if (!inst.proc) continue;
+            if (!it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
+            if (copy && inst.build_id != copy->id()) s.updating = true;
+          }
       s.apps.push_back(std::move(a));
     } else {
       // Falls through: shown as the serving environment sees it.

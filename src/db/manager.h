@@ -71,6 +71,8 @@ struct Copy {
   CloneMethod method = CloneMethod::kCopy;
   Millis clone_ms = 0;  // making the copy: cloning the golden, or restoring from the store (kRestore)
   Millis created_at = 0;
+  // Names this copy among all copies ever made of the database (what its server runs on).
+  std::string id() const { return "db:" + standard + "@" + std::to_string(version) + ":" + std::to_string(created_at); }
 };
 
 struct Job {
