@@ -15,7 +15,8 @@ namespace fs = std::filesystem;
 Status write_file_atomically(const std::string& path, std::string_view text) {
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
-  const std::string tmp = path + ".tmp";
+  // A temporary name of this thread's own: several threads may write the same path at once.
+  const std::string tmp = fmt::format("{}.{}.{}.tmp", path, ::getpid(), ::gettid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return unavailable(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
   std::size_t off = 0;

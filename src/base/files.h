@@ -8,7 +8,7 @@
 
 namespace berth {
 
-// Write `text` to PATH.tmp, fsync it and rename it over `path` (creating the parent directories).
+// Write `text` to a temporary file beside `path`, fsync it and rename it over `path` (creating the parent directories).
 // Errors name the file.
 Status write_file_atomically(const std::string& path, std::string_view text);
 

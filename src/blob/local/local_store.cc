@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "base/files.h"
+
 namespace berth::blob {
 namespace fs = std::filesystem;
 
@@ -30,31 +32,9 @@ Result<bool> LocalStore::put(const std::string& key, std::span<const std::uint8_
   auto there = exists(key);
   if (!there.ok()) return there.error();
   if (*there) return false;
-  std::string dir = root_ + "/" + key.substr(0, 2);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return unavailable(fmt::format("{}: cannot create {}: {}", describe(), dir, ec.message()));
-  std::string tmp = fmt::format("{}/.{}.{}.tmp", dir, key, getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return unavailable(fmt::format("{}: cannot write {}: {}", describe(), tmp, std::strerror(errno)));
-  std::size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      fs::remove(tmp, ec);
-      return unavailable(fmt::format("{}: writing object {}: {}", describe(), key, std::strerror(err)));
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    fs::remove(tmp, ec);
-    return unavailable(fmt::format("{}: flushing object {}: {}", describe(), key, std::strerror(errno)));
-  }
-  fs::rename(tmp, path_of(key), ec);
-  if (ec) return unavailable(fmt::format("{}: storing object {}: {}", describe(), key, ec.message()));
+  Status st = write_file_atomically(
+      path_of(key), std::string_view(reinterpret_cast<const char*>(data.data()), data.size()));
+  if (!st.ok()) return st.error().wrap(describe() + ": storing object " + key);
   return true;
 }
 

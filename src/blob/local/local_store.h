@@ -1,6 +1,6 @@
 // blob/local/local_store.h — BlobStore in a local directory: <root>/<key[0:2]>/<key>. Objects are
-// written to a temporary file, fsync'ed and renamed into place, so a crash leaves either the
-// whole object or none.
+// written with write_file_atomically (temporary file, fsync, rename), so a crash leaves either
+// the whole object or none.
 #pragma once
 
 #include <string>
