@@ -3,10 +3,17 @@
 //   GET  /             calls every app in BERTH_DEPS (or --calls) and returns the JSON call chain
 //   POST /crash        exits with status 3 at once
 // It learns who and where it is from berth's environment (BERTH_ENV, BERTH_APP, BERTH_IP,
-// BERTH_PORT_HTTP, BERTH_TAG, BERTH_BUILD_TYPE). It finds a dependency by name: the SRV record
-// _http._tcp.<app>.<BERTH_DOMAIN> at the name server BERTH_DNS (berth's), so in a thin
-// environment a dependency it does not run is found in the base environment. Without BERTH_DNS
-// it uses the addresses berth passes in BERTH_DEP_<APP>_HTTP.
+// BERTH_PORT_HTTP, BERTH_TAG, BERTH_BUILD_TYPE). It finds a dependency by name, one of two ways:
+//   --resolver system (DEMO_RESOLVER=system): like any ordinary program, http://<app>:8080/ with
+//     the system resolver (getaddrinfo), which berth points at its name server with the
+//     environment's search domain;
+//   --resolver berth (the default): the SRV record _http._tcp.<app>.<BERTH_DOMAIN> at the name
+//     server BERTH_DNS; without BERTH_DNS, the addresses in BERTH_DEP_<APP>_HTTP.
+// Either way, in a thin environment a dependency it does not run is found in the base one.
+// SIGTERM ends it at once (also as a container's PID 1, which has no default signal actions).
+#include <netdb.h>
+#include <signal.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -61,6 +68,8 @@ struct Config {
   std::string version = env_or("DEMO_VERSION", "");
   std::vector<std::string> calls = split(env_or("BERTH_DEPS", ""), ',');
   int warmup_ms = std::atoi(env_or("DEMO_WARMUP_MS", "300").c_str());
+  std::string resolver = env_or("DEMO_RESOLVER", "berth");  // berth | system
+  std::string dep_port = env_or("DEMO_DEP_PORT", "8080");
 };
 
 Config cfg;
@@ -71,7 +80,22 @@ json call(const std::string& dep) {
   json result = {{"app", dep}};
   std::vector<std::string> addrs;
   std::string last_error;
-  if (std::string dns = env_or("BERTH_DNS", ""); !dns.empty()) {
+  if (cfg.resolver == "system") {
+    // What any program does: the name alone, through the system resolver.
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int rc = getaddrinfo(dep.c_str(), cfg.dep_port.c_str(), &hints, &res);
+    if (rc != 0) last_error = "getaddrinfo(" + dep + "): " + gai_strerror(rc);
+    for (auto* p = res; p; p = p->ai_next) {
+      char host[NI_MAXHOST];
+      if (getnameinfo(p->ai_addr, p->ai_addrlen, host, sizeof host, nullptr, 0, NI_NUMERICHOST) == 0)
+        addrs.push_back(std::string(host) + ":" + cfg.dep_port);
+    }
+    if (res) freeaddrinfo(res);
+    result["resolved"] = dep + " (system resolver)";
+  } else if (std::string dns = env_or("BERTH_DNS", ""); !dns.empty()) {
     std::string name = "_http._tcp." + dep + "." + env_or("BERTH_DOMAIN", "");
     addrs = demo::resolve_srv(dns, name, last_error);
     result["resolved"] = name;
@@ -168,11 +192,14 @@ int main(int argc, char** argv) {
     } else if (flag == "--warmup-ms") cfg.warmup_ms = std::atoi(value.c_str());
     else if (flag == "--version") cfg.version = value;
     else if (flag == "--calls") cfg.calls = split(value, ',');
+    else if (flag == "--resolver" && (value == "system" || value == "berth")) cfg.resolver = value;
     else {
-      std::cerr << "usage: berth-demo-svc [--listen IP:PORT] [--warmup-ms N] [--version V] [--calls a,b]\n";
+      std::cerr << "usage: berth-demo-svc [--listen IP:PORT] [--warmup-ms N] [--version V] [--calls a,b] "
+                   "[--resolver system|berth]\n";
       return 2;
     }
   }
+  for (int sig : {SIGTERM, SIGINT}) signal(sig, [](int) { std::_Exit(0); });
   try {
     asio::io_context io(1);
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address(cfg.ip), static_cast<unsigned short>(std::stoi(cfg.port))));

@@ -79,6 +79,7 @@ json to_json(const control::EnvStatus& s) {
     json instances = json::array();
     for (const auto& i : a.instances)
       instances.push_back({{"ordinal", i.ordinal}, {"ip", i.ip}, {"dns", i.dns}, {"state", i.state},
+                           {"runtime", i.runtime}, {"detail", i.detail.empty() ? json(nullptr) : json(i.detail)},
                            {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
                            {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
     json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
@@ -96,7 +97,7 @@ json to_json(const control::EnvStatus& s) {
     apps.push_back(std::move(app));
   }
   return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
-          {"ready", s.ready}, {"updating", s.updating}, {"apps", apps}};
+          {"ready", s.ready}, {"updating", s.updating}, {"notes", s.notes}, {"apps", apps}};
 }
 
 json to_json(const store::Event& e) {
@@ -106,13 +107,101 @@ json to_json(const store::Event& e) {
           {"ip", e.ip.empty() ? json(nullptr) : json(e.ip)}, {"message", e.message}};
 }
 
-Response Api::handle(const Request& req) {
+void Api::handle(const Request& req, Reply reply) {
   // The edge: nothing a request does may throw into the transport.
-  try {
-    return route(req);
-  } catch (const std::exception& e) {
+  auto failed = [&](const std::exception& e) {
     return error_response(internal(fmt::format("internal error handling {} {}: {}", req.method, req.target, e.what())));
+  };
+  try {
+    if (route_async(req, reply)) return;
+  } catch (const std::exception& e) {
+    if (reply) reply(failed(e));
+    return;
   }
+  Response out;
+  try {
+    out = route(req);
+  } catch (const std::exception& e) {
+    out = failed(e);
+  }
+  reply(std::move(out));
+}
+
+namespace {
+
+// {"command": ["sh", "-c", "..."], "timeout": "10s"}
+Result<std::pair<std::vector<std::string>, Millis>> exec_body(const std::string& text) {
+  json body = json::parse(text, nullptr, false);
+  const char* shape = "request body: expected {\"command\": [\"word\", ...], \"timeout\": \"10s\"}";
+  if (body.is_discarded() || !body.is_object() || !body.contains("command") || !body["command"].is_array())
+    return invalid(shape);
+  std::vector<std::string> argv;
+  for (const auto& w : body["command"]) {
+    if (!w.is_string()) return invalid("request body: every word of 'command' must be a string");
+    argv.push_back(w.get<std::string>());
+  }
+  if (argv.empty() || argv.front().empty()) return invalid("request body: 'command' needs at least a program name");
+  if (argv.size() > 4096) return invalid("request body: 'command' has more than 4096 words");
+  Millis timeout = 30'000;
+  if (body.contains("timeout")) {
+    auto t = body["timeout"].is_string() ? parse_duration(body["timeout"].get<std::string>()) : std::nullopt;
+    if (!t || *t <= 0 || *t > 3'600'000)
+      return invalid("request body: 'timeout' must be a duration from 1ms to 1h, e.g. \"30s\"");
+    timeout = *t;
+  }
+  return std::make_pair(std::move(argv), timeout);
+}
+
+Result<int> ordinal_param(const std::string& text) {
+  int n = -1;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || p != text.data() + text.size())
+    return invalid(fmt::format("instance ordinal '{}' is not a number", text));
+  return n;
+}
+
+}  // namespace
+
+bool Api::route_async(const Request& req, Reply& reply) {
+  std::string_view target = req.target;
+  std::string_view query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    query = target.substr(q + 1);
+    target = target.substr(0, q);
+  }
+  auto parts = split_path(target);
+  const bool instance_path = parts.size() == 8 && parts[0] == "v1" && parts[1] == "environments" && parts[3] == "apps" &&
+                             parts[5] == "instances";
+  if (!instance_path) return false;
+  if (req.method == "POST" && parts[7] == "exec") {
+    auto n = ordinal_param(parts[6]);
+    if (!n.ok()) return reply(error_response(n.error())), true;
+    auto body = exec_body(req.body);
+    if (!body.ok()) return reply(error_response(body.error())), true;
+    loop_.exec(parts[2], parts[4], *n, std::move(body->first), body->second,
+               [reply = std::move(reply)](Result<runtime::ExecResult> r) {
+                 if (!r.ok()) return reply(error_response(r.error()));
+                 reply(ok({{"exit_code", r->exit.status_known ? json(r->exit.code) : json(nullptr)},
+                           {"signal", r->exit.signal ? json(r->exit.signal) : json(nullptr)},
+                           {"description", r->timed_out ? std::string("timed out") : r->exit.description},
+                           {"timed_out", r->timed_out}, {"output", r->output}, {"truncated", r->truncated}}));
+               });
+    return true;
+  }
+  if (req.method == "GET" && parts[7] == "log") {
+    auto n = ordinal_param(parts[6]);
+    if (!n.ok()) return reply(error_response(n.error())), true;
+    auto offset = int_param(query, "offset", -1, std::numeric_limits<std::int64_t>::max());
+    if (!offset.ok()) return reply(error_response(offset.error())), true;
+    // No offset: the last 64 KiB, like tail.
+    const std::int64_t from = query_param(query, "offset").empty() ? -(64 << 10) : *offset;
+    loop_.logs(parts[2], parts[4], *n, from, 1 << 20, [reply = std::move(reply)](Result<runtime::LogChunk> r) {
+      if (!r.ok()) return reply(error_response(r.error()));
+      reply(ok({{"text", r->text}, {"offset", r->offset}}));
+    });
+    return true;
+  }
+  return false;
 }
 
 Response Api::route(const Request& req) {
@@ -287,28 +376,6 @@ Response Api::route(const Request& req) {
     if (!before.ok()) return error_response(before.error());
     if (auto st = loop_.refresh(parts[2]); !st.ok()) return error_response(st.error());
     return ok({{"environment", parts[2]}, {"events_after", *before}}, 202);
-  }
-
-  if (route("GET", {"v1", "environments", "*", "apps", "*", "instances", "*", "log"})) {
-    int n = -1;
-    auto [p, ec] = std::from_chars(parts[6].data(), parts[6].data() + parts[6].size(), n);
-    if (ec != std::errc() || p != parts[6].data() + parts[6].size())
-      return error_response(invalid(fmt::format("instance ordinal '{}' is not a number", parts[6])));
-    auto path = loop_.log_path(parts[2], parts[4], n);
-    if (!path.ok()) return error_response(path.error());
-    auto offset = int_param(query, "offset", -1, std::numeric_limits<std::int64_t>::max());
-    if (!offset.ok()) return error_response(offset.error());
-    std::ifstream in(*path, std::ios::binary | std::ios::ate);
-    std::int64_t size = in ? static_cast<std::int64_t>(in.tellg()) : 0;
-    // No offset: the last 64 KiB, like tail.
-    std::int64_t from = *offset < 0 ? std::max<std::int64_t>(0, size - (64 << 10)) : std::min(*offset, size);
-    std::string text;
-    if (in) {
-      in.seekg(from);
-      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      if (text.size() > (1u << 20)) text.resize(1u << 20);
-    }
-    return ok({{"text", text}, {"offset", from + static_cast<std::int64_t>(text.size())}, {"path", *path}});
   }
 
   if (route("GET", {"v1", "builds"})) {

@@ -1,11 +1,13 @@
-// api/handlers.h — the REST API as a pure function from request to response.
+// api/handlers.h — the REST API: requests in, responses out.
 //
 // Routing, request-body parsing (untrusted input: every field checked, errors name it) and JSON
 // rendering of control-loop state. No sockets here: api/http_server.h carries requests in and
-// responses out, and the fuzz target calls handle() directly. Runs on the control loop's
-// thread; `loop` must outlive the Api. The formats are documented in docs/api.md.
+// responses out, and the fuzz target calls handle() directly. Most requests are answered before
+// handle() returns; a few (exec, logs) once their runtime has answered. Runs on the control
+// loop's thread, replies too; `loop` must outlive the Api. The formats are in docs/api.md.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -27,10 +29,14 @@ struct Response {
 
 class Api {
  public:
+  using Reply = std::function<void(Response)>;
   explicit Api(control::ControlLoop& loop) : loop_(loop) {}
-  Response handle(const Request& request);
+  // Calls `reply` exactly once, at once or later on the loop's thread.
+  void handle(const Request& request, Reply reply);
 
  private:
+  // Requests answered later; false if `request` is not one of them.
+  bool route_async(const Request& request, Reply& reply);
   Response route(const Request& request);
   control::ControlLoop& loop_;
 };

@@ -47,16 +47,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void serve() {
     auto req = parser_->release();
     Request r{std::string(req.method_string()), std::string(req.target()), std::move(req.body())};
-    Response out = api_.handle(r);
-    auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), req.version());
-    res->set(http::field::server, "berth");
-    res->set(http::field::content_type, "application/json");
-    res->keep_alive(req.keep_alive());
-    res->body() = std::move(out.body);
-    res->prepare_payload();
-    http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-      if (ec || !res->keep_alive()) return self->close();
-      self->read();
+    // The next request on this connection is read once this one is answered (maybe later).
+    api_.handle(r, [self = shared_from_this(), version = req.version(), keep_alive = req.keep_alive()](Response out) {
+      auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), version);
+      res->set(http::field::server, "berth");
+      res->set(http::field::content_type, "application/json");
+      res->keep_alive(keep_alive);
+      res->body() = std::move(out.body);
+      res->prepare_payload();
+      http::async_write(self->stream_, *res, [self, res](beast::error_code ec, std::size_t) {
+        if (ec || !res->keep_alive()) return self->close();
+        self->read();
+      });
     });
   }
 

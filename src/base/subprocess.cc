@@ -1,8 +1,10 @@
 #include "base/subprocess.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <linux/close_range.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -51,6 +53,31 @@ std::string describe_wait_status(int status) {
   return fmt::format("ended (wait status {})", status);
 }
 
+std::map<std::string, std::string> process_environment(pid_t pid) {
+  std::map<std::string, std::string> vars;
+  std::ifstream in(fmt::format("/proc/{}/environ", pid), std::ios::binary);
+  if (!in) return vars;
+  std::string text(1 << 20, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  for (std::size_t i = 0; i < text.size();) {
+    auto end = text.find('\0', i);
+    if (end == std::string::npos) end = text.size();
+    std::string_view kv(text.data() + i, end - i);
+    if (auto eq = kv.find('='); eq != std::string_view::npos) vars.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+    i = end + 1;
+  }
+  return vars;
+}
+
+bool has_own_mount_namespace(pid_t pid) {
+  char mine[64] = {}, theirs[64] = {};
+  const std::string path = fmt::format("/proc/{}/ns/mnt", pid);
+  if (readlink("/proc/self/ns/mnt", mine, sizeof mine - 1) < 0) return false;
+  if (readlink(path.c_str(), theirs, sizeof theirs - 1) < 0) return false;
+  return std::strcmp(mine, theirs) != 0;
+}
+
 std::map<std::string, std::string> base_environment() {
   std::map<std::string, std::string> env;
   for (const char* name : {"PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR"})
@@ -67,30 +94,59 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
-  const char* argv[] = {"/bin/sh", "-c", script.c_str(), nullptr};
+  std::vector<const char*> argv;
+  std::string program = "/bin/sh";
+  if (o.argv.empty()) {
+    argv = {"/bin/sh", "-c", script.c_str()};
+  } else {
+    for (const auto& a : o.argv) argv.push_back(a.c_str());
+    program = o.argv.front();
+    if (program.find('/') == std::string::npos) {
+      // Search the child's PATH here: after fork only async-signal-safe calls are allowed.
+      std::string path = o.env.count("PATH") ? o.env.at("PATH") : "/usr/local/bin:/usr/bin:/bin";
+      for (std::size_t i = 0; i <= path.size();) {
+        auto j = path.find(':', i);
+        if (j == std::string::npos) j = path.size();
+        std::string candidate = (j > i ? path.substr(i, j - i) : std::string(".")) + "/" + o.argv.front();
+        if (access(candidate.c_str(), X_OK) == 0) {
+          program = candidate;
+          break;
+        }
+        i = j + 1;
+      }
+      if (program.find('/') == std::string::npos)
+        return not_found(fmt::format("{}: command not found in PATH {}", program, path));
+    }
+  }
+  argv.push_back(nullptr);
+  static constexpr char kResolvMessage[] = "berth: could not give this instance its resolver (/etc/resolv.conf)\n";
 
-  int log_fd = open(o.log_path.empty() ? "/dev/null" : o.log_path.c_str(),
-                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) return unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(errno)));
+  int out_pipe[2] = {-1, -1};
+  int log_fd = -1;
+  if (o.capture_output) {
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) return unavailable(fmt::format("pipe: {}", std::strerror(errno)));
+    log_fd = out_pipe[1];
+  } else {
+    log_fd = open(o.log_path.empty() ? "/dev/null" : o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) return unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(errno)));
+  }
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   int gate[2] = {-1, -1};
   int sync[2] = {-1, -1};  // the child closes its end once it has dropped every inherited descriptor
+  auto close_all = [&] {
+    for (int fd : {log_fd, null_fd, out_pipe[0], gate[0], gate[1], sync[0], sync[1]})
+      if (fd >= 0) close(fd);
+  };
   if ((o.gate && pipe2(gate, O_CLOEXEC) != 0) || pipe2(sync, O_CLOEXEC) != 0) {
     int err = errno;
-    close(log_fd);
-    close(null_fd);
-    for (int fd : {gate[0], gate[1], sync[0], sync[1]})
-      if (fd >= 0) close(fd);
+    close_all();
     return unavailable(fmt::format("pipe: {}", std::strerror(err)));
   }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = errno;
-    close(log_fd);
-    close(null_fd);
-    for (int fd : {gate[0], gate[1], sync[0], sync[1]})
-      if (fd >= 0) close(fd);
+    close_all();
     return unavailable(fmt::format("fork: {}", std::strerror(err)));
   }
   if (pid == 0) {
@@ -99,6 +155,8 @@ Result<Spawned> spawn(const SpawnOptions& o) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
     }
+    // Inside another instance (exec): its mount namespace, so its resolver and mounts.
+    if (o.join_mount_ns_of >= 0 && setns(o.join_mount_ns_of, CLONE_NEWNS) != 0) _exit(126);
     // First of all, drop every descriptor inherited from the daemon. Not all are close-on-exec
     // (Boost.Asio's are not), and while a copy lives here the kernel keeps the daemon's epoll
     // registration of it alive: a descriptor the daemon closes and reuses would then receive
@@ -127,8 +185,17 @@ Result<Spawned> spawn(const SpawnOptions& o) {
       if (n != 1) _exit(127);  // the daemon died before recording us: run nothing
       close(gate_fd);
     }
+    if (!o.resolv_conf.empty()) {
+      // Its own view of /etc/resolv.conf; mounts made later by the daemon still propagate in.
+      bool ok = unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) == 0 &&
+                mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) == 0;
+      if (!ok) {
+        ssize_t ignored = write(2, kResolvMessage, sizeof kResolvMessage - 1);
+        (void)ignored;
+      }
+    }
     if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
-    execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
+    execve(program.c_str(), const_cast<char* const*>(argv.data()), envp.data());
     _exit(127);
   }
   // Wait until the child has dropped its copies of our descriptors (EOF on the sync pipe).
@@ -142,6 +209,7 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   close(null_fd);
   Spawned s;
   s.pid = pid;
+  s.output_fd = out_pipe[0];
   if (o.gate) {
     close(gate[0]);
     s.gate_fd = gate[1];
@@ -152,6 +220,7 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     int err = errno;
     kill(-pid, SIGKILL);
     if (s.gate_fd >= 0) close(s.gate_fd);
+    if (s.output_fd >= 0) close(s.output_fd);
     waitpid(pid, nullptr, 0);
     return unavailable(fmt::format("pidfd_open: {}", std::strerror(err)));
   }

@@ -1,7 +1,7 @@
 // base/subprocess.h — starting and identifying child processes.
 //
-// spawn() forks and execs `/bin/sh -c "exec COMMAND"` in its own process group with stdout and
-// stderr appended to a log file. With `gate`, the child waits after fork until release_gate():
+// spawn() forks and execs `/bin/sh -c "exec COMMAND"` (or an argv, without a shell) in its own
+// process group with stdout and stderr appended to a log file or sent to a pipe. With `gate`, the child waits after fork until release_gate():
 // the parent records the pid durably in between, and if the parent dies first the child sees
 // EOF on the gate and exits without running anything — so no process can exist that the state
 // store does not know of. Each spawned process comes with a pidfd, which becomes readable when
@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -20,17 +21,25 @@ namespace berth {
 
 struct SpawnOptions {
   std::string command;                        // run by /bin/sh -c "exec COMMAND"
+  std::vector<std::string> argv;              // instead of command: run this, PATH searched, no shell
   std::map<std::string, std::string> env;     // the whole environment of the child
   std::string log_path;                       // stdout+stderr appended here; empty: /dev/null
+  bool capture_output = false;                // stdout+stderr to a pipe instead (Spawned::output_fd)
   std::string cwd;                            // empty: inherit
   bool gate = false;                          // wait for release_gate() before exec
   bool die_with_parent = false;               // PR_SET_PDEATHSIG(SIGKILL), for probes
+  // Root only: the child gets a mount namespace of its own in which this file is bind-mounted
+  // over /etc/resolv.conf (its resolver). A failure is written to its output; it still runs.
+  std::string resolv_conf;
+  // A pidfd of another process: the child joins that process's mount namespace first.
+  int join_mount_ns_of = -1;
 };
 
 struct Spawned {
   pid_t pid = -1;   // also the process group id
   int pidfd = -1;   // owned by the caller; readable once the process has exited
   int gate_fd = -1; // write end of the gate; closed by release_gate()
+  int output_fd = -1;  // with capture_output: read end of the output pipe, owned by the caller
   unsigned long long start_ticks = 0;
 };
 
@@ -51,6 +60,12 @@ std::optional<int> reap(pid_t pid);
 
 // "exited with status 1", "killed by SIGKILL".
 std::string describe_wait_status(int status);
+
+// The environment of a running process (/proc/<pid>/environ, at most 1 MiB read); empty when it
+// cannot be read.
+std::map<std::string, std::string> process_environment(pid_t pid);
+// Whether `pid` runs in a mount namespace other than ours.
+bool has_own_mount_namespace(pid_t pid);
 
 // The variables a child inherits from the daemon (PATH, HOME, LANG, TZ, USER, LOGNAME, TMPDIR).
 std::map<std::string, std::string> base_environment();

@@ -93,4 +93,72 @@ std::string format_bytes(std::uint64_t n) {
   return fmt::format("{} B", n);
 }
 
+std::optional<std::vector<std::string>> split_words(std::string_view line, std::string* error) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\'') {
+      auto close = line.find('\'', i + 1);
+      if (close == std::string_view::npos) {
+        if (error) *error = fmt::format("unbalanced ' at column {}", i + 1);
+        return std::nullopt;
+      }
+      word.append(line.substr(i + 1, close - i - 1));
+      i = close;
+    } else if (c == '"') {
+      std::size_t j = i + 1;
+      for (; j < line.size() && line[j] != '"'; ++j) {
+        if (line[j] == '\\' && j + 1 < line.size() && std::string_view("\"\\$`").find(line[j + 1]) != std::string_view::npos) ++j;
+        word += line[j];
+      }
+      if (j >= line.size()) {
+        if (error) *error = fmt::format("unbalanced \" at column {}", i + 1);
+        return std::nullopt;
+      }
+      i = j;
+    } else if (c == '\\') {
+      if (i + 1 >= line.size()) {
+        if (error) *error = "a backslash at the end";
+        return std::nullopt;
+      }
+      word += line[++i];
+    } else {
+      word += c;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+std::optional<std::uint64_t> parse_bytes(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  std::size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
+  if (i == 0) return std::nullopt;
+  double number = 0;
+  try {
+    std::size_t used = 0;
+    number = std::stod(std::string(text.substr(0, i)), &used);
+    if (used != i) return std::nullopt;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  std::string unit(text.substr(i));
+  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (!unit.empty() && unit.back() == 'b' && unit.size() == 2) unit.pop_back();  // "MB" → "m"
+  double mult = unit.empty() || unit == "b" ? 1 : unit == "k" ? 1024.0 : unit == "m" ? 1024.0 * 1024
+              : unit == "g" ? 1024.0 * 1024 * 1024 : unit == "t" ? 1024.0 * 1024 * 1024 * 1024 : -1;
+  if (mult < 0 || number < 0 || number * mult > 1e18) return std::nullopt;
+  return static_cast<std::uint64_t>(number * mult);
+}
+
 }  // namespace berth

@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/clock.h"
 
@@ -30,5 +31,13 @@ std::string format_bytes(std::uint64_t n);
 
 // Quote for POSIX sh: abc → 'abc', it's → 'it'\''s'.
 std::string shell_quote(std::string_view s);
+
+// Split a command line into words the way sh (and Compose's string form) does, without running
+// anything: blanks separate words, '...' and "..." quote, backslash escapes (outside '...').
+// No expansion of any kind. Error: the message says what is unbalanced.
+std::optional<std::vector<std::string>> split_words(std::string_view line, std::string* error = nullptr);
+
+// "512M", "1.5G", "64k", "1048576" → bytes (binary multiples; b/k/m/g as Docker writes them).
+std::optional<std::uint64_t> parse_bytes(std::string_view text);
 
 }  // namespace berth

@@ -161,8 +161,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--dns-listen", serve_opts.dns_listen, "name server address ADDR:PORT (\"\" to disable)")
       ->capture_default_str();
+  if (const char* dh = std::getenv("DOCKER_HOST"); dh && std::string(dh).rfind("unix://", 0) == 0) serve_opts.docker_host = dh;
+  serve->add_option("--docker-host", serve_opts.docker_host,
+                    "run apps that have an image as containers of this dockerd: unix:///path/to/docker.sock "
+                    "(default $DOCKER_HOST if it is a unix socket; none: such apps wait)");
 
   std::string file;
+  auto* exec_cmd = app.add_subcommand("exec", "run a command inside a running instance (its container or its process's namespace)");
+  std::string exec_env, exec_app, exec_timeout = "30s";
+  int exec_ordinal = 0;
+  std::vector<std::string> exec_argv;
+  exec_cmd->add_option("environment", exec_env)->required();
+  exec_cmd->add_option("app", exec_app)->required();
+  exec_cmd->add_option("command", exec_argv, "the command and its arguments (after --)")->required();
+  exec_cmd->add_option("-i,--instance", exec_ordinal, "instance ordinal")->capture_default_str();
+  exec_cmd->add_option("--timeout", exec_timeout, "give up (and report) after this long")->capture_default_str();
   auto* apply = app.add_subcommand("apply", "validate and load a catalog (berth.yaml)");
   apply->add_option("-f,--file", file, "catalog file")->required();
 
@@ -300,7 +313,7 @@ int main(int argc, char** argv) {
         for (const auto& a : s["apps"]) {
           if (a["runs_in"] != env) continue;  // served by a base environment: not ours to stop
           for (const auto& i : a["instances"])
-            if (!i["pid"].is_null()) return false;
+            if (i["state"] != "stopped") return false;
         }
         return true;
       }, "down");
@@ -316,6 +329,21 @@ int main(int argc, char** argv) {
           if (a.contains("build") && a["build"]["state"] == "resolving") return false;
         return true;
       }, "refresh");
+    }
+    if (exec_cmd->parsed()) {
+      if (!exec_argv.empty() && exec_argv.front() == "--") exec_argv.erase(exec_argv.begin());
+      auto r = c.post(fmt::format("/v1/environments/{}/apps/{}/instances/{}/exec", url_encode(exec_env), url_encode(exec_app),
+                                  exec_ordinal),
+                      {{"command", exec_argv}, {"timeout", exec_timeout}});
+      if (!r.ok()) return fail(r.error());
+      fmt::print("{}", (*r)["output"].get<std::string>());
+      if ((*r)["truncated"].get<bool>()) fmt::print(stderr, "berth: output truncated at 1 MiB\n");
+      if ((*r)["timed_out"].get<bool>()) {
+        fmt::print(stderr, "berth: {} did not finish within {}\n", exec_argv.front(), exec_timeout);
+        return 124;
+      }
+      if ((*r)["exit_code"].is_null()) return 1;
+      return (*r)["exit_code"].get<int>();
     }
     if (logs->parsed()) {
       std::string target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", url_encode(env), url_encode(app_code), ordinal);

@@ -65,7 +65,8 @@ std::string status_table(const json& s) {
   std::string out = fmt::format("environment {}{}: {}\n", str(s, "environment"),
                                 s["base"].is_null() ? "" : fmt::format(" (base {})", str(s, "base")),
                                 !s["up"].get<bool>() ? "down" : s["ready"].get<bool>() ? "up, ready" : "up, not ready");
-  std::vector<std::vector<std::string>> rows = {{"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "STATE", "HEALTH / MESSAGE"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "RUNS AS", "STATE", "HEALTH / MESSAGE"}};
   for (const auto& a : s["apps"]) {
     std::string runs = str(a, "runs_in");
     std::string runs_in = runs == str(s, "environment") || runs.empty() ? "here" : "→ " + runs;
@@ -94,12 +95,19 @@ std::string status_table(const json& s) {
       if (msg.empty()) msg = str(i, "message");
       std::string state = str(i, "state");
       if (i["restarts"].get<int>() > 0) state += fmt::format(" ({} restarts)", i["restarts"].get<int>());
+      // "pid 4711", "container 3fa2c1d0e9ab"; the runtime while nothing runs.
+      std::string runs_as = i.contains("detail") && i["detail"].is_string() ? i["detail"].get<std::string>()
+                            : i.contains("runtime")                         ? str(i, "runtime")
+                                                                            : "";
       rows.push_back({first ? str(a, "app") : "", first ? runs_in : "", first ? tag : "", first ? bt : "", str(i, "ordinal"),
-                      str(i, "ip"), str(i, "dns"), state, msg});
+                      str(i, "ip"), str(i, "dns"), runs_as, state, msg});
       first = false;
     }
   }
-  return out + table(rows);
+  out += table(rows);
+  if (s.contains("notes"))
+    for (const auto& n : s["notes"]) out += "note: " + n.get<std::string>() + "\n";
+  return out;
 }
 
 std::string versions_table(const json& r) {

@@ -1,8 +1,7 @@
-// The life of an instance: start (behind the record step), stop, exit and restart with backoff,
-// health probing and readiness. Part of ControlLoop (control/loop.h); runs on its loop.
+// The life of an instance: launch (recorded before it runs), stop, exit and restart with
+// backoff, recovery after a daemon restart, health probing and readiness, exec and logs. Part of
+// ControlLoop (control/loop.h); runs on its loop, and is the loop's runtime::Listener.
 #include "control/loop.h"
-
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -21,25 +20,80 @@ std::string env_var_name(std::string s) {
   return s;
 }
 
+std::vector<std::string> substituted(const std::vector<std::string>& words, const std::map<std::string, std::string>& vars) {
+  std::vector<std::string> out;
+  for (const auto& w : words) out.push_back(model::substitute_raw(w, vars));
+  return out;
+}
 
 }  // namespace
 
+// ---- runtimes ---------------------------------------------------------------------------------
+
+runtime::Runtime* ControlLoop::runtime_named(const std::string& name) const {
+  for (auto* rt : d_.runtimes)
+    if (rt->name() == name) return rt;
+  return nullptr;
+}
+
+runtime::Runtime* ControlLoop::runtime_for(const model::AppSpec& spec, std::string* why) const {
+  const char* name = spec.container() ? "docker" : "process";
+  runtime::Runtime* rt = runtime_named(name);
+  if (!rt && why)
+    *why = spec.container() ? fmt::format("{} runs from an image but this daemon has no container runtime: start berth "
+                                          "serve with --docker-host unix:///path/to/docker.sock", spec.app)
+                            : "this daemon has no process runtime";
+  return rt;
+}
+
+void ControlLoop::prepare_network() {
+  if (!catalog_) return;
+  const model::NetworkSpec& n = catalog_->network();
+  network_ = {"default", n.pool_text, model::format_ipv4(n.gateway())};
+  if (prepared_ == network_) return;
+  prepared_ = network_;
+  prepare_network_from(0, network_);
+}
+
+// One runtime after another (a bridge network first gives the gateway its address).
+void ControlLoop::prepare_network_from(std::size_t i, const runtime::Network& net) {
+  if (prepared_ != net) return;  // the catalog moved on
+  if (i == d_.runtimes.size()) {
+    if (d_.on_network_ready) d_.on_network_ready(net);
+    return;
+  }
+  d_.runtimes[i]->prepare_network(net, guarded([this, net, i](Status st) {
+    if (!st.ok()) {
+      // Instances still launch; the runtime says again what is missing when they do.
+      emit("", "error", "", -1, net.gateway,
+           fmt::format("the {} runtime could not prepare network {}: {}", d_.runtimes[i]->name(), net.subnet,
+                       st.error().message));
+    }
+    prepare_network_from(i + 1, net);
+  }));
+}
+
+void ControlLoop::set_resolver(const std::string& ip, const std::string& note) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  resolver_ = ip;
+  resolver_note_ = note;
+}
+
 // ---- instances --------------------------------------------------------------------------------
 
-void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
-                        const Artifact& artifact, const std::string& fingerprint) {
+runtime::InstanceSpec ControlLoop::instance_spec(const Instance& inst, const model::AppSpec& spec,
+                                                 const model::Environment& espec, const Artifact& artifact) const {
   const auto& key = inst.key;
   std::map<std::string, std::string> vars = {
       {"tag", spec.tag}, {"build_type", spec.build_type}, {"env", key.env},
       {"app", key.app}, {"ordinal", std::to_string(key.ordinal)}, {"ip", inst.ip}, {"artifact", artifact.path}};
   runtime::InstanceSpec rs;
-  rs.env = key.env;
-  rs.app = key.app;
-  rs.ordinal = key.ordinal;
-  rs.env_vars = spec.env;
+  rs.id = {key.env, key.app, key.ordinal};
+  rs.env = spec.env;
+  rs.ports = spec.ports;
   for (const auto& [name, port] : spec.ports) {
     vars["port." + name] = std::to_string(port);
-    rs.env_vars["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
+    rs.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
   }
   if (spec.database && d_.databases) {
     if (const db::Copy* c = d_.databases->find_copy(key.env, key.app)) {
@@ -47,21 +101,21 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
       vars["rundir"] = c->rundir;
     }
   }
-  rs.command = model::substitute(spec.command, vars);
-  rs.env_vars["BERTH_ENV"] = key.env;
-  rs.env_vars["BERTH_APP"] = key.app;
-  rs.env_vars["BERTH_INSTANCE"] = std::to_string(key.ordinal);
-  rs.env_vars["BERTH_IP"] = inst.ip;
-  rs.env_vars["BERTH_TAG"] = spec.tag;
-  rs.env_vars["BERTH_BUILD_TYPE"] = spec.build_type;
-  rs.env_vars["BERTH_NAME"] = fmt::format("{}.{}.{}.{}", key.ordinal, key.app, key.env, catalog_->dns().zone);
-  rs.env_vars["BERTH_DOMAIN"] = fmt::format("{}.{}", key.env, catalog_->dns().zone);
-  rs.env_vars["BERTH_HOME"] = d_.data_dir;
+  const std::string domain = fmt::format("{}.{}", key.env, catalog_->dns().zone);
+  rs.env["BERTH_ENV"] = key.env;
+  rs.env["BERTH_APP"] = key.app;
+  rs.env["BERTH_INSTANCE"] = std::to_string(key.ordinal);
+  rs.env["BERTH_IP"] = inst.ip;
+  rs.env["BERTH_TAG"] = spec.tag;
+  rs.env["BERTH_BUILD_TYPE"] = spec.build_type;
+  rs.env["BERTH_NAME"] = fmt::format("{}.{}.{}", key.ordinal, key.app, domain);
+  rs.env["BERTH_DOMAIN"] = domain;
+  rs.env["BERTH_HOME"] = d_.data_dir;
   if (!artifact.path.empty() && !spec.database) {
-    rs.env_vars["BERTH_ARTIFACT"] = artifact.path;
-    rs.env_vars["BERTH_COMMIT"] = artifact.commit;
+    rs.env["BERTH_ARTIFACT"] = artifact.path;
+    rs.env["BERTH_COMMIT"] = artifact.commit;
   }
-  if (!d_.dns_address.empty()) rs.env_vars["BERTH_DNS"] = d_.dns_address;
+  if (!d_.dns_address.empty()) rs.env["BERTH_DNS"] = d_.dns_address;
   // Where the dependencies are: every instance's stable address, per named port.
   std::string dep_names;
   for (const auto& dep : spec.depends_on) {
@@ -76,7 +130,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
         auto ip = ipam_.lookup({where, dep.app, o});
         if (ip) addrs += fmt::format("{}{}:{}", addrs.empty() ? "" : ",", model::format_ipv4(*ip), port);
       }
-      rs.env_vars[fmt::format("BERTH_DEP_{}_{}", env_var_name(dep.app), env_var_name(pname))] = addrs;
+      rs.env[fmt::format("BERTH_DEP_{}_{}", env_var_name(dep.app), env_var_name(pname))] = addrs;
     }
     // A database: where it is and how to log in.
     if (dspec->database && dspec->ports.count("sql")) {
@@ -84,65 +138,201 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
       auto ip = ipam_.lookup({where, dep.app, 0});
       const std::string host = ip ? model::format_ipv4(*ip) : "";
       const int port = dspec->ports.at("sql");
-      rs.env_vars[fmt::format("BERTH_DB_{}_HOST", n)] = host;
-      rs.env_vars[fmt::format("BERTH_DB_{}_PORT", n)] = std::to_string(port);
-      rs.env_vars[fmt::format("BERTH_DB_{}_USER", n)] = dspec->database->user;
-      rs.env_vars[fmt::format("BERTH_DB_{}_PASSWORD", n)] = dspec->database->password;
-      rs.env_vars[fmt::format("BERTH_DB_{}_URL", n)] =
+      rs.env[fmt::format("BERTH_DB_{}_HOST", n)] = host;
+      rs.env[fmt::format("BERTH_DB_{}_PORT", n)] = std::to_string(port);
+      rs.env[fmt::format("BERTH_DB_{}_USER", n)] = dspec->database->user;
+      rs.env[fmt::format("BERTH_DB_{}_PASSWORD", n)] = dspec->database->password;
+      rs.env[fmt::format("BERTH_DB_{}_URL", n)] =
           fmt::format("mysql://{}:{}@{}:{}/", dspec->database->user, dspec->database->password, host, port);
     }
   }
-  rs.env_vars["BERTH_DEPS"] = dep_names;
+  rs.env["BERTH_DEPS"] = dep_names;
+
+  if (spec.container()) {
+    runtime::ImageWorkload w;
+    w.image = spec.image_from_build ? artifact.path : model::image_reference(spec.image, vars);
+    if (spec.entrypoint) w.entrypoint = substituted(*spec.entrypoint, vars);
+    // args follow the command; with no command of its own they are the image's arguments.
+    if (spec.command_words || !spec.args.empty()) {
+      std::vector<std::string> cmd = spec.command_words ? substituted(*spec.command_words, vars) : std::vector<std::string>{};
+      for (const auto& a : substituted(spec.args, vars)) cmd.push_back(a);
+      w.command = std::move(cmd);
+    }
+    w.user = spec.user;
+    w.workdir = spec.workdir;
+    for (const auto& v : spec.volumes) {
+      runtime::Mount m;
+      m.kind = v.bind ? runtime::Mount::Kind::kBind : runtime::Mount::Kind::kVolume;
+      // A named volume belongs to its environment: `data` of beta-7 is not `data` of baseline.
+      m.source = v.bind ? v.source : key.env + "_" + model::substitute_raw(v.source, vars);
+      m.target = v.target;
+      m.read_only = v.read_only;
+      rs.mounts.push_back(std::move(m));
+    }
+    rs.workload = std::move(w);
+  } else {
+    std::string command = model::substitute(spec.command, vars);
+    for (const auto& a : spec.args) command += " " + shell_quote(model::substitute_raw(a, vars));
+    rs.workload = runtime::ProcessWorkload{command};
+  }
+  rs.resources = {spec.resources.cpus, spec.resources.memory_bytes};
+  rs.ip = inst.ip;
+  rs.network = network_;
+  if (!resolver_.empty()) rs.resolver = {resolver_, domain};
+  rs.labels = {{"berth.env", key.env}, {"berth.app", key.app}, {"berth.ordinal", std::to_string(key.ordinal)}};
 
   std::error_code ec;
   fs::path dir = fs::path(d_.data_dir) / "logs" / key.env;
   fs::create_directories(dir, ec);
   rs.log_path = (dir / fmt::format("{}.{}.log", key.app, key.ordinal)).string();
+  return rs;
+}
 
-  if (inst.started_before) ++inst.restarts;
-  const int restarts = inst.restarts;
-  auto record = [&](const runtime::Handle& h) {
-    return d_.store->put_instance({key, h.pid, h.pgid, h.start_ticks, fingerprint, restarts, d_.clock->wall_ms()});
-  };
-  auto handle = d_.runtime->start(rs, record, [this, key](const runtime::Exit& e) {
-    // pid is checked in on_exit against the instance's current process
-    on_exit(key, -1, e);
-  });
-  inst.started_before = true;
-  if (!handle.ok()) {
-    inst.phase = Phase::kBackoff;
-    inst.message = "could not start: " + handle.error().message;
-    emit(key.env, "exited", key.app, key.ordinal, inst.ip, inst.message);
-    back_off(inst, spec.restart, false);
+void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
+                        const Artifact& artifact, const std::string& fingerprint) {
+  std::string why;
+  runtime::Runtime* rt = runtime_for(spec, &why);
+  if (!rt) {
+    inst.phase = Phase::kWaiting;
+    inst.message = why;
     return;
   }
-  dns_dirty_.insert(key.env);
-  inst.proc = *handle;
+  runtime::InstanceSpec rs = instance_spec(inst, spec, espec, artifact);
+  rs.launch = ++launches_;
+  rs.labels["berth.fingerprint"] = fingerprint;
+  if (inst.started_before) ++inst.restarts;
+  inst.started_before = true;
+  inst.launch = rs.launch;
+  inst.launch_what = std::visit(
+      [](const auto& w) -> std::string {
+        using W = std::decay_t<decltype(w)>;
+        if constexpr (std::is_same_v<W, runtime::ProcessWorkload>) {
+          return w.command;
+        } else {
+          return w.command ? fmt::format("{} {}", w.image, fmt::join(*w.command, " ")) : w.image;
+        }
+      },
+      rs.workload);
+  inst.runtime_name = rt->name();
   inst.fingerprint = fingerprint;
   inst.build_id = artifact.build_id;
-  inst.phase = Phase::kStarting;
+  inst.phase = Phase::kLaunching;
   inst.degraded = false;
-  inst.started_mono = d_.clock->monotonic_ms();
   inst.ready_at = 0;
+  inst.pid = 0;
+  inst.detail.clear();
   inst.last_probe.clear();
-  inst.message = fmt::format("started pid {}", handle->pid);
-  emit(key.env, "starting", key.app, key.ordinal, inst.ip, fmt::format("pid {}: {}", handle->pid, rs.command));
-  if (spec.health.type == model::HealthType::kNone) {
-    mark_ready(inst, "no health check: ready once started");
+  inst.message = spec.container() ? "creating its container" : "starting its process";
+  inst.started_mono = d_.clock->monotonic_ms();
+  dns_dirty_.insert(inst.key.env);
+  rt->launch(rs);
+}
+
+Status ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) {
+  Instance* inst = find(id);
+  if (!inst || inst->launch != launch) return conflict("this launch is no longer wanted");
+  if (inst->phase == Phase::kStopping) return conflict("stopped before it started");
+  BERTH_TRY(d_.store->put_instance({inst->key, inst->runtime_name, ref, inst->fingerprint, inst->restarts, d_.clock->wall_ms()}));
+  inst->ref = ref;
+  return {};
+}
+
+void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
+                             const runtime::Observed& observed) {
+  Instance* inst = find(id);
+  if (!inst || inst->launch != launch || inst->ref != ref) return;
+  inst->launch = 0;
+  inst->pid = observed.pid;
+  inst->detail = observed.detail;
+  dns_dirty_.insert(inst->key.env);
+  if (runtime::Runtime* rt = runtime_named(inst->runtime_name); rt && !rt->capabilities().fixed_ip && !observed.ip.empty())
+    inst->ip = observed.ip;
+  // A stop asked for meanwhile went to the runtime already (the ref was known); its exit follows.
+  if (inst->phase == Phase::kStopping) return;
+  inst->phase = Phase::kStarting;
+  inst->started_mono = d_.clock->monotonic_ms();
+  inst->message = "started " + observed.detail;
+  emit(id.env, "starting", id.app, id.ordinal, inst->ip, fmt::format("{}: {}", observed.detail, inst->launch_what));
+  const model::AppSpec* spec = spec_of(inst->key);
+  if (!spec) return;
+  if (spec->health.type == model::HealthType::kNone) {
+    mark_ready(*inst, "no health check: ready once started");
     return;
   }
-  inst.tracker.emplace(spec.health, inst.started_mono);
-  schedule_probe(inst);
+  inst->tracker.emplace(spec->health, inst->started_mono);
+  schedule_probe(*inst);
+}
+
+void ControlLoop::on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
+                            const Error& error) {
+  Instance* inst = find(id);
+  if (!inst || inst->launch != launch) return;
+  inst->launch = 0;
+  if (!ref.empty() && inst->ref == ref) {
+    if (auto st = d_.store->erase_instance(inst->key); !st.ok())
+      emit(id.env, "error", id.app, id.ordinal, inst->ip, st.error().message);
+    inst->ref.clear();
+  }
+  dns_dirty_.insert(id.env);
+  schedule_reconcile();
+  if (inst->phase == Phase::kStopping) {
+    inst->phase = Phase::kStopped;
+    inst->message = "stopped before it started";
+    emit(id.env, "stopped", id.app, id.ordinal, inst->ip, inst->message);
+    return;
+  }
+  inst->message = "could not start: " + error.message;
+  emit(id.env, "start-failed", id.app, id.ordinal, inst->ip, error.message);
+  const model::AppSpec* spec = spec_of(inst->key);
+  if (!spec) {
+    inst->phase = Phase::kStopped;
+    return;
+  }
+  Millis delay = back_off(*inst, spec->restart, false);
+  inst->message = fmt::format("could not start: {}; trying again in {}", error.message, format_duration(delay));
+}
+
+void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered) {
+  for (const auto& rec : recovered) {
+    Instance* inst = find(rec.id);
+    if (!inst || inst->ref != rec.ref || inst->phase != Phase::kRecovering) continue;
+    dns_dirty_.insert(rec.id.env);
+    if (!rec.alive) {
+      if (auto st = d_.store->erase_instance(inst->key); !st.ok())
+        emit(rec.id.env, "error", rec.id.app, rec.id.ordinal, inst->ip, st.error().message);
+      inst->ref.clear();
+      inst->phase = Phase::kStopped;
+      inst->message = fmt::format("gone while the daemon was down ({})", rec.exit.description);
+      emit(rec.id.env, "exited", rec.id.app, rec.id.ordinal, inst->ip, inst->message);
+      continue;
+    }
+    inst->phase = Phase::kStarting;
+    inst->pid = rec.observed.pid;
+    inst->detail = rec.observed.detail;
+    inst->started_mono = d_.clock->monotonic_ms();
+    inst->message = fmt::format("adopted {} after a daemon restart", rec.observed.detail);
+    emit(rec.id.env, "adopted", rec.id.app, rec.id.ordinal, inst->ip, inst->message);
+    if (const auto* spec = spec_of(inst->key)) {
+      if (spec->health.type == model::HealthType::kNone) {
+        mark_ready(*inst, "no health check: ready once adopted");
+        continue;
+      }
+      inst->tracker.emplace(spec->health, inst->started_mono);
+      schedule_probe(*inst);
+    }
+  }
+  schedule_reconcile();
 }
 
 void ControlLoop::stop(Instance& inst, const std::string& why) {
-  if (!inst.proc || inst.phase == Phase::kStopping) return;
+  if (!inst.exists() || inst.phase == Phase::kStopping || inst.phase == Phase::kRecovering) return;
   cancel_timers(inst);
   dns_dirty_.insert(inst.key.env);
   inst.phase = Phase::kStopping;
   inst.message = "stopping: " + why;
+  if (inst.ref.empty()) return;  // a launch not yet created: on_created refuses it
   const auto* spec = spec_of(inst.key);
-  d_.runtime->stop(*inst.proc, spec ? spec->stop_grace_ms : 5000);
+  if (runtime::Runtime* rt = runtime_named(inst.runtime_name)) rt->stop(inst.ref, spec ? spec->stop_grace_ms : 5000);
 }
 
 void ControlLoop::cancel_timers(Instance& inst) {
@@ -150,15 +340,19 @@ void ControlLoop::cancel_timers(Instance& inst) {
   if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
   inst.probe_timer = inst.backoff_timer = 0;
   inst.probe.reset();
+  inst.probe_exec.reset();
 }
 
-void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime::Exit& exit) {
-  Instance* inst = find(key);
-  if (!inst || !inst->proc) return;
+void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& ref, const runtime::Exit& exit) {
+  Instance* inst = find(id);
+  if (!inst || ref.empty() || inst->ref != ref) return;
+  const ipam::LeaseKey& key = inst->key;
   auto st = d_.store->erase_instance(key);
   if (!st.ok()) emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
   dns_dirty_.insert(key.env);
-  inst->proc.reset();
+  inst->ref.clear();
+  inst->launch = 0;
+  inst->pid = 0;
   inst->tracker.reset();
   cancel_timers(*inst);
   const bool was_ready = inst->phase == Phase::kReady;
@@ -177,9 +371,8 @@ void ControlLoop::on_exit(const ipam::LeaseKey& key, int /*pid*/, const runtime:
     return;
   }
   emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
-  bool failure = !exit.status_known || !WIFEXITED(exit.wait_status) || WEXITSTATUS(exit.wait_status) != 0;
   auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
-  bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && failure);
+  bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && !exit.success());
   if (!restart) {
     inst->phase = Phase::kFailed;
     inst->message = fmt::format("{}; restart policy {}: not restarted", exit.description, model::to_string(policy));
@@ -208,6 +401,8 @@ Millis ControlLoop::back_off(Instance& inst, const model::RestartSpec& restart, 
   return delay;
 }
 
+// ---- health -----------------------------------------------------------------------------------
+
 void ControlLoop::schedule_probe(Instance& inst) {
   if (!inst.tracker) return;
   Millis delay = std::max<Millis>(0, inst.tracker->next_probe_at() - d_.clock->monotonic_ms());
@@ -222,26 +417,53 @@ void ControlLoop::schedule_probe(Instance& inst) {
 void ControlLoop::run_probe(const ipam::LeaseKey& key) {
   Instance* inst = find(key);
   const model::AppSpec* spec = spec_of(key);
-  if (!inst || !spec || !inst->proc || !inst->tracker || inst->phase == Phase::kStopping) return;
+  if (!inst || !spec || inst->ref.empty() || !inst->tracker || inst->phase == Phase::kStopping) return;
+  if (spec->health.type == model::HealthType::kExec) {
+    // Inside the instance: its runtime runs the command there (in a container: split into
+    // words, without a shell).
+    runtime::Runtime* rt = runtime_named(inst->runtime_name);
+    if (!rt) return;
+    runtime::ExecRequest req;
+    if (spec->container()) req.argv = split_words(spec->health.command).value_or(std::vector<std::string>{});
+    else req.argv = {"/bin/sh", "-c", spec->health.command};
+    req.env = {{"BERTH_IP", inst->ip}, {"BERTH_ENV", key.env}, {"BERTH_APP", key.app},
+               {"BERTH_INSTANCE", std::to_string(key.ordinal)}};
+    for (const auto& [name, port] : spec->ports) req.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
+    req.timeout_ms = spec->health.timeout_ms;
+    req.max_output = 2048;
+    inst->probe_exec = rt->exec(inst->ref, req, [this, key](Result<runtime::ExecResult> r) {
+      health::ProbeResult pr;
+      if (!r.ok()) {
+        pr.detail = "exec → " + r.error().message;
+      } else if (r->timed_out) {
+        pr.detail = fmt::format("exec → timed out after {}", format_duration(spec_of(key) ? spec_of(key)->health.timeout_ms : 0));
+      } else {
+        pr.ok = r->exit.success();
+        std::string first_line = r->output.substr(0, r->output.find('\n'));
+        pr.detail = pr.ok ? "exec → status 0"
+                          : fmt::format("exec → {}{}", r->exit.description, first_line.empty() ? "" : ": " + first_line.substr(0, 200));
+      }
+      on_probe(key, pr);
+    });
+    return;
+  }
   health::ProbeTarget t;
   t.spec = spec->health;
   t.ip = inst->ip;
   if (auto p = spec->ports.find(spec->health.port); p != spec->ports.end()) t.port = p->second;
-  t.env = {{"BERTH_IP", inst->ip}, {"BERTH_ENV", key.env}, {"BERTH_APP", key.app},
-           {"BERTH_INSTANCE", std::to_string(key.ordinal)}};
-  for (const auto& [name, port] : spec->ports) t.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
   inst->probe = d_.prober->probe(t, [this, key](health::ProbeResult r) {
     // Runs later, on the loop; the probe handle may be gone by then only if cancelled, and a
     // cancelled probe never calls back.
-    d_.executor->post([this, key, r = std::move(r)] { on_probe(key, r); });
+    d_.executor->post(guarded([this, key, r = std::move(r)] { on_probe(key, r); }));
   });
 }
 
 void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult& r) {
   Instance* inst = find(key);
   const model::AppSpec* spec = spec_of(key);
-  if (!inst || !spec || !inst->proc || !inst->tracker || inst->phase == Phase::kStopping) return;
+  if (!inst || !spec || inst->ref.empty() || !inst->tracker || inst->phase == Phase::kStopping) return;
   inst->probe.reset();
+  inst->probe_exec.reset();
   inst->last_probe = r.detail;
   auto change = inst->tracker->record(r.ok, d_.clock->monotonic_ms());
   if (change == health::Tracker::Change::kBecameReady) {
@@ -276,6 +498,49 @@ void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
     d_.databases->server_ready(inst.key.env, inst.key.app);
   schedule_reconcile();
 }
+
+// ---- exec and logs ----------------------------------------------------------------------------
+
+void ControlLoop::exec(const std::string& env, const std::string& app, int ordinal, std::vector<std::string> argv,
+                       Millis timeout_ms, std::function<void(Result<runtime::ExecResult>)> done) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  auto path = log_path(env, app, ordinal);  // the same checks: a known app this environment runs
+  if (!path.ok()) return done(path.error());
+  if (argv.empty()) return done(invalid("exec needs a command"));
+  Instance* inst = find(ipam::LeaseKey{env, app, ordinal});
+  const bool running = inst && !inst->ref.empty() &&
+                       (inst->phase == Phase::kStarting || inst->phase == Phase::kReady || inst->phase == Phase::kUnhealthy);
+  if (!running)
+    return done(conflict(fmt::format("{} #{} in {} is not running{}", app, ordinal, env,
+                                     inst && !inst->message.empty() ? " (" + inst->message + ")" : "")));
+  runtime::Runtime* rt = runtime_named(inst->runtime_name);
+  if (!rt) return done(unavailable(fmt::format("the {} runtime is not available", inst->runtime_name)));
+  runtime::ExecRequest req;
+  req.argv = std::move(argv);
+  req.timeout_ms = timeout_ms;
+  req.max_output = 1 << 20;
+  const std::uint64_t id = ++next_exec_;
+  execs_[id] = rt->exec(inst->ref, req, [this, id, done = std::move(done)](Result<runtime::ExecResult> r) {
+    done(std::move(r));
+    execs_.erase(id);
+  });
+}
+
+void ControlLoop::logs(const std::string& env, const std::string& app, int ordinal, std::int64_t offset, std::size_t max,
+                       std::function<void(Result<runtime::LogChunk>)> done) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  auto path = log_path(env, app, ordinal);
+  if (!path.ok()) return done(path.error());
+  const Instance* inst = find(ipam::LeaseKey{env, app, ordinal});
+  runtime::Runtime* rt = inst && !inst->runtime_name.empty() ? runtime_named(inst->runtime_name) : nullptr;
+  if (!rt)
+    if (const auto* spec = spec_of({env, app, ordinal})) rt = runtime_for(*spec, nullptr);
+  if (!rt) rt = runtime_named("process");
+  if (!rt) return done(unavailable("no runtime to read logs from"));
+  rt->logs({env, app, ordinal}, *path, offset, max, std::move(done));
+}
+
+// ---- lookup and events ------------------------------------------------------------------------
 
 ControlLoop::Instance* ControlLoop::find(const ipam::LeaseKey& key) {
   auto e = envs_.find(key.env);

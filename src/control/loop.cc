@@ -30,39 +30,40 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   if (!up.ok()) return up.error();
   loop->up_.insert(up->begin(), up->end());
 
-  // Adopt the instances that outlived the previous daemon; forget the ones that did not.
+  // Instances that outlived the previous daemon: their runtimes re-attach to the live ones, and
+  // until they have answered nothing else is started for those ordinals.
+  auto* self = loop.get();
+  for (auto* rt : d.runtimes) rt->set_listener(self);
   auto records = d.store->load_instances();
   if (!records.ok()) return records.error();
+  std::map<std::string, std::vector<runtime::Record>> by_runtime;
   for (const auto& r : *records) {
-    runtime::Handle h{r.pid, r.pgid, r.start_ticks};
-    auto key = r.key;
-    auto* self = loop.get();
-    bool alive = d.runtime->adopt(h, [self, key, pid = r.pid](const runtime::Exit& e) { self->on_exit(key, pid, e); });
-    if (!alive) {
-      BERTH_TRY(d.store->erase_instance(r.key));
-      continue;
-    }
     Instance& inst = loop->envs_[r.key.env].apps[r.key.app].instances[r.key.ordinal];
     inst.key = r.key;
     if (auto ip = loop->ipam_.lookup(r.key)) inst.ip = model::format_ipv4(*ip);
-    inst.proc = h;
+    inst.runtime_name = r.runtime;
+    inst.ref = r.ref;
     inst.fingerprint = r.fingerprint;
     // The stored fingerprint is the settings' hash (hex), then ":" and the build or database copy
-    // the process runs, if any.
+    // the instance runs, if any.
     if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) inst.build_id = r.fingerprint.substr(colon + 1);
     inst.restarts = r.restarts;
     inst.started_before = true;
-    inst.phase = Phase::kStarting;
-    inst.started_mono = d.clock->monotonic_ms();
-    inst.message = fmt::format("adopted pid {} after a daemon restart", r.pid);
-    loop->emit(r.key.env, "adopted", r.key.app, r.key.ordinal, inst.ip, inst.message);
-    if (const auto* spec = loop->spec_of(r.key)) {
-      inst.tracker.emplace(spec->health, inst.started_mono);
-      loop->schedule_probe(inst);
+    inst.phase = Phase::kRecovering;
+    if (!loop->runtime_named(r.runtime)) {
+      // Kept as recorded (it may still run): never a second instance for this ordinal.
+      inst.message = fmt::format("recorded in the {} runtime, which this daemon was not started with; start berth serve "
+                                 "with it (e.g. --docker-host) to recover it", r.runtime);
+      loop->emit(r.key.env, "error", r.key.app, r.key.ordinal, inst.ip, inst.message);
+      continue;
     }
+    inst.message = "recovering after a daemon restart";
+    by_runtime[r.runtime].push_back({{r.key.env, r.key.app, r.key.ordinal}, r.ref});
   }
+  for (auto& [name, recs] : by_runtime)
+    loop->runtime_named(name)->recover(recs, loop->guarded([self](std::vector<runtime::Recovered> rs) { self->on_recovered(rs); }));
+  loop->prepare_network();
   if (d.builder) {
-    auto* self = loop.get();
     d.builder->set_on_change([self](const build::Build& b) {
       if (b.state == build::State::kSucceeded) {
         std::set<std::string> in_use;
@@ -81,6 +82,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
 }
 
 ControlLoop::~ControlLoop() {
+  for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
   for (auto& [n, env] : envs_)
@@ -91,6 +93,7 @@ ControlLoop::~ControlLoop() {
 // ---- API operations ---------------------------------------------------------------------------
 
 Status ControlLoop::apply(const std::string& text, const std::string& filename, const std::string& base_dir) {
+  BERTH_ASSERT_LOOP(*d_.executor);
   auto parsed = model::Catalog::parse(text, filename, base_dir);
   if (!parsed.ok()) return parsed.error();
   // Removing an environment that is up would strand its instances without a spec: refuse.
@@ -101,6 +104,7 @@ Status ControlLoop::apply(const std::string& text, const std::string& filename, 
   BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms(), base_dir}));
   catalog_ = std::move(parsed.value());
   ipam_.set_network(catalog_->network());
+  prepare_network();
   dns_all_dirty_ = true;
   for (const auto& e : up_) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied", filename));
   schedule_reconcile();
@@ -108,6 +112,7 @@ Status ControlLoop::apply(const std::string& text, const std::string& filename, 
 }
 
 Status ControlLoop::up(const std::string& env) {
+  BERTH_ASSERT_LOOP(*d_.executor);
   if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
   if (!catalog_->find(env)) {
     auto names = catalog_->environment_names();
@@ -127,6 +132,7 @@ Status ControlLoop::up(const std::string& env) {
 }
 
 Status ControlLoop::down(const std::string& env) {
+  BERTH_ASSERT_LOOP(*d_.executor);
   if (!up_.count(env) && !envs_.count(env)) {
     if (catalog_ && catalog_->find(env)) return {};  // already down
     return not_found(fmt::format("no environment '{}'", env));
@@ -141,6 +147,7 @@ Status ControlLoop::down(const std::string& env) {
 }
 
 Status ControlLoop::refresh(const std::string& env) {
+  BERTH_ASSERT_LOOP(*d_.executor);
   if (!catalog_ || !catalog_->find(env)) return not_found(fmt::format("no environment '{}'", env));
   auto e = envs_.find(env);
   int n = 0;
@@ -165,13 +172,14 @@ Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, st
 void ControlLoop::schedule_reconcile() {
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
-  d_.executor->post([this] {
+  d_.executor->post(guarded([this] {
     reconcile_pending_ = false;
     reconcile();
-  });
+  }));
 }
 
 std::int64_t ControlLoop::reconcile_now() {
+  BERTH_ASSERT_LOOP(*d_.executor);
   auto t0 = std::chrono::steady_clock::now();
   reconcile();
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -198,7 +206,11 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
       Instance& inst = it->second;
       bool wanted = aspec && inst.key.ordinal < aspec->instances;
       if (wanted) { ++it; continue; }
-      if (inst.proc) {
+      if (inst.phase == Phase::kRecovering) {  // stopped once its runtime has answered
+        ++it;
+        continue;
+      }
+      if (inst.exists()) {
         stop(inst, spec ? "scaled down or removed from the catalog" : "environment down");
         ++it;
         continue;
@@ -236,7 +248,7 @@ int ControlLoop::ready_count(const std::string& env, const std::string& app) con
   if (a == e->second.apps.end()) return 0;
   int n = 0;
   for (const auto& [o, inst] : a->second.instances)
-    if (inst.phase == Phase::kReady && inst.proc) ++n;
+    if (inst.phase == Phase::kReady && inst.exists()) ++n;
   return n;
 }
 
@@ -260,7 +272,8 @@ std::string ControlLoop::waiting_message(const model::Dependency& dep, const mod
         if (inst.phase == Phase::kReady) continue;
         if (!inst.last_probe.empty()) { detail = inst.last_probe; break; }
         if (inst.phase == Phase::kWaiting) detail = fmt::format("{} is {}", dep.app, inst.message);
-        else if (inst.phase == Phase::kStarting) detail = "starting";
+        else if (inst.phase == Phase::kStarting || inst.phase == Phase::kLaunching) detail = "starting";
+        else if (inst.phase == Phase::kRecovering) detail = inst.message;
         else if (!inst.message.empty()) detail = inst.message;
       }
     }
@@ -274,7 +287,7 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
                                      const model::Environment& espec) {
   bool running = false;
   for (const auto& [o, inst] : app.instances)
-    if (inst.proc && inst.phase != Phase::kStopping) running = true;
+    if (inst.exists() && inst.phase != Phase::kStopping) running = true;
   for (const auto& dep : spec.depends_on) {
     bool ok = dependency_satisfied(dep, espec);
     bool was_ok = app.dep_ok[dep.app];
@@ -291,7 +304,7 @@ void ControlLoop::check_dependencies(const std::string& env, App& app, const mod
     for (auto& [o, inst] : app.instances) {
       if (dep.on_failure == model::DependencyFailure::kMark) {
         inst.degraded = true;
-      } else if (inst.proc && inst.phase != Phase::kStopping) {
+      } else if (inst.exists() && inst.phase != Phase::kStopping) {
         emit(env, "restarting", spec.app, o, inst.ip, "on_failure: restart of dependency " + dep.app);
         stop(inst, "dependency " + dep.app + " failed");
       }
@@ -325,9 +338,9 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
   // instances down. (An ordinal's address and port cannot be held by old and new at once.)
   bool replacing = false;
   for (const auto& [o, inst] : app.instances)
-    if (o < spec.instances && inst.replacing && !(inst.proc && inst.phase == Phase::kReady)) replacing = true;
+    if (o < spec.instances && inst.replacing && !(inst.exists() && inst.phase == Phase::kReady)) replacing = true;
   for (auto& [o, inst] : app.instances)
-    if (inst.replacing && inst.proc && inst.phase == Phase::kReady) inst.replacing = false;
+    if (inst.replacing && inst.exists() && inst.phase == Phase::kReady) inst.replacing = false;
   for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
     Instance& inst = app.instances[ordinal];
     inst.key = {env, spec.app, ordinal};
@@ -338,8 +351,8 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       continue;
     }
     std::string ip_text = model::format_ipv4(*ip);
-    if (inst.proc) {
-      if (inst.phase == Phase::kStopping) continue;
+    if (inst.exists()) {
+      if (inst.phase == Phase::kStopping || inst.phase == Phase::kRecovering || inst.phase == Phase::kLaunching) continue;
       if (!build_ready) continue;  // the running build serves until the new one exists
       std::string why;
       if (inst.fingerprint != fingerprint) {
@@ -419,6 +432,7 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
 }
 
 Status ControlLoop::reset_database(const std::string& env, const std::string& db, int version) {
+  BERTH_ASSERT_LOOP(*d_.executor);
   if (!d_.databases) return unavailable("this daemon has no database manager");
   const model::Environment* espec = catalog_ ? catalog_->find(env) : nullptr;
   if (!espec) return not_found(fmt::format("no environment '{}' in the catalog", env));

@@ -7,8 +7,15 @@
 // effective settings (AppSpec::fingerprint) or address changed are restarted.
 //
 // Ownership: the ControlLoop owns all mutable state of the daemon and runs on one thread (the
-// Executor's). It uses — never owns — the runtime, prober, store and clock given in Deps, which
-// must outlive it. API handlers call its methods on the same thread.
+// Executor's). It uses — never owns — the runtimes, prober, store and clock given in Deps, which
+// must outlive it. API handlers call its methods on the same thread (asserted in debug builds);
+// runtimes report back through runtime::Listener on it too.
+//
+// Each instance runs in the runtime its app asks for: "docker" for apps with an image, "process"
+// for the others. An instance is launched asynchronously (runtime/runtime.h): it is recorded in
+// the store when the runtime has created it and before anything of it runs; after a daemon
+// restart the recorded instances are recovered by their runtimes before anything else is started
+// for their ordinals.
 #pragma once
 
 #include <functional>
@@ -37,7 +44,9 @@ namespace berth::control {
 struct Deps {
   const Clock* clock = nullptr;
   Executor* executor = nullptr;
-  runtime::Runtime* runtime = nullptr;
+  // The runtimes, by name(): "process" runs apps without an image, "docker" apps with one.
+  // A network is prepared by them in this order.
+  std::vector<runtime::Runtime*> runtimes;
   health::Prober* prober = nullptr;
   store::StateStore* store = nullptr;
   std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
@@ -48,6 +57,9 @@ struct Deps {
   // to the name server); may be empty. `dns_ns_ip` is the server's own address for ns.<zone>.
   std::function<void(std::shared_ptr<const dns::Zone>)> on_zone;
   std::uint32_t dns_ns_ip = 0;
+  // Called once every runtime has prepared the catalog's network (the daemon then has its name
+  // server answer on the network's gateway and calls set_resolver); may be empty.
+  std::function<void(const runtime::Network&)> on_network_ready;
   // Builds apps that have a source; without one such apps wait with a message.
   build::Builder* builder = nullptr;
   std::uint64_t artifact_max_bytes = 2ull << 30;  // artifact store size before LRU eviction
@@ -60,7 +72,9 @@ struct InstanceStatus {
   std::string ip;
   std::string dns;
   std::string state;  // waiting | starting | ready | degraded | failed | stopped
-  int pid = 0;
+  std::string runtime;  // process | docker
+  std::string detail;   // what runs it: "pid 4711", "container 3fa2c1d0e9ab"
+  int pid = 0;          // its main process on this host, when known
   int restarts = 0;
   Millis ready_at = 0;  // wall; 0 = not ready
   std::string message;
@@ -98,12 +112,13 @@ struct EnvStatus {
   bool ready = false;     // up, and every instance ready
   bool updating = false;  // a build in progress, or instances still to be replaced by a newer one
   std::vector<AppStatus> apps;
+  std::vector<std::string> notes;  // what the environment's instances lack, and why (their resolver)
 };
 
 // An instance ready this long has its crash count (and so its restart backoff) reset.
 inline constexpr Millis kStableAfterMs = 10'000;
 
-class ControlLoop {
+class ControlLoop : private runtime::Listener {
  public:
   // Loads the stored catalog, leases and desired environments, re-attaches to instances that
   // survived a daemon restart (killing none), then schedules a reconcile.
@@ -136,18 +151,34 @@ class ControlLoop {
   std::uint64_t reconcile_count() const { return reconciles_; }
   // Run one reconcile pass now (normally they are scheduled); returns its duration in µs.
   std::int64_t reconcile_now();
+  // berth's name server answers on `ip`:53 for the instances (empty: it does not; `note` says why).
+  void set_resolver(const std::string& ip, const std::string& note);
+  // Run a command inside a running instance (berth exec). `done` runs on the loop.
+  void exec(const std::string& env, const std::string& app, int ordinal, std::vector<std::string> argv, Millis timeout_ms,
+            std::function<void(Result<runtime::ExecResult>)> done);
+  // An instance's output from byte `offset` (negative: the last -offset bytes), at most `max` bytes.
+  void logs(const std::string& env, const std::string& app, int ordinal, std::int64_t offset, std::size_t max,
+            std::function<void(Result<runtime::LogChunk>)> done);
 
  private:
-  enum class Phase { kStopped, kWaiting, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping };
+  // kRecovering: recorded before a daemon restart, its runtime not yet asked; kLaunching: a
+  // launch in flight (created or not yet).
+  enum class Phase { kStopped, kWaiting, kRecovering, kLaunching, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping };
 
   struct Instance {
     ipam::LeaseKey key;
     std::string ip;
     Phase phase = Phase::kStopped;
-    std::optional<runtime::Handle> proc;
+    std::string runtime_name;   // the runtime it was launched in
+    runtime::Ref ref;           // set once created (or as recorded before a restart)
+    std::uint64_t launch = 0;   // the launch in flight; 0 when none
+    std::string launch_what;    // what the launch runs, for the "starting" event
+    int pid = 0;                // its main process on this host, when known
+    std::string detail;         // "pid 4711", "container 3fa2c1d0e9ab"
     std::string fingerprint;
     std::optional<health::Tracker> tracker;
     std::unique_ptr<health::ProbeHandle> probe;
+    std::unique_ptr<runtime::Cancel> probe_exec;  // an exec probe in flight
     Executor::TimerId probe_timer = 0;
     Executor::TimerId backoff_timer = 0;
     int restarts = 0;
@@ -162,6 +193,8 @@ class ControlLoop {
     std::string build_id;     // the build the running process runs
     std::string message;
     std::string last_probe;
+    // Something of it exists in its runtime (or may: a launch in flight).
+    bool exists() const { return launch != 0 || !ref.empty(); }
   };
   struct Source {
     std::string ref_key;     // repo#tag the state below is for
@@ -208,10 +241,24 @@ class ControlLoop {
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
   bool prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   App* find_app(const std::string& env, const std::string& app);
+  runtime::Runtime* runtime_named(const std::string& name) const;
+  // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
+  // daemon has none such.
+  runtime::Runtime* runtime_for(const model::AppSpec& spec, std::string* why) const;
+  runtime::InstanceSpec instance_spec(const Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
+                                      const Artifact& artifact) const;
   void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
              const std::string& fingerprint);
   void stop(Instance& inst, const std::string& why);
-  void on_exit(const ipam::LeaseKey& key, int pid, const runtime::Exit& exit);
+  void prepare_network();
+  void prepare_network_from(std::size_t i, const runtime::Network& net);
+  void on_recovered(const std::vector<runtime::Recovered>& recovered);
+  // runtime::Listener
+  Status on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) override;
+  void on_started(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
+                  const runtime::Observed& observed) override;
+  void on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref, const Error& error) override;
+  void on_exited(const runtime::InstanceId& id, const runtime::Ref& ref, const runtime::Exit& exit) override;
   // Wait before starting the instance again: the next delay of its crash count (doubling from
   // restart.backoff up to restart.max_backoff), or none. Returns the delay.
   Millis back_off(Instance& inst, const model::RestartSpec& restart, bool immediately);
@@ -222,12 +269,23 @@ class ControlLoop {
   void cancel_timers(Instance& inst);
 
   Instance* find(const ipam::LeaseKey& key);
+  Instance* find(const runtime::InstanceId& id) { return find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
   const model::AppSpec* spec_of(const ipam::LeaseKey& key) const;
   void emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
             const std::string& ip, const std::string& message);
   std::string public_state(const Instance& inst) const;
 
+  // A callback that does nothing once this loop is gone (work posted to the executor, answers of
+  // runtimes, which outlive the loop).
+  template <class F>
+  auto guarded(F fn) {
+    return [alive = std::weak_ptr<bool>(alive_), fn = std::move(fn)](auto&&... args) mutable {
+      if (alive.lock()) fn(std::forward<decltype(args)>(args)...);
+    };
+  }
+
   Deps d_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   ipam::Ipam ipam_;
   std::optional<model::Catalog> catalog_;
   std::set<std::string> up_;
@@ -240,6 +298,13 @@ class ControlLoop {
   std::uint32_t zone_serial_ = 0;
   std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh
   std::uint64_t reconciles_ = 0;
+  std::uint64_t launches_ = 0;
+  runtime::Network network_;            // the catalog's pool, as runtimes are given it
+  std::optional<runtime::Network> prepared_;  // the network last asked of the runtimes
+  std::string resolver_;                // berth's name server for instances (port 53), when it answers there
+  std::string resolver_note_;           // why it does not
+  std::map<std::uint64_t, std::unique_ptr<runtime::Cancel>> execs_;  // berth exec in flight
+  std::uint64_t next_exec_ = 0;
 };
 
 }  // namespace berth::control

@@ -18,13 +18,15 @@ namespace berth::control {
 std::string ControlLoop::public_state(const Instance& inst) const {
   switch (inst.phase) {
     case Phase::kWaiting: return "waiting";
+    case Phase::kRecovering:
+    case Phase::kLaunching:
     case Phase::kStarting: return "starting";
     case Phase::kReady: return inst.degraded ? "degraded" : "ready";
     case Phase::kUnhealthy:
     case Phase::kBackoff:
     case Phase::kFailed: return "failed";
     case Phase::kStopping:
-    case Phase::kStopped: return inst.proc ? "starting" : "stopped";
+    case Phase::kStopped: return inst.exists() ? "starting" : "stopped";
   }
   return "stopped";
 }
@@ -56,7 +58,11 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
     if (inst) {
       is.state = public_state(*inst);
-      is.pid = inst->proc ? inst->proc->pid : 0;
+      is.runtime = inst->runtime_name;
+      if (inst->exists()) {
+        is.pid = inst->pid;
+        is.detail = inst->detail;
+      }
       is.restarts = inst->restarts;
       is.ready_at = inst->phase == Phase::kReady ? inst->ready_at : 0;
       is.message = inst->message;
@@ -68,6 +74,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     } else {
       is.state = up ? "waiting" : "stopped";
     }
+    if (is.runtime.empty()) is.runtime = aspec.container() ? "docker" : "process";
     ++counts[is.state];
     a.instances.push_back(std::move(is));
   }
@@ -124,6 +131,18 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
   s.up = up_.count(env) > 0;
   s.ready = s.up;
   s.base = spec->base;
+  // How its instances find each other by name, when not through the system resolver.
+  bool processes = false, containers = false;
+  for (const auto& aspec : spec->apps)
+    if (spec->runs(aspec.app)) (aspec.container() ? containers : processes) = true;
+  if ((processes || containers) && resolver_.empty())
+    s.notes.push_back(fmt::format("instances do not resolve short names through their system resolver: {}; they find "
+                                  "each other through BERTH_DNS and BERTH_DEP_<APP>_<PORT>",
+                                  resolver_note_.empty() ? "berth's name server does not answer on the pool's gateway"
+                                                         : resolver_note_));
+  if (processes && !resolver_.empty())
+    if (runtime::Runtime* rt = runtime_named("process"); rt && !rt->capabilities().private_resolver)
+      s.notes.push_back(rt->capabilities().resolver_note);
   for (const auto& aspec : spec->apps) {
     const std::string& where = spec->served_by.at(aspec.app);
     if (where == env) {
@@ -137,7 +156,7 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
       if (auto e = envs_.find(env); e != envs_.end())
         if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
           for (const auto& [o, inst] : it->second.instances) {
-            if (!inst.proc) continue;
+            if (!inst.exists()) continue;
             if (!it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
             if (copy && inst.build_id != copy->id()) s.updating = true;
           }
@@ -193,7 +212,7 @@ std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Env
       if (auto ip = ipam_.lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
       if (app)
         if (auto it = app->instances.find(o); it != app->instances.end())
-          a.ready[static_cast<std::size_t>(o)] = it->second.proc && it->second.phase == Phase::kReady;
+          a.ready[static_cast<std::size_t>(o)] = it->second.exists() && it->second.phase == Phase::kReady;
     }
   }
   return rec;

@@ -83,11 +83,18 @@ int run(const Options& o) {
   boost::asio::io_context io(1);
   SystemClock clock;
   AsioExecutor executor(io);
-  runtime::ProcessRuntime runtime(io, executor);
+  runtime::ProcessRuntime processes(io, executor, data_dir + "/run");
+  // Runtimes prepare a network in this order: a Docker bridge network first gives the pool's
+  // gateway its address.
+  std::vector<runtime::Runtime*> runtimes;
+  runtimes.push_back(&processes);
   health::AsioProber prober(io);
 
-  // The name server, on its own threads; the loop publishes zone snapshots to it.
+  // The name server, on its own threads; the loop publishes zone snapshots to it. A second one
+  // answers on port 53 of the pool's gateway once its network is there: the instances' resolver.
   std::unique_ptr<dns::Server> dns_server;
+  std::unique_ptr<dns::Server> gateway_dns;
+  std::shared_ptr<const dns::Zone> latest_zone = std::make_shared<dns::Zone>();
   std::uint32_t dns_ip = 0;
   if (!o.dns_listen.empty()) {
     auto server = dns::Server::start(o.dns_listen, std::make_shared<dns::Zone>());
@@ -117,7 +124,7 @@ int run(const Options& o) {
   deps.databases = &databases;
   deps.clock = &clock;
   deps.executor = &executor;
-  deps.runtime = &runtime;
+  deps.runtimes = runtimes;
   deps.prober = &prober;
   deps.store = store->get();
   deps.data_dir = data_dir;
@@ -126,11 +133,20 @@ int run(const Options& o) {
   if (dns_server) {
     deps.dns_address = dns_server->address();
     deps.dns_ns_ip = dns_ip;
-    deps.on_zone = [server = dns_server.get()](std::shared_ptr<const dns::Zone> zone) { server->publish(std::move(zone)); };
   }
+  deps.on_zone = [&](std::shared_ptr<const dns::Zone> zone) {
+    latest_zone = zone;
+    if (dns_server) dns_server->publish(zone);
+    if (gateway_dns) gateway_dns->publish(zone);
+  };
   deps.on_event = [](const store::Event& e) {
     fmt::print(stderr, "{} {} {} {}{} {} {}\n", rfc3339_ms(e.time), e.env.empty() ? "-" : e.env, e.type,
                e.app.empty() ? "-" : e.app, e.ordinal >= 0 ? fmt::format("#{}", e.ordinal) : "", e.ip, e.message);
+  };
+  std::function<void(const runtime::Network&)> network_ready;  // set once the loop exists
+  deps.on_network_ready = [&](const runtime::Network& net) {
+    if (network_ready) network_ready(net);
+    else executor.post([&, net] { if (network_ready) network_ready(net); });
   };
   auto loop = control::ControlLoop::create(deps);
   if (!loop.ok()) {
@@ -138,6 +154,26 @@ int run(const Options& o) {
     return 1;
   }
   databases.set_on_change([l = loop->get()] { l->poke(); });
+  // Instances resolve names through berth's name server on their pool's gateway, port 53.
+  auto* loop_ptr = loop->get();
+  auto listen_on_gateway = [&, loop_ptr](const runtime::Network& net) {
+    const std::string listen = net.gateway + ":53";
+    if (gateway_dns && gateway_dns->address() == listen) return;
+    gateway_dns.reset();
+    auto server = dns::Server::start(listen, latest_zone);
+    if (!server.ok()) {
+      fmt::print(stderr, "berth serve: {}; instances will not resolve short names through their system resolver\n",
+                 server.error().message);
+      loop_ptr->set_resolver("", server.error().message);
+      return;
+    }
+    gateway_dns = std::move(server.value());
+    loop_ptr->set_resolver(net.gateway, "");
+    if (Status st = write_file_atomically((fs::path(data_dir) / "resolver.addr").string(), listen); !st.ok())
+      fmt::print(stderr, "berth serve: {}\n", st.error().message);
+    fmt::print(stderr, "berth serve: instances' resolver: DNS on {}\n", listen);
+  };
+  network_ready = listen_on_gateway;
   api::Api api(**loop);
   auto server = api::HttpServer::create(io, o.listen, api);
   if (!server.ok()) {

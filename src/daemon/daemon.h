@@ -1,5 +1,6 @@
 // daemon/daemon.h — `berth serve`: the only place where concrete implementations are wired
-// together (SQLite store, process runtime, asio prober, control loop, HTTP API).
+// together (SQLite store, process and Docker runtimes, asio prober, builder, database manager,
+// name servers, control loop, HTTP API).
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,7 @@ struct Options {
   std::string blob_store;   // store URL for database snapshots (blob/open_store.h); empty: <data-dir>/blobs
   std::string db_dir;       // goldens and copies of standard databases; empty: <data-dir>/db
   bool db_overlay = true;   // let copies use overlayfs when reflinks are not possible
+  std::string docker_host;  // unix:///path/docker.sock: apps with an image run there; empty: they wait
 };
 
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon

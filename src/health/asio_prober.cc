@@ -3,14 +3,12 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
-#include "base/subprocess.h"
 #include "base/text.h"
 #include "health/prober.h"
 
@@ -26,10 +24,8 @@ struct Probe : std::enable_shared_from_this<Probe> {
 
   tcp::socket socket;
   asio::steady_timer timer;
-  asio::streambuf buffer;
+  asio::streambuf buffer{4096};  // a status line longer than this is not an HTTP answer
   std::string request;
-  std::unique_ptr<asio::posix::stream_descriptor> pidfd;
-  pid_t pid = -1;
   std::function<void(ProbeResult)> done;
   std::string what;  // "GET /healthcheck", "TCP 127.77.0.3:8080", "exec"
 
@@ -40,8 +36,6 @@ struct Probe : std::enable_shared_from_this<Probe> {
     boost::system::error_code ignored;
     timer.cancel();
     socket.close(ignored);
-    // A command still running is killed; its pidfd handler reaps it.
-    if (pid > 0) ::kill(-pid, SIGKILL);
     cb({ok, detail});
   }
   void cancel() {
@@ -49,7 +43,6 @@ struct Probe : std::enable_shared_from_this<Probe> {
     boost::system::error_code ignored;
     timer.cancel();
     socket.close(ignored);
-    if (pid > 0) ::kill(-pid, SIGKILL);
   }
 };
 
@@ -108,27 +101,6 @@ void start_tcp(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
   });
 }
 
-void start_exec(const std::shared_ptr<Probe>& p, const ProbeTarget& t, asio::io_context& io) {
-  p->what = "exec";
-  SpawnOptions o;
-  o.command = t.spec.command;
-  o.env = base_environment();
-  for (const auto& [k, v] : t.env) o.env[k] = v;
-  o.die_with_parent = true;
-  auto s = spawn(o);
-  if (!s.ok()) return p->finish(false, "exec → " + s.error().message);
-  p->pid = s->pid;
-  p->pidfd = std::make_unique<asio::posix::stream_descriptor>(io, s->pidfd);
-  // Always waited for to the end, also after a timeout or cancel, so the child is reaped.
-  p->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [p](const boost::system::error_code&) {
-    auto status = reap(p->pid);
-    p->pid = -1;
-    if (!status) return p->finish(false, "exec → ended");
-    if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0) return p->finish(true, "exec → status 0");
-    p->finish(false, "exec → " + describe_wait_status(*status));
-  });
-}
-
 }  // namespace
 
 std::unique_ptr<ProbeHandle> AsioProber::probe(const ProbeTarget& target, std::function<void(ProbeResult)> done) {
@@ -142,7 +114,7 @@ std::unique_ptr<ProbeHandle> AsioProber::probe(const ProbeTarget& target, std::f
   switch (target.spec.type) {
     case model::HealthType::kHttp: start_http(p, target); break;
     case model::HealthType::kTcp: start_tcp(p, target); break;
-    case model::HealthType::kExec: start_exec(p, target, io_); break;
+    case model::HealthType::kExec: p->finish(false, "exec checks run inside the instance, not from the daemon"); break;
     case model::HealthType::kNone: p->finish(true, "no health check"); break;
   }
   return std::make_unique<Handle>(p);

@@ -1,9 +1,11 @@
 // health/prober.h — running one health probe.
 //
-// A Prober performs a single check (HTTP GET on a named port, TCP connect, or a command) with a
-// timeout and reports the outcome with a short human description ("GET /healthcheck → 200",
-// "connection refused", "exit status 1"). The control loop owns scheduling (health/tracker.h);
-// a Prober only probes. AsioProber runs on the loop's io_context; tests use their own fakes.
+// A Prober performs a single check from the daemon (HTTP GET on a named port, or TCP connect)
+// with a timeout and reports the outcome with a short human description ("GET /healthcheck →
+// 200", "connection refused"). Exec checks run inside the instance, through its runtime
+// (runtime::Runtime::exec). The control loop owns scheduling (health/tracker.h); a Prober only
+// probes. AsioProber runs on the loop's io_context and reads at most one status line of a
+// bounded length; tests use their own fakes.
 #pragma once
 
 #include <functional>
@@ -21,8 +23,7 @@ namespace berth::health {
 struct ProbeTarget {
   model::HealthSpec spec;
   std::string ip;
-  int port = 0;                                // resolved from spec.port
-  std::map<std::string, std::string> env;      // for exec probes
+  int port = 0;  // resolved from spec.port
 };
 
 struct ProbeResult {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include "base/text.h"
@@ -40,7 +41,15 @@ std::string_view to_string(DependencyFailure p) {
 
 std::string AppSpec::fingerprint() const {
   std::string f = fmt::format("{}\n{}\n{}\n", command, tag, build_type);
-  if (source) f += fmt::format("source {}\n{}\n{}\n", source->repo, source->command, source->artifact);
+  if (source) f += fmt::format("source {}\n{}\n{}\n{}\n", source->repo, source->command, source->artifact, source->dockerfile);
+  if (container()) {
+    f += fmt::format("image {}\nuser {}\nworkdir {}\n", image, user, workdir);
+    if (command_words) f += fmt::format("cmd {}\n", fmt::join(*command_words, "\x1f"));
+    if (entrypoint) f += fmt::format("entrypoint {}\n", fmt::join(*entrypoint, "\x1f"));
+    for (const auto& v : volumes) f += fmt::format("volume {} {} {} {}\n", v.bind, v.source, v.target, v.read_only);
+  }
+  for (const auto& a : args) f += fmt::format("arg {}\n", a);
+  if (resources.cpus || resources.memory_bytes) f += fmt::format("resources {} {}\n", resources.cpus, resources.memory_bytes);
   if (database) f += fmt::format("database {}@{} {} {}\n", database->standard, database->version, database->user, database->password);
   for (const auto& [k, v] : ports) f += fmt::format("port {}={}\n", k, v);
   for (const auto& [k, v] : env) f += fmt::format("env {}={}\n", k, v);
@@ -79,6 +88,14 @@ std::vector<std::string> Catalog::environment_names() const {
 
 std::vector<std::string> command_variables() {
   return {"tag", "build_type", "env", "app", "ordinal", "ip"};
+}
+
+std::string image_reference(std::string_view tmpl, const std::map<std::string, std::string>& vars) {
+  auto v = vars;
+  if (auto it = v.find("tag"); it != v.end())
+    for (auto& c : it->second)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') c = '-';
+  return substitute_raw(tmpl, v);
 }
 
 std::string substitute_raw(std::string_view tmpl, const std::map<std::string, std::string>& vars) {
@@ -185,7 +202,7 @@ Result<Catalog> Catalog::parse(std::string_view text, const std::string& filenam
 }
 
 Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir) {
-  Ctx ctx{filename, {}, {}};
+  Ctx ctx{filename, {}, {}, base_dir};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -363,7 +380,10 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   // sources (a property of the app, like its dependencies)
   struct Source {
     std::string repo;
-    std::map<std::string, std::pair<std::string, std::string>> recipes;  // name → (command, artifact)
+    struct Recipe {
+      std::string command, artifact, dockerfile;
+    };
+    std::map<std::string, Recipe> recipes;
     Millis timeout_ms = 10 * 60 * 1000;
     YAML::Node node;
   };
@@ -396,14 +416,30 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       for (const auto& [k, v] : entries(ctx, recipes)) {
         std::string rw = where + ".recipes." + k.Scalar();
         if (!expect_map(ctx, v, rw)) {
-          if (v.IsNull()) ctx.error(k, rw + " needs command and artifact");
+          if (v.IsNull()) ctx.error(k, rw + " needs command and artifact (or image: Dockerfile)");
           continue;
         }
         check_keys(ctx, v, kRecipeKeys, rw);
-        YAML::Node cmd = v["command"], art = v["artifact"];
-        if (!cmd || !cmd.IsScalar() || cmd.Scalar().empty()) ctx.error(cmd ? cmd : k, rw + ".command is required");
-        else if (!art || !art.IsScalar() || art.Scalar().empty()) ctx.error(art ? art : k, rw + ".artifact (the path the command leaves) is required");
-        else out.recipes[k.Scalar()] = {cmd.Scalar(), art.Scalar()};
+        YAML::Node cmd = v["command"], art = v["artifact"], img = v["image"];
+        auto scalar = [](const YAML::Node& n) { return n && n.IsScalar() ? n.Scalar() : std::string(); };
+        if (img) {
+          // An image built from the checkout; a command may prepare the checkout first.
+          const std::string df = scalar(img);
+          if (df.empty() || df.front() == '/' || df.find("..") != std::string::npos)
+            ctx.error(img, rw + ".image: the Dockerfile's path inside the checkout, e.g. Dockerfile or docker/Dockerfile");
+          else if (art)
+            ctx.error(art, rw + ": a recipe that builds an image has no artifact (the image is the artifact)");
+          else if (cmd && scalar(cmd).empty())
+            ctx.error(cmd, rw + ".command must not be empty (or leave it out)");
+          else
+            out.recipes[k.Scalar()] = {scalar(cmd), "", df};
+        } else if (scalar(cmd).empty()) {
+          ctx.error(cmd ? cmd : k, rw + ".command is required (or image: Dockerfile to build an image)");
+        } else if (scalar(art).empty()) {
+          ctx.error(art ? art : k, rw + ".artifact (the path the command leaves) is required");
+        } else {
+          out.recipes[k.Scalar()] = {scalar(cmd), scalar(art), ""};
+        }
       }
     }
     sources[a] = out;
@@ -532,20 +568,43 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
           SourceSpec ss;
           ss.repo = so.repo;
           ss.recipe = recipe->first;
-          ss.command = substitute_raw(recipe->second.first, {{"build_type", spec.build_type}});
-          ss.artifact = recipe->second.second;
+          ss.command = substitute_raw(recipe->second.command, {{"build_type", spec.build_type}});
+          ss.artifact = recipe->second.artifact;
+          ss.dockerfile = recipe->second.dockerfile;
           ss.timeout_ms = so.timeout_ms;
           spec.source = ss;
           for (auto [k, v] : {std::pair{"source.repo", ss.repo}, std::pair{"source.recipe", ss.recipe},
-                              std::pair{"source.command", ss.command}, std::pair{"source.artifact", ss.artifact}}) {
+                              std::pair{"source.command", ss.command}, std::pair{"source.artifact", ss.artifact},
+                              std::pair{"source.image", ss.dockerfile}}) {
+            if (v.empty()) continue;
             spec.from[k] = "apps." + a;
             spec.values[k] = v;
           }
+          if (!ss.dockerfile.empty()) {
+            // The app runs the image its recipe builds.
+            if (spec.container() && spec.image != "${artifact}")
+              ctx.error(flat.at("image").node,
+                        fmt::format("app '{}' in environment '{}': its recipe '{}' builds the image it runs; leave image "
+                                    "unset (or write ${{artifact}})", a, e, ss.recipe));
+            spec.image = "${artifact}";
+            spec.image_from_build = true;
+            spec.from["image"] = "apps." + a + ".source.recipes." + ss.recipe;
+            spec.values["image"] = "(built from source)";
+          } else if (spec.container() && spec.image.find("${artifact}") != std::string::npos) {
+            ctx.error(flat.at("image").node, fmt::format("image of app '{}' uses ${{artifact}} but its recipe '{}' builds "
+                                                         "a file; give the recipe image: Dockerfile", a, ss.recipe));
+          }
         }
-      } else if (spec.command.find("${artifact}") != std::string::npos && !sources.count(a)) {
-        ctx.error(flat.count("command") ? flat.at("command").node : YAML::Node(),
-                  fmt::format("command of app '{}' uses ${{artifact}} but the app has no source to build it from", a));
+      } else if (!sources.count(a)) {
+        bool uses = spec.command.find("${artifact}") != std::string::npos ||
+                    spec.image.find("${artifact}") != std::string::npos;
+        for (const auto& w : spec.args) uses = uses || w.find("${artifact}") != std::string::npos;
+        if (uses)
+          ctx.error(flat.count("command") ? flat.at("command").node : flat.count("image") ? flat.at("image").node : YAML::Node(),
+                    fmt::format("app '{}' uses ${{artifact}} but has no source to build it from", a));
       }
+      if (spec.container() && !spec.image_from_build && spec.image.empty())
+        ctx.error(flat.at("image").node, fmt::format("image of app '{}' is empty", a));
       for (const auto& d : spec.depends_on) {
         std::string key = "depends_on." + d.app;
         spec.from[key] = "apps." + a;
@@ -625,6 +684,21 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       env.served_by[a.app] = run.count(a.app) ? env.name : base->served_by[a.app];
   };
   for (auto& env : cat.environments_) serve(env);
+
+  // containers cannot reach loopback addresses: their pool must be one a bridge network can have
+  auto first_container = [&]() -> const AppSpec* {
+    for (const auto& env : cat.environments_)
+      for (const auto& a : env.apps)
+        if (a.container() && env.runs(a.app)) return &a;
+    return nullptr;
+  };
+  if (const AppSpec* a = cat.network_.loopback() ? first_container() : nullptr) {
+    YAML::Node net = root["network"];
+    ctx.error(net && net.IsMap() && net["pool"] ? net["pool"] : root,
+              fmt::format("app '{}' runs as a container (image {}) but network.pool {} is loopback, which containers "
+                          "cannot reach; use a private range such as 10.77.0.0/16 (berth makes it a Docker bridge network)",
+                          a->app, a->image_from_build ? "built from source" : a->image, cat.network_.pool_text));
+  }
 
   // capacity: every environment may be up at once
   if (ctx.errors.empty()) {

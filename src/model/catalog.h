@@ -65,9 +65,23 @@ struct Dependency {
 struct SourceSpec {
   std::string repo;           // anything git understands; relative paths resolved against the catalog's directory
   std::string recipe;         // the recipe chosen for this build_type ("default" when none is named after it)
-  std::string command;        // the recipe's command, ${build_type} substituted
+  std::string command;        // the recipe's command, ${build_type} substituted; may be empty with `dockerfile`
   std::string artifact;       // path of the artifact the command leaves, relative to the checkout
+  std::string dockerfile;     // the recipe builds an image from the checkout with this Dockerfile (relative path)
   Millis timeout_ms = 10 * 60 * 1000;
+};
+
+// A volume of a container: a named volume of the environment, or a directory of the host.
+struct VolumeSpec {
+  bool bind = false;    // true: `source` is an absolute host path
+  std::string source;   // a volume name (may hold ${ordinal}), or the host path
+  std::string target;   // absolute path inside the container
+  bool read_only = false;
+};
+
+struct ResourceSpec {
+  double cpus = 0;                 // 0: no limit
+  std::uint64_t memory_bytes = 0;  // 0: no limit
 };
 
 // A database the environment gets its own server and copy of (databases.<name>). It runs as an
@@ -87,6 +101,17 @@ struct AppSpec {
   std::string tag;
   std::string build_type;
   std::string command;  // with ${...} placeholders, substituted per instance by the runtime
+  // Containers: `image` set (with ${...} placeholders) runs the app from that image; command,
+  // entrypoint and args are then split into words and run without a shell. Unset: a process.
+  std::string image;
+  bool image_from_build = false;  // the image is what the source's recipe builds (${artifact})
+  std::optional<std::vector<std::string>> command_words;  // containers: the command as words (unset: the image's CMD)
+  std::optional<std::vector<std::string>> entrypoint;  // containers: instead of the image's ENTRYPOINT
+  std::vector<std::string> args;                       // appended to the command (both kinds)
+  std::string user;     // containers: instead of the image's USER
+  std::string workdir;  // containers: instead of the image's WORKDIR
+  std::vector<VolumeSpec> volumes;
+  ResourceSpec resources;
   int instances = 1;
   std::map<std::string, int> ports;
   HealthSpec health;
@@ -102,9 +127,11 @@ struct AppSpec {
   // Every effective setting as display text, same keys as `from`.
   std::map<std::string, std::string> values;
 
-  // Changes when anything that affects the running process changes (command, tag, build_type,
-  // ports, env); instance count, health and dependencies are not part of it.
+  // Changes when anything that affects the running process changes (command, image, tag,
+  // build_type, ports, env, volumes, resources); instance count, health and dependencies are not
+  // part of it.
   std::string fingerprint() const;
+  bool container() const { return !image.empty(); }
 };
 
 struct Environment {
@@ -157,6 +184,10 @@ class Catalog {
 
 // Placeholders a command may use; `port.NAME` for each named port.
 std::vector<std::string> command_variables();
+
+// A container's image reference with its placeholders substituted; ${tag} becomes a valid
+// Docker tag (characters other than [A-Za-z0-9_.-] turn into '-': feature/x → feature-x).
+std::string image_reference(std::string_view tmpl, const std::map<std::string, std::string>& vars);
 
 // Substitute ${name} in `tmpl` with the values as they are (no quoting).
 std::string substitute_raw(std::string_view tmpl, const std::map<std::string, std::string>& vars);

@@ -21,6 +21,7 @@ extern const std::vector<std::string> kDnsKeys;
 extern const std::vector<std::string> kSettingKeys;
 extern const std::vector<std::string> kHealthKeys;
 extern const std::vector<std::string> kRestartKeys;
+extern const std::vector<std::string> kResourceKeys;
 extern const std::vector<std::string> kDependencyKeys;
 extern const std::vector<std::string> kSourceKeys;
 extern const std::vector<std::string> kRecipeKeys;
@@ -37,6 +38,7 @@ struct Ctx {
   std::string file;
   std::vector<std::string> errors;
   std::set<std::string> seen;
+  std::string base_dir;  // relative host paths (sources, bind mounts) are resolved against it
 
   std::string where(const YAML::Node& n) const;
   void error(const YAML::Node& n, const std::string& msg);

@@ -54,7 +54,7 @@ std::optional<IpRange> parse_range(std::string_view text) {
 
 bool NetworkSpec::usable(Ipv4 ip) const {
   if (!pool.contains(ip)) return false;
-  if (pool.last - pool.first >= 3 && (ip == pool.first || ip == pool.last)) return false;
+  if (pool.last - pool.first >= 3 && (ip == pool.first || ip == pool.last || ip == gateway())) return false;
   for (const auto& r : exclude)
     if (r.contains(ip)) return false;
   return true;
@@ -67,7 +67,9 @@ std::uint64_t NetworkSpec::usable_count() const {
   n = total >= 4 ? total - 2 : total;
   // Subtract excluded addresses inside the pool (ranges may overlap: merge first).
   std::vector<IpRange> ex;
-  for (auto r : exclude) {
+  std::vector<IpRange> excluded = exclude;
+  if (total >= 4) excluded.push_back({gateway(), gateway()});
+  for (auto r : excluded) {
     Ipv4 lo = std::max(r.first, pool.first), hi = std::min(r.last, pool.last);
     if (total >= 4) {
       if (lo == pool.first) ++lo;

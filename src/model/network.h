@@ -33,7 +33,11 @@ struct NetworkSpec {
   std::vector<IpRange> exclude;
   Millis reserve_for_ms = 10 * 60 * 1000;  // addresses of a downed environment stay reserved this long
 
-  // Usable: inside the pool, not its network or broadcast address, not excluded.
+  // The pool's gateway: its first host address. Never an instance's; berth's name server
+  // answers on port 53 there, and a Docker bridge network of the pool has it as its gateway.
+  Ipv4 gateway() const { return pool.last - pool.first >= 3 ? pool.first + 1 : pool.first; }
+  bool loopback() const { return (pool.first >> 24) == 127; }
+  // Usable: inside the pool, not its network, gateway or broadcast address, not excluded.
   bool usable(Ipv4 ip) const;
   std::uint64_t usable_count() const;
 };

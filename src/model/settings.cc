@@ -16,14 +16,17 @@ const std::vector<std::string> kDatabaseKeys = {"engine", "standard", "port", "o
 const std::vector<std::string> kNetworkKeys = {"pool", "exclude", "reserve_for"};
 const std::vector<std::string> kDnsKeys = {"zone", "ttl", "negative_ttl"};
 const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
-                                               "health", "restart", "stop_grace", "env", "standard"};
+                                               "health", "restart", "stop_grace", "env", "standard",
+                                               "image", "entrypoint", "args", "user", "workdir", "volumes",
+                                               "resources"};
+const std::vector<std::string> kResourceKeys = {"cpus", "memory"};
 const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", "command", "interval",
                                               "timeout", "start_period", "start_interval",
                                               "failure_threshold", "success_threshold"};
 const std::vector<std::string> kRestartKeys = {"policy", "backoff", "max_backoff", "on_unhealthy"};
 const std::vector<std::string> kDependencyKeys = {"app", "soft", "wait_for", "on_failure"};
 const std::vector<std::string> kSourceKeys = {"repo", "recipes", "timeout"};
-const std::vector<std::string> kRecipeKeys = {"command", "artifact"};
+const std::vector<std::string> kRecipeKeys = {"command", "artifact", "image"};
 
 static std::vector<std::string> plus(std::vector<std::string> a, std::initializer_list<std::string> b) {
   a.insert(a.end(), b);
@@ -104,6 +107,8 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
     check_keys(ctx, h, kHealthKeys, where + ".health");
   if (auto r = layer["restart"]; r && expect_map(ctx, r, where + ".restart"))
     check_keys(ctx, r, kRestartKeys, where + ".restart");
+  if (auto r = layer["resources"]; r && expect_map(ctx, r, where + ".resources"))
+    check_keys(ctx, r, kResourceKeys, where + ".resources");
   for (const char* free_map : {"ports", "env"}) {
     auto m = layer[free_map];
     if (!m || !expect_map(ctx, m, where + "." + free_map)) continue;
@@ -111,9 +116,16 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
       if (!v.IsScalar())
         ctx.error(v, fmt::format("{}.{}.{} must be a single value", where, free_map, k.Scalar()));
   }
-  for (const char* scalar : {"tag", "build_type", "command", "instances", "stop_grace", "standard"})
+  for (const char* scalar : {"tag", "build_type", "instances", "stop_grace", "standard", "image", "user", "workdir"})
     if (auto s = layer[scalar]; s && !s.IsScalar())
       ctx.error(s, fmt::format("{}.{} must be a single value", where, scalar));
+  for (const char* words : {"command", "entrypoint", "args", "volumes"}) {
+    auto w = layer[words];
+    if (!w || w.IsScalar() || w.IsNull()) continue;
+    bool ok = w.IsSequence();
+    for (const auto& item : w) ok = ok && item.IsScalar();
+    if (!ok) ctx.error(w, fmt::format("{}.{} must be a string or a list of strings", where, words));
+  }
 }
 
 // ---- layering -----------------------------------------------------------------------------
@@ -214,6 +226,30 @@ class Reader {
     return def;
   }
 
+  // A command line: a string split into words like sh does (no expansion), or a list of words.
+  std::optional<std::vector<std::string>> words(const std::string& path) {
+    const Leaf* l = leaf(path);
+    if (!l || l->node.IsNull()) return std::nullopt;
+    std::vector<std::string> out;
+    if (l->node.IsScalar()) {
+      std::string why;
+      auto split = split_words(l->node.Scalar(), &why);
+      if (!split) {
+        ctx_.error(l->node, fmt::format("{}: '{}' cannot be split into words: {}", path, l->node.Scalar(), why));
+        return std::nullopt;
+      }
+      out = std::move(*split);
+    } else if (l->node.IsSequence()) {
+      for (const auto& item : l->node)
+        if (item.IsScalar()) out.push_back(item.Scalar());
+    } else {
+      return std::nullopt;  // reported by check_setting_layer
+    }
+    spec_.from[path] = l->layer;
+    spec_.values[path] = display(l->node);
+    return out;
+  }
+
   std::string choice(const std::string& path, std::string def, const std::vector<std::string>& valid) {
     std::string v = str(path, def);
     if (std::find(valid.begin(), valid.end(), v) == valid.end()) {
@@ -231,6 +267,66 @@ class Reader {
   const Flat& flat_;
   AppSpec& spec_;
 };
+
+// Every ${name} in `text` must be one of `valid`.
+void check_placeholders(Ctx& ctx, const YAML::Node& node, const std::string& what, const std::string& text,
+                        const std::vector<std::string>& valid) {
+  std::size_t pos = 0;
+  while ((pos = text.find("${", pos)) != std::string::npos) {
+    auto close = text.find('}', pos);
+    std::string name = text.substr(pos + 2, close == std::string::npos ? std::string::npos : close - pos - 2);
+    if (close == std::string::npos || std::find(valid.begin(), valid.end(), name) == valid.end()) {
+      auto hint = closest(name, valid);
+      ctx.error(node, fmt::format("{} uses unknown placeholder '${{{}}}'{}; valid: {}", what, name,
+                                  hint ? fmt::format(" (did you mean '${{{}}}'?)", *hint) : "", join(valid)));
+    }
+    if (close == std::string::npos) break;
+    pos = close + 1;
+  }
+}
+
+// "NAME:/path[:ro]" or "/host/path:/path[:ro]" (a relative host path is relative to the catalog).
+std::optional<VolumeSpec> parse_volume(const std::string& text, const std::string& base_dir, std::string& why) {
+  std::vector<std::string> parts;
+  for (std::size_t i = 0;;) {
+    auto j = text.find(':', i);
+    parts.push_back(text.substr(i, j == std::string::npos ? std::string::npos : j - i));
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  VolumeSpec v;
+  if (parts.size() == 3) {
+    if (parts[2] != "ro" && parts[2] != "rw") {
+      why = fmt::format("the mode is ro or rw, not '{}'", parts[2]);
+      return std::nullopt;
+    }
+    v.read_only = parts[2] == "ro";
+  } else if (parts.size() != 2) {
+    why = "write SOURCE:TARGET or SOURCE:TARGET:ro";
+    return std::nullopt;
+  }
+  v.source = parts[0];
+  v.target = parts[1];
+  if (v.target.empty() || v.target.front() != '/') {
+    why = fmt::format("the target '{}' must be an absolute path in the container", v.target);
+    return std::nullopt;
+  }
+  if (v.source.rfind('/', 0) == 0 || v.source.rfind("./", 0) == 0 || v.source.rfind("../", 0) == 0) {
+    v.bind = true;
+    if (v.source.front() != '/') v.source = (base_dir.empty() ? std::string(".") : base_dir) + "/" + v.source;
+    return v;
+  }
+  std::string name = substitute_raw(v.source, {{"ordinal", "0"}});
+  bool ok = !name.empty() && name.size() <= 64 && std::isalnum(static_cast<unsigned char>(name.front()));
+  for (char c : name)
+    ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-');
+  if (!ok) {
+    why = fmt::format("'{}' is neither a host path (/..., ./...) nor a volume name (letters, digits, _ . -, "
+                      "${{ordinal}} allowed)", v.source);
+    return std::nullopt;
+  }
+  return v;
+}
 
 }  // namespace
 
@@ -296,33 +392,101 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
     spec.env[path.substr(4)] = r.str(path, "");
   }
 
-  // Command and its placeholders.
-  spec.command = r.str("command", "");
-  if (spec.command.empty()) {
-    ctx.error(YAML::Node(), fmt::format("app '{}' has no command: set apps.{}.command (or defaults.command)",
-                                        spec.app, spec.app));
-  } else {
-    std::vector<std::string> valid = command_variables();
-    valid.push_back("artifact");  // apps with a source; checked by the loader
-    if (spec.database) {
-      valid.push_back("datadir");  // the environment's copy of the standard
-      valid.push_back("rundir");   // sockets and pid files of the server
+  // What runs: a command for sh, or a container from an image.
+  std::vector<std::string> valid = command_variables();
+  valid.push_back("artifact");  // apps with a source; checked by the loader
+  if (spec.database) {
+    valid.push_back("datadir");  // the environment's copy of the standard
+    valid.push_back("rundir");   // sockets and pid files of the server
+  }
+  for (const auto& [name, port] : spec.ports) valid.push_back("port." + name);
+  auto node_of = [&](const char* path) { return r.leaf(path) ? r.leaf(path)->node : YAML::Node(); };
+  spec.image = r.str("image", "");
+  if (spec.image.empty()) {
+    spec.from.erase("image");
+    spec.values.erase("image");
+  }
+  if (spec.container()) {
+    if (spec.database)
+      ctx.error(node_of("image"), fmt::format("database '{}' runs as a process on its copy; it takes no image", spec.app));
+    check_placeholders(ctx, node_of("image"), fmt::format("image of app '{}'", spec.app), spec.image, command_variables());
+    spec.command_words = r.words("command");
+    spec.entrypoint = r.words("entrypoint");
+    if (spec.command_words) {
+      spec.command = spec.values["command"];
+      for (const auto& w : *spec.command_words)
+        check_placeholders(ctx, node_of("command"), fmt::format("command of app '{}'", spec.app), w, valid);
     }
-    for (const auto& [name, port] : spec.ports) valid.push_back("port." + name);
-    std::size_t pos = 0;
-    while ((pos = spec.command.find("${", pos)) != std::string::npos) {
-      auto close = spec.command.find('}', pos);
-      std::string name = spec.command.substr(pos + 2, close == std::string::npos ? std::string::npos : close - pos - 2);
-      if (close == std::string::npos || std::find(valid.begin(), valid.end(), name) == valid.end()) {
-        auto hint = closest(name, valid);
-        ctx.error(r.leaf("command")->node,
-                  fmt::format("command of app '{}' uses unknown placeholder '${{{}}}'{}; valid: {}", spec.app, name,
-                              hint ? fmt::format(" (did you mean '${{{}}}'?)", *hint) : "",
-                              join(valid)));
+    if (spec.entrypoint)
+      for (const auto& w : *spec.entrypoint)
+        check_placeholders(ctx, node_of("entrypoint"), fmt::format("entrypoint of app '{}'", spec.app), w, valid);
+    spec.user = r.str("user", "");
+    spec.workdir = r.str("workdir", "");
+    if (spec.user.empty()) spec.from.erase("user"), spec.values.erase("user");
+    if (spec.workdir.empty()) spec.from.erase("workdir"), spec.values.erase("workdir");
+    if (!spec.workdir.empty() && spec.workdir.front() != '/')
+      ctx.error(node_of("workdir"), fmt::format("workdir of app '{}' must be an absolute path, not '{}'", spec.app, spec.workdir));
+    if (const Leaf* l = r.leaf("volumes"); l && !l->node.IsNull()) {
+      YAML::Node list;
+      list.reset(l->node);
+      if (l->node.IsScalar()) {
+        YAML::Node one;
+        one.push_back(l->node);
+        list.reset(one);
       }
-      if (close == std::string::npos) break;
-      pos = close + 1;
+      std::string shown;
+      for (const auto& item : list) {
+        if (!item.IsScalar()) continue;
+        std::string why;
+        auto v = parse_volume(item.Scalar(), ctx.base_dir, why);
+        if (!v) ctx.error(item, fmt::format("volumes of app '{}': '{}': {}", spec.app, item.Scalar(), why));
+        else spec.volumes.push_back(*v);
+        shown += (shown.empty() ? "" : ", ") + item.Scalar();
+      }
+      r.record("volumes", "[" + shown + "]");
     }
+  } else {
+    if (const Leaf* l = r.leaf("command"); l && l->node.IsSequence())
+      ctx.error(l->node, fmt::format("command of app '{}' is a list, but the app runs as a process: its command is one "
+                                     "line for sh (lists are for containers: set image)", spec.app));
+    spec.command = r.str("command", "");
+    if (spec.command.empty())
+      ctx.error(YAML::Node(), fmt::format("app '{}' has no command: set apps.{}.command (or defaults.command), or "
+                                          "apps.{}.image to run it from an image", spec.app, spec.app, spec.app));
+    else
+      check_placeholders(ctx, node_of("command"), fmt::format("command of app '{}'", spec.app), spec.command, valid);
+    for (const char* key : {"entrypoint", "user", "workdir", "volumes"})
+      if (const Leaf* l = r.leaf(key); l && !l->node.IsNull())
+        ctx.error(l->node, fmt::format("{} of app '{}' is a setting of containers, but the app runs as a process; set "
+                                       "apps.{}.image to run it from an image", key, spec.app, spec.app));
+  }
+  if (auto args = r.words("args")) {
+    spec.args = *args;
+    for (const auto& w : spec.args)
+      check_placeholders(ctx, node_of("args"), fmt::format("args of app '{}'", spec.app), w, valid);
+  }
+
+  // Resources (containers enforce them; processes run in the daemon's cgroup).
+  if (const Leaf* l = r.leaf("resources.cpus")) {
+    char* end = nullptr;
+    const std::string text = l->node.IsScalar() ? l->node.Scalar() : "";
+    double cpus = text.empty() ? -1 : std::strtod(text.c_str(), &end);
+    if (text.empty() || *end || cpus <= 0 || cpus > 1024)
+      ctx.error(l->node, fmt::format("resources.cpus of app '{}' must be a number of cores above 0 (0.5, 2), not '{}'",
+                                     spec.app, display(l->node)));
+    else
+      spec.resources.cpus = cpus;
+    r.record("resources.cpus", text);
+  }
+  if (const Leaf* l = r.leaf("resources.memory")) {
+    const std::string text = l->node.IsScalar() ? l->node.Scalar() : "";
+    auto bytes = parse_bytes(text);
+    if (!bytes || *bytes < (4u << 20))
+      ctx.error(l->node, fmt::format("resources.memory of app '{}' must be a size of at least 4M (256M, 1.5G), not '{}'",
+                                     spec.app, display(l->node)));
+    else
+      spec.resources.memory_bytes = *bytes;
+    r.record("resources.memory", text);
   }
 
   // Health.

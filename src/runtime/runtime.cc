@@ -1,1 +1,54 @@
 #include "runtime/runtime.h"
+
+#include <sys/wait.h>
+
+#include <cstring>
+#include <fstream>
+
+#include <fmt/format.h>
+
+namespace berth::runtime {
+
+std::string describe(const Exit& e) {
+  if (!e.status_known) return "ended";
+  if (e.signal) {
+    const char* abbrev = sigabbrev_np(e.signal);
+    return abbrev ? fmt::format("killed by SIG{}", abbrev) : fmt::format("killed by signal {}", e.signal);
+  }
+  return fmt::format("exited with status {}", e.code);
+}
+
+Exit exit_from_wait_status(int status) {
+  Exit e;
+  e.status_known = true;
+  if (WIFEXITED(status)) {
+    e.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    e.signal = WTERMSIG(status);
+    e.code = 128 + e.signal;
+  } else {
+    e.code = status;
+  }
+  e.description = describe(e);
+  return e;
+}
+
+Result<LogChunk> read_log_file(const std::string& log_path, std::int64_t offset, std::size_t max) {
+  std::ifstream in(log_path, std::ios::binary | std::ios::ate);
+  LogChunk chunk;
+  if (!in) {
+    chunk.offset = std::max<std::int64_t>(offset, 0);
+    return chunk;  // nothing written yet
+  }
+  const auto size = static_cast<std::int64_t>(in.tellg());
+  const std::int64_t from = offset < 0 ? std::max<std::int64_t>(0, size + offset) : std::min(offset, size);
+  const auto n = static_cast<std::size_t>(std::min<std::int64_t>(size - from, static_cast<std::int64_t>(max)));
+  chunk.text.resize(n);
+  in.seekg(from);
+  in.read(chunk.text.data(), static_cast<std::streamsize>(n));
+  chunk.text.resize(static_cast<std::size_t>(in.gcount()));
+  chunk.offset = from + static_cast<std::int64_t>(chunk.text.size());
+  return chunk;
+}
+
+}  // namespace berth::runtime

@@ -1,58 +1,214 @@
-// runtime/runtime.h — how instances are run.
+// runtime/runtime.h — the contract between the control loop and whatever runs instances.
 //
-// The control loop asks a Runtime to start, stop and re-find (adopt) instance processes, and is
-// told when one exits. Implementations: runtime/process (local supervised processes); later
-// ones (docker, swarm) implement the same interface. All calls and callbacks happen on the
-// control loop's thread.
+// Shaped like Mesos' containerizer: the loop describes a typed workload (a process command or a
+// container image) with its address, ports, mounts, limits and labels, and a Runtime makes it
+// run. The Runtime hands back an opaque reference (Ref) that the loop stores durably and gives
+// back later (stop, exec, logs, recover); the loop never looks inside it — a process runtime
+// puts "pid:pgid:start_ticks" there, the Docker runtime a container id.
+//
+// Launching is asynchronous and keeps one guarantee: nothing runs unrecorded.
+//   launch(spec) → the runtime creates the instance without running anything of it
+//                → Listener::on_created(ref): the loop records ref; only if that succeeds
+//                → the runtime starts it → on_started (or on_failed, after which nothing of it is left)
+//                → later on_exited, once it is gone (a container is removed by then).
+// If the daemon dies between create and record, the created instance never runs: a gated child
+// sees EOF and exits; a created container is removed by recover() as one berth has no record of.
+//
+// Threading: every method is called on the loop's thread and returns at once; slow work (fork,
+// Engine API calls) happens elsewhere or asynchronously. Every Listener call and callback is
+// made on the loop's thread too (posted through the Executor), never from inside the method
+// that caused it. A Runtime outlives the ControlLoop that uses it.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <variant>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
 
 namespace berth::runtime {
 
-struct InstanceSpec {
+// Which instance: environment, app, ordinal.
+struct InstanceId {
   std::string env;
   std::string app;
   int ordinal = 0;
-  std::string command;                       // fully substituted
-  std::map<std::string, std::string> env_vars;  // added to the runtime's base environment
-  std::string log_path;
+  auto operator<=>(const InstanceId&) const = default;
 };
 
-// Identifies a running instance across daemon restarts; stored by the control loop.
-struct Handle {
-  int pid = 0;
-  int pgid = 0;
-  unsigned long long start_ticks = 0;
+// A host process: `/bin/sh -c "exec COMMAND"` (placeholders already substituted and quoted).
+struct ProcessWorkload {
+  std::string command;
 };
 
+// A container from an image. Unset fields keep what the image says.
+struct ImageWorkload {
+  std::string image;
+  std::optional<std::vector<std::string>> entrypoint;
+  std::optional<std::vector<std::string>> command;  // the image's CMD when unset
+  std::string user;
+  std::string workdir;
+};
+
+using Workload = std::variant<ProcessWorkload, ImageWorkload>;
+
+struct Mount {
+  enum class Kind { kVolume, kBind } kind = Kind::kVolume;
+  std::string source;  // a volume's full name, or an absolute host path
+  std::string target;  // absolute path inside the instance
+  bool read_only = false;
+};
+
+struct Resources {
+  double cpus = 0;                 // 0: no limit
+  std::uint64_t memory_bytes = 0;  // 0: no limit
+};
+
+// The address pool an instance's address is from, as a runtime must provide it (a Docker
+// bridge network with this subnet, say). `gateway` is never an instance's address.
+struct Network {
+  std::string name;    // berth's name for the pool ("default")
+  std::string subnet;  // "10.77.0.0/16"
+  std::string gateway; // "10.77.0.1"
+  auto operator<=>(const Network&) const = default;
+};
+
+// The resolver an instance should use: berth's name server and the environment's search domain.
+// Empty server: none reachable; the instance keeps the host's resolver.
+struct Resolver {
+  std::string server;  // an IPv4 address; port 53
+  std::string search;  // "beta-7.berth.test"
+};
+
+struct InstanceSpec {
+  InstanceId id;
+  std::uint64_t launch = 0;  // the loop's number for this launch; echoed in every Listener call
+  Workload workload;
+  std::map<std::string, std::string> env;  // added to the runtime's base environment
+  std::map<std::string, int> ports;        // named ports the instance listens on at its address
+  std::vector<Mount> mounts;
+  Resources resources;
+  std::string ip;   // the instance's fixed address (runtimes with Capabilities::fixed_ip)
+  Network network;
+  Resolver resolver;
+  std::map<std::string, std::string> labels;
+  std::string log_path;  // stdout and stderr are appended here
+};
+
+using Ref = std::string;
+
+// How an instance ended.
 struct Exit {
-  bool status_known = false;  // false for adopted processes (not our children)
-  int wait_status = 0;
-  std::string description;   // "exited with status 1", "killed by SIGKILL", "ended"
+  bool status_known = false;  // false: it went away without a status (e.g. an adopted process)
+  int code = 0;               // exit status; for a signal 128 + signal, as a shell reports it
+  int signal = 0;             // the signal that killed it, if any
+  std::string description;    // "exited with status 1", "killed by SIGKILL", "ended"
+  bool success() const { return status_known && signal == 0 && code == 0; }
+};
+
+// What the runtime observed when the instance started.
+struct Observed {
+  std::string ip;      // its address (the fixed one where the runtime pins addresses)
+  std::string detail;  // "pid 4711", "container 3fa2c1d0e9ab"
+  int pid = 0;         // the main process on this host, when there is one
+};
+
+struct Capabilities {
+  bool fixed_ip = true;       // instances get InstanceSpec::ip; otherwise Observed::ip is their address
+  bool direct_probe = true;   // the daemon reaches instance addresses (http/tcp probes from the daemon)
+  bool private_resolver = true;  // instances can be given InstanceSpec::resolver
+  std::string resolver_note;     // why not, when they cannot
+};
+
+// Receives what happens to instances. Called on the loop's thread.
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // The instance exists but runs nothing. Record `ref` durably and return ok to let it run;
+  // any error makes the runtime destroy it (on_failed follows).
+  virtual Status on_created(const InstanceId& id, std::uint64_t launch, const Ref& ref) = 0;
+  virtual void on_started(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Observed& observed) = 0;
+  // The launch failed; nothing of the instance is left. `ref` is empty if it was never created.
+  virtual void on_failed(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Error& error) = 0;
+  // A started or recovered instance is gone.
+  virtual void on_exited(const InstanceId& id, const Ref& ref, const Exit& exit) = 0;
+};
+
+// An instance recorded before a daemon restart.
+struct Record {
+  InstanceId id;
+  Ref ref;
+};
+
+struct Recovered {
+  InstanceId id;
+  Ref ref;
+  bool alive = false;  // running: adopted, watched like one it started
+  Exit exit;           // when not alive: how it ended, if the runtime knows
+  Observed observed;   // when alive
+};
+
+struct ExecRequest {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;  // added to the instance's environment
+  Millis timeout_ms = 10'000;
+  std::size_t max_output = 64 << 10;  // output beyond this is dropped (ExecResult::truncated)
+};
+
+struct ExecResult {
+  bool timed_out = false;
+  Exit exit;
+  std::string output;  // stdout and stderr, interleaved
+  bool truncated = false;
+};
+
+struct LogChunk {
+  std::string text;
+  std::int64_t offset = 0;  // where the next read continues
+};
+
+// Cancels an operation when destroyed; its callback then never runs.
+class Cancel {
+ public:
+  virtual ~Cancel() = default;
 };
 
 class Runtime {
  public:
-  using ExitCallback = std::function<void(const Exit&)>;
   virtual ~Runtime() = default;
+  virtual std::string name() const = 0;  // "process", "docker": stored beside each Ref
+  virtual Capabilities capabilities() const = 0;
+  virtual void set_listener(Listener* listener) = 0;
 
-  // Start an instance. `record` runs after the process exists but before it runs anything; the
-  // loop stores the handle there. If `record` fails, the process is killed and never runs.
-  virtual Result<Handle> start(const InstanceSpec& spec, const std::function<Status(const Handle&)>& record,
-                               ExitCallback on_exit) = 0;
-  // Re-attach to an instance started before a daemon restart. Returns false if it is gone.
-  virtual bool adopt(const Handle& handle, ExitCallback on_exit) = 0;
-  // SIGTERM to the instance's process group, SIGKILL after `grace_ms`. The exit callback fires
-  // once the process is gone.
-  virtual void stop(const Handle& handle, Millis grace_ms) = 0;
-  // Kill at once; for shutdown of anything unrecorded.
-  virtual void kill_now(const Handle& handle) = 0;
+  // Make `network` usable for instances. `done` runs on the loop once it is (or cannot be).
+  virtual void prepare_network(const Network& network, std::function<void(Status)> done) = 0;
+  virtual void launch(const InstanceSpec& spec) = 0;
+  // Re-attach to instances recorded before a daemon restart. Every record comes back once in
+  // `done`; a runtime that finds instances of its own it has no record of destroys them.
+  virtual void recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) = 0;
+  // Ask it to end (SIGTERM / docker stop), force after `grace_ms`; on_exited follows.
+  virtual void stop(const Ref& ref, Millis grace_ms) = 0;
+  // Run a command inside the instance (its namespaces, its environment).
+  virtual std::unique_ptr<Cancel> exec(const Ref& ref, const ExecRequest& request,
+                                       std::function<void(Result<ExecResult>)> done) = 0;
+  // Output of an instance from byte `offset` (negative: the last -offset bytes), at most `max`
+  // bytes; also after it ended. `log_path` is the InstanceSpec's.
+  virtual void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
+                    std::function<void(Result<LogChunk>)> done) = 0;
 };
+
+// "exited with status 1", "killed by SIGKILL".
+std::string describe(const Exit& exit);
+// An Exit from a wait status (WIFEXITED...).
+Exit exit_from_wait_status(int wait_status);
+// Reads `log_path` from `offset` as Runtime::logs describes; for runtimes that keep output in
+// the log file.
+Result<LogChunk> read_log_file(const std::string& log_path, std::int64_t offset, std::size_t max);
 
 }  // namespace berth::runtime

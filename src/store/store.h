@@ -23,13 +23,12 @@ struct StoredCatalog {
   std::string base_dir;  // relative source repositories are resolved against it
 };
 
-// A process berth started for an instance; enough to find it again after a daemon restart.
+// An instance a runtime created for berth; enough to find it again after a daemon restart.
 struct InstanceRecord {
   ipam::LeaseKey key;
-  int pid = 0;
-  int pgid = 0;
-  unsigned long long start_ticks = 0;  // /proc/<pid>/stat field 22: tells a reused pid apart
-  std::string fingerprint;             // settings the process was started with
+  std::string runtime;      // the runtime's name: "process", "docker"
+  std::string ref;          // the runtime's opaque reference (runtime/runtime.h)
+  std::string fingerprint;  // settings the instance was started with
   int restarts = 0;
   Millis started_at = 0;
 };

@@ -196,10 +196,12 @@ TEST(Catalog, SubstituteQuotesValues) {
 TEST(Network, ParsesRangesAndCountsUsable) {
   berth::model::NetworkSpec n;
   n.pool = *berth::model::parse_range("10.0.0.0/28");
-  EXPECT_EQ(n.usable_count(), 14u);
+  EXPECT_EQ(n.usable_count(), 13u);  // not the network, the gateway (.1) or the broadcast address
+  EXPECT_FALSE(n.usable(n.gateway()));
+  EXPECT_EQ(berth::model::format_ipv4(n.gateway()), "10.0.0.1");
   n.exclude = {*berth::model::parse_range("10.0.0.1"), *berth::model::parse_range("10.0.0.0-10.0.0.3"),
                *berth::model::parse_range("10.0.0.8/30")};
-  EXPECT_EQ(n.usable_count(), 14u - 3u - 4u);
+  EXPECT_EQ(n.usable_count(), 13u - 2u - 4u);
   EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.0")));
   EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.15")));
   EXPECT_FALSE(n.usable(*berth::model::parse_ipv4("10.0.0.9")));

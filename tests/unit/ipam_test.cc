@@ -60,7 +60,7 @@ TEST_F(IpamTest, StickyAcrossCallsAndRestarts) {
 }
 
 TEST_F(IpamTest, ReleasedAddressesStayReservedUntilExpiry) {
-  auto ipam = Ipam::create(net("10.1.0.0/30", {}, 10'000), *db, clock);  // 2 usable
+  auto ipam = Ipam::create(net("10.1.0.0/29", {"10.1.0.4-10.1.0.6"}, 10'000), *db, clock);  // 2 usable: .2 .3
   auto a = *ipam->assign({"e1", "a", 0});
   auto b = *ipam->assign({"e1", "b", 0});
   ASSERT_TRUE(ipam->release({"e1", "a", 0}).ok());
@@ -80,9 +80,9 @@ TEST_F(IpamTest, ReleasedAddressesStayReservedUntilExpiry) {
 TEST_F(IpamTest, PoolChangeMovesLeasesOutsideIt) {
   auto ipam = Ipam::create(net("10.1.0.0/24"), *db, clock);
   auto old_ip = *ipam->assign({"e", "a", 0});
-  EXPECT_EQ(model::format_ipv4(old_ip), "10.1.0.1");
-  ipam->set_network(net("10.1.0.0/24", {"10.1.0.1"}));
-  EXPECT_EQ(model::format_ipv4(*ipam->assign({"e", "a", 0})), "10.1.0.2");
+  EXPECT_EQ(model::format_ipv4(old_ip), "10.1.0.2");  // the first after the gateway
+  ipam->set_network(net("10.1.0.0/24", {"10.1.0.2"}));
+  EXPECT_EQ(model::format_ipv4(*ipam->assign({"e", "a", 0})), "10.1.0.3");
 }
 
 TEST_F(IpamTest, StoreRefusesOneAddressForTwoKeys) {

@@ -1,60 +1,18 @@
-// The control loop on test doubles: a fake runtime and prober, a ManualExecutor and
-// ManualClock (virtual time, no sleeping) and a real SQLite store in memory.
+// The control loop on test doubles: the simulated runtime (runtime/sim), a fake prober, a
+// ManualExecutor and ManualClock (virtual time, no sleeping) and a real SQLite store in memory.
 #include <algorithm>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "control/loop.h"
+#include "runtime/sim/sim_runtime.h"
 #include "store/sqlite/sqlite_store.h"
 
 using namespace berth;
 using testing::HasSubstr;
 
 namespace {
-
-class FakeRuntime : public runtime::Runtime {
- public:
-  struct Proc {
-    runtime::InstanceSpec spec;
-    ExitCallback on_exit;
-    bool stopping = false;
-  };
-  Result<runtime::Handle> start(const runtime::InstanceSpec& spec, const std::function<Status(const runtime::Handle&)>& record,
-                                ExitCallback on_exit) override {
-    runtime::Handle h{next_pid_, next_pid_, 1};
-    ++next_pid_;
-    BERTH_TRY(record(h));
-    procs[h.pid] = {spec, std::move(on_exit)};
-    started.push_back(spec.app + "#" + std::to_string(spec.ordinal));
-    return h;
-  }
-  bool adopt(const runtime::Handle&, ExitCallback) override { return false; }
-  void stop(const runtime::Handle& h, Millis) override { procs[h.pid].stopping = true; exit(h.pid, 15); }
-  void kill_now(const runtime::Handle& h) override { exit(h.pid, 9); }
-
-  void exit(int pid, int sig) {
-    auto it = procs.find(pid);
-    if (it == procs.end()) return;
-    auto cb = std::move(it->second.on_exit);
-    procs.erase(it);
-    cb({true, sig, "killed by signal " + std::to_string(sig)});
-  }
-  int pid_of(const std::string& env, const std::string& app, int ordinal) const {
-    for (const auto& [pid, p] : procs)
-      if (p.spec.env == env && p.spec.app == app && p.spec.ordinal == ordinal) return pid;
-    return 0;
-  }
-  int running(const std::string& app) const {
-    return static_cast<int>(std::count_if(procs.begin(), procs.end(), [&](const auto& p) { return p.second.spec.app == app; }));
-  }
-
-  std::map<int, Proc> procs;
-  std::vector<std::string> started;
-
- private:
-  int next_pid_ = 1000;
-};
 
 // Probes pass for addresses marked healthy; the answer comes back through the executor.
 class FakeProber : public health::Prober {
@@ -99,7 +57,7 @@ class LoopTest : public testing::Test {
     control::Deps d;
     d.clock = &clock_;
     d.executor = &exec_;
-    d.runtime = &rt_;
+    d.runtimes = {&rt_};
     d.prober = &prober_;
     d.store = store_.get();
     d.data_dir = testing::TempDir();
@@ -126,10 +84,17 @@ class LoopTest : public testing::Test {
     return out;
   }
   void make_healthy(const std::string& a) { prober_.healthy.insert(ip(a)); }
+  // Every address of the pool answers its health checks (10.9.0.1 is the gateway, never used).
+  void all_healthy() {
+    for (int i = 2; i <= 30; ++i) prober_.healthy.insert("10.9.0." + std::to_string(i));
+  }
+  const runtime::InstanceSpec& spec_of(const std::string& a, int ordinal = 0) {
+    return rt_.instances().at(rt_.ref_of("dev", a, ordinal)).spec;
+  }
 
   ManualClock clock_;
   ManualExecutor exec_{clock_};
-  FakeRuntime rt_;
+  runtime::SimRuntime rt_{exec_};
   FakeProber prober_{exec_};
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<control::ControlLoop> loop_;
@@ -165,25 +130,24 @@ TEST_F(LoopTest, StartsInWavesGatedOnHealth) {
 
 TEST_F(LoopTest, FirstProbeIsImmediate) {
   make_healthy("db");
-  // Addresses are assigned deterministically: db gets the first usable one.
-  prober_.healthy.insert("10.9.0.1");
+  // Addresses are assigned deterministically: db gets the first usable one (after the gateway).
+  prober_.healthy.insert("10.9.0.2");
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(0);
   EXPECT_EQ(app("db").state, "ready");  // no time has passed at all
 }
 
 TEST_F(LoopTest, CrashedInstanceRestartsWithSameAddressAfterBackoff) {
-  for (auto a : {"10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"}) prober_.healthy.insert(a);
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(11'000);  // ready and stable for over 10 s
   ASSERT_EQ(app("cron").state, "ready");
   std::string before = ip("cron");
-  int pid = rt_.pid_of("dev", "cron", 0);
-  rt_.exit(pid, 9);
+  rt_.exit(rt_.ref_of("dev", "cron", 0), 137, 9);
   exec_.advance(0);
   EXPECT_EQ(rt_.running("cron"), 1);  // the first crash after a stable run restarts at once
   exec_.advance(50);  // ready again, but not stable: the next crash backs off
-  rt_.exit(rt_.pid_of("dev", "cron", 0), 9);
+  rt_.exit(rt_.ref_of("dev", "cron", 0), 137, 9);
   exec_.run_ready();
   EXPECT_EQ(rt_.running("cron"), 0);
   EXPECT_EQ(app("cron").state, "failed");
@@ -198,11 +162,11 @@ TEST_F(LoopTest, CrashedInstanceRestartsWithSameAddressAfterBackoff) {
 }
 
 TEST_F(LoopTest, DependencyFailureMarksOrRestartsDependents) {
-  for (auto a : {"10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"}) prober_.healthy.insert(a);
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
   ASSERT_TRUE(loop_->status("dev")->ready);
-  int web_pid = rt_.pid_of("dev", "web", 0);
+  std::string web_ref = rt_.ref_of("dev", "web", 0);
 
   // db stops answering: after two failed probes it is unhealthy and restarted.
   prober_.healthy.erase(ip("db"));
@@ -212,7 +176,7 @@ TEST_F(LoopTest, DependencyFailureMarksOrRestartsDependents) {
   auto api_events = event_types("api");
   EXPECT_NE(std::find(api_events.begin(), api_events.end(), "dependency-failed"), api_events.end());
   // web depends on api with policy restart: its old process was stopped.
-  EXPECT_NE(rt_.pid_of("dev", "web", 0), web_pid);
+  EXPECT_NE(rt_.ref_of("dev", "web", 0), web_ref);
 
   prober_.healthy.insert(ip("db"));
   prober_.healthy.insert(ip("api"));
@@ -224,7 +188,7 @@ TEST_F(LoopTest, DependencyFailureMarksOrRestartsDependents) {
 }
 
 TEST_F(LoopTest, DegradedWhileDependencyDown) {
-  for (auto a : {"10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"}) prober_.healthy.insert(a);
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
   prober_.healthy.erase(ip("db"));
@@ -233,18 +197,18 @@ TEST_F(LoopTest, DegradedWhileDependencyDown) {
 }
 
 TEST_F(LoopTest, ApplyRestartsOnlyChangedApps) {
-  for (auto a : {"10.9.0.1", "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5"}) prober_.healthy.insert(a);
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
-  std::map<std::string, int> pids;
-  for (auto a : {"db", "api", "web", "worker", "cron"}) pids[a] = rt_.pid_of("dev", a, 0);
+  std::map<std::string, std::string> refs;
+  for (auto a : {"db", "api", "web", "worker", "cron"}) refs[a] = rt_.ref_of("dev", a, 0);
   std::string changed = kCatalog;
   changed.replace(changed.find("  cron: {}"), 10, "  cron: {env: {X: '1'}}");
   ASSERT_TRUE(loop_->apply(changed, "t.yaml").ok());
   exec_.advance(300);
-  EXPECT_NE(rt_.pid_of("dev", "cron", 0), pids["cron"]);
-  for (auto a : {"db", "api", "web", "worker"}) EXPECT_EQ(rt_.pid_of("dev", a, 0), pids[a]) << a;
-  EXPECT_EQ(rt_.procs[rt_.pid_of("dev", "cron", 0)].spec.env_vars.at("X"), "1");
+  EXPECT_NE(rt_.ref_of("dev", "cron", 0), refs["cron"]);
+  for (auto a : {"db", "api", "web", "worker"}) EXPECT_EQ(rt_.ref_of("dev", a, 0), refs[a]) << a;
+  EXPECT_EQ(spec_of("cron").env.at("X"), "1");
 }
 
 TEST_F(LoopTest, InvalidApplyChangesNothing) {
@@ -260,7 +224,7 @@ TEST_F(LoopTest, DownStopsEverythingAndKeepsAddressesReserved) {
   std::string db_ip = ip("db");
   ASSERT_TRUE(loop_->down("dev").ok());
   exec_.run_ready();
-  EXPECT_TRUE(rt_.procs.empty());
+  EXPECT_TRUE(rt_.instances().empty());
   EXPECT_EQ(app("db").state, "stopped");
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.run_ready();
@@ -278,26 +242,29 @@ TEST_F(LoopTest, InstancesLearnWhoAndWhereTheyAre) {
   exec_.run_ready();
   make_healthy("db");
   exec_.advance(100);
-  const auto& spec = rt_.procs[rt_.pid_of("dev", "api", 0)].spec;
-  EXPECT_EQ(spec.env_vars.at("BERTH_ENV"), "dev");
-  EXPECT_EQ(spec.env_vars.at("BERTH_APP"), "api");
-  EXPECT_EQ(spec.env_vars.at("BERTH_INSTANCE"), "0");
-  EXPECT_EQ(spec.env_vars.at("BERTH_IP"), ip("api"));
-  EXPECT_EQ(spec.env_vars.at("BERTH_PORT_HTTP"), "80");
-  EXPECT_EQ(spec.env_vars.at("BERTH_DEP_DB_HTTP"), ip("db") + ":80");
-  EXPECT_EQ(spec.command, "svc '" + ip("api") + "'");
+  const auto& spec = spec_of("api");
+  EXPECT_EQ(spec.env.at("BERTH_ENV"), "dev");
+  EXPECT_EQ(spec.env.at("BERTH_APP"), "api");
+  EXPECT_EQ(spec.env.at("BERTH_INSTANCE"), "0");
+  EXPECT_EQ(spec.env.at("BERTH_IP"), ip("api"));
+  EXPECT_EQ(spec.env.at("BERTH_PORT_HTTP"), "80");
+  EXPECT_EQ(spec.env.at("BERTH_DEP_DB_HTTP"), ip("db") + ":80");
+  EXPECT_EQ(std::get<runtime::ProcessWorkload>(spec.workload).command, "svc '" + ip("api") + "'");
+  EXPECT_EQ(spec.ip, ip("api"));
+  EXPECT_EQ(spec.network.subnet, "10.9.0.0/24");
+  EXPECT_EQ(spec.network.gateway, "10.9.0.1");
 }
 
 TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
   std::string two = kCatalog;
   two.replace(two.find("  cron: {}"), 10, "  cron: {instances: 3}");
   ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
-  for (int i = 1; i <= 10; ++i) prober_.healthy.insert("10.9.0." + std::to_string(i));
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
   ASSERT_TRUE(loop_->status("dev")->ready);
-  std::vector<int> old_pids;
-  for (int o = 0; o < 3; ++o) old_pids.push_back(rt_.pid_of("dev", "cron", o));
+  std::vector<std::string> old_refs;
+  for (int o = 0; o < 3; ++o) old_refs.push_back(rt_.ref_of("dev", "cron", o));
   std::string changed = two;
   changed.replace(changed.find("  cron: {instances: 3}"), 22, "  cron: {instances: 3, env: {V: '2'}}");
   // New instances never become ready until we say so: the roll must wait at the first one.
@@ -306,7 +273,7 @@ TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
   exec_.advance(1000);
   int replaced = 0, ready = 0;
   for (int o = 0; o < 3; ++o) {
-    if (rt_.pid_of("dev", "cron", o) != old_pids[static_cast<std::size_t>(o)]) ++replaced;
+    if (rt_.ref_of("dev", "cron", o) != old_refs[static_cast<std::size_t>(o)]) ++replaced;
     if (app("cron").instances[static_cast<std::size_t>(o)].state == "ready") ++ready;
   }
   EXPECT_EQ(replaced, 1);  // only one in flight
@@ -315,24 +282,164 @@ TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
   for (int o = 0; o < 3; ++o) prober_.healthy.insert(app("cron").instances[static_cast<std::size_t>(o)].ip);
   exec_.advance(3000);
   for (int o = 0; o < 3; ++o) {
-    EXPECT_NE(rt_.pid_of("dev", "cron", o), old_pids[static_cast<std::size_t>(o)]);
-    EXPECT_EQ(rt_.procs[rt_.pid_of("dev", "cron", o)].spec.env_vars.at("V"), "2");
+    EXPECT_NE(rt_.ref_of("dev", "cron", o), old_refs[static_cast<std::size_t>(o)]);
+    EXPECT_EQ(spec_of("cron", o).env.at("V"), "2");
   }
   EXPECT_TRUE(loop_->status("dev")->ready);
 }
 
 TEST_F(LoopTest, UnhealthyRestartsBackOff) {
-  for (int i = 1; i <= 5; ++i) prober_.healthy.insert("10.9.0." + std::to_string(i));
+  all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
   ASSERT_EQ(app("cron").state, "ready");
   prober_.healthy.erase(ip("cron"));  // fails from now on, also after every restart
   exec_.advance(30'000);
-  auto starts = std::count(rt_.started.begin(), rt_.started.end(), "cron#0");
+  auto starts = std::count(rt_.launched().begin(), rt_.launched().end(), "cron#0");
   // Without backoff a restart would follow every few probes (hundreds in 30 s); with it, the
   // delays double from 100 ms up to the 10 s cap after the 10 s start period of each attempt.
   EXPECT_GE(starts, 2);
   EXPECT_LE(starts, 5);
   auto types = event_types("cron");
   EXPECT_EQ(std::count(types.begin(), types.end(), "unhealthy"), starts - 1);
+}
+
+TEST_F(LoopTest, RestartedLoopRecoversInstancesInsteadOfStartingSecondOnes) {
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_TRUE(loop_->status("dev")->ready);
+  std::map<std::string, std::string> refs;
+  for (auto a : {"db", "api", "web", "worker", "cron"}) refs[a] = rt_.ref_of("dev", a, 0);
+  const auto launches = rt_.launched().size();
+
+  loop_.reset();  // the daemon dies; its instances do not
+  rt_.exit(refs["cron"], 1);  // one of them ends while nobody watches
+  exec_.run_ready();
+  control::Deps d;
+  d.clock = &clock_;
+  d.executor = &exec_;
+  d.runtimes = {&rt_};
+  d.prober = &prober_;
+  d.store = store_.get();
+  d.data_dir = testing::TempDir();
+  loop_ = std::move(control::ControlLoop::create(d).value());
+  EXPECT_EQ(app("db").instances[0].state, "starting");  // recovering: nothing new is started for it
+  exec_.advance(300);
+  EXPECT_TRUE(loop_->status("dev")->ready);
+  for (auto a : {"db", "api", "web", "worker"}) EXPECT_EQ(rt_.ref_of("dev", a, 0), refs[a]) << a << " was not adopted";
+  EXPECT_EQ(rt_.launched().size(), launches + 1);  // only cron, which was gone
+  EXPECT_NE(rt_.ref_of("dev", "cron", 0), "");
+  auto types = event_types("db");
+  EXPECT_NE(std::find(types.begin(), types.end(), "adopted"), types.end());
+}
+
+TEST_F(LoopTest, StopBeforeTheRuntimeCreatedItLeavesNothing) {
+  ASSERT_TRUE(loop_->up("dev").ok());
+  loop_->reconcile_now();  // launches; the runtime has not answered yet
+  ASSERT_TRUE(loop_->down("dev").ok());
+  loop_->reconcile_now();  // stops what is only launched
+  exec_.run_ready();       // the runtime's on_created is refused: nothing of it ever ran
+  EXPECT_TRUE(rt_.instances().empty());
+  EXPECT_TRUE(store_->load_instances()->empty());
+  EXPECT_EQ(app("db").state, "stopped");
+}
+
+TEST_F(LoopTest, FailedLaunchSaysWhyAndBacksOff) {
+  all_healthy();
+  rt_.fail_launches("cron", "image 'cron:9' is not on this host");
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(50);
+  EXPECT_EQ(app("cron").state, "failed");
+  EXPECT_THAT(app("cron").message, HasSubstr("could not start: image 'cron:9' is not on this host; trying again in"));
+  EXPECT_EQ(app("db").state, "ready");  // the rest of the environment runs
+  rt_.fail_launches("cron", "");
+  exec_.advance(1000);
+  EXPECT_EQ(app("cron").state, "ready");
+  auto types = event_types("cron");
+  EXPECT_NE(std::find(types.begin(), types.end(), "start-failed"), types.end());
+}
+
+TEST_F(LoopTest, ExecHealthChecksRunInsideTheInstance) {
+  std::string cat = kCatalog;
+  cat.replace(cat.find("  cron: {}"), 10, "  cron: {health: {type: exec, command: 'test -f /ready'}}");
+  ASSERT_TRUE(loop_->apply(cat, "t.yaml").ok());
+  std::vector<std::string> argv;
+  bool ready_file = false;
+  rt_.on_exec([&](const runtime::SimRuntime::Instance&, const runtime::ExecRequest& r) {
+    argv = r.argv;
+    runtime::ExecResult res;
+    res.exit = ready_file ? runtime::Exit{true, 0, 0, "exited with status 0"} : runtime::Exit{true, 1, 0, "exited with status 1"};
+    return res;
+  });
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(200);
+  EXPECT_EQ(app("cron").state, "starting");
+  EXPECT_EQ(app("cron").instances[0].health, "exec → exited with status 1");
+  EXPECT_EQ(argv, (std::vector<std::string>{"/bin/sh", "-c", "test -f /ready"}));
+  ready_file = true;
+  exec_.advance(200);
+  EXPECT_EQ(app("cron").state, "ready");
+}
+
+TEST_F(LoopTest, ContainersNeedAContainerRuntime) {
+  std::string cat = kCatalog;
+  cat.replace(cat.find("  cron: {}"), 10, "  cron: {image: 'cron:1'}");
+  ASSERT_TRUE(loop_->apply(cat, "t.yaml").ok());
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(100);
+  EXPECT_EQ(app("cron").state, "waiting");
+  EXPECT_THAT(app("cron").message, HasSubstr("no container runtime: start berth serve with --docker-host"));
+  EXPECT_EQ(rt_.running("cron"), 0);
+}
+
+TEST_F(LoopTest, ContainerWorkloadsAreWordsWithPlaceholdersPerWord) {
+  runtime::SimRuntime docker(exec_, "docker");
+  control::Deps d;
+  d.clock = &clock_;
+  d.executor = &exec_;
+  d.runtimes = {&rt_, &docker};
+  d.prober = &prober_;
+  d.store = store_.get();
+  d.data_dir = testing::TempDir();
+  loop_.reset();
+  loop_ = std::move(control::ControlLoop::create(d).value());
+  std::string cat = kCatalog;
+  cat.replace(cat.find("  cron: {}"), 10,
+              "  cron:\n"
+              "    image: 'registry.test/cron:${tag}'\n"
+              "    tag: feature/x\n"
+              "    command: \"cron --listen ${ip}:${port.http} --name 'a b'\"\n"
+              "    args: [--verbose]\n"
+              "    volumes: ['spool-${ordinal}:/var/spool', '/srv/conf:/etc/cron:ro']\n"
+              "    resources: {cpus: 0.5, memory: 64M}\n"
+              "    health: {type: exec, command: 'probe --quick'}\n");
+  ASSERT_TRUE(loop_->apply(cat, "t.yaml").ok()) << loop_->apply(cat, "t.yaml").error().message;
+  loop_->set_resolver("10.9.0.1", "");
+  std::vector<std::string> probe_argv;
+  docker.on_exec([&](const runtime::SimRuntime::Instance&, const runtime::ExecRequest& r) {
+    probe_argv = r.argv;
+    return runtime::ExecResult{false, {true, 0, 0, "exited with status 0"}, "", false};
+  });
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(100);
+  ASSERT_EQ(docker.running("cron"), 1);
+  EXPECT_EQ(rt_.running("cron"), 0);
+  const auto& spec = docker.instances().at(docker.ref_of("dev", "cron", 0)).spec;
+  const auto& w = std::get<runtime::ImageWorkload>(spec.workload);
+  EXPECT_EQ(w.image, "registry.test/cron:feature-x");
+  EXPECT_EQ(*w.command, (std::vector<std::string>{"cron", "--listen", ip("cron") + ":80", "--name", "a b", "--verbose"}));
+  ASSERT_EQ(spec.mounts.size(), 2u);
+  EXPECT_EQ(spec.mounts[0].source, "dev_spool-0");
+  EXPECT_EQ(spec.mounts[0].kind, runtime::Mount::Kind::kVolume);
+  EXPECT_EQ(spec.mounts[1].source, "/srv/conf");
+  EXPECT_TRUE(spec.mounts[1].read_only);
+  EXPECT_EQ(spec.resources.memory_bytes, 64u << 20);
+  EXPECT_EQ(spec.resolver.server, "10.9.0.1");
+  EXPECT_EQ(spec.resolver.search, "dev.berth.test");
+  EXPECT_EQ(app("cron").state, "ready");
+  EXPECT_EQ(probe_argv, (std::vector<std::string>{"probe", "--quick"}));  // no shell in a container
+  EXPECT_EQ(app("cron").instances[0].runtime, "docker");
+  EXPECT_EQ(app("db").instances[0].runtime, "process");
+  loop_.reset();  // before `docker`, which it uses
 }

@@ -1,6 +1,8 @@
 #include <filesystem>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "store/sqlite/sqlite_store.h"
 
@@ -15,7 +17,7 @@ TEST(SqliteStore, PersistsAcrossReopen) {
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE((*s)->save_catalog({"apps: {}", "x.yaml", 5, "/srv"}).ok());
     ASSERT_TRUE((*s)->set_up("beta", true).ok());
-    ASSERT_TRUE((*s)->put_instance({{"beta", "a", 0}, 123, 123, 999, "fp", 2, 7}).ok());
+    ASSERT_TRUE((*s)->put_instance({{"beta", "a", 0}, "docker", "3fa2c1d0e9ab", "fp", 2, 7}).ok());
     ASSERT_TRUE((*s)->append_event({0, 1, "beta", "starting", "a", 0, "10.0.0.2", "m"}).ok());
   }
   auto s = store::SqliteStore::open(path);
@@ -25,11 +27,85 @@ TEST(SqliteStore, PersistsAcrossReopen) {
   EXPECT_EQ(*(*s)->up_environments(), std::vector<std::string>{"beta"});
   auto inst = (*s)->load_instances();
   ASSERT_EQ(inst->size(), 1u);
-  EXPECT_EQ(inst->front().start_ticks, 999u);
+  EXPECT_EQ(inst->front().runtime, "docker");
+  EXPECT_EQ(inst->front().ref, "3fa2c1d0e9ab");
   EXPECT_EQ(inst->front().restarts, 2);
   auto ev = (*s)->events("beta", 0, 10);
   ASSERT_EQ(ev->size(), 1u);
   EXPECT_EQ(ev->front().ip, "10.0.0.2");
   EXPECT_EQ((*s)->events("other", 0, 10)->size(), 0u);
   std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+std::string scratch(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("berth-store-" + name + "-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return (dir / "state.db").string();
+}
+
+void run_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+}  // namespace
+
+// A state.db as the previous berth (schema 1) wrote it: instances recorded by pid.
+TEST(SqliteStore, MigratesTheFirstSchemaKeepingLeasesAndInstances) {
+  const std::string path = scratch("v1");
+  run_sql(path, R"sql(
+CREATE TABLE catalog (id INTEGER PRIMARY KEY CHECK (id = 1), text TEXT NOT NULL, filename TEXT NOT NULL,
+  applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
+CREATE TABLE environments_up (env TEXT PRIMARY KEY, since INTEGER NOT NULL);
+CREATE TABLE leases (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip INTEGER NOT NULL UNIQUE,
+  released_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
+CREATE TABLE instances (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, pid INTEGER NOT NULL,
+  pgid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL,
+  started_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, env TEXT NOT NULL,
+  type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX events_env ON events (env, id);
+PRAGMA user_version = 1;
+INSERT INTO leases VALUES ('dev', 'users', 0, 2135752706, 0);
+INSERT INTO instances VALUES ('dev', 'users', 0, 4711, 4711, 987654, 'abc:b1', 3, 1700000000000);
+INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (1, 'dev', 'ready', 'users', 0, '127.77.0.2', 'ok');
+)sql");
+  auto s = store::SqliteStore::open(path);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto leases = (*s)->load_leases();
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ(leases->front().ip, 2135752706u);
+  auto inst = (*s)->load_instances();
+  ASSERT_EQ(inst->size(), 1u);
+  EXPECT_EQ(inst->front().runtime, "process");
+  EXPECT_EQ(inst->front().ref, "4711:4711:987654");
+  EXPECT_EQ(inst->front().fingerprint, "abc:b1");
+  EXPECT_EQ(inst->front().restarts, 3);
+  EXPECT_EQ((*s)->events("dev", 0, 10)->size(), 1u);
+  s->reset();
+  // Opening it again changes nothing more.
+  auto again = store::SqliteStore::open(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->load_instances()->front().ref, "4711:4711:987654");
+}
+
+TEST(SqliteStore, RefusesASchemaNewerThanItKnows) {
+  const std::string path = scratch("newer");
+  ASSERT_TRUE(store::SqliteStore::open(path).ok());
+  run_sql(path, "PRAGMA user_version = 99; INSERT INTO environments_up VALUES ('keep', 1);");
+  auto s = store::SqliteStore::open(path);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error().message, testing::HasSubstr("has schema version 99, but this berth knows versions up to"));
+  EXPECT_THAT(s.error().message, testing::HasSubstr("nothing was changed"));
+  run_sql(path, "PRAGMA user_version = 2;");
+  auto reopened = store::SqliteStore::open(path);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(*(*reopened)->up_environments(), std::vector<std::string>{"keep"});
 }

@@ -1,120 +1,314 @@
 #include "runtime/process/process_runtime.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
 
+#include "base/files.h"
 #include "base/subprocess.h"
+#include "base/text.h"
+#include "runtime/process/host_address.h"
 
 namespace berth::runtime {
+namespace asio = boost::asio;
+
+namespace {
+
+struct ProcessRef {
+  pid_t pid = 0;
+  pid_t pgid = 0;
+  unsigned long long start_ticks = 0;
+};
+
+std::optional<ProcessRef> parse_ref(const Ref& ref) {
+  ProcessRef r;
+  char tail = 0;
+  if (std::sscanf(ref.c_str(), "%d:%d:%llu%c", &r.pid, &r.pgid, &r.start_ticks, &tail) != 3 || r.pid <= 0 || r.pgid <= 0)
+    return std::nullopt;
+  return r;
+}
+
+bool is_loopback(const std::string& ip) { return ip.rfind("127.", 0) == 0; }
+
+}  // namespace
 
 struct ProcessRuntime::Watched {
-  Handle handle;
-  bool child = false;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd;
-  ExitCallback on_exit;
+  Ref ref;
+  InstanceId id;
+  ProcessRef proc;
+  bool child = false;  // ours to reap (started by this daemon), not adopted
+  bool own_mount_ns = false;
+  std::map<std::string, std::string> env;  // for exec: the instance's environment
+  std::unique_ptr<asio::posix::stream_descriptor> pidfd;
   Executor::TimerId kill_timer = 0;
 };
 
-ProcessRuntime::ProcessRuntime(boost::asio::io_context& io, Executor& executor) : io_(io), executor_(executor) {}
+// One command run inside an instance; finished once its process has exited.
+struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
+  ExecOp(asio::io_context& io) : timer(io) {}
+  pid_t pid = -1;
+  std::unique_ptr<asio::posix::stream_descriptor> pidfd, output;
+  asio::steady_timer timer;
+  std::array<char, 4096> buf{};
+  ExecResult result;
+  std::size_t max = 0;
+  std::function<void(Result<ExecResult>)> done;
+
+  void take(const char* data, std::size_t n) {
+    std::size_t room = max > result.output.size() ? max - result.output.size() : 0;
+    if (n > room) result.truncated = true;
+    result.output.append(data, std::min(n, room));
+  }
+  void read_more() {
+    output->async_read_some(asio::buffer(buf), [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+      if (n) self->take(self->buf.data(), n);
+      if (!ec) self->read_more();
+    });
+  }
+  void exited() {
+    auto status = reap(pid);
+    pid = -1;
+    timer.cancel();
+    // What the command wrote before it exited is in the pipe: take it without waiting.
+    if (output) {
+      int fd = output->native_handle();
+      fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+      ssize_t n;
+      while ((n = ::read(fd, buf.data(), buf.size())) > 0) take(buf.data(), static_cast<std::size_t>(n));
+      boost::system::error_code ignored;
+      output->close(ignored);
+    }
+    if (status) result.exit = exit_from_wait_status(*status);
+    else result.exit.description = "ended";
+    if (auto cb = std::move(done)) cb(std::move(result));
+  }
+  void cancel() {
+    done = nullptr;
+    if (pid > 0) ::kill(-pid, SIGKILL);  // the pidfd handler still reaps it
+  }
+};
+
+namespace {
+class ExecCancel final : public Cancel {
+ public:
+  explicit ExecCancel(std::function<void()> fn) : fn_(std::move(fn)) {}
+  ~ExecCancel() override { fn_(); }
+
+ private:
+  std::function<void()> fn_;
+};
+}  // namespace
+
+ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::string run_dir)
+    : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0) {}
 
 ProcessRuntime::~ProcessRuntime() {
-  for (auto& [pid, w] : watched_) {
+  for (auto& [ref, w] : watched_)
     if (w->kill_timer) executor_.cancel(w->kill_timer);
-    w->on_exit = nullptr;
-  }
 }
 
-void ProcessRuntime::watch(const Handle& handle, int pidfd, bool child, ExitCallback on_exit) {
+Capabilities ProcessRuntime::capabilities() const {
+  Capabilities c;
+  c.private_resolver = root_;
+  if (!root_)
+    c.resolver_note = "berth is not running as root, so process instances cannot be given their own /etc/resolv.conf: "
+                      "short names resolve only through BERTH_DNS (or use BERTH_DEP_<APP>_<PORT>)";
+  return c;
+}
+
+void ProcessRuntime::prepare_network(const Network& network, std::function<void(Status)> done) {
+  BERTH_ASSERT_LOOP(executor_);
+  Status st;
+  if (!network.gateway.empty() && !is_loopback(network.gateway) && !process::address_is_local(network.gateway)) {
+    st = root_ ? process::add_to_loopback(network.gateway)
+               : unavailable(fmt::format("the pool's gateway {} is not an address of this host", network.gateway));
+  }
+  executor_.post([done = std::move(done), st] { done(st); });
+}
+
+void ProcessRuntime::fail(const InstanceSpec& spec, const Error& error) {
+  executor_.post([this, id = spec.id, launch = spec.launch, error] {
+    if (listener_) listener_->on_failed(id, launch, "", error);
+  });
+}
+
+Result<std::string> ProcessRuntime::resolver_file(const Resolver& r) {
+  const std::string text = fmt::format("# written by berth for the instances of {}\nnameserver {}\nsearch {}\noptions ndots:1\n",
+                                       r.search, r.server, r.search);
+  const std::string path = fmt::format("{}/resolv/{}.conf", run_dir_, r.search);
+  auto it = resolver_files_.find(r.search);
+  if (it == resolver_files_.end() || it->second != text) {
+    BERTH_TRY(write_file_atomically(path, text));
+    resolver_files_[r.search] = text;
+  }
+  return path;
+}
+
+void ProcessRuntime::launch(const InstanceSpec& spec) {
+  BERTH_ASSERT_LOOP(executor_);
+  const auto* work = std::get_if<ProcessWorkload>(&spec.workload);
+  if (!work) return fail(spec, invalid("the process runtime runs commands, not images"));
+  if (!spec.ip.empty() && !is_loopback(spec.ip) && !process::address_is_local(spec.ip)) {
+    if (!root_)
+      return fail(spec, unavailable(fmt::format("address {} is not an address of this host and berth is not root, so "
+                                                "it cannot add it; use a loopback pool (127.x) for processes",
+                                                spec.ip)));
+    if (auto st = process::add_to_loopback(spec.ip); !st.ok()) return fail(spec, st.error());
+  }
+  SpawnOptions o;
+  o.command = work->command;
+  o.env = base_environment();
+  for (const auto& [k, v] : spec.env) o.env[k] = v;
+  o.log_path = spec.log_path;
+  o.gate = true;
+  if (root_ && !spec.resolver.server.empty()) {
+    auto file = resolver_file(spec.resolver);
+    if (!file.ok()) return fail(spec, file.error());
+    o.resolv_conf = *file;
+  }
+  auto spawned = spawn(o);
+  if (!spawned.ok()) return fail(spec, spawned.error());
+
   auto w = std::make_shared<Watched>();
-  w->handle = handle;
-  w->child = child;
-  w->pidfd = std::make_unique<boost::asio::posix::stream_descriptor>(io_, pidfd);
-  w->on_exit = std::move(on_exit);
-  watched_[handle.pid] = w;
+  w->proc = {spawned->pid, spawned->pid, spawned->start_ticks};
+  w->ref = fmt::format("{}:{}:{}", w->proc.pid, w->proc.pgid, w->proc.start_ticks);
+  w->id = spec.id;
+  w->child = true;
+  w->own_mount_ns = !o.resolv_conf.empty();
+  w->env = std::move(o.env);
+  // The child waits at its gate until the loop has recorded it.
+  executor_.post([this, w, s = *spawned, launch = spec.launch, ip = spec.ip]() mutable {
+    Status st = listener_ ? listener_->on_created(w->id, launch, w->ref) : internal("no listener");
+    if (!st.ok()) {
+      ::kill(-w->proc.pgid, SIGKILL);
+      close(s.gate_fd);
+      close(s.pidfd);
+      waitpid(w->proc.pid, nullptr, 0);
+      if (listener_) listener_->on_failed(w->id, launch, w->ref, st.error());
+      return;
+    }
+    // A failed release makes the child see EOF and exit; that exit is reported as usual.
+    (void)release_gate(s);
+    watch(w, s.pidfd);
+    if (listener_) listener_->on_started(w->id, launch, w->ref, {ip, fmt::format("pid {}", w->proc.pid), w->proc.pid});
+  });
+}
+
+void ProcessRuntime::watch(std::shared_ptr<Watched> w, int pidfd) {
+  w->pidfd = std::make_unique<asio::posix::stream_descriptor>(io_, pidfd);
+  watched_[w->ref] = w;
   arm(w);
 }
 
 void ProcessRuntime::arm(const std::shared_ptr<Watched>& w) {
-  w->pidfd->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                       [this, w](const boost::system::error_code& ec) {
-                         if (ec == boost::asio::error::operation_aborted) return;
-                         Exit exit;
-                         if (w->child) {
-                           if (auto status = reap(w->handle.pid)) {
-                             exit.status_known = true;
-                             exit.wait_status = *status;
-                             exit.description = describe_wait_status(*status);
-                           }
-                         }
-                         // A wake-up is not proof of exit (readiness can be reported for a
-                         // reused descriptor): while the process still runs, keep waiting.
-                         if (!exit.status_known && process_start_ticks(w->handle.pid) == w->handle.start_ticks &&
-                             w->handle.start_ticks != 0)
-                           return arm(w);
-                         if (!exit.status_known) exit.description = "ended";
-                         // Whatever the instance left behind in its group goes with it.
-                         ::kill(-w->handle.pgid, SIGKILL);
-                         if (w->kill_timer) executor_.cancel(w->kill_timer);
-                         watched_.erase(w->handle.pid);
-                         if (w->on_exit) w->on_exit(exit);
-                       });
+  w->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [this, w](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted) return;
+    Exit exit;
+    if (w->child)
+      if (auto status = reap(w->proc.pid)) exit = exit_from_wait_status(*status);
+    // A wake-up is not proof of exit (readiness can be reported for a reused descriptor):
+    // while the process still runs, keep waiting.
+    if (!exit.status_known && w->proc.start_ticks != 0 && process_start_ticks(w->proc.pid) == w->proc.start_ticks)
+      return arm(w);
+    if (!exit.status_known) exit.description = "ended";
+    // Whatever the instance left behind in its group goes with it.
+    ::kill(-w->proc.pgid, SIGKILL);
+    if (w->kill_timer) executor_.cancel(w->kill_timer);
+    watched_.erase(w->ref);
+    if (listener_) listener_->on_exited(w->id, w->ref, exit);
+  });
 }
 
-Result<Handle> ProcessRuntime::start(const InstanceSpec& spec, const std::function<Status(const Handle&)>& record,
-                                     ExitCallback on_exit) {
-  SpawnOptions o;
-  o.command = spec.command;
-  o.env = base_environment();
-  for (const auto& [k, v] : spec.env_vars) o.env[k] = v;
-  o.log_path = spec.log_path;
-  o.gate = true;
-  auto spawned = spawn(o);
-  if (!spawned.ok()) return spawned.error();
-  Handle h{spawned->pid, spawned->pid, spawned->start_ticks};
-  if (auto st = record(h); !st.ok()) {
-    ::kill(-h.pgid, SIGKILL);
-    close(spawned->gate_fd);
-    close(spawned->pidfd);
-    waitpid(h.pid, nullptr, 0);
-    return st.error();
+void ProcessRuntime::recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) {
+  BERTH_ASSERT_LOOP(executor_);
+  std::vector<Recovered> out;
+  for (const auto& r : records) {
+    Recovered rec{r.id, r.ref, false, {}, {}};
+    rec.exit.description = "gone while the daemon was down";
+    auto p = parse_ref(r.ref);
+    int fd = p ? open_pidfd(p->pid) : -1;
+    // Check identity after opening the pidfd: if the pid is still the process we started, the
+    // pidfd refers to it and cannot be confused by later pid reuse.
+    if (fd >= 0 && process_start_ticks(p->pid) == p->start_ticks) {
+      auto w = std::make_shared<Watched>();
+      w->ref = r.ref;
+      w->id = r.id;
+      w->proc = *p;
+      w->own_mount_ns = has_own_mount_namespace(p->pid);
+      w->env = process_environment(p->pid);
+      watch(w, fd);
+      rec.alive = true;
+      rec.observed = {"", fmt::format("pid {}", p->pid), p->pid};
+    } else if (fd >= 0) {
+      close(fd);
+    }
+    out.push_back(std::move(rec));
   }
-  if (auto st = release_gate(*spawned); !st.ok()) {
-    // The child will see EOF and exit; its exit is reported as usual.
-  }
-  watch(h, spawned->pidfd, true, std::move(on_exit));
-  return h;
+  executor_.post([done = std::move(done), out = std::move(out)]() mutable { done(std::move(out)); });
 }
 
-bool ProcessRuntime::adopt(const Handle& handle, ExitCallback on_exit) {
-  if (handle.pid <= 0) return false;
-  int fd = open_pidfd(handle.pid);
-  if (fd < 0) return false;
-  // Check identity after opening the pidfd: if the pid is still the process we started, the
-  // pidfd refers to it and cannot be confused by later pid reuse.
-  auto ticks = process_start_ticks(handle.pid);
-  if (!ticks || *ticks != handle.start_ticks) {
-    close(fd);
-    return false;
-  }
-  watch(handle, fd, false, std::move(on_exit));
-  return true;
-}
-
-void ProcessRuntime::stop(const Handle& handle, Millis grace_ms) {
-  auto it = watched_.find(handle.pid);
+void ProcessRuntime::stop(const Ref& ref, Millis grace_ms) {
+  BERTH_ASSERT_LOOP(executor_);
+  auto it = watched_.find(ref);
   if (it == watched_.end()) return;
   auto w = it->second;
-  ::kill(-handle.pgid, SIGTERM);
+  ::kill(-w->proc.pgid, SIGTERM);
   if (w->kill_timer) executor_.cancel(w->kill_timer);
-  w->kill_timer = executor_.after(grace_ms, [pgid = handle.pgid, w] {
+  w->kill_timer = executor_.after(grace_ms, [pgid = w->proc.pgid, w] {
     w->kill_timer = 0;
     ::kill(-pgid, SIGKILL);
   });
 }
 
-void ProcessRuntime::kill_now(const Handle& handle) { ::kill(-handle.pgid, SIGKILL); }
+std::unique_ptr<Cancel> ProcessRuntime::exec(const Ref& ref, const ExecRequest& req,
+                                             std::function<void(Result<ExecResult>)> done) {
+  BERTH_ASSERT_LOOP(executor_);
+  auto reply_later = [this](std::function<void(Result<ExecResult>)> cb, Error e) {
+    auto alive = std::make_shared<bool>(true);
+    executor_.post([cb = std::move(cb), e = std::move(e), alive] {
+      if (*alive) cb(e);
+    });
+    return std::make_unique<ExecCancel>([alive] { *alive = false; });
+  };
+  auto it = watched_.find(ref);
+  if (it == watched_.end()) return reply_later(std::move(done), not_found("the instance is not running"));
+  const Watched& w = *it->second;
+  SpawnOptions o;
+  o.argv = req.argv;
+  o.env = w.env;
+  for (const auto& [k, v] : req.env) o.env[k] = v;
+  o.capture_output = true;
+  o.die_with_parent = true;
+  if (w.own_mount_ns) o.join_mount_ns_of = w.pidfd->native_handle();
+  auto s = spawn(o);
+  if (!s.ok()) return reply_later(std::move(done), s.error());
+
+  auto op = std::make_shared<ExecOp>(io_);
+  op->pid = s->pid;
+  op->max = req.max_output;
+  op->done = std::move(done);
+  op->pidfd = std::make_unique<asio::posix::stream_descriptor>(io_, s->pidfd);
+  op->output = std::make_unique<asio::posix::stream_descriptor>(io_, s->output_fd);
+  op->read_more();
+  // Always waited for to the end, also after a timeout or cancel, so the child is reaped.
+  op->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [op](const boost::system::error_code&) { op->exited(); });
+  op->timer.expires_after(std::chrono::milliseconds(req.timeout_ms));
+  op->timer.async_wait([op](const boost::system::error_code& ec) {
+    if (ec || op->pid <= 0) return;
+    op->result.timed_out = true;
+    ::kill(-op->pid, SIGKILL);
+  });
+  return std::make_unique<ExecCancel>([op] { op->cancel(); });
+}
+
+void ProcessRuntime::logs(const InstanceId&, const std::string& log_path, std::int64_t offset, std::size_t max,
+                          std::function<void(Result<LogChunk>)> done) {
+  executor_.post([done = std::move(done), chunk = read_log_file(log_path, offset, max)]() mutable { done(std::move(chunk)); });
+}
 
 }  // namespace berth::runtime

@@ -1,14 +1,26 @@
 // runtime/process/process_runtime.h — instances as supervised local processes.
 //
 // Each instance is `/bin/sh -c "exec COMMAND"` in its own process group, stdout and stderr
-// appended to its log file, started behind a gate (base/subprocess.h) so it runs only after
-// the control loop has recorded it. Exits are seen through pidfds on the loop's io_context.
-// When an instance's main process exits, the rest of its process group is killed, so nothing
-// it started outlives it. Instances are not tied to the daemon's life: after a daemon restart
-// they are adopted by pid + start time.
+// appended to its log file, started behind a gate (base/subprocess.h) so it runs only after the
+// loop has recorded its Ref ("pid:pgid:start_ticks"). Exits are seen through pidfds on the
+// loop's io_context. When an instance's main process exits, the rest of its process group is
+// killed, so nothing it started outlives it. Instances are not tied to the daemon's life: after
+// a daemon restart recover() adopts them by pid + start time.
+//
+// As root, an instance with a Resolver gets a mount namespace of its own in which
+// <run_dir>/resolv/<search domain>.conf is bind-mounted over /etc/resolv.conf, so ordinary
+// programs resolve short names through berth's name server; exec() joins that namespace.
+// Without root that is impossible: capabilities() says so and instances keep the host's
+// resolver (BERTH_DNS and BERTH_DEP_* still name berth's server and the dependencies).
+// An address that is not loopback and not yet local (a pool shared with containers) is added
+// to the loopback device as a /32 first (root).
+//
+// Threading: the loop's thread only (see runtime/runtime.h). fork happens on it.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 #include <unordered_map>
 
 #include <boost/asio/io_context.hpp>
@@ -20,23 +32,36 @@ namespace berth::runtime {
 
 class ProcessRuntime final : public Runtime {
  public:
-  ProcessRuntime(boost::asio::io_context& io, Executor& executor);
+  ProcessRuntime(boost::asio::io_context& io, Executor& executor, std::string run_dir);
   ~ProcessRuntime() override;
 
-  Result<Handle> start(const InstanceSpec& spec, const std::function<Status(const Handle&)>& record,
-                       ExitCallback on_exit) override;
-  bool adopt(const Handle& handle, ExitCallback on_exit) override;
-  void stop(const Handle& handle, Millis grace_ms) override;
-  void kill_now(const Handle& handle) override;
+  std::string name() const override { return "process"; }
+  Capabilities capabilities() const override;
+  void set_listener(Listener* listener) override { listener_ = listener; }
+  void prepare_network(const Network& network, std::function<void(Status)> done) override;
+  void launch(const InstanceSpec& spec) override;
+  void recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) override;
+  void stop(const Ref& ref, Millis grace_ms) override;
+  std::unique_ptr<Cancel> exec(const Ref& ref, const ExecRequest& request,
+                               std::function<void(Result<ExecResult>)> done) override;
+  void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
+            std::function<void(Result<LogChunk>)> done) override;
 
  private:
   struct Watched;
-  void watch(const Handle& handle, int pidfd, bool child, ExitCallback on_exit);
+  struct ExecOp;
+  void watch(std::shared_ptr<Watched> w, int pidfd);
   void arm(const std::shared_ptr<Watched>& w);
+  void fail(const InstanceSpec& spec, const Error& error);
+  Result<std::string> resolver_file(const Resolver& resolver);
 
   boost::asio::io_context& io_;
   Executor& executor_;
-  std::unordered_map<int, std::shared_ptr<Watched>> watched_;  // by pid
+  std::string run_dir_;
+  bool root_;
+  Listener* listener_ = nullptr;
+  std::unordered_map<Ref, std::shared_ptr<Watched>> watched_;
+  std::map<std::string, std::string> resolver_files_;  // search domain → contents written
 };
 
 }  // namespace berth::runtime

@@ -7,7 +7,16 @@
 namespace berth::store {
 namespace {
 
-constexpr const char* kSchema = R"sql(
+// Schema migrations, applied in order, each in one transaction with the user_version it leads
+// to. A new database runs them all, so every database went through the same steps.
+struct Migration {
+  int version;
+  const char* what;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, "the first schema", R"sql(
 CREATE TABLE IF NOT EXISTS catalog (
   id INTEGER PRIMARY KEY CHECK (id = 1),
   text TEXT NOT NULL, filename TEXT NOT NULL, applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
@@ -27,8 +36,23 @@ CREATE TABLE IF NOT EXISTS events (
   type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL,
   message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_env ON events (env, id);
-PRAGMA user_version = 1;
-)sql";
+)sql"},
+    // Instances are identified by their runtime and an opaque reference instead of a pid; the
+    // processes recorded so far become references of the process runtime.
+    {2, "instances with a runtime and an opaque reference", R"sql(
+ALTER TABLE instances RENAME TO instances_v1;
+CREATE TABLE instances (
+  env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL,
+  runtime TEXT NOT NULL, ref TEXT NOT NULL,
+  fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL, started_at INTEGER NOT NULL,
+  PRIMARY KEY (env, app, ordinal));
+INSERT INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, started_at)
+  SELECT env, app, ordinal, 'process', pid || ':' || pgid || ':' || start_ticks, fingerprint, restarts, started_at
+  FROM instances_v1;
+DROP TABLE instances_v1;
+)sql"},
+};
+constexpr int kSchemaVersion = 2;
 
 // A prepared statement, finalized on scope exit.
 class Stmt {
@@ -80,9 +104,37 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path) 
   std::unique_ptr<SqliteStore> store(new SqliteStore(db));
   sqlite3_busy_timeout(db, 5000);
   BERTH_TRY(store->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
-  BERTH_TRY(store->exec(kSchema));
+  BERTH_TRY(store->migrate(path));
   return store;
 }
+
+Status SqliteStore::migrate(const std::string& path) {
+  int version = 0;
+  {
+    Stmt s(db_, "PRAGMA user_version");  // finalized before any migration runs
+    if (!s.ok() || s.step() != SQLITE_ROW) return s.error("read the schema version");
+    version = static_cast<int>(s.i64(0));
+  }
+  if (version > kSchemaVersion)
+    return unavailable(fmt::format("state database {} has schema version {}, but this berth knows versions up to {}: "
+                                   "it was written by a newer berth. Run that berth on this data directory (or "
+                                   "start this one on another); nothing was changed",
+                                   path, version, kSchemaVersion));
+  for (const auto& m : kMigrations) {
+    if (m.version <= version) continue;
+    BERTH_TRY(exec("BEGIN IMMEDIATE"));
+    Status st = exec(m.sql);
+    if (st.ok()) st = exec(fmt::format("PRAGMA user_version = {}", m.version));
+    if (st.ok()) st = exec("COMMIT");
+    if (!st.ok()) {
+      (void)exec("ROLLBACK");
+      return st.error().wrap(fmt::format("migrating state database {} to schema version {} ({})", path, m.version, m.what));
+    }
+  }
+  return {};
+}
+
+int SqliteStore::schema_version() { return kSchemaVersion; }
 
 SqliteStore::~SqliteStore() { sqlite3_close(db_); }
 
@@ -133,19 +185,18 @@ Status SqliteStore::set_up(const std::string& env, bool up) {
 }
 
 Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
-  Stmt s(db_, "SELECT env, app, ordinal, pid, pgid, start_ticks, fingerprint, restarts, started_at FROM instances");
+  Stmt s(db_, "SELECT env, app, ordinal, runtime, ref, fingerprint, restarts, started_at FROM instances");
   if (!s.ok()) return s.error("load instances");
   std::vector<InstanceRecord> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) {
     InstanceRecord r;
     r.key = {s.text(0), s.text(1), static_cast<int>(s.i64(2))};
-    r.pid = static_cast<int>(s.i64(3));
-    r.pgid = static_cast<int>(s.i64(4));
-    r.start_ticks = static_cast<unsigned long long>(s.i64(5));
-    r.fingerprint = s.text(6);
-    r.restarts = static_cast<int>(s.i64(7));
-    r.started_at = s.i64(8);
+    r.runtime = s.text(3);
+    r.ref = s.text(4);
+    r.fingerprint = s.text(5);
+    r.restarts = static_cast<int>(s.i64(6));
+    r.started_at = s.i64(7);
     out.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE) return s.error("load instances");
@@ -153,10 +204,10 @@ Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
 }
 
 Status SqliteStore::put_instance(const InstanceRecord& r) {
-  Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, pid, pgid, start_ticks, fingerprint, restarts, started_at) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-  s.bind(1, r.key.env).bind(2, r.key.app).bind(3, r.key.ordinal).bind(4, r.pid).bind(5, r.pgid)
-      .bind(6, static_cast<std::int64_t>(r.start_ticks)).bind(7, r.fingerprint).bind(8, r.restarts).bind(9, r.started_at);
+  Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, started_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, r.key.env).bind(2, r.key.app).bind(3, r.key.ordinal).bind(4, r.runtime).bind(5, r.ref)
+      .bind(6, r.fingerprint).bind(7, r.restarts).bind(8, r.started_at);
   return run(s, "record instance");
 }
 

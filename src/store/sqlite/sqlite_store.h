@@ -1,6 +1,7 @@
 // store/sqlite/sqlite_store.h — StateStore on one SQLite file (WAL, synchronous=NORMAL on top
 // of WAL: a committed write survives the daemon being killed; only a power loss can undo the
-// last commits). The schema is in docs/formats.md.
+// last commits). The schema and its versions are in docs/formats.md: open() migrates an older
+// schema (PRAGMA user_version) forward, each step in one transaction, and refuses a newer one.
 #pragma once
 
 #include <memory>
@@ -16,6 +17,8 @@ class SqliteStore final : public StateStore {
  public:
   static Result<std::unique_ptr<SqliteStore>> open(const std::string& path);
   ~SqliteStore() override;
+  // The schema version this build writes.
+  static int schema_version();
 
   Result<std::optional<StoredCatalog>> load_catalog() override;
   Status save_catalog(const StoredCatalog& catalog) override;
@@ -34,6 +37,7 @@ class SqliteStore final : public StateStore {
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
   Status exec(const std::string& sql);
+  Status migrate(const std::string& path);
   sqlite3* db_;
 };
 

@@ -1,0 +1,77 @@
+// runtime/sim/sim_runtime.h — a simulated runtime: instances that exist only in memory.
+//
+// It keeps the whole contract of runtime/runtime.h (create → record → start, exits, recover,
+// stop with grace, exec, logs) without running anything, so the control loop can be tested on
+// virtual time and at a scale no machine runs for real (a fuzzer must not fork either). Its
+// instances outlive a ControlLoop, like processes outlive a daemon: a new loop on the same
+// SimRuntime recovers them. Tests steer it: make an instance exit, make launches of an app
+// fail, answer exec requests.
+//
+// Threading: the loop's thread only; every Listener call is posted through the Executor.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/executor.h"
+#include "runtime/runtime.h"
+
+namespace berth::runtime {
+
+class SimRuntime final : public Runtime {
+ public:
+  explicit SimRuntime(Executor& executor, std::string name = "process") : executor_(executor), name_(std::move(name)) {}
+
+  std::string name() const override { return name_; }
+  Capabilities capabilities() const override { return capabilities_; }
+  void set_listener(Listener* listener) override { listener_ = listener; }
+  void prepare_network(const Network& network, std::function<void(Status)> done) override;
+  void launch(const InstanceSpec& spec) override;
+  void recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) override;
+  void stop(const Ref& ref, Millis grace_ms) override;
+  std::unique_ptr<Cancel> exec(const Ref& ref, const ExecRequest& request,
+                               std::function<void(Result<ExecResult>)> done) override;
+  void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
+            std::function<void(Result<LogChunk>)> done) override;
+
+  // ---- steering, for tests ----
+  struct Instance {
+    InstanceSpec spec;
+    Ref ref;
+    bool started = false;
+    bool stopping = false;
+  };
+  // The instance ends as if its main process exited with `code` (or was killed by `signal`).
+  void exit(const Ref& ref, int code, int signal = 0);
+  // The running instance of (env, app, ordinal), or "" when none.
+  Ref ref_of(const std::string& env, const std::string& app, int ordinal) const;
+  int running(const std::string& app) const;  // started, of any environment
+  const std::map<Ref, Instance>& instances() const { return instances_; }
+  // Every launch asked for, "app#ordinal", in order.
+  const std::vector<std::string>& launched() const { return launched_; }
+  // Launches of `app` fail with `message` until cleared (empty message).
+  void fail_launches(const std::string& app, const std::string& message);
+  // How exec requests are answered; default: exit status 0, no output.
+  void on_exec(std::function<ExecResult(const Instance&, const ExecRequest&)> fn) { exec_ = std::move(fn); }
+  void set_capabilities(Capabilities c) { capabilities_ = std::move(c); }
+  std::vector<Network> networks_prepared() const { return networks_; }
+
+ private:
+  void post(std::function<void()> fn) { executor_.post(std::move(fn)); }
+
+  Executor& executor_;
+  std::string name_;
+  Listener* listener_ = nullptr;
+  Capabilities capabilities_;
+  std::map<Ref, Instance> instances_;
+  std::vector<std::string> launched_;
+  std::map<std::string, std::string> failing_;  // app → message
+  std::function<ExecResult(const Instance&, const ExecRequest&)> exec_;
+  std::vector<Network> networks_;
+  std::uint64_t next_ = 0;
+};
+
+}  // namespace berth::runtime
