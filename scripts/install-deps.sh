@@ -12,10 +12,12 @@ packages=(
   # OpenStack Swift all-in-one with s3api (blob stores; scripts/swift.sh), XFS for reflink clones.
   mariadb-server mariadb-client mariadb-backup
   swift swift-proxy swift-account swift-container swift-object memcached xfsprogs
+  # Containers: a dockerd of berth's own in a network namespace (scripts/docker-netns.sh).
+  docker.io iptables
 )
 # Peers the benchmarks measure berth against (scripts/install-deps.sh --bench).
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dnsperf knot nsd zstd pigz)
+  packages+=(dnsperf knot nsd zstd pigz docker-compose)
 fi
 
 missing=()

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
+./scripts/check-deps.sh   # the architecture: no component includes what it must not
 ./scripts/build.sh debug
 ./scripts/build.sh release
 
@@ -31,9 +32,15 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   done
 fi
 
-# Servers the integration tests use: an OpenStack Swift all-in-one on 127.0.0.1:8080.
+# Servers the integration tests use: an OpenStack Swift all-in-one on 127.0.0.1:8080, and a
+# dockerd of berth's own inside a network namespace (never the machine's network) with the
+# berth-demo image the container tests run.
 ./scripts/swift.sh start
 export BERTH_TEST_SWIFT=127.0.0.1:8080
+./scripts/docker-netns.sh start >/dev/null
+eval "$(./scripts/docker-netns.sh env)"
+export BERTH_TEST_DOCKER_NETNS=$BERTH_DOCKER_NETNS BERTH_TEST_DOCKER_HOST=$BERTH_DOCKER_HOST
+DOCKER_HOST=$BERTH_DOCKER_HOST ./scripts/make-images.sh build/debug/examples/shop/berth-demo-svc
 
 cd build/debug
 ctest --output-on-failure -j2 --timeout 300

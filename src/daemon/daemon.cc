@@ -27,6 +27,7 @@
 #include "health/prober.h"
 #include "model/network.h"
 #include "net/dns/server.h"
+#include "runtime/docker/docker_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -52,6 +53,32 @@ Result<int> lock_data_dir(const fs::path& dir) {
     // The pid in the lock file is informational only.
   }
   return fd;
+}
+
+// This data directory's id: in the names and labels of what berth creates in shared places
+// (Docker containers, networks, volumes), so two daemons on one dockerd never touch each
+// other's. Made once, kept in <data-dir>/id.
+Result<std::string> data_id(const fs::path& dir) {
+  const std::string path = (dir / "id").string();
+  if (std::FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[32] = {};
+    std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string id(buf, n);
+    while (!id.empty() && (id.back() == '\n' || id.back() == ' ')) id.pop_back();
+    if (id.size() == 8 && id.find_first_not_of("0123456789abcdef") == std::string::npos) return id;
+    return invalid(fmt::format("{} holds '{}', not a data directory id (8 hex digits)", path, id));
+  }
+  unsigned char bytes[4];
+  std::FILE* r = std::fopen("/dev/urandom", "r");
+  if (!r || std::fread(bytes, 1, sizeof bytes, r) != sizeof bytes) {
+    if (r) std::fclose(r);
+    return unavailable("cannot read /dev/urandom");
+  }
+  std::fclose(r);
+  std::string id = fmt::format("{:02x}{:02x}{:02x}{:02x}", bytes[0], bytes[1], bytes[2], bytes[3]);
+  BERTH_TRY(write_file_atomically(path, id + "\n"));
+  return id;
 }
 
 }  // namespace
@@ -87,6 +114,21 @@ int run(const Options& o) {
   // Runtimes prepare a network in this order: a Docker bridge network first gives the pool's
   // gateway its address.
   std::vector<runtime::Runtime*> runtimes;
+  std::unique_ptr<runtime::docker::DockerRuntime> docker;
+  if (!o.docker_host.empty()) {
+    auto id = data_id(data_dir);
+    if (!id.ok()) {
+      fmt::print(stderr, "berth serve: {}\n", id.error().message);
+      return 1;
+    }
+    auto d = runtime::docker::DockerRuntime::create(executor, {o.docker_host, *id, data_dir + "/run/docker"});
+    if (!d.ok()) {
+      fmt::print(stderr, "berth serve: {}\n", d.error().message);
+      return 1;
+    }
+    docker = std::move(d.value());
+    runtimes.push_back(docker.get());
+  }
   runtimes.push_back(&processes);
   health::AsioProber prober(io);
 

@@ -14,7 +14,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sstream>
+
+#include <fmt/format.h>
+
 #include "harness.h"
+#include "model/catalog.h"
 
 using namespace berth::it;
 using nlohmann::json;
@@ -47,6 +56,11 @@ json http_get(const std::string& ip, int port, const std::string& target) {
   beast::http::response<beast::http::string_body> res;
   beast::http::read(s, buf, res);
   return json::parse(res.body());
+}
+
+std::string replaced_all(std::string text, const std::string& from, const std::string& to) {
+  for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) text.replace(at, from.size(), to);
+  return text;
 }
 
 }  // namespace
@@ -286,4 +300,73 @@ environments:
   auto s = d.status("dev");
   EXPECT_THAT(app_of(s, "tcp-app")["instances"][0]["health"].get<std::string>(), HasSubstr("connected"));
   EXPECT_EQ(app_of(s, "exec-app")["instances"][0]["health"], "exec → status 0");
+}
+
+// A data directory of the previous berth (state.db schema 1, instances recorded by pid) with a
+// live instance: the new daemon migrates the database and adopts the process, killing nothing.
+TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
+  const std::string text = example_catalog("127.87");
+  pid_t survivor = -1;
+  std::uint64_t ticks = 0;
+  auto prepare = [&](const std::string& dir) {
+    survivor = fork();
+    if (survivor == 0) {
+      setsid();
+      for (auto [k, v] : std::map<std::string, std::string>{{"BERTH_HOME", dir}, {"BERTH_ENV", "baseline"}, {"BERTH_APP", "users"},
+                                                              {"BERTH_INSTANCE", "0"}, {"BERTH_IP", "127.87.0.10"}, {"DEMO_WARMUP_MS", "0"}})
+        setenv(k.c_str(), v.c_str(), 1);
+      std::string svc = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
+      execl(svc.c_str(), svc.c_str(), "--listen", "127.87.0.10:8080", nullptr);
+      _exit(127);
+    }
+    std::string stat;
+    ASSERT_TRUE(wait_until([&] {
+      stat = read_file("/proc/" + std::to_string(survivor) + "/stat");
+      return stat.find("berth-demo-svc") != std::string::npos;
+    }));
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i < 22; ++i) rest >> field;
+    rest >> ticks;
+    // The settings fingerprint the daemon will compare against: the catalog's own.
+    auto catalog = berth::model::Catalog::parse(text, "berth.yaml", dir);
+    ASSERT_TRUE(catalog.ok()) << catalog.error().message;
+    const std::string fingerprint = catalog->find("baseline")->find("users")->fingerprint();
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir + "/state.db").c_str(), &db), SQLITE_OK);
+    std::string sql = R"sql(
+CREATE TABLE catalog (id INTEGER PRIMARY KEY CHECK (id = 1), text TEXT NOT NULL, filename TEXT NOT NULL,
+  applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
+CREATE TABLE environments_up (env TEXT PRIMARY KEY, since INTEGER NOT NULL);
+CREATE TABLE leases (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip INTEGER NOT NULL UNIQUE,
+  released_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
+CREATE TABLE instances (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, pid INTEGER NOT NULL,
+  pgid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL,
+  started_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, env TEXT NOT NULL,
+  type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX events_env ON events (env, id);
+PRAGMA user_version = 1;
+)sql";
+    sql += fmt::format("INSERT INTO catalog VALUES (1, '{}', 'berth.yaml', 1, '{}');\n", replaced_all(text, "'", "''"), dir);
+    sql += "INSERT INTO environments_up VALUES ('baseline', 1);\n";
+    sql += fmt::format("INSERT INTO leases VALUES ('baseline', 'users', 0, {}, 0);\n", (127u << 24) | (87u << 16) | 10u);
+    sql += fmt::format("INSERT INTO instances VALUES ('baseline', 'users', 0, {0}, {0}, {1}, '{2}', 0, 1);\n", survivor, ticks,
+                       fingerprint);
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(db);
+  };
+  Daemon d("migrate", {}, prepare);
+  ASSERT_TRUE(wait_until([&] { return all_ready(d, "baseline"); }, std::chrono::seconds(60)));
+  auto s = d.status("baseline");
+  const auto& users0 = app_of(s, "users")["instances"][0];
+  EXPECT_EQ(users0["ip"], "127.87.0.10");
+  EXPECT_EQ(users0["pid"], survivor) << "the recorded process was not adopted";
+  bool adopted = false;
+  for (const auto& e : d.events("baseline"))
+    adopted = adopted || (e["type"] == "adopted" && e["app"] == "users" && e["ordinal"] == 0);
+  EXPECT_TRUE(adopted);
+  EXPECT_EQ(::kill(survivor, 0), 0) << "it was killed instead";
 }

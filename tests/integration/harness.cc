@@ -60,13 +60,15 @@ static void remove_tree(const std::string& dir) {
   fs::remove_all(dir, ec);
 }
 
-Daemon::Daemon(const std::string& name, std::vector<std::string> extra) : extra_(std::move(extra)) {
+Daemon::Daemon(const std::string& name, std::vector<std::string> extra, const std::function<void(const std::string&)>& prepare)
+    : extra_(std::move(extra)) {
   dir_ = (fs::temp_directory_path() / fmt::format("berth-it-{}-{}", name, getpid())).string();
   remove_tree(dir_);
   fs::create_directories(dir_);
   // The example fleet's orders app is built from a git repository next to the catalog.
   std::string make = std::string(SOURCE_DIR) + "/scripts/make-example-repos.sh " + dir_ + "/repos >/dev/null";
   if (std::system(make.c_str()) != 0) ADD_FAILURE() << "make-example-repos.sh failed";
+  if (prepare) prepare(dir_);
   start();
 }
 

@@ -39,8 +39,10 @@ std::string replaced(std::string text, const std::string& from, const std::strin
 class Daemon {
  public:
   // `name` names the test's data directory under the temp dir.
-  // `extra` are additional `berth serve` arguments.
-  explicit Daemon(const std::string& name, std::vector<std::string> extra = {});
+  // `extra` are additional `berth serve` arguments; `prepare` runs on the fresh data directory
+  // before the daemon starts (to put an older state.db there, say).
+  explicit Daemon(const std::string& name, std::vector<std::string> extra = {},
+                  const std::function<void(const std::string& dir)>& prepare = {});
   ~Daemon();  // brings every environment down, stops the daemon, kills any leftover instance
 
   void start();

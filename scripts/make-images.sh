@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build berth's test and demo image without a registry: a root filesystem made of
+# berth-demo-svc and the few programs the examples and tests use inside containers (sh,
+# getent, curl), each with the shared libraries ldd names, imported with `docker import`.
+#   scripts/make-images.sh DEMO_SVC [TAG]    TAG defaults to berth-demo:latest
+# DOCKER_HOST names the dockerd (e.g. unix:///run/berth-docker/docker.sock). Idempotent: an
+# image of the same contents is not imported again (its content hash is a tag of its own).
+set -euo pipefail
+svc=${1:?usage: make-images.sh PATH/TO/berth-demo-svc [TAG]}
+tag=${2:-berth-demo:latest}
+: "${DOCKER_HOST:?set DOCKER_HOST to the dockerd to build in}"
+docker=(docker)
+command -v docker >/dev/null || { echo "make-images: the docker CLI is missing (docker.io)" >&2; exit 1; }
+
+root=$(mktemp -d /tmp/berth-image.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/bin" "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/data"
+chmod 1777 "$root/tmp"
+add() {  # add BINARY [DEST]: the program and every library it loads
+  local bin=$1 dest=${2:-/bin/$(basename "$1")}
+  install -D -m 0755 "$bin" "$root$dest"
+  for lib in $(ldd "$bin" | grep -o '/[^ ]*' | sort -u); do
+    [ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
+  done
+}
+add "$svc" /usr/local/bin/berth-demo-svc
+add /bin/dash /bin/sh
+for p in getent curl cat sleep ls; do add "$(command -v $p)"; done
+printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+
+tarball=$root.tar
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$tarball" .
+sum=$(sha256sum "$tarball" | cut -c1-12)
+trap 'rm -rf "$root" "$tarball"' EXIT
+repo=${tag%%:*}
+if ! "${docker[@]}" image inspect "$repo:$sum" >/dev/null 2>&1; then
+  "${docker[@]}" import -c 'ENV PATH=/usr/local/bin:/bin' -c 'CMD ["/usr/local/bin/berth-demo-svc"]' "$tarball" "$repo:$sum" >/dev/null
+fi
+"${docker[@]}" tag "$repo:$sum" "$tag"
+echo "$tag ($repo:$sum)"
