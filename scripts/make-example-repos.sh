@@ -3,7 +3,9 @@
 #   orders   main: VERSION 1.4.0;  feature/new-pay: VERSION 2.0-new-pay
 # The build (build.sh BUILD_TYPE) leaves out/orders, a launcher that runs berth-demo-svc
 # reporting "<VERSION>+<build_type>", so which commit and build an instance runs is visible
-# in its answers. Idempotent: an existing repository is left as it is.
+# in its answers. Its Dockerfile makes an image of that launcher on top of berth-demo
+# (scripts/make-images.sh), for the fleet as containers (examples/shop/containers.yaml).
+# Idempotent: an existing repository is left as it is.
 set -euo pipefail
 dir=${1:-$(dirname "$0")/../examples/shop/repos}
 repo=$dir/orders
@@ -24,6 +26,12 @@ chmod +x out/orders
 echo "built orders $version"
 SH
 chmod +x build.sh
+cat > Dockerfile <<'DOCKERFILE'
+# The orders service as an image: the launcher build.sh made, on the demo image.
+FROM berth-demo:latest
+COPY out/orders /usr/local/bin/orders
+CMD ["/usr/local/bin/orders"]
+DOCKERFILE
 echo 1.4.0 > VERSION
 git add -A
 git commit -q -m "orders 1.4.0"

@@ -40,6 +40,20 @@ std::vector<std::string> split_path(std::string_view path) {
   return parts;
 }
 
+// "/v1/x/y?a=1" → {{"v1", "x", "y"}, "a=1"}
+struct Target {
+  std::vector<std::string> parts;
+  std::string_view query;
+};
+Target parse_target(std::string_view target) {
+  std::string_view query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    query = target.substr(q + 1);
+    target = target.substr(0, q);
+  }
+  return {split_path(target), query};
+}
+
 std::string query_param(std::string_view query, std::string_view name) {
   std::size_t i = 0;
   while (i < query.size()) {
@@ -163,21 +177,19 @@ Result<int> ordinal_param(const std::string& text) {
 }  // namespace
 
 bool Api::route_async(const Request& req, Reply& reply) {
-  std::string_view target = req.target;
-  std::string_view query;
-  if (auto q = target.find('?'); q != std::string_view::npos) {
-    query = target.substr(q + 1);
-    target = target.substr(0, q);
-  }
-  auto parts = split_path(target);
+  const auto [parts, query] = parse_target(req.target);
+  auto fail = [&](const Error& e) {
+    reply(error_response(e));
+    return true;
+  };
   const bool instance_path = parts.size() == 8 && parts[0] == "v1" && parts[1] == "environments" && parts[3] == "apps" &&
                              parts[5] == "instances";
   if (!instance_path) return false;
   if (req.method == "POST" && parts[7] == "exec") {
     auto n = ordinal_param(parts[6]);
-    if (!n.ok()) return reply(error_response(n.error())), true;
+    if (!n.ok()) return fail(n.error());
     auto body = exec_body(req.body);
-    if (!body.ok()) return reply(error_response(body.error())), true;
+    if (!body.ok()) return fail(body.error());
     loop_.exec(parts[2], parts[4], *n, std::move(body->first), body->second,
                [reply = std::move(reply)](Result<runtime::ExecResult> r) {
                  if (!r.ok()) return reply(error_response(r.error()));
@@ -190,9 +202,9 @@ bool Api::route_async(const Request& req, Reply& reply) {
   }
   if (req.method == "GET" && parts[7] == "log") {
     auto n = ordinal_param(parts[6]);
-    if (!n.ok()) return reply(error_response(n.error())), true;
+    if (!n.ok()) return fail(n.error());
     auto offset = int_param(query, "offset", -1, std::numeric_limits<std::int64_t>::max());
-    if (!offset.ok()) return reply(error_response(offset.error())), true;
+    if (!offset.ok()) return fail(offset.error());
     // No offset: the last 64 KiB, like tail.
     const std::int64_t from = query_param(query, "offset").empty() ? -(64 << 10) : *offset;
     loop_.logs(parts[2], parts[4], *n, from, 1 << 20, [reply = std::move(reply)](Result<runtime::LogChunk> r) {
@@ -205,13 +217,7 @@ bool Api::route_async(const Request& req, Reply& reply) {
 }
 
 Response Api::route(const Request& req) {
-  std::string_view target = req.target;
-  std::string_view query;
-  if (auto q = target.find('?'); q != std::string_view::npos) {
-    query = target.substr(q + 1);
-    target = target.substr(0, q);
-  }
-  auto parts = split_path(target);
+  const auto [parts, query] = parse_target(req.target);
   auto route = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
     if (req.method != method || parts.size() != pattern.size()) return false;
     std::size_t i = 0;
@@ -458,7 +464,7 @@ Response Api::route(const Request& req) {
     return ok({{"environment", env->name}, {"base", env->base.empty() ? json(nullptr) : json(env->base)}, {"apps", apps}});
   }
 
-  return error_response(not_found(fmt::format("no route {} {}", req.method, target)));
+  return error_response(not_found(fmt::format("no route {} {}", req.method, req.target.substr(0, req.target.find('?')))));
 }
 
 }  // namespace berth::api

@@ -34,7 +34,8 @@ std::string_view to_string(State s) {
 std::string Request::id() const {
   // FNV-1a 64 over the identifying fields, separated so that no two requests collide by shifting.
   std::uint64_t h = 1469598103934665603ull;
-  for (const std::string* f : {&repo, &commit, &build_type, &command, &artifact}) {
+  for (const std::string* f : {&repo, &commit, &build_type, &command, &artifact, &dockerfile}) {
+    if (f == &dockerfile && dockerfile.empty()) break;  // file builds keep the ids they always had
     for (unsigned char c : *f) h = (h ^ c) * 1099511628211ull;
     h = (h ^ 0xFF) * 1099511628211ull;
   }
@@ -95,7 +96,7 @@ void Builder::load() {
     Build b;
     b.id = j.value("id", "");
     b.request = {j.value("repo", ""), j.value("commit", ""), j.value("build_type", ""), j.value("command", ""),
-                 j.value("artifact", ""), j.value("timeout_ms", Millis{600000})};
+                 j.value("artifact", ""), j.value("timeout_ms", Millis{600000}), j.value("dockerfile", "")};
     std::string state = j.value("state", "");
     b.state = state == "built" ? State::kSucceeded : State::kFailed;
     if (state != "built" && state != "build-failed") continue;
@@ -107,7 +108,8 @@ void Builder::load() {
     b.log_path = j.value("log_path", "");
     b.error = j.value("error", "");
     b.last_used = j.value("last_used", Millis{0});
-    if (b.state == State::kSucceeded && !fs::exists(b.artifact_path)) continue;
+    // (An image's artifact is a tag in dockerd, not a file here.)
+    if (b.state == State::kSucceeded && b.request.dockerfile.empty() && !fs::exists(b.artifact_path)) continue;
     if (b.id.empty() || b.id != b.request.id()) continue;
     builds_[b.id] = b;
   }
@@ -116,6 +118,7 @@ void Builder::load() {
 void Builder::save(const Build& b) const {
   json j = {{"id", b.id}, {"repo", b.request.repo}, {"commit", b.request.commit}, {"build_type", b.request.build_type},
             {"command", b.request.command}, {"artifact", b.request.artifact}, {"timeout_ms", b.request.timeout_ms},
+            {"dockerfile", b.request.dockerfile},
             {"state", std::string(to_string(b.state))}, {"queued_at", b.queued_at}, {"started_at", b.started_at},
             {"finished_at", b.finished_at}, {"artifact_path", b.artifact_path}, {"artifact_bytes", b.artifact_bytes},
             {"log_path", b.log_path}, {"error", b.error}, {"last_used", b.last_used}};
@@ -229,11 +232,14 @@ void Builder::run(Build& b) {
   fs::create_directories(work, ec);
   fs::remove(b.log_path, ec);
   SpawnOptions o;
-  // A clean clone at the commit, then the recipe, all in one process group.
+  // A clean clone at the commit, then the recipe, all in one process group. An image recipe
+  // then packs the checkout (without .git) as the build context.
   o.command = fmt::format(
       "sh -c 'set -e; echo \"berth: cloning $BERTH_REPO at $BERTH_COMMIT\"; "
       "git clone --quiet --no-checkout -- \"$BERTH_REPO\" src; cd src; git checkout --quiet --detach \"$BERTH_COMMIT\"; "
-      "echo \"berth: building ($BERTH_BUILD_TYPE): $BERTH_RECIPE\"; exec sh -c \"$BERTH_RECIPE\"'");
+      "if [ -n \"$BERTH_RECIPE\" ]; then echo \"berth: building ($BERTH_BUILD_TYPE): $BERTH_RECIPE\"; sh -c \"$BERTH_RECIPE\"; fi; "
+      "if [ -n \"$BERTH_DOCKERFILE\" ]; then echo \"berth: packing the build context for $BERTH_DOCKERFILE\"; "
+      "tar --exclude=./.git -cf ../context.tar .; fi'");
   o.env = base_environment();
   o.env["GIT_TERMINAL_PROMPT"] = "0";
   o.env["BERTH_REPO"] = b.request.repo;
@@ -241,6 +247,7 @@ void Builder::run(Build& b) {
   o.env["BERTH_BUILD_TYPE"] = b.request.build_type;
   o.env["BUILD_TYPE"] = b.request.build_type;
   o.env["BERTH_RECIPE"] = b.request.command;
+  o.env["BERTH_DOCKERFILE"] = b.request.dockerfile;
   o.cwd = work.string();
   o.log_path = b.log_path;
   auto s = spawn(o);
@@ -275,6 +282,9 @@ void Builder::run(Build& b) {
       finish(id, false, fmt::format("timed out after {}; its process group was killed", format_duration(timeout)));
     } else if (status != 0) {
       finish(id, false, describe_wait_status(status));
+    } else if (!built.request.dockerfile.empty()) {
+      ++running_;  // the image build keeps this build's slot until it is done
+      return build_image(id, work, timeout);
     } else {
       fs::path produced = work / "src" / built.request.artifact;
       std::error_code fec;
@@ -299,6 +309,30 @@ void Builder::run(Build& b) {
     pump();
   };
   job->fd.async_wait(asio::posix::stream_descriptor::wait_read, job->wait);
+}
+
+void Builder::build_image(const std::string& id, const fs::path& work, Millis timeout) {
+  Build& b = builds_.at(id);
+  if (!images_) {
+    --running_;
+    finish(id, false, "the recipe builds an image but this daemon has no container runtime (berth serve --docker-host)");
+    return pump();
+  }
+  const std::string tag = "berth-build:" + id;
+  images_->build_image((work / "context.tar").string(), b.request.dockerfile, tag, b.log_path, timeout,
+                       [this, id, work, tag](Result<std::string> image) {
+                         --running_;
+                         if (!builds_.count(id)) return pump();
+                         std::error_code ec;
+                         fs::remove_all(work, ec);
+                         if (!image.ok()) {
+                           finish(id, false, image.error().message);
+                         } else {
+                           builds_.at(id).artifact_path = tag;
+                           finish(id, true, "");
+                         }
+                         pump();
+                       });
 }
 
 void Builder::finish(const std::string& id, bool ok, const std::string& error) {

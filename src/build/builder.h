@@ -9,12 +9,19 @@
 // run at once; the rest queue. Finished builds survive daemon restarts: on start the store is
 // scanned and builds that did not finish are forgotten (they run again when asked for).
 //
+// A recipe may build an image instead of a file (`dockerfile` set): after its command (if any)
+// the checkout is packed into a build context and handed to an ImageBuilder (the Docker
+// runtime's, through the Engine API); the artifact is then the image's tag,
+// berth-build:<build id>, shared like files by every environment on the same commit. Images
+// are not evicted by the artifact store's LRU (they live in dockerd, not in the store).
+//
 // Threading: all calls and callbacks happen on the owner's loop (the Executor); git and the
 // recipes run as child processes watched through pidfds on the same io_context.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,7 +43,18 @@ struct Request {
   std::string command;   // run by sh in the checkout; ${build_type} already substituted
   std::string artifact;  // path of the artifact relative to the checkout
   Millis timeout_ms = 10 * 60 * 1000;
+  std::string dockerfile;  // set: the build makes an image from the checkout with this Dockerfile
   std::string id() const;  // hash of the identifying fields
+};
+
+// Builds images for recipes that make one. Called and answering on the loop.
+class ImageBuilder {
+ public:
+  virtual ~ImageBuilder() = default;
+  // Build from `context_tar` (the checkout, packed) with the Dockerfile at `dockerfile` inside
+  // it, tagged `tag`, its output appended to `log_path`; `done` gets the image's id.
+  virtual void build_image(const std::string& context_tar, const std::string& dockerfile, const std::string& tag,
+                           const std::string& log_path, Millis timeout_ms, std::function<void(Result<std::string>)> done) = 0;
 };
 
 enum class State { kQueued, kRunning, kSucceeded, kFailed };
@@ -69,6 +87,8 @@ class Builder {
   const Build* find(const std::string& id) const;
   std::vector<const Build*> builds() const;
   void set_on_change(std::function<void(const Build&)> fn) { on_change_ = std::move(fn); }
+  // Where image recipes are built; without one they fail saying so. Must outlive the Builder.
+  void set_image_builder(ImageBuilder* images) { images_ = images; }
   // Mark a build's artifact as in use now (LRU), and evict least recently used artifacts that
   // are not in `in_use` until the store is at most `max_bytes`.
   void touch(const std::string& id);
@@ -79,6 +99,7 @@ class Builder {
   struct Job;
   void pump();
   void run(Build& b);
+  void build_image(const std::string& id, const std::filesystem::path& work, Millis timeout);
   void finish(const std::string& id, bool ok, const std::string& error);
   void load();
   void save(const Build& b) const;
@@ -94,6 +115,7 @@ class Builder {
   std::deque<std::string> queue_;
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::function<void(const Build&)> on_change_;
+  ImageBuilder* images_ = nullptr;
 };
 
 }  // namespace berth::build

@@ -182,7 +182,7 @@ std::vector<std::string> root_causes(const json& s) {
 
 std::string progress_summary(const json& s) {
   int ready = 0, total = 0;
-  std::vector<std::string> waiting, starting;
+  std::vector<std::string> waiting, starting, stopping;
   for (const auto& a : s["apps"]) {
     ++total;
     std::string st = str(a, "state");
@@ -194,6 +194,7 @@ std::string progress_summary(const json& s) {
       waiting.push_back(deps.empty() ? fmt::format("{} ({})", str(a, "app"), str(a, "message"))
                                      : fmt::format("{} (for {})", str(a, "app"), deps));
     } else if (st == "starting" || st == "failed") starting.push_back(str(a, "app"));
+    else if (st == "stopping") stopping.push_back(str(a, "app"));
   }
   std::string out = fmt::format("{}/{} apps ready", ready, total);
   auto list = [](const std::vector<std::string>& v) {
@@ -203,6 +204,7 @@ std::string progress_summary(const json& s) {
   };
   if (!starting.empty()) out += "; starting: " + list(starting);
   if (!waiting.empty()) out += "; waiting: " + list(waiting);
+  if (!stopping.empty()) out += "; stopping: " + list(stopping);
   return out;
 }
 

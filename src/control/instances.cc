@@ -52,6 +52,7 @@ void ControlLoop::prepare_network() {
   network_ = {"default", n.pool_text, model::format_ipv4(n.gateway())};
   if (prepared_ == network_) return;
   prepared_ = network_;
+  network_ready_ = false;  // instances wait: their resolver is known once the network is there
   prepare_network_from(0, network_);
 }
 
@@ -60,6 +61,8 @@ void ControlLoop::prepare_network_from(std::size_t i, const runtime::Network& ne
   if (prepared_ != net) return;  // the catalog moved on
   if (i == d_.runtimes.size()) {
     if (d_.on_network_ready) d_.on_network_ready(net);
+    network_ready_ = true;
+    schedule_reconcile();
     return;
   }
   d_.runtimes[i]->prepare_network(net, guarded([this, net, i](Status st) {
@@ -115,7 +118,13 @@ runtime::InstanceSpec ControlLoop::instance_spec(const Instance& inst, const mod
     rs.env["BERTH_ARTIFACT"] = artifact.path;
     rs.env["BERTH_COMMIT"] = artifact.commit;
   }
-  if (!d_.dns_address.empty()) rs.env["BERTH_DNS"] = d_.dns_address;
+  // berth's name server as the instance can reach it: a container cannot reach the daemon's
+  // loopback, only the gateway.
+  if (spec.container()) {
+    if (!resolver_.empty()) rs.env["BERTH_DNS"] = resolver_ + ":53";
+  } else if (!d_.dns_address.empty()) {
+    rs.env["BERTH_DNS"] = d_.dns_address;
+  }
   // Where the dependencies are: every instance's stable address, per named port.
   std::string dep_names;
   for (const auto& dep : spec.depends_on) {
@@ -192,7 +201,8 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
                         const Artifact& artifact, const std::string& fingerprint) {
   std::string why;
   runtime::Runtime* rt = runtime_for(spec, &why);
-  if (!rt) {
+  if (!network_ready_) why = fmt::format("preparing network {}", network_.subnet);
+  if (!rt || !network_ready_) {
     inst.phase = Phase::kWaiting;
     inst.message = why;
     return;
@@ -446,6 +456,11 @@ void ControlLoop::run_probe(const ipam::LeaseKey& key) {
       on_probe(key, pr);
     });
     return;
+  }
+  if (runtime::Runtime* rt = runtime_named(inst->runtime_name); rt && !rt->capabilities().direct_probe) {
+    // Its addresses are not reachable from here: only a check inside it can tell.
+    return on_probe(key, {false, fmt::format("the {} runtime's instances cannot be probed from the daemon; use health.type: "
+                                             "exec", rt->name())});
   }
   health::ProbeTarget t;
   t.spec = spec->health;

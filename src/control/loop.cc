@@ -488,7 +488,7 @@ bool ControlLoop::prepare_build(const std::string& env, App& app, const model::A
     wait = fmt::format("resolving {} in {}", spec.tag, so.repo);
     return false;
   }
-  build::Request req{so.repo, src.commit, spec.build_type, so.command, so.artifact, so.timeout_ms};
+  build::Request req{so.repo, src.commit, spec.build_type, so.command, so.artifact, so.timeout_ms, so.dockerfile};
   const build::Build& b = d_.builder->ensure(req);
   src.build_id = b.id;
   const std::string short_commit = src.commit.substr(0, 7);

@@ -301,6 +301,7 @@ class ControlLoop : private runtime::Listener {
   std::uint64_t launches_ = 0;
   runtime::Network network_;            // the catalog's pool, as runtimes are given it
   std::optional<runtime::Network> prepared_;  // the network last asked of the runtimes
+  bool network_ready_ = false;          // every runtime has answered for prepared_
   std::string resolver_;                // berth's name server for instances (port 53), when it answers there
   std::string resolver_note_;           // why it does not
   std::map<std::uint64_t, std::unique_ptr<runtime::Cancel>> execs_;  // berth exec in flight

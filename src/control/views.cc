@@ -25,7 +25,7 @@ std::string ControlLoop::public_state(const Instance& inst) const {
     case Phase::kUnhealthy:
     case Phase::kBackoff:
     case Phase::kFailed: return "failed";
-    case Phase::kStopping:
+    case Phase::kStopping: return inst.exists() ? "stopping" : "stopped";
     case Phase::kStopped: return inst.exists() ? "starting" : "stopped";
   }
   return "stopped";
@@ -78,7 +78,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     ++counts[is.state];
     a.instances.push_back(std::move(is));
   }
-  for (const char* st : {"failed", "starting", "waiting", "degraded", "stopped", "ready"})
+  for (const char* st : {"failed", "starting", "waiting", "stopping", "degraded", "stopped", "ready"})
     if (counts.count(st)) {
       a.state = st;
       break;

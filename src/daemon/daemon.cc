@@ -81,6 +81,19 @@ Result<std::string> data_id(const fs::path& dir) {
   return id;
 }
 
+// Image recipes are built by the Docker runtime.
+class DockerImages final : public build::ImageBuilder {
+ public:
+  explicit DockerImages(runtime::docker::DockerRuntime& docker) : docker_(docker) {}
+  void build_image(const std::string& context_tar, const std::string& dockerfile, const std::string& tag,
+                   const std::string& log_path, Millis timeout_ms, std::function<void(Result<std::string>)> done) override {
+    docker_.build_image(context_tar, dockerfile, tag, log_path, timeout_ms, std::move(done));
+  }
+
+ private:
+  runtime::docker::DockerRuntime& docker_;
+};
+
 }  // namespace
 
 int run(const Options& o) {
@@ -150,6 +163,11 @@ int run(const Options& o) {
 
   build::Builder builder(io, executor, clock, data_dir,
                          o.build_parallel > 0 ? o.build_parallel : static_cast<int>(std::thread::hardware_concurrency()));
+  std::optional<DockerImages> images;
+  if (docker) {
+    images.emplace(*docker);
+    builder.set_image_builder(&*images);
+  }
 
   // Standard databases: snapshots in the blob store, goldens and copies under the db directory.
   auto blobs = blob::open_store(o.blob_store.empty() ? "local:" + data_dir + "/blobs" : o.blob_store);

@@ -582,7 +582,13 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
           }
           if (!ss.dockerfile.empty()) {
             // The app runs the image its recipe builds.
-            if (spec.container() && spec.image != "${artifact}")
+            // An image the app itself names conflicts with the one its recipe builds; one
+            // inherited from defaults or an environment gives way to it.
+            const std::string layer = spec.from.count("image") ? spec.from.at("image") : "";
+            const bool own = layer == "apps." + a || (layer.rfind("environments.", 0) == 0 &&
+                                                       layer.size() > a.size() + 6 &&
+                                                       layer.compare(layer.size() - a.size() - 6, std::string::npos, ".apps." + a) == 0);
+            if (spec.container() && own && spec.image != "${artifact}")
               ctx.error(flat.at("image").node,
                         fmt::format("app '{}' in environment '{}': its recipe '{}' builds the image it runs; leave image "
                                     "unset (or write ${{artifact}})", a, e, ss.recipe));

@@ -33,6 +33,19 @@ Exit exit_from_wait_status(int status) {
   return e;
 }
 
+namespace {
+class FnCancel final : public Cancel {
+ public:
+  explicit FnCancel(std::function<void()> fn) : fn_(std::move(fn)) {}
+  ~FnCancel() override { fn_(); }
+
+ private:
+  std::function<void()> fn_;
+};
+}  // namespace
+
+std::unique_ptr<Cancel> cancel_with(std::function<void()> fn) { return std::make_unique<FnCancel>(std::move(fn)); }
+
 Result<LogChunk> read_log_file(const std::string& log_path, std::int64_t offset, std::size_t max) {
   std::ifstream in(log_path, std::ios::binary | std::ios::ate);
   LogChunk chunk;

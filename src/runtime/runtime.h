@@ -179,6 +179,9 @@ class Cancel {
   virtual ~Cancel() = default;
 };
 
+// A Cancel that runs `fn` when destroyed.
+std::unique_ptr<Cancel> cancel_with(std::function<void()> fn);
+
 class Runtime {
  public:
   virtual ~Runtime() = default;

@@ -133,7 +133,10 @@ TEST(Core, SecondEnvironmentBesideTheFirstWithItsOwnTag) {
   EXPECT_EQ(chain["env"], "beta-7");
   ASSERT_EQ(chain["calls"][0]["app"], "orders") << chain.dump();
   EXPECT_EQ(chain["calls"][0]["env"], "beta-7");
-  EXPECT_EQ(chain["calls"][0]["resolved"], "_http._tcp.orders.beta-7.berth.test");
+  // The gateway finds orders with getaddrinfo("orders") (its resolv.conf: berth, search beta-7);
+  // orders finds its own dependencies through SRV records at BERTH_DNS.
+  EXPECT_EQ(chain["calls"][0]["resolved"], "orders (system resolver)");
+  EXPECT_EQ(chain["calls"][0]["calls"][0]["resolved"], "_http._tcp.users.beta-7.berth.test");
   EXPECT_EQ(chain["calls"][0]["tag"], "feature/new-pay");
   EXPECT_EQ(chain["calls"][0]["version"], "2.0-new-pay+debug");  // built from the branch, as build_type debug
   for (const auto& callee : chain["calls"][0]["calls"]) {

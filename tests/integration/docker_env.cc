@@ -83,6 +83,18 @@ void DockerEnv::remove_all(const std::string& data_id) {
     for (const auto& v : vols->json()["Volumes"]) (void)call("DELETE", "/volumes/" + v["Name"].get<std::string>());
 }
 
+void DockerEnv::clear_subnet(const std::string& subnet) {
+  auto nets = call("GET", "/networks");
+  if (!nets.ok() || !nets->json().is_array()) return;
+  for (const auto& n : nets->json()) {
+    bool ours = n.contains("Labels") && n["Labels"].is_object() && n["Labels"].contains("berth.data");
+    bool on_it = false;
+    if (n.contains("IPAM") && n["IPAM"].is_object() && n["IPAM"]["Config"].is_array())
+      for (const auto& c : n["IPAM"]["Config"]) on_it = on_it || c.value("Subnet", "") == subnet;
+    if (ours && on_it) remove_all(n["Labels"]["berth.data"].get<std::string>());
+  }
+}
+
 nlohmann::json DockerEnv::containers(const std::string& data_id) {
   auto r = call("GET", "/containers/json?all=1&filters=" + label_filter(data_id));
   if (!r.ok() || r->status != 200) {

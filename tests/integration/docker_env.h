@@ -37,6 +37,9 @@ class DockerEnv {
   nlohmann::json containers(const std::string& data_id);
   // Removes every container, network and volume labelled berth.data=<data_id>.
   void remove_all(const std::string& data_id);
+  // Removes what an earlier run of a test left on `subnet` (berth networks on it, and their
+  // containers). Tests running at the same time never share a subnet, so nothing live goes.
+  void clear_subnet(const std::string& subnet);
 
  private:
   std::string netns_, host_;

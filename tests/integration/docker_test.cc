@@ -67,7 +67,8 @@ class Docker : public testing::Test {
   void TearDown() override {
     if (env_ && !data_id_.empty()) env_->remove_all(data_id_);
   }
-  std::unique_ptr<Daemon> daemon(const std::string& name) {
+  std::unique_ptr<Daemon> daemon(const std::string& name, const std::string& subnet) {
+    env_->clear_subnet(subnet);
     auto d = std::make_unique<Daemon>(name, std::vector<std::string>{"--docker-host", env_->host()});
     data_id_ = data_id_of(d->data_dir());
     return d;
@@ -94,7 +95,7 @@ class Docker : public testing::Test {
 };
 
 TEST_F(Docker, AFleetComesUpInOrderEachContainerOnItsBerthAddress) {
-  auto d = daemon("dk-fleet");
+  auto d = daemon("dk-fleet", "10.81.0.0/16");
   ASSERT_EQ(d->apply(fleet("10.81")).exit_code, 0);
   auto up = d->cli({"up", "baseline", "--timeout", "90s"});
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
@@ -127,6 +128,9 @@ TEST_F(Docker, AFleetComesUpInOrderEachContainerOnItsBerthAddress) {
   for (const auto& [app, deps] : hard)
     for (const auto& dep : deps) EXPECT_GE(first_start[app], first_ready[dep]) << app << " started before " << dep << " was ready";
 
+  // Containers of the first wave (started as soon as the network was there) have the resolver too.
+  auto first_wave = exec(*d, "baseline", "search", {"getent", "hosts", "users"});
+  EXPECT_EQ(first_wave.exit_code, 0) << first_wave.out << first_wave.err;
   // The call chain, every hop resolved by name with getaddrinfo inside the containers.
   auto chain = exec(*d, "baseline", "gateway", {"curl", "-s", "http://gateway:8080/"});
   ASSERT_EQ(chain.exit_code, 0) << chain.err;
@@ -162,7 +166,7 @@ TEST_F(Docker, AFleetComesUpInOrderEachContainerOnItsBerthAddress) {
 }
 
 TEST_F(Docker, AThinEnvironmentsContainersReachTheBaseByShortName) {
-  auto d = daemon("dk-thin");
+  auto d = daemon("dk-thin", "10.82.0.0/16");
   ASSERT_EQ(d->apply(fleet("10.82")).exit_code, 0);
   ASSERT_EQ(d->cli({"up", "baseline", "-q", "--timeout", "90s"}).exit_code, 0);
   ASSERT_EQ(d->cli({"up", "beta", "-q", "--timeout", "90s"}).exit_code, 0);
@@ -190,7 +194,7 @@ TEST_F(Docker, AThinEnvironmentsContainersReachTheBaseByShortName) {
 }
 
 TEST_F(Docker, ADaemonKilledMidUpAdoptsItsContainersAndMakesNoSecondOnes) {
-  auto d = daemon("dk-sigkill");
+  auto d = daemon("dk-sigkill", "10.83.0.0/16");
   ASSERT_EQ(d->apply(fleet("10.83")).exit_code, 0);
   ASSERT_EQ(d->cli({"up", "baseline", "--no-wait"}).exit_code, 0);
   // Killed while some containers run and others are still being created or waiting.
@@ -224,7 +228,7 @@ TEST_F(Docker, ADaemonKilledMidUpAdoptsItsContainersAndMakesNoSecondOnes) {
 // Containers and processes in one environment, calling each other by name both ways. Process
 // instances get their own resolver (a mount namespace with berth's /etc/resolv.conf), as root.
 TEST_F(Docker, AMixedEnvironmentOfContainersAndProcesses) {
-  auto d = daemon("dk-mixed");
+  auto d = daemon("dk-mixed", "10.84.0.0/16");
   std::string catalog = fmt::format(R"(network: {{pool: 10.84.0.0/16}}
 defaults:
   command: berth-demo-svc --listen ${{ip}}:${{port.http}}
@@ -258,7 +262,7 @@ environments:
 }
 
 TEST_F(Docker, AMissingImageAndAFailingEntrypointSayWhyAndTheRestRuns) {
-  auto d = daemon("dk-bad");
+  auto d = daemon("dk-bad", "10.85.0.0/16");
   std::string catalog = fmt::format(R"(network: {{pool: 10.85.0.0/16}}
 defaults:
   image: berth-demo:latest

@@ -79,6 +79,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
       if (!docker_env_) GTEST_SKIP() << why;
       if (!docker_env_->enter()) return;
       data_id_ = fmt::format("c{:07x}", static_cast<unsigned>(getpid()) & 0xfffffff);
+      docker_env_->clear_subnet(network().subnet);
     }
     make_runtime();
   }
@@ -118,7 +119,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
                                                    "ARestartedDaemonRecoversWhatRunsAndForgetsWhatDoesNot",
                                                    "OutputIsInItsLogsAndExecRunsInside", "AFailedStartSaysWhy"};
     std::string name = testing::UnitTest::GetInstance()->current_test_info()->name();
-    name = name.substr(name.find('/') + 1);
+    name = name.substr(0, name.find('/'));  // "Case/param"
     auto it = std::find(cases.begin(), cases.end(), name);
     return 100 + static_cast<int>(it - cases.begin());
   }
@@ -227,10 +228,14 @@ TEST_P(RuntimeContract, ReadinessAndAnExitWithItsStatus) {
 }
 
 TEST_P(RuntimeContract, StopAsksFirstAndForcesAfterTheGrace) {
-  auto polite = launch_and_start(spec("exec berth-demo-svc", 2));  // ends on SIGTERM
+  auto polite_spec = spec("exec berth-demo-svc", 2);
+  auto polite = launch_and_start(polite_spec);  // ends on SIGTERM, once it has set itself up
   auto stubborn = launch_and_start(spec("trap '' TERM; exec sleep 600", 3));  // ignores it
   ASSERT_FALSE(polite.empty());
   ASSERT_FALSE(stubborn.empty());
+  ASSERT_TRUE(run_until([&] {
+    return std::system(fmt::format("curl -sf -m 1 http://{}:8080/healthcheck >/dev/null", polite_spec.ip).c_str()) == 0;
+  }));
   runtime_->stop(polite, 10'000);
   runtime_->stop(stubborn, 500);
   ASSERT_TRUE(stopped(polite));

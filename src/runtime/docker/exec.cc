@@ -32,17 +32,6 @@ struct DockerRuntime::ExecOp {
   std::function<void(Result<ExecResult>)> done;
 };
 
-namespace {
-class ExecCancel final : public Cancel {
- public:
-  explicit ExecCancel(std::function<void()> fn) : fn_(std::move(fn)) {}
-  ~ExecCancel() override { fn_(); }
-
- private:
-  std::function<void()> fn_;
-};
-}  // namespace
-
 std::unique_ptr<Cancel> DockerRuntime::exec(const Ref& ref, const ExecRequest& req,
                                             std::function<void(Result<ExecResult>)> done) {
   BERTH_ASSERT_LOOP(loop_);
@@ -114,7 +103,7 @@ std::unique_ptr<Cancel> DockerRuntime::exec(const Ref& ref, const ExecRequest& r
                     });
              });
        });
-  return std::make_unique<ExecCancel>([op] {
+  return cancel_with([op] {
     op->finished = true;
     op->done = nullptr;
     op->stream.reset();

@@ -93,17 +93,6 @@ struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
   }
 };
 
-namespace {
-class ExecCancel final : public Cancel {
- public:
-  explicit ExecCancel(std::function<void()> fn) : fn_(std::move(fn)) {}
-  ~ExecCancel() override { fn_(); }
-
- private:
-  std::function<void()> fn_;
-};
-}  // namespace
-
 ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::string run_dir)
     : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0) {}
 
@@ -273,7 +262,7 @@ std::unique_ptr<Cancel> ProcessRuntime::exec(const Ref& ref, const ExecRequest& 
     executor_.post([cb = std::move(cb), e = std::move(e), alive] {
       if (*alive) cb(e);
     });
-    return std::make_unique<ExecCancel>([alive] { *alive = false; });
+    return cancel_with([alive] { *alive = false; });
   };
   auto it = watched_.find(ref);
   if (it == watched_.end()) return reply_later(std::move(done), not_found("the instance is not running"));
@@ -303,7 +292,7 @@ std::unique_ptr<Cancel> ProcessRuntime::exec(const Ref& ref, const ExecRequest& 
     op->result.timed_out = true;
     ::kill(-op->pid, SIGKILL);
   });
-  return std::make_unique<ExecCancel>([op] { op->cancel(); });
+  return cancel_with([op] { op->cancel(); });
 }
 
 void ProcessRuntime::logs(const InstanceId&, const std::string& log_path, std::int64_t offset, std::size_t max,

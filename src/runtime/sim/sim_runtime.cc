@@ -97,17 +97,6 @@ void SimRuntime::fail_launches(const std::string& app, const std::string& messag
   else failing_[app] = message;
 }
 
-namespace {
-class Flag final : public Cancel {
- public:
-  explicit Flag(std::shared_ptr<bool> alive) : alive_(std::move(alive)) {}
-  ~Flag() override { *alive_ = false; }
-
- private:
-  std::shared_ptr<bool> alive_;
-};
-}  // namespace
-
 std::unique_ptr<Cancel> SimRuntime::exec(const Ref& ref, const ExecRequest& request,
                                          std::function<void(Result<ExecResult>)> done) {
   auto alive = std::make_shared<bool>(true);
@@ -121,7 +110,7 @@ std::unique_ptr<Cancel> SimRuntime::exec(const Ref& ref, const ExecRequest& requ
   post([alive, done = std::move(done), result = std::move(result)]() mutable {
     if (*alive) done(std::move(result));
   });
-  return std::make_unique<Flag>(alive);
+  return cancel_with([alive] { *alive = false; });
 }
 
 void SimRuntime::logs(const InstanceId&, const std::string& log_path, std::int64_t offset, std::size_t max,
