@@ -53,15 +53,7 @@ step berth build logs orders -e beta-7
 printf '\n\033[1m$ berth exec beta-7 gateway -- curl -s http://gateway:8080/   # who answered each hop, found by plain name\033[0m\n'
 chain=$(berth exec beta-7 gateway -- curl -s http://gateway:8080/)
 if command -v python3 >/dev/null; then
-  python3 - "$chain" <<'PY'
-import json, sys
-def walk(node, depth=0):
-    print("  " * depth + "%-10s env=%-9s ip=%-11s tag=%s %s %s" % (node["app"], node.get("env"), node.get("ip"),
-          node.get("tag"), node.get("version", ""), node.get("error", "")))
-    for child in node.get("calls", []):
-        walk(child, depth + 1)
-walk(json.loads(sys.argv[1]))
-PY
+  python3 scripts/call-chain.py "$chain"
 else
   echo "$chain"
 fi

@@ -39,15 +39,7 @@ gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway"[^]]
 printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: who answered each hop\033[0m\n' "$gw_ip"
 chain=$(curl -s "http://$gw_ip:8080/")
 if command -v python3 >/dev/null; then
-  python3 - "$chain" <<'PY'
-import json, sys
-def walk(node, depth=0):
-    print("  " * depth + "%-10s env=%-9s ip=%-12s tag=%s %s %s" % (node["app"], node.get("env"), node.get("ip"),
-          node.get("tag"), node.get("version", ""), node.get("error", "")))
-    for child in node.get("calls", []):
-        walk(child, depth + 1)
-walk(json.loads(sys.argv[1]))
-PY
+  python3 scripts/call-chain.py "$chain"
 else
   echo "$chain"
 fi

@@ -22,6 +22,7 @@
 
 #include <fmt/format.h>
 
+#include "common/state_v1.h"
 #include "harness.h"
 #include "model/catalog.h"
 
@@ -337,20 +338,7 @@ TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
     const std::string fingerprint = catalog->find("baseline")->find("users")->fingerprint();
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir + "/state.db").c_str(), &db), SQLITE_OK);
-    std::string sql = R"sql(
-CREATE TABLE catalog (id INTEGER PRIMARY KEY CHECK (id = 1), text TEXT NOT NULL, filename TEXT NOT NULL,
-  applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
-CREATE TABLE environments_up (env TEXT PRIMARY KEY, since INTEGER NOT NULL);
-CREATE TABLE leases (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip INTEGER NOT NULL UNIQUE,
-  released_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
-CREATE TABLE instances (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, pid INTEGER NOT NULL,
-  pgid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL,
-  started_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
-CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, env TEXT NOT NULL,
-  type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL, message TEXT NOT NULL);
-CREATE INDEX events_env ON events (env, id);
-PRAGMA user_version = 1;
-)sql";
+    std::string sql = berth::testing_state::kSchemaV1;
     sql += fmt::format("INSERT INTO catalog VALUES (1, '{}', 'berth.yaml', 1, '{}');\n", replaced_all(text, "'", "''"), dir);
     sql += "INSERT INTO environments_up VALUES ('baseline', 1);\n";
     sql += fmt::format("INSERT INTO leases VALUES ('baseline', 'users', 0, {}, 0);\n", (127u << 24) | (87u << 16) | 10u);

@@ -294,3 +294,50 @@ environments:
 }
 
 }  // namespace
+
+// An app built from its repository as an image (recipe image: Dockerfile), through the Engine
+// API: its containers run the build of their environment's branch, and two environments on the
+// same commit and build_type share one image.
+TEST_F(Docker, AnImageBuiltFromItsRepositoryPerBranch) {
+  auto d = daemon("dk-build", "10.86.0.0/16");
+  std::string catalog = fmt::format(R"(network: {{pool: 10.86.0.0/16}}
+defaults:
+  image: berth-demo:latest
+  tag: main
+  ports: {{http: 8080}}
+  health: {{type: http, path: /healthcheck, start_interval: 50ms}}
+  env: {{DEMO_WARMUP_MS: "0"}}
+apps:
+  orders:
+    source:
+      repo: repos/orders
+      recipes:
+        default: {{command: "./build.sh ${{build_type}}", image: Dockerfile}}
+    command: orders --listen ${{ip}}:${{port.http}}
+environments:
+  main-1: {{}}
+  main-2: {{}}
+  branch:
+    apps:
+      orders: {{tag: feature/new-pay, build_type: debug}}
+)");
+  ASSERT_EQ(d->apply(catalog).exit_code, 0);
+  for (const char* env : {"main-1", "main-2", "branch"}) {
+    auto up = d->cli({"up", env, "--timeout", "120s"});
+    ASSERT_EQ(up.exit_code, 0) << env << up.out << up.err;
+  }
+  auto version = [&](const std::string& env) {
+    auto r = exec(*d, env, "orders", {"curl", "-s", "http://orders:8080/"});
+    return json::parse(r.out, nullptr, false).value("version", std::string("?"));
+  };
+  EXPECT_EQ(version("main-1"), "1.4.0+release");
+  EXPECT_EQ(version("branch"), "2.0-new-pay+debug");
+  auto one = app_of(d->status("main-1"), "orders")["build"];
+  auto two = app_of(d->status("main-2"), "orders")["build"];
+  EXPECT_EQ(one["state"], "built");
+  EXPECT_EQ(one["id"], two["id"]) << "one build (one image) for one commit and build_type";
+  auto image = env_->call("GET", "/images/berth-build:" + one["id"].get<std::string>() + "/json");
+  EXPECT_EQ(image->status, 200u);
+  auto log = d->cli({"build", "logs", "orders", "-e", "branch"});
+  EXPECT_THAT(log.out, HasSubstr("Successfully tagged berth-build:"));
+}

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include "common/state_v1.h"
 #include "store/sqlite/sqlite_store.h"
 
 using namespace berth;
@@ -60,19 +61,7 @@ void run_sql(const std::string& path, const std::string& sql) {
 // A state.db as the previous berth (schema 1) wrote it: instances recorded by pid.
 TEST(SqliteStore, MigratesTheFirstSchemaKeepingLeasesAndInstances) {
   const std::string path = scratch("v1");
-  run_sql(path, R"sql(
-CREATE TABLE catalog (id INTEGER PRIMARY KEY CHECK (id = 1), text TEXT NOT NULL, filename TEXT NOT NULL,
-  applied_at INTEGER NOT NULL, base_dir TEXT NOT NULL DEFAULT '');
-CREATE TABLE environments_up (env TEXT PRIMARY KEY, since INTEGER NOT NULL);
-CREATE TABLE leases (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip INTEGER NOT NULL UNIQUE,
-  released_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
-CREATE TABLE instances (env TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, pid INTEGER NOT NULL,
-  pgid INTEGER NOT NULL, start_ticks INTEGER NOT NULL, fingerprint TEXT NOT NULL, restarts INTEGER NOT NULL,
-  started_at INTEGER NOT NULL, PRIMARY KEY (env, app, ordinal));
-CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, env TEXT NOT NULL,
-  type TEXT NOT NULL, app TEXT NOT NULL, ordinal INTEGER NOT NULL, ip TEXT NOT NULL, message TEXT NOT NULL);
-CREATE INDEX events_env ON events (env, id);
-PRAGMA user_version = 1;
+  run_sql(path, std::string(testing_state::kSchemaV1) + R"sql(
 INSERT INTO leases VALUES ('dev', 'users', 0, 2135752706, 0);
 INSERT INTO instances VALUES ('dev', 'users', 0, 4711, 4711, 987654, 'abc:b1', 3, 1700000000000);
 INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (1, 'dev', 'ready', 'users', 0, '127.77.0.2', 'ok');
