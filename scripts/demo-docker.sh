@@ -38,7 +38,9 @@ printf '\n\033[1m$ scripts/make-images.sh   # no registry here: the image is mad
 ./scripts/make-example-repos.sh "$work/repos"   # orders' repository, with its Dockerfile
 cp examples/shop/containers.yaml "$work/"
 
-in_ns "$bin/src/cli/berth" serve --data-dir "$data" --listen 127.0.0.1:7700 --docker-host "$DOCKER_HOST" 2>"$work/daemon.log" &
+# nsenter execs berth: $! is the daemon itself.
+nsenter --net="/run/netns/$ns" "$bin/src/cli/berth" serve --data-dir "$data" --listen 127.0.0.1:7700 \
+  --docker-host "$DOCKER_HOST" 2>"$work/daemon.log" >/dev/null &
 daemon=$!
 until [ -s "$data/api.addr" ]; do
   kill -0 "$daemon" 2>/dev/null || { cat "$work/daemon.log"; exit 1; }
