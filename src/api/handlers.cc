@@ -177,7 +177,9 @@ Result<int> ordinal_param(const std::string& text) {
 }  // namespace
 
 bool Api::route_async(const Request& req, Reply& reply) {
-  const auto [parts, query] = parse_target(req.target);
+  const Target t = parse_target(req.target);  // not a structured binding: lambdas capture these
+  const std::vector<std::string>& parts = t.parts;
+  const std::string_view query = t.query;
   auto fail = [&](const Error& e) {
     reply(error_response(e));
     return true;
@@ -217,7 +219,9 @@ bool Api::route_async(const Request& req, Reply& reply) {
 }
 
 Response Api::route(const Request& req) {
-  const auto [parts, query] = parse_target(req.target);
+  const Target t = parse_target(req.target);  // not a structured binding: lambdas capture these
+  const std::vector<std::string>& parts = t.parts;
+  const std::string_view query = t.query;
   auto route = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
     if (req.method != method || parts.size() != pattern.size()) return false;
     std::size_t i = 0;

@@ -1,6 +1,8 @@
 // runtime/docker/stream.h — reading what dockerd streams: multiplexed output, JSON lines,
 // container events. Pure parsers over untrusted input (dockerd, and whatever runs in the
-// containers writing their output); fuzzed (fuzz/docker_fuzz.cc).
+// containers writing their output); fuzzed (fuzz/docker_fuzz.cc). No I/O, no shared state: a
+// Demux or Lines object belongs to whoever feeds it (the Engine's thread), the functions are
+// callable from any thread.
 #pragma once
 
 #include <cstdint>
