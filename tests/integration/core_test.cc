@@ -309,7 +309,7 @@ environments:
 // A data directory of the previous berth (state.db schema 1, instances recorded by pid) with a
 // live instance: the new daemon migrates the database and adopts the process, killing nothing.
 TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
-  const std::string text = example_catalog("127.87");
+  const std::string text = example_catalog("127.89");
   pid_t survivor = -1;
   std::uint64_t ticks = 0;
   auto prepare = [&](const std::string& dir) {
@@ -317,10 +317,10 @@ TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
     if (survivor == 0) {
       setsid();
       for (auto [k, v] : std::map<std::string, std::string>{{"BERTH_HOME", dir}, {"BERTH_ENV", "baseline"}, {"BERTH_APP", "users"},
-                                                              {"BERTH_INSTANCE", "0"}, {"BERTH_IP", "127.87.0.10"}, {"DEMO_WARMUP_MS", "0"}})
+                                                              {"BERTH_INSTANCE", "0"}, {"BERTH_IP", "127.89.0.10"}, {"DEMO_WARMUP_MS", "0"}})
         setenv(k.c_str(), v.c_str(), 1);
       std::string svc = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
-      execl(svc.c_str(), svc.c_str(), "--listen", "127.87.0.10:8080", nullptr);
+      execl(svc.c_str(), svc.c_str(), "--listen", "127.89.0.10:8080", nullptr);
       _exit(127);
     }
     std::string stat;
@@ -341,7 +341,7 @@ TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
     std::string sql = berth::testing_state::kSchemaV1;
     sql += fmt::format("INSERT INTO catalog VALUES (1, '{}', 'berth.yaml', 1, '{}');\n", replaced_all(text, "'", "''"), dir);
     sql += "INSERT INTO environments_up VALUES ('baseline', 1);\n";
-    sql += fmt::format("INSERT INTO leases VALUES ('baseline', 'users', 0, {}, 0);\n", (127u << 24) | (87u << 16) | 10u);
+    sql += fmt::format("INSERT INTO leases VALUES ('baseline', 'users', 0, {}, 0);\n", (127u << 24) | (89u << 16) | 10u);
     sql += fmt::format("INSERT INTO instances VALUES ('baseline', 'users', 0, {0}, {0}, {1}, '{2}', 0, 1);\n", survivor, ticks,
                        fingerprint);
     char* err = nullptr;
@@ -353,8 +353,9 @@ TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
   ASSERT_TRUE(wait_until([&] { return all_ready(d, "baseline"); }, std::chrono::seconds(60)));
   auto s = d.status("baseline");
   const auto& users0 = app_of(s, "users")["instances"][0];
-  EXPECT_EQ(users0["ip"], "127.87.0.10");
-  EXPECT_EQ(users0["pid"], survivor) << "the recorded process was not adopted";
+  EXPECT_EQ(users0["ip"], "127.89.0.10");
+  EXPECT_EQ(users0["pid"], survivor) << "the recorded process was not adopted; recorded start ticks " << ticks
+                                      << ", its /proc stat now: " << read_file("/proc/" + std::to_string(survivor) + "/stat");
   bool adopted = false;
   for (const auto& e : d.events("baseline"))
     adopted = adopted || (e["type"] == "adopted" && e["app"] == "users" && e["ordinal"] == 0);

@@ -112,7 +112,8 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
     return true;
   }
 
-  // Each case its own pool: cases run in parallel, and dockerd refuses two networks on one subnet.
+  // Each case its own pool (127.120+ / 10.120+; other tests use 127.77-127.110): cases run in
+  // parallel, and dockerd refuses two networks on one subnet.
   int pool() const {
     static const std::vector<std::string> cases = {"NothingRunsBeforeItIsRecorded", "ARefusedRecordLeavesNothing",
                                                    "ReadinessAndAnExitWithItsStatus", "StopAsksFirstAndForcesAfterTheGrace",
@@ -121,7 +122,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
     std::string name = testing::UnitTest::GetInstance()->current_test_info()->name();
     name = name.substr(0, name.find('/'));  // "Case/param"
     auto it = std::find(cases.begin(), cases.end(), name);
-    return 100 + static_cast<int>(it - cases.begin());
+    return 120 + static_cast<int>(it - cases.begin());
   }
   std::string ip(int n) const {
     return GetParam() == "process" ? fmt::format("127.{}.0.{}", pool(), n) : fmt::format("10.{}.0.{}", pool(), n);
