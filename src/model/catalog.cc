@@ -378,71 +378,11 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     deps[a] = db_nodes.count(a) ? std::vector<Dependency>{} : read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
 
   // sources (a property of the app, like its dependencies)
-  struct Source {
-    std::string repo;
-    struct Recipe {
-      std::string command, artifact, dockerfile;
-    };
-    std::map<std::string, Recipe> recipes;
-    Millis timeout_ms = 10 * 60 * 1000;
-    YAML::Node node;
-  };
-  std::map<std::string, Source> sources;
+  std::map<std::string, SourceDecl> sources;
   for (const auto& a : app_order) {
     if (db_nodes.count(a)) continue;
     YAML::Node src = apps_node[a].IsMap() ? apps_node[a]["source"] : YAML::Node();
-    if (!src || !expect_map(ctx, src, "apps." + a + ".source")) continue;
-    std::string where = "apps." + a + ".source";
-    check_keys(ctx, src, kSourceKeys, where);
-    Source out;
-    out.node.reset(src);
-    YAML::Node repo = src["repo"];
-    if (!repo || !repo.IsScalar() || repo.Scalar().empty()) {
-      ctx.error(repo ? repo : src, where + ".repo: a git repository (URL or path) is required");
-    } else {
-      out.repo = repo.Scalar();
-      bool url = out.repo.find("://") != std::string::npos || out.repo.find('@') != std::string::npos;
-      if (!url && out.repo.front() != '/' && !base_dir.empty()) out.repo = base_dir + "/" + out.repo;
-    }
-    if (YAML::Node t = src["timeout"]) {
-      auto d = t.IsScalar() ? parse_duration(t.Scalar()) : std::nullopt;
-      if (!d || *d == 0) ctx.error(t, fmt::format("{}.timeout: bad duration '{}'; write e.g. 10m", where, display(t)));
-      else out.timeout_ms = *d;
-    }
-    YAML::Node recipes = src["recipes"];
-    if (!recipes || !recipes.IsMap() || recipes.size() == 0) {
-      ctx.error(recipes ? recipes : src, where + ".recipes: a mapping of build_type (or 'default') → {command, artifact}");
-    } else {
-      for (const auto& [k, v] : entries(ctx, recipes)) {
-        std::string rw = where + ".recipes." + k.Scalar();
-        if (!expect_map(ctx, v, rw)) {
-          if (v.IsNull()) ctx.error(k, rw + " needs command and artifact (or image: Dockerfile)");
-          continue;
-        }
-        check_keys(ctx, v, kRecipeKeys, rw);
-        YAML::Node cmd = v["command"], art = v["artifact"], img = v["image"];
-        auto scalar = [](const YAML::Node& n) { return n && n.IsScalar() ? n.Scalar() : std::string(); };
-        if (img) {
-          // An image built from the checkout; a command may prepare the checkout first.
-          const std::string df = scalar(img);
-          if (df.empty() || df.front() == '/' || df.find("..") != std::string::npos)
-            ctx.error(img, rw + ".image: the Dockerfile's path inside the checkout, e.g. Dockerfile or docker/Dockerfile");
-          else if (art)
-            ctx.error(art, rw + ": a recipe that builds an image has no artifact (the image is the artifact)");
-          else if (cmd && scalar(cmd).empty())
-            ctx.error(cmd, rw + ".command must not be empty (or leave it out)");
-          else
-            out.recipes[k.Scalar()] = {scalar(cmd), "", df};
-        } else if (scalar(cmd).empty()) {
-          ctx.error(cmd ? cmd : k, rw + ".command is required (or image: Dockerfile to build an image)");
-        } else if (scalar(art).empty()) {
-          ctx.error(art ? art : k, rw + ".artifact (the path the command leaves) is required");
-        } else {
-          out.recipes[k.Scalar()] = {scalar(cmd), scalar(art), ""};
-        }
-      }
-    }
-    sources[a] = out;
+    if (src && expect_map(ctx, src, "apps." + a + ".source")) sources[a] = read_source(ctx, src, a, base_dir);
   }
 
   // Hard-dependency cycles, each reported once with its path.
@@ -554,61 +494,8 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       }
       read_settings(ctx, flat, spec);
       spec.depends_on = deps[a];
-      if (auto src = sources.find(a); src != sources.end() && !src->second.recipes.empty()) {
-        const Source& so = src->second;
-        auto recipe = so.recipes.find(spec.build_type);
-        if (recipe == so.recipes.end()) recipe = so.recipes.find("default");
-        if (recipe == so.recipes.end()) {
-          std::string names;
-          for (const auto& [n, r] : so.recipes) names += (names.empty() ? "" : ", ") + n;
-          ctx.error(so.node["recipes"], fmt::format("app '{}' in environment '{}' has build_type '{}' but its source has no "
-                                                    "recipe for it and no 'default'; recipes: {}",
-                                                    a, e, spec.build_type, names));
-        } else {
-          SourceSpec ss;
-          ss.repo = so.repo;
-          ss.recipe = recipe->first;
-          ss.command = substitute_raw(recipe->second.command, {{"build_type", spec.build_type}});
-          ss.artifact = recipe->second.artifact;
-          ss.dockerfile = recipe->second.dockerfile;
-          ss.timeout_ms = so.timeout_ms;
-          spec.source = ss;
-          for (auto [k, v] : {std::pair{"source.repo", ss.repo}, std::pair{"source.recipe", ss.recipe},
-                              std::pair{"source.command", ss.command}, std::pair{"source.artifact", ss.artifact},
-                              std::pair{"source.image", ss.dockerfile}}) {
-            if (v.empty()) continue;
-            spec.from[k] = "apps." + a;
-            spec.values[k] = v;
-          }
-          if (!ss.dockerfile.empty()) {
-            // The app runs the image its recipe builds.
-            // An image the app itself names conflicts with the one its recipe builds; one
-            // inherited from defaults or an environment gives way to it.
-            const std::string layer = spec.from.count("image") ? spec.from.at("image") : "";
-            const bool own = layer == "apps." + a || (layer.rfind("environments.", 0) == 0 &&
-                                                       layer.size() > a.size() + 6 &&
-                                                       layer.compare(layer.size() - a.size() - 6, std::string::npos, ".apps." + a) == 0);
-            if (spec.container() && own && spec.image != "${artifact}")
-              ctx.error(flat.at("image").node,
-                        fmt::format("app '{}' in environment '{}': its recipe '{}' builds the image it runs; leave image "
-                                    "unset (or write ${{artifact}})", a, e, ss.recipe));
-            spec.image = "${artifact}";
-            spec.image_from_build = true;
-            spec.from["image"] = "apps." + a + ".source.recipes." + ss.recipe;
-            spec.values["image"] = "(built from source)";
-          } else if (spec.container() && spec.image.find("${artifact}") != std::string::npos) {
-            ctx.error(flat.at("image").node, fmt::format("image of app '{}' uses ${{artifact}} but its recipe '{}' builds "
-                                                         "a file; give the recipe image: Dockerfile", a, ss.recipe));
-          }
-        }
-      } else if (!sources.count(a)) {
-        bool uses = spec.command.find("${artifact}") != std::string::npos ||
-                    spec.image.find("${artifact}") != std::string::npos;
-        for (const auto& w : spec.args) uses = uses || w.find("${artifact}") != std::string::npos;
-        if (uses)
-          ctx.error(flat.count("command") ? flat.at("command").node : flat.count("image") ? flat.at("image").node : YAML::Node(),
-                    fmt::format("app '{}' uses ${{artifact}} but has no source to build it from", a));
-      }
+      if (auto src = sources.find(a); src != sources.end()) apply_source(ctx, src->second, e, flat, spec);
+      else check_no_artifact(ctx, flat, spec);
       if (spec.container() && !spec.image_from_build && spec.image.empty())
         ctx.error(flat.at("image").node, fmt::format("image of app '{}' is empty", a));
       for (const auto& d : spec.depends_on) {

@@ -75,4 +75,20 @@ void flatten(const YAML::Node& layer, const std::string& name, Flat& out);
 // Typed, validated settings of one app from its flattened layer stack, with provenance.
 void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec);
 
+// apps.<app>.source as declared (sources.cc); each environment picks its recipe from it.
+struct SourceDecl {
+  struct Recipe {
+    std::string command, artifact, dockerfile;
+  };
+  std::string repo;  // a relative path already resolved against the catalog's directory
+  std::map<std::string, Recipe> recipes;  // build_type or "default" → recipe
+  Millis timeout_ms = 10 * 60 * 1000;
+  YAML::Node node;
+};
+SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, const std::string& base_dir);
+// The recipe of spec's build_type, as spec.source; an image recipe makes the app run its image.
+void apply_source(Ctx& ctx, const SourceDecl& source, const std::string& env, const Flat& flat, AppSpec& spec);
+// An app without a source must not use ${artifact}.
+void check_no_artifact(Ctx& ctx, const Flat& flat, const AppSpec& spec);
+
 }  // namespace berth::model::loader

@@ -54,15 +54,19 @@ class LoopTest : public testing::Test {
  protected:
   void SetUp() override {
     store_ = std::move(store::SqliteStore::open(":memory:").value());
+    loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+    ASSERT_TRUE(loop_->apply(kCatalog, "t.yaml").ok());
+  }
+  // What the daemon would give the loop, with these runtimes.
+  control::Deps deps(std::vector<runtime::Runtime*> runtimes) {
     control::Deps d;
     d.clock = &clock_;
     d.executor = &exec_;
-    d.runtimes = {&rt_};
+    d.runtimes = std::move(runtimes);
     d.prober = &prober_;
     d.store = store_.get();
     d.data_dir = testing::TempDir();
-    loop_ = std::move(control::ControlLoop::create(d).value());
-    ASSERT_TRUE(loop_->apply(kCatalog, "t.yaml").ok());
+    return d;
   }
   std::string ip(const std::string& app, int ordinal = 0) {
     auto s = loop_->status("dev");
@@ -316,14 +320,7 @@ TEST_F(LoopTest, RestartedLoopRecoversInstancesInsteadOfStartingSecondOnes) {
   loop_.reset();  // the daemon dies; its instances do not
   rt_.exit(refs["cron"], 1);  // one of them ends while nobody watches
   exec_.run_ready();
-  control::Deps d;
-  d.clock = &clock_;
-  d.executor = &exec_;
-  d.runtimes = {&rt_};
-  d.prober = &prober_;
-  d.store = store_.get();
-  d.data_dir = testing::TempDir();
-  loop_ = std::move(control::ControlLoop::create(d).value());
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
   EXPECT_EQ(app("db").instances[0].state, "starting");  // recovering: nothing new is started for it
   exec_.advance(300);
   EXPECT_TRUE(loop_->status("dev")->ready);
@@ -395,15 +392,8 @@ TEST_F(LoopTest, ContainersNeedAContainerRuntime) {
 
 TEST_F(LoopTest, ContainerWorkloadsAreWordsWithPlaceholdersPerWord) {
   runtime::SimRuntime docker(exec_, "docker");
-  control::Deps d;
-  d.clock = &clock_;
-  d.executor = &exec_;
-  d.runtimes = {&rt_, &docker};
-  d.prober = &prober_;
-  d.store = store_.get();
-  d.data_dir = testing::TempDir();
   loop_.reset();
-  loop_ = std::move(control::ControlLoop::create(d).value());
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_, &docker})).value());
   std::string cat = kCatalog;
   cat.replace(cat.find("  cron: {}"), 10,
               "  cron:\n"
