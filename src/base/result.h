@@ -21,6 +21,8 @@ enum class ErrorCode {
   kConflict,    // the request contradicts current state
   kUnavailable, // an I/O peer or resource is not there (connection refused, disk full)
   kInternal,    // a bug or an unexpected system failure
+  kUnauthenticated,  // no valid credentials (HTTP 401)
+  kForbidden,   // authenticated, but not allowed to do this (HTTP 403)
 };
 
 struct Error {
@@ -45,6 +47,8 @@ inline Error not_found(std::string m) { return {ErrorCode::kNotFound, std::move(
 inline Error conflict(std::string m) { return {ErrorCode::kConflict, std::move(m)}; }
 inline Error unavailable(std::string m) { return {ErrorCode::kUnavailable, std::move(m)}; }
 inline Error internal(std::string m) { return {ErrorCode::kInternal, std::move(m)}; }
+inline Error unauthenticated(std::string m) { return {ErrorCode::kUnauthenticated, std::move(m)}; }
+inline Error forbidden(std::string m) { return {ErrorCode::kForbidden, std::move(m)}; }
 
 template <class T>
 class [[nodiscard]] Result {

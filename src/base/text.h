@@ -13,13 +13,15 @@
 
 namespace berth {
 
-// "250ms", "2s", "1.5s", "5m", "1h", "0" → milliseconds. nullopt when malformed or negative.
+// "250ms", "2s", "1.5s", "5m", "1h", "3d", "0" → milliseconds. nullopt when malformed or negative.
 std::optional<Millis> parse_duration(std::string_view text);
 // 1500 → "1.5s", 200 → "200ms", 120000 → "2m".
 std::string format_duration(Millis ms);
 
 // Wall milliseconds → "2026-11-28T14:36:58.123Z".
 std::string rfc3339_ms(Millis wall_ms);
+// "2026-11-28T14:36:58Z" or with fractional seconds → wall milliseconds; UTC ('Z') only.
+std::optional<Millis> parse_rfc3339(std::string_view text);
 
 // Levenshtein distance, for suggestions.
 std::size_t edit_distance(std::string_view a, std::string_view b);

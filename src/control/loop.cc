@@ -16,16 +16,24 @@ namespace berth::control {
 Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   auto stored = d.store->load_catalog();
   if (!stored.ok()) return stored.error();
-  std::optional<model::Catalog> catalog;
+  auto docs = d.store->load_documents();
+  if (!docs.ok()) return docs.error();
+  std::optional<model::ResolvedCatalog> resolved;
   if (*stored) {
-    auto parsed = model::Catalog::parse((*stored)->text, (*stored)->filename, (*stored)->base_dir);
-    if (!parsed.ok()) return parsed.error().wrap("the stored catalog no longer parses");
-    catalog = std::move(parsed.value());
+    auto r = model::resolve_catalog((*stored)->text, (*stored)->filename, (*stored)->base_dir, *docs);
+    if (!r.ok()) return r.error().wrap("the stored catalog no longer parses");
+    resolved = std::move(r.value());
   }
-  auto ipam = ipam::Ipam::create(catalog ? catalog->network() : model::NetworkSpec{}, *d.store, *d.clock);
+  auto ipam = ipam::Ipam::create(resolved ? resolved->catalog.network() : model::NetworkSpec{}, *d.store, *d.clock);
   if (!ipam.ok()) return ipam.error();
   std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value())));
-  loop->catalog_ = std::move(catalog);
+  loop->documents_ = std::move(docs.value());
+  if (*stored) {
+    loop->fleet_ = **stored;
+    loop->fleet_version_ = (*stored)->version;
+    loop->catalog_ = std::move(resolved->catalog);
+    loop->invalid_documents_ = std::move(resolved->invalid);
+  }
   auto up = d.store->up_environments();
   if (!up.ok()) return up.error();
   loop->up_.insert(up->begin(), up->end());
@@ -78,6 +86,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     });
   }
   loop->schedule_reconcile();
+  loop->check_lifetimes();
   return loop;
 }
 
@@ -85,6 +94,7 @@ ControlLoop::~ControlLoop() {
   for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
+  if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   for (auto& [n, env] : envs_)
     for (auto& [a, app] : env.apps)
       for (auto& [o, inst] : app.instances) cancel_timers(inst);
@@ -93,21 +103,8 @@ ControlLoop::~ControlLoop() {
 // ---- API operations ---------------------------------------------------------------------------
 
 Status ControlLoop::apply(const std::string& text, const std::string& filename, const std::string& base_dir) {
-  BERTH_ASSERT_LOOP(*d_.executor);
-  auto parsed = model::Catalog::parse(text, filename, base_dir);
-  if (!parsed.ok()) return parsed.error();
-  // Removing an environment that is up would strand its instances without a spec: refuse.
-  for (const auto& e : up_)
-    if (!parsed->find(e))
-      return conflict(fmt::format("environment '{}' is up but the new catalog does not define it; "
-                                  "run `berth down {}` first", e, e));
-  BERTH_TRY(d_.store->save_catalog({text, filename, d_.clock->wall_ms(), base_dir}));
-  catalog_ = std::move(parsed.value());
-  ipam_.set_network(catalog_->network());
-  prepare_network();
-  dns_all_dirty_ = true;
-  for (const auto& e : up_) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied", filename));
-  schedule_reconcile();
+  auto plan = apply_fleet(text, filename, base_dir, "local", -1, false, false, true);
+  if (!plan.ok()) return plan.error();
   return {};
 }
 
@@ -131,8 +128,26 @@ Status ControlLoop::up(const std::string& env) {
   return {};
 }
 
-Status ControlLoop::down(const std::string& env) {
+Status ControlLoop::down(const std::string& env, bool force) {
   BERTH_ASSERT_LOOP(*d_.executor);
+  if (!force && catalog_ && up_.count(env)) {
+    // Thin environments that are up and fall through to it would lose what they call.
+    std::vector<std::string> thin;
+    for (const auto& e : catalog_->environments()) {
+      if (e.name == env || !up_.count(e.name)) continue;
+      for (const auto& [app, by] : e.served_by)
+        if (by == env) {
+          thin.push_back(e.name);
+          break;
+        }
+    }
+    if (!thin.empty()) {
+      std::string list;
+      for (const auto& t : thin) list += (list.empty() ? "" : ", ") + t;
+      return conflict(fmt::format("environment '{}' serves the thin environment(s) {}, which are up and fall through to "
+                                  "it; take them down first, or --force", env, list));
+    }
+  }
   if (!up_.count(env) && !envs_.count(env)) {
     if (catalog_ && catalog_->find(env)) return {};  // already down
     return not_found(fmt::format("no environment '{}'", env));
@@ -192,7 +207,10 @@ void ControlLoop::reconcile() {
   for (const auto& name : names) {
     const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
     reconcile_env(name, envs_[name], spec);
-    if (!spec && envs_[name].apps.empty()) envs_.erase(name);
+    if (!spec && envs_[name].apps.empty()) {
+      envs_.erase(name);
+      drop_copies(name);
+    }
   }
   publish_zone();
 }

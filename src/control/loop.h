@@ -65,6 +65,43 @@ struct Deps {
   std::uint64_t artifact_max_bytes = 2ull << 30;  // artifact store size before LRU eviction
   // Makes each environment's copy of its databases; without one, databases wait with a message.
   db::Manager* databases = nullptr;
+  // Environment lifetimes (`expires:`): an event this long before, down at expiry, the document
+  // deleted this long after.
+  Millis expiry_warning_ms = 3'600'000;
+  Millis expiry_grace_ms = 86'400'000;
+};
+
+// What applying a fleet document would do (and, unless a dry run, did).
+struct Plan {
+  struct Change {
+    std::string env, app;
+    std::vector<std::string> settings;  // effective settings that change
+    int replaced = 0;                   // running instances replaced
+  };
+  std::vector<std::string> added, removed;  // environments of the fleet document
+  std::vector<Change> changed;
+  int replaced = 0;
+  // Environment documents the new fleet document makes invalid → why (refused unless forced;
+  // forced, they stay stored and are left out until fixed).
+  std::map<std::string, std::string> invalidated;
+  std::vector<std::string> notes;
+  std::int64_t version = 0;  // of the fleet document after the apply (now, for a dry run)
+  bool applied = false;
+};
+
+// One write of an environment document. `based_on`: the version the writer read (0: the
+// document must not exist yet). A stale one is refused naming who changed it since.
+struct DocumentWrite {
+  std::string name;
+  std::string text;
+  std::int64_t based_on = 0;
+  std::string user;
+};
+
+// An environment document with what became of it.
+struct DocumentStatus {
+  model::EnvDocument doc;
+  std::string error;  // why it is left out of the catalog (an apply of the fleet made it invalid)
 };
 
 struct InstanceStatus {
@@ -127,8 +164,34 @@ class ControlLoop : private runtime::Listener {
 
   // Validate and store a new catalog. On any error nothing changes.
   Status apply(const std::string& text, const std::string& filename, const std::string& base_dir = "");
+  // The same, with a plan: what changes, which instances are replaced. `based_on` is the fleet
+  // version the change was made from (-1: whatever is there). Refused (nothing changes) when it
+  // would make an environment document invalid, unless `force`. Relative source repositories
+  // keep resolving against the directory of the first apply; `base_dir` moves it only with
+  // `move_base_dir`. Audited as `user`.
+  Result<Plan> apply_fleet(const std::string& text, const std::string& filename, const std::string& base_dir,
+                           const std::string& user, std::int64_t based_on, bool dry_run, bool force,
+                           bool move_base_dir = false);
+  std::int64_t fleet_version() const { return fleet_version_; }
+
+  // Environment documents (berth env ...): created, changed and deleted one at a time, each
+  // validated against the fleet and every other environment; nothing else changes.
+  Result<model::EnvDocument> put_document(const DocumentWrite& write);
+  // Takes the environment down and deletes its document; its database copies are removed
+  // unless `keep_data`. Returns what was done, for the user.
+  Result<std::vector<std::string>> delete_document(const std::string& name, std::int64_t based_on,
+                                                   const std::string& user, bool keep_data);
+  std::vector<DocumentStatus> documents() const;
+  // Record a write in the audit log (the operations above record their own).
+  Status audit(const std::string& user, const std::string& action, const std::string& target, const std::string& env,
+               const std::string& detail);
+  Result<std::vector<store::AuditEntry>> audit_log(const store::AuditQuery& query) const {
+    return d_.store->audit(query);
+  }
+
   Status up(const std::string& env);
-  Status down(const std::string& env);
+  // Refused while thin environments that are up fall through to `env`, unless `force`.
+  Status down(const std::string& env, bool force = false);
   // Re-resolve the tags of the environment's apps built from source; moved ones are rebuilt and
   // their instances replaced one at a time, each new one health-gated before the next.
   Status refresh(const std::string& env);
@@ -218,6 +281,16 @@ class ControlLoop : private runtime::Listener {
 
   explicit ControlLoop(const Deps& deps, ipam::Ipam ipam) : d_(deps), ipam_(std::move(ipam)) {}
 
+  // The catalog of the fleet document and every valid environment document; the documents left
+  // out are in invalid_documents_.
+  Status load(const store::StoredCatalog& fleet, const std::vector<model::EnvDocument>& docs);
+  // A new catalog in force: network, names, reconcile.
+  void install(model::Catalog catalog, std::map<std::string, std::string> invalid);
+  // Environment lifetimes: warn, take down, delete; then schedule the next check.
+  void check_lifetimes();
+  // The database copies of a deleted environment, once its instances are gone.
+  void drop_copies(const std::string& env);
+
   void schedule_reconcile();
   void reconcile();
   void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
@@ -288,6 +361,13 @@ class ControlLoop : private runtime::Listener {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   ipam::Ipam ipam_;
   std::optional<model::Catalog> catalog_;
+  std::optional<store::StoredCatalog> fleet_;  // the fleet document as stored
+  std::int64_t fleet_version_ = 0;
+  std::vector<model::EnvDocument> documents_;  // every stored one, valid or not
+  std::map<std::string, std::string> invalid_documents_;  // name → why it is left out
+  std::set<std::string> expiry_warned_;
+  std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
+  Executor::TimerId lifetime_timer_ = 0;
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;

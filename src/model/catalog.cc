@@ -74,6 +74,12 @@ int Environment::instance_count() const {
   return n;
 }
 
+const EnvDocument* Catalog::document(std::string_view env) const {
+  for (const auto& d : documents_)
+    if (d.name == env) return &d;
+  return nullptr;
+}
+
 const Environment* Catalog::find(std::string_view env) const {
   for (const auto& e : environments_)
     if (e.name == env) return &e;
@@ -190,10 +196,11 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
 
 }  // namespace
 
-Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename, const std::string& base_dir) {
+Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename, const std::string& base_dir,
+                               const std::vector<EnvDocument>& documents) {
   // yaml-cpp reports some misuse by exception; nothing may escape the loader.
   try {
-    return parse_unguarded(text, filename, base_dir);
+    return parse_unguarded(text, filename, base_dir, documents);
   } catch (const YAML::Exception& e) {
     return invalid(fmt::format("{}:{}:{}: {}", filename, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const std::exception& e) {
@@ -201,8 +208,9 @@ Result<Catalog> Catalog::parse(std::string_view text, const std::string& filenam
   }
 }
 
-Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir) {
-  Ctx ctx{filename, {}, {}, base_dir};
+Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                         const std::vector<EnvDocument>& documents) {
+  Ctx ctx{filename, {}, {}, base_dir, {}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -215,6 +223,21 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   cat.text_ = std::string(text);
   cat.filename_ = filename;
   cat.base_dir_ = base_dir;
+  cat.documents_ = documents;
+  // Environment documents: each its own YAML text, its errors located in it.
+  std::vector<std::pair<std::string, YAML::Node>> doc_roots;
+  for (const auto& d : documents) {
+    YAML::Node droot;
+    try {
+      droot = YAML::Load(d.text);
+    } catch (const YAML::Exception& e) {
+      ctx.errors.push_back(fmt::format("{}:{}:{}: YAML syntax error: {}", d.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+      continue;
+    }
+    if (droot.IsNull()) droot = YAML::Node(YAML::NodeType::Map);  // an empty document: all from its base
+    ctx.documents.emplace_back(droot, d.filename());
+    doc_roots.emplace_back(d.name, droot);
+  }
 
   if (!root.IsMap()) {
     Error err = invalid(fmt::format("{}: a catalog is a mapping with keys {}", filename, join(kTopKeys)));
@@ -431,8 +454,31 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
             ctx.error(ak, fmt::format("environments.{}.apps: unknown app '{}'{}", name, ak.Scalar(),
                                       hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
           }
-          check_setting_layer(ctx, av, kSettingKeys, fmt::format("environments.{}.apps.{}", name, ak.Scalar()));
+          check_setting_layer(ctx, av, kEnvAppKeys, fmt::format("environments.{}.apps.{}", name, ak.Scalar()));
         }
+      }
+    }
+  }
+  for (const auto& [name, v] : doc_roots) {
+    YAML::Node at = v;
+    if (!is_dns_label(name))
+      ctx.error(at, fmt::format("environment name '{}' must be a DNS label: lowercase letters, digits and '-'", name));
+    if (env_nodes.count(name)) {
+      ctx.error(at, fmt::format("environment '{}' is defined in {} and as its own document; names are unique",
+                                name, filename));
+      continue;
+    }
+    env_nodes[name] = v;
+    env_order.push_back(name);
+    check_setting_layer(ctx, v, kEnvDocumentKeys, "environment " + name);
+    if (auto per_app = v.IsMap() ? v["apps"] : YAML::Node(); per_app && expect_map(ctx, per_app, name + ".apps")) {
+      for (const auto& [ak, av] : entries(ctx, per_app)) {
+        if (!app_names.count(ak.Scalar())) {
+          auto hint = closest(ak.Scalar(), app_list);
+          ctx.error(ak, fmt::format("{}.apps: unknown app '{}'{}", name, ak.Scalar(),
+                                    hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+        }
+        check_setting_layer(ctx, av, kEnvAppKeys, fmt::format("{}.apps.{}", name, ak.Scalar()));
       }
     }
   }
@@ -476,6 +522,11 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     Environment env;
     env.name = e;
     if (chains[e].size() > 1) env.base = chains[e][chains[e].size() - 2];
+    if (const EnvDocument* doc = cat.document(e)) {
+      env.own_document = true;
+      env.owner = doc->owner;
+      read_lifetime(ctx, env_nodes[e], env);
+    }
     for (const auto& a : topo) {
       AppSpec spec;
       spec.app = a;
@@ -494,7 +545,17 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       }
       read_settings(ctx, flat, spec);
       spec.depends_on = deps[a];
-      if (auto src = sources.find(a); src != sources.end()) apply_source(ctx, src->second, e, flat, spec);
+      // An environment may build an app from another repository (a developer's fork).
+      Leaf repo;  // source.repo set by an environment, and where
+      for (const auto& b : chains[e]) {
+        const YAML::Node per_app = env_nodes[b].IsMap() && env_nodes[b]["apps"] && env_nodes[b]["apps"].IsMap()
+                                       ? env_nodes[b]["apps"][a] : YAML::Node();
+        const YAML::Node src = per_app.IsMap() ? per_app["source"] : YAML::Node();
+        if (src && src.IsMap() && src["repo"]) repo = Leaf(src["repo"], fmt::format("environments.{}.apps.{}", b, a));
+      }
+      if (auto src = sources.find(a); src != sources.end()) apply_source(ctx, src->second, e, flat, spec, repo);
+      else if (!repo.layer.empty()) ctx.error(repo.node, fmt::format("source.repo of app '{}': the app is not built from source "
+                                                           "(apps.{}.source is not set)", a, a));
       else check_no_artifact(ctx, flat, spec);
       if (spec.container() && !spec.image_from_build && spec.image.empty())
         ctx.error(flat.at("image").node, fmt::format("image of app '{}' is empty", a));

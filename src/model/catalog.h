@@ -137,6 +137,12 @@ struct AppSpec {
 struct Environment {
   std::string name;
   std::string base;                 // empty when none
+  // Environments kept as their own documents (EnvDocument) rather than in the fleet document.
+  bool own_document = false;
+  std::string owner;                // the document's owner (empty for the fleet's environments)
+  std::vector<std::string> editors; // users besides the owner who may change it
+  Millis expires_at = 0;            // wall; 0: never (`expires:`)
+  bool keep = false;                // `keep: true`: never expires
   bool deploy_changed = false;      // `deploy: changed`: a thin environment
   bool follow = false;              // poll branch heads and refresh moved apps
   Millis follow_interval_ms = 30'000;
@@ -156,11 +162,29 @@ struct DnsSpec {
   Millis negative_ttl_ms = 2000;
 };
 
+// An environment kept as its own versioned document, created and changed one by one through the
+// API (berth env ...), never by applying the fleet document. Its YAML has the keys of
+// `environments.<name>` in berth.yaml plus `expires`, `keep` and `editors`.
+struct EnvDocument {
+  std::string name;
+  std::string text;
+  std::string owner;
+  std::int64_t version = 0;      // 1 when created, +1 per change
+  Millis updated_at = 0;         // wall
+  std::string updated_by;
+  // How errors in it are located: "environments/<name>.yaml".
+  std::string filename() const { return "environments/" + name + ".yaml"; }
+};
+
 class Catalog {
  public:
   // Validates everything; on failure the Error's details list every problem found.
   // `base_dir` resolves relative source repositories (the directory of the catalog file).
-  static Result<Catalog> parse(std::string_view text, const std::string& filename, const std::string& base_dir = "");
+  // `documents` are the environments kept as their own documents, resolved like the fleet's own
+  // (a document's base may be a fleet environment or another document); errors in one are
+  // located in it (environments/<name>.yaml:line:col).
+  static Result<Catalog> parse(std::string_view text, const std::string& filename, const std::string& base_dir = "",
+                               const std::vector<EnvDocument>& documents = {});
 
   const std::string& text() const { return text_; }
   const std::string& filename() const { return filename_; }
@@ -170,9 +194,12 @@ class Catalog {
   const std::vector<Environment>& environments() const { return environments_; }
   const Environment* find(std::string_view env) const;
   std::vector<std::string> environment_names() const;
+  const std::vector<EnvDocument>& documents() const { return documents_; }
+  const EnvDocument* document(std::string_view env) const;
 
  private:
-  static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir);
+  static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                         const std::vector<EnvDocument>& documents);
 
   std::string text_;
   std::string filename_;
@@ -180,7 +207,30 @@ class Catalog {
   NetworkSpec network_;
   DnsSpec dns_;
   std::vector<Environment> environments_;
+  std::vector<EnvDocument> documents_;
 };
+
+// The fleet document with every environment document that is valid with it; the others are left
+// out, each with why (the error's first line and every detail, joined). Fails only when the
+// fleet document itself is invalid.
+struct ResolvedCatalog {
+  Catalog catalog;
+  std::map<std::string, std::string> invalid;
+};
+Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                        const std::vector<EnvDocument>& documents);
+
+// What a member (not an admin) may set in an environment document: base, deploy, include,
+// follow, lifetime and editors, and per app (or for all apps) tag, build_type, instances, env
+// values, a database's standard version, and source.repo when it starts with one of
+// `allowed_repos` (prefixes). Everything else — commands, images, ports, health, volumes,
+// resources — is the fleet maintainers'. The error lists every key refused, located.
+Status check_member_document(const EnvDocument& doc, const std::vector<std::string>& allowed_repos);
+
+// The document's YAML with `key: value` set (dotted: "orders.tag", "tag" for every app,
+// "expires"); an empty `value` with `unset` removes it. Keeps the rest of the text's meaning
+// (comments are not kept). Errors name the key.
+Result<std::string> set_in_document(std::string_view text, const std::string& key, const std::string& value, bool unset);
 
 // Placeholders a command may use; `port.NAME` for each named port.
 std::vector<std::string> command_variables();

@@ -27,6 +27,8 @@ extern const std::vector<std::string> kSourceKeys;
 extern const std::vector<std::string> kRecipeKeys;
 extern const std::vector<std::string> kAppKeys;
 extern const std::vector<std::string> kEnvKeys;
+extern const std::vector<std::string> kEnvAppKeys;       // environments.E.apps.A: settings and source.repo
+extern const std::vector<std::string> kEnvDocumentKeys;  // an environment document: kEnvKeys and its lifetime
 extern const std::vector<std::string> kDatabaseKeys;
 
 std::string join(const std::vector<std::string>& v, std::string_view sep = ", ");
@@ -39,6 +41,8 @@ struct Ctx {
   std::vector<std::string> errors;
   std::set<std::string> seen;
   std::string base_dir;  // relative host paths (sources, bind mounts) are resolved against it
+  // Environment documents parsed apart from the fleet document: a node in one is located in it.
+  std::vector<std::pair<YAML::Node, std::string>> documents;
 
   std::string where(const YAML::Node& n) const;
   void error(const YAML::Node& n, const std::string& msg);
@@ -87,7 +91,13 @@ struct SourceDecl {
 };
 SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, const std::string& base_dir);
 // The recipe of spec's build_type, as spec.source; an image recipe makes the app run its image.
-void apply_source(Ctx& ctx, const SourceDecl& source, const std::string& env, const Flat& flat, AppSpec& spec);
+// `repo`, when its layer is set, is an environment's source.repo instead of the app's.
+void apply_source(Ctx& ctx, const SourceDecl& source, const std::string& env, const Flat& flat, AppSpec& spec,
+                  const Leaf& repo);
+// An environment document's expires, keep and editors.
+void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env);
+// A repository as given, resolved against `base_dir` when it is a relative path.
+std::string resolve_repo(const std::string& repo, const std::string& base_dir);
 // An app without a source must not use ${artifact}.
 void check_no_artifact(Ctx& ctx, const Flat& flat, const AppSpec& spec);
 

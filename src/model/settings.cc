@@ -35,6 +35,8 @@ static std::vector<std::string> plus(std::vector<std::string> a, std::initialize
 const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description", "source"});
 const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include", "follow",
                                                               "follow_interval"});
+const std::vector<std::string> kEnvAppKeys = plus(kSettingKeys, {"source"});
+const std::vector<std::string> kEnvDocumentKeys = plus(kEnvKeys, {"expires", "keep", "editors"});
 
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
   std::string out;
@@ -52,10 +54,32 @@ bool is_dns_label(std::string_view s) {
   });
 }
 
+namespace {
+bool contains(const YAML::Node& tree, const YAML::Node& n, int depth = 0) {
+  if (tree.is(n)) return true;
+  if (depth > 64 || !(tree.IsMap() || tree.IsSequence())) return false;
+  for (auto it = tree.begin(); it != tree.end(); ++it) {
+    if (tree.IsMap()) {
+      if (contains(it->first, n, depth + 1) || contains(it->second, n, depth + 1)) return true;
+    } else if (contains(*it, n, depth + 1)) {
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
 std::string Ctx::where(const YAML::Node& n) const {
+  std::string in = file;
+  // Only on the way to an error: which document holds the node (a walk of each).
+  for (const auto& [root, name] : documents)
+    if (contains(root, n)) {
+      in = name;
+      break;
+    }
   const auto m = n.Mark();
-  if (m.is_null() || m.line < 0) return file;
-  return fmt::format("{}:{}:{}", file, m.line + 1, m.column + 1);
+  if (m.is_null() || m.line < 0) return in;
+  return fmt::format("{}:{}:{}", in, m.line + 1, m.column + 1);
 }
 
 void Ctx::error(const YAML::Node& n, const std::string& msg) {
@@ -109,6 +133,13 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
     check_keys(ctx, r, kRestartKeys, where + ".restart");
   if (auto r = layer["resources"]; r && expect_map(ctx, r, where + ".resources"))
     check_keys(ctx, r, kResourceKeys, where + ".resources");
+  if (auto src = layer["source"];
+      src && &allowed == &kEnvAppKeys &&
+      expect_map(ctx, src, where + ".source")) {
+    check_keys(ctx, src, {"repo"}, where + ".source");
+    if (auto r = src["repo"]; r && (!r.IsScalar() || r.Scalar().empty()))
+      ctx.error(r, fmt::format("{}.source.repo must be a git repository (URL or path)", where));
+  }
   for (const char* free_map : {"ports", "env"}) {
     auto m = layer[free_map];
     if (!m || !expect_map(ctx, m, where + "." + free_map)) continue;

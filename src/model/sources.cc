@@ -8,6 +8,12 @@
 
 namespace berth::model::loader {
 
+std::string resolve_repo(const std::string& repo, const std::string& base_dir) {
+  bool url = repo.find("://") != std::string::npos || repo.find('@') != std::string::npos;
+  if (!url && !repo.empty() && repo.front() != '/' && !base_dir.empty()) return base_dir + "/" + repo;
+  return repo;
+}
+
 SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, const std::string& base_dir) {
   const std::string where = "apps." + app + ".source";
   check_keys(ctx, src, kSourceKeys, where);
@@ -17,9 +23,7 @@ SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, 
   if (!repo || !repo.IsScalar() || repo.Scalar().empty()) {
     ctx.error(repo ? repo : src, where + ".repo: a git repository (URL or path) is required");
   } else {
-    out.repo = repo.Scalar();
-    bool url = out.repo.find("://") != std::string::npos || out.repo.find('@') != std::string::npos;
-    if (!url && out.repo.front() != '/' && !base_dir.empty()) out.repo = base_dir + "/" + out.repo;
+    out.repo = resolve_repo(repo.Scalar(), base_dir);
   }
   if (YAML::Node t = src["timeout"]) {
     auto d = t.IsScalar() ? parse_duration(t.Scalar()) : std::nullopt;
@@ -62,7 +66,8 @@ SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, 
   return out;
 }
 
-void apply_source(Ctx& ctx, const SourceDecl& so, const std::string& env, const Flat& flat, AppSpec& spec) {
+void apply_source(Ctx& ctx, const SourceDecl& so, const std::string& env, const Flat& flat, AppSpec& spec,
+                  const Leaf& repo) {
   if (so.recipes.empty()) return;  // its errors are reported
   const std::string& a = spec.app;
   auto recipe = so.recipes.find(spec.build_type);
@@ -76,7 +81,7 @@ void apply_source(Ctx& ctx, const SourceDecl& so, const std::string& env, const 
     return;
   }
   SourceSpec ss;
-  ss.repo = so.repo;
+  ss.repo = repo.layer.empty() || !repo.node.IsScalar() ? so.repo : resolve_repo(repo.node.Scalar(), ctx.base_dir);
   ss.recipe = recipe->first;
   ss.command = substitute_raw(recipe->second.command, {{"build_type", spec.build_type}});
   ss.artifact = recipe->second.artifact;
@@ -87,7 +92,7 @@ void apply_source(Ctx& ctx, const SourceDecl& so, const std::string& env, const 
                       std::pair{"source.command", ss.command}, std::pair{"source.artifact", ss.artifact},
                       std::pair{"source.image", ss.dockerfile}}) {
     if (v.empty()) continue;
-    spec.from[k] = "apps." + a;
+    spec.from[k] = std::string_view(k) == "source.repo" && !repo.layer.empty() ? repo.layer : "apps." + a;
     spec.values[k] = v;
   }
   if (ss.dockerfile.empty()) {

@@ -1,17 +1,21 @@
 // store/store.h — the daemon's durable state.
 //
-// What must survive a SIGKILL of the daemon lives here: the applied catalog, which environments
-// are up, IP leases, the processes berth started (so a restarted daemon adopts them instead of
-// starting duplicates) and the event log. Every write is committed before the call returns.
-// A store is owned by the control loop; it is not thread-safe.
+// What must survive a SIGKILL of the daemon lives here: the applied catalog (the fleet document)
+// and the environment documents, which environments are up, IP leases, the processes berth
+// started (so a restarted daemon adopts them instead of starting duplicates), the event log, the
+// API's tokens (hashed) and the audit log of every write. Every write is committed before the
+// call returns, or with the transaction() it is part of. A store is owned by the control loop
+// and used on its thread only; it is not thread-safe.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "model/catalog.h"
 #include "net/ipam/ipam.h"
 
 namespace berth::store {
@@ -21,6 +25,38 @@ struct StoredCatalog {
   std::string filename;
   Millis applied_at = 0;
   std::string base_dir;  // relative source repositories are resolved against it
+  std::int64_t version = 0;  // 1 for the first applied, +1 per apply
+  std::string applied_by;
+};
+
+// One write through the API: who, what, and the versions of the document before and after.
+struct AuditEntry {
+  std::int64_t id = 0;
+  Millis time = 0;     // wall
+  std::string user;
+  std::string action;  // "env.create", "env.update", "env.delete", "fleet.apply", "env.up", "token.create", ...
+  std::string target;  // what it acted on: an environment, "berth.yaml", a token id
+  std::string env;     // the environment concerned, if any
+  std::int64_t before_version = 0;  // 0: none (created)
+  std::int64_t after_version = 0;   // 0: none (deleted, or not a document)
+  std::string detail;
+};
+
+struct AuditQuery {
+  std::string env, user;
+  Millis since = 0;
+  int limit = 1000;
+};
+
+// An API token: only its SHA-256 is kept.
+struct TokenRecord {
+  std::string id;     // short public id (for ls and revoke)
+  std::string user;
+  std::string role;   // admin | member | viewer
+  std::string hash;   // hex SHA-256 of the secret token
+  Millis created_at = 0;
+  std::string created_by;
+  Millis revoked_at = 0;  // 0: valid
 };
 
 // An instance a runtime created for berth; enough to find it again after a daemon restart.
@@ -62,6 +98,21 @@ class StateStore : public ipam::LeaseStore {
   virtual Result<std::vector<Event>> events(const std::string& env, std::int64_t after_id, int limit) = 0;
   // Id of the newest event of any environment (0 when none).
   virtual Result<std::int64_t> last_event_id() = 0;
+
+  // Environment documents (model/catalog.h), each keyed by its name.
+  virtual Result<std::vector<model::EnvDocument>> load_documents() = 0;
+  virtual Status put_document(const model::EnvDocument& doc) = 0;
+  virtual Status erase_document(const std::string& name) = 0;
+
+  virtual Result<AuditEntry> append_audit(AuditEntry entry) = 0;
+  // Newest last; at most query.limit, the newest ones.
+  virtual Result<std::vector<AuditEntry>> audit(const AuditQuery& query) = 0;
+
+  virtual Result<std::vector<TokenRecord>> load_tokens() = 0;
+  virtual Status put_token(const TokenRecord& token) = 0;
+
+  // Runs `body` (calls of this store) as one transaction: all its writes or none. Not nested.
+  virtual Status transaction(const std::function<Status()>& body) = 0;
 };
 
 }  // namespace berth::store

@@ -16,7 +16,7 @@ TEST(SqliteStore, PersistsAcrossReopen) {
   {
     auto s = store::SqliteStore::open(path);
     ASSERT_TRUE(s.ok());
-    ASSERT_TRUE((*s)->save_catalog({"apps: {}", "x.yaml", 5, "/srv"}).ok());
+    ASSERT_TRUE((*s)->save_catalog({"apps: {}", "x.yaml", 5, "/srv", 3, "anna"}).ok());
     ASSERT_TRUE((*s)->set_up("beta", true).ok());
     ASSERT_TRUE((*s)->put_instance({{"beta", "a", 0}, "docker", "3fa2c1d0e9ab", "fp", 2, 7}).ok());
     ASSERT_TRUE((*s)->append_event({0, 1, "beta", "starting", "a", 0, "10.0.0.2", "m"}).ok());
@@ -25,6 +25,8 @@ TEST(SqliteStore, PersistsAcrossReopen) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ((*(*s)->load_catalog())->filename, "x.yaml");
   EXPECT_EQ((*(*s)->load_catalog())->base_dir, "/srv");
+  EXPECT_EQ((*(*s)->load_catalog())->version, 3);
+  EXPECT_EQ((*(*s)->load_catalog())->applied_by, "anna");
   EXPECT_EQ(*(*s)->up_environments(), std::vector<std::string>{"beta"});
   auto inst = (*s)->load_instances();
   ASSERT_EQ(inst->size(), 1u);
@@ -93,8 +95,49 @@ TEST(SqliteStore, RefusesASchemaNewerThanItKnows) {
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.error().message, testing::HasSubstr("has schema version 99, but this berth knows versions up to"));
   EXPECT_THAT(s.error().message, testing::HasSubstr("nothing was changed"));
-  run_sql(path, "PRAGMA user_version = 2;");
+  run_sql(path, "PRAGMA user_version = " + std::to_string(store::SqliteStore::schema_version()) + ";");
   auto reopened = store::SqliteStore::open(path);
   ASSERT_TRUE(reopened.ok());
   EXPECT_EQ(*(*reopened)->up_environments(), std::vector<std::string>{"keep"});
+}
+
+TEST(SqliteStore, DocumentsTokensAndTheAuditLog) {
+  const std::string path = scratch("docs");
+  {
+    auto s = store::SqliteStore::open(path);
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->put_document({"anna-x", "base: baseline\n", "anna", 2, 10, "bob"}).ok());
+    ASSERT_TRUE((*s)->put_token({"t1", "anna", "member", "ab12", 5, "admin", 0}).ok());
+    ASSERT_TRUE((*s)->append_audit({0, 10, "bob", "env.update", "anna-x", "anna-x", 1, 2, ""}).ok());
+    ASSERT_TRUE((*s)->append_audit({0, 20, "anna", "env.up", "anna-x", "anna-x", 0, 0, ""}).ok());
+    ASSERT_TRUE((*s)->append_audit({0, 30, "anna", "fleet.apply", "berth.yaml", "", 1, 2, ""}).ok());
+  }
+  auto s = store::SqliteStore::open(path);
+  ASSERT_TRUE(s.ok());
+  auto docs = (*s)->load_documents();
+  ASSERT_EQ(docs->size(), 1u);
+  EXPECT_EQ(docs->front().owner, "anna");
+  EXPECT_EQ(docs->front().version, 2);
+  EXPECT_EQ(docs->front().updated_by, "bob");
+  EXPECT_EQ((*s)->load_tokens()->front().hash, "ab12");
+  EXPECT_EQ((*s)->audit({"anna-x", "", 0, 100})->size(), 2u);
+  EXPECT_EQ((*s)->audit({"", "anna", 0, 100})->size(), 2u);
+  EXPECT_EQ((*s)->audit({"", "", 25, 100})->size(), 1u);
+  auto newest = (*s)->audit({"", "", 0, 2});
+  ASSERT_EQ(newest->size(), 2u);
+  EXPECT_EQ(newest->back().action, "fleet.apply");  // the newest, last
+}
+
+TEST(SqliteStore, ATransactionWritesAllOrNothing) {
+  const std::string path = scratch("tx");
+  auto s = store::SqliteStore::open(path);
+  ASSERT_TRUE(s.ok());
+  Status st = (*s)->transaction([&]() -> Status {
+    if (auto w = (*s)->put_document({"a", "", "anna", 1, 1, "anna"}); !w.ok()) return w;
+    return conflict("refused half way");
+  });
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE((*s)->load_documents()->empty());
+  ASSERT_TRUE((*s)->transaction([&] { return (*s)->put_document({"a", "", "anna", 1, 1, "anna"}); }).ok());
+  EXPECT_EQ((*s)->load_documents()->size(), 1u);
 }

@@ -7,6 +7,7 @@ TEST(Text, Durations) {
   EXPECT_EQ(berth::parse_duration("1.5s"), 1500);
   EXPECT_EQ(berth::parse_duration("5m"), 300000);
   EXPECT_EQ(berth::parse_duration("0"), 0);
+  EXPECT_EQ(berth::parse_duration("3d"), 3 * 86'400'000);
   EXPECT_FALSE(berth::parse_duration("5").has_value());
   EXPECT_FALSE(berth::parse_duration("-1s").has_value());
   EXPECT_FALSE(berth::parse_duration("1.2.3s").has_value());
@@ -18,6 +19,11 @@ TEST(Text, Durations) {
 
 TEST(Text, Rfc3339WithMilliseconds) {
   EXPECT_EQ(berth::rfc3339_ms(1'700'000'000'123), "2023-11-14T22:13:20.123Z");
+  EXPECT_EQ(berth::parse_rfc3339("2023-11-14T22:13:20.123Z"), 1'700'000'000'123);
+  EXPECT_EQ(berth::parse_rfc3339("2023-11-14T22:13:20Z"), 1'700'000'000'000);
+  EXPECT_FALSE(berth::parse_rfc3339("2023-11-14 22:13:20").has_value());
+  EXPECT_FALSE(berth::parse_rfc3339("2023-13-14T22:13:20Z").has_value());
+  EXPECT_FALSE(berth::parse_rfc3339("2023-11-14T22:13:20+01:00").has_value());
 }
 
 TEST(Text, Suggestions) {

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace berth::store {
@@ -51,8 +53,26 @@ INSERT INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, s
   FROM instances_v1;
 DROP TABLE instances_v1;
 )sql"},
+    // A team shares the daemon: environments as their own documents, API tokens, an audit log,
+    // and the fleet document's version.
+    {3, "environment documents, tokens and the audit log", R"sql(
+ALTER TABLE catalog ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE catalog ADD COLUMN applied_by TEXT NOT NULL DEFAULT '';
+CREATE TABLE env_documents (
+  name TEXT PRIMARY KEY, text TEXT NOT NULL, owner TEXT NOT NULL, version INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL, updated_by TEXT NOT NULL);
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL, created_by TEXT NOT NULL, revoked_at INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, user TEXT NOT NULL, action TEXT NOT NULL,
+  target TEXT NOT NULL, env TEXT NOT NULL, before_version INTEGER NOT NULL, after_version INTEGER NOT NULL,
+  detail TEXT NOT NULL);
+CREATE INDEX audit_env ON audit (env, id);
+CREATE INDEX audit_user ON audit (user, id);
+)sql"},
 };
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // A prepared statement, finalized on scope exit.
 class Stmt {
@@ -149,17 +169,18 @@ Status SqliteStore::exec(const std::string& sql) {
 }
 
 Result<std::optional<StoredCatalog>> SqliteStore::load_catalog() {
-  Stmt s(db_, "SELECT text, filename, applied_at, base_dir FROM catalog WHERE id = 1");
+  Stmt s(db_, "SELECT text, filename, applied_at, base_dir, version, applied_by FROM catalog WHERE id = 1");
   if (!s.ok()) return s.error("load catalog");
   int rc = s.step();
   if (rc == SQLITE_DONE) return std::optional<StoredCatalog>();
   if (rc != SQLITE_ROW) return s.error("load catalog");
-  return std::optional<StoredCatalog>(StoredCatalog{s.text(0), s.text(1), s.i64(2), s.text(3)});
+  return std::optional<StoredCatalog>(StoredCatalog{s.text(0), s.text(1), s.i64(2), s.text(3), s.i64(4), s.text(5)});
 }
 
 Status SqliteStore::save_catalog(const StoredCatalog& c) {
-  Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at, base_dir) VALUES (1, ?, ?, ?, ?)");
-  s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at).bind(4, c.base_dir);
+  Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at, base_dir, version, applied_by) "
+              "VALUES (1, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at).bind(4, c.base_dir).bind(5, c.version).bind(6, c.applied_by);
   return run(s, "save catalog");
 }
 
@@ -267,6 +288,81 @@ Status SqliteStore::erase_lease(const ipam::LeaseKey& k) {
   Stmt s(db_, "DELETE FROM leases WHERE env = ? AND app = ? AND ordinal = ?");
   s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);
   return run(s, "erase lease");
+}
+
+Result<std::vector<model::EnvDocument>> SqliteStore::load_documents() {
+  Stmt s(db_, "SELECT name, text, owner, version, updated_at, updated_by FROM env_documents ORDER BY name");
+  if (!s.ok()) return s.error("load environment documents");
+  std::vector<model::EnvDocument> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(model::EnvDocument{s.text(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.text(5)});
+  if (rc != SQLITE_DONE) return s.error("load environment documents");
+  return out;
+}
+
+Status SqliteStore::put_document(const model::EnvDocument& d) {
+  Stmt s(db_, "INSERT OR REPLACE INTO env_documents (name, text, owner, version, updated_at, updated_by) "
+              "VALUES (?, ?, ?, ?, ?, ?)");
+  s.bind(1, d.name).bind(2, d.text).bind(3, d.owner).bind(4, d.version).bind(5, d.updated_at).bind(6, d.updated_by);
+  return run(s, "store environment document");
+}
+
+Status SqliteStore::erase_document(const std::string& name) {
+  Stmt s(db_, "DELETE FROM env_documents WHERE name = ?");
+  s.bind(1, name);
+  return run(s, "delete environment document");
+}
+
+Result<AuditEntry> SqliteStore::append_audit(AuditEntry a) {
+  Stmt s(db_, "INSERT INTO audit (time, user, action, target, env, before_version, after_version, detail) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, a.time).bind(2, a.user).bind(3, a.action).bind(4, a.target).bind(5, a.env).bind(6, a.before_version)
+      .bind(7, a.after_version).bind(8, a.detail);
+  if (auto st = run(s, "append audit entry"); !st.ok()) return st.error();
+  a.id = sqlite3_last_insert_rowid(db_);
+  return a;
+}
+
+Result<std::vector<AuditEntry>> SqliteStore::audit(const AuditQuery& q) {
+  Stmt s(db_, "SELECT id, time, user, action, target, env, before_version, after_version, detail FROM audit "
+              "WHERE (?1 = '' OR env = ?1) AND (?2 = '' OR user = ?2) AND time >= ?3 ORDER BY id DESC LIMIT ?4");
+  if (!s.ok()) return s.error("read the audit log");
+  s.bind(1, q.env).bind(2, q.user).bind(3, q.since).bind(4, q.limit);
+  std::vector<AuditEntry> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(AuditEntry{s.i64(0), s.i64(1), s.text(2), s.text(3), s.text(4), s.text(5), s.i64(6), s.i64(7), s.text(8)});
+  if (rc != SQLITE_DONE) return s.error("read the audit log");
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+Result<std::vector<TokenRecord>> SqliteStore::load_tokens() {
+  Stmt s(db_, "SELECT id, user, role, hash, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, id");
+  if (!s.ok()) return s.error("load tokens");
+  std::vector<TokenRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(TokenRecord{s.text(0), s.text(1), s.text(2), s.text(3), s.i64(4), s.text(5), s.i64(6)});
+  if (rc != SQLITE_DONE) return s.error("load tokens");
+  return out;
+}
+
+Status SqliteStore::put_token(const TokenRecord& t) {
+  Stmt s(db_, "INSERT OR REPLACE INTO tokens (id, user, role, hash, created_at, created_by, revoked_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?)");
+  s.bind(1, t.id).bind(2, t.user).bind(3, t.role).bind(4, t.hash).bind(5, t.created_at).bind(6, t.created_by)
+      .bind(7, t.revoked_at);
+  return run(s, "store token");
+}
+
+Status SqliteStore::transaction(const std::function<Status()>& body) {
+  BERTH_TRY(exec("BEGIN IMMEDIATE"));
+  Status st = body();
+  if (st.ok()) st = exec("COMMIT");
+  if (!st.ok()) (void)exec("ROLLBACK");
+  return st;
 }
 
 }  // namespace berth::store

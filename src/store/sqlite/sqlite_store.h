@@ -33,6 +33,14 @@ class SqliteStore final : public StateStore {
   Result<std::vector<ipam::Lease>> load_leases() override;
   Status put_lease(const ipam::Lease& lease) override;
   Status erase_lease(const ipam::LeaseKey& key) override;
+  Result<std::vector<model::EnvDocument>> load_documents() override;
+  Status put_document(const model::EnvDocument& doc) override;
+  Status erase_document(const std::string& name) override;
+  Result<AuditEntry> append_audit(AuditEntry entry) override;
+  Result<std::vector<AuditEntry>> audit(const AuditQuery& query) override;
+  Result<std::vector<TokenRecord>> load_tokens() override;
+  Status put_token(const TokenRecord& token) override;
+  Status transaction(const std::function<Status()>& body) override;
 
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}

@@ -1,0 +1,255 @@
+// Environment documents: their lifetime keys, what a member may set in one, and editing one key
+// at a time (berth env set / unset). Part of the model component (model/catalog.h).
+#include <algorithm>
+#include <functional>
+#include <optional>
+#include <set>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "base/text.h"
+#include "model/loader.h"
+
+namespace berth::model {
+
+using namespace loader;
+
+namespace {
+
+bool is_user_name(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+  });
+}
+
+// Keys of an environment document that hold no app settings.
+const std::vector<std::string> kEnvMetaKeys = {"base", "deploy", "include", "follow", "follow_interval", "description",
+                                               "expires", "keep", "editors", "apps"};
+// App settings a member may set, for all apps of the environment or per app.
+const std::vector<std::string> kMemberSettings = {"tag", "build_type", "instances", "env", "standard"};
+
+bool one_of(const std::vector<std::string>& v, std::string_view s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+}  // namespace
+
+namespace loader {
+
+void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env) {
+  if (!doc.IsMap()) return;
+  const std::string where = "environment " + env.name;
+  if (const YAML::Node e = doc["expires"]; e && !e.IsNull()) {
+    auto t = e.IsScalar() ? parse_rfc3339(e.Scalar()) : std::nullopt;
+    if (!t) ctx.error(e, fmt::format("{}: expires '{}' must be a UTC time like 2026-12-05T10:00:00Z", where, display(e)));
+    else env.expires_at = *t;
+  }
+  if (const YAML::Node k = doc["keep"]; k && !k.IsNull()) {
+    std::string v = k.IsScalar() ? k.Scalar() : "";
+    if (v != "true" && v != "false") ctx.error(k, fmt::format("{}: keep must be true or false, not '{}'", where, display(k)));
+    env.keep = v == "true";
+  }
+  if (const YAML::Node ed = doc["editors"]; ed && !ed.IsNull()) {
+    if (!ed.IsSequence()) {
+      ctx.error(ed, fmt::format("{}: editors must be a list of user names", where));
+      return;
+    }
+    for (const auto& u : ed) {
+      if (!u.IsScalar() || !is_user_name(u.Scalar()))
+        ctx.error(u, fmt::format("{}: editors: '{}' is not a user name (lowercase letters, digits, '-', '_', '.')", where,
+                                 display(u)));
+      else env.editors.push_back(u.Scalar());
+    }
+  }
+}
+
+}  // namespace loader
+
+namespace {
+std::string why(const Error& e) {
+  if (e.details.size() <= 1) return e.message;
+  std::string out;
+  for (const auto& d : e.details) out += (out.empty() ? "" : "\n") + d;
+  return out;
+}
+}  // namespace
+
+Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                        const std::vector<EnvDocument>& documents) {
+  auto all = Catalog::parse(text, filename, base_dir, documents);
+  if (all.ok()) return ResolvedCatalog{std::move(all.value()), {}};
+  auto fleet = Catalog::parse(text, filename, base_dir);
+  if (!fleet.ok()) return fleet.error();
+  std::map<std::string, std::string> invalid;
+  // Bases first: a document whose base is left out is left out too.
+  std::map<std::string, const EnvDocument*> by_name;
+  for (const auto& d : documents) by_name[d.name] = &d;
+  auto base_of = [](const EnvDocument& d) -> std::string {
+    try {
+      YAML::Node n = YAML::Load(d.text);
+      if (n.IsMap() && n["base"] && n["base"].IsScalar()) return n["base"].Scalar();
+    } catch (const YAML::Exception&) {
+    }
+    return "";
+  };
+  std::vector<const EnvDocument*> order;
+  std::set<std::string> placed;
+  std::function<void(const EnvDocument&, int)> place = [&](const EnvDocument& d, int depth) {
+    if (placed.count(d.name) || depth > 64) return;
+    placed.insert(d.name);
+    if (auto b = by_name.find(base_of(d)); b != by_name.end()) place(*b->second, depth + 1);
+    order.push_back(&d);
+  };
+  for (const auto& d : documents) place(d, 0);
+  // First guess: the documents the errors are located in (and those based on them); then each
+  // remaining document added one at a time only if that guess was not enough.
+  std::set<std::string> suspect;
+  for (const auto& e : all.error().details)
+    for (const auto& d : documents)
+      if (e.rfind(d.filename() + ":", 0) == 0 || e.rfind(d.filename() + " ", 0) == 0) suspect.insert(d.name);
+  auto attempt = [&](const std::vector<EnvDocument>& docs) { return Catalog::parse(text, filename, base_dir, docs); };
+  std::vector<EnvDocument> kept;
+  for (const auto* d : order) {
+    std::string base = base_of(*d);
+    if (invalid.count(base)) {
+      invalid[d->name] = fmt::format("its base environment '{}' is invalid", base);
+    } else if (suspect.count(d->name)) {
+      std::vector<EnvDocument> with = kept;
+      with.push_back(*d);
+      auto r = attempt(with);
+      if (r.ok()) kept.push_back(*d);
+      else invalid[d->name] = why(r.error());
+    } else {
+      kept.push_back(*d);
+    }
+  }
+  auto r = attempt(kept);
+  if (r.ok()) return ResolvedCatalog{std::move(r.value()), std::move(invalid)};
+  // The errors were not where they were reported: one at a time, from scratch.
+  kept.clear();
+  invalid.clear();
+  std::optional<Catalog> last;
+  for (const auto* d : order) {
+    std::string base = base_of(*d);
+    if (invalid.count(base)) {
+      invalid[d->name] = fmt::format("its base environment '{}' is invalid", base);
+      continue;
+    }
+    std::vector<EnvDocument> with = kept;
+    with.push_back(*d);
+    auto one = attempt(with);
+    if (one.ok()) {
+      kept.push_back(*d);
+      last = std::move(one.value());
+    } else {
+      invalid[d->name] = why(one.error());
+    }
+  }
+  if (!last) last = std::move(fleet.value());
+  return ResolvedCatalog{std::move(*last), std::move(invalid)};
+}
+
+Status check_member_document(const EnvDocument& doc, const std::vector<std::string>& allowed_repos) {
+  Ctx ctx{doc.filename(), {}, {}, "", {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(doc.text);
+  } catch (const YAML::Exception& e) {
+    return invalid(fmt::format("{}:{}:{}: YAML syntax error: {}", doc.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  if (!root.IsMap()) return {};  // the loader reports the shape
+  const std::string admins = "is set by the fleet's maintainers (admins) in berth.yaml";
+  auto check_settings = [&](const YAML::Node& layer, const std::string& where, bool per_app) {
+    if (!layer.IsMap()) return;
+    for (auto it = layer.begin(); it != layer.end(); ++it) {
+      if (!it->first.IsScalar()) continue;
+      const std::string key = it->first.Scalar();
+      if ((!per_app && one_of(kEnvMetaKeys, key)) || one_of(kMemberSettings, key)) continue;
+      if (per_app && key == "source") {
+        const YAML::Node repo = it->second.IsMap() ? it->second["repo"] : YAML::Node();
+        if (!repo || !repo.IsScalar()) continue;  // the loader reports it
+        bool ok = std::any_of(allowed_repos.begin(), allowed_repos.end(),
+                              [&](const std::string& p) { return !p.empty() && repo.Scalar().rfind(p, 0) == 0; });
+        if (!ok)
+          ctx.error(repo, fmt::format("{}.source.repo '{}' is not under a repository prefix members may use ({}); ask an "
+                                      "admin", where, repo.Scalar(), allowed_repos.empty() ? "none configured"
+                                                                                           : join(allowed_repos)));
+        continue;
+      }
+      ctx.error(it->first, fmt::format("{}.{} {}; members may set {}", where, key, admins, join(kMemberSettings)));
+    }
+  };
+  check_settings(root, "environment " + doc.name, false);
+  if (const YAML::Node apps = root["apps"]; apps && apps.IsMap())
+    for (auto it = apps.begin(); it != apps.end(); ++it)
+      if (it->first.IsScalar()) check_settings(it->second, doc.name + ".apps." + it->first.Scalar(), true);
+  if (ctx.errors.empty()) return {};
+  Error err = forbidden(ctx.errors.size() == 1 ? ctx.errors.front()
+                                               : fmt::format("{} settings a member may not set:\n  {}", ctx.errors.size(),
+                                                             join(ctx.errors, "\n  ")));
+  err.details = std::move(ctx.errors);
+  return err;
+}
+
+Result<std::string> set_in_document(std::string_view text, const std::string& key, const std::string& value, bool unset) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return invalid(fmt::format("the document is not valid YAML ({}:{}: {}); fix it with berth env edit", e.mark.line + 1,
+                               e.mark.column + 1, e.msg));
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) return invalid("the document is not a mapping; fix it with berth env edit");
+  std::vector<std::string> path;
+  for (std::size_t i = 0; i <= key.size();) {
+    auto j = key.find('.', i);
+    if (j == std::string::npos) j = key.size();
+    path.push_back(key.substr(i, j - i));
+    i = j + 1;
+  }
+  if (std::any_of(path.begin(), path.end(), [](const std::string& p) { return p.empty(); }))
+    return invalid(fmt::format("'{}': write APP.KEY (orders.tag, orders.env.LOG_LEVEL) or KEY for the whole environment "
+                               "(base, expires, tag)", key));
+  // APP.KEY... unless the first word is a key of the environment itself.
+  if (!one_of(kEnvMetaKeys, path[0]) && !one_of(kSettingKeys, path[0])) path.insert(path.begin(), "apps");
+  else if (path.size() > 1 && path[0] != "env" && path[0] != "ports" && path[0] != "health" && path[0] != "restart" &&
+           path[0] != "resources")
+    return invalid(fmt::format("'{}': {} is a single value of the environment", key, path[0]));
+  // Walk down, making mappings on the way (copies of nodes refer to the document's nodes).
+  std::vector<YAML::Node> chain{root};
+  for (std::size_t i = 0; i + 1 < path.size(); ++i) {
+    YAML::Node next = chain.back()[path[i]];
+    if (!next || next.IsNull()) {
+      if (unset) return std::string(text);  // nothing there to remove
+      chain.back()[path[i]] = YAML::Node(YAML::NodeType::Map);
+      next.reset(chain.back()[path[i]]);  // operator= would write through
+    } else if (!next.IsMap()) {
+      return invalid(fmt::format("'{}': {} holds a single value, not keys", key, path[i]));
+    }
+    chain.push_back(next);
+  }
+  const std::string& leaf = path.back();
+  if (unset) {
+    chain.back().remove(leaf);
+    // Drop mappings left empty.
+    for (std::size_t i = chain.size() - 1; i > 0 && chain[i].size() == 0; --i) chain[i - 1].remove(path[i - 1]);
+  } else if (leaf == "editors" || leaf == "include") {
+    YAML::Node list(YAML::NodeType::Sequence);
+    for (std::size_t i = 0; i <= value.size();) {
+      auto j = value.find(',', i);
+      if (j == std::string::npos) j = value.size();
+      if (j > i) list.push_back(value.substr(i, j - i));
+      i = j + 1;
+    }
+    chain.back()[leaf] = list;
+  } else {
+    chain.back()[leaf] = value;
+  }
+  YAML::Emitter out;
+  out << root;
+  std::string s = out.c_str();
+  if (s == "{}") s.clear();
+  return s.empty() ? s : s + "\n";
+}
+
+}  // namespace berth::model
