@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "control/loop.h"
+#include "fake_prober.h"
 #include "runtime/sim/sim_runtime.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -14,22 +15,7 @@ using testing::HasSubstr;
 
 namespace {
 
-// Probes pass for addresses marked healthy; the answer comes back through the executor.
-class FakeProber : public health::Prober {
- public:
-  explicit FakeProber(Executor& ex) : ex_(ex) {}
-  std::unique_ptr<health::ProbeHandle> probe(const health::ProbeTarget& t, std::function<void(health::ProbeResult)> done) override {
-    bool ok = healthy.count(t.ip) > 0;
-    ++probes;
-    ex_.post([done, ok] { done({ok, ok ? "GET /healthcheck → 200" : "GET /healthcheck → connection refused"}); });
-    return std::make_unique<health::ProbeHandle>();
-  }
-  std::set<std::string> healthy;
-  int probes = 0;
-
- private:
-  Executor& ex_;
-};
+using testing_support::FakeProber;
 
 const char* kCatalog = R"(network: {pool: 10.9.0.0/24}
 defaults:

@@ -1,0 +1,302 @@
+// Environment documents: parsing them with the fleet document (errors located in the document),
+// what a member may set, editing one key, and the control loop's versioned writes, fleet plans
+// and lifetimes — on the simulated runtime, a ManualClock and an in-memory SQLite store.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "base/text.h"
+#include "control/loop.h"
+#include "fake_prober.h"
+#include "model/catalog.h"
+#include "runtime/sim/sim_runtime.h"
+#include "store/sqlite/sqlite_store.h"
+
+using namespace berth;
+using testing::HasSubstr;
+
+namespace {
+
+const char* kFleet = R"(network: {pool: 10.19.0.0/24}
+defaults:
+  command: svc ${ip}
+  ports: {http: 80}
+  health: {type: tcp, start_interval: 50ms, interval: 1s}
+  restart: {backoff: 100ms}
+apps:
+  users: {}
+  orders:
+    depends_on: [users]
+    tag: main
+environments:
+  baseline: {}
+)";
+
+model::EnvDocument doc(const std::string& name, const std::string& text, std::int64_t version = 1) {
+  model::EnvDocument d;
+  d.name = name;
+  d.text = text;
+  d.owner = "anna";
+  d.version = version;
+  return d;
+}
+
+}  // namespace
+
+TEST(EnvDocuments, JoinTheFleetWithTheirOwnerAndLayers) {
+  auto cat = model::Catalog::parse(kFleet, "berth.yaml", "", {doc("dev-anna", "base: baseline\napps:\n  orders: {tag: feature/x}\n")});
+  ASSERT_TRUE(cat.ok()) << cat.error().message;
+  const model::Environment* e = cat->find("dev-anna");
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(e->own_document);
+  EXPECT_EQ(e->owner, "anna");
+  EXPECT_EQ(e->base, "baseline");
+  EXPECT_EQ(e->find("orders")->values.at("tag"), "feature/x");
+  EXPECT_EQ(e->find("users")->values.at("tag"), cat->find("baseline")->find("users")->values.at("tag"));
+  EXPECT_FALSE(cat->find("baseline")->own_document);
+}
+
+TEST(EnvDocuments, ErrorsAreLocatedInTheDocument) {
+  auto cat = model::Catalog::parse(kFleet, "berth.yaml", "",
+                                   {doc("dev-anna", "base: baseline\napps:\n  orders:\n    instances: many\n")});
+  ASSERT_FALSE(cat.ok());
+  EXPECT_THAT(cat.error().message, HasSubstr("environments/dev-anna.yaml:4:"));
+  EXPECT_THAT(cat.error().message, HasSubstr("many"));
+}
+
+TEST(EnvDocuments, LifetimeAndEditors) {
+  auto cat = model::Catalog::parse(kFleet, "berth.yaml", "",
+                                   {doc("dev-anna", "base: baseline\nexpires: 2026-12-05T10:00:00Z\neditors: [ben]\n")});
+  ASSERT_TRUE(cat.ok()) << cat.error().message;
+  EXPECT_EQ(cat->find("dev-anna")->expires_at, parse_rfc3339("2026-12-05T10:00:00Z").value());
+  EXPECT_EQ(cat->find("dev-anna")->editors, std::vector<std::string>{"ben"});
+  auto bad = model::Catalog::parse(kFleet, "berth.yaml", "", {doc("dev-anna", "base: baseline\nexpires: friday\n")});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("environments/dev-anna.yaml:2:10"));
+  EXPECT_THAT(bad.error().message, HasSubstr("2026-12-05T10:00:00Z"));
+}
+
+TEST(EnvDocuments, MembersMaySetBranchesNotCommands) {
+  EXPECT_TRUE(model::check_member_document(doc("d", "base: baseline\napps:\n  orders: {tag: x, build_type: debug}\n"), {}).ok());
+  auto st = model::check_member_document(doc("d", "base: baseline\napps:\n  orders: {command: rm -rf /}\n"), {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kForbidden);
+  EXPECT_THAT(st.error().message, HasSubstr("environments/d.yaml:3:12"));
+  EXPECT_THAT(st.error().message, HasSubstr("command"));
+  EXPECT_THAT(st.error().message, HasSubstr("tag, build_type"));
+  // A repository of their own only under the allowed prefixes.
+  const char* own_repo = "apps:\n  orders: {source: {repo: https://git.example/anna/orders.git}}\n";
+  EXPECT_TRUE(model::check_member_document(doc("d", own_repo), {"https://git.example/"}).ok());
+  auto repo = model::check_member_document(doc("d", own_repo), {"https://git.corp/"});
+  ASSERT_FALSE(repo.ok());
+  EXPECT_THAT(repo.error().message, HasSubstr("https://git.corp/"));
+}
+
+TEST(EnvDocuments, SetAndUnsetOneKey) {
+  auto a = model::set_in_document("base: baseline\n", "orders.tag", "feature/x", false);
+  ASSERT_TRUE(a.ok());
+  auto b = model::set_in_document(*a, "orders.env.LOG_LEVEL", "debug", false);
+  ASSERT_TRUE(b.ok());
+  auto cat = model::Catalog::parse(kFleet, "berth.yaml", "", {doc("d", *b)});
+  ASSERT_TRUE(cat.ok()) << cat.error().message << "\n" << *b;
+  EXPECT_EQ(cat->find("d")->find("orders")->values.at("tag"), "feature/x");
+  auto c = model::set_in_document(*b, "orders.tag", "", true);
+  ASSERT_TRUE(c.ok());
+  EXPECT_THAT(*c, testing::Not(HasSubstr("feature/x")));
+  EXPECT_THAT(*c, HasSubstr("LOG_LEVEL"));
+  auto d = model::set_in_document(*c, "editors", "ben,carl", false);
+  ASSERT_TRUE(d.ok());
+  EXPECT_THAT(*d, HasSubstr("ben"));
+  EXPECT_FALSE(model::set_in_document("base: x\n", "orders..tag", "1", false).ok());
+  EXPECT_FALSE(model::set_in_document("base: x\n", "base.name", "1", false).ok());
+}
+
+TEST(EnvDocuments, ResolveLeavesOutOnlyTheInvalidOnes) {
+  auto r = model::resolve_catalog(kFleet, "berth.yaml", "",
+                                  {doc("good", "base: baseline\n"), doc("bad", "base: nowhere\n"),
+                                   doc("on-bad", "base: bad\n")});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_NE(r->catalog.find("good"), nullptr);
+  EXPECT_EQ(r->catalog.find("bad"), nullptr);
+  EXPECT_THAT(r->invalid.at("bad"), HasSubstr("nowhere"));
+  EXPECT_THAT(r->invalid.at("on-bad"), HasSubstr("'bad' is invalid"));
+}
+
+namespace {
+
+class DocumentLoopTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(store::SqliteStore::open(":memory:").value());
+    control::Deps d;
+    d.clock = &clock_;
+    d.executor = &exec_;
+    d.runtimes = {&rt_};
+    d.prober = &prober_;
+    d.store = store_.get();
+    d.data_dir = testing::TempDir();
+    deps_ = d;
+    loop_ = std::move(control::ControlLoop::create(deps_).value());
+    auto plan = loop_->apply_fleet(kFleet, "berth.yaml", "", "admin", -1, false, false);
+    ASSERT_TRUE(plan.ok()) << plan.error().message;
+  }
+  Result<model::EnvDocument> put(const std::string& name, const std::string& text, std::int64_t based_on,
+                                 const std::string& user = "anna") {
+    return loop_->put_document({name, text, based_on, user});
+  }
+  std::vector<std::string> event_types(const std::string& env) {
+    std::vector<std::string> out;
+    auto events = loop_->events(env, 0, 1000);
+    for (const auto& e : *events) out.push_back(e.type);
+    return out;
+  }
+
+  ManualClock clock_{1'796'205'600'000};  // 2026-12-02T10:00:00Z
+  ManualExecutor exec_{clock_};
+  runtime::SimRuntime rt_{exec_};
+  testing_support::FakeProber prober_{exec_};
+  control::Deps deps_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<control::ControlLoop> loop_;
+};
+
+}  // namespace
+
+TEST_F(DocumentLoopTest, StaleWritesAreRefusedNamingWhoChangedIt) {
+  auto v1 = put("dev-anna", "base: baseline\n", 0);
+  ASSERT_TRUE(v1.ok()) << v1.error().message;
+  EXPECT_EQ(v1->version, 1);
+  EXPECT_EQ(v1->owner, "anna");
+  auto v2 = put("dev-anna", "base: baseline\napps:\n  orders: {tag: x}\n", 1, "ben");
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ(v2->owner, "anna");  // a change keeps the owner
+  auto stale = put("dev-anna", "base: baseline\napps:\n  orders: {tag: y}\n", 1);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  EXPECT_THAT(stale.error().message, HasSubstr("version 2"));
+  EXPECT_THAT(stale.error().message, HasSubstr("ben"));
+  // Nothing was overwritten.
+  EXPECT_EQ(loop_->status("dev-anna").ok(), true);
+  auto docs = loop_->documents();
+  ASSERT_EQ(docs.size(), 1u);
+  EXPECT_THAT(docs[0].doc.text, HasSubstr("tag: x"));
+  // Creating one that exists is refused too, and so is a fleet environment's name.
+  EXPECT_EQ(put("dev-anna", "base: baseline\n", 0).error().code, ErrorCode::kConflict);
+  EXPECT_EQ(put("baseline", "{}\n", 0).error().code, ErrorCode::kConflict);
+  EXPECT_EQ(put("Bad_Name", "{}\n", 0).error().code, ErrorCode::kInvalid);
+}
+
+TEST_F(DocumentLoopTest, InvalidDocumentChangesNothing) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\n", 0).ok());
+  auto bad = put("dev-anna", "base: baseline\napps:\n  nope: {tag: x}\n", 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("environments/dev-anna.yaml:3:"));
+  EXPECT_EQ(loop_->documents().at(0).doc.version, 1);
+  auto stored = store_->load_documents();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->at(0).version, 1);
+}
+
+TEST_F(DocumentLoopTest, DocumentsAndAuditSurviveARestart) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\n", 0).ok());
+  loop_.reset();
+  loop_ = std::move(control::ControlLoop::create(deps_).value());
+  ASSERT_TRUE(loop_->status("dev-anna").ok());
+  EXPECT_EQ(loop_->documents().at(0).doc.owner, "anna");
+  auto log = loop_->audit_log({});
+  ASSERT_TRUE(log.ok());
+  std::vector<std::string> actions;
+  for (const auto& e : *log) actions.push_back(e.action + " " + e.target + " by " + e.user);
+  EXPECT_THAT(actions, testing::IsSupersetOf({"fleet.apply berth.yaml by admin", "env.create dev-anna by anna"}));
+}
+
+TEST_F(DocumentLoopTest, FleetApplyPlansAndNeverRemovesDocuments) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\napps:\n  orders: {tag: feature/x}\n", 0).ok());
+  std::string next = kFleet;
+  next.replace(next.find("tag: main"), 9, "tag: release");
+  next += "  beta: {base: baseline}\n";
+  auto plan = loop_->apply_fleet(next, "berth.yaml", "", "admin", loop_->fleet_version(), true, false);
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  EXPECT_FALSE(plan->applied);
+  EXPECT_EQ(plan->added, std::vector<std::string>{"beta"});
+  EXPECT_TRUE(plan->removed.empty());  // dev-anna is its own document
+  bool baseline_orders = false;
+  for (const auto& c : plan->changed)
+    if (c.env == "baseline" && c.app == "orders") baseline_orders = c.settings == std::vector<std::string>{"tag"};
+  EXPECT_TRUE(baseline_orders);
+  EXPECT_EQ(loop_->status("beta").ok(), false);  // a dry run changes nothing
+  auto applied = loop_->apply_fleet(next, "berth.yaml", "", "admin", plan->version, false, false);
+  ASSERT_TRUE(applied.ok()) << applied.error().message;
+  EXPECT_TRUE(applied->applied);
+  EXPECT_TRUE(loop_->status("beta").ok());
+  EXPECT_TRUE(loop_->status("dev-anna").ok());
+  // Based on a version that is no longer current: refused, naming who applied it.
+  auto stale = loop_->apply_fleet(kFleet, "berth.yaml", "", "carl", plan->version, false, false);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code, ErrorCode::kConflict);
+  EXPECT_THAT(stale.error().message, HasSubstr("admin"));
+}
+
+TEST_F(DocumentLoopTest, FleetApplyThatInvalidatesADocumentNeedsForce) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\napps:\n  orders: {tag: feature/x}\n", 0).ok());
+  std::string without_orders = R"(network: {pool: 10.19.0.0/24}
+defaults:
+  command: svc ${ip}
+  ports: {http: 80}
+  health: {type: tcp}
+apps:
+  users: {}
+environments:
+  baseline: {}
+)";
+  auto refused = loop_->apply_fleet(without_orders, "berth.yaml", "", "admin", -1, false, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message, HasSubstr("environment 'dev-anna'"));
+  EXPECT_THAT(refused.error().message, HasSubstr("orders"));
+  EXPECT_TRUE(loop_->status("dev-anna").ok());
+  auto forced = loop_->apply_fleet(without_orders, "berth.yaml", "", "admin", -1, false, true);
+  ASSERT_TRUE(forced.ok()) << forced.error().message;
+  EXPECT_EQ(forced->invalidated.count("dev-anna"), 1u);
+  // Left out, but its document is kept and says why.
+  EXPECT_FALSE(loop_->status("dev-anna").ok());
+  auto docs = loop_->documents();
+  ASSERT_EQ(docs.size(), 1u);
+  EXPECT_THAT(docs[0].error, HasSubstr("orders"));
+}
+
+TEST_F(DocumentLoopTest, DeleteRefusedWhileOthersAreBasedOnIt) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\n", 0).ok());
+  ASSERT_TRUE(put("dev-anna-2", "base: dev-anna\n", 0).ok());
+  auto r = loop_->delete_document("dev-anna", 0, "anna", false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.error().message, HasSubstr("dev-anna-2"));
+  ASSERT_TRUE(loop_->delete_document("dev-anna-2", 0, "anna", false).ok());
+  ASSERT_TRUE(loop_->delete_document("dev-anna", 0, "anna", false).ok());
+  EXPECT_FALSE(loop_->status("dev-anna").ok());
+  EXPECT_TRUE(store_->load_documents()->empty());
+  EXPECT_EQ(loop_->delete_document("baseline", 0, "anna", false).error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(DocumentLoopTest, ExpiredEnvironmentsAreWarnedTakenDownThenDeleted) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\nexpires: 2026-12-02T12:00:00Z\n", 0).ok());
+  ASSERT_TRUE(put("dev-kept", "base: baseline\nexpires: 2026-12-02T12:00:00Z\nkeep: true\n", 0).ok());
+  ASSERT_TRUE(loop_->up("dev-anna").ok());
+  exec_.run_ready();
+  EXPECT_EQ(rt_.running("users"), 1);
+  // An hour before: a warning, nothing stops.
+  exec_.advance(61 * 60'000);
+  EXPECT_THAT(event_types("dev-anna"), testing::Contains("expiring"));
+  EXPECT_EQ(rt_.running("users"), 1);
+  // At expiry: down, kept.
+  exec_.advance(60 * 60'000);
+  exec_.run_ready();
+  EXPECT_THAT(event_types("dev-anna"), testing::Contains("expired"));
+  EXPECT_EQ(rt_.running("users"), 0);
+  EXPECT_EQ(loop_->documents().size(), 2u);
+  // A day later: deleted; `keep: true` stays.
+  exec_.advance(25 * 3'600'000);
+  exec_.run_ready();
+  auto docs = loop_->documents();
+  ASSERT_EQ(docs.size(), 1u);
+  EXPECT_EQ(docs[0].doc.name, "dev-kept");
+  EXPECT_FALSE(loop_->status("dev-anna").ok());
+}
