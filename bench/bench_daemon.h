@@ -19,6 +19,7 @@ struct BenchDaemon {
   pid_t pid = -1;
   std::string api;  // ADDR:PORT
   std::string dns;  // ADDR:PORT
+  std::string token;  // the admin token the daemon issued at its first start
 
   std::string dir;
 
@@ -37,6 +38,7 @@ struct BenchDaemon {
     while (!std::filesystem::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::ifstream(dir + "/api.addr") >> api;
     std::ifstream(dir + "/dns.addr") >> dns;
+    std::ifstream(dir + "/admin.token") >> token;
   }
   ~BenchDaemon() {
     kill(pid, SIGTERM);

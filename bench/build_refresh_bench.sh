@@ -18,7 +18,7 @@ berth serve --data-dir "$W/data" --listen 127.0.0.1:0 --dns-listen 127.0.0.1:0 2
 DAEMON=$!
 trap 'berth down dev -q 2>/dev/null || true; kill $DAEMON 2>/dev/null || true; wait 2>/dev/null; rm -rf "$W"' EXIT
 until [ -s "$W/data/api.addr" ]; do sleep 0.05; done
-export BERTH_ADDR=$(cat "$W/data/api.addr")
+export BERTH_ADDR=$(cat "$W/data/api.addr") BERTH_DATA_DIR=$W/data
 
 mkdir -p "$W/repo" && cd "$W/repo"
 git init -q -b main

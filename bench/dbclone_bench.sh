@@ -78,7 +78,7 @@ berth serve --data-dir "$W/data" --db-dir "$W/xfs/db" --listen 127.0.0.1:0 --dns
   --blob-store "swift://test:tester:testing@127.0.0.1:8080/dbbench$$" 2>"$W/daemon.log" &
 PIDS+=($!)
 until [ -s "$W/data/api.addr" ]; do sleep 0.05; done
-export BERTH_ADDR=$(cat "$W/data/api.addr")
+export BERTH_ADDR=$(cat "$W/data/api.addr") BERTH_DATA_DIR=$W/data
 cat > "$W/berth.yaml" <<YAML
 network: {pool: 127.120.0.0/24}
 databases:

@@ -43,7 +43,7 @@ PY
 "$BIN/src/cli/berth" serve --data-dir "$W/berth" --listen 127.0.0.1:0 --dns-listen 127.0.0.1:${PORT[berth]} 2>"$W/berth.log" &
 PIDS+=($!); BERTH_PID=$!
 until [ -s "$W/berth/api.addr" ]; do sleep 0.05; done
-export BERTH_ADDR=$(cat "$W/berth/api.addr")
+export BERTH_ADDR=$(cat "$W/berth/api.addr") BERTH_DATA_DIR=$W/berth
 "$BIN/src/cli/berth" apply -f "$W/berth.yaml" >/dev/null
 "$BIN/src/cli/berth" up beta-0 -q --timeout 60s
 "$BIN/src/cli/berth" status beta-0 -o json > "$W/status.json"

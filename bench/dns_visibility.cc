@@ -81,7 +81,7 @@ environments:
 )";
   BenchDaemon daemon(dir);
   const std::string addr = daemon.api, dns = daemon.dns;
-  berth::client::Client c(addr);
+  berth::client::Client c(addr, daemon.token);
   std::stringstream text;
   text << std::ifstream(dir + "/berth.yaml").rdbuf();
   if (!c.put("/v1/catalog", {{"filename", "vis.yaml"}, {"text", text.str()}}).ok() || !c.post("/v1/environments/dev/up").ok()) {

@@ -108,6 +108,7 @@ mkdir -p "$work/data"
 nsenter --net="/run/netns/$ns" "$bin/src/cli/berth" serve --data-dir "$work/data" --listen 127.0.0.1:7790 \
   --dns-listen 127.0.0.1:0 --docker-host "$DOCKER_HOST" 2>"$work/daemon.log" >/dev/null &
 daemon=$!
+export BERTH_DATA_DIR=$work/data
 until [ -s "$work/data/api.addr" ]; do kill -0 "$daemon" || { cat "$work/daemon.log"; exit 1; }; sleep 0.05; done
 
 run_berth() {  # CATALOG → seconds from `berth up` to every instance ready

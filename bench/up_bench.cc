@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
 
   BenchDaemon daemon(dir);
   const std::string addr = daemon.api;
-  berth::client::Client c(addr);
+  berth::client::Client c(addr, daemon.token);
   std::stringstream text;
   text << std::ifstream(dir + "/berth.yaml").rdbuf();
   if (auto r = c.put("/v1/catalog", {{"filename", "bench.yaml"}, {"text", text.str()}}); !r.ok()) {

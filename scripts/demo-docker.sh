@@ -42,6 +42,7 @@ cp examples/shop/containers.yaml "$work/"
 nsenter --net="/run/netns/$ns" "$bin/src/cli/berth" serve --data-dir "$data" --listen 127.0.0.1:7700 \
   --docker-host "$DOCKER_HOST" 2>"$work/daemon.log" >/dev/null &
 daemon=$!
+export BERTH_DATA_DIR=$data  # the CLI reads the admin token the daemon writes there
 until [ -s "$data/api.addr" ]; do
   kill -0 "$daemon" 2>/dev/null || { cat "$work/daemon.log"; exit 1; }
   sleep 0.05

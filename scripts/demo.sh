@@ -11,9 +11,10 @@ bin=$PWD/build/release
 export PATH=$bin/src/cli:$bin/examples/shop:$PATH
 data=$(mktemp -d /tmp/berth-demo.XXXXXX)
 export BERTH_ADDR=127.0.0.1:7700
+export BERTH_DATA_DIR=$data  # the CLI reads the admin token the daemon writes there
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-berth serve --data-dir "$data" --listen "$BERTH_ADDR" 2>"$data/daemon.log" &
+berth serve --data-dir "$data" --listen "$BERTH_ADDR" --import-dir "$PWD/examples" 2>"$data/daemon.log" &
 daemon=$!
 cleanup() {
   for e in beta-7 baseline dev-anna dev-ben; do berth down "$e" -q 2>/dev/null || true; done

@@ -1,92 +1,25 @@
 #include "api/handlers.h"
 
+#include <filesystem>
+
 #include <charconv>
 #include <fstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "api/util.h"
 #include "base/text.h"
 
 namespace berth::api {
 using nlohmann::json;
 
-namespace {
-
-int http_status(ErrorCode c) {
-  switch (c) {
-    case ErrorCode::kInvalid: return 400;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kConflict: return 409;
-    case ErrorCode::kUnavailable: return 503;
-    case ErrorCode::kInternal: return 500;
-    case ErrorCode::kUnauthenticated: return 401;
-    case ErrorCode::kForbidden: return 403;
-  }
-  return 500;
-}
-
-// Request text echoed back (names in errors) may be invalid UTF-8: replace, never throw.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-Response ok(const json& j, int status = 200) { return {status, dump(j)}; }
-
-std::vector<std::string> split_path(std::string_view path) {
-  std::vector<std::string> parts;
-  std::size_t i = 0;
-  while (i < path.size()) {
-    auto j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    if (j > i) parts.emplace_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
-}
-
-// "/v1/x/y?a=1" → {{"v1", "x", "y"}, "a=1"}
-struct Target {
-  std::vector<std::string> parts;
-  std::string_view query;
-};
-Target parse_target(std::string_view target) {
-  std::string_view query;
-  if (auto q = target.find('?'); q != std::string_view::npos) {
-    query = target.substr(q + 1);
-    target = target.substr(0, q);
-  }
-  return {split_path(target), query};
-}
-
-std::string query_param(std::string_view query, std::string_view name) {
-  std::size_t i = 0;
-  while (i < query.size()) {
-    auto amp = query.find('&', i);
-    if (amp == std::string_view::npos) amp = query.size();
-    auto kv = query.substr(i, amp - i);
-    auto eq = kv.find('=');
-    if (kv.substr(0, eq) == name) return eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1));
-    i = amp + 1;
-  }
-  return "";
-}
-
-Result<std::int64_t> int_param(std::string_view query, std::string_view name, std::int64_t def, std::int64_t max) {
-  std::string v = query_param(query, name);
-  if (v.empty()) return def;
-  std::int64_t n = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || p != v.data() + v.size() || n < 0 || n > max)
-    return invalid(fmt::format("query parameter {}: expected an integer from 0 to {}, got '{}'", name, max, v));
-  return n;
-}
-
-json nullable_time(Millis t) { return t ? json(rfc3339_ms(t)) : json(nullptr); }
-
-}  // namespace
+using namespace detail;
 
 Response error_response(const Error& e) {
   json j = {{"error", e.message}};
   if (!e.details.empty()) j["details"] = e.details;
-  return {http_status(e.code), dump(j)};
+  return {http_status(e.code), dump(j), ""};
 }
 
 json to_json(const control::EnvStatus& s) {
@@ -123,20 +56,90 @@ json to_json(const store::Event& e) {
           {"ip", e.ip.empty() ? json(nullptr) : json(e.ip)}, {"message", e.message}};
 }
 
+namespace {
+
+bool is_write(const std::string& method) { return method != "GET" && method != "HEAD"; }
+
+}  // namespace
+
+Result<auth::Principal> Api::admit(const Request& req) const {
+  // DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own Host.
+  if (!options_.allowed_hosts.empty() &&
+      std::find(options_.allowed_hosts.begin(), options_.allowed_hosts.end(), req.host) == options_.allowed_hosts.end())
+    return forbidden(fmt::format("Host '{}' is not this daemon's address ({}); requests through other names are refused",
+                                 req.host.substr(0, 256), fmt::join(options_.allowed_hosts, ", ")));
+  // Browsers say where a request comes from: only the daemon's own pages may call it.
+  if (!req.origin.empty()) {
+    bool same = false;
+    for (const auto& h : options_.allowed_hosts)
+      if (req.origin == "http://" + h || req.origin == "https://" + h) same = true;
+    if (options_.allowed_hosts.empty() && !req.host.empty())
+      same = req.origin == "http://" + req.host || req.origin == "https://" + req.host;
+    if (!same)
+      return forbidden(fmt::format("cross-origin request from '{}' refused: only the daemon's own web pages may call "
+                                   "the API", req.origin.substr(0, 256)));
+  }
+  // A form or a text/plain fetch can be sent cross-origin without asking: writes must be JSON.
+  if (is_write(req.method) && !req.body.empty() && req.content_type.rfind("application/json", 0) != 0)
+    return invalid(fmt::format("{} with a body needs Content-Type: application/json (got '{}')", req.method,
+                               req.content_type.substr(0, 128)));
+  return tokens_.authenticate(req.authorization);
+}
+
+Status Api::may_change(const auth::Principal& who, const std::string& env, std::string_view what) const {
+  if (who.role == auth::Role::kAdmin) return {};
+  if (const auto* c = loop_.catalog())
+    if (const auto* e = c->find(env)) return auth::may_change(who, env, e->own_document, e->owner, e->editors, what);
+  for (const auto& d : loop_.documents())  // left out of the catalog, but still its owner's
+    if (d.doc.name == env) {
+      auto st = auth::may_change(who, env, true, d.doc.owner, {}, what);
+      return st;
+    }
+  return auth::require(who, auth::Role::kMember, what);  // the route says it does not exist
+}
+
+Status Api::authorize(const auth::Principal& who, const Request& req) const {
+  const Target t = parse_target(req.target);
+  const auto& p = t.parts;
+  const std::string what = fmt::format("{} {}", req.method, req.target.substr(0, req.target.find('?')).substr(0, 200));
+  if (p.size() >= 2 && p[0] == "v1" && (p[1] == "tokens")) return auth::require(who, auth::Role::kAdmin, what);
+  if (!is_write(req.method)) return {};
+  if (p.size() == 2 && p[0] == "v1" && p[1] == "environments" && req.method == "POST")
+    return auth::require(who, auth::Role::kMember, what);
+  if (p.size() >= 4 && p[0] == "v1" && p[1] == "environments") {
+    // Creating a document: any member; everything else on an environment: its owner or editors.
+    if (p.size() == 4 && p[3] == "document" && req.method == "PUT" && req.if_match.empty())
+      return auth::require(who, auth::Role::kMember, what);
+    const bool env_write = (p.size() == 4 && (p[3] == "up" || p[3] == "down" || p[3] == "refresh" || p[3] == "restart" ||
+                                              p[3] == "document")) ||
+                           (p.size() == 6 && p[3] == "databases" && p[5] == "reset") ||
+                           (p.size() == 8 && p[3] == "apps" && p[5] == "instances" && p[7] == "exec");
+    if (env_write) return may_change(who, p[2], what);
+  }
+  // Everything else that writes (the fleet document, standards, reconcile): admins.
+  return auth::require(who, auth::Role::kAdmin, what);
+}
+
 void Api::handle(const Request& req, Reply reply) {
   // The edge: nothing a request does may throw into the transport.
   auto failed = [&](const std::exception& e) {
     return error_response(internal(fmt::format("internal error handling {} {}: {}", req.method, req.target, e.what())));
   };
+  auth::Principal who;
   try {
-    if (route_async(req, reply)) return;
+    if (req.method == "GET" && req.target == "/v1/health") return reply(ok({{"status", "ok"}}));
+    auto admitted = admit(req);
+    if (!admitted.ok()) return reply(error_response(admitted.error()));
+    who = std::move(admitted.value());
+    if (auto st = authorize(who, req); !st.ok()) return reply(error_response(st.error()));
+    if (route_async(req, who, reply)) return;
   } catch (const std::exception& e) {
     if (reply) reply(failed(e));
     return;
   }
   Response out;
   try {
-    out = route(req);
+    out = route(req, who);
   } catch (const std::exception& e) {
     out = failed(e);
   }
@@ -178,7 +181,7 @@ Result<int> ordinal_param(const std::string& text) {
 
 }  // namespace
 
-bool Api::route_async(const Request& req, Reply& reply) {
+bool Api::route_async(const Request& req, const auth::Principal& who, Reply& reply) {
   const Target t = parse_target(req.target);  // not a structured binding: lambdas capture these
   const std::vector<std::string>& parts = t.parts;
   const std::string_view query = t.query;
@@ -194,6 +197,8 @@ bool Api::route_async(const Request& req, Reply& reply) {
     if (!n.ok()) return fail(n.error());
     auto body = exec_body(req.body);
     if (!body.ok()) return fail(body.error());
+    (void)loop_.audit(who.user, "instance.exec", fmt::format("{}/{}/{}", parts[4], *n, body->first.front()), parts[2],
+                      "");
     loop_.exec(parts[2], parts[4], *n, std::move(body->first), body->second,
                [reply = std::move(reply)](Result<runtime::ExecResult> r) {
                  if (!r.ok()) return reply(error_response(r.error()));
@@ -220,7 +225,7 @@ bool Api::route_async(const Request& req, Reply& reply) {
   return false;
 }
 
-Response Api::route(const Request& req) {
+Response Api::route(const Request& req, const auth::Principal& who) {
   const Target t = parse_target(req.target);  // not a structured binding: lambdas capture these
   const std::vector<std::string>& parts = t.parts;
   const std::string_view query = t.query;
@@ -235,6 +240,7 @@ Response Api::route(const Request& req) {
   };
 
   if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});
+  if (auto r = route_documents(req, who)) return std::move(*r);
 
   if (route("PUT", {"v1", "catalog"})) {
     json body = json::parse(req.body, nullptr, false);
@@ -252,11 +258,31 @@ Response Api::route(const Request& req) {
       if (!body["base_dir"].is_string()) return error_response(invalid("request body: field 'base_dir' must be a string"));
       base_dir = body["base_dir"].get<std::string>();
     }
-    if (auto st = loop_.apply(body["text"].get<std::string>(), filename, base_dir); !st.ok()) return error_response(st.error());
+    for (const char* f : {"dry_run", "force", "move_base_dir"})
+      if (body.contains(f) && !body[f].is_boolean())
+        return error_response(invalid(fmt::format("request body: field '{}' must be true or false", f)));
+    std::int64_t based_on = -1;
+    if (body.contains("based_on")) {
+      if (!body["based_on"].is_number_integer() || body["based_on"].get<std::int64_t>() < 0)
+        return error_response(invalid("request body: field 'based_on' must be the fleet version the change was made from"));
+      based_on = body["based_on"].get<std::int64_t>();
+    }
+    auto plan = loop_.apply_fleet(body["text"].get<std::string>(), filename, base_dir, who.user, based_on,
+                                  body.value("dry_run", false), body.value("force", false),
+                                  body.value("move_base_dir", false));
+    if (!plan.ok()) return error_response(plan.error());
     json envs = json::array();
-    for (const auto& e : loop_.catalog()->environments())
-      envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()}});
-    return ok({{"applied", filename}, {"environments", envs}});
+    if (plan->applied)
+      for (const auto& e : loop_.catalog()->environments())
+        envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()},
+                        {"document", e.own_document}});
+    json changed = json::array();
+    for (const auto& c : plan->changed)
+      changed.push_back({{"environment", c.env}, {"app", c.app}, {"settings", c.settings}, {"replaced", c.replaced}});
+    return ok({{"applied", plan->applied ? json(filename) : json(nullptr)}, {"version", plan->version},
+               {"environments", envs},
+               {"plan", {{"added", plan->added}, {"removed", plan->removed}, {"changed", changed},
+                         {"replaced", plan->replaced}, {"invalidated", plan->invalidated}, {"notes", plan->notes}}}});
   }
 
   // ---- standard databases ----
@@ -319,8 +345,25 @@ Response Api::route(const Request& req) {
       } else {
         return error_response(invalid(fmt::format("request body: 'from' must be server, datadir or dump, not '{}'", from)));
       }
+      if (src.kind != db::ImportSource::Kind::kServer) {
+        // Only from directories the daemon is told it may read: the path is the caller's, the
+        // reading is the daemon's (root's).
+        std::error_code ec;
+        const auto real = std::filesystem::weakly_canonical(src.path, ec).string();
+        bool allowed = false;
+        for (const auto& d : options_.import_dirs) {
+          const auto dir = std::filesystem::weakly_canonical(d, ec).string();
+          if (!dir.empty() && (real == dir || real.rfind(dir + "/", 0) == 0)) allowed = true;
+        }
+        if (!allowed)
+          return error_response(forbidden(fmt::format(
+              "imports read only from the directories the daemon was started with (--import-dir): {}",
+              options_.import_dirs.empty() ? "none configured" : fmt::format("{}", fmt::join(options_.import_dirs, ", ")))));
+        src.path = real;
+      }
       auto job = dbm->import(parts[2], src);
       if (!job.ok()) return error_response(job.error());
+      (void)loop_.audit(who.user, "standard.import", parts[2], "", "from " + from);
       return ok(job_json(**job), 202);
     }
     if (route("DELETE", {"v1", "standards", "*", "versions", "*"})) {
@@ -329,6 +372,7 @@ Response Api::route(const Request& req) {
       if (ec != std::errc() || p != parts[4].data() + parts[4].size() || n < 1)
         return error_response(invalid(fmt::format("version '{}' must be a number from 1", parts[4])));
       if (auto st = dbm->remove(parts[2], n); !st.ok()) return error_response(st.error());
+      (void)loop_.audit(who.user, "standard.remove", fmt::format("{}@{}", parts[2], n), "", "");
       return ok({{"standard", parts[2]}, {"removed", n}});
     }
     if (route("GET", {"v1", "jobs", "*"})) {
@@ -342,6 +386,7 @@ Response Api::route(const Request& req) {
       auto before = loop_.last_event_id();
       if (!before.ok()) return error_response(before.error());
       if (auto st = loop_.reset_database(parts[2], parts[4], static_cast<int>(*v)); !st.ok()) return error_response(st.error());
+      (void)loop_.audit(who.user, "db.reset", parts[4], parts[2], *v ? fmt::format("version {}", *v) : "latest version");
       return ok({{"environment", parts[2]}, {"database", parts[4]}, {"reset", true}, {"events_after", *before}}, 202);
     }
   }
@@ -373,13 +418,16 @@ Response Api::route(const Request& req) {
     auto before = loop_.last_event_id();
     if (!before.ok()) return error_response(before.error());
     if (auto st = loop_.up(parts[2]); !st.ok()) return error_response(st.error());
+    (void)loop_.audit(who.user, "env.up", parts[2], parts[2], "");
     return ok({{"environment", parts[2]}, {"up", true}, {"events_after", *before}}, 202);
   }
 
   if (route("POST", {"v1", "environments", "*", "down"})) {
     auto before = loop_.last_event_id();
     if (!before.ok()) return error_response(before.error());
-    if (auto st = loop_.down(parts[2]); !st.ok()) return error_response(st.error());
+    const bool force = flag_param(query, "force");
+    if (auto st = loop_.down(parts[2], force); !st.ok()) return error_response(st.error());
+    (void)loop_.audit(who.user, "env.down", parts[2], parts[2], force ? "forced" : "");
     return ok({{"environment", parts[2]}, {"up", false}, {"events_after", *before}}, 202);
   }
 
@@ -387,6 +435,7 @@ Response Api::route(const Request& req) {
     auto before = loop_.last_event_id();
     if (!before.ok()) return error_response(before.error());
     if (auto st = loop_.refresh(parts[2]); !st.ok()) return error_response(st.error());
+    (void)loop_.audit(who.user, "env.refresh", parts[2], parts[2], "");
     return ok({{"environment", parts[2]}, {"events_after", *before}}, 202);
   }
 

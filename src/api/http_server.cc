@@ -46,12 +46,17 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void serve() {
     auto req = parser_->release();
-    Request r{std::string(req.method_string()), std::string(req.target()), std::move(req.body())};
+    auto header = [&](http::field f) { return std::string(req[f]); };
+    Request r{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
+              header(http::field::authorization), header(http::field::if_match), header(http::field::origin),
+              header(http::field::host), header(http::field::content_type)};
     // The next request on this connection is read once this one is answered (maybe later).
     api_.handle(r, [self = shared_from_this(), version = req.version(), keep_alive = req.keep_alive()](Response out) {
       auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), version);
       res->set(http::field::server, "berth");
       res->set(http::field::content_type, "application/json");
+      res->set(http::field::cache_control, "no-store");
+      if (!out.etag.empty()) res->set(http::field::etag, out.etag);
       res->keep_alive(keep_alive);
       res->body() = std::move(out.body);
       res->prepare_payload();

@@ -10,6 +10,8 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <cstring>
 #include <fmt/format.h>
 
 #include "base/text.h"
@@ -142,6 +144,164 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
   }
 }
 
+// "orders.tag=feature/x" → {"orders.tag": "feature/x"}
+std::optional<json> settings_of(const std::vector<std::string>& kvs) {
+  json out = json::object();
+  for (const auto& kv : kvs) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "berth: '{}': write APP.KEY=VALUE, e.g. orders.tag=feature/x\n", kv);
+      return std::nullopt;
+    }
+    out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// `berth env edit`: the document in $VISUAL/$EDITOR; on save it is validated by the daemon and,
+// when refused, reopened with the errors on top as comments. Saved unchanged: nothing is sent.
+int edit_document(bc::Client& c, const std::string& name) {
+  auto doc = c.get("/v1/environments/" + url_encode(name) + "/document");
+  if (!doc.ok()) return fail(doc.error());
+  std::int64_t version = (*doc)["version"].get<std::int64_t>();
+  const std::string original = (*doc)["text"].get<std::string>();
+  char path[] = "/tmp/berth-env-XXXXXX.yaml";
+  int fd = ::mkstemps(path, 5);
+  if (fd < 0) return fail(berth::unavailable(fmt::format("cannot make a temporary file: {}", std::strerror(errno))));
+  ::close(fd);
+  const char* ed = std::getenv("VISUAL");
+  if (!ed || !*ed) ed = std::getenv("EDITOR");
+  const std::string editor = ed && *ed ? ed : "vi";
+  std::string header, text = original;
+  int rc = 1;
+  while (true) {
+    { std::ofstream(path, std::ios::binary | std::ios::trunc) << header << text; }
+    if (std::system(fmt::format("{} '{}'", editor, path).c_str()) != 0) {
+      fmt::print(stderr, "berth: the editor ({}) failed; nothing was changed\n", editor);
+      break;
+    }
+    std::string edited = read_file(path);
+    // Drop the error comments we put on top.
+    while (edited.rfind("# berth: ", 0) == 0) edited.erase(0, edited.find('\n') == std::string::npos ? edited.size() : edited.find('\n') + 1);
+    if (edited == original) {
+      fmt::print("{}: no change\n", name);
+      rc = 0;
+      break;
+    }
+    if (!header.empty() && edited == text) {
+      fmt::print(stderr, "berth: saved unchanged after the errors; nothing was changed\n");
+      break;
+    }
+    auto r = c.put("/v1/environments/" + url_encode(name) + "/document", {{"text", edited}}, version);
+    if (r.ok()) {
+      fmt::print("{}: version {}\n", name, (*r)["version"].get<std::int64_t>());
+      rc = 0;
+      break;
+    }
+    if (r.error().code != berth::ErrorCode::kInvalid && r.error().code != berth::ErrorCode::kForbidden) {
+      fail(r.error());
+      break;
+    }
+    header.clear();
+    std::vector<std::string> lines = r.error().details.empty() ? std::vector<std::string>{r.error().message} : r.error().details;
+    for (const auto& l : lines)
+      for (std::size_t i = 0; i < l.size();) {
+        auto j = l.find('\n', i);
+        if (j == std::string::npos) j = l.size();
+        header += "# berth: " + l.substr(i, j - i) + "\n";
+        i = j + 1;
+      }
+    fmt::print(stderr, "berth: {}\n", r.error().message);
+    text = edited;
+  }
+  std::remove(path);
+  return rc;
+}
+
+int env_command(bc::Client& c, CLI::App* cmd, const std::string& name, const std::string& base,
+                const std::vector<std::string>& kvs, bool thin, const std::string& ttl, const std::string& against,
+                bool keep_data, const std::string& output, const std::string& doc_output) {
+  const std::string doc_path = "/v1/environments/" + url_encode(name) + "/document";
+  auto current_version = [&]() -> berth::Result<std::int64_t> {
+    auto d = c.get(doc_path);
+    if (!d.ok()) return d.error();
+    return (*d)["version"].get<std::int64_t>();
+  };
+  auto print_doc = [&](const json& d) {
+    fmt::print("{}: version {} (owner {}{})\n", d["name"].get<std::string>(), d["version"].get<std::int64_t>(),
+               d["owner"].get<std::string>(),
+               d.contains("expires") && !d["expires"].is_null() ? ", expires " + d["expires"].get<std::string>() : "");
+    return 0;
+  };
+  auto sub = [&](const char* n) { return cmd->get_subcommand(n)->parsed(); };
+  if (sub("create")) {
+    auto sets = settings_of(kvs);
+    if (!sets) return 2;
+    json body = {{"name", name}, {"thin", thin}, {"set", *sets}};
+    if (!base.empty()) body["base"] = base;
+    if (!ttl.empty()) body["ttl"] = ttl;
+    auto r = c.post("/v1/environments", body);
+    if (!r.ok()) return fail(r.error());
+    return print_doc(*r);
+  }
+  if (sub("set") || sub("unset") || sub("extend")) {
+    json body = json::object();
+    if (sub("set")) {
+      auto sets = settings_of(kvs);
+      if (!sets) return 2;
+      body["set"] = *sets;
+    } else if (sub("unset")) {
+      body["unset"] = kvs;
+    } else {
+      body["extend"] = ttl;
+    }
+    auto v = current_version();
+    if (!v.ok()) return fail(v.error());
+    auto r = c.patch(doc_path, body, *v);
+    if (!r.ok()) return fail(r.error());
+    return print_doc(*r);
+  }
+  if (sub("edit")) return edit_document(c, name);
+  if (sub("get")) {
+    auto r = c.get(doc_path);
+    if (!r.ok()) return fail(r.error());
+    if (doc_output == "json") fmt::print("{}\n", r->dump(2));
+    else fmt::print("{}", (*r)["text"].get<std::string>());
+    return 0;
+  }
+  if (sub("ls")) {
+    auto r = c.get("/v1/documents");
+    if (!r.ok()) return fail(r.error());
+    if (output == "json") fmt::print("{}\n", r->dump(2));
+    else fmt::print("{}", berth::cli::documents_table(*r));
+    return 0;
+  }
+  if (sub("diff")) {
+    auto r = c.get("/v1/environments/" + url_encode(name) + "/diff" + (against.empty() ? "" : "?against=" + url_encode(against)));
+    if (!r.ok()) return fail(r.error());
+    if (output == "json") fmt::print("{}\n", r->dump(2));
+    else fmt::print("{}", berth::cli::diff_table(*r));
+    return 0;
+  }
+  if (sub("rm")) {
+    auto v = current_version();
+    if (!v.ok()) return fail(v.error());
+    auto r = c.del(doc_path + (keep_data ? "?keep_data=1" : ""), *v);
+    if (!r.ok()) return fail(r.error());
+    fmt::print("deleted {}\n", name);
+    for (const auto& n : (*r)["notes"]) fmt::print("  {}\n", n.get<std::string>());
+    return 0;
+  }
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +309,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string addr_flag;
   app.add_option("--addr", addr_flag, "daemon address ADDR:PORT (default $BERTH_ADDR or 127.0.0.1:7700)");
+  std::string token_flag;
+  app.add_option("--token", token_flag, "API token (default $BERTH_TOKEN, $BERTH_TOKEN_FILE, $BERTH_DATA_DIR/admin.token, "
+                                        "~/.berth/admin.token)");
 
   berth::daemon::Options serve_opts;
   auto* serve = app.add_subcommand("serve", "run the control plane daemon");
@@ -176,8 +339,13 @@ int main(int argc, char** argv) {
   exec_cmd->add_option("command", exec_argv, "the command and its arguments (after --)")->required();
   exec_cmd->add_option("-i,--instance", exec_ordinal, "instance ordinal")->capture_default_str();
   exec_cmd->add_option("--timeout", exec_timeout, "give up (and report) after this long")->capture_default_str();
-  auto* apply = app.add_subcommand("apply", "validate and load a catalog (berth.yaml)");
+  auto* apply = app.add_subcommand("apply", "validate and load the fleet document (berth.yaml), printing its plan");
   apply->add_option("-f,--file", file, "catalog file")->required();
+  bool dry_run = false, force = false, move_base_dir = false;
+  apply->add_flag("--dry-run", dry_run, "print the plan and change nothing");
+  apply->add_flag("--force", force, "apply even if environment documents become invalid (they are left out until fixed)");
+  apply->add_flag("--move-base-dir", move_base_dir, "resolve relative source repositories against this file's directory "
+                                                    "from now on");
 
   std::string env, app_code, output = "table", timeout_text = "120s";
   bool no_wait = false, quiet = false, follow_events = false;
@@ -189,6 +357,7 @@ int main(int argc, char** argv) {
 
   auto* down = app.add_subcommand("down", "stop an environment");
   down->add_option("environment", env)->required();
+  down->add_flag("--force", force, "even if thin environments that are up fall through to it");
   down->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
   down->add_flag("--no-wait", no_wait, "return once the request is accepted");
   down->add_flag("-q,--quiet", quiet, "print nothing but errors");
@@ -264,7 +433,82 @@ int main(int argc, char** argv) {
   auto* db_rm = db_cmd->add_subcommand("rm", "forget a version of a standard (and its golden on this host)");
   db_rm->add_option("version", standard, "STANDARD@VERSION")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  serve->add_option("--member-repo", serve_opts.member_repos,
+                    "a source.repo prefix members may use in their environments (repeatable)");
+  serve->add_option("--import-dir", serve_opts.import_dirs,
+                    "a directory standards may be imported from with --from-dump/--from-datadir (repeatable)");
+
+  auto* env_cmd = app.add_subcommand("env", "environments of your own: create, change, inspect, remove");
+  env_cmd->require_subcommand(1);
+  std::string base, ttl, against;
+  std::vector<std::string> kvs;
+  bool thin = false, keep_data = false;
+  auto* env_create = env_cmd->add_subcommand("create", "create an environment as its own document");
+  env_create->add_option("name", env)->required();
+  env_create->add_option("--base", base, "the environment it inherits from (e.g. baseline)");
+  env_create->add_option("--set", kvs, "APP.KEY=VALUE, e.g. orders.tag=feature/x (repeatable)");
+  env_create->add_flag("--thin", thin, "run only the apps it changes; the rest fall through to its base");
+  env_create->add_option("--ttl", ttl, "expire after this long, e.g. 3d (taken down, deleted a day later)");
+  auto* env_set = env_cmd->add_subcommand("set", "set APP.KEY=VALUE (or KEY=VALUE for the environment)");
+  env_set->add_option("name", env)->required();
+  env_set->add_option("settings", kvs, "APP.KEY=VALUE ...")->required();
+  auto* env_unset = env_cmd->add_subcommand("unset", "remove settings, so they come from the base again");
+  env_unset->add_option("name", env)->required();
+  env_unset->add_option("keys", kvs, "APP.KEY ...")->required();
+  auto* env_extend = env_cmd->add_subcommand("extend", "push the expiry back");
+  env_extend->add_option("name", env)->required();
+  env_extend->add_option("duration", ttl, "e.g. 2d")->required();
+  auto* env_edit = env_cmd->add_subcommand("edit", "edit the environment's YAML in $EDITOR; validated on save");
+  env_edit->add_option("name", env)->required();
+  auto* env_get = env_cmd->add_subcommand("get", "print the environment's document");
+  env_get->add_option("name", env)->required();
+  std::string doc_output = "yaml";
+  env_get->add_option("-o,--output", doc_output, "yaml or json")->check(CLI::IsMember({"yaml", "json"}));
+  auto* env_ls = env_cmd->add_subcommand("ls", "list the environments kept as their own documents");
+  env_ls->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  auto* env_diff = env_cmd->add_subcommand("diff", "every effective setting that differs from its base (or --against)");
+  env_diff->add_option("name", env)->required();
+  env_diff->add_option("--against", against, "compare with this environment instead");
+  env_diff->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  auto* env_rm = env_cmd->add_subcommand("rm", "take the environment down and delete it (and its database copies)");
+  env_rm->add_option("name", env)->required();
+  env_rm->add_flag("--keep-data", keep_data, "keep its database copies");
+
+  auto* token_cmd = app.add_subcommand("token", "API tokens (admins)");
+  token_cmd->require_subcommand(1);
+  std::string token_user, token_role = "member", token_id;
+  auto* token_create = token_cmd->add_subcommand("create", "issue a token; prints it alone on stdout, once");
+  token_create->add_option("--user", token_user, "whose token")->required();
+  token_create->add_option("--role", token_role, "admin, member or viewer")
+      ->check(CLI::IsMember({"admin", "member", "viewer"}))
+      ->capture_default_str();
+  auto* token_ls = token_cmd->add_subcommand("ls", "list tokens (never their secrets)");
+  auto* token_revoke = token_cmd->add_subcommand("revoke", "revoke a token by its id");
+  token_revoke->add_option("id", token_id)->required();
+  auto* whoami = app.add_subcommand("whoami", "the user and role of your token");
+
+  auto* audit = app.add_subcommand("audit", "who changed what, and when");
+  std::string audit_user, since;
+  audit->add_option("--env", env, "only this environment");
+  audit->add_option("--user", audit_user, "only this user");
+  audit->add_option("--since", since, "a time (2026-12-01T09:00:00Z) or a duration ago (2h)");
+  audit->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RequiredError& e) {
+    // "A subcommand is required" for `berth restart`: say what is unknown.
+    bool known = false;
+    for (const auto* sc : app.get_subcommands([](CLI::App*) { return true; }))
+      if (argc > 1 && sc->get_name() == argv[1]) known = true;
+    if (argc > 1 && argv[1][0] != '-' && !known) {
+      fmt::print(stderr, "berth: unknown command '{}'; see berth --help\n", argv[1]);
+      return 2;
+    }
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
   serve_opts.db_overlay = !no_overlay;
 
   if (serve->parsed()) {
@@ -277,7 +521,7 @@ int main(int argc, char** argv) {
     return berth::daemon::run(serve_opts);
   }
 
-  bc::Client c(bc::default_address(addr_flag));
+  bc::Client c(bc::default_address(addr_flag), bc::default_token(token_flag));
   try {
     if (apply->parsed()) {
       std::ifstream in(file);
@@ -288,12 +532,18 @@ int main(int argc, char** argv) {
       std::stringstream ss;
       ss << in.rdbuf();
       std::string base_dir = std::filesystem::absolute(file).parent_path().string();
-      auto r = c.put("/v1/catalog", {{"filename", file}, {"text", ss.str()}, {"base_dir", base_dir}});
+      auto r = c.put("/v1/catalog", {{"filename", file}, {"text", ss.str()}, {"base_dir", base_dir}, {"dry_run", dry_run},
+                                     {"force", force}, {"move_base_dir", move_base_dir}});
       if (!r.ok()) return fail(r.error());
-      fmt::print("applied {}:", file);
+      if (dry_run) {
+        fmt::print("plan for {} (nothing changed; fleet version {}):\n{}", file, (*r)["version"].get<std::int64_t>(),
+                   berth::cli::plan_text(*r));
+        return 0;
+      }
+      fmt::print("applied {} (version {}):", file, (*r)["version"].get<std::int64_t>());
       for (const auto& e : (*r)["environments"])
         fmt::print(" {} ({} apps, {} instances)", e["name"].get<std::string>(), e["apps"].get<int>(), e["instances"].get<int>());
-      fmt::print("\n");
+      fmt::print("\n{}", berth::cli::plan_text(*r));
       return 0;
     }
     if (up->parsed()) {
@@ -306,7 +556,7 @@ int main(int argc, char** argv) {
     }
     if (down->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);
-      auto r = c.post("/v1/environments/" + url_encode(env) + "/down");
+      auto r = c.post("/v1/environments/" + url_encode(env) + "/down" + (force ? "?force=1" : ""));
       if (!r.ok()) return fail(r.error());
       if (no_wait) return 0;
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&env](const json& s) {
@@ -428,6 +678,44 @@ int main(int argc, char** argv) {
       auto r = c.del(fmt::format("/v1/standards/{}/versions/{}", url_encode(standard.substr(0, at)), url_encode(standard.substr(at + 1))));
       if (!r.ok()) return fail(r.error());
       fmt::print("removed {}\n", standard);
+      return 0;
+    }
+    if (env_cmd->parsed()) return env_command(c, env_cmd, env, base, kvs, thin, ttl, against, keep_data, output, doc_output);
+    if (token_create->parsed()) {
+      auto r = c.post("/v1/tokens", {{"user", token_user}, {"role", token_role}});
+      if (!r.ok()) return fail(r.error());
+      fmt::print("{}\n", (*r)["token"].get<std::string>());
+      fmt::print(stderr, "token {} for {} ({}); it is shown only now\n", (*r)["id"].get<std::string>(), token_user, token_role);
+      return 0;
+    }
+    if (token_ls->parsed()) {
+      auto r = c.get("/v1/tokens");
+      if (!r.ok()) return fail(r.error());
+      fmt::print("{}", berth::cli::tokens_table(*r));
+      return 0;
+    }
+    if (token_revoke->parsed()) {
+      auto r = c.del("/v1/tokens/" + url_encode(token_id));
+      if (!r.ok()) return fail(r.error());
+      fmt::print("revoked token {} of {}\n", token_id, (*r)["user"].get<std::string>());
+      return 0;
+    }
+    if (whoami->parsed()) {
+      auto r = c.get("/v1/whoami");
+      if (!r.ok()) return fail(r.error());
+      fmt::print("{} ({}, token {})\n", (*r)["user"].get<std::string>(), (*r)["role"].get<std::string>(),
+                 (*r)["token"].get<std::string>());
+      return 0;
+    }
+    if (audit->parsed()) {
+      std::string q = "?limit=100000";
+      if (!env.empty()) q += "&env=" + url_encode(env);
+      if (!audit_user.empty()) q += "&user=" + url_encode(audit_user);
+      if (!since.empty()) q += "&since=" + url_encode(since);
+      auto r = c.get("/v1/audit" + q);
+      if (!r.ok()) return fail(r.error());
+      if (output == "json") fmt::print("{}\n", r->dump(2));
+      else fmt::print("{}", berth::cli::audit_table(*r));
       return 0;
     }
     if (status->parsed()) {

@@ -5,6 +5,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "base/text.h"
 
@@ -120,6 +121,68 @@ std::string versions_table(const json& r) {
                       fmt::format("{:.1f}s", v["import_ms"].get<double>() / 1000.0), str(v, "source")});
   std::string out = r.contains("store") ? fmt::format("store: {}\n", str(r, "store")) : "";
   return out + table(rows);
+}
+
+std::string documents_table(const json& docs) {
+  std::vector<std::vector<std::string>> rows = {{"ENVIRONMENT", "OWNER", "BASE", "KIND", "VERSION", "CHANGED", "EXPIRES", "PROBLEM"}};
+  for (const auto& d : docs) {
+    std::string expires = d.value("keep", false) ? "kept" : str(d, "expires");
+    rows.push_back({str(d, "name"), str(d, "owner"), str(d, "base"), d.value("thin", false) ? "thin" : "full",
+                    str(d, "version"), fmt::format("{} by {}", str(d, "updated_at"), str(d, "updated_by")),
+                    expires.empty() ? "-" : expires, d["error"].is_null() ? "" : str(d, "error")});
+  }
+  return table(rows);
+}
+
+std::string diff_table(const json& d) {
+  if (d["differences"].empty())
+    return fmt::format("{} and {}: no setting differs\n", str(d, "environment"), str(d, "against"));
+  std::vector<std::vector<std::string>> rows = {
+      {"APP", "SETTING", str(d, "environment"), "FROM", str(d, "against"), "FROM"}};
+  for (const auto& x : d["differences"])
+    rows.push_back({str(x, "app"), str(x, "setting"), x["value"].is_null() ? "-" : str(x, "value"),
+                    short_layer(str(x, "from")), x["against_value"].is_null() ? "-" : str(x, "against_value"),
+                    short_layer(str(x, "against_from"))});
+  return table(rows);
+}
+
+std::string plan_text(const json& r) {
+  const json& p = r["plan"];
+  std::string out;
+  for (const auto& e : p["added"]) out += fmt::format("  + environment {}\n", e.get<std::string>());
+  for (const auto& e : p["removed"]) out += fmt::format("  - environment {}\n", e.get<std::string>());
+  for (const auto& c : p["changed"]) {
+    std::vector<std::string> settings;
+    for (const auto& k : c["settings"]) settings.push_back(k.get<std::string>());
+    out += fmt::format("  ~ {} {}: {}{}\n", str(c, "environment"), str(c, "app"),
+                       settings.empty() ? "runs or not" : fmt::format("{}", fmt::join(settings, ", ")),
+                       c["replaced"].get<int>() ? fmt::format(" ({} instance(s) replaced)", c["replaced"].get<int>()) : "");
+  }
+  for (const auto& [name, why] : p["invalidated"].items())
+    out += fmt::format("  ! environment {} becomes invalid: {}\n", name, why.get<std::string>());
+  for (const auto& n : p["notes"]) out += fmt::format("  note: {}\n", n.get<std::string>());
+  if (out.empty()) out = "  no change\n";
+  return out;
+}
+
+std::string audit_table(const json& entries) {
+  std::vector<std::vector<std::string>> rows = {{"TIME", "USER", "ACTION", "TARGET", "VERSIONS", "DETAIL"}};
+  for (const auto& e : entries) {
+    std::string versions;
+    if (!e["before_version"].is_null() || !e["after_version"].is_null())
+      versions = fmt::format("{} → {}", e["before_version"].is_null() ? "-" : str(e, "before_version"),
+                             e["after_version"].is_null() ? "-" : str(e, "after_version"));
+    rows.push_back({str(e, "time"), str(e, "user"), str(e, "action"), str(e, "target"), versions, str(e, "detail")});
+  }
+  return table(rows);
+}
+
+std::string tokens_table(const json& tokens) {
+  std::vector<std::vector<std::string>> rows = {{"ID", "USER", "ROLE", "CREATED", "BY", "REVOKED"}};
+  for (const auto& t : tokens)
+    rows.push_back({str(t, "id"), str(t, "user"), str(t, "role"), str(t, "created_at"), str(t, "created_by"),
+                    t["revoked_at"].is_null() ? "" : str(t, "revoked_at")});
+  return table(rows);
 }
 
 std::string config_table(const json& c) {

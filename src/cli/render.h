@@ -24,5 +24,14 @@ std::vector<std::string> root_causes(const nlohmann::json& status);
 std::string progress_summary(const nlohmann::json& status);
 // The table of `berth db versions [STANDARD]`.
 std::string versions_table(const nlohmann::json& versions);
+// `berth env ls`: environment documents, owner, base, thin, version, expiry, why left out.
+std::string documents_table(const nlohmann::json& documents);
+// `berth env diff`: each setting that differs, with both values and their layers.
+std::string diff_table(const nlohmann::json& diff);
+// `berth apply`: what the fleet document changes (or would, with --dry-run).
+std::string plan_text(const nlohmann::json& apply);
+// `berth audit` and `berth token ls`.
+std::string audit_table(const nlohmann::json& entries);
+std::string tokens_table(const nlohmann::json& tokens);
 
 }  // namespace berth::cli

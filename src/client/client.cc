@@ -6,6 +6,8 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include <fstream>
+
 namespace berth::client {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -18,12 +20,32 @@ std::string default_address(const std::string& flag) {
   return "127.0.0.1:7700";
 }
 
+namespace {
+std::string first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) return "";
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line.size() <= 512 ? line : "";
+}
+}  // namespace
+
+std::string default_token(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* t = std::getenv("BERTH_TOKEN"); t && *t) return t;
+  if (const char* f = std::getenv("BERTH_TOKEN_FILE"); f && *f) return first_line(f);
+  if (const char* d = std::getenv("BERTH_DATA_DIR"); d && *d) return first_line(std::string(d) + "/admin.token");
+  if (const char* h = std::getenv("HOME"); h && *h) return first_line(std::string(h) + "/.berth/admin.token");
+  return "";
+}
+
 struct Client::Conn {
   asio::io_context io;
   std::optional<beast::tcp_stream> stream;
 };
 
-Client::Client(std::string address) : address_(std::move(address)), conn_(std::make_unique<Conn>()) {}
+Client::Client(std::string address, std::string token)
+    : address_(std::move(address)), token_(std::move(token)), conn_(std::make_unique<Conn>()) {}
 Client::~Client() = default;
 
 Result<nlohmann::json> Client::get(const std::string& target) { return call("GET", target, ""); }
@@ -31,8 +53,18 @@ Result<nlohmann::json> Client::post(const std::string& target, const nlohmann::j
 Result<nlohmann::json> Client::del(const std::string& target) { return call("DELETE", target, ""); }
 
 Result<nlohmann::json> Client::put(const std::string& target, const nlohmann::json& body) { return call("PUT", target, body.dump()); }
+Result<nlohmann::json> Client::put(const std::string& target, const nlohmann::json& body, std::int64_t if_match) {
+  return call("PUT", target, body.dump(), if_match);
+}
+Result<nlohmann::json> Client::patch(const std::string& target, const nlohmann::json& body, std::int64_t if_match) {
+  return call("PATCH", target, body.dump(), if_match);
+}
+Result<nlohmann::json> Client::del(const std::string& target, std::int64_t if_match) {
+  return call("DELETE", target, "", if_match);
+}
 
-Result<nlohmann::json> Client::call(const std::string& method, const std::string& target, const std::string& body) {
+Result<nlohmann::json> Client::call(const std::string& method, const std::string& target, const std::string& body,
+                                    std::int64_t if_match) {
   auto colon = address_.rfind(':');
   if (colon == std::string::npos) return invalid(fmt::format("daemon address '{}': expected ADDR:PORT", address_));
   std::string host = address_.substr(0, colon), port = address_.substr(colon + 1);
@@ -44,8 +76,10 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
         conn_->stream->connect(resolver.resolve(host, port));
       }
       http::request<http::string_body> req(http::string_to_verb(method), target, 11);
-      req.set(http::field::host, host);
+      req.set(http::field::host, address_);
       req.set(http::field::content_type, "application/json");
+      if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+      if (if_match > 0) req.set(http::field::if_match, fmt::format("\"{}\"", if_match));
       req.keep_alive(true);
       req.body() = body;
       req.prepare_payload();
@@ -63,7 +97,8 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
         return j;
       }
       Error e(status == 400 ? ErrorCode::kInvalid : status == 404 ? ErrorCode::kNotFound
-              : status == 409 ? ErrorCode::kConflict : ErrorCode::kUnavailable,
+              : status == 409 ? ErrorCode::kConflict : status == 401 ? ErrorCode::kUnauthenticated
+              : status == 403 ? ErrorCode::kForbidden : ErrorCode::kUnavailable,
               j.is_object() && j.contains("error") ? j["error"].get<std::string>() : fmt::format("HTTP {}", status));
       if (j.is_object() && j.contains("details"))
         for (const auto& d : j["details"]) e.details.push_back(d.get<std::string>());

@@ -2,6 +2,7 @@
 // integration tests and the benchmarks. One keep-alive connection, reopened when needed.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,10 +14,14 @@ namespace berth::client {
 
 // The daemon address: `flag` if set, else $BERTH_ADDR, else 127.0.0.1:7700.
 std::string default_address(const std::string& flag);
+// The API token: `flag` if set, else $BERTH_TOKEN, else the first line of $BERTH_TOKEN_FILE,
+// else of $BERTH_DATA_DIR/admin.token, else of ~/.berth/admin.token (the daemon's admin token,
+// readable by whoever may run the daemon); "" when none.
+std::string default_token(const std::string& flag);
 
 class Client {
  public:
-  explicit Client(std::string address);
+  explicit Client(std::string address, std::string token = default_token(""));
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -26,11 +31,17 @@ class Client {
   Result<nlohmann::json> post(const std::string& target, const nlohmann::json& body = nlohmann::json::object());
   Result<nlohmann::json> put(const std::string& target, const nlohmann::json& body);
   Result<nlohmann::json> del(const std::string& target);
+  // With If-Match: the version the change is based on (0: none sent).
+  Result<nlohmann::json> put(const std::string& target, const nlohmann::json& body, std::int64_t if_match);
+  Result<nlohmann::json> patch(const std::string& target, const nlohmann::json& body, std::int64_t if_match);
+  Result<nlohmann::json> del(const std::string& target, std::int64_t if_match);
 
  private:
-  Result<nlohmann::json> call(const std::string& method, const std::string& target, const std::string& body);
+  Result<nlohmann::json> call(const std::string& method, const std::string& target, const std::string& body,
+                              std::int64_t if_match = 0);
   struct Conn;
   std::string address_;
+  std::string token_;
   std::unique_ptr<Conn> conn_;
 };
 

@@ -173,6 +173,7 @@ class ControlLoop : private runtime::Listener {
                            const std::string& user, std::int64_t based_on, bool dry_run, bool force,
                            bool move_base_dir = false);
   std::int64_t fleet_version() const { return fleet_version_; }
+  Millis now_wall_ms() const { return d_.clock->wall_ms(); }
 
   // Environment documents (berth env ...): created, changed and deleted one at a time, each
   // validated against the fleet and every other environment; nothing else changes.

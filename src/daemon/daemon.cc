@@ -30,6 +30,7 @@
 #include "runtime/docker/docker_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "store/sqlite/sqlite_store.h"
+#include "auth/auth.h"
 
 namespace berth::daemon {
 namespace fs = std::filesystem;
@@ -39,7 +40,7 @@ namespace {
 // One daemon per data directory: an flock held for the daemon's life.
 Result<int> lock_data_dir(const fs::path& dir) {
   std::string path = (dir / "daemon.lock").string();
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return unavailable(fmt::format("cannot open {}: {}", path, std::strerror(errno)));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     char buf[32] = {};
@@ -94,6 +95,25 @@ class DockerImages final : public build::ImageBuilder {
   runtime::docker::DockerRuntime& docker_;
 };
 
+// At the first start (no admin token yet): one for "admin", its secret in <data-dir>/admin.token
+// (0600, created so before anything is written to it) for the CLI on this host.
+Status first_admin_token(auth::Tokens& tokens, const std::string& data_dir) {
+  if (tokens.any_valid_admin()) return {};
+  auto issued = tokens.issue("admin", auth::Role::kAdmin, "berth serve");
+  if (!issued.ok()) return issued.error();
+  const std::string path = (fs::path(data_dir) / "admin.token").string();
+  const std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return unavailable(fmt::format("cannot write {}: {}", tmp, std::strerror(errno)));
+  const std::string text = issued->secret + "\n";
+  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written || ::rename(tmp.c_str(), path.c_str()) != 0)
+    return unavailable(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
+  fmt::print(stderr, "berth serve: issued the first admin token ({}), in {}\n", issued->record.id, path);
+  return {};
+}
+
 }  // namespace
 
 int run(const Options& o) {
@@ -108,6 +128,12 @@ int run(const Options& o) {
     return 1;
   }
   const std::string data_dir = fs::absolute(o.data_dir).string();
+  // Private to the daemon's user: state.db, logs and tokens are inside.
+  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (ec) {
+    fmt::print(stderr, "berth serve: cannot make data directory {} private (0700): {}\n", data_dir, ec.message());
+    return 1;
+  }
   auto lock = lock_data_dir(data_dir);
   if (!lock.ok()) {
     fmt::print(stderr, "berth serve: {}\n", lock.error().message);
@@ -234,11 +260,34 @@ int run(const Options& o) {
     fmt::print(stderr, "berth serve: instances' resolver: DNS on {}\n", listen);
   };
   network_ready = listen_on_gateway;
-  api::Api api(**loop);
+  auto tokens = auth::Tokens::load(**store, clock);
+  if (!tokens.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", tokens.error().message);
+    return 1;
+  }
+  if (Status st = first_admin_token(**tokens, data_dir); !st.ok()) {
+    fmt::print(stderr, "berth serve: {}\n", st.error().message);
+    return 1;
+  }
+  api::Options api_options;
+  api_options.member_repos = o.member_repos;
+  for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
+  api::Api api(**loop, **tokens, api_options);
   auto server = api::HttpServer::create(io, o.listen, api);
   if (!server.ok()) {
     fmt::print(stderr, "berth serve: {}\n", server.error().message);
     return 1;
+  }
+  {
+    // Requests must name this daemon: a web page reaching it through another name (DNS
+    // rebinding) is refused. Listening on every address, any name is accepted.
+    const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+    const auto port = (*server)->port();
+    if (host != "0.0.0.0" && host != "::" && host != "[::]") {
+      std::vector<std::string> hosts{fmt::format("{}:{}", host, port)};
+      if (host == "127.0.0.1" || host == "::1") hosts.push_back(fmt::format("localhost:{}", port));
+      api.set_allowed_hosts(std::move(hosts));
+    }
   }
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code&, int sig) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace berth::daemon {
 
@@ -18,8 +19,13 @@ struct Options {
   std::string db_dir;       // goldens and copies of standard databases; empty: <data-dir>/db
   bool db_overlay = true;   // let copies use overlayfs when reflinks are not possible
   std::string docker_host;  // unix:///path/docker.sock: apps with an image run there; empty: they wait
+  std::vector<std::string> member_repos;  // source.repo prefixes members may use
+  std::vector<std::string> import_dirs;   // directories standards may be imported from
 };
 
+// The data directory is made private (0700, and everything the daemon writes there 0600); at
+// the first start an admin token is issued and written to <data-dir>/admin.token (0600), which
+// the CLI on this host reads.
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon
 // on the same data directory adopts them. Returns the process exit status.
 int run(const Options& options);

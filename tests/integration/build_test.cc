@@ -119,7 +119,7 @@ TEST(Build, RefreshRebuildsAMovedBranchAndReplacesWithoutAGap) {
   std::atomic<bool> stop{false};
   std::atomic<int> min_ready{99}, samples{0};
   std::thread watcher([&] {
-    berth::client::Client c(d.address());
+    berth::client::Client c(d.address(), d.admin_token());
     while (!stop) {
       auto s = c.get("/v1/environments/dev-1");
       if (s.ok()) {

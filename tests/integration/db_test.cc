@@ -299,9 +299,17 @@ TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
   ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
   EXPECT_EQ(query(d.status("e1"), "SELECT SUM(n) FROM inventory.stock"), "761995");
   // Bad input is refused with the reason, and nothing is recorded.
-  auto missing = d.cli({"db", "import", "inv", "--from-dump", "/nonexistent.sql"});
+  auto missing = d.cli({"db", "import", "inv", "--from-dump", d.data_dir() + "/nonexistent.sql"});
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_THAT(missing.err, HasSubstr("/nonexistent.sql does not exist"));
+  // Outside the directories the daemon may import from: refused before anything is read, and
+  // whether the path exists is not told.
+  for (const char* outside : {"/etc/shadow", "/nonexistent.sql", "/tmp/../etc/passwd"}) {
+    auto refused = d.cli({"db", "import", "inv", "--from-dump", outside});
+    EXPECT_NE(refused.exit_code, 0);
+    EXPECT_THAT(refused.err, HasSubstr("imports read only from the directories"));
+    EXPECT_THAT(refused.err, testing::Not(HasSubstr("root:")));
+  }
   auto not_datadir = d.cli({"db", "import", "inv3", "--from-datadir", d.data_dir() + "/logs"});
   EXPECT_NE(not_datadir.exit_code, 0);
   EXPECT_THAT(not_datadir.err, HasSubstr("is not a MariaDB data directory"));

@@ -83,7 +83,7 @@ void Daemon::start() {
     std::string path = std::string(DEMO_SVC_DIR) + ":" + (getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
     setenv("PATH", path.c_str(), 1);
     std::vector<const char*> argv = {BERTH_BIN, "serve", "--data-dir", dir_.c_str(), "--listen", "127.0.0.1:0",
-                                     "--dns-listen", "127.0.0.1:0"};
+                                     "--dns-listen", "127.0.0.1:0", "--import-dir", dir_.c_str()};
     for (const auto& a : extra_) argv.push_back(a.c_str());
     argv.push_back(nullptr);
     execv(BERTH_BIN, const_cast<char* const*>(argv.data()));
@@ -94,7 +94,9 @@ void Daemon::start() {
   if (!up) ADD_FAILURE() << "daemon did not start: " << read_file(dir_ + "/daemon.log");
   addr_ = read_file(addr_file);
   dns_addr_ = read_file(dir_ + "/dns.addr");
-  client_ = std::make_unique<client::Client>(addr_);
+  admin_token_ = read_file(dir_ + "/admin.token");
+  while (!admin_token_.empty() && admin_token_.back() == '\n') admin_token_.pop_back();
+  client_ = std::make_unique<client::Client>(addr_, admin_token_);
 }
 
 void Daemon::kill9() {
@@ -116,7 +118,9 @@ Daemon::~Daemon() {
   if (!testing::Test::HasFailure()) remove_tree(dir_);
 }
 
-CliResult Daemon::cli(const std::vector<std::string>& args) {
+CliResult Daemon::cli(const std::vector<std::string>& args) { return cli_as(admin_token_, args); }
+
+CliResult Daemon::cli_as(const std::string& token, const std::vector<std::string>& args) {
   std::string out_file = dir_ + "/cli.out", err_file = dir_ + "/cli.err";
   pid_t pid = fork();
   if (pid == 0) {
@@ -125,6 +129,7 @@ CliResult Daemon::cli(const std::vector<std::string>& args) {
     dup2(out, 1);
     dup2(err, 2);
     setenv("BERTH_ADDR", addr_.c_str(), 1);
+    setenv("BERTH_TOKEN", token.c_str(), 1);
     std::vector<char*> argv{const_cast<char*>(BERTH_BIN)};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

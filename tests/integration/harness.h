@@ -55,7 +55,10 @@ class Daemon {
   std::string dns_port() const { return dns_addr_.substr(dns_addr_.rfind(':') + 1); }
   client::Client& api() { return *client_; }
 
+  // The CLI with the admin token; cli_as() with another (e.g. a member's from `token create`).
   CliResult cli(const std::vector<std::string>& args);
+  CliResult cli_as(const std::string& token, const std::vector<std::string>& args);
+  const std::string& admin_token() const { return admin_token_; }
   // Apply catalog text through the CLI (written to a file in the data dir).
   CliResult apply(const std::string& text, const std::string& file_name = "berth.yaml");
   nlohmann::json status(const std::string& env);
@@ -72,6 +75,7 @@ class Daemon {
   std::string dir_;
   std::string addr_;
   std::string dns_addr_;
+  std::string admin_token_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
   std::unique_ptr<client::Client> client_;

@@ -1,0 +1,210 @@
+// A team on one daemon: tokens and roles, environments as their own documents written by two
+// users at once, refusals (401/403/409) with their reasons, the audit log, the fleet plan, and
+// the private data directory — the real daemon and CLI.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <thread>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "harness.h"
+
+using namespace berth::it;
+using nlohmann::json;
+using testing::HasSubstr;
+
+namespace {
+
+namespace http = boost::beast::http;
+
+// One raw request with the headers given (the client library always sends the right ones).
+std::pair<int, std::string> raw(const std::string& addr, const std::string& method, const std::string& target,
+                                const std::map<std::string, std::string>& headers, const std::string& body = "") {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::resolver resolver(io);
+  boost::beast::tcp_stream stream(io);
+  auto colon = addr.rfind(':');
+  stream.connect(resolver.resolve(addr.substr(0, colon), addr.substr(colon + 1)));
+  http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+  req.set(http::field::host, addr);
+  for (const auto& [k, v] : headers) req.set(k, v);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  boost::beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  http::read(stream, buf, res);
+  return {static_cast<int>(res.result_int()), res.body()};
+}
+
+std::string token_for(Daemon& d, const std::string& user, const std::string& role) {
+  auto r = d.cli({"token", "create", "--user", user, "--role", role});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string t = r.out;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  EXPECT_EQ(t.find('\n'), std::string::npos) << "token create prints the token alone: " << r.out;
+  return t;
+}
+
+}  // namespace
+
+TEST(Team, TokensRolesAndAPrivateDataDirectory) {
+  Daemon d("team-auth");
+  struct stat st {};
+  ASSERT_EQ(::stat(d.data_dir().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((d.data_dir() + "/admin.token").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(d.apply(example_catalog("127.111")).exit_code, 0);
+
+  // No token, a wrong one, a revoked one: 401 with how to get one.
+  auto none = raw(d.address(), "GET", "/v1/environments", {});
+  EXPECT_EQ(none.first, 401);
+  EXPECT_THAT(none.second, HasSubstr("Authorization: Bearer"));
+  EXPECT_EQ(raw(d.address(), "GET", "/v1/environments", {{"Authorization", "Bearer berth_nope"}}).first, 401);
+  EXPECT_EQ(raw(d.address(), "GET", "/v1/health", {}).first, 200);  // for load balancers and probes
+
+  const std::string viewer = token_for(d, "vic", "viewer");
+  const std::string member = token_for(d, "anna", "member");
+  auto who = d.cli_as(member, {"whoami"});
+  EXPECT_THAT(who.out, HasSubstr("anna (member"));
+  // Viewers read, and are refused every write with the reason.
+  EXPECT_EQ(d.cli_as(viewer, {"status", "baseline"}).exit_code, 0);
+  auto up = d.cli_as(viewer, {"up", "baseline"});
+  EXPECT_NE(up.exit_code, 0);
+  EXPECT_THAT(up.err, HasSubstr("vic is a viewer"));
+  // Members may not change the fleet document, its environments, or tokens.
+  const std::string fleet = d.data_dir() + "/berth.yaml";
+  auto apply = d.cli_as(member, {"apply", "-f", fleet});
+  EXPECT_NE(apply.exit_code, 0);
+  EXPECT_THAT(apply.err, HasSubstr("needs the admin role"));
+  auto down = d.cli_as(member, {"down", "baseline"});
+  EXPECT_NE(down.exit_code, 0);
+  EXPECT_THAT(down.err, HasSubstr("belongs to the fleet document"));
+  EXPECT_NE(d.cli_as(member, {"token", "create", "--user", "eve", "--role", "admin"}).exit_code, 0);
+
+  // A browser page elsewhere can neither send a cross-origin request nor a text/plain one, nor
+  // reach the daemon through another host name.
+  const std::map<std::string, std::string> auth = {{"Authorization", "Bearer " + d.admin_token()}};
+  auto cross = auth;
+  cross["Origin"] = "http://evil.example";
+  EXPECT_EQ(raw(d.address(), "POST", "/v1/environments/baseline/down", cross).first, 403);
+  auto plain = auth;
+  plain["Content-Type"] = "text/plain";
+  EXPECT_EQ(raw(d.address(), "POST", "/v1/environments/baseline/down", plain, "x").first, 400);
+  auto rebound = auth;
+  rebound["Host"] = "evil.example:" + d.address().substr(d.address().rfind(':') + 1);
+  EXPECT_EQ(raw(d.address(), "GET", "/v1/environments", rebound).first, 403);
+
+  // Revoked: refused from then on.
+  auto ls = d.cli({"token", "ls"});
+  EXPECT_THAT(ls.out, HasSubstr("vic"));
+  auto tokens = d.api().get("/v1/tokens");
+  ASSERT_TRUE(tokens.ok());
+  std::string vic_id;
+  for (const auto& t : *tokens)
+    if (t["user"] == "vic") vic_id = t["id"];
+  ASSERT_EQ(d.cli({"token", "revoke", vic_id}).exit_code, 0);
+  auto revoked = d.cli_as(viewer, {"status", "baseline"});
+  EXPECT_NE(revoked.exit_code, 0);
+  EXPECT_THAT(revoked.err, HasSubstr("was revoked"));
+  EXPECT_THAT(ls.out, testing::Not(HasSubstr(viewer)));  // secrets are never listed
+}
+
+TEST(Team, EnvironmentsOfTheirOwnWrittenByTwoUsersAtOnce) {
+  Daemon d("team-docs");
+  ASSERT_EQ(d.apply(example_catalog("127.112")).exit_code, 0);
+  const std::string anna = token_for(d, "anna", "member");
+  const std::string ben = token_for(d, "ben", "member");
+
+  // Two creations at once: both land.
+  CliResult ra, rb;
+  std::thread ta([&] { ra = d.cli_as(anna, {"env", "create", "dev-anna", "--base", "baseline", "--thin", "--set",
+                                            "orders.tag=feature/new-pay", "--set", "orders.build_type=debug", "--ttl", "3d"}); });
+  std::thread tb([&] { rb = d.cli_as(ben, {"env", "create", "dev-ben", "--base", "baseline"}); });
+  ta.join();
+  tb.join();
+  ASSERT_EQ(ra.exit_code, 0) << ra.err;
+  ASSERT_EQ(rb.exit_code, 0) << rb.err;
+  EXPECT_THAT(ra.out, HasSubstr("dev-anna: version 1 (owner anna, expires "));
+  auto ls = d.cli({"env", "ls"});
+  EXPECT_THAT(ls.out, HasSubstr("dev-anna"));
+  EXPECT_THAT(ls.out, HasSubstr("dev-ben"));
+  EXPECT_THAT(ls.out, HasSubstr("thin"));
+
+  // The diff names each changed setting with its layer.
+  auto diff = d.cli_as(ben, {"env", "diff", "dev-anna"});
+  ASSERT_EQ(diff.exit_code, 0) << diff.err;
+  EXPECT_THAT(diff.out, HasSubstr("feature/new-pay"));
+  EXPECT_THAT(diff.out, HasSubstr("build_type"));
+
+  // A member cannot change another's environment, nor set what admins own.
+  auto theirs = d.cli_as(ben, {"env", "set", "dev-anna", "orders.tag=main"});
+  EXPECT_NE(theirs.exit_code, 0);
+  EXPECT_THAT(theirs.err, HasSubstr("belongs to anna"));
+  auto command = d.cli_as(anna, {"env", "set", "dev-anna", "orders.command=id"});
+  EXPECT_NE(command.exit_code, 0);
+  EXPECT_THAT(command.err, HasSubstr("orders.command is set by the fleet's maintainers"));
+  auto rm_theirs = d.cli_as(ben, {"env", "rm", "dev-anna"});
+  EXPECT_NE(rm_theirs.exit_code, 0);
+
+  // Once an editor, two changes based on the same version: the second is refused naming who
+  // changed it, and neither change is lost once it is redone.
+  ASSERT_EQ(d.cli_as(anna, {"env", "set", "dev-anna", "editors=ben"}).exit_code, 0);
+  auto doc = d.api().get("/v1/environments/dev-anna/document");
+  ASSERT_TRUE(doc.ok());
+  const std::int64_t v = (*doc)["version"];
+  berth::client::Client as_anna(d.address(), anna), as_ben(d.address(), ben);
+  auto first = as_ben.patch("/v1/environments/dev-anna/document", {{"set", {{"orders.env.FROM_BEN", "1"}}}}, v);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = as_anna.patch("/v1/environments/dev-anna/document", {{"set", {{"users.instances", "2"}}}}, v);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, berth::ErrorCode::kConflict);
+  EXPECT_THAT(second.error().message, HasSubstr("changed by ben"));
+  ASSERT_EQ(d.cli_as(anna, {"env", "set", "dev-anna", "users.instances=2"}).exit_code, 0);
+  auto text = d.cli({"env", "get", "dev-anna"});
+  EXPECT_THAT(text.out, HasSubstr("FROM_BEN"));
+  EXPECT_THAT(text.out, HasSubstr("instances: 2"));
+
+  // berth env edit: $EDITOR changes the YAML; an invalid save is refused with its location.
+  const std::string editor = d.data_dir() + "/editor.sh";
+  std::ofstream(editor) << "#!/bin/sh\nsed -i 's/instances: 2/instances: 3/' \"$1\"\n";
+  ::chmod(editor.c_str(), 0755);
+  setenv("EDITOR", editor.c_str(), 1);
+  auto edit = d.cli_as(anna, {"env", "edit", "dev-anna"});
+  unsetenv("EDITOR");
+  ASSERT_EQ(edit.exit_code, 0) << edit.err;
+  EXPECT_THAT(d.cli({"env", "get", "dev-anna"}).out, HasSubstr("instances: 3"));
+
+  // The fleet document applied again keeps both documents; its plan says what changes.
+  auto plan = d.cli({"apply", "--dry-run", "-f", d.data_dir() + "/berth.yaml"});
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_THAT(plan.out, HasSubstr("nothing changed"));
+  ASSERT_EQ(d.apply(example_catalog("127.112")).exit_code, 0);
+  EXPECT_TRUE(d.api().get("/v1/environments/dev-anna").ok());
+  EXPECT_TRUE(d.api().get("/v1/environments/dev-ben").ok());
+
+  // Every write is in the audit log with its versions.
+  auto audit = d.api().get("/v1/audit?env=dev-anna");
+  ASSERT_TRUE(audit.ok());
+  std::vector<std::string> seen;
+  for (const auto& e : *audit) seen.push_back(e["user"].get<std::string>() + " " + e["action"].get<std::string>());
+  EXPECT_THAT(seen, testing::IsSupersetOf({"anna env.create", "anna env.update", "ben env.update"}));
+  auto cli_audit = d.cli({"audit", "--user", "ben"});
+  EXPECT_THAT(cli_audit.out, HasSubstr("env.create"));
+  EXPECT_THAT(cli_audit.out, HasSubstr("dev-ben"));
+
+  // Removed by its owner: gone, and the removal is audited.
+  ASSERT_EQ(d.cli_as(ben, {"env", "rm", "dev-ben"}).exit_code, 0);
+  EXPECT_FALSE(d.api().get("/v1/environments/dev-ben").ok());
+  auto gone = d.api().get("/v1/audit?env=dev-ben");
+  ASSERT_TRUE(gone.ok());
+  ASSERT_FALSE(gone->empty());
+  EXPECT_EQ(gone->back()["action"], "env.delete");
+}
