@@ -109,7 +109,7 @@ Daemon::~Daemon() {
   if (pid_ > 0) {
     if (auto envs = client_->get("/v1/environments"); envs.ok())
       for (const auto& e : *envs)
-        if (e["up"].get<bool>()) cli({"down", e["environment"].get<std::string>(), "-q", "--timeout", "20s"});
+        if (e["up"].get<bool>()) cli({"down", e["environment"].get<std::string>(), "-q", "--force", "--timeout", "20s"});
     ::kill(pid_, SIGTERM);
     waitpid(pid_, nullptr, 0);
   }

@@ -1,0 +1,201 @@
+// Tokens and roles, and the API's admission and authorization in front of a control loop on
+// the simulated runtime (no sockets: Api::handle directly).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "api/handlers.h"
+#include "auth/auth.h"
+#include "fake_prober.h"
+#include "runtime/sim/sim_runtime.h"
+#include "store/sqlite/sqlite_store.h"
+
+using namespace berth;
+using testing::HasSubstr;
+
+TEST(Tokens, IssuedOnceStoredHashedRevocable) {
+  auto store = std::move(store::SqliteStore::open(":memory:").value());
+  ManualClock clock;
+  auto tokens = std::move(auth::Tokens::load(*store, clock).value());
+  EXPECT_FALSE(tokens->any_valid_admin());
+  auto issued = tokens->issue("anna", auth::Role::kMember, "admin");
+  ASSERT_TRUE(issued.ok());
+  EXPECT_EQ(issued->secret.rfind("berth_", 0), 0u);
+  EXPECT_EQ(issued->secret.size(), 6u + 64u);
+  auto who = tokens->authenticate("Bearer " + issued->secret);
+  ASSERT_TRUE(who.ok());
+  EXPECT_EQ(who->user, "anna");
+  EXPECT_EQ(who->role, auth::Role::kMember);
+  // Only the hash is stored, and a reloaded set knows the token.
+  auto stored = store->load_tokens();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ(stored->at(0).hash, auth::sha256_hex(issued->secret));
+  EXPECT_NE(stored->at(0).hash.find(issued->record.id), std::string::npos);
+  auto reloaded = std::move(auth::Tokens::load(*store, clock).value());
+  EXPECT_TRUE(reloaded->authenticate("Bearer " + issued->secret).ok());
+  // Wrong forms never echo what was sent.
+  for (const char* bad : {"", "Basic abc", "Bearer ", "Bearer berth_00"}) {
+    auto r = reloaded->authenticate(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnauthenticated);
+  }
+  ASSERT_TRUE(reloaded->revoke(issued->record.id).ok());
+  auto revoked = reloaded->authenticate("Bearer " + issued->secret);
+  ASSERT_FALSE(revoked.ok());
+  EXPECT_THAT(revoked.error().message, HasSubstr("revoked"));
+  EXPECT_EQ(reloaded->revoke(issued->record.id).error().code, ErrorCode::kConflict);
+  EXPECT_FALSE(tokens->issue("Anna Smith", auth::Role::kViewer, "admin").ok());
+}
+
+TEST(Roles, OwnersAndEditorsChangeTheirEnvironments) {
+  auth::Principal anna{"anna", auth::Role::kMember, "t1"}, ben{"ben", auth::Role::kMember, "t2"},
+      vic{"vic", auth::Role::kViewer, "t3"}, root{"admin", auth::Role::kAdmin, "t0"};
+  EXPECT_TRUE(auth::may_change(anna, "dev-anna", true, "anna", {}, "up").ok());
+  EXPECT_TRUE(auth::may_change(ben, "dev-anna", true, "anna", {"ben"}, "up").ok());
+  auto other = auth::may_change(ben, "dev-anna", true, "anna", {}, "up");
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.error().code, ErrorCode::kForbidden);
+  EXPECT_THAT(other.error().message, HasSubstr("belongs to anna"));
+  EXPECT_THAT(other.error().message, HasSubstr("editors=ben"));
+  EXPECT_FALSE(auth::may_change(anna, "baseline", false, "", {}, "down").ok());
+  EXPECT_TRUE(auth::may_change(root, "baseline", false, "", {}, "down").ok());
+  auto viewer = auth::may_change(vic, "dev-vic", true, "vic", {}, "up");
+  ASSERT_FALSE(viewer.ok());
+  EXPECT_THAT(viewer.error().message, HasSubstr("needs the member role; vic is a viewer"));
+}
+
+namespace {
+
+const char* kFleet = R"(network: {pool: 10.29.0.0/24}
+defaults:
+  command: svc ${ip}
+  ports: {http: 80}
+  health: {type: tcp}
+apps:
+  users: {}
+  orders: {depends_on: [users]}
+environments:
+  baseline: {}
+)";
+
+class ApiAuthTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(store::SqliteStore::open(":memory:").value());
+    control::Deps d;
+    d.clock = &clock_;
+    d.executor = &exec_;
+    d.runtimes = {&rt_};
+    d.prober = &prober_;
+    d.store = store_.get();
+    d.data_dir = testing::TempDir();
+    loop_ = std::move(control::ControlLoop::create(d).value());
+    ASSERT_TRUE(loop_->apply(kFleet, "berth.yaml").ok());
+    tokens_ = std::move(auth::Tokens::load(*store_, clock_).value());
+    for (auto [user, role] : {std::pair{"admin", auth::Role::kAdmin}, {"anna", auth::Role::kMember},
+                              {"ben", auth::Role::kMember}, {"vic", auth::Role::kViewer}})
+      secret_[user] = tokens_->issue(user, role, "test")->secret;
+    api::Options o;
+    o.allowed_hosts = {"127.0.0.1:7700"};
+    api_ = std::make_unique<api::Api>(*loop_, *tokens_, o);
+  }
+  api::Response call(const std::string& user, const std::string& method, const std::string& target,
+                     const std::string& body = "", const std::string& if_match = "") {
+    api::Request r{method, target, body, user.empty() ? "" : "Bearer " + secret_[user], if_match, "",
+                   "127.0.0.1:7700", "application/json"};
+    return call(r);
+  }
+  api::Response call(const api::Request& r) {
+    api::Response out;
+    api_->handle(r, [&](api::Response res) { out = std::move(res); });
+    return out;
+  }
+
+  ManualClock clock_;
+  ManualExecutor exec_{clock_};
+  runtime::SimRuntime rt_{exec_};
+  testing_support::FakeProber prober_{exec_};
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<control::ControlLoop> loop_;
+  std::unique_ptr<auth::Tokens> tokens_;
+  std::map<std::string, std::string> secret_;
+  std::unique_ptr<api::Api> api_;
+};
+
+}  // namespace
+
+TEST_F(ApiAuthTest, EveryRequestButHealthNeedsAToken) {
+  EXPECT_EQ(call("", "GET", "/v1/health").status, 200);
+  EXPECT_EQ(call("", "GET", "/v1/environments").status, 401);
+  EXPECT_EQ(call("vic", "GET", "/v1/environments").status, 200);
+  EXPECT_EQ(call("vic", "GET", "/v1/tokens").status, 403);
+  EXPECT_EQ(call("admin", "GET", "/v1/tokens").status, 200);
+}
+
+TEST_F(ApiAuthTest, BrowsersElsewhereAreRefused) {
+  api::Request r{"POST", "/v1/environments/baseline/down", "", "Bearer " + secret_["admin"], "", "", "127.0.0.1:7700",
+                 "application/json"};
+  r.origin = "http://evil.example";
+  EXPECT_EQ(call(r).status, 403);
+  r.origin = "http://127.0.0.1:7700";
+  EXPECT_EQ(call(r).status, 202);
+  r.origin.clear();
+  r.host = "evil.example:7700";
+  EXPECT_EQ(call(r).status, 403);
+  r.host = "127.0.0.1:7700";
+  r.content_type = "text/plain";
+  r.body = "{}";
+  auto plain = call(r);
+  EXPECT_EQ(plain.status, 400);
+  EXPECT_THAT(plain.body, HasSubstr("application/json"));
+}
+
+TEST_F(ApiAuthTest, MembersChangeOnlyTheirOwn) {
+  auto created = call("anna", "POST", "/v1/environments", R"({"name": "dev-anna", "base": "baseline"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(created.etag, "\"1\"");
+  EXPECT_EQ(call("vic", "POST", "/v1/environments", R"({"name": "dev-vic"})").status, 403);
+  EXPECT_EQ(call("anna", "POST", "/v1/environments/dev-anna/up").status, 202);
+  EXPECT_EQ(call("ben", "POST", "/v1/environments/dev-anna/down").status, 403);
+  EXPECT_EQ(call("ben", "PATCH", "/v1/environments/dev-anna/document", R"({"set": {"orders.tag": "x"}})", "\"1\"").status,
+            403);
+  EXPECT_EQ(call("ben", "DELETE", "/v1/environments/dev-anna/document").status, 403);
+  EXPECT_EQ(call("anna", "POST", "/v1/environments/baseline/up").status, 403);
+  EXPECT_EQ(call("anna", "PUT", "/v1/catalog", R"({"text": "apps: {}"})").status, 403);
+  EXPECT_EQ(call("anna", "POST", "/v1/reconcile").status, 403);
+  // What admins own, a member may not set.
+  auto command = call("anna", "PATCH", "/v1/environments/dev-anna/document", R"({"set": {"orders.command": "id"}})",
+                      "\"1\"");
+  EXPECT_EQ(command.status, 403);
+  EXPECT_THAT(command.body, HasSubstr("orders.command"));
+  // Writes carry their version: none, or a stale one, is refused.
+  EXPECT_EQ(call("anna", "PATCH", "/v1/environments/dev-anna/document", R"({"set": {"orders.tag": "x"}})").status, 400);
+  auto v2 = call("anna", "PATCH", "/v1/environments/dev-anna/document", R"({"set": {"orders.tag": "x"}})", "\"1\"");
+  ASSERT_EQ(v2.status, 200) << v2.body;
+  EXPECT_EQ(v2.etag, "\"2\"");
+  auto stale = call("admin", "PUT", "/v1/environments/dev-anna/document", R"({"text": "base: baseline\n"})", "\"1\"");
+  EXPECT_EQ(stale.status, 409);
+  EXPECT_THAT(stale.body, HasSubstr("changed by anna"));
+  // An admin may change anyone's.
+  EXPECT_EQ(call("admin", "PUT", "/v1/environments/dev-anna/document", R"({"text": "base: baseline\n"})", "\"2\"").status,
+            200);
+  // Every write is audited, refusals are not writes.
+  auto audit = call("admin", "GET", "/v1/audit?env=dev-anna");
+  ASSERT_EQ(audit.status, 200);
+  auto log = nlohmann::json::parse(audit.body);
+  std::vector<std::string> actions;
+  for (const auto& e : log) actions.push_back(e["user"].get<std::string>() + " " + e["action"].get<std::string>());
+  EXPECT_EQ(actions, (std::vector<std::string>{"anna env.create", "anna env.up", "anna env.update", "admin env.update"}));
+}
+
+TEST_F(ApiAuthTest, DownOfABaseThatThinEnvironmentsUseNeedsForce) {
+  ASSERT_EQ(call("anna", "POST", "/v1/environments", R"({"name": "thin-anna", "base": "baseline", "thin": true,
+                                                        "set": {"orders.tag": "x"}})").status, 201);
+  ASSERT_EQ(call("admin", "POST", "/v1/environments/baseline/up").status, 202);
+  ASSERT_EQ(call("anna", "POST", "/v1/environments/thin-anna/up").status, 202);
+  exec_.run_ready();
+  auto refused = call("admin", "POST", "/v1/environments/baseline/down");
+  EXPECT_EQ(refused.status, 409);
+  EXPECT_THAT(refused.body, HasSubstr("thin-anna"));
+  EXPECT_EQ(call("admin", "POST", "/v1/environments/baseline/down?force=1").status, 202);
+}
