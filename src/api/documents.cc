@@ -46,7 +46,7 @@ json document_json(const control::DocumentStatus& d, const model::Environment* e
     j["expires"] = e->keep ? json(nullptr) : nullable_time(e->expires_at);
     j["keep"] = e->keep;
   }
-  if (with_text) j["text"] = d.doc.text;
+  if (with_text) j["text"] = model::mask_secrets(d.doc.text);
   return j;
 }
 
@@ -188,7 +188,12 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
       if (!body.ok()) return error_response(body.error());
       if (!body->contains("text") || !(*body)["text"].is_string())
         return error_response(invalid("request body: 'text' (the environment's YAML) must be a string"));
-      return write(name, (*body)["text"], *version);
+      // Read masked, written back: the secrets it did not change keep their values.
+      auto d = find_doc(name);
+      auto text = model::restore_secrets((*body)["text"].get<std::string>(), d ? d->doc.text : "",
+                                         model::EnvDocument{name, "", "", 0, 0, ""}.filename());
+      if (!text.ok()) return error_response(text.error());
+      return write(name, *text, *version);
     }
     if (req.method == "PATCH") {
       auto body = object_body(req.body, "{\"set\": {\"orders.tag\": ...}, \"unset\": [\"orders.build_type\"], "
@@ -242,7 +247,8 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
     for (const auto& a : e->apps) {
       const model::AppSpec* b = o->find(a.app);
       auto value = [](const model::AppSpec* s, const std::string& k) {
-        return s && s->values.count(k) ? json(s->values.at(k)) : json(nullptr);
+        if (!s || !s->values.count(k)) return json(nullptr);
+        return s->is_secret_setting(k) ? json(std::string(model::kSecretMask)) : json(s->values.at(k));
       };
       auto from = [](const model::AppSpec* s, const std::string& k) {
         return s && s->from.count(k) ? json(s->from.at(k)) : json(nullptr);

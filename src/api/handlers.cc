@@ -399,7 +399,7 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   if (route("GET", {"v1", "catalog"})) {
     const auto* c = loop_.catalog();
     if (!c) return error_response(not_found("no catalog applied yet"));
-    return ok({{"filename", c->filename()}, {"text", c->text()}});
+    return ok({{"filename", c->filename()}, {"text", model::mask_secrets(c->text())}});
   }
 
   if (route("GET", {"v1", "environments"})) {
@@ -493,7 +493,9 @@ Response Api::route(const Request& req, const auth::Principal& who) {
     for (const auto& a : env->apps) {
       if (!only.empty() && a.app != only) continue;
       json settings = json::array();
-      for (const auto& [k, v] : a.values) settings.push_back({{"setting", k}, {"value", v}, {"from", a.from.at(k)}});
+      for (const auto& [k, v] : a.values)
+        settings.push_back({{"setting", k}, {"value", a.is_secret_setting(k) ? std::string(model::kSecretMask) : v},
+                            {"from", a.from.at(k)}});
       // For apps built from source, what the tag resolved to and the build: facts of the run,
       // not settings, so their "from" says where they come from.
       if (status.ok())

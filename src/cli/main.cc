@@ -552,7 +552,8 @@ int main(int argc, char** argv) {
       if (!r.ok()) return fail(r.error());
       if (no_wait) return 0;
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet,
-                    [](const json& s) { return s["ready"].get<bool>(); }, "up");
+                    // Ready, and no update pending: an apply just before must not leave the old build serving.
+                    [](const json& s) { return s["ready"].get<bool>() && !s["updating"].get<bool>(); }, "up");
     }
     if (down->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);

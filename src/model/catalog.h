@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -118,6 +119,12 @@ struct AppSpec {
   RestartSpec restart;
   Millis stop_grace_ms = 5000;
   std::map<std::string, std::string> env;
+  // Names in `env` whose values are secret (`{secret: true, value: ...}`): never shown by the
+  // API (values, config, diff, documents), only given to the instances.
+  std::set<std::string> secrets;
+  bool is_secret_setting(std::string_view setting) const {
+    return setting.substr(0, 4) == "env." && secrets.count(std::string(setting.substr(4)));
+  }
   std::vector<Dependency> depends_on;
   std::optional<SourceSpec> source;  // built from source; the command refers to ${artifact}
   std::optional<DatabaseSpec> database;  // a database server; the command refers to ${datadir}, ${rundir}
@@ -231,6 +238,15 @@ Status check_member_document(const EnvDocument& doc, const std::vector<std::stri
 // "expires"); an empty `value` with `unset` removes it. Keeps the rest of the text's meaning
 // (comments are not kept). Errors name the key.
 Result<std::string> set_in_document(std::string_view text, const std::string& key, const std::string& value, bool unset);
+
+// What secret env values show as.
+inline constexpr std::string_view kSecretMask = "••••";
+// The YAML `text` with the value of every `{secret: true, value: ...}` replaced by kSecretMask
+// (unchanged when it has none).
+std::string mask_secrets(std::string_view text);
+// A document written back after it was read masked: each secret whose value is kSecretMask takes
+// its value from `previous` (the same path there); an error names one that has none.
+Result<std::string> restore_secrets(std::string_view text, std::string_view previous, const std::string& filename);
 
 // Placeholders a command may use; `port.NAME` for each named port.
 std::vector<std::string> command_variables();

@@ -253,3 +253,97 @@ Result<std::string> set_in_document(std::string_view text, const std::string& ke
 }
 
 }  // namespace berth::model
+
+namespace berth::model {
+
+namespace {
+
+// Calls `fn(path, entry)` for every `env` entry written as {secret: true, value: ...}, `path`
+// being the keys down to it.
+void each_secret(YAML::Node node, std::vector<std::string>& path,
+                 const std::function<void(const std::vector<std::string>&, YAML::Node)>& fn, int depth = 0) {
+  if (!node.IsMap() || depth > 32) return;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    if (!it->first.IsScalar()) continue;
+    const std::string key = it->first.Scalar();
+    YAML::Node value = it->second;
+    path.push_back(key);
+    if (key == "env" && value.IsMap()) {
+      for (auto jt = value.begin(); jt != value.end(); ++jt) {
+        YAML::Node entry = jt->second;
+        if (!jt->first.IsScalar() || !entry.IsMap()) continue;
+        const YAML::Node sec = entry["secret"];
+        if (sec && sec.IsScalar() && sec.Scalar() == "true") {
+          path.push_back(jt->first.Scalar());
+          fn(path, entry);
+          path.pop_back();
+        }
+      }
+    } else {
+      each_secret(value, path, fn, depth + 1);
+    }
+    path.pop_back();
+  }
+}
+
+std::string emit(const YAML::Node& root) {
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace
+
+std::string mask_secrets(std::string_view text) {
+  if (text.find("secret") == std::string_view::npos) return std::string(text);
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception&) {
+    return std::string(text);  // stored documents parse; a fleet that does not was never applied
+  }
+  bool any = false;
+  std::vector<std::string> path;
+  each_secret(root, path, [&](const std::vector<std::string>&, YAML::Node entry) {
+    entry["value"] = std::string(kSecretMask);
+    any = true;
+  });
+  return any ? emit(root) : std::string(text);
+}
+
+Result<std::string> restore_secrets(std::string_view text, std::string_view previous, const std::string& filename) {
+  if (text.find(kSecretMask) == std::string_view::npos) return std::string(text);
+  YAML::Node root, before;
+  try {
+    root = YAML::Load(std::string(text));
+    before = YAML::Load(std::string(previous));
+  } catch (const YAML::Exception&) {
+    return std::string(text);  // the loader reports the syntax error with its place
+  }
+  std::optional<Error> missing;
+  bool any = false;
+  std::vector<std::string> path;
+  each_secret(root, path, [&](const std::vector<std::string>& at, YAML::Node entry) {
+    const YAML::Node v = entry["value"];
+    if (!v || !v.IsScalar() || v.Scalar() != kSecretMask) return;
+    YAML::Node old = before;
+    for (const auto& k : at) old.reset(old.IsMap() ? old[k] : YAML::Node());
+    const YAML::Node old_value = old.IsMap() ? old["value"] : YAML::Node();
+    if (!old_value || !old_value.IsScalar()) {
+      if (!missing) {
+        std::string dotted;
+        for (const auto& k : at) dotted += (dotted.empty() ? "" : ".") + k;
+        missing = invalid(fmt::format("{}:{}:{}: {} is the mask of a secret berth shows, but there is no stored value to "
+                                      "keep; write the value itself", filename, v.Mark().line + 1, v.Mark().column + 1,
+                                      dotted));
+      }
+      return;
+    }
+    entry["value"] = old_value.Scalar();
+    any = true;
+  });
+  if (missing) return *missing;
+  return any ? emit(root) : std::string(text);
+}
+
+}  // namespace berth::model

@@ -62,12 +62,14 @@ std::string display(const YAML::Node& n);
 struct Leaf {
   YAML::Node node;
   std::string layer;
+  bool secret = false;  // an env value marked `secret: true` here or in a lower layer
   Leaf() = default;
-  Leaf(const YAML::Node& n, std::string l) : node(n), layer(std::move(l)) {}
-  Leaf(const Leaf& o) : node(o.node), layer(o.layer) {}
+  Leaf(const YAML::Node& n, std::string l, bool s = false) : node(n), layer(std::move(l)), secret(s) {}
+  Leaf(const Leaf& o) : node(o.node), layer(o.layer), secret(o.secret) {}
   Leaf& operator=(const Leaf& o) {
     node.reset(o.node);
     layer = o.layer;
+    secret = o.secret;
     return *this;
   }
 };

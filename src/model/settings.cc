@@ -143,9 +143,20 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
   for (const char* free_map : {"ports", "env"}) {
     auto m = layer[free_map];
     if (!m || !expect_map(ctx, m, where + "." + free_map)) continue;
-    for (const auto& [k, v] : entries(ctx, m))
-      if (!v.IsScalar())
-        ctx.error(v, fmt::format("{}.{}.{} must be a single value", where, free_map, k.Scalar()));
+    for (const auto& [k, v] : entries(ctx, m)) {
+      if (v.IsScalar()) continue;
+      if (std::string(free_map) == "env" && v.IsMap()) {  // {secret: true, value: ...}
+        check_keys(ctx, v, {"secret", "value"}, fmt::format("{}.env.{}", where, k.Scalar()));
+        const YAML::Node sec = v["secret"], val = v["value"];
+        if (sec && !(sec.IsScalar() && (sec.Scalar() == "true" || sec.Scalar() == "false")))
+          ctx.error(sec, fmt::format("{}.env.{}.secret must be true or false", where, k.Scalar()));
+        if (!val || !val.IsScalar())
+          ctx.error(val ? val : v, fmt::format("{}.env.{}.value must be a single value", where, k.Scalar()));
+        continue;
+      }
+      ctx.error(v, fmt::format("{}.{}.{} must be a single value{}", where, free_map, k.Scalar(),
+                               std::string(free_map) == "env" ? ", or {secret: true, value: ...}" : ""));
+    }
   }
   for (const char* scalar : {"tag", "build_type", "instances", "stop_grace", "standard", "image", "user", "workdir"})
     if (auto s = layer[scalar]; s && !s.IsScalar())
@@ -171,8 +182,19 @@ void flatten(const YAML::Node& layer, const std::string& name, Flat& out) {
     if (std::find(kSettingKeys.begin(), kSettingKeys.end(), key) == kSettingKeys.end()) continue;
     const YAML::Node v = it->second;  // a copy: it-> returns a proxy that dies with the statement
     if (v.IsMap()) {
-      for (auto jt = v.begin(); jt != v.end(); ++jt)
-        if (jt->first.IsScalar()) out[key + "." + jt->first.Scalar()] = Leaf{jt->second, name};
+      for (auto jt = v.begin(); jt != v.end(); ++jt) {
+        if (!jt->first.IsScalar()) continue;
+        const std::string path = key + "." + jt->first.Scalar();
+        const YAML::Node value = jt->second;
+        // Once secret, a value stays secret in the layers above, whatever they write.
+        const bool was_secret = out.count(path) && out.at(path).secret;
+        if (key == "env" && value.IsMap())
+          out[path] = Leaf{value["value"] ? value["value"] : YAML::Node(YAML::NodeType::Null), name,
+                           was_secret || (value["secret"] && value["secret"].IsScalar() &&
+                                          value["secret"].Scalar() == "true")};
+        else
+          out[path] = Leaf{value, name, was_secret};
+      }
     } else {
       out[key] = Leaf{v, name};
     }
@@ -421,6 +443,7 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
   for (const auto& [path, leaf] : flat) {
     if (path.rfind("env.", 0) != 0) continue;
     spec.env[path.substr(4)] = r.str(path, "");
+    if (leaf.secret) spec.secrets.insert(path.substr(4));
   }
 
   // What runs: a command for sh, or a container from an image.

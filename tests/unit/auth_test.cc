@@ -199,3 +199,25 @@ TEST_F(ApiAuthTest, DownOfABaseThatThinEnvironmentsUseNeedsForce) {
   EXPECT_THAT(refused.body, HasSubstr("thin-anna"));
   EXPECT_EQ(call("admin", "POST", "/v1/environments/baseline/down?force=1").status, 202);
 }
+
+TEST_F(ApiAuthTest, SecretsAreNeverAnswered) {
+  ASSERT_EQ(call("anna", "POST", "/v1/environments", R"({"name": "dev-anna", "base": "baseline"})").status, 201);
+  auto put = call("anna", "PUT", "/v1/environments/dev-anna/document",
+                  R"({"text": "base: baseline\napps:\n  users:\n    env: {DB_PASSWORD: {secret: true, value: hunter2}}\n"})",
+                  "\"1\"");
+  ASSERT_EQ(put.status, 200) << put.body;
+  for (const char* target : {"/v1/environments/dev-anna/document", "/v1/environments/dev-anna/config",
+                             "/v1/environments/dev-anna/diff", "/v1/environments/dev-anna", "/v1/documents",
+                             "/v1/audit", "/v1/environments/dev-anna/events"}) {
+    auto r = call("vic", "GET", target);
+    EXPECT_EQ(r.status, 200) << target << ": " << r.body;
+    EXPECT_THAT(r.body, testing::Not(HasSubstr("hunter2"))) << target;
+  }
+  EXPECT_THAT(put.body, testing::Not(HasSubstr("hunter2")));
+  // Read masked and written back with another change: the secret keeps its value.
+  auto doc = nlohmann::json::parse(call("anna", "GET", "/v1/environments/dev-anna/document").body);
+  std::string text = doc["text"].get<std::string>() + "description: mine\n";
+  auto again = call("anna", "PUT", "/v1/environments/dev-anna/document", nlohmann::json{{"text", text}}.dump(), "\"2\"");
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(loop_->catalog()->find("dev-anna")->find("users")->env.at("DB_PASSWORD"), "hunter2");
+}

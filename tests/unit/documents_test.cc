@@ -300,3 +300,33 @@ TEST_F(DocumentLoopTest, ExpiredEnvironmentsAreWarnedTakenDownThenDeleted) {
   EXPECT_EQ(docs[0].doc.name, "dev-kept");
   EXPECT_FALSE(loop_->status("dev-anna").ok());
 }
+
+TEST(Secrets, MarkedValuesReachTheInstanceOnlyAndStaySecretAbove) {
+  const std::string fleet = std::string(kFleet) +
+                            "  with-secret:\n    base: baseline\n    apps:\n      users:\n        env:\n"
+                            "          DB_PASSWORD: {secret: true, value: hunter2}\n          LOG: debug\n";
+  auto cat = model::Catalog::parse(fleet, "berth.yaml", "",
+                                   {doc("dev-anna", "base: with-secret\napps:\n  users:\n    env: {DB_PASSWORD: s3cret}\n")});
+  ASSERT_TRUE(cat.ok()) << cat.error().message;
+  const model::AppSpec* users = cat->find("with-secret")->find("users");
+  EXPECT_EQ(users->env.at("DB_PASSWORD"), "hunter2");
+  EXPECT_TRUE(users->is_secret_setting("env.DB_PASSWORD"));
+  EXPECT_FALSE(users->is_secret_setting("env.LOG"));
+  // Overridden above with a plain value: still secret.
+  const model::AppSpec* anna = cat->find("dev-anna")->find("users");
+  EXPECT_EQ(anna->env.at("DB_PASSWORD"), "s3cret");
+  EXPECT_TRUE(anna->is_secret_setting("env.DB_PASSWORD"));
+  // Masked in text; written back masked, the stored value is kept.
+  const std::string masked = model::mask_secrets(fleet);
+  EXPECT_THAT(masked, testing::Not(HasSubstr("hunter2")));
+  EXPECT_THAT(masked, HasSubstr(std::string(model::kSecretMask)));
+  auto restored = model::restore_secrets(masked, fleet, "berth.yaml");
+  ASSERT_TRUE(restored.ok());
+  EXPECT_THAT(*restored, HasSubstr("hunter2"));
+  auto nothing_to_keep = model::restore_secrets(masked, "apps: {}\n", "berth.yaml");
+  ASSERT_FALSE(nothing_to_keep.ok());
+  EXPECT_THAT(nothing_to_keep.error().message, HasSubstr("environments.with-secret.apps.users.env.DB_PASSWORD"));
+  auto bad = model::Catalog::parse(std::string(kFleet) + "  x:\n    env: {A: {secret: yes, value: [1]}}\n", "berth.yaml", "");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("secret must be true or false"));
+}
