@@ -19,7 +19,10 @@ using namespace detail;
 Response error_response(const Error& e) {
   json j = {{"error", e.message}};
   if (!e.details.empty()) j["details"] = e.details;
-  return {http_status(e.code), dump(j), ""};
+  Response r;
+  r.status = http_status(e.code);
+  r.body = dump(j);
+  return r;
 }
 
 json to_json(const control::EnvStatus& s) {
@@ -31,7 +34,10 @@ json to_json(const control::EnvStatus& s) {
                            {"runtime", i.runtime}, {"detail", i.detail.empty() ? json(nullptr) : json(i.detail)},
                            {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
                            {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
+    json deps = json::array();
+    for (const auto& d : a.depends_on) deps.push_back({{"app", d.app}, {"soft", d.soft}});
     json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
+                {"depends_on", deps},
                 {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for}, {"instances", instances}};
     if (!a.build_state.empty())
       app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},
@@ -470,6 +476,36 @@ Response Api::route(const Request& req, const auth::Principal& who) {
                {"state", std::string(build::to_string(b->state))}});
   }
 
+  // Events as they happen: text/event-stream, one `id:` and `data:` (the event object) each;
+  // with `after`, first the stored ones after it (so a client that reconnects misses none).
+  if (route("GET", {"v1", "events", "stream"})) {
+    const std::string env = query_param(query, "env");
+    auto after = int_param(query, "after", 0, std::numeric_limits<std::int64_t>::max());
+    if (!after.ok()) return error_response(after.error());
+    if (!env.empty() && loop_.catalog() && !loop_.catalog()->find(env))
+      if (auto known = loop_.events(env, 0, 1); !known.ok() || known->empty())
+        return error_response(not_found(fmt::format("no environment '{}'", env)));
+    Response r;
+    r.stream = [this, env, after = *after](Response::Send send) -> std::function<void()> {
+      auto frame = [](const store::Event& e) { return fmt::format("id: {}\ndata: {}\n\n", e.id, dump(to_json(e))); };
+      std::int64_t last = after;
+      if (!env.empty() && after > 0)
+        while (true) {
+          auto backlog = loop_.events(env, last, 1000);
+          if (!backlog.ok() || backlog->empty()) break;
+          for (const auto& e : *backlog) {
+            if (!send(frame(e))) return [] {};
+            last = e.id;
+          }
+        }
+      auto sub = loop_.subscribe([send, env, last, frame](const store::Event& e) {
+        if ((env.empty() || e.env == env) && e.id > last) send(frame(e));
+      });
+      return [this, sub] { loop_.unsubscribe(sub); };
+    };
+    return r;
+  }
+
   if (route("GET", {"v1", "environments", "*", "events"})) {
     auto after = int_param(query, "after", 0, std::numeric_limits<std::int64_t>::max());
     if (!after.ok()) return error_response(after.error());
@@ -477,6 +513,15 @@ Response Api::route(const Request& req, const auth::Principal& who) {
     if (!limit.ok()) return error_response(limit.error());
     auto events = loop_.events(parts[2], *after, static_cast<int>(*limit));
     if (!events.ok()) return error_response(events.error());
+    // An environment that is not in the catalog and never was: say so (a deleted one keeps its
+    // history).
+    if (events->empty() && *after == 0 && loop_.catalog() && !loop_.catalog()->find(parts[2])) {
+      std::vector<std::string> names;
+      for (const auto& e : loop_.catalog()->environments()) names.push_back(e.name);
+      auto hint = closest(parts[2], names);
+      return error_response(not_found(fmt::format("no environment '{}'{}", parts[2],
+                                                  hint ? fmt::format(" (did you mean '{}'?)", *hint) : "")));
+    }
     json list = json::array();
     for (const auto& e : *events) list.push_back(to_json(e));
     return ok(list);

@@ -34,6 +34,12 @@ struct Response {
   int status = 200;
   std::string body;  // JSON
   std::string etag;  // sent as ETag when set (the version of a document, quoted)
+  // A response that stays open (server-sent events, text/event-stream) instead of `body`: the
+  // transport calls `stream` once its headers are out, with `send` (false once the connection is
+  // gone or too far behind); `stream` returns what the transport calls when the connection
+  // ends. Both on the loop's thread.
+  using Send = std::function<bool(const std::string&)>;
+  std::function<std::function<void()>(Send)> stream;
 };
 
 struct Options {

@@ -1,6 +1,12 @@
 #include "api/http_server.h"
 
+#include <array>
+#include <deque>
+#include <utility>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
@@ -52,6 +58,7 @@ class Session : public std::enable_shared_from_this<Session> {
               header(http::field::host), header(http::field::content_type)};
     // The next request on this connection is read once this one is answered (maybe later).
     api_.handle(r, [self = shared_from_this(), version = req.version(), keep_alive = req.keep_alive()](Response out) {
+      if (out.stream) return self->start_stream(std::move(out.stream));
       auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), version);
       res->set(http::field::server, "berth");
       res->set(http::field::content_type, "application/json");
@@ -72,8 +79,74 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
   }
 
+  // ---- server-sent events: headers, then frames until either side closes ----
+  void start_stream(std::function<std::function<void()>(Response::Send)> open) {
+    stream_.expires_never();
+    push("HTTP/1.1 200 OK\r\nServer: berth\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+         "Connection: close\r\n\r\n");
+    std::weak_ptr<Session> weak = shared_from_this();
+    on_close_ = open([weak](const std::string& frame) {
+      auto self = weak.lock();
+      return self && self->push(frame);
+    });
+    // The client closing (or sending anything) ends the stream.
+    stream_.socket().async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code, std::size_t) {
+      self->end_stream();
+    });
+    heartbeat();
+  }
+  // A comment every 15 s keeps proxies from closing an idle stream and finds dead peers.
+  void heartbeat() {
+    if (ended_) return;
+    timer_.expires_after(std::chrono::seconds(15));
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec || self->ended_) return;
+      self->push(": keep-alive\n\n");
+      self->heartbeat();
+    });
+  }
+  bool push(const std::string& data) {
+    if (ended_) return false;
+    // A client that does not read is not buffered for without end.
+    if (queued_bytes_ + data.size() > (4u << 20)) {
+      end_stream();
+      return false;
+    }
+    queue_.push_back(data);
+    queued_bytes_ += data.size();
+    if (!writing_) write_next();
+    return true;
+  }
+  void write_next() {
+    if (queue_.empty() || ended_) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    asio::async_write(stream_.socket(), asio::buffer(queue_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      self->queued_bytes_ -= self->queue_.front().size();
+      self->queue_.pop_front();
+      if (ec) return self->end_stream();
+      self->write_next();
+    });
+  }
+  void end_stream() {
+    if (ended_) return;
+    ended_ = true;
+    timer_.cancel();
+    if (on_close_) std::exchange(on_close_, nullptr)();
+    close();
+  }
+
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  // Streaming state (loop thread).
+  std::deque<std::string> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false, ended_ = false;
+  std::function<void()> on_close_;
+  std::array<char, 256> sink_{};
+  asio::steady_timer timer_{stream_.get_executor()};
   std::optional<http::request_parser<http::string_body>> parser_;
   Api& api_;
 };

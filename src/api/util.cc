@@ -25,7 +25,12 @@ int http_status(ErrorCode c) {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-Response ok(const json& j, int status) { return {status, dump(j), ""}; }
+Response ok(const json& j, int status) {
+  Response r;
+  r.status = status;
+  r.body = dump(j);
+  return r;
+}
 
 namespace {
 std::vector<std::string> split_path(std::string_view path) {

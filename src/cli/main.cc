@@ -45,35 +45,43 @@ berth::Millis now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Poll the daemon until `done(status)` holds, printing events as they happen. The interval is a
-// display refresh, not a wait for state: the condition is checked on every poll.
+// Follow the environment's event stream until `done(status)` holds, printing events as they
+// happen; the status is checked after each event, and each second without one.
 int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Millis timeout_ms, bool quiet,
            const std::function<bool(const json&)>& done, const std::string& what) {
   const berth::Millis deadline = now_ms() + timeout_ms;
   std::string last_summary;
-  while (true) {
-    auto events = c.get(fmt::format("/v1/environments/{}/events?after={}", url_encode(env), after));
-    if (!events.ok()) return fail(events.error());
-    for (const auto& e : *events) {
-      after = std::max<std::int64_t>(after, e["id"].get<std::int64_t>());
-      if (!quiet) fmt::print("{}\n", berth::cli::event_line(e));
-    }
+  int rc = -1;
+  auto check = [&]() {
     auto status = c.get("/v1/environments/" + url_encode(env));
-    if (!status.ok()) return fail(status.error());
-    if (done(*status)) {
-      if (!quiet) fmt::print("{}: {}\n", env, berth::cli::progress_summary(*status));
-      return 0;
+    if (!status.ok()) {
+      rc = fail(status.error());
+      return false;
     }
-    std::string summary = berth::cli::progress_summary(*status);
+    const std::string summary = berth::cli::progress_summary(*status);
+    if (done(*status)) {
+      if (!quiet) fmt::print("{}: {}\n", env, summary);
+      rc = 0;
+      return false;
+    }
     if (!quiet && summary != last_summary) fmt::print("  … {}\n", summary);
     last_summary = summary;
     if (now_ms() > deadline) {
       fmt::print(stderr, "berth: {} {} timed out after {}: {}\n", what, env, berth::format_duration(timeout_ms), summary);
       for (const auto& cause : berth::cli::root_causes(*status)) fmt::print(stderr, "  root cause: {}\n", cause);
-      return 1;
+      rc = 1;
+      return false;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+    return true;
+  };
+  if (!check()) return rc;
+  berth::Status st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", url_encode(env), after), [&](const json* e) {
+    if (e && !quiet) fmt::print("{}\n", berth::cli::event_line(*e));
+    std::fflush(stdout);
+    return check();
+  }, 1000);
+  if (!st.ok()) return fail(st.error());
+  return rc < 0 ? 1 : rc;
 }
 
 std::optional<std::uint64_t> parse_size(const std::string& text) {
@@ -743,6 +751,7 @@ int main(int argc, char** argv) {
     if (events->parsed()) {
       std::int64_t after = 0;
       json all = json::array();
+      // What is stored, page by page; then, with -f, the stream from the last one on.
       while (true) {
         auto r = c.get(fmt::format("/v1/environments/{}/events?after={}", url_encode(env), after));
         if (!r.ok()) return fail(r.error());
@@ -751,14 +760,17 @@ int main(int argc, char** argv) {
           if (output == "json") all.push_back(e);
           else fmt::print("{}\n", berth::cli::event_line(e));
         }
-        if (!follow_events) {
-          if (r->empty()) break;
-          continue;  // fetch the next page
-        }
-        std::fflush(stdout);
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        if (r->empty()) break;
       }
       if (output == "json") fmt::print("{}\n", all.dump(2));
+      if (!follow_events) return 0;
+      std::fflush(stdout);
+      auto st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", url_encode(env), after), [&](const json* e) {
+        if (e) fmt::print("{}\n", output == "json" ? e->dump() : berth::cli::event_line(*e));
+        std::fflush(stdout);
+        return true;
+      }, 60'000);
+      if (!st.ok()) return fail(st.error());
       return 0;
     }
   } catch (const CLI::ValidationError& e) {

@@ -1,6 +1,9 @@
 #include "client/client.h"
 
+#include <poll.h>
+
 #include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -112,6 +115,74 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
     }
   }
   return unavailable(fmt::format("cannot reach the berth daemon at {}", address_));
+}
+
+Status Client::stream(const std::string& target, const std::function<bool(const nlohmann::json*)>& on,
+                      std::int64_t tick_ms) {
+  auto colon = address_.rfind(':');
+  if (colon == std::string::npos) return invalid(fmt::format("daemon address '{}': expected ADDR:PORT", address_));
+  try {
+    asio::io_context io;
+    tcp::resolver resolver(io);
+    tcp::socket sock(io);
+    asio::connect(sock, resolver.resolve(address_.substr(0, colon), address_.substr(colon + 1)));
+    std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nConnection: close\r\n",
+                                  target, address_);
+    if (!token_.empty()) req += "Authorization: Bearer " + token_ + "\r\n";
+    req += "\r\n";
+    asio::write(sock, asio::buffer(req));
+    std::string buf;
+    bool headers_done = false;
+    int status = 0;
+    char chunk[16384];
+    while (true) {
+      pollfd p{sock.native_handle(), POLLIN, 0};
+      int n = ::poll(&p, 1, static_cast<int>(tick_ms));
+      if (n == 0) {
+        if (!on(nullptr)) return {};
+        continue;
+      }
+      boost::system::error_code ec;
+      std::size_t got = sock.read_some(asio::buffer(chunk), ec);
+      if (ec) {
+        if (!headers_done || status != 200) {
+          auto j = nlohmann::json::parse(buf.substr(std::min(buf.size(), buf.find("\r\n\r\n") + 4)), nullptr, false);
+          std::string msg = j.is_object() && j.contains("error") ? j["error"].get<std::string>() : fmt::format("HTTP {}", status);
+          return Error(status == 401 ? ErrorCode::kUnauthenticated : status == 403 ? ErrorCode::kForbidden
+                       : status == 404 ? ErrorCode::kNotFound : status == 400 ? ErrorCode::kInvalid
+                                                                               : ErrorCode::kUnavailable, msg);
+        }
+        return unavailable(fmt::format("the event stream from {} ended: {}", address_, ec.message()));
+      }
+      buf.append(chunk, got);
+      if (buf.size() > (8u << 20)) return unavailable("the event stream sent a frame over 8 MiB");
+      if (!headers_done) {
+        auto end = buf.find("\r\n\r\n");
+        if (end == std::string::npos) continue;
+        if (buf.rfind("HTTP/1.", 0) == 0 && buf.size() > 12) status = std::atoi(buf.c_str() + 9);
+        if (status != 200) continue;  // the error body follows; read it until the daemon closes
+        headers_done = true;
+        buf.erase(0, end + 4);
+      }
+      for (auto end = buf.find("\n\n"); end != std::string::npos; end = buf.find("\n\n")) {
+        const std::string frame = buf.substr(0, end);
+        buf.erase(0, end + 2);
+        for (std::size_t i = 0; i < frame.size();) {
+          auto nl = frame.find('\n', i);
+          if (nl == std::string::npos) nl = frame.size();
+          std::string_view line(frame.data() + i, nl - i);
+          if (line.rfind("data: ", 0) == 0) {
+            auto j = nlohmann::json::parse(line.substr(6), nullptr, false);
+            if (!j.is_discarded() && !on(&j)) return {};
+          }
+          i = nl + 1;
+        }
+      }
+    }
+  } catch (const boost::system::system_error& e) {
+    return unavailable(fmt::format("cannot reach the berth daemon at {}: {} (is `berth serve` running? set --addr or "
+                                   "BERTH_ADDR)", address_, e.code().message()));
+  }
 }
 
 }  // namespace berth::client

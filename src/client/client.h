@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,11 @@ class Client {
   Result<nlohmann::json> put(const std::string& target, const nlohmann::json& body, std::int64_t if_match);
   Result<nlohmann::json> patch(const std::string& target, const nlohmann::json& body, std::int64_t if_match);
   Result<nlohmann::json> del(const std::string& target, std::int64_t if_match);
+
+  // Follow a server-sent event stream (GET /v1/events/stream...) on a connection of its own:
+  // `on` gets each event's JSON, and nullptr whenever `tick_ms` pass without one; it returns
+  // false to stop. Returns when stopped, or with the error that ended the stream.
+  Status stream(const std::string& target, const std::function<bool(const nlohmann::json*)>& on, std::int64_t tick_ms);
 
  private:
   Result<nlohmann::json> call(const std::string& method, const std::string& target, const std::string& body,

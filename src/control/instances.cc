@@ -578,7 +578,24 @@ void ControlLoop::emit(const std::string& env, const std::string& type, const st
   auto r = d_.store->append_event(e);
   if (!r.ok()) e.message += " [not stored: " + r.error().message + "]";
   // An event that cannot be stored must not stop the loop; it is still logged.
-  if (d_.on_event) d_.on_event(r.ok() ? *r : e);
+  const store::Event& out = r.ok() ? *r : e;
+  if (d_.on_event) d_.on_event(out);
+  // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
+  auto subscribers = subscribers_;
+  for (const auto& [id, fn] : subscribers)
+    if (subscribers_.count(id)) fn(out);
+}
+
+ControlLoop::Subscription ControlLoop::subscribe(std::function<void(const store::Event&)> fn) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  const Subscription id = ++last_subscription_;
+  subscribers_.emplace(id, std::move(fn));
+  return id;
+}
+
+void ControlLoop::unsubscribe(Subscription id) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  subscribers_.erase(id);
 }
 
 }  // namespace berth::control

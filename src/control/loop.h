@@ -127,6 +127,11 @@ struct AppStatus {
   std::string state;
   std::string message;
   std::vector<std::string> waiting_for;  // hard dependencies not yet satisfied
+  struct Dep {
+    std::string app;
+    bool soft = false;
+  };
+  std::vector<Dep> depends_on;
   std::vector<InstanceStatus> instances;
   // Apps with a source: the commit the tag resolved to, and its build.
   std::string commit;       // full id; empty while resolving or without a source
@@ -189,6 +194,12 @@ class ControlLoop : private runtime::Listener {
   Result<std::vector<store::AuditEntry>> audit_log(const store::AuditQuery& query) const {
     return d_.store->audit(query);
   }
+
+  // Every event as it is emitted (after it is stored), until unsubscribed. Loop thread only;
+  // `fn` runs on it and must not block.
+  using Subscription = std::uint64_t;
+  Subscription subscribe(std::function<void(const store::Event&)> fn);
+  void unsubscribe(Subscription id);
 
   Status up(const std::string& env);
   // Refused while thin environments that are up fall through to `env`, unless `force`.
@@ -369,6 +380,8 @@ class ControlLoop : private runtime::Listener {
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
   Executor::TimerId lifetime_timer_ = 0;
+  std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;
+  Subscription last_subscription_ = 0;
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;

@@ -5,6 +5,8 @@
 
 #include <fstream>
 #include <thread>
+#include <algorithm>
+#include <chrono>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -207,4 +209,50 @@ TEST(Team, EnvironmentsOfTheirOwnWrittenByTwoUsersAtOnce) {
   ASSERT_TRUE(gone.ok());
   ASSERT_FALSE(gone->empty());
   EXPECT_EQ(gone->back()["action"], "env.delete");
+}
+
+TEST(Team, AMemberBringsTheirOwnEnvironmentUpAndWatchesItsEventStream) {
+  Daemon d("team-stream");
+  const std::string fleet = R"(network: {pool: 127.113.0.0/24, exclude: [127.113.0.1]}
+defaults:
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, port: http, path: /healthcheck, start_interval: 50ms, interval: 2s}
+apps:
+  users: {}
+  orders: {depends_on: [users]}
+environments:
+  baseline: {}
+)";
+  ASSERT_EQ(d.apply(fleet).exit_code, 0);
+  const std::string anna = token_for(d, "anna", "member");
+  ASSERT_EQ(d.cli_as(anna, {"env", "create", "dev-anna", "--base", "baseline", "--set", "orders.env.MODE=mine"}).exit_code, 0);
+  // The stream, on a connection of its own, sees the environment become ready as it happens.
+  std::vector<std::string> seen;
+  berth::Status streamed;
+  std::thread watcher([&] {
+    berth::client::Client c(d.address(), anna);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    streamed = c.stream("/v1/events/stream?env=dev-anna", [&](const json* e) {
+      if (e) seen.push_back((*e)["type"].get<std::string>() + " " + (*e)["app"].dump());
+      bool orders_ready = std::find(seen.begin(), seen.end(), "ready \"orders\"") != seen.end();
+      return !orders_ready && std::chrono::steady_clock::now() < deadline;
+    }, 200);
+  });
+  auto up = d.cli_as(anna, {"up", "dev-anna", "--timeout", "60s"});
+  watcher.join();
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  EXPECT_TRUE(streamed.ok()) << streamed.error().message;
+  EXPECT_THAT(seen, testing::Contains("ready \"users\""));
+  EXPECT_THAT(seen, testing::Contains("ready \"orders\""));
+  // Progress of `berth up` came from the stream: its events are printed.
+  EXPECT_THAT(up.out, HasSubstr("ready"));
+  // Another member cannot take it down; its owner can.
+  const std::string ben = token_for(d, "ben", "member");
+  EXPECT_NE(d.cli_as(ben, {"down", "dev-anna"}).exit_code, 0);
+  EXPECT_EQ(d.cli_as(anna, {"down", "dev-anna"}).exit_code, 0);
+  // An unknown environment's events: an error, not an empty list.
+  auto nosuch = d.cli({"events", "dev-anaa"});
+  EXPECT_NE(nosuch.exit_code, 0);
+  EXPECT_THAT(nosuch.err, HasSubstr("did you mean 'dev-anna'"));
 }
