@@ -28,7 +28,8 @@ rules=(
   "db/mariadb|base/ db/engine.h"
   "control|base/ model/ net/ipam/ipam.h net/dns/zone.h net/dns/wire.h store/store.h health/prober.h health/tracker.h runtime/runtime.h build/builder.h db/manager.h db/clone.h db/engine.h blob/blob_store.h"
   "auth|base/ model/ store/store.h"
-  "api|base/ auth/ control/ model/ runtime/runtime.h store/store.h net/ net/dns/zone.h health/ build/builder.h db/ blob/blob_store.h"
+  "ui|"
+  "api|base/ auth/ ui/ control/ model/ runtime/runtime.h store/store.h net/ net/dns/zone.h health/ build/builder.h db/ blob/blob_store.h"
   "client|base/"
   "cli|base/ client/ daemon/daemon.h"
   "daemon|"  # wires everything together

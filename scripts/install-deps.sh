@@ -14,7 +14,12 @@ packages=(
   swift swift-proxy swift-account swift-container swift-object memcached xfsprogs
   # Containers: a dockerd of berth's own in a network namespace (scripts/docker-netns.sh).
   docker.io iptables
+  # The web UI's browser tests: Debian's Chromium, driven by playwright-core (npm).
+  chromium
 )
+# The web UI is built with the machine's Node.js and npm (Node 18 or later); Debian's when
+# there is none.
+command -v npm >/dev/null || packages+=(nodejs npm)
 # Peers the benchmarks measure berth against (scripts/install-deps.sh --bench).
 if [ "${1:-}" = "--bench" ]; then
   packages+=(dnsperf knot nsd zstd pigz docker-compose)
@@ -30,4 +35,11 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The web UI's packages, exactly as locked (web/package-lock.json); npm's cache makes later runs
+# offline. Skipped when node_modules matches the lock already.
+web=$(cd "$(dirname "$0")/.." && pwd)/web
+if ! cmp -s "$web/package-lock.json" "$web/node_modules/.berth-lock" 2>/dev/null; then
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.berth-lock)
 fi

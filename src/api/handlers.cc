@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "api/util.h"
+#include "ui/assets.h"
 #include "base/text.h"
 
 namespace berth::api {
@@ -134,6 +135,18 @@ void Api::handle(const Request& req, Reply reply) {
   auth::Principal who;
   try {
     if (req.method == "GET" && req.target == "/v1/health") return reply(ok({{"status", "ok"}}));
+    // The web UI's static files: public (the API behind them is not).
+    if (req.method == "GET" && req.target.rfind("/v1/", 0) != 0) {
+      const std::string path = req.target.substr(0, req.target.find('?'));
+      const ui::Asset* a = ui::find_asset(path);
+      if (!a) return reply(error_response(not_found(fmt::format("no page {} (the web UI is at /)", path.substr(0, 200)))));
+      Response r;
+      r.body = std::string(a->data);
+      r.content_type = std::string(a->content_type);
+      // Vite names assets by their content: cached for good; the page itself never.
+      r.cache_control = path.rfind("/assets/", 0) == 0 ? "public, max-age=31536000, immutable" : "no-store";
+      return reply(std::move(r));
+    }
     auto admitted = admit(req);
     if (!admitted.ok()) return reply(error_response(admitted.error()));
     who = std::move(admitted.value());

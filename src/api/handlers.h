@@ -34,6 +34,8 @@ struct Response {
   int status = 200;
   std::string body;  // JSON
   std::string etag;  // sent as ETag when set (the version of a document, quoted)
+  std::string content_type;  // empty: application/json
+  std::string cache_control;  // empty: no-store
   // A response that stays open (server-sent events, text/event-stream) instead of `body`: the
   // transport calls `stream` once its headers are out, with `send` (false once the connection is
   // gone or too far behind); `stream` returns what the transport calls when the connection

@@ -61,8 +61,15 @@ class Session : public std::enable_shared_from_this<Session> {
       if (out.stream) return self->start_stream(std::move(out.stream));
       auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(out.status), version);
       res->set(http::field::server, "berth");
-      res->set(http::field::content_type, "application/json");
-      res->set(http::field::cache_control, "no-store");
+      res->set(http::field::content_type, out.content_type.empty() ? "application/json" : out.content_type);
+      res->set(http::field::cache_control, out.cache_control.empty() ? "no-store" : out.cache_control);
+      res->set("X-Content-Type-Options", "nosniff");
+      if (out.content_type.rfind("text/html", 0) == 0) {
+        // The page runs only its own scripts and talks only to this daemon; no framing.
+        res->set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+        res->set("X-Frame-Options", "DENY");
+      }
       if (!out.etag.empty()) res->set(http::field::etag, out.etag);
       res->keep_alive(keep_alive);
       res->body() = std::move(out.body);

@@ -8,6 +8,7 @@
 #include "fake_prober.h"
 #include "runtime/sim/sim_runtime.h"
 #include "store/sqlite/sqlite_store.h"
+#include "ui/assets.h"
 
 using namespace berth;
 using testing::HasSubstr;
@@ -220,4 +221,20 @@ TEST_F(ApiAuthTest, SecretsAreNeverAnswered) {
   auto again = call("anna", "PUT", "/v1/environments/dev-anna/document", nlohmann::json{{"text", text}}.dump(), "\"2\"");
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(loop_->catalog()->find("dev-anna")->find("users")->env.at("DB_PASSWORD"), "hunter2");
+}
+
+TEST_F(ApiAuthTest, TheWebUiIsPublicItsApiIsNot) {
+  auto page = call("", "GET", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.content_type.rfind("text/html", 0), 0u);
+  EXPECT_EQ(page.cache_control, "no-store");
+  EXPECT_THAT(page.body, HasSubstr("<"));
+  EXPECT_EQ(call("", "GET", "/nosuch.js").status, 404);
+  EXPECT_EQ(call("", "GET", "/v1/whoami").status, 401);
+  for (const auto& a : ui::assets())
+    if (a.path.rfind("/assets/", 0) == 0) {
+      auto r = call("", "GET", std::string(a.path));
+      EXPECT_EQ(r.status, 200) << a.path;
+      EXPECT_THAT(r.cache_control, HasSubstr("immutable"));
+    }
 }
