@@ -60,7 +60,8 @@ int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Mil
     }
     const std::string summary = berth::cli::progress_summary(*status);
     if (done(*status)) {
-      if (!quiet) fmt::print("{}: {}\n", env, summary);
+      // Down: say so, not "0/8 apps ready" as if that were a failure.
+      if (!quiet) fmt::print("{}: {}\n", env, what == "down" ? "down; every instance it runs is stopped" : summary);
       rc = 0;
       return false;
     }

@@ -230,8 +230,19 @@ std::vector<std::string> root_causes(const json& s) {
   for (const auto& [root, waiters] : blocked) {
     const json& a = *apps[root];
     std::string msg = str(a, "message");
-    for (const auto& i : a["instances"])
-      if (!str(i, "health").empty() && str(i, "state") != "ready") { msg = str(i, "health"); break; }
+    // An instance that exited says why better than its last probe did before it ended.
+    bool exited = false;
+    for (const auto& i : a["instances"]) {
+      const std::string m = str(i, "message");
+      if (m.find("exited with") != std::string::npos || m.find("killed by") != std::string::npos) {
+        msg = m;
+        exited = true;
+        break;
+      }
+    }
+    if (!exited)
+      for (const auto& i : a["instances"])
+        if (!str(i, "health").empty() && str(i, "state") != "ready") { msg = str(i, "health"); break; }
     std::string line = fmt::format("{} is {}: {}", root, str(a, "state"), msg.empty() ? "no detail" : msg);
     if (!waiters.empty()) {
       std::string names;

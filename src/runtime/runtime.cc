@@ -15,6 +15,9 @@ std::string describe(const Exit& e) {
     const char* abbrev = sigabbrev_np(e.signal);
     return abbrev ? fmt::format("killed by SIG{}", abbrev) : fmt::format("killed by signal {}", e.signal);
   }
+  // Commands run through sh: these two statuses are the shell's own.
+  if (e.code == 127) return "exited with status 127: command not found";
+  if (e.code == 126) return "exited with status 126: command not executable";
   return fmt::format("exited with status {}", e.code);
 }
 

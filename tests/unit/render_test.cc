@@ -18,6 +18,16 @@ TEST(Render, RootCauseIsTheDeepestAppNotReady) {
   EXPECT_EQ(berth::cli::progress_summary(s), "1/4 apps ready; starting: users; waiting: orders (for users), gateway (for orders)");
 }
 
+TEST(Render, ARootCauseThatExitedSaysSoRatherThanItsLastProbe) {
+  json s = json::parse(R"({"environment":"e","base":null,"up":true,"ready":false,"apps":[
+    {"app":"users","state":"starting","message":"starting","waiting_for":[],"from":{},"tag":"m","build_type":"r",
+     "instances":[{"ordinal":0,"state":"backoff","health":"GET /healthcheck → connection refused",
+                   "message":"exited with status 127: command not found; restarting in 200ms"}]}]})");
+  auto causes = berth::cli::root_causes(s);
+  ASSERT_EQ(causes.size(), 1u);
+  EXPECT_EQ(causes[0], "users is starting: exited with status 127: command not found; restarting in 200ms");
+}
+
 TEST(Render, ShortLayers) {
   EXPECT_EQ(berth::cli::short_layer("environments.beta-7.apps.orders"), "env beta-7 app override");
   EXPECT_EQ(berth::cli::short_layer("environments.baseline"), "env baseline");

@@ -84,6 +84,34 @@ function LogTail({ env, app, ordinal, onClose }: { env: string; app: string; ord
   );
 }
 
+// The environment's own YAML, written back with the version it was read at: a change made
+// meanwhile is refused (409, naming who), errors come back located in the document.
+function EditDocument({ name, doc, onSaved }: { name: string; doc: DocumentInfo; onSaved: (d: DocumentInfo) => void }) {
+  const [text, setText] = useState(doc.text ?? "");
+  const [error, setError] = useState<{ message: string; details: string[] } | null>(null);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    try {
+      onSaved(await api.putDocument(name, text, doc.version));
+    } catch (err) {
+      setError({ message: err instanceof Error ? err.message : String(err), details: (err as { details?: string[] }).details ?? [] });
+    }
+  };
+  return (
+    <form class="edit" onSubmit={save}>
+      <p class="muted">environments/{name}.yaml, version {doc.version}: the keys of an environment in berth.yaml, plus
+        expires, keep and editors. Secrets show as •••• and keep their values.</p>
+      <textarea name="text" rows={16} spellcheck={false} value={text} onInput={(e) => setText((e.target as HTMLTextAreaElement).value)} />
+      {error && (
+        <div class="error" role="alert">{error.message}
+          {error.details.length > 1 && <ul>{error.details.map((d) => <li key={d}>{d}</li>)}</ul>}
+        </div>
+      )}
+      <button type="submit">Save</button>
+    </form>
+  );
+}
+
 export function EnvironmentPage({ name, who }: { name: string; who: Who }) {
   const [env, setEnv] = useState<EnvStatus | null>(null);
   const [doc, setDoc] = useState<DocumentInfo | null>(null);
@@ -92,7 +120,7 @@ export function EnvironmentPage({ name, who }: { name: string; who: Who }) {
   const [error, setError] = useState("");
   const [notice, setNotice] = useState("");
   const [log, setLog] = useState<{ app: string; ordinal: number } | null>(null);
-  const [tab, setTab] = useState<"apps" | "graph" | "diff" | "events">("apps");
+  const [tab, setTab] = useState<"apps" | "graph" | "diff" | "events" | "edit">("apps");
 
   const load = async () => {
     try {
@@ -173,7 +201,7 @@ export function EnvironmentPage({ name, who }: { name: string; who: Who }) {
       {notice && !error && <p class="notice">{notice}</p>}
       {env.notes.map((n) => <p class="notice" key={n}>{n}</p>)}
       <nav class="tabs">
-        {(["apps", "graph", "diff", "events"] as const).map((t) => (
+        {(["apps", "graph", "diff", "events", ...(doc ? (["edit"] as const) : [])] as const).map((t) => (
           <button key={t} class={tab === t ? "active" : ""} onClick={() => setTab(t)}>{t}</button>
         ))}
       </nav>
@@ -235,6 +263,7 @@ export function EnvironmentPage({ name, who }: { name: string; who: Who }) {
           ))}
         </ol>
       )}
+      {tab === "edit" && doc && <EditDocument name={name} doc={doc} onSaved={(d) => { setDoc(d); setTab("apps"); load(); }} />}
       {log && <LogTail env={name} app={log.app} ordinal={log.ordinal} onClose={() => setLog(null)} />}
     </section>
   );

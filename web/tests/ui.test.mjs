@@ -179,6 +179,17 @@ test("a member creates an environment in the browser and watches it live", { ski
   await page.click("nav.tabs button:has-text('events')");
   await page.waitForSelector("ol.events li");
   assert.match(await page.textContent("ol.events"), /orders/);
+
+  // The edit form: a wrong value is refused with its place in the document; a right one saved.
+  await page.click("nav.tabs button:has-text('edit')");
+  const yaml = "base: baseline\ndeploy: changed\nexpires: 2030-01-01T00:00:00Z\napps:\n  orders: {build_type: debug, instances: many}\n";
+  await page.fill("form.edit textarea", yaml);
+  await page.click("form.edit button[type=submit]");
+  assert.match(await page.textContent("form.edit [role=alert]"), /environments\/dev-anna\.yaml:5:/);
+  await page.fill("form.edit textarea", yaml.replace("many", "1") + "description: from the browser\n");
+  await page.click("form.edit button[type=submit]");
+  await page.waitForSelector("p.meta:has-text('version 2')");
+  assert.match((await call(member, "GET", "/v1/environments/dev-anna/document")).text, /from the browser/);
   assert.deepEqual(pageErrors, []);
   await context.close();
 });
