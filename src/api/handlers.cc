@@ -450,6 +450,15 @@ Response Api::route(const Request& req, const auth::Principal& who) {
     return ok({{"environment", parts[2]}, {"up", false}, {"events_after", *before}}, 202);
   }
 
+  if (route("POST", {"v1", "environments", "*", "restart"})) {
+    auto before = loop_.last_event_id();
+    if (!before.ok()) return error_response(before.error());
+    const std::string app = query_param(query, "app");
+    if (auto st = loop_.restart(parts[2], app, who.user); !st.ok()) return error_response(st.error());
+    (void)loop_.audit(who.user, "env.restart", app.empty() ? parts[2] : app, parts[2], "");
+    return ok({{"environment", parts[2]}, {"events_after", *before}}, 202);
+  }
+
   if (route("POST", {"v1", "environments", "*", "refresh"})) {
     auto before = loop_.last_event_id();
     if (!before.ok()) return error_response(before.error());

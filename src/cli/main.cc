@@ -371,6 +371,13 @@ int main(int argc, char** argv) {
   down->add_flag("--no-wait", no_wait, "return once the request is accepted");
   down->add_flag("-q,--quiet", quiet, "print nothing but errors");
 
+  auto* restart = app.add_subcommand("restart", "replace an app's instances (or every app's) one at a time, each "
+                                                "health-gated; returns when all are ready again");
+  restart->add_option("environment", env)->required();
+  restart->add_option("app", app_code, "only this app");
+  restart->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
+  restart->add_flag("-q,--quiet", quiet, "print nothing but errors");
+
   auto* refresh = app.add_subcommand("refresh", "rebuild apps whose branch moved and replace their instances one at a time");
   refresh->add_option("environment", env)->required();
   refresh->add_option("--timeout", timeout_text, "give up waiting after this long")->capture_default_str();
@@ -577,6 +584,17 @@ int main(int argc, char** argv) {
         }
         return true;
       }, "down");
+    }
+    if (restart->parsed()) {
+      berth::Millis timeout = parse_timeout(timeout_text);
+      auto r = c.post("/v1/environments/" + url_encode(env) + "/restart" +
+                      (app_code.empty() ? "" : "?app=" + url_encode(app_code)));
+      if (!r.ok()) return fail(r.error());
+      // Done once no replacement is pending (the daemon counts asked-for ones as updating) and
+      // everything is ready.
+      return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
+        return s["ready"].get<bool>() && !s["updating"].get<bool>();
+      }, "restart");
     }
     if (refresh->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);

@@ -178,6 +178,44 @@ Status ControlLoop::refresh(const std::string& env) {
   return {};
 }
 
+Status ControlLoop::restart(const std::string& env, const std::string& app_name, const std::string& user) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  const model::Environment* spec = catalog_ ? catalog_->find(env) : nullptr;
+  if (!spec) return not_found(fmt::format("no environment '{}'", env));
+  if (!up_.count(env)) return conflict(fmt::format("environment '{}' is down; berth up {} starts it", env, env));
+  if (!app_name.empty()) {
+    if (!spec->find(app_name)) {
+      std::vector<std::string> names;
+      for (const auto& a : spec->apps) names.push_back(a.app);
+      auto hint = closest(app_name, names);
+      return not_found(fmt::format("no app '{}' in environment '{}'{}", app_name, env,
+                                   hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+    }
+    if (!spec->runs(app_name))
+      return conflict(fmt::format("environment '{}' does not run {}: it falls through to {}; restart it there", env,
+                                  app_name, spec->served_by.count(app_name) ? spec->served_by.at(app_name) : "its base"));
+  }
+  int n = 0;
+  if (auto e = envs_.find(env); e != envs_.end())
+    for (auto& [name, app] : e->second.apps) {
+      if (!app_name.empty() && name != app_name) continue;
+      if (!spec->runs(name)) continue;
+      for (auto& [o, inst] : app.instances) {
+        ++n;
+        if (inst.exists()) {
+          inst.restart_requested = true;
+        } else if (inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) {
+          if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
+          inst.backoff_timer = 0;
+          inst.phase = Phase::kStopped;
+        }
+      }
+    }
+  emit(env, "restart", app_name, -1, "", fmt::format("{} instance(s) restarted one at a time, by {}", n, user));
+  schedule_reconcile();
+  return {};
+}
+
 Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) const {
   return d_.store->events(env, after_id, limit);
 }
@@ -381,9 +419,11 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
                               : fmt::format("a new build ({})", artifact.build_id);
       }
       else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
+      else if (inst.restart_requested) why = "restart requested";
       if (!why.empty() && !replacing) {
         replacing = true;
         inst.replacing = true;
+        inst.restart_requested = false;
         emit(env, "restarting", spec.app, ordinal, inst.ip, why);
         stop(inst, why);
       }

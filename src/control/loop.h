@@ -204,6 +204,10 @@ class ControlLoop : private runtime::Listener {
   Status up(const std::string& env);
   // Refused while thin environments that are up fall through to `env`, unless `force`.
   Status down(const std::string& env, bool force = false);
+  // berth restart: every instance of `app` (every app the environment runs, when empty)
+  // replaced one at a time, each health-gated before the next; failed and backing-off
+  // instances start again at once. `user` is in the event.
+  Status restart(const std::string& env, const std::string& app, const std::string& user);
   // Re-resolve the tags of the environment's apps built from source; moved ones are rebuilt and
   // their instances replaced one at a time, each new one health-gated before the next.
   Status refresh(const std::string& env);
@@ -264,6 +268,7 @@ class ControlLoop : private runtime::Listener {
     Millis ready_mono = 0;    // monotonic, for backoff reset
     bool degraded = false;
     bool replacing = false;   // stopped to be replaced with new settings; done once ready again
+    bool restart_requested = false;  // berth restart: replaced in the rolling replacement, health-gated
     bool backoff_after_stop = false;  // stopped for failing its health check: restart with backoff
     std::string build_id;     // the build the running process runs
     std::string message;

@@ -157,6 +157,8 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
       if (auto e = envs_.find(env); e != envs_.end())
         if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
           for (const auto& [o, inst] : it->second.instances) {
+            // A replacement (berth restart, new settings) under way, or asked for.
+            if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
             if (!inst.exists()) continue;
             if (!it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
             if (copy && inst.build_id != copy->id()) s.updating = true;

@@ -247,6 +247,21 @@ environments:
   EXPECT_THAT(seen, testing::Contains("ready \"orders\""));
   // Progress of `berth up` came from the stream: its events are printed.
   EXPECT_THAT(up.out, HasSubstr("ready"));
+  // berth restart: the app's instance replaced (a new process), health-gated, then it returns.
+  auto pid_of = [&](const std::string& app) {
+    const json s = d.status("dev-anna");  // named: a temporary would dangle in the range-for
+    for (const auto& a : s["apps"])
+      if (a["app"] == app) return a["instances"][0]["pid"].is_null() ? 0 : a["instances"][0]["pid"].get<int>();
+    return 0;
+  };
+  const int before = pid_of("orders");
+  auto restarted = d.cli_as(anna, {"restart", "dev-anna", "orders", "--timeout", "60s"});
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.out << restarted.err;
+  EXPECT_NE(pid_of("orders"), before);
+  EXPECT_TRUE(d.status("dev-anna")["ready"].get<bool>());
+  auto through = d.cli_as(anna, {"restart", "dev-anna", "nosuch"});
+  EXPECT_NE(through.exit_code, 0);
+  EXPECT_THAT(through.err, HasSubstr("no app 'nosuch'"));
   // Another member cannot take it down; its owner can.
   const std::string ben = token_for(d, "ben", "member");
   EXPECT_NE(d.cli_as(ben, {"down", "dev-anna"}).exit_code, 0);

@@ -278,6 +278,37 @@ TEST_F(LoopTest, ChangedSettingsReplaceInstancesOneAtATimeHealthGated) {
   EXPECT_TRUE(loop_->status("dev")->ready);
 }
 
+TEST_F(LoopTest, RestartReplacesInstancesOneAtATimeHealthGated) {
+  std::string two = kCatalog;
+  two.replace(two.find("  cron: {}"), 10, "  cron: {instances: 3}");
+  ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_TRUE(loop_->status("dev")->ready);
+  std::vector<std::string> old_refs;
+  for (int o = 0; o < 3; ++o) old_refs.push_back(rt_.ref_of("dev", "cron", o));
+  const std::string db_ref = rt_.ref_of("dev", "db", 0);
+  for (int o = 0; o < 3; ++o) prober_.healthy.erase(app("cron").instances[static_cast<std::size_t>(o)].ip);
+  ASSERT_TRUE(loop_->restart("dev", "cron", "anna").ok());
+  EXPECT_TRUE(loop_->status("dev")->updating);  // asked for, before any reconcile pass
+  exec_.advance(1000);
+  int replaced = 0;
+  for (int o = 0; o < 3; ++o)
+    if (rt_.ref_of("dev", "cron", o) != old_refs[static_cast<std::size_t>(o)]) ++replaced;
+  EXPECT_EQ(replaced, 1);  // the next waits for this one's health check
+  for (int o = 0; o < 3; ++o) prober_.healthy.insert(app("cron").instances[static_cast<std::size_t>(o)].ip);
+  exec_.advance(3000);
+  for (int o = 0; o < 3; ++o) EXPECT_NE(rt_.ref_of("dev", "cron", o), old_refs[static_cast<std::size_t>(o)]);
+  EXPECT_EQ(rt_.ref_of("dev", "db", 0), db_ref);  // only the app asked for
+  auto s = loop_->status("dev");
+  EXPECT_TRUE(s->ready);
+  EXPECT_FALSE(s->updating);
+  EXPECT_EQ(loop_->restart("dev", "crn", "anna").error().message, "no app 'crn' in environment 'dev' (did you mean 'cron'?)");
+  ASSERT_TRUE(loop_->down("dev").ok());
+  EXPECT_EQ(loop_->restart("dev", "", "anna").error().code, ErrorCode::kConflict);
+}
+
 TEST_F(LoopTest, UnhealthyRestartsBackOff) {
   all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
