@@ -38,7 +38,7 @@ json to_json(const control::EnvStatus& s) {
     json deps = json::array();
     for (const auto& d : a.depends_on) deps.push_back({{"app", d.app}, {"soft", d.soft}});
     json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
-                {"depends_on", deps},
+                {"depends_on", deps}, {"ports", a.ports},
                 {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for}, {"instances", instances}};
     if (!a.build_state.empty())
       app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},

@@ -402,7 +402,8 @@ int main(int argc, char** argv) {
 
   auto* status = app.add_subcommand("status", "show an environment's apps and instances (all environments without one)");
   status->add_option("environment", env);
-  status->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  status->add_option("-o,--output", output, "table (120 columns), wide (DNS names, ports, pids) or json")
+      ->check(CLI::IsMember({"table", "wide", "json"}));
 
   auto* config = app.add_subcommand("config", "show every effective setting and the layer it came from");
   config->add_option("environment", env)->required();
@@ -752,9 +753,9 @@ int main(int argc, char** argv) {
       if (output == "json") {
         fmt::print("{}\n", r->dump(2));
       } else if (env.empty()) {
-        for (const auto& s : *r) fmt::print("{}\n", berth::cli::status_table(s));
+        for (const auto& s : *r) fmt::print("{}\n", berth::cli::status_table(s, output == "wide"));
       } else {
-        fmt::print("{}", berth::cli::status_table(*r));
+        fmt::print("{}", berth::cli::status_table(*r, output == "wide"));
       }
       return 0;
     }

@@ -62,12 +62,13 @@ std::string short_layer(const std::string& layer) {
   return layer;
 }
 
-std::string status_table(const json& s) {
+std::string status_table(const json& s, bool wide) {
   std::string out = fmt::format("environment {}{}: {}\n", str(s, "environment"),
                                 s["base"].is_null() ? "" : fmt::format(" (base {})", str(s, "base")),
                                 !s["up"].get<bool>() ? "down" : s["ready"].get<bool>() ? "up, ready" : "up, not ready");
-  std::vector<std::vector<std::string>> rows = {
-      {"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "IP", "DNS", "RUNS AS", "STATE", "HEALTH / MESSAGE"}};
+  std::vector<std::vector<std::string>> rows;
+  if (wide) rows.push_back({"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "IP", "PORTS", "DNS", "RUNS AS", "STATE", "HEALTH / MESSAGE"});
+  else rows.push_back({"APP", "RUNS IN", "TAG", "BUILD_TYPE", "#", "ADDRESS", "STATE", "HEALTH / MESSAGE"});
   for (const auto& a : s["apps"]) {
     std::string runs = str(a, "runs_in");
     std::string runs_in = runs == str(s, "environment") || runs.empty() ? "here" : "→ " + runs;
@@ -100,12 +101,43 @@ std::string status_table(const json& s) {
       std::string runs_as = i.contains("detail") && i["detail"].is_string() ? i["detail"].get<std::string>()
                             : i.contains("runtime")                         ? str(i, "runtime")
                                                                             : "";
-      rows.push_back({first ? str(a, "app") : "", first ? runs_in : "", first ? tag : "", first ? bt : "", str(i, "ordinal"),
-                      str(i, "ip"), str(i, "dns"), runs_as, state, msg});
+      // ADDRESS: ip:port of the first port (http if there is one); PORTS: every one by name.
+      std::string address = str(i, "ip"), ports;
+      if (a.contains("ports") && a["ports"].is_object() && !a["ports"].empty()) {
+        const auto& p = a["ports"];
+        address += ":" + (p.contains("http") ? p["http"].dump() : p.begin().value().dump());
+        for (const auto& [name, port] : p.items()) ports += (ports.empty() ? "" : " ") + name + "=" + port.dump();
+      }
+      if (wide)
+        rows.push_back({first ? str(a, "app") : "", first ? runs_in : "", first ? tag : "", first ? bt : "", str(i, "ordinal"),
+                        str(i, "ip"), ports, str(i, "dns"), runs_as, state, msg});
+      else
+        rows.push_back({first ? str(a, "app") : "", first ? runs_in : "", first ? tag : "", first ? bt : "", str(i, "ordinal"),
+                        str(i, "ip").empty() ? "" : address, state, msg});
       first = false;
     }
   }
-  out += table(rows);
+  const std::string t = table(rows);
+  if (wide) {
+    out += t;
+  } else {
+    // 120 columns: the last column (messages) is cut, the rest fits.
+    for (std::size_t i = 0; i < t.size();) {
+      auto nl = t.find('\n', i);
+      std::string line = t.substr(i, nl - i);
+      if (width(line) > 120) {
+        std::size_t cut = 0, n = 0;
+        while (cut < line.size() && n < 119) {
+          ++n;
+          ++cut;
+          while (cut < line.size() && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) ++cut;
+        }
+        line = line.substr(0, cut) + "…";
+      }
+      out += line + "\n";
+      i = nl + 1;
+    }
+  }
   if (s.contains("notes"))
     for (const auto& n : s["notes"]) out += "note: " + n.get<std::string>() + "\n";
   return out;

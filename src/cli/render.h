@@ -11,8 +11,9 @@ namespace berth::cli {
 
 // "environments.beta-7.apps.orders" → "env beta-7 app override"; short labels for tables.
 std::string short_layer(const std::string& layer);
-// The table of `berth status E`.
-std::string status_table(const nlohmann::json& status);
+// The table of `berth status E`: at most 120 columns (messages cut with "…"); `wide` adds
+// DNS names, what each instance runs as and every port, uncut.
+std::string status_table(const nlohmann::json& status, bool wide = false);
 // The table of `berth config E [APP]`.
 std::string config_table(const nlohmann::json& config);
 // One line per event, for `berth events` and the progress of `berth up`.

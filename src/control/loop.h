@@ -132,6 +132,7 @@ struct AppStatus {
     bool soft = false;
   };
   std::vector<Dep> depends_on;
+  std::map<std::string, int> ports;  // name → port, on each instance's address
   std::vector<InstanceStatus> instances;
   // Apps with a source: the commit the tag resolved to, and its build.
   std::string commit;       // full id; empty while resolving or without a source

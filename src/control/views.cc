@@ -41,6 +41,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
   for (const auto& [k, v] : aspec.from)
     if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
   for (const auto& dep : aspec.depends_on) a.depends_on.push_back({dep.app, dep.soft});
+  a.ports = aspec.ports;
   const bool up = up_.count(env) > 0;
   const App* app = nullptr;
   if (auto e = envs_.find(env); e != envs_.end())

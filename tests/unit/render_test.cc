@@ -28,6 +28,32 @@ TEST(Render, ARootCauseThatExitedSaysSoRatherThanItsLastProbe) {
   EXPECT_EQ(causes[0], "users is starting: exited with status 127: command not found; restarting in 200ms");
 }
 
+TEST(Render, StatusFits120ColumnsAndWideShowsAll) {
+  std::string long_message(300, 'x');
+  json s = json::parse(R"({"environment":"e","base":null,"up":true,"ready":false,"notes":[],"apps":[
+    {"app":"users","runs_in":"e","state":"starting","message":"m","waiting_for":[],"from":{},"tag":"main","build_type":"release",
+     "ports":{"http":8080,"admin":9090},
+     "instances":[{"ordinal":0,"ip":"127.77.0.10","dns":"0.users.e.berth.test","state":"starting","restarts":0,
+                   "detail":"pid 4711","health":"","message":"LONG"}]}]})");
+  s["apps"][0]["instances"][0]["message"] = long_message;
+  const std::string narrow = berth::cli::status_table(s);
+  std::size_t widest = 0;
+  for (std::size_t i = 0, nl; (nl = narrow.find('\n', i)) != std::string::npos; i = nl + 1) {
+    std::string line = narrow.substr(i, nl - i);
+    std::size_t n = 0;
+    for (unsigned char c : line) n += (c & 0xC0) != 0x80;
+    widest = std::max(widest, n);
+  }
+  EXPECT_LE(widest, 120u);
+  EXPECT_THAT(narrow, testing::HasSubstr("127.77.0.10:8080"));
+  EXPECT_THAT(narrow, testing::HasSubstr("…"));
+  const std::string wide = berth::cli::status_table(s, true);
+  EXPECT_THAT(wide, testing::HasSubstr(long_message));
+  EXPECT_THAT(wide, testing::HasSubstr("admin=9090 http=8080"));
+  EXPECT_THAT(wide, testing::HasSubstr("0.users.e.berth.test"));
+  EXPECT_THAT(wide, testing::HasSubstr("pid 4711"));
+}
+
 TEST(Render, ShortLayers) {
   EXPECT_EQ(berth::cli::short_layer("environments.beta-7.apps.orders"), "env beta-7 app override");
   EXPECT_EQ(berth::cli::short_layer("environments.baseline"), "env baseline");
