@@ -6,6 +6,7 @@
 #include <optional>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -151,6 +152,87 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a display refresh, not a wait for state
   }
+}
+
+struct LogSource {
+  std::string label, target;
+  std::int64_t offset = -1;
+  std::string partial;  // a line not yet ended
+};
+int logs_of(bc::Client& c, std::vector<LogSource> sources, bool prefix, int tail_lines, bool follow);
+
+// `berth logs`: one instance as it is, or many merged line by line with a prefix (like
+// compose). Following polls each instance's log from its offset; the interval is a display
+// refresh, not a wait for state.
+int logs_command(bc::Client& c, const std::string& env, const std::vector<std::string>& apps_asked, int ordinal,
+                 int tail_lines, bool follow) {
+  using Source = LogSource;
+  std::vector<Source> sources;
+  auto source = [&](const std::string& app, int n) {
+    Source src;
+    src.label = fmt::format("{}#{}", app, n);
+    src.target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", url_encode(env), url_encode(app), n);
+    return src;
+  };
+  if (ordinal >= 0 && apps_asked.size() == 1) return logs_of(c, {source(apps_asked.front(), ordinal)}, false, tail_lines, follow);
+  auto status = c.get("/v1/environments/" + url_encode(env));
+  if (!status.ok()) return fail(status.error());
+  std::set<std::string> wanted(apps_asked.begin(), apps_asked.end());
+  for (const auto& a : (*status)["apps"]) {
+    const std::string name = a["app"];
+    if (!wanted.empty() && !wanted.count(name)) continue;
+    if (wanted.empty() && a["runs_in"] != env) continue;  // served by the base: its logs are there
+    for (const auto& i : a["instances"]) {
+      const int n = i["ordinal"];
+      if (ordinal >= 0 && n != ordinal) continue;
+      sources.push_back(source(name, n));
+    }
+    wanted.erase(name);
+  }
+  if (!wanted.empty()) {
+    fmt::print(stderr, "berth: no app '{}' in environment '{}'\n", *wanted.begin(), env);
+    return 1;
+  }
+  return logs_of(c, std::move(sources), true, tail_lines, follow);
+}
+
+int logs_of(bc::Client& c, std::vector<LogSource> sources, bool prefix, int tail_lines, bool follow) {
+  using Source = LogSource;
+  std::size_t width = 0;
+  for (const auto& src : sources) width = std::max(width, src.label.size());
+  auto emit = [&](Source& src, const std::string& text, bool first) {
+    std::string all = src.partial + text;
+    std::vector<std::string> lines;
+    std::size_t i = 0;
+    for (std::size_t nl; (nl = all.find('\n', i)) != std::string::npos; i = nl + 1) lines.push_back(all.substr(i, nl - i));
+    src.partial = all.substr(i);
+    std::size_t from = 0;
+    if (first && tail_lines >= 0 && lines.size() > static_cast<std::size_t>(tail_lines)) from = lines.size() - tail_lines;
+    for (std::size_t k = from; k < lines.size(); ++k) {
+      if (prefix) fmt::print("{:<{}} | {}\n", src.label, width, lines[k]);
+      else fmt::print("{}\n", lines[k]);
+    }
+  };
+  for (auto& src : sources) {
+    auto r = c.get(src.target);
+    if (!r.ok()) return fail(r.error());
+    src.offset = (*r)["offset"].get<std::int64_t>();
+    emit(src, (*r)["text"].get<std::string>(), true);
+  }
+  std::fflush(stdout);
+  while (follow) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a display refresh, not a wait for state
+    for (auto& src : sources) {
+      auto r = c.get(fmt::format("{}?offset={}", src.target, src.offset));
+      if (!r.ok()) continue;  // an instance between restarts: its log comes back
+      src.offset = (*r)["offset"].get<std::int64_t>();
+      emit(src, (*r)["text"].get<std::string>(), false);
+    }
+    std::fflush(stdout);
+  }
+  for (auto& src : sources)
+    if (!src.partial.empty()) emit(src, "\n", false);
+  return 0;
 }
 
 // "orders.tag=feature/x" → {"orders.tag": "feature/x"}
@@ -392,11 +474,16 @@ int main(int argc, char** argv) {
   bool follow_log = false;
   build_logs->add_flag("-f,--follow", follow_log, "keep printing until the build ends");
 
-  auto* logs = app.add_subcommand("logs", "print an instance's output (stdout and stderr)");
+  auto* logs = app.add_subcommand("logs", "print instances' output (stdout and stderr): one instance alone, or "
+                                          "every instance of the apps named (all it runs without) merged, each line "
+                                          "prefixed with app#ordinal");
   logs->add_option("environment", env)->required();
-  logs->add_option("app", app_code)->required();
-  int ordinal = 0;
-  logs->add_option("-i,--instance", ordinal, "instance ordinal")->capture_default_str();
+  std::vector<std::string> log_apps;
+  logs->add_option("apps", log_apps, "apps (default: every app the environment runs)");
+  int ordinal = -1;
+  logs->add_option("-i,--instance", ordinal, "only this instance ordinal (one app): its output unprefixed");
+  int tail_lines = -1;
+  logs->add_option("--tail", tail_lines, "only the last N lines of each instance first");
   bool follow_logs = false;
   logs->add_flag("-f,--follow", follow_logs, "keep printing new output");
 
@@ -624,18 +711,7 @@ int main(int argc, char** argv) {
       if ((*r)["exit_code"].is_null()) return 1;
       return (*r)["exit_code"].get<int>();
     }
-    if (logs->parsed()) {
-      std::string target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", url_encode(env), url_encode(app_code), ordinal);
-      auto r = c.get(target);
-      while (true) {
-        if (!r.ok()) return fail(r.error());
-        fmt::print("{}", (*r)["text"].get<std::string>());
-        std::fflush(stdout);
-        if (!follow_logs) return 0;
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a display refresh, not a wait for state
-        r = c.get(fmt::format("{}?offset={}", target, (*r)["offset"].get<std::int64_t>()));
-      }
-    }
+    if (logs->parsed()) return logs_command(c, env, log_apps, ordinal, tail_lines, follow_logs);
     if (build_logs->parsed()) {
       auto s = c.get("/v1/environments/" + url_encode(build_env));
       if (!s.ok()) return fail(s.error());

@@ -262,6 +262,12 @@ environments:
   auto through = d.cli_as(anna, {"restart", "dev-anna", "nosuch"});
   EXPECT_NE(through.exit_code, 0);
   EXPECT_THAT(through.err, HasSubstr("no app 'nosuch'"));
+  // Logs of every instance it runs, merged, each line prefixed like compose.
+  auto merged = d.cli_as(anna, {"logs", "dev-anna", "--tail", "5"});
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  EXPECT_THAT(merged.out, HasSubstr("users#0  | "));
+  EXPECT_THAT(merged.out, HasSubstr("orders#0 | "));
+  EXPECT_THAT(merged.out, HasSubstr("listening on"));
   // Another member cannot take it down; its owner can.
   const std::string ben = token_for(d, "ben", "member");
   EXPECT_NE(d.cli_as(ben, {"down", "dev-anna"}).exit_code, 0);
