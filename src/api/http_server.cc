@@ -1,7 +1,10 @@
 #include "api/http_server.h"
 
 #include <array>
+#include <chrono>
 #include <deque>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -9,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <fmt/format.h>
 
 namespace berth::api {
@@ -35,10 +39,29 @@ Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& t
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection: plain TCP (Stream = beast::tcp_stream) or TLS (beast::ssl_stream of one).
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+  using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
  public:
-  Session(tcp::socket socket, Api& api) : stream_(std::move(socket)), api_(api) {}
-  void run() { read(); }
+  Session(tcp::socket socket, Api& api) requires(!kTls) : stream_(std::move(socket)), api_(api) {}
+  Session(tcp::socket socket, asio::ssl::context& tls, Api& api) requires(kTls)
+      : stream_(std::move(socket), tls), api_(api) {}
+  void run() {
+    if constexpr (kTls) {
+      // The handshake is an untrusted peer's input too: bounded in time.
+      beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(10));
+      stream_.async_handshake(asio::ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+        if (ec) return self->close();
+        beast::get_lowest_layer(self->stream_).expires_never();
+        self->read();
+      });
+    } else {
+      read();
+    }
+  }
 
  private:
   void read() {
@@ -83,12 +106,12 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ec);
   }
 
   // ---- server-sent events: headers, then frames until either side closes ----
   void start_stream(std::function<std::function<void()>(Response::Send)> open) {
-    stream_.expires_never();
+    beast::get_lowest_layer(stream_).expires_never();
     push("HTTP/1.1 200 OK\r\nServer: berth\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
          "Connection: close\r\n\r\n");
     std::weak_ptr<Session> weak = shared_from_this();
@@ -97,7 +120,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return self && self->push(frame);
     });
     // The client closing (or sending anything) ends the stream.
-    stream_.socket().async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code, std::size_t) {
+    stream_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](beast::error_code, std::size_t) {
       self->end_stream();
     });
     heartbeat();
@@ -130,7 +153,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     writing_ = true;
-    asio::async_write(stream_.socket(), asio::buffer(queue_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    asio::async_write(stream_, asio::buffer(queue_.front()), [self = shared_from_this()](beast::error_code ec, std::size_t) {
       self->queued_bytes_ -= self->queue_.front().size();
       self->queue_.pop_front();
       if (ec) return self->end_stream();
@@ -145,7 +168,7 @@ class Session : public std::enable_shared_from_this<Session> {
     close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   // Streaming state (loop thread).
   std::deque<std::string> queue_;
@@ -165,12 +188,16 @@ struct HttpServer::Impl {
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) std::make_shared<Session>(std::move(socket), api)->run();
+      if (!ec) {
+        if (tls) std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket), *tls, api)->run();
+        else std::make_shared<Session<beast::tcp_stream>>(std::move(socket), api)->run();
+      }
       accept();
     });
   }
   tcp::acceptor acceptor;
   Api& api;
+  std::optional<asio::ssl::context> tls;
 };
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -181,10 +208,25 @@ HttpServer::~HttpServer() {
 
 unsigned short HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
 
-Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io, const std::string& listen, Api& api) {
+Result<std::unique_ptr<HttpServer>> HttpServer::create(asio::io_context& io, const std::string& listen, Api& api,
+                                                       const TlsFiles& tls) {
   auto addr = parse_listen(listen, "--listen");
   if (!addr.ok()) return addr.error();
   auto impl = std::make_unique<Impl>(io, api);
+  if (!tls.cert.empty() || !tls.key.empty()) {
+    if (tls.cert.empty() || tls.key.empty()) return invalid("TLS needs both --tls-cert and --tls-key");
+    impl->tls.emplace(asio::ssl::context::tls_server);
+    auto& ctx = *impl->tls;
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                    asio::ssl::context::single_dh_use);
+    beast::error_code tls_ec;
+    ctx.use_certificate_chain_file(tls.cert, tls_ec);
+    if (tls_ec) return invalid(fmt::format("--tls-cert {}: {} (a PEM certificate chain)", tls.cert, tls_ec.message()));
+    ctx.use_private_key_file(tls.key, asio::ssl::context::pem, tls_ec);
+    if (tls_ec) return invalid(fmt::format("--tls-key {}: {} (the PEM private key of the certificate)", tls.key,
+                                           tls_ec.message()));
+  }
   beast::error_code ec;
   tcp::endpoint ep(asio::ip::make_address(addr->first), addr->second);
   impl->acceptor.open(ep.protocol(), ec);

@@ -1,7 +1,8 @@
 // api/http_server.h — HTTP/1.1 transport for the API (Boost.Beast) on the loop's io_context.
 //
-// Accepts connections, reads one request at a time per connection (keep-alive), hands it to
-// Api::handle() on the same thread, writes the JSON response. Bodies are capped at 8 MiB.
+// Accepts connections (plain HTTP, or HTTPS with a certificate and key), reads one request at
+// a time per connection (keep-alive), hands it to Api::handle() on the same thread, writes the
+// response; event streams stay open. Bodies are capped at 8 MiB, TLS handshakes at 10 s.
 #pragma once
 
 #include <memory>
@@ -14,10 +15,16 @@
 
 namespace berth::api {
 
+// PEM files for HTTPS; both empty: plain HTTP.
+struct TlsFiles {
+  std::string cert, key;
+};
+
 class HttpServer {
  public:
   // `listen` is "ADDR:PORT"; port 0 picks a free one (see port()).
-  static Result<std::unique_ptr<HttpServer>> create(boost::asio::io_context& io, const std::string& listen, Api& api);
+  static Result<std::unique_ptr<HttpServer>> create(boost::asio::io_context& io, const std::string& listen, Api& api,
+                                                    const TlsFiles& tls = {});
   ~HttpServer();
   unsigned short port() const;
 

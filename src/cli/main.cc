@@ -399,7 +399,8 @@ int main(int argc, char** argv) {
   CLI::App app{"berth — dev and beta environments on demand"};
   app.require_subcommand(1);
   std::string addr_flag;
-  app.add_option("--addr", addr_flag, "daemon address ADDR:PORT (default $BERTH_ADDR or 127.0.0.1:7700)");
+  app.add_option("--addr", addr_flag, "daemon address ADDR:PORT, or https://HOST:PORT for a daemon with TLS (default "
+                                      "$BERTH_ADDR or 127.0.0.1:7700; $BERTH_CACERT: the CA that signed its certificate)");
   std::string token_flag;
   app.add_option("--token", token_flag, "API token (default $BERTH_TOKEN, $BERTH_TOKEN_FILE, $BERTH_DATA_DIR/admin.token, "
                                         "~/.berth/admin.token)");
@@ -539,6 +540,8 @@ int main(int argc, char** argv) {
 
   serve->add_option("--member-repo", serve_opts.member_repos,
                     "a source.repo prefix members may use in their environments (repeatable)");
+  serve->add_option("--tls-cert", serve_opts.tls_cert, "serve the API over HTTPS with this PEM certificate (chain)");
+  serve->add_option("--tls-key", serve_opts.tls_key, "the certificate's PEM private key");
   serve->add_option("--import-dir", serve_opts.import_dirs,
                     "a directory standards may be imported from with --from-dump/--from-datadir (repeatable)");
 

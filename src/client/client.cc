@@ -7,9 +7,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <fmt/format.h>
 
 #include <fstream>
+#include <optional>
 
 namespace berth::client {
 namespace asio = boost::asio;
@@ -42,10 +47,70 @@ std::string default_token(const std::string& flag) {
   return "";
 }
 
+// One connection to the daemon: plain TCP, or TLS (an https:// address) verified against
+// $BERTH_CACERT or the system's CAs and the host name.
 struct Client::Conn {
   asio::io_context io;
-  std::optional<beast::tcp_stream> stream;
+  std::optional<asio::ssl::context> tls_ctx;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+
+  bool open() const { return plain || tls; }
+  void reset() {
+    plain.reset();
+    tls.reset();
+  }
+  // Throws boost::system::system_error, like the operations below.
+  void connect(const Endpoint& ep) {
+    reset();
+    tcp::resolver resolver(io);
+    auto addrs = resolver.resolve(ep.host, ep.port);
+    if (!ep.tls) {
+      plain.emplace(io);
+      plain->connect(addrs);
+      return;
+    }
+    if (!tls_ctx) {
+      tls_ctx.emplace(asio::ssl::context::tls_client);
+      tls_ctx->set_verify_mode(asio::ssl::verify_peer);
+      if (const char* ca = std::getenv("BERTH_CACERT"); ca && *ca) tls_ctx->load_verify_file(ca);
+      else tls_ctx->set_default_verify_paths();
+    }
+    tls.emplace(io, *tls_ctx);
+    if (!SSL_set_tlsext_host_name(tls->native_handle(), ep.host.c_str()))
+      throw boost::system::system_error(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+    tls->set_verify_callback(asio::ssl::host_name_verification(ep.host));
+    beast::get_lowest_layer(*tls).connect(addrs);
+    tls->handshake(asio::ssl::stream_base::client);
+  }
+  template <class F>
+  auto with(F&& f) {
+    if (tls) return f(*tls);
+    return f(*plain);
+  }
+  int fd() { return tls ? beast::get_lowest_layer(*tls).socket().native_handle() : plain->socket().native_handle(); }
+  // Decrypted bytes waiting: a poll() on the socket would not see them.
+  bool pending() { return tls && SSL_pending(tls->native_handle()) > 0; }
 };
+
+Result<Client::Endpoint> Client::endpoint() const {
+  std::string rest = address_;
+  Endpoint ep;
+  if (rest.rfind("https://", 0) == 0) {
+    ep.tls = true;
+    rest = rest.substr(8);
+  } else if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+  }
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == rest.size())
+    return invalid(fmt::format("daemon address '{}': expected ADDR:PORT or https://HOST:PORT", address_));
+  ep.host = rest.substr(0, colon);
+  ep.port = rest.substr(colon + 1);
+  ep.host_port = rest;
+  return ep;
+}
 
 Client::Client(std::string address, std::string token)
     : address_(std::move(address)), token_(std::move(token)), conn_(std::make_unique<Conn>()) {}
@@ -68,31 +133,26 @@ Result<nlohmann::json> Client::del(const std::string& target, std::int64_t if_ma
 
 Result<nlohmann::json> Client::call(const std::string& method, const std::string& target, const std::string& body,
                                     std::int64_t if_match) {
-  auto colon = address_.rfind(':');
-  if (colon == std::string::npos) return invalid(fmt::format("daemon address '{}': expected ADDR:PORT", address_));
-  std::string host = address_.substr(0, colon), port = address_.substr(colon + 1);
+  auto ep = endpoint();
+  if (!ep.ok()) return ep.error();
   for (int attempt = 0; attempt < 2; ++attempt) {
     try {
-      if (!conn_->stream) {
-        tcp::resolver resolver(conn_->io);
-        conn_->stream.emplace(conn_->io);
-        conn_->stream->connect(resolver.resolve(host, port));
-      }
+      if (!conn_->open()) conn_->connect(*ep);
       http::request<http::string_body> req(http::string_to_verb(method), target, 11);
-      req.set(http::field::host, address_);
+      req.set(http::field::host, ep->host_port);
       req.set(http::field::content_type, "application/json");
       if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
       if (if_match > 0) req.set(http::field::if_match, fmt::format("\"{}\"", if_match));
       req.keep_alive(true);
       req.body() = body;
       req.prepare_payload();
-      http::write(*conn_->stream, req);
+      conn_->with([&](auto& stream) { http::write(stream, req); });
       beast::flat_buffer buffer;
       http::response_parser<http::string_body> parser;
       parser.body_limit(64 * 1024 * 1024);
-      http::read(*conn_->stream, buffer, parser);
+      conn_->with([&](auto& stream) { http::read(stream, buffer, parser); });
       auto res = parser.release();
-      if (!res.keep_alive()) conn_->stream.reset();
+      if (!res.keep_alive()) conn_->reset();
       auto j = nlohmann::json::parse(res.body(), nullptr, false);
       int status = static_cast<int>(res.result_int());
       if (status >= 200 && status < 300) {
@@ -107,7 +167,7 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
         for (const auto& d : j["details"]) e.details.push_back(d.get<std::string>());
       return e;
     } catch (const boost::system::system_error& e) {
-      conn_->stream.reset();
+      conn_->reset();
       // A kept-alive connection the daemon closed: retry once on a fresh one.
       if (attempt == 0 && e.code() != asio::error::connection_refused) continue;
       return unavailable(fmt::format("cannot reach the berth daemon at {}: {} (is `berth serve` running? "
@@ -119,31 +179,29 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
 
 Status Client::stream(const std::string& target, const std::function<bool(const nlohmann::json*)>& on,
                       std::int64_t tick_ms) {
-  auto colon = address_.rfind(':');
-  if (colon == std::string::npos) return invalid(fmt::format("daemon address '{}': expected ADDR:PORT", address_));
+  auto ep = endpoint();
+  if (!ep.ok()) return ep.error();
   try {
-    asio::io_context io;
-    tcp::resolver resolver(io);
-    tcp::socket sock(io);
-    asio::connect(sock, resolver.resolve(address_.substr(0, colon), address_.substr(colon + 1)));
+    Conn conn;  // a connection of its own: the stream holds it until the end
+    conn.connect(*ep);
     std::string req = fmt::format("GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nConnection: close\r\n",
-                                  target, address_);
+                                  target, ep->host_port);
     if (!token_.empty()) req += "Authorization: Bearer " + token_ + "\r\n";
     req += "\r\n";
-    asio::write(sock, asio::buffer(req));
+    conn.with([&](auto& s) { asio::write(s, asio::buffer(req)); });
     std::string buf;
     bool headers_done = false;
     int status = 0;
     char chunk[16384];
     while (true) {
-      pollfd p{sock.native_handle(), POLLIN, 0};
-      int n = ::poll(&p, 1, static_cast<int>(tick_ms));
+      pollfd p{conn.fd(), POLLIN, 0};
+      int n = conn.pending() ? 1 : ::poll(&p, 1, static_cast<int>(tick_ms));
       if (n == 0) {
         if (!on(nullptr)) return {};
         continue;
       }
       boost::system::error_code ec;
-      std::size_t got = sock.read_some(asio::buffer(chunk), ec);
+      std::size_t got = conn.with([&](auto& s) { return s.read_some(asio::buffer(chunk), ec); });
       if (ec) {
         if (!headers_done || status != 200) {
           auto j = nlohmann::json::parse(buf.substr(std::min(buf.size(), buf.find("\r\n\r\n") + 4)), nullptr, false);

@@ -13,7 +13,9 @@
 
 namespace berth::client {
 
-// The daemon address: `flag` if set, else $BERTH_ADDR, else 127.0.0.1:7700.
+// The daemon address: `flag` if set, else $BERTH_ADDR, else 127.0.0.1:7700. "https://HOST:PORT"
+// speaks TLS, verifying the daemon's certificate against $BERTH_CACERT (or the system's CAs)
+// and HOST.
 std::string default_address(const std::string& flag);
 // The API token: `flag` if set, else $BERTH_TOKEN, else the first line of $BERTH_TOKEN_FILE,
 // else of $BERTH_DATA_DIR/admin.token, else of ~/.berth/admin.token (the daemon's admin token,
@@ -45,6 +47,11 @@ class Client {
  private:
   Result<nlohmann::json> call(const std::string& method, const std::string& target, const std::string& body,
                               std::int64_t if_match = 0);
+  struct Endpoint {
+    bool tls = false;
+    std::string host, port, host_port;
+  };
+  Result<Endpoint> endpoint() const;
   struct Conn;
   std::string address_;
   std::string token_;

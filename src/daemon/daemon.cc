@@ -273,7 +273,7 @@ int run(const Options& o) {
   api_options.member_repos = o.member_repos;
   for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
   api::Api api(**loop, **tokens, api_options);
-  auto server = api::HttpServer::create(io, o.listen, api);
+  auto server = api::HttpServer::create(io, o.listen, api, {o.tls_cert, o.tls_key});
   if (!server.ok()) {
     fmt::print(stderr, "berth serve: {}\n", server.error().message);
     return 1;
@@ -304,7 +304,8 @@ int run(const Options& o) {
   const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
   if (dns_server) write_atomically("dns.addr", dns_server->address());
   write_atomically("api.addr", bound);
-  fmt::print(stderr, "berth serve: API on {}, DNS on {}, data in {}\n", bound,
+  write_atomically("api.url", fmt::format("{}://{}", o.tls_cert.empty() ? "http" : "https", bound));
+  fmt::print(stderr, "berth serve: API on {}://{}, DNS on {}, data in {}\n", o.tls_cert.empty() ? "http" : "https", bound,
              dns_server ? dns_server->address() : "(off)", data_dir);
   io.run();
   return 0;

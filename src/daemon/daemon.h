@@ -21,6 +21,7 @@ struct Options {
   std::string docker_host;  // unix:///path/docker.sock: apps with an image run there; empty: they wait
   std::vector<std::string> member_repos;  // source.repo prefixes members may use
   std::vector<std::string> import_dirs;   // directories standards may be imported from
+  std::string tls_cert, tls_key;          // PEM files: the API over HTTPS; empty: plain HTTP
 };
 
 // The data directory is made private (0700, and everything the daemon writes there 0600); at

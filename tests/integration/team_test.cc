@@ -1,7 +1,10 @@
 // A team on one daemon: tokens and roles, environments as their own documents written by two
 // users at once, refusals (401/403/409) with their reasons, the audit log, the fleet plan, and
 // the private data directory — the real daemon and CLI.
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <thread>
@@ -276,4 +279,46 @@ environments:
   auto nosuch = d.cli({"events", "dev-anaa"});
   EXPECT_NE(nosuch.exit_code, 0);
   EXPECT_THAT(nosuch.err, HasSubstr("did you mean 'dev-anna'"));
+}
+
+TEST(Team, TheApiOverTls) {
+  // A certificate for 127.0.0.1 of our own: the client verifies it against it as the CA.
+  std::string cert, key;
+  Daemon d("team-tls", {}, [&](const std::string& dir) {
+    cert = dir + "/cert.pem";
+    key = dir + "/key.pem";
+    const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " + cert +
+                            " -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+  });
+  // The harness starts it plain; start it again with TLS on the same data directory.
+  d.kill9();
+  const std::string bin = BERTH_BIN;
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(bin.c_str(), bin.c_str(), "serve", "--data-dir", d.data_dir().c_str(), "--listen", "127.0.0.1:0", "--dns-listen",
+          "", "--tls-cert", cert.c_str(), "--tls-key", key.c_str(), nullptr);
+    _exit(127);
+  }
+  const std::string url_file = d.data_dir() + "/api.url";
+  std::remove(url_file.c_str());
+  ASSERT_TRUE(wait_until([&] { return read_file(url_file).rfind("https://", 0) == 0; }, std::chrono::seconds(10)));
+  const std::string url = read_file(url_file);
+  setenv("BERTH_CACERT", cert.c_str(), 1);
+  berth::client::Client over_tls(url, d.admin_token());
+  auto who = over_tls.get("/v1/whoami");
+  EXPECT_TRUE(who.ok()) << (who.ok() ? "" : who.error().message);
+  // The CLI too, with --addr https://...
+  auto ls = d.cli({"--addr", url, "token", "ls"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  // Plain HTTP to it gets no answer; a client that does not trust the certificate refuses it.
+  berth::client::Client plain(url.substr(8), d.admin_token());
+  EXPECT_FALSE(plain.get("/v1/whoami").ok());
+  unsetenv("BERTH_CACERT");
+  berth::client::Client untrusting(url, d.admin_token());
+  auto refused = untrusting.get("/v1/whoami");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.error().message, HasSubstr("certificate verify failed"));
+  ::kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
 }
