@@ -127,7 +127,9 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
         return invalid(fmt::format("request body: '{}' must be a duration up to 366d, e.g. \"3d\" or \"12h\"", f));
       Millis now = loop_.now_wall_ms();
       Millis from = std::string(f) == "extend" && e && e->expires_at > now ? e->expires_at : now;
-      auto next = model::set_in_document(text, "expires", rfc3339_ms(from + *d), false);
+      auto without_ttl = model::set_in_document(text, "ttl", "", true);  // expires replaces it
+      if (!without_ttl.ok()) return without_ttl.error();
+      auto next = model::set_in_document(*without_ttl, "expires", rfc3339_ms(from + *d), false);
       if (!next.ok()) return next.error();
       text = *next;
     }

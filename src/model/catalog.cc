@@ -525,7 +525,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     if (const EnvDocument* doc = cat.document(e)) {
       env.own_document = true;
       env.owner = doc->owner;
-      read_lifetime(ctx, env_nodes[e], env);
+      read_lifetime(ctx, env_nodes[e], env, doc->updated_at);
     }
     for (const auto& a : topo) {
       AppSpec spec;

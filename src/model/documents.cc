@@ -25,7 +25,7 @@ bool is_user_name(std::string_view s) {
 
 // Keys of an environment document that hold no app settings.
 const std::vector<std::string> kEnvMetaKeys = {"base", "deploy", "include", "follow", "follow_interval", "description",
-                                               "expires", "keep", "editors", "apps"};
+                                               "expires", "ttl", "keep", "editors", "apps"};
 // App settings a member may set, for all apps of the environment or per app.
 const std::vector<std::string> kMemberSettings = {"tag", "build_type", "instances", "env", "standard"};
 
@@ -35,9 +35,16 @@ bool one_of(const std::vector<std::string>& v, std::string_view s) { return std:
 
 namespace loader {
 
-void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env) {
+void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env, Millis written_at) {
   if (!doc.IsMap()) return;
   const std::string where = "environment " + env.name;
+  if (const YAML::Node t = doc["ttl"]; t && !t.IsNull()) {
+    auto d = t.IsScalar() ? parse_duration(t.Scalar()) : std::nullopt;
+    if (!d || *d <= 0) ctx.error(t, fmt::format("{}: ttl '{}' must be a duration like 3d or 12h", where, display(t)));
+    else if (doc["expires"] && !doc["expires"].IsNull())
+      ctx.error(t, fmt::format("{}: set ttl or expires, not both", where));
+    else env.expires_at = written_at + *d;  // from its last change: each write extends it
+  }
   if (const YAML::Node e = doc["expires"]; e && !e.IsNull()) {
     auto t = e.IsScalar() ? parse_rfc3339(e.Scalar()) : std::nullopt;
     if (!t) ctx.error(e, fmt::format("{}: expires '{}' must be a UTC time like 2026-12-05T10:00:00Z", where, display(e)));

@@ -97,7 +97,8 @@ SourceDecl read_source(Ctx& ctx, const YAML::Node& src, const std::string& app, 
 void apply_source(Ctx& ctx, const SourceDecl& source, const std::string& env, const Flat& flat, AppSpec& spec,
                   const Leaf& repo);
 // An environment document's expires, keep and editors.
-void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env);
+// `written_at`: when the document was last written (a `ttl:` counts from then).
+void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env, Millis written_at);
 // A repository as given, resolved against `base_dir` when it is a relative path.
 std::string resolve_repo(const std::string& repo, const std::string& base_dir);
 // An app without a source must not use ${artifact}.

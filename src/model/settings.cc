@@ -36,7 +36,7 @@ const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "des
 const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include", "follow",
                                                               "follow_interval"});
 const std::vector<std::string> kEnvAppKeys = plus(kSettingKeys, {"source"});
-const std::vector<std::string> kEnvDocumentKeys = plus(kEnvKeys, {"expires", "keep", "editors"});
+const std::vector<std::string> kEnvDocumentKeys = plus(kEnvKeys, {"expires", "ttl", "keep", "editors"});
 
 std::string join(const std::vector<std::string>& v, std::string_view sep) {
   std::string out;

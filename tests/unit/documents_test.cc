@@ -330,3 +330,16 @@ TEST(Secrets, MarkedValuesReachTheInstanceOnlyAndStaySecretAbove) {
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.error().message, HasSubstr("secret must be true or false"));
 }
+
+TEST_F(DocumentLoopTest, ATtlCountsFromTheLastChange) {
+  ASSERT_TRUE(put("dev-anna", "base: baseline\nttl: 2h\n", 0).ok());
+  const model::Environment* e = loop_->catalog()->find("dev-anna");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->expires_at, clock_.wall_ms() + 2 * 3'600'000);
+  exec_.advance(90 * 60'000);
+  ASSERT_TRUE(put("dev-anna", "base: baseline\nttl: 2h\ndescription: still here\n", 1).ok());
+  EXPECT_EQ(loop_->catalog()->find("dev-anna")->expires_at, clock_.wall_ms() + 2 * 3'600'000);
+  auto both = put("dev-anna", "base: baseline\nttl: 2h\nexpires: 2030-01-01T00:00:00Z\n", 2);
+  ASSERT_FALSE(both.ok());
+  EXPECT_THAT(both.error().message, HasSubstr("ttl or expires, not both"));
+}
