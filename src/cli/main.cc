@@ -177,7 +177,8 @@ int logs_command(bc::Client& c, const std::string& env, const std::vector<std::s
   if (ordinal >= 0 && apps_asked.size() == 1) return logs_of(c, {source(apps_asked.front(), ordinal)}, false, tail_lines, follow);
   auto status = c.get("/v1/environments/" + url_encode(env));
   if (!status.ok()) return fail(status.error());
-  std::set<std::string> wanted(apps_asked.begin(), apps_asked.end());
+  const std::set<std::string> wanted(apps_asked.begin(), apps_asked.end());
+  std::set<std::string> missing = wanted;
   for (const auto& a : (*status)["apps"]) {
     const std::string name = a["app"];
     if (!wanted.empty() && !wanted.count(name)) continue;
@@ -187,10 +188,10 @@ int logs_command(bc::Client& c, const std::string& env, const std::vector<std::s
       if (ordinal >= 0 && n != ordinal) continue;
       sources.push_back(source(name, n));
     }
-    wanted.erase(name);
+    missing.erase(name);
   }
-  if (!wanted.empty()) {
-    fmt::print(stderr, "berth: no app '{}' in environment '{}'\n", *wanted.begin(), env);
+  if (!missing.empty()) {
+    fmt::print(stderr, "berth: no app '{}' in environment '{}'\n", *missing.begin(), env);
     return 1;
   }
   return logs_of(c, std::move(sources), true, tail_lines, follow);

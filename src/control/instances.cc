@@ -265,6 +265,10 @@ void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch
   emit(id.env, "starting", id.app, id.ordinal, inst->ip, fmt::format("{}: {}", observed.detail, inst->launch_what));
   const model::AppSpec* spec = spec_of(inst->key);
   if (!spec) return;
+  if (spec->job) {  // not health-checked: done when it exits 0
+    inst->message = "running (a job: completed when it exits with status 0)";
+    return;
+  }
   if (spec->health.type == model::HealthType::kNone) {
     mark_ready(*inst, "no health check: ready once started");
     return;
@@ -381,6 +385,14 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
     return;
   }
   emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
+  if (spec && spec->job && exit.success()) {
+    inst->phase = Phase::kCompleted;
+    inst->crashes = 0;
+    inst->message = fmt::format("completed in {}", format_duration(d_.clock->monotonic_ms() - inst->started_mono));
+    emit(key.env, "completed", key.app, key.ordinal, inst->ip, inst->message);
+    schedule_reconcile();
+    return;
+  }
   auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
   bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && !exit.success());
   if (!restart) {

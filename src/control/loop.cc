@@ -156,6 +156,11 @@ Status ControlLoop::down(const std::string& env, bool force) {
     BERTH_TRY(d_.store->set_up(env, false));
     up_.erase(env);
     emit(env, "down", "", -1, "", "environment requested down");
+    // Jobs that completed run again at the next up.
+    if (auto e = envs_.find(env); e != envs_.end())
+      for (auto& [name, app] : e->second.apps)
+        for (auto& [o, inst] : app.instances)
+          if (inst.phase == Phase::kCompleted) inst.phase = Phase::kStopped;
   }
   schedule_reconcile();
   return {};
@@ -204,7 +209,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
         ++n;
         if (inst.exists()) {
           inst.restart_requested = true;
-        } else if (inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) {
+        } else if (inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed || inst.phase == Phase::kCompleted) {
           if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
           inst.backoff_timer = 0;
           inst.phase = Phase::kStopped;
@@ -304,7 +309,7 @@ int ControlLoop::ready_count(const std::string& env, const std::string& app) con
   if (a == e->second.apps.end()) return 0;
   int n = 0;
   for (const auto& [o, inst] : a->second.instances)
-    if (inst.phase == Phase::kReady && inst.exists()) ++n;
+    if ((inst.phase == Phase::kReady && inst.exists()) || inst.phase == Phase::kCompleted) ++n;
   return n;
 }
 
@@ -313,7 +318,8 @@ bool ControlLoop::dependency_satisfied(const model::Dependency& dep, const model
   const std::string& where = espec.served_by.at(dep.app);
   const auto* serving = catalog_->find(where);
   const auto* target = serving ? serving->find(dep.app) : nullptr;
-  int need = dep.wait_all && target ? target->instances : 1;
+  // A job: every instance completed.
+  int need = (dep.wait_all || (target && target->job)) && target ? target->instances : 1;
   return ready_count(where, dep.app) >= need;
 }
 
@@ -430,6 +436,11 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
       continue;
     }
     inst.ip = ip_text;
+    if (inst.phase == Phase::kCompleted) {
+      if (inst.fingerprint == fingerprint || !build_ready) continue;  // done, with these settings
+      inst.phase = Phase::kStopped;  // its settings changed: it runs again
+      inst.message.clear();
+    }
     if (inst.phase == Phase::kStopping || inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) continue;
     if (!build_ready) {
       inst.phase = Phase::kWaiting;

@@ -243,7 +243,9 @@ class ControlLoop : private runtime::Listener {
  private:
   // kRecovering: recorded before a daemon restart, its runtime not yet asked; kLaunching: a
   // launch in flight (created or not yet).
-  enum class Phase { kStopped, kWaiting, kRecovering, kLaunching, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping };
+  // kCompleted: a job (kind: job) that exited 0 with the settings it has now.
+  enum class Phase { kStopped, kWaiting, kRecovering, kLaunching, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping,
+                     kCompleted };
 
   struct Instance {
     ipam::LeaseKey key;

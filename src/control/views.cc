@@ -27,6 +27,7 @@ std::string ControlLoop::public_state(const Instance& inst) const {
     case Phase::kFailed: return "failed";
     case Phase::kStopping: return inst.exists() ? "stopping" : "stopped";
     case Phase::kStopped: return inst.exists() ? "starting" : "stopped";
+    case Phase::kCompleted: return "completed";
   }
   return "stopped";
 }
@@ -80,7 +81,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     ++counts[is.state];
     a.instances.push_back(std::move(is));
   }
-  for (const char* st : {"failed", "starting", "waiting", "stopping", "degraded", "stopped", "ready"})
+  for (const char* st : {"failed", "starting", "waiting", "stopping", "degraded", "stopped", "completed", "ready"})
     if (counts.count(st)) {
       a.state = st;
       break;
@@ -150,7 +151,7 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
     if (where == env) {
       AppStatus a = app_status(aspec, *spec);
       for (const auto& i : a.instances)
-        if (i.state != "ready" && i.state != "degraded") s.ready = false;
+        if (i.state != "ready" && i.state != "degraded" && i.state != "completed") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
       // Updating while an instance runs older settings or build — or, for a database, another
       // copy than the current one (also in the moment before a reconcile pass has seen it).

@@ -40,7 +40,7 @@ std::string_view to_string(DependencyFailure p) {
 }
 
 std::string AppSpec::fingerprint() const {
-  std::string f = fmt::format("{}\n{}\n{}\n", command, tag, build_type);
+  std::string f = fmt::format("{}\n{}\n{}\n{}", command, tag, build_type, job ? "job\n" : "");
   if (source) f += fmt::format("source {}\n{}\n{}\n{}\n", source->repo, source->command, source->artifact, source->dockerfile);
   if (container()) {
     f += fmt::format("image {}\nuser {}\nworkdir {}\n", image, user, workdir);
@@ -169,7 +169,9 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
       };
       std::string soft = flag("soft", {"true", "false", "yes", "no"});
       d.soft = soft == "true" || soft == "yes";
-      d.wait_all = flag("wait_for", {"one", "all"}) == "all";
+      const std::string wait = flag("wait_for", {"one", "all", "completed"});
+      d.wait_all = wait == "all";
+      d.wait_completed = wait == "completed";
       std::string pol = flag("on_failure", {"ignore", "mark", "restart"});
       d.on_failure = pol == "ignore" ? DependencyFailure::kIgnore
                    : pol == "restart" ? DependencyFailure::kRestart : DependencyFailure::kMark;
@@ -400,6 +402,23 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   for (const auto& a : app_order)
     deps[a] = db_nodes.count(a) ? std::vector<Dependency>{} : read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
 
+  // kind (a property of the app): a service runs until stopped; a job runs to completion.
+  std::set<std::string> jobs;
+  for (const auto& a : app_order) {
+    const YAML::Node k = apps_node[a].IsMap() ? apps_node[a]["kind"] : YAML::Node();
+    if (!k || k.IsNull()) continue;
+    const std::string v = k.IsScalar() ? k.Scalar() : "";
+    if (v == "job") jobs.insert(a);
+    else if (v != "service")
+      ctx.error(k, fmt::format("apps.{}.kind must be service (runs until stopped) or job (runs to completion), not '{}'", a,
+                               display(k)));
+  }
+  for (const auto& a : app_order)
+    for (const auto& d : deps[a])
+      if (d.wait_completed && !jobs.count(d.app))
+        ctx.error(dep_nodes[a][d.app], fmt::format("apps.{}.depends_on {}: wait_for: completed needs {} to be kind: job", a,
+                                                   d.app, d.app));
+
   // sources (a property of the app, like its dependencies)
   std::map<std::string, SourceDecl> sources;
   for (const auto& a : app_order) {
@@ -545,6 +564,11 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       }
       read_settings(ctx, flat, spec);
       spec.depends_on = deps[a];
+      spec.job = jobs.count(a) > 0;
+      if (spec.job) {  // part of what the instance is: a change of kind replaces it
+        spec.values["kind"] = "job";
+        spec.from["kind"] = "apps." + a;
+      }
       // An environment may build an app from another repository (a developer's fork).
       Leaf repo;  // source.repo set by an environment, and where
       for (const auto& b : chains[e]) {
@@ -563,7 +587,8 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
         std::string key = "depends_on." + d.app;
         spec.from[key] = "apps." + a;
         spec.values[key] = fmt::format("{}{}, on_failure: {}", d.soft ? "soft" : "hard",
-                                       d.wait_all ? ", wait_for: all" : "", to_string(d.on_failure));
+                                       d.wait_all ? ", wait_for: all" : d.wait_completed ? ", wait_for: completed" : "",
+                                       to_string(d.on_failure));
       }
       env.apps.push_back(std::move(spec));
     }

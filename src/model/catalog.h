@@ -59,6 +59,7 @@ struct Dependency {
   std::string app;
   bool soft = false;       // soft dependencies never block start
   bool wait_all = false;   // hard: wait for all instances ready, not just one
+  bool wait_completed = false;  // the dependency is a job: wait until its instances completed
   DependencyFailure on_failure = DependencyFailure::kMark;
 };
 
@@ -128,6 +129,7 @@ struct AppSpec {
   std::vector<Dependency> depends_on;
   std::optional<SourceSpec> source;  // built from source; the command refers to ${artifact}
   std::optional<DatabaseSpec> database;  // a database server; the command refers to ${datadir}, ${rundir}
+  bool job = false;  // kind: job — runs to completion (exit 0: completed), is not health-checked
   // Setting path → layer it came from ("built-in", "defaults", "apps.users",
   // "environments.beta-7", "environments.beta-7.apps.orders").
   std::map<std::string, std::string> from;

@@ -32,7 +32,7 @@ static std::vector<std::string> plus(std::vector<std::string> a, std::initialize
   a.insert(a.end(), b);
   return a;
 }
-const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description", "source"});
+const std::vector<std::string> kAppKeys = plus(kSettingKeys, {"depends_on", "description", "source", "kind"});
 const std::vector<std::string> kEnvKeys = plus(kSettingKeys, {"base", "apps", "description", "deploy", "include", "follow",
                                                               "follow_interval"});
 const std::vector<std::string> kEnvAppKeys = plus(kSettingKeys, {"source"});

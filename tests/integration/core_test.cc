@@ -362,3 +362,40 @@ TEST(Core, AStateDbOfThePreviousSchemaMigratesAndItsInstanceIsAdopted) {
   EXPECT_TRUE(adopted);
   EXPECT_EQ(::kill(survivor, 0), 0) << "it was killed instead";
 }
+
+TEST(Core, AJobRunsToCompletionBeforeWhatWaitsForIt) {
+  Daemon d("jobs");
+  const std::string catalog = R"(network: {pool: 127.115.0.0/24, exclude: [127.115.0.1]}
+defaults:
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, port: http, path: /healthcheck, start_interval: 50ms}
+apps:
+  users: {}
+  seed:
+    kind: job
+    command: sh -c 'echo seeding users at $BERTH_DEP_USERS_HTTP; sleep 0.3; echo seeded'
+    depends_on: [users]
+  orders:
+    depends_on: [users, {app: seed, wait_for: completed}]
+environments:
+  dev: {}
+)";
+  ASSERT_EQ(d.apply(catalog).exit_code, 0);
+  auto up = d.cli({"up", "dev", "--timeout", "60s"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  auto s = d.status("dev");
+  EXPECT_EQ(app_of(s, "seed")["state"], "completed");
+  EXPECT_EQ(app_of(s, "orders")["state"], "ready");
+  // orders started only after seed completed.
+  auto events = d.events("dev");
+  std::int64_t completed = 0, orders_started = 0;
+  for (const auto& e : events) {
+    if (e["type"] == "completed" && e["app"] == "seed") completed = e["id"];
+    if (e["type"] == "starting" && e["app"] == "orders" && !orders_started) orders_started = e["id"];
+  }
+  EXPECT_GT(completed, 0);
+  EXPECT_GT(orders_started, completed);
+  auto log = d.cli({"logs", "dev", "seed"});
+  EXPECT_THAT(log.out, HasSubstr("seed#0 | seeded")) << log.out << log.err;
+}

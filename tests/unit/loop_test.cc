@@ -309,6 +309,66 @@ TEST_F(LoopTest, RestartReplacesInstancesOneAtATimeHealthGated) {
   EXPECT_EQ(loop_->restart("dev", "", "anna").error().code, ErrorCode::kConflict);
 }
 
+TEST_F(LoopTest, AJobRunsToCompletionAndGatesItsDependents) {
+  const char* jobs = R"(network: {pool: 10.9.0.0/24}
+defaults:
+  command: svc ${ip}
+  ports: {http: 80}
+  health: {type: http, start_interval: 50ms, interval: 1s, start_period: 10s, failure_threshold: 2}
+  restart: {backoff: 100ms}
+apps:
+  db: {}
+  seed:
+    kind: job
+    depends_on: [db]
+  api:
+    depends_on: [{app: seed, wait_for: completed}]
+environments:
+  dev: {}
+)";
+  ASSERT_TRUE(loop_->apply(jobs, "t.yaml").ok());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_EQ(rt_.running("seed"), 1);
+  EXPECT_EQ(app("seed").state, "starting");  // not health-checked, never "ready"
+  EXPECT_EQ(rt_.running("api"), 0);          // waits for the job to complete
+  // A failed run restarts by its policy and still gates.
+  rt_.exit(rt_.ref_of("dev", "seed", 0), 3);
+  exec_.advance(50);
+  EXPECT_EQ(app("seed").state, "failed");
+  EXPECT_EQ(rt_.running("api"), 0);
+  exec_.advance(300);
+  ASSERT_EQ(rt_.running("seed"), 1);
+  rt_.exit(rt_.ref_of("dev", "seed", 0), 0);
+  exec_.advance(300);
+  EXPECT_EQ(app("seed").state, "completed");
+  EXPECT_EQ(rt_.running("seed"), 0);  // not restarted: completed is not failed
+  EXPECT_EQ(rt_.running("api"), 1);
+  exec_.advance(1000);
+  EXPECT_TRUE(loop_->status("dev")->ready);
+  EXPECT_THAT(event_types("seed"), testing::Contains("completed"));
+  // berth restart runs it again; so does a change of its settings.
+  const auto launches = [&] { return std::count(rt_.launched().begin(), rt_.launched().end(), "seed#0"); };
+  const auto before = launches();
+  ASSERT_TRUE(loop_->restart("dev", "seed", "anna").ok());
+  exec_.advance(100);
+  EXPECT_EQ(launches(), before + 1);
+  rt_.exit(rt_.ref_of("dev", "seed", 0), 0);
+  exec_.advance(100);
+  std::string changed = jobs;
+  changed.replace(changed.find("    kind: job"), 13, "    kind: job\n    env: {ROWS: '10'}");
+  ASSERT_TRUE(loop_->apply(changed, "t.yaml").ok());
+  exec_.advance(100);
+  EXPECT_EQ(launches(), before + 2);
+  // wait_for: completed only on a job.
+  std::string bad = jobs;
+  bad.replace(bad.find("{app: seed, wait_for: completed}"), 32, "{app: db, wait_for: completed}");
+  auto st = loop_->apply(bad, "t.yaml");
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error().message, HasSubstr("wait_for: completed needs db to be kind: job"));
+}
+
 TEST_F(LoopTest, UnhealthyRestartsBackOff) {
   all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
