@@ -164,6 +164,10 @@ TEST_F(ApiAuthTest, MembersChangeOnlyTheirOwn) {
   EXPECT_EQ(call("anna", "POST", "/v1/environments/baseline/up").status, 403);
   EXPECT_EQ(call("anna", "PUT", "/v1/catalog", R"({"text": "apps: {}"})").status, 403);
   EXPECT_EQ(call("anna", "POST", "/v1/reconcile").status, 403);
+  // Instances run as the daemon's user: a command inside one is an admin's.
+  auto exec = call("anna", "POST", "/v1/environments/dev-anna/apps/users/instances/0/exec", R"({"command": ["id"]})");
+  EXPECT_EQ(exec.status, 403);
+  EXPECT_THAT(exec.body, HasSubstr("needs the admin role"));
   // What admins own, a member may not set.
   auto command = call("anna", "PATCH", "/v1/environments/dev-anna/document", R"({"set": {"orders.command": "id"}})",
                       "\"1\"");
