@@ -98,7 +98,7 @@ T[import]=$(el "$t")
 stop_server golden
 
 berth_count() {  # $1 = env
-  local ip; ip=$(berth status "$1" -o json | tr -d ' \n' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+  local ip; ip=$(berth status "$1" -o json | tr -d ' \n' | grep -o '"app":"shopdb".*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
   mariadb --no-defaults --protocol=TCP -h "$ip" -u berth -pberth -N -e 'SELECT COUNT(*) FROM app01.order_items'
 }
 echo "== berth warm: a fresh environment's copy (golden on this host)"

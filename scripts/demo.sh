@@ -36,7 +36,7 @@ step berth up beta-7
 step berth status beta-7
 step berth config beta-7 orders
 step berth build logs orders -e beta-7
-gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+gw_ip=$(berth status beta-7 -o json | tr -d '\n ' | grep -o '"app":"gateway".*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
 printf '\n\033[1m$ curl http://%s:8080/   # beta-7 gateway: who answered each hop\033[0m\n' "$gw_ip"
 chain=$(curl -s "http://$gw_ip:8080/")
 if command -v python3 >/dev/null; then
@@ -58,15 +58,15 @@ step berth apply -f examples/shop/databases.yaml
 step berth up dev-anna
 step berth up dev-ben
 step berth status dev-anna
-anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
-ben_db=$(berth status dev-ben -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb".*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+ben_db=$(berth status dev-ben -o json | tr -d '\n ' | grep -o '"app":"shopdb".*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
 sql() { mariadb --no-defaults -h "$1" -u berth -pberth -N -e "$2"; }
 printf '\n\033[1m$ # anna deletes half the orders in her copy\033[0m\n'
 sql "$anna_db" "DELETE FROM orders.orders WHERE id % 2 = 0"
 printf 'orders in dev-anna: %s, in dev-ben: %s\n' "$(sql "$anna_db" "SELECT COUNT(*) FROM orders.orders")" \
   "$(sql "$ben_db" "SELECT COUNT(*) FROM orders.orders")"
 step berth db clone shopdb --env dev-anna
-anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb"[^]]*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
+anna_db=$(berth status dev-anna -o json | tr -d '\n ' | grep -o '"app":"shopdb".*' | grep -o '"ip":"[0-9.]*"' | head -1 | cut -d'"' -f4)
 printf 'orders in dev-anna after a fresh copy: %s\n' "$(sql "$anna_db" "SELECT COUNT(*) FROM orders.orders")"
 step berth db versions
 step berth down dev-anna
