@@ -81,6 +81,18 @@ Result<std::vector<std::pair<std::string, std::string>>> settings_field(const js
   return out;
 }
 
+// The body's "set" written into `text`, one key at a time.
+Status apply_sets(const json& body, std::string& text) {
+  auto sets = settings_field(body, "set");
+  if (!sets.ok()) return sets.error();
+  for (const auto& [k, v] : *sets) {
+    auto next = model::set_in_document(text, k, v, false);
+    if (!next.ok()) return next.error();
+    text = *next;
+  }
+  return {};
+}
+
 }  // namespace
 
 std::optional<Response> Api::route_documents(const Request& req, const auth::Principal& who) {
@@ -88,13 +100,7 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
   const std::vector<std::string>& parts = t.parts;
   const std::string_view query = t.query;
   auto is = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
-    if (req.method != method || parts.size() != pattern.size()) return false;
-    std::size_t i = 0;
-    for (auto p : pattern) {
-      if (p != "*" && p != parts[i]) return false;
-      ++i;
-    }
-    return true;
+    return matches(req.method, parts, method, pattern);
   };
   const model::Catalog* cat = loop_.catalog();
   auto find_doc = [&](const std::string& name) -> std::optional<control::DocumentStatus> {
@@ -160,13 +166,7 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
     std::string text;
     if (body->contains("base")) text = fmt::format("base: {}\n", json((*body)["base"]).dump());
     if (body->value("thin", false)) text += "deploy: changed\n";
-    auto sets = settings_field(*body, "set");
-    if (!sets.ok()) return error_response(sets.error());
-    for (const auto& [k, v] : *sets) {
-      auto next = model::set_in_document(text, k, v, false);
-      if (!next.ok()) return error_response(next.error());
-      text = *next;
-    }
+    if (auto st = apply_sets(*body, text); !st.ok()) return error_response(st.error());
     if (auto st = lifetime(*body, text, nullptr); !st.ok()) return error_response(st.error());
     return write(name, text, 0);
   }
@@ -207,13 +207,7 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
         return error_response(invalid("PATCH needs If-Match with the version it was based on (the ETag of GET "
                                       "/v1/environments/NAME/document)"));
       std::string text = d->doc.text;
-      auto sets = settings_field(*body, "set");
-      if (!sets.ok()) return error_response(sets.error());
-      for (const auto& [k, v] : *sets) {
-        auto next = model::set_in_document(text, k, v, false);
-        if (!next.ok()) return error_response(next.error());
-        text = *next;
-      }
+      if (auto st = apply_sets(*body, text); !st.ok()) return error_response(st.error());
       if (body->contains("unset")) {
         if (!(*body)["unset"].is_array()) return error_response(invalid("request body: 'unset' must be a list of keys"));
         for (const auto& k : (*body)["unset"]) {

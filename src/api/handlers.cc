@@ -250,13 +250,7 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   const std::vector<std::string>& parts = t.parts;
   const std::string_view query = t.query;
   auto route = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
-    if (req.method != method || parts.size() != pattern.size()) return false;
-    std::size_t i = 0;
-    for (auto p : pattern) {
-      if (p != "*" && p != parts[i]) return false;
-      ++i;
-    }
-    return true;
+    return matches(req.method, parts, method, pattern);
   };
 
   if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});

@@ -55,6 +55,17 @@ Target parse_target(std::string_view target) {
   return {split_path(target), query};
 }
 
+bool matches(const std::string& method, const std::vector<std::string>& parts, std::string_view want_method,
+             std::initializer_list<std::string_view> pattern) {
+  if (method != want_method || parts.size() != pattern.size()) return false;
+  std::size_t i = 0;
+  for (auto p : pattern) {
+    if (p != "*" && p != parts[i]) return false;
+    ++i;
+  }
+  return true;
+}
+
 std::string query_param(std::string_view query, std::string_view name) {
   std::size_t i = 0;
   while (i < query.size()) {

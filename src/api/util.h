@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,9 @@ struct Target {
   std::string_view query;
 };
 Target parse_target(std::string_view target);
+// `method` and `parts` match: same method, same length, each part equal or "*" in `pattern`.
+bool matches(const std::string& method, const std::vector<std::string>& parts, std::string_view want_method,
+             std::initializer_list<std::string_view> pattern);
 std::string query_param(std::string_view query, std::string_view name);
 Result<std::int64_t> int_param(std::string_view query, std::string_view name, std::int64_t def, std::int64_t max);
 bool flag_param(std::string_view query, std::string_view name);  // name=1|true|yes

@@ -374,7 +374,7 @@ apps:
   users: {}
   seed:
     kind: job
-    command: sh -c 'echo seeding users at $BERTH_DEP_USERS_HTTP; sleep 0.3; echo seeded'
+    command: sh -c 'echo seeding users at $BERTH_DEP_USERS_HTTP; echo seeded'
     depends_on: [users]
   orders:
     depends_on: [users, {app: seed, wait_for: completed}]
