@@ -121,8 +121,9 @@ Status Api::authorize(const auth::Principal& who, const Request& req) const {
                                               p[3] == "document")) ||
                            (p.size() == 6 && p[3] == "databases" && p[5] == "reset");
     if (env_write) return may_change(who, p[2], what);
-    // exec runs a command inside an instance, as the instance's user — today the daemon's:
-    // admins only until instances run unprivileged.
+    // exec runs a command inside an instance as the instance's user: the environment's own
+    // unprivileged uid for processes, but the image's user (possibly root, without
+    // capabilities) in a container, and root where an app says `user: root` — admins only.
   }
   // Everything else that writes (the fleet document, standards, reconcile): admins.
   return auth::require(who, auth::Role::kAdmin, what);
@@ -403,6 +404,18 @@ Response Api::route(const Request& req, const auth::Principal& who) {
       (void)loop_.audit(who.user, "db.reset", parts[4], parts[2], *v ? fmt::format("version {}", *v) : "latest version");
       return ok({{"environment", parts[2]}, {"database", parts[4]}, {"reset", true}, {"events_after", *before}}, 202);
     }
+  }
+
+  if (options_.advance_clock && route("POST", {"v1", "test", "clock"})) {
+    json body = json::parse(req.body, nullptr, false);
+    auto by = body.is_object() && body.contains("advance") && body["advance"].is_string()
+                  ? parse_duration(body["advance"].get<std::string>())
+                  : std::nullopt;
+    if (!by || *by < 0) return error_response(invalid("request body: expected {\"advance\": \"2h\"} (a duration ≥ 0)"));
+    options_.advance_clock(*by);
+    loop_.clock_moved();
+    (void)loop_.audit(who.user, "test.clock", "clock", "", "advanced " + format_duration(*by));
+    return ok({{"advanced_ms", *by}});
   }
 
   if (route("POST", {"v1", "reconcile"})) {

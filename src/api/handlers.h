@@ -51,6 +51,9 @@ struct Options {
   std::vector<std::string> member_repos;
   // Directories imports may read from (`from: dump | datadir`); empty: none.
   std::vector<std::string> import_dirs;
+  // `berth serve --test-clock` only: moves the daemon's clock forward (POST /v1/test/clock,
+  // admins); unset: that route does not exist.
+  std::function<void(Millis)> advance_clock;
 };
 
 class Api {

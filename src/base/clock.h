@@ -5,6 +5,7 @@
 // monotonic time for intervals, deadlines and backoff. Both are milliseconds.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 
@@ -29,6 +30,20 @@ class SystemClock final : public Clock {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch()).count();
   }
+};
+
+// The system's wall time plus an offset that only moves forward: `berth serve --test-clock`, so
+// integration tests can let days pass (lifetimes) without waiting. Any thread.
+class OffsetClock final : public Clock {
+ public:
+  Millis wall_ms() const override { return system_.wall_ms() + offset_.load(); }
+  // Intervals and timers (the executor's) keep the real pace: only dates move.
+  Millis monotonic_ms() const override { return system_.monotonic_ms(); }
+  void advance(Millis ms) { offset_ += ms; }
+
+ private:
+  SystemClock system_;
+  std::atomic<Millis> offset_{0};
 };
 
 // A clock that moves only when told to; for tests.

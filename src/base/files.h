@@ -1,6 +1,7 @@
 // base/files.h — writing small state files so that a crash leaves the old or the new content.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -9,7 +10,8 @@
 namespace berth {
 
 // Write `text` to a temporary file beside `path`, fsync it and rename it over `path` (creating the parent directories).
+// The file gets `mode` exactly (not reduced by the umask) when given, else 0644 less the umask.
 // Errors name the file.
-Status write_file_atomically(const std::string& path, std::string_view text);
+Status write_file_atomically(const std::string& path, std::string_view text, std::optional<unsigned> mode = std::nullopt);
 
 }  // namespace berth

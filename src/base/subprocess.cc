@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <linux/close_range.h>
 #include <sys/mount.h>
+#include <grp.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,6 +122,8 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   }
   argv.push_back(nullptr);
   static constexpr char kResolvMessage[] = "berth: could not give this instance its resolver (/etc/resolv.conf)\n";
+  const std::string identity_message =
+      o.identity ? fmt::format("berth: could not switch to uid {} gid {}; not started\n", o.identity->uid, o.identity->gid) : "";
 
   int out_pipe[2] = {-1, -1};
   int log_fd = -1;
@@ -194,6 +198,19 @@ Result<Spawned> spawn(const SpawnOptions& o) {
         (void)ignored;
       }
     }
+    if (o.identity) {
+      // Group first: once the uid is not root, the group can no longer be changed.
+      gid_t gid = o.identity->gid;
+      bool ok = setgroups(1, &gid) == 0 && setresgid(gid, gid, gid) == 0 &&
+                setresuid(o.identity->uid, o.identity->uid, o.identity->uid) == 0 &&
+                prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+      if (!ok) {
+        ssize_t ignored = write(2, identity_message.data(), identity_message.size());
+        (void)ignored;
+        _exit(126);
+      }
+    }
+    umask(022);
     if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
     execve(program.c_str(), const_cast<char* const*>(argv.data()), envp.data());
     _exit(127);

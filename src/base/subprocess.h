@@ -1,7 +1,8 @@
 // base/subprocess.h — starting and identifying child processes.
 //
 // spawn() forks and execs `/bin/sh -c "exec COMMAND"` (or an argv, without a shell) in its own
-// process group with stdout and stderr appended to a log file or sent to a pipe. With `gate`, the child waits after fork until release_gate():
+// process group with stdout and stderr appended to a log file or sent to a pipe, umask 022
+// (whatever the daemon's own), optionally as another user (SpawnOptions::identity). With `gate`, the child waits after fork until release_gate():
 // the parent records the pid durably in between, and if the parent dies first the child sees
 // EOF on the gate and exits without running anything — so no process can exist that the state
 // store does not know of. Each spawned process comes with a pidfd, which becomes readable when
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "base/identity.h"
 #include "base/result.h"
 
 namespace berth {
@@ -33,6 +35,10 @@ struct SpawnOptions {
   std::string resolv_conf;
   // A pidfd of another process: the child joins that process's mount namespace first.
   int join_mount_ns_of = -1;
+  // Root only: run as this user with this group as its only one, with no capabilities and
+  // no way to gain privileges (PR_SET_NO_NEW_PRIVS: setuid binaries do not elevate it). Unset:
+  // the daemon's user. If switching fails the child says so in its output and exits with 126.
+  std::optional<Identity> identity;
 };
 
 struct Spawned {

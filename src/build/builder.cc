@@ -1,9 +1,12 @@
 #include "build/builder.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -250,6 +253,25 @@ void Builder::run(Build& b) {
   o.env["BERTH_DOCKERFILE"] = b.request.dockerfile;
   o.cwd = work.string();
   o.log_path = b.log_path;
+  if (identity_) {
+    // The recipe's user owns only its work tree (and a HOME in it whose git config trusts the
+    // repositories it clones, which belong to someone else); the directories above it are the
+    // daemon's, entered but not listed by the group.
+    const fs::path home = work / ".home";
+    fs::create_directories(home, ec);
+    Status st = write_file_atomically((home / ".gitconfig").string(), "[safe]\n\tdirectory = *\n");
+    for (const fs::path& p : {fs::path(dir_) / "builds", work.parent_path()})
+      if (st.ok() && (::chown(p.c_str(), static_cast<uid_t>(-1), identity_->gid) != 0 || ::chmod(p.c_str(), 0710) != 0))
+        st = unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), identity_->gid, std::strerror(errno)));
+    if (st.ok()) st = chown_tree(work.string(), *identity_);
+    if (!st.ok()) {
+      --running_;
+      finish(b.id, false, st.error().message);
+      return;
+    }
+    o.identity = identity_;
+    o.env["HOME"] = home.string();
+  }
   auto s = spawn(o);
   if (!s.ok()) {
     --running_;
@@ -296,7 +318,10 @@ void Builder::run(Build& b) {
         fs::create_directories(dest_dir, fec);
         fs::path dest = dest_dir / produced.filename();
         fs::rename(produced, dest, fec);
-        if (fec) {
+        Status sealed = fec ? Status() : seal_artifact(dest_dir);
+        if (!sealed.ok()) {
+          finish(id, false, "cannot store the artifact: " + sealed.error().message);
+        } else if (fec) {
           finish(id, false, fmt::format("cannot store the artifact: {}", fec.message()));
         } else {
           built.artifact_path = dest.string();
@@ -309,6 +334,27 @@ void Builder::run(Build& b) {
     pump();
   };
   job->fd.async_wait(asio::posix::stream_descriptor::wait_read, job->wait);
+}
+
+Status Builder::seal_artifact(const fs::path& dir) const {
+  if (!identity_) return {};
+  // The daemon's from now on: instances (the group) read and run it; no build can change it.
+  const Identity daemon{static_cast<std::uint32_t>(::geteuid()), identity_->gid};
+  BERTH_TRY(chown_tree(dir.string(), daemon));
+  for (const fs::path& p : {fs::path(dir_) / "artifacts", dir})
+    if (::chown(p.c_str(), static_cast<uid_t>(-1), identity_->gid) != 0 || ::chmod(p.c_str(), 0750) != 0)
+      return unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), identity_->gid, std::strerror(errno)));
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || S_ISLNK(st.st_mode)) continue;
+    // Group gets what the owner has, except writing; others nothing.
+    mode_t m = st.st_mode & 07700;
+    m |= (st.st_mode & 0500) >> 3;
+    if (S_ISDIR(st.st_mode)) m |= 0050;
+    ::chmod(it->path().c_str(), m & ~static_cast<mode_t>(06000));
+  }
+  return {};
 }
 
 void Builder::build_image(const std::string& id, const fs::path& work, Millis timeout) {

@@ -25,12 +25,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
 
 #include "base/clock.h"
+#include "base/identity.h"
 #include "base/executor.h"
 #include "base/result.h"
 
@@ -89,6 +91,10 @@ class Builder {
   void set_on_change(std::function<void(const Build&)> fn) { on_change_ = std::move(fn); }
   // Where image recipes are built; without one they fail saying so. Must outlive the Builder.
   void set_image_builder(ImageBuilder* images) { images_ = images; }
+  // Run recipes (what a branch's code does at build time) as this user (a root daemon's
+  // IdRange::builder()) with its group as the only one; artifacts are then stored as the
+  // daemon's, readable by that group, writable by nobody else. Unset: as the daemon's user.
+  void set_identity(std::optional<Identity> who) { identity_ = who; }
   // Mark a build's artifact as in use now (LRU), and evict least recently used artifacts that
   // are not in `in_use` until the store is at most `max_bytes`.
   void touch(const std::string& id);
@@ -97,8 +103,10 @@ class Builder {
 
  private:
   struct Job;
+  std::optional<Identity> identity_;
   void pump();
   void run(Build& b);
+  Status seal_artifact(const std::filesystem::path& dir) const;
   void build_image(const std::string& id, const std::filesystem::path& work, Millis timeout);
   void finish(const std::string& id, bool ok, const std::string& error);
   void load();

@@ -415,6 +415,8 @@ int main(int argc, char** argv) {
   serve->add_option("--artifact-store-max", store_max, "artifact store size before least recently used artifacts no "
                                                        "instance runs are evicted (e.g. 500MiB, 2GiB)")
       ->capture_default_str();
+  serve->add_flag("--test-clock", serve_opts.test_clock, "for tests: admins may move the daemon's clock forward "
+                                                        "(POST /v1/test/clock {\"advance\": \"2h\"})");
   serve->add_option("--dns-listen", serve_opts.dns_listen, "name server address ADDR:PORT (\"\" to disable)")
       ->capture_default_str();
   if (const char* dh = std::getenv("DOCKER_HOST"); dh && std::string(dh).rfind("unix://", 0) == 0) serve_opts.docker_host = dh;
@@ -512,6 +514,10 @@ int main(int argc, char** argv) {
                     "(default DATA-DIR/db)");
   bool no_overlay = false;
   serve->add_flag("--db-no-overlay", no_overlay, "never make database copies with overlayfs");
+  serve->add_option("--instance-ids", serve_opts.instance_ids,
+                    "root only: user ids for instances, FIRST-LAST; FIRST is their group and the builds' user, each "
+                    "environment runs as one more (\"off\": instances run as root)")
+      ->capture_default_str();
 
   auto* db_cmd = app.add_subcommand("db", "standard databases: import versions, list them, reset an environment's copy");
   db_cmd->require_subcommand(1);

@@ -305,6 +305,12 @@ Status ControlLoop::audit(const std::string& user, const std::string& action, co
   return {};
 }
 
+void ControlLoop::clock_moved() {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  check_lifetimes();
+  poke();
+}
+
 void ControlLoop::check_lifetimes() {
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   lifetime_timer_ = 0;

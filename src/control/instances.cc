@@ -202,12 +202,16 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   std::string why;
   runtime::Runtime* rt = runtime_for(spec, &why);
   if (!network_ready_) why = fmt::format("preparing network {}", network_.subnet);
-  if (!rt || !network_ready_) {
+  auto identity = identity_for(inst.key.env, spec);
+  if (!identity.ok()) why = identity.error().message;
+  if (!rt || !network_ready_ || !identity.ok()) {
     inst.phase = Phase::kWaiting;
     inst.message = why;
     return;
   }
   runtime::InstanceSpec rs = instance_spec(inst, spec, espec, artifact);
+  rs.identity = *identity;
+  rs.privileged = spec.user == "root";
   rs.launch = ++launches_;
   rs.labels["berth.fingerprint"] = fingerprint;
   if (inst.started_before) ++inst.restarts;

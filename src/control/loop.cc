@@ -37,6 +37,9 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   auto up = d.store->up_environments();
   if (!up.ok()) return up.error();
   loop->up_.insert(up->begin(), up->end());
+  auto uids = d.store->load_env_uids();
+  if (!uids.ok()) return uids.error();
+  loop->env_uids_ = std::move(uids.value());
 
   // Instances that outlived the previous daemon: their runtimes re-attach to the live ones, and
   // until they have answered nothing else is started for those ordinals.
@@ -253,6 +256,7 @@ void ControlLoop::reconcile() {
     if (!spec && envs_[name].apps.empty()) {
       envs_.erase(name);
       drop_copies(name);
+      if (!catalog_ || !catalog_->find(name)) release_uid(name);
     }
   }
   publish_zone();
@@ -467,13 +471,48 @@ ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::strin
   return a == e->second.apps.end() ? nullptr : &a->second;
 }
 
+Result<std::optional<Identity>> ControlLoop::identity_for(const std::string& env, const model::AppSpec& spec) {
+  if (!d_.instance_ids || spec.user == "root") return std::optional<Identity>();
+  if (!spec.user.empty()) {
+    if (spec.container()) return std::optional<Identity>();  // the container's user, inside it
+    auto who = lookup_user(spec.user);
+    if (!who.ok()) return who.error().wrap(fmt::format("user of app '{}'", spec.app));
+    return std::optional<Identity>(*who);
+  }
+  const IdRange& ids = *d_.instance_ids;
+  if (auto it = env_uids_.find(env); it != env_uids_.end()) return std::optional<Identity>(Identity{it->second, ids.group()});
+  std::set<std::uint32_t> taken;
+  for (const auto& [e, uid] : env_uids_) taken.insert(uid);
+  std::uint32_t uid = ids.first + 1;
+  while (uid <= ids.last && taken.count(uid)) ++uid;
+  if (uid > ids.last)
+    return unavailable(fmt::format("every instance id of {}-{} is taken ({} environments); widen berth serve --instance-ids",
+                                   ids.first, ids.last, env_uids_.size()));
+  BERTH_TRY(d_.store->put_env_uid(env, uid));
+  env_uids_[env] = uid;
+  return std::optional<Identity>(Identity{uid, ids.group()});
+}
+
+void ControlLoop::release_uid(const std::string& env) {
+  auto it = env_uids_.find(env);
+  if (it == env_uids_.end()) return;
+  if (d_.databases && d_.databases->has_copies(env)) return;  // kept data stays its own
+  if (auto st = d_.store->erase_env_uid(env); !st.ok()) return emit(env, "error", "", -1, "", st.error().message);
+  env_uids_.erase(it);
+}
+
 bool ControlLoop::prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,
                                    std::string& wait) {
   if (!d_.databases) {
     wait = "cannot copy the standard: this daemon has no database manager";
     return false;
   }
-  const db::CopyStatus cs = d_.databases->ensure_copy(env, spec.app, *spec.database);
+  auto owner = identity_for(env, spec);
+  if (!owner.ok()) {
+    wait = owner.error().message;
+    return false;
+  }
+  const db::CopyStatus cs = d_.databases->ensure_copy(env, spec.app, *spec.database, *owner);
   std::string state;
   switch (cs.state) {
     case db::CopyStatus::State::kReady: {

@@ -69,6 +69,10 @@ struct Deps {
   // deleted this long after.
   Millis expiry_warning_ms = 3'600'000;
   Millis expiry_grace_ms = 86'400'000;
+  // A root daemon's ids for instances (base/identity.h): each environment's process instances
+  // and database servers run as a uid of their own from it, unless an app says `user:`. Unset:
+  // instances run as the daemon's user (a daemon that is not root cannot switch).
+  std::optional<IdRange> instance_ids;
 };
 
 // What applying a fleet document would do (and, unless a dry run, did).
@@ -308,6 +312,11 @@ class ControlLoop : private runtime::Listener {
   void install(model::Catalog catalog, std::map<std::string, std::string> invalid);
   // Environment lifetimes: warn, take down, delete; then schedule the next check.
   void check_lifetimes();
+ public:
+  // The injected clock jumped forward (berth serve --test-clock): act on what is due now.
+  void clock_moved();
+
+ private:
   // The database copies of a deleted environment, once its instances are gone.
   void drop_copies(const std::string& env);
 
@@ -333,6 +342,11 @@ class ControlLoop : private runtime::Listener {
   bool prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
   bool prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  // Who an app's process instances run as: `user:` of the app (root: the daemon's user), else
+  // the environment's own uid (given out, and stored, the first time); nullopt: the daemon's user.
+  Result<std::optional<Identity>> identity_for(const std::string& env, const model::AppSpec& spec);
+  // The environment is gone: its uid may go to another (kept while a copy of its data is here).
+  void release_uid(const std::string& env);
   App* find_app(const std::string& env, const std::string& app);
   runtime::Runtime* runtime_named(const std::string& name) const;
   // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
@@ -387,6 +401,7 @@ class ControlLoop : private runtime::Listener {
   std::map<std::string, std::string> invalid_documents_;  // name → why it is left out
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
+  std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
   std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;
   Subscription last_subscription_ = 0;

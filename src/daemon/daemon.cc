@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include "api/http_server.h"
 #include "base/asio_executor.h"
 #include "base/files.h"
+#include "base/identity.h"
 #include "base/text.h"
 #include "blob/open_store.h"
 #include "build/builder.h"
@@ -128,10 +130,26 @@ int run(const Options& o) {
     return 1;
   }
   const std::string data_dir = fs::absolute(o.data_dir).string();
-  // Private to the daemon's user: state.db, logs and tokens are inside.
-  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
-  if (ec) {
-    fmt::print(stderr, "berth serve: cannot make data directory {} private (0700): {}\n", data_dir, ec.message());
+  // Who instances run as: never root unless an app says so.
+  std::optional<IdRange> ids;
+  if (::geteuid() == 0 && o.instance_ids != "off") {
+    std::string why;
+    ids = parse_id_range(o.instance_ids, &why);
+    if (!ids) {
+      fmt::print(stderr, "berth serve: --instance-ids: {}\n", why);
+      return 2;
+    }
+  }
+  // Private to the daemon's user: state.db, logs and tokens are inside, and whatever the daemon
+  // creates is its own (umask 077). The instances' group may only enter it (0710), to reach the
+  // artifacts and database copies opened to it.
+  ::umask(077);
+  const bool opened = ids && ::chown(data_dir.c_str(), static_cast<uid_t>(-1), ids->group()) == 0;
+  fs::permissions(data_dir, opened ? fs::perms::owner_all | fs::perms::group_exec : fs::perms::owner_all,
+                  fs::perm_options::replace, ec);
+  if (ec || (ids && !opened)) {
+    fmt::print(stderr, "berth serve: cannot make data directory {} private ({}): {}\n", data_dir, ids ? "0710" : "0700",
+               ec ? ec.message() : std::strerror(errno));
     return 1;
   }
   auto lock = lock_data_dir(data_dir);
@@ -147,7 +165,7 @@ int run(const Options& o) {
     return 1;
   }
   boost::asio::io_context io(1);
-  SystemClock clock;
+  OffsetClock clock;  // moves only with --test-clock
   AsioExecutor executor(io);
   runtime::ProcessRuntime processes(io, executor, data_dir + "/run");
   // Runtimes prepare a network in this order: a Docker bridge network first gives the pool's
@@ -189,6 +207,7 @@ int run(const Options& o) {
 
   build::Builder builder(io, executor, clock, data_dir,
                          o.build_parallel > 0 ? o.build_parallel : static_cast<int>(std::thread::hardware_concurrency()));
+  if (ids) builder.set_identity(ids->builder());
   std::optional<DockerImages> images;
   if (docker) {
     images.emplace(*docker);
@@ -216,6 +235,7 @@ int run(const Options& o) {
   deps.data_dir = data_dir;
   deps.builder = &builder;
   deps.artifact_max_bytes = o.artifact_max_bytes;
+  deps.instance_ids = ids;
   if (dns_server) {
     deps.dns_address = dns_server->address();
     deps.dns_ns_ip = dns_ip;
@@ -270,6 +290,10 @@ int run(const Options& o) {
     return 1;
   }
   api::Options api_options;
+  if (o.test_clock) {
+    api_options.advance_clock = [&clock](Millis ms) { clock.advance(ms); };
+    fmt::print(stderr, "berth serve: --test-clock: admins may move this daemon's clock forward (POST /v1/test/clock)\n");
+  }
   api_options.member_repos = o.member_repos;
   for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
   api::Api api(**loop, **tokens, api_options);
@@ -305,6 +329,12 @@ int run(const Options& o) {
   if (dns_server) write_atomically("dns.addr", dns_server->address());
   write_atomically("api.addr", bound);
   write_atomically("api.url", fmt::format("{}://{}", o.tls_cert.empty() ? "http" : "https", bound));
+  if (ids)
+    fmt::print(stderr, "berth serve: instances run as uids {}-{} (one per environment), group {}\n", ids->first + 1, ids->last,
+               ids->group());
+  else
+    fmt::print(stderr, "berth serve: instances run as this daemon's user ({})\n",
+               ::geteuid() == 0 ? "root: --instance-ids off" : std::to_string(::geteuid()));
   fmt::print(stderr, "berth serve: API on {}://{}, DNS on {}, data in {}\n", o.tls_cert.empty() ? "http" : "https", bound,
              dns_server ? dns_server->address() : "(off)", data_dir);
   io.run();

@@ -22,9 +22,16 @@ struct Options {
   std::vector<std::string> member_repos;  // source.repo prefixes members may use
   std::vector<std::string> import_dirs;   // directories standards may be imported from
   std::string tls_cert, tls_key;          // PEM files: the API over HTTPS; empty: plain HTTP
+  // A root daemon runs instances and builds as these ids (base/identity.h); "off": as root.
+  // Ignored (instances run as the daemon's user) when the daemon is not root.
+  std::string instance_ids = "900000-999999";
+  // For integration tests: the clock may be moved forward through the API (POST /v1/test/clock).
+  bool test_clock = false;
 };
 
-// The data directory is made private (0700, and everything the daemon writes there 0600); at
+// The data directory is made private (0700, and everything the daemon writes there 0600; with
+// instance ids, 0710 with their group, which may enter it to reach artifacts and database
+// copies but list nothing and read nothing else); at
 // the first start an admin token is issued and written to <data-dir>/admin.token (0600), which
 // the CLI on this host reads.
 // Runs until SIGTERM or SIGINT. Instances keep running when the daemon exits; the next daemon

@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -134,6 +137,7 @@ void Manager::load() {
                                     : CloneMethod::kCopy;
         c.clone_ms = j->value("clone_ms", 0ll);
         c.created_at = j->value("created_at", 0ll);
+        if (j->contains("owner_uid")) c.owner = Identity{j->at("owner_uid"), j->at("owner_gid")};
       } catch (const json::exception&) {
         continue;
       }
@@ -153,10 +157,26 @@ Status Manager::save_version(const Version& v) const {
 }
 
 Status Manager::save_copy(const Copy& c) const {
-  return write_json(fs::path(c.dir) / "copy.json",
-                    {{"env", c.env}, {"db", c.db}, {"standard", c.standard}, {"version", c.version},
-                     {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms},
-                     {"created_at", c.created_at}});
+  json j = {{"env", c.env}, {"db", c.db}, {"standard", c.standard}, {"version", c.version},
+            {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms}, {"created_at", c.created_at}};
+  if (c.owner) j["owner_uid"] = c.owner->uid, j["owner_gid"] = c.owner->gid;
+  return write_json(fs::path(c.dir) / "copy.json", j);
+}
+
+Status Manager::give_to(const Copy& c, Identity owner) const {
+  // The way in: the directories above are the daemon's, entered (not listed) by the instances'
+  // group; copy.json beside data/ stays the daemon's alone.
+  for (const fs::path& p : {fs::path(dir_), fs::path(dir_) / "copies", fs::path(c.dir).parent_path(), fs::path(c.dir)}) {
+    if (::chown(p.c_str(), static_cast<uid_t>(-1), owner.gid) != 0 || ::chmod(p.c_str(), 0710) != 0)
+      return unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), owner.gid, std::strerror(errno)));
+  }
+  BERTH_TRY(chown_tree(c.datadir, owner));
+  return chown_tree(c.rundir, owner);
+}
+
+bool Manager::has_copies(const std::string& env) const {
+  auto it = copies_.lower_bound(env + "/");
+  return it != copies_.end() && it->first.rfind(env + "/", 0) == 0;
 }
 
 std::string Manager::golden_path(const std::string& standard, int version) const {
@@ -353,7 +373,8 @@ Status Manager::reset(const std::string& env, const std::string& db) {
   return st;
 }
 
-CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec) {
+CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec,
+                                std::optional<Identity> owner) {
   const std::string k = key(env, db);
   auto vs = versions_.find(spec.standard);
   const bool any = vs != versions_.end() && !vs->second.empty();
@@ -364,7 +385,27 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
     if (c.standard == spec.standard && (spec.version == 0 || spec.version == c.version)) {
       Status mounted = ensure_mounted(golden_path(c.standard, c.version), c.dir, c.method);
       if (!mounted.ok()) return {CopyStatus::State::kFailed, mounted.error().message, nullptr};
-      return {CopyStatus::State::kReady, "", &c};
+      if (!owner || c.owner == owner) return {CopyStatus::State::kReady, "", &c};
+      // Made for another user (an environment's id changed, or a copy from before ids): give it
+      // to this one first — metadata only, also on overlayfs (mounted with metacopy).
+      const std::string msg = fmt::format("giving the copy to uid {}", owner->uid);
+      if (chowning_.insert(k).second) {
+        auto alive = alive_;
+        run_worker([this, alive, c, k, who = *owner] {
+          Copy given = c;
+          given.owner = who;
+          Status st = give_to(given, who);
+          if (st.ok()) st = save_copy(given);
+          executor_.post([this, alive, st, given, k] {
+            if (!*alive) return;
+            chowning_.erase(k);
+            if (st.ok()) copies_[k] = given;
+            else fmt::print(stderr, "berth: database copy {}: {}\n", k, st.error().message);
+            if (on_change_) on_change_();
+          });
+        });
+      }
+      return {CopyStatus::State::kPreparing, msg, nullptr};
     }
     // Another standard or version asked for: this copy goes (its server is being replaced).
     (void)remove_copy(c.dir);
@@ -402,8 +443,9 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
   const std::string dest = fmt::format("{}/copies/{}/{}", dir_, env, db);
   job->set_phase(fs::exists(golden) ? "cloning " + want : "restoring " + want + " from " + store_.describe());
   auto alive = alive_;
-  run_worker([this, alive, job, ver, golden, dest, env, db, k, want] {
+  run_worker([this, alive, job, ver, golden, dest, env, db, k, want, owner] {
     Copy c;
+    c.owner = owner;
     c.env = env;
     c.db = db;
     c.standard = ver.standard;
@@ -440,6 +482,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
           c.method = CloneMethod::kRestore;
           fs::create_directories(c.rundir, e);
           if (e) return unavailable(fmt::format("cannot create {}: {}", c.rundir, e.message()));
+          if (owner) BERTH_TRY(give_to(c, *owner));
           c.created_at = clock_.wall_ms();
           return save_copy(c);
         }
@@ -453,6 +496,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
       c.clone_ms = steady_ms() - t1;
       fs::create_directories(c.rundir, e);
       if (e) return unavailable(fmt::format("cannot create {}: {}", c.rundir, e.message()));
+      if (owner) BERTH_TRY(give_to(c, *owner));
       c.created_at = clock_.wall_ms();
       return save_copy(c);  // last: a copy without copy.json is incomplete
     };

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/identity.h"
 #include "base/executor.h"
 #include "base/result.h"
 #include "blob/blob_store.h"
@@ -71,6 +73,8 @@ struct Copy {
   CloneMethod method = CloneMethod::kCopy;
   Millis clone_ms = 0;  // making the copy: cloning the golden, or restoring from the store (kRestore)
   Millis created_at = 0;
+  // Who its server runs as: data/ and run/ are theirs (unset: the daemon's user).
+  std::optional<Identity> owner;
   // Names this copy among all copies ever made of the database (what its server runs on).
   std::string id() const { return "db:" + standard + "@" + std::to_string(version) + ":" + std::to_string(created_at); }
 };
@@ -117,8 +121,13 @@ class Manager {
   // Refused while an environment's copy was made from it.
   Status remove(const std::string& standard, int version);
 
-  // The environment's copy of `db` as `spec` asks; starts making it when missing.
-  CopyStatus ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec);
+  // The environment's copy of `db` as `spec` asks, its data/ and run/ owned by `owner` (the
+  // user its server runs as; unset: the daemon's); starts making it when missing, and gives an
+  // existing copy to a new owner first.
+  CopyStatus ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec,
+                         std::optional<Identity> owner = std::nullopt);
+  // Whether any copy of the environment's databases is on this host (kept after it was deleted).
+  bool has_copies(const std::string& env) const;
   const Copy* find_copy(const std::string& env, const std::string& db) const;
   // Throw the copy away; the next ensure_copy() makes a fresh one. Returns the copy removed.
   Status reset(const std::string& env, const std::string& db);
@@ -136,6 +145,7 @@ class Manager {
   void load();
   Status save_version(const Version& v) const;
   Status save_copy(const Copy& c) const;
+  Status give_to(const Copy& c, Identity owner) const;  // worker threads
   std::string golden_path(const std::string& standard, int version) const;
   std::string cache_path(const std::string& standard, int version) const;
   std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
@@ -152,6 +162,7 @@ class Manager {
   std::map<std::string, Copy> copies_;    // env/db
   std::map<std::string, std::shared_ptr<Job>> copy_jobs_;  // env/db → running or failed job
   std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
+  std::set<std::string> chowning_;                         // env/db: being given to a new owner
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::map<std::string, Version> goldens_wanted_;  // env/db → the golden to restore once its server is ready
   std::mutex golden_mu_;  // one golden restore at a time (two environments may want the same)

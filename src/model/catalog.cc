@@ -42,6 +42,7 @@ std::string_view to_string(DependencyFailure p) {
 std::string AppSpec::fingerprint() const {
   std::string f = fmt::format("{}\n{}\n{}\n{}", command, tag, build_type, job ? "job\n" : "");
   if (source) f += fmt::format("source {}\n{}\n{}\n{}\n", source->repo, source->command, source->artifact, source->dockerfile);
+  if (!container() && !user.empty()) f += fmt::format("user {}\n", user);
   if (container()) {
     f += fmt::format("image {}\nuser {}\nworkdir {}\n", image, user, workdir);
     if (command_words) f += fmt::format("cmd {}\n", fmt::join(*command_words, "\x1f"));

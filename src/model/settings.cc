@@ -509,7 +509,11 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
                                           "apps.{}.image to run it from an image", spec.app, spec.app, spec.app));
     else
       check_placeholders(ctx, node_of("command"), fmt::format("command of app '{}'", spec.app), spec.command, valid);
-    for (const char* key : {"entrypoint", "user", "workdir", "volumes"})
+    // Processes run as the environment's own unprivileged user; `user:` names another host
+    // account, or root (the daemon's user).
+    spec.user = r.str("user", "");
+    if (spec.user.empty()) spec.from.erase("user"), spec.values.erase("user");
+    for (const char* key : {"entrypoint", "workdir", "volumes"})
       if (const Leaf* l = r.leaf(key); l && !l->node.IsNull())
         ctx.error(l->node, fmt::format("{} of app '{}' is a setting of containers, but the app runs as a process; set "
                                        "apps.{}.image to run it from an image", key, spec.app, spec.app));

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/identity.h"
 #include "base/result.h"
 
 namespace berth::runtime {
@@ -99,6 +100,13 @@ struct InstanceSpec {
   Resolver resolver;
   std::map<std::string, std::string> labels;
   std::string log_path;  // stdout and stderr are appended here
+  // Processes: the user they run as (and exec'd commands in them); unset: the daemon's own
+  // (the catalog said `user: root`, or the daemon is not root). Containers ignore it: they run
+  // as their image's user or ImageWorkload::user.
+  std::optional<Identity> identity;
+  // Containers: keep Docker's default capabilities (the catalog said `user: root`); otherwise
+  // every capability is dropped and no process in it can gain privileges.
+  bool privileged = false;
 };
 
 using Ref = std::string;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -110,6 +111,12 @@ class StateStore : public ipam::LeaseStore {
 
   virtual Result<std::vector<TokenRecord>> load_tokens() = 0;
   virtual Status put_token(const TokenRecord& token) = 0;
+
+  // The user id each environment's instances run as (base/identity.h), while it exists.
+  virtual Result<std::map<std::string, std::uint32_t>> load_env_uids() = 0;
+  // Refused (conflict) when another environment has `uid`.
+  virtual Status put_env_uid(const std::string& env, std::uint32_t uid) = 0;
+  virtual Status erase_env_uid(const std::string& env) = 0;
 
   // Runs `body` (calls of this store) as one transaction: all its writes or none. Not nested.
   virtual Status transaction(const std::function<Status()>& body) = 0;

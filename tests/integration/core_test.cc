@@ -29,6 +29,7 @@
 using namespace berth::it;
 using nlohmann::json;
 using testing::HasSubstr;
+using testing::Not;
 
 namespace {
 
@@ -398,4 +399,65 @@ environments:
   EXPECT_GT(orders_started, completed);
   auto log = d.cli({"logs", "dev", "seed"});
   EXPECT_THAT(log.out, HasSubstr("seed#0 | seeded")) << log.out << log.err;
+}
+
+// A root daemon runs each environment's instances as a user of its own, never root unless the
+// fleet document says so; they cannot read or list the daemon's data directory, and exec runs
+// as the instance's user.
+TEST(Core, InstancesRunUnprivilegedEachEnvironmentAsItsOwnUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "only a root daemon switches users";
+  Daemon d("users");
+  const std::string catalog = R"yaml(network: {pool: 127.116.0.0/24}
+defaults:
+  ports: {http: 8080}
+  health: {type: tcp, start_interval: 20ms}
+apps:
+  plain:
+    command: >-
+      sh -c 'echo "who uid=$(id -u) gid=$(id -g) groups=$(id -G)";
+      if cat "$BERTH_HOME/state.db" >/dev/null 2>&1; then echo "state.db: READ"; else echo "state.db: refused"; fi;
+      if ls "$BERTH_HOME" >/dev/null 2>&1; then echo "data dir: LISTED"; else echo "data dir: not listable"; fi;
+      exec berth-demo-svc --listen ${ip}:${port.http}'
+  privileged:
+    user: root
+    command: sh -c 'echo "who uid=$(id -u)"; exec berth-demo-svc --listen ${ip}:${port.http}'
+environments:
+  dev: {}
+  qa: {}
+)yaml";
+  ASSERT_EQ(d.apply(catalog).exit_code, 0);
+  for (const char* env : {"dev", "qa"}) {
+    auto up = d.cli({"up", env, "--timeout", "20s"});
+    ASSERT_EQ(up.exit_code, 0) << up.err << up.out;
+  }
+  auto log_of = [&](const std::string& env, const std::string& app) {
+    std::string text;
+    EXPECT_TRUE(wait_until([&] {
+      text = read_file(d.data_dir() + "/logs/" + env + "/" + app + ".0.log");
+      return text.find("who uid=") != std::string::npos && (app != "plain" || text.find("data dir:") != std::string::npos);
+    })) << text;
+    return text;
+  };
+  auto uid_in = [](const std::string& log) {
+    auto at = log.find("who uid=");
+    return at == std::string::npos ? -1 : std::atoi(log.c_str() + at + 8);
+  };
+  const std::string dev = log_of("dev", "plain"), qa = log_of("qa", "plain");
+  EXPECT_GT(uid_in(dev), 900000) << dev;
+  EXPECT_GT(uid_in(qa), 900000) << qa;
+  EXPECT_NE(uid_in(dev), uid_in(qa));  // one environment's code cannot touch another's
+  EXPECT_THAT(dev, HasSubstr("gid=900000 groups=900000"));
+  EXPECT_THAT(dev, HasSubstr("state.db: refused"));
+  EXPECT_THAT(dev, HasSubstr("data dir: not listable"));
+  EXPECT_EQ(uid_in(log_of("dev", "privileged")), 0);
+  // The process itself, as the kernel sees it; and exec joins it as the same user.
+  for (const auto& p : d.processes()) {
+    if (p.app != "plain") continue;
+    auto who = read_file("/proc/" + std::to_string(p.pid) + "/status");
+    EXPECT_THAT(who, Not(HasSubstr("Uid:\t0\t"))) << p.env;
+    EXPECT_THAT(who, HasSubstr("CapEff:\t0000000000000000")) << p.env;
+  }
+  auto ex = d.cli({"exec", "dev", "plain", "--", "id", "-u"});
+  ASSERT_EQ(ex.exit_code, 0) << ex.err;
+  EXPECT_EQ(std::atoi(ex.out.c_str()), uid_in(dev));
 }

@@ -510,3 +510,68 @@ TEST_F(LoopTest, ContainerWorkloadsAreWordsWithPlaceholdersPerWord) {
   EXPECT_EQ(app("db").instances[0].runtime, "process");
   loop_.reset();  // before `docker`, which it uses
 }
+
+// A root daemon's instances run unprivileged: each environment as its own uid, the range's first
+// id as their group; `user: root` keeps the daemon's user; ids are stored and survive a restart.
+TEST_F(LoopTest, EachEnvironmentRunsAsAUserOfItsOwn) {
+  loop_.reset();
+  auto d = deps({&rt_});
+  d.instance_ids = IdRange{500000, 500002};  // room for two environments
+  loop_ = std::move(control::ControlLoop::create(d).value());
+  std::string cat = kCatalog;
+  cat.replace(cat.find("  cron: {}\n"), 11, "  cron: {user: root}\n");
+  cat += "  qa: {}\n  third: {}\n";
+  ASSERT_TRUE(loop_->apply(cat, "t.yaml").ok());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  ASSERT_TRUE(loop_->up("qa").ok());
+  exec_.advance(300);
+  auto who = [&](const std::string& env, const std::string& a) {
+    return rt_.instances().at(rt_.ref_of(env, a, 0)).spec.identity;
+  };
+  ASSERT_TRUE(who("dev", "api").has_value());
+  EXPECT_EQ(who("dev", "api")->gid, 500000u);
+  EXPECT_EQ(who("dev", "api"), who("dev", "db"));  // one user per environment
+  ASSERT_TRUE(who("qa", "api").has_value());
+  EXPECT_NE(who("dev", "api")->uid, who("qa", "api")->uid);
+  EXPECT_GT(who("qa", "api")->uid, 500000u);
+  EXPECT_FALSE(who("dev", "cron").has_value());  // user: root
+  EXPECT_TRUE(rt_.instances().at(rt_.ref_of("dev", "cron", 0)).spec.privileged);
+
+  // The range is full: a third environment waits, saying why.
+  ASSERT_TRUE(loop_->up("third").ok());
+  exec_.advance(300);
+  auto third = loop_->status("third");
+  ASSERT_TRUE(third.ok());
+  for (const auto& a : third->apps) {
+    if (a.app == "db") {
+      EXPECT_THAT(a.instances.front().message, HasSubstr("--instance-ids"));
+    }
+  }
+  EXPECT_EQ(rt_.ref_of("third", "db", 0), "");
+
+  // Stored: a restarted daemon gives the same environment the same user.
+  const auto dev_uid = who("dev", "api")->uid;
+  auto stored = store_->load_env_uids();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->at("dev"), dev_uid);
+  EXPECT_EQ(stored->size(), 2u);
+}
+
+TEST_F(LoopTest, ANamedUserIsLookedUpAndAMissingOneSaysSo) {
+  loop_.reset();
+  auto d = deps({&rt_});
+  d.instance_ids = IdRange{500000, 500100};
+  loop_ = std::move(control::ControlLoop::create(d).value());
+  std::string cat = kCatalog;
+  cat.replace(cat.find("  cron: {}\n"), 11, "  cron: {user: 'no-such-user-here'}\n  worker2: {user: '4321:99'}\n");
+  ASSERT_TRUE(loop_->apply(cat, "t.yaml").ok());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  EXPECT_THAT(app("cron").instances.front().message, HasSubstr("no-such-user-here"));
+  EXPECT_EQ(rt_.ref_of("dev", "cron", 0), "");
+  auto w = rt_.instances().at(rt_.ref_of("dev", "worker2", 0)).spec.identity;
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(*w, (Identity{4321, 99}));
+}

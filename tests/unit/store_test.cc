@@ -141,3 +141,19 @@ TEST(SqliteStore, ATransactionWritesAllOrNothing) {
   ASSERT_TRUE((*s)->transaction([&] { return (*s)->put_document({"a", "", "anna", 1, 1, "anna"}); }).ok());
   EXPECT_EQ((*s)->load_documents()->size(), 1u);
 }
+
+TEST(StoreEnvUids, StoredUniqueAndForgotten) {
+  auto s = std::move(store::SqliteStore::open(":memory:").value());
+  ASSERT_TRUE(s->put_env_uid("dev", 900001).ok());
+  ASSERT_TRUE(s->put_env_uid("qa", 900002).ok());
+  auto again = s->put_env_uid("beta", 900001);  // one uid, one environment
+  EXPECT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kConflict);
+  auto m = s->load_env_uids();
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->size(), 2u);
+  EXPECT_EQ(m->at("dev"), 900001u);
+  ASSERT_TRUE(s->erase_env_uid("dev").ok());
+  ASSERT_TRUE(s->put_env_uid("beta", 900001).ok());
+  EXPECT_EQ(s->load_env_uids()->count("dev"), 0u);
+}

@@ -297,6 +297,8 @@ void DockerRuntime::create_container(const std::string& name, bool retried) {
                {"RestartPolicy", {{"Name", "no"}}},  // berth supervises
                {"SecurityOpt", json::array({"no-new-privileges"})},
                {"LogConfig", {{"Type", "json-file"}, {"Config", {{"max-size", "50m"}, {"max-file", "2"}}}}}};
+  // Least privilege: no capabilities (binding a port below 1024 needs `user: root`).
+  if (!s.privileged) host["CapDrop"] = json::array({"ALL"});
   if (s.resources.cpus > 0) host["NanoCpus"] = static_cast<std::int64_t>(std::llround(s.resources.cpus * 1e9));
   if (s.resources.memory_bytes) host["Memory"] = s.resources.memory_bytes;
   if (!s.resolver.server.empty()) {

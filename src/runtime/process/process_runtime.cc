@@ -44,6 +44,7 @@ struct ProcessRuntime::Watched {
   bool child = false;  // ours to reap (started by this daemon), not adopted
   bool own_mount_ns = false;
   std::map<std::string, std::string> env;  // for exec: the instance's environment
+  std::optional<Identity> identity;        // for exec: who the instance runs as (unset: the daemon's user)
   std::unique_ptr<asio::posix::stream_descriptor> pidfd;
   Executor::TimerId kill_timer = 0;
 };
@@ -132,7 +133,7 @@ Result<std::string> ProcessRuntime::resolver_file(const Resolver& r) {
   const std::string path = fmt::format("{}/resolv/{}.conf", run_dir_, r.search);
   auto it = resolver_files_.find(r.search);
   if (it == resolver_files_.end() || it->second != text) {
-    BERTH_TRY(write_file_atomically(path, text));
+    BERTH_TRY(write_file_atomically(path, text, 0644));  // read by instances of any user
     resolver_files_[r.search] = text;
   }
   return path;
@@ -155,6 +156,7 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
   for (const auto& [k, v] : spec.env) o.env[k] = v;
   o.log_path = spec.log_path;
   o.gate = true;
+  if (root_) o.identity = spec.identity;
   if (root_ && !spec.resolver.server.empty()) {
     auto file = resolver_file(spec.resolver);
     if (!file.ok()) return fail(spec, file.error());
@@ -170,6 +172,7 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
   w->child = true;
   w->own_mount_ns = !o.resolv_conf.empty();
   w->env = std::move(o.env);
+  w->identity = o.identity;
   // The child waits at its gate until the loop has recorded it.
   executor_.post([this, w, s = *spawned, launch = spec.launch, ip = spec.ip]() mutable {
     Status st = listener_ ? listener_->on_created(w->id, launch, w->ref) : internal("no listener");
@@ -230,6 +233,7 @@ void ProcessRuntime::recover(const std::vector<Record>& records, std::function<v
       w->proc = *p;
       w->own_mount_ns = has_own_mount_namespace(p->pid);
       w->env = process_environment(p->pid);
+      if (auto who = process_identity(p->pid); who && who->uid != 0) w->identity = who;
       watch(w, fd);
       rec.alive = true;
       rec.observed = {"", fmt::format("pid {}", p->pid), p->pid};
@@ -273,6 +277,7 @@ std::unique_ptr<Cancel> ProcessRuntime::exec(const Ref& ref, const ExecRequest& 
   for (const auto& [k, v] : req.env) o.env[k] = v;
   o.capture_output = true;
   o.die_with_parent = true;
+  o.identity = w.identity;
   if (w.own_mount_ns) o.join_mount_ns_of = w.pidfd->native_handle();
   auto s = spawn(o);
   if (!s.ok()) return reply_later(std::move(done), s.error());

@@ -71,8 +71,12 @@ CREATE TABLE audit (
 CREATE INDEX audit_env ON audit (env, id);
 CREATE INDEX audit_user ON audit (user, id);
 )sql"},
+    // Instances run unprivileged: each environment as a user id of its own.
+    {4, "a user id per environment", R"sql(
+CREATE TABLE env_uids (env TEXT PRIMARY KEY, uid INTEGER NOT NULL UNIQUE);
+)sql"},
 };
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 // A prepared statement, finalized on scope exit.
 class Stmt {
@@ -355,6 +359,28 @@ Status SqliteStore::put_token(const TokenRecord& t) {
   s.bind(1, t.id).bind(2, t.user).bind(3, t.role).bind(4, t.hash).bind(5, t.created_at).bind(6, t.created_by)
       .bind(7, t.revoked_at);
   return run(s, "store token");
+}
+
+Result<std::map<std::string, std::uint32_t>> SqliteStore::load_env_uids() {
+  Stmt s(db_, "SELECT env, uid FROM env_uids");
+  if (!s.ok()) return s.error("load environment user ids");
+  std::map<std::string, std::uint32_t> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out[s.text(0)] = static_cast<std::uint32_t>(s.i64(1));
+  if (rc != SQLITE_DONE) return s.error("load environment user ids");
+  return out;
+}
+
+Status SqliteStore::put_env_uid(const std::string& env, std::uint32_t uid) {
+  Stmt s(db_, "INSERT INTO env_uids (env, uid) VALUES (?, ?) ON CONFLICT (env) DO UPDATE SET uid = excluded.uid");
+  s.bind(1, env).bind(2, static_cast<std::int64_t>(uid));
+  return run(s, "store an environment's user id");
+}
+
+Status SqliteStore::erase_env_uid(const std::string& env) {
+  Stmt s(db_, "DELETE FROM env_uids WHERE env = ?");
+  s.bind(1, env);
+  return run(s, "forget an environment's user id");
 }
 
 Status SqliteStore::transaction(const std::function<Status()>& body) {

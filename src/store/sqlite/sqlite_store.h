@@ -40,6 +40,9 @@ class SqliteStore final : public StateStore {
   Result<std::vector<AuditEntry>> audit(const AuditQuery& query) override;
   Result<std::vector<TokenRecord>> load_tokens() override;
   Status put_token(const TokenRecord& token) override;
+  Result<std::map<std::string, std::uint32_t>> load_env_uids() override;
+  Status put_env_uid(const std::string& env, std::uint32_t uid) override;
+  Status erase_env_uid(const std::string& env) override;
   Status transaction(const std::function<Status()>& body) override;
 
  private:
