@@ -155,6 +155,11 @@ Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string
   return ResolvedCatalog{std::move(*last), std::move(invalid)};
 }
 
+namespace {
+void each_secret(YAML::Node node, std::vector<std::string>& path,
+                 const std::function<void(const std::vector<std::string>&, YAML::Node)>& fn, int depth = 0);
+}  // namespace
+
 Status check_member_document(const EnvDocument& doc, const std::vector<std::string>& allowed_repos) {
   Ctx ctx{doc.filename(), {}, {}, "", {}};
   YAML::Node root;
@@ -185,6 +190,13 @@ Status check_member_document(const EnvDocument& doc, const std::vector<std::stri
       ctx.error(it->first, fmt::format("{}.{} {}; members may set {}", where, key, admins, join(kMemberSettings)));
     }
   };
+  // A secret read from a file is read by the daemon: never a member's path.
+  std::vector<std::string> at;
+  each_secret(root, at, [&](const std::vector<std::string>& where, YAML::Node entry) {
+    if (const YAML::Node f = entry["file"])
+      ctx.error(f, fmt::format("{}.file: secrets read from files {}; write {{secret: true, value: ...}}", join(where, "."),
+                               admins));
+  });
   check_settings(root, "environment " + doc.name, false);
   if (const YAML::Node apps = root["apps"]; apps && apps.IsMap())
     for (auto it = apps.begin(); it != apps.end(); ++it)
@@ -268,7 +280,7 @@ namespace {
 // Calls `fn(path, entry)` for every `env` entry written as {secret: true, value: ...}, `path`
 // being the keys down to it.
 void each_secret(YAML::Node node, std::vector<std::string>& path,
-                 const std::function<void(const std::vector<std::string>&, YAML::Node)>& fn, int depth = 0) {
+                 const std::function<void(const std::vector<std::string>&, YAML::Node)>& fn, int depth) {
   if (!node.IsMap() || depth > 32) return;
   for (auto it = node.begin(); it != node.end(); ++it) {
     if (!it->first.IsScalar()) continue;
@@ -312,6 +324,7 @@ std::string mask_secrets(std::string_view text) {
   bool any = false;
   std::vector<std::string> path;
   each_secret(root, path, [&](const std::vector<std::string>&, YAML::Node entry) {
+    if (entry["file"] && !entry["value"]) return;  // a path, not the secret: shown as it is
     entry["value"] = std::string(kSecretMask);
     any = true;
   });

@@ -1,6 +1,8 @@
 // The catalog loader's schema, shared helpers and the settings reader: layers flattened into
 // dotted paths with provenance, then read into typed AppSpec fields with located errors.
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -8,6 +10,7 @@
 #include "model/loader.h"
 
 namespace berth::model::loader {
+namespace fs = std::filesystem;
 
 // ---- schema -------------------------------------------------------------------------------
 
@@ -145,12 +148,18 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
     if (!m || !expect_map(ctx, m, where + "." + free_map)) continue;
     for (const auto& [k, v] : entries(ctx, m)) {
       if (v.IsScalar()) continue;
-      if (std::string(free_map) == "env" && v.IsMap()) {  // {secret: true, value: ...}
-        check_keys(ctx, v, {"secret", "value"}, fmt::format("{}.env.{}", where, k.Scalar()));
-        const YAML::Node sec = v["secret"], val = v["value"];
+      if (std::string(free_map) == "env" && v.IsMap()) {  // {secret: true, value: ...} or {secret: true, file: ...}
+        check_keys(ctx, v, {"secret", "value", "file"}, fmt::format("{}.env.{}", where, k.Scalar()));
+        const YAML::Node sec = v["secret"], val = v["value"], file = v["file"];
         if (sec && !(sec.IsScalar() && (sec.Scalar() == "true" || sec.Scalar() == "false")))
           ctx.error(sec, fmt::format("{}.env.{}.secret must be true or false", where, k.Scalar()));
-        if (!val || !val.IsScalar())
+        if (file && val)
+          ctx.error(file, fmt::format("{}.env.{}: value or file, not both", where, k.Scalar()));
+        else if (file && (!file.IsScalar() || file.Scalar().empty()))
+          ctx.error(file, fmt::format("{}.env.{}.file must be a path (absolute, or relative to this file)", where, k.Scalar()));
+        else if (file && !(sec && sec.IsScalar() && sec.Scalar() == "true"))
+          ctx.error(file, fmt::format("{}.env.{}: a value read from a file is a secret: add secret: true", where, k.Scalar()));
+        else if (!file && (!val || !val.IsScalar()))
           ctx.error(val ? val : v, fmt::format("{}.env.{}.value must be a single value", where, k.Scalar()));
         continue;
       }
@@ -168,6 +177,35 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
     for (const auto& item : w) ok = ok && item.IsScalar();
     if (!ok) ctx.error(w, fmt::format("{}.{} must be a string or a list of strings", where, words));
   }
+}
+
+// A secret kept out of the documents: `{secret: true, file: PATH}` (PATH relative to the fleet
+// document), read whenever the catalog is resolved — at most 64 KiB, one trailing newline
+// dropped. The error names the place and the path, never the content.
+std::string read_secret_file(Ctx& ctx, const YAML::Node& file, const std::string& setting) {
+  if (!file || !file.IsScalar()) return "";
+  fs::path p = file.Scalar();
+  if (p.is_relative()) p = fs::path(ctx.base_dir) / p;
+  constexpr std::size_t kMax = 64 << 10;
+  std::ifstream in(p, std::ios::binary);
+  if (!in) {
+    ctx.error(file, fmt::format("{}: cannot read the secrets file {}", setting, p.string()));
+    return "";
+  }
+  std::string text(kMax + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) {
+    ctx.error(file, fmt::format("{}: cannot read the secrets file {}", setting, p.string()));
+    return "";
+  }
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMax) {
+    ctx.error(file, fmt::format("{}: the secrets file {} is larger than 64 KiB", setting, p.string()));
+    return "";
+  }
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  return text;
 }
 
 // ---- layering -----------------------------------------------------------------------------
@@ -188,7 +226,9 @@ void flatten(const YAML::Node& layer, const std::string& name, Flat& out) {
         const YAML::Node value = jt->second;
         // Once secret, a value stays secret in the layers above, whatever they write.
         const bool was_secret = out.count(path) && out.at(path).secret;
-        if (key == "env" && value.IsMap())
+        if (key == "env" && value.IsMap() && value["file"] && !value["value"])
+          out[path] = Leaf{value, name, true};  // {secret: true, file: ...}: read when the app is resolved
+        else if (key == "env" && value.IsMap())
           out[path] = Leaf{value["value"] ? value["value"] : YAML::Node(YAML::NodeType::Null), name,
                            was_secret || (value["secret"] && value["secret"].IsScalar() &&
                                           value["secret"].Scalar() == "true")};
@@ -442,6 +482,12 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
 
   for (const auto& [path, leaf] : flat) {
     if (path.rfind("env.", 0) != 0) continue;
+    if (leaf.node.IsMap()) {
+      spec.env[path.substr(4)] = read_secret_file(ctx, leaf.node["file"], path);
+      spec.secrets.insert(path.substr(4));
+      r.record(path, spec.env[path.substr(4)]);
+      continue;
+    }
     spec.env[path.substr(4)] = r.str(path, "");
     if (leaf.secret) spec.secrets.insert(path.substr(4));
   }

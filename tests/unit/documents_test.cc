@@ -1,6 +1,11 @@
 // Environment documents: parsing them with the fleet document (errors located in the document),
 // what a member may set, editing one key, and the control loop's versioned writes, fleet plans
 // and lifetimes — on the simulated runtime, a ManualClock and an in-memory SQLite store.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -342,4 +347,45 @@ TEST_F(DocumentLoopTest, ATtlCountsFromTheLastChange) {
   auto both = put("dev-anna", "base: baseline\nttl: 2h\nexpires: 2030-01-01T00:00:00Z\n", 2);
   ASSERT_FALSE(both.ok());
   EXPECT_THAT(both.error().message, HasSubstr("ttl or expires, not both"));
+}
+
+std::string replaced_text(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+// A secret kept out of every document: {secret: true, file: PATH}, read by the daemon when the
+// catalog is resolved; the fleet's maintainers' only.
+TEST(Secrets, ReadFromAFileBesideTheFleetDocument) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(testing::TempDir()) / ("berth-secrets-" + std::to_string(::getpid()));
+  fs::create_directories(dir / "secrets");
+  std::ofstream(dir / "secrets" / "db") << "s3cr3t\n";
+  const std::string fleet = "network: {pool: 10.29.0.0/24}\ndefaults: {command: svc}\napps:\n  orders:\n    env:\n"
+                            "      DB_PASSWORD: {secret: true, file: secrets/db}\nenvironments:\n  dev: {}\n";
+  auto c = model::Catalog::parse(fleet, "berth.yaml", dir.string());
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* orders = c->find("dev")->find("orders");
+  EXPECT_EQ(orders->env.at("DB_PASSWORD"), "s3cr3t");
+  EXPECT_TRUE(orders->secrets.count("DB_PASSWORD"));
+  // The stored text holds the path only; masking leaves it as it is.
+  EXPECT_EQ(model::mask_secrets(fleet).find("s3cr3t"), std::string::npos);
+  EXPECT_NE(model::mask_secrets(fleet).find("secrets/db"), std::string::npos);
+  // A missing file is located; a file and a value at once, or a file without secret: true, refused.
+  auto missing = model::Catalog::parse(replaced_text(fleet, "secrets/db", "secrets/nope"), "berth.yaml", dir.string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.error().message, HasSubstr("berth.yaml:6:"));
+  EXPECT_THAT(missing.error().message, HasSubstr("cannot read the secrets file"));
+  EXPECT_FALSE(model::Catalog::parse(replaced_text(fleet, "file: secrets/db", "file: secrets/db, value: x"), "berth.yaml",
+                                     dir.string()).ok());
+  auto not_secret = model::Catalog::parse(replaced_text(fleet, "secret: true, ", ""), "berth.yaml", dir.string());
+  ASSERT_FALSE(not_secret.ok());
+  EXPECT_THAT(not_secret.error().message, HasSubstr("add secret: true"));
+  // Never a member's: the daemon would read any path for them.
+  auto member = model::check_member_document(
+      doc("d", "base: dev\napps:\n  orders:\n    env:\n      X: {secret: true, file: /etc/shadow}\n"), {});
+  ASSERT_FALSE(member.ok());
+  EXPECT_THAT(member.error().message, HasSubstr("secrets read from files"));
+  fs::remove_all(dir);
 }
