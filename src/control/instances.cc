@@ -393,6 +393,11 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
     inst->phase = Phase::kCompleted;
     inst->crashes = 0;
     inst->message = fmt::format("completed in {}", format_duration(d_.clock->monotonic_ms() - inst->started_mono));
+    // Remembered across daemon restarts: a completed job is not run again until its settings
+    // change, berth restart, or the next up.
+    if (auto put = d_.store->put_instance({key, "", kCompletedRef, inst->fingerprint, inst->restarts, d_.clock->wall_ms()});
+        !put.ok())
+      emit(key.env, "error", key.app, key.ordinal, inst->ip, put.error().message);
     emit(key.env, "completed", key.app, key.ordinal, inst->ip, inst->message);
     schedule_reconcile();
     return;

@@ -60,6 +60,13 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) inst.build_id = r.fingerprint.substr(colon + 1);
     inst.restarts = r.restarts;
     inst.started_before = true;
+    if (r.runtime.empty() && r.ref == kCompletedRef) {
+      // A job that had completed: nothing runs; it stays done while its settings do not change.
+      inst.ref.clear();
+      inst.phase = Phase::kCompleted;
+      inst.message = "completed before the daemon restarted";
+      continue;
+    }
     inst.phase = Phase::kRecovering;
     if (!loop->runtime_named(r.runtime)) {
       // Kept as recorded (it may still run): never a second instance for this ordinal.
@@ -163,7 +170,7 @@ Status ControlLoop::down(const std::string& env, bool force) {
     if (auto e = envs_.find(env); e != envs_.end())
       for (auto& [name, app] : e->second.apps)
         for (auto& [o, inst] : app.instances)
-          if (inst.phase == Phase::kCompleted) inst.phase = Phase::kStopped;
+          if (inst.phase == Phase::kCompleted) forget_completion(inst);
   }
   schedule_reconcile();
   return {};
@@ -215,6 +222,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
         } else if (inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed || inst.phase == Phase::kCompleted) {
           if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
           inst.backoff_timer = 0;
+          if (inst.phase == Phase::kCompleted) forget_completion(inst);
           inst.phase = Phase::kStopped;
         }
       }
@@ -282,6 +290,7 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
       }
       cancel_timers(inst);
       dns_dirty_.insert(name);
+      if (inst.phase == Phase::kCompleted) forget_completion(inst);
       if (auto st = ipam_.release(inst.key); !st.ok())
         emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
       it = instances.erase(it);
@@ -442,7 +451,7 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
     inst.ip = ip_text;
     if (inst.phase == Phase::kCompleted) {
       if (inst.fingerprint == fingerprint || !build_ready) continue;  // done, with these settings
-      inst.phase = Phase::kStopped;  // its settings changed: it runs again
+      forget_completion(inst);  // its settings changed: it runs again
       inst.message.clear();
     }
     if (inst.phase == Phase::kStopping || inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) continue;
@@ -469,6 +478,12 @@ ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::strin
   if (e == envs_.end()) return nullptr;
   auto a = e->second.apps.find(app);
   return a == e->second.apps.end() ? nullptr : &a->second;
+}
+
+void ControlLoop::forget_completion(Instance& inst) {
+  inst.phase = Phase::kStopped;
+  if (auto st = d_.store->erase_instance(inst.key); !st.ok())
+    emit(inst.key.env, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
 }
 
 Result<std::optional<Identity>> ControlLoop::identity_for(const std::string& env, const model::AppSpec& spec) {

@@ -345,6 +345,10 @@ class ControlLoop : private runtime::Listener {
   // Who an app's process instances run as: `user:` of the app (root: the daemon's user), else
   // the environment's own uid (given out, and stored, the first time); nullopt: the daemon's user.
   Result<std::optional<Identity>> identity_for(const std::string& env, const model::AppSpec& spec);
+  // A completed job runs again: its completion (stored as a record of kCompletedRef) is forgotten.
+  void forget_completion(Instance& inst);
+  // What the instances table holds, runtime "", for a job that completed.
+  static constexpr const char* kCompletedRef = "completed";
   // The environment is gone: its uid may go to another (kept while a copy of its data is here).
   void release_uid(const std::string& env);
   App* find_app(const std::string& env, const std::string& app);

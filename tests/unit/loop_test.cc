@@ -348,8 +348,16 @@ environments:
   exec_.advance(1000);
   EXPECT_TRUE(loop_->status("dev")->ready);
   EXPECT_THAT(event_types("seed"), testing::Contains("completed"));
-  // berth restart runs it again; so does a change of its settings.
   const auto launches = [&] { return std::count(rt_.launched().begin(), rt_.launched().end(), "seed#0"); };
+  // A restarted daemon remembers it completed: it is not run again.
+  const auto once = launches();
+  loop_.reset();
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+  exec_.advance(300);
+  EXPECT_EQ(app("seed").state, "completed");
+  EXPECT_EQ(launches(), once);
+  EXPECT_TRUE(loop_->status("dev")->ready);
+  // berth restart runs it again; so does a change of its settings.
   const auto before = launches();
   ASSERT_TRUE(loop_->restart("dev", "seed", "anna").ok());
   exec_.advance(100);
