@@ -40,15 +40,22 @@ Result<std::pair<std::string, unsigned short>> parse_listen(const std::string& t
 namespace {
 
 // One connection: plain TCP (Stream = beast::tcp_stream) or TLS (beast::ssl_stream of one).
+constexpr std::uint64_t kMaxBody = 8 * 1024 * 1024;
+constexpr std::uint32_t kMaxHeader = 64 * 1024;
+constexpr auto kIdle = std::chrono::seconds(60);
+constexpr std::size_t kMaxConnections = 512;  // beyond this, new connections are closed at once
+
 template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
   using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
 
  public:
-  Session(tcp::socket socket, Api& api) requires(!kTls) : stream_(std::move(socket)), api_(api) {}
-  Session(tcp::socket socket, asio::ssl::context& tls, Api& api) requires(kTls)
-      : stream_(std::move(socket), tls), api_(api) {}
+  Session(tcp::socket socket, Api& api, std::shared_ptr<std::size_t> live) requires(!kTls)
+      : stream_(std::move(socket)), api_(api), live_(std::move(live)) { ++*live_; }
+  Session(tcp::socket socket, asio::ssl::context& tls, Api& api, std::shared_ptr<std::size_t> live) requires(kTls)
+      : stream_(std::move(socket), tls), api_(api), live_(std::move(live)) { ++*live_; }
+  ~Session() { --*live_; }
   void run() {
     if constexpr (kTls) {
       // The handshake is an untrusted peer's input too: bounded in time.
@@ -66,10 +73,36 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
  private:
   void read() {
     parser_.emplace();
-    parser_->body_limit(8 * 1024 * 1024);
+    parser_->body_limit(kMaxBody);
+    parser_->header_limit(kMaxHeader);
+    // A connection that sends nothing (or too slowly) is closed: idle clients must not hold
+    // the daemon's descriptors. The handler's time does not count.
+    beast::get_lowest_layer(stream_).expires_after(kIdle);
     http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-      if (ec) return self->close();
+      if (ec) return self->refuse(ec);
+      beast::get_lowest_layer(self->stream_).expires_never();
       self->serve();
+    });
+  }
+
+  // A request that could not be read: say why when it was the request's fault, then close.
+  void refuse(const beast::error_code& ec) {
+    int status = 0;
+    std::string why;
+    if (ec == http::error::body_limit) status = 413, why = fmt::format("request body larger than {} bytes", kMaxBody);
+    else if (ec == http::error::header_limit) status = 431, why = fmt::format("request headers larger than {} bytes", kMaxHeader);
+    else if (ec.category() == beast::error_code(http::error::bad_method).category() && ec != http::error::end_of_stream &&
+             ec != http::error::partial_message)
+      status = 400, why = "malformed HTTP request: " + ec.message();
+    if (!status) return close();
+    const std::string body = nlohmann::json{{"error", why}, {"code", status == 400 ? "invalid" : "too_large"}}.dump();
+    auto text = std::make_shared<std::string>(fmt::format(
+        "HTTP/1.1 {} {}\r\nServer: berth\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        status, status == 413 ? "Payload Too Large" : status == 431 ? "Request Header Fields Too Large" : "Bad Request",
+        body.size(), body));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    asio::async_write(stream_, asio::buffer(*text), [self = shared_from_this(), text](beast::error_code, std::size_t) {
+      self->close();
     });
   }
 
@@ -179,23 +212,38 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   asio::steady_timer timer_{stream_.get_executor()};
   std::optional<http::request_parser<http::string_body>> parser_;
   Api& api_;
+  std::shared_ptr<std::size_t> live_;  // sessions alive (the server's count)
 };
 
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(asio::io_context& io, Api& a) : acceptor(io), api(a) {}
+  Impl(asio::io_context& io, Api& a) : acceptor(io), retry(io), api(a) {}
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (tls) std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket), *tls, api)->run();
-        else std::make_shared<Session<beast::tcp_stream>>(std::move(socket), api)->run();
+      if (ec) {
+        // Out of descriptors (or another accept error): wait a little instead of spinning.
+        retry.expires_after(std::chrono::milliseconds(100));
+        retry.async_wait([this](beast::error_code wec) {
+          if (!wec) accept();
+        });
+        return;
+      }
+      if (*live >= kMaxConnections) {
+        beast::error_code ignored;
+        socket.close(ignored);  // at the cap: the next connection waits for one to end
+      } else if (tls) {
+        std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket), *tls, api, live)->run();
+      } else {
+        std::make_shared<Session<beast::tcp_stream>>(std::move(socket), api, live)->run();
       }
       accept();
     });
   }
   tcp::acceptor acceptor;
+  asio::steady_timer retry;
+  std::shared_ptr<std::size_t> live = std::make_shared<std::size_t>(0);
   Api& api;
   std::optional<asio::ssl::context> tls;
 };

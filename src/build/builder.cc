@@ -135,7 +135,7 @@ void Builder::resolve(const std::string& repo, const std::string& ref, std::func
                           shell_quote("refs/tags/" + ref));
   o.env = base_environment();
   o.env["GIT_TERMINAL_PROMPT"] = "0";
-  std::string out_path = (fs::path(dir_) / "builds" / fmt::format("resolve-{}.out", clock_.monotonic_ms())).string();
+  std::string out_path = (fs::path(dir_) / "builds" / fmt::format("resolve-{}-{}.out", ::getpid(), ++resolves_)).string();
   o.log_path = out_path;
   o.die_with_parent = true;
   auto s = spawn(o);

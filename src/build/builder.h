@@ -104,6 +104,7 @@ class Builder {
  private:
   struct Job;
   std::optional<Identity> identity_;
+  std::uint64_t resolves_ = 0;  // names each resolve's output file: two may run in one millisecond
   void pump();
   void run(Build& b);
   Status seal_artifact(const std::filesystem::path& dir) const;

@@ -465,7 +465,9 @@ void ControlLoop::run_probe(const ipam::LeaseKey& key) {
     inst->probe_exec = rt->exec(inst->ref, req, [this, key](Result<runtime::ExecResult> r) {
       health::ProbeResult pr;
       if (!r.ok()) {
-        pr.detail = "exec → " + r.error().message;
+        // The runtime could not run the check (the instance's exit, if that is why, comes apart).
+        pr.detail = "berth could not run the check: " + r.error().message;
+        pr.inconclusive = true;
       } else if (r->timed_out) {
         pr.detail = fmt::format("exec → timed out after {}", format_duration(spec_of(key) ? spec_of(key)->health.timeout_ms : 0));
       } else {
@@ -501,6 +503,15 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   inst->probe.reset();
   inst->probe_exec.reset();
   inst->last_probe = r.detail;
+  if (r.inconclusive) {
+    // The daemon's own trouble is never the instance's health failure: said once, then it
+    // probes again as scheduled.
+    if (!inst->probe_trouble) emit(key.env, "probe-error", key.app, key.ordinal, inst->ip, r.detail);
+    inst->probe_trouble = true;
+    inst->tracker->skip(d_.clock->monotonic_ms());
+    return schedule_probe(*inst);
+  }
+  inst->probe_trouble = false;
   auto change = inst->tracker->record(r.ok, d_.clock->monotonic_ms());
   if (change == health::Tracker::Change::kBecameReady) {
     mark_ready(*inst, r.detail);

@@ -280,6 +280,7 @@ class ControlLoop : private runtime::Listener {
     std::string build_id;     // the build the running process runs
     std::string message;
     std::string last_probe;
+    bool probe_trouble = false;  // the last probe was inconclusive (the daemon's own error), announced
     // Something of it exists in its runtime (or may: a launch in flight).
     bool exists() const { return launch != 0 || !ref.empty(); }
   };

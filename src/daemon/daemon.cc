@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,20 @@ int run(const Options& o) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  // Every process instance holds a pidfd, every probe a socket for a moment, every API client a
+  // connection: the common soft limit of 1,024 descriptors is reached near 1,000 instances.
+  {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+      lim.rlim_cur = lim.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0)
+      fmt::print(stderr, "berth serve: open files limit {} (about {} process instances: 2 descriptors each, 512 API "
+                         "connections and probes kept apart)\n",
+                 static_cast<unsigned long long>(lim.rlim_cur),
+                 lim.rlim_cur > 1024 ? static_cast<unsigned long long>((lim.rlim_cur - 1024) / 2) : 0ull);
+  }
 
   auto store = store::SqliteStore::open((fs::path(data_dir) / "state.db").string());
   if (!store.ok()) {

@@ -29,15 +29,17 @@ struct Probe : std::enable_shared_from_this<Probe> {
   std::function<void(ProbeResult)> done;
   std::string what;  // "GET /healthcheck", "TCP 127.77.0.3:8080", "exec"
 
-  void finish(bool ok, const std::string& detail) {
+  void finish(bool ok, const std::string& detail, bool inconclusive = false) {
     if (!done) return;
     auto cb = std::move(done);
     done = nullptr;
     boost::system::error_code ignored;
     timer.cancel();
     socket.close(ignored);
-    cb({ok, detail});
+    cb({ok, detail, inconclusive});
   }
+  // A failure of the daemon's own, not of the instance: no socket could be made.
+  void finish_error(const boost::system::error_code& e);
   void cancel() {
     done = nullptr;
     boost::system::error_code ignored;
@@ -61,6 +63,16 @@ std::string describe(const boost::system::error_code& ec) {
   return ec.message();
 }
 
+bool daemon_side(const boost::system::error_code& e) {
+  return e == asio::error::no_descriptors || e == asio::error::no_buffer_space || e == asio::error::no_memory ||
+         e == boost::system::errc::too_many_files_open_in_system;
+}
+
+void Probe::finish_error(const boost::system::error_code& e) {
+  if (daemon_side(e)) return finish(false, fmt::format("berth could not probe: {}", e.message()), true);
+  finish(false, fmt::format("{} → {}", what, describe(e)));
+}
+
 void start_http(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
   p->what = fmt::format("GET {}", t.spec.path);
   p->request = fmt::format("GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n",
@@ -70,7 +82,7 @@ void start_http(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
   if (ec) return p->finish(false, fmt::format("{} → bad address {}", p->what, t.ip));
   auto expect = t.spec.expect;
   p->socket.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(t.port)), [p, expect](const boost::system::error_code& e) {
-    if (e) return p->finish(false, fmt::format("{} → {}", p->what, describe(e)));
+    if (e) return p->finish_error(e);
     asio::async_write(p->socket, asio::buffer(p->request), [p, expect](const boost::system::error_code& we, std::size_t) {
       if (we) return p->finish(false, fmt::format("{} → {}", p->what, describe(we)));
       asio::async_read_until(p->socket, p->buffer, "\r\n", [p, expect](const boost::system::error_code& re, std::size_t n) {
@@ -96,7 +108,7 @@ void start_tcp(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
   auto addr = asio::ip::make_address(t.ip, ec);
   if (ec) return p->finish(false, fmt::format("{} → bad address", p->what));
   p->socket.async_connect(tcp::endpoint(addr, static_cast<unsigned short>(t.port)), [p](const boost::system::error_code& e) {
-    if (e) return p->finish(false, fmt::format("{} → {}", p->what, describe(e)));
+    if (e) return p->finish_error(e);
     p->finish(true, fmt::format("{} → connected", p->what));
   });
 }

@@ -29,6 +29,9 @@ struct ProbeTarget {
 struct ProbeResult {
   bool ok = false;
   std::string detail;
+  // The daemon could not probe at all (its own descriptors or memory ran out): says nothing
+  // about the instance, so it counts neither way.
+  bool inconclusive = false;
 };
 
 // Cancels the probe when destroyed; the callback then never runs.

@@ -23,6 +23,9 @@ class Tracker {
 
   // Record a probe result at `now`.
   Change record(bool ok, Millis now);
+  // A probe at `now` that told nothing (the daemon could not probe): no result is recorded,
+  // the next probe is one interval later as after any other.
+  void skip(Millis now) { next_probe_ = now + (phase_ == Phase::kReady ? spec_.interval_ms : spec_.start_interval_ms); }
   // When the next probe is due.
   Millis next_probe_at() const { return next_probe_; }
 

@@ -384,3 +384,82 @@ environments:
   EXPECT_THAT(audit.out, HasSubstr("env.expire"));
   EXPECT_THAT(audit.out, HasSubstr("env.delete"));
 }
+
+namespace {
+// Bytes as they are, then whatever comes back until the daemon closes (at most 5 s).
+std::string send_raw(const std::string& addr, const std::string& bytes) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket s(io);
+  auto colon = addr.rfind(':');
+  s.connect({boost::asio::ip::make_address(addr.substr(0, colon)),
+             static_cast<unsigned short>(std::stoi(addr.substr(colon + 1)))});
+  boost::system::error_code ec;
+  boost::asio::write(s, boost::asio::buffer(bytes), ec);
+  std::string out;
+  std::array<char, 4096> buf{};
+  timeval tv{5, 0};
+  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (;;) {
+    std::size_t n = s.read_some(boost::asio::buffer(buf), ec);
+    if (ec || n == 0) break;
+    out.append(buf.data(), n);
+  }
+  return out;
+}
+}  // namespace
+
+// Hostile or broken clients: a clear status for what cannot be read, and idle connections
+// beyond the cap never starve the daemon of descriptors (its probes keep passing).
+TEST(Team, MalformedAndIdleClientsGetAnswersAndCannotStarveTheDaemon) {
+  Daemon d("team-http");
+  EXPECT_THAT(send_raw(d.address(), "GARBAGE\r\n\r\n"), HasSubstr("HTTP/1.1 400 Bad Request"));
+  EXPECT_THAT(send_raw(d.address(), "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(70'000, 'a') + "\r\n\r\n"),
+              HasSubstr("HTTP/1.1 431"));
+  EXPECT_THAT(send_raw(d.address(), "POST /v1/catalog HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\nabc"),
+              HasSubstr("HTTP/1.1 413"));
+  const std::string fleet = R"(network: {pool: 127.119.0.0/24}
+defaults:
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, path: /healthcheck, start_interval: 20ms, interval: 100ms, failure_threshold: 1}
+apps:
+  users: {}
+environments:
+  baseline: {}
+)";
+  ASSERT_EQ(d.apply(fleet).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "baseline", "--timeout", "20s"}).exit_code, 0);
+  const json up = d.status("baseline");
+  const int restarts_before = up["apps"][0]["instances"][0]["restarts"].get<int>();
+  const int pid_before = up["apps"][0]["instances"][0]["pid"].get<int>();
+  // 600 clients that connect and say nothing.
+  boost::asio::io_context io;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> idle;
+  auto colon = d.address().rfind(':');
+  const boost::asio::ip::tcp::endpoint ep(boost::asio::ip::make_address(d.address().substr(0, colon)),
+                                          static_cast<unsigned short>(std::stoi(d.address().substr(colon + 1))));
+  for (int i = 0; i < 600; ++i) {
+    auto s = std::make_unique<boost::asio::ip::tcp::socket>(io);
+    boost::system::error_code ec;
+    s->connect(ep, ec);
+    if (!ec) idle.push_back(std::move(s));
+  }
+  EXPECT_GE(idle.size(), 512u);
+  // At the cap, one more connection is closed unanswered instead of taking a descriptor.
+  EXPECT_EQ(send_raw(d.address(), "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"), "");
+  // While they hold their connections the instance crashes: berth still starts its
+  // replacement (the daemon has descriptors left for that).
+  ::kill(pid_before, SIGKILL);
+  EXPECT_TRUE(wait_until([&] {
+    for (const auto& p : d.processes())
+      if (p.app == "users" && p.pid != pid_before) return true;
+    return false;
+  }));
+  idle.clear();
+  EXPECT_TRUE(wait_until([&] { return d.api().get("/v1/environments").ok(); }));
+  EXPECT_TRUE(wait_until([&] { return d.status("baseline")["apps"][0]["instances"][0]["state"] == "ready"; }));
+  const json s = d.status("baseline");
+  EXPECT_EQ(s["apps"][0]["instances"][0]["restarts"].get<int>(), restarts_before + 1);  // the kill, nothing else
+  const json events = d.events("baseline");
+  for (const auto& e : events) EXPECT_NE(e["type"], "unhealthy") << e.dump();
+}

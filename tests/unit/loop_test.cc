@@ -583,3 +583,23 @@ TEST_F(LoopTest, ANamedUserIsLookedUpAndAMissingOneSaysSo) {
   ASSERT_TRUE(w.has_value());
   EXPECT_EQ(*w, (Identity{4321, 99}));
 }
+
+// The daemon running out of descriptors (every probe fails to even open a socket) says nothing
+// about its instances: none becomes unhealthy or is restarted; one event says what happened.
+TEST_F(LoopTest, TheDaemonsOwnProbeErrorsAreNeverAnInstancesFailure) {
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_TRUE(loop_->status("dev")->ready);
+  const auto launches = rt_.launched().size();
+  prober_.daemon_out_of_descriptors = true;
+  exec_.advance(30'000);  // many intervals, far beyond failure_threshold
+  EXPECT_EQ(app("api").state, "ready");
+  EXPECT_EQ(rt_.launched().size(), launches);
+  auto types = event_types("api");
+  EXPECT_EQ(std::count(types.begin(), types.end(), "probe-error"), 1);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "unhealthy"), 0);
+  prober_.daemon_out_of_descriptors = false;
+  exec_.advance(2'000);
+  EXPECT_TRUE(loop_->status("dev")->ready);
+}
