@@ -103,6 +103,12 @@ Status chown_tree(const std::string& path, Identity who) {
   return {};
 }
 
+Status open_to_group(const std::string& path, std::uint32_t gid, unsigned mode) {
+  if (::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0 || ::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0)
+    return unavailable(fmt::format("cannot open {} to group {}: {}", path, gid, std::strerror(errno)));
+  return {};
+}
+
 std::optional<Identity> process_identity(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));
   if (!in) return std::nullopt;

@@ -50,6 +50,10 @@ Result<Identity> lookup_user(const std::string& spec);
 // file systems' mount points below it) to `who`. Errors name the first path that failed.
 Status chown_tree(const std::string& path, Identity who);
 
+// Let `gid` into the directory `path` (the daemon's, owner unchanged) with exactly `mode` (0710:
+// enter, not list). Errors name the path.
+Status open_to_group(const std::string& path, std::uint32_t gid, unsigned mode);
+
 // The real uid and gid of a running process (/proc/<pid>/status), nullopt when it is gone.
 std::optional<Identity> process_identity(pid_t pid);
 

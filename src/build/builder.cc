@@ -261,8 +261,7 @@ void Builder::run(Build& b) {
     fs::create_directories(home, ec);
     Status st = write_file_atomically((home / ".gitconfig").string(), "[safe]\n\tdirectory = *\n");
     for (const fs::path& p : {fs::path(dir_) / "builds", work.parent_path()})
-      if (st.ok() && (::chown(p.c_str(), static_cast<uid_t>(-1), identity_->gid) != 0 || ::chmod(p.c_str(), 0710) != 0))
-        st = unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), identity_->gid, std::strerror(errno)));
+      if (st.ok()) st = open_to_group(p.string(), identity_->gid, 0710);
     if (st.ok()) st = chown_tree(work.string(), *identity_);
     if (!st.ok()) {
       --running_;
@@ -341,9 +340,7 @@ Status Builder::seal_artifact(const fs::path& dir) const {
   // The daemon's from now on: instances (the group) read and run it; no build can change it.
   const Identity daemon{static_cast<std::uint32_t>(::geteuid()), identity_->gid};
   BERTH_TRY(chown_tree(dir.string(), daemon));
-  for (const fs::path& p : {fs::path(dir_) / "artifacts", dir})
-    if (::chown(p.c_str(), static_cast<uid_t>(-1), identity_->gid) != 0 || ::chmod(p.c_str(), 0750) != 0)
-      return unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), identity_->gid, std::strerror(errno)));
+  for (const fs::path& p : {fs::path(dir_) / "artifacts", dir}) BERTH_TRY(open_to_group(p.string(), identity_->gid, 0750));
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     struct stat st {};

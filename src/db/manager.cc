@@ -166,10 +166,8 @@ Status Manager::save_copy(const Copy& c) const {
 Status Manager::give_to(const Copy& c, Identity owner) const {
   // The way in: the directories above are the daemon's, entered (not listed) by the instances'
   // group; copy.json beside data/ stays the daemon's alone.
-  for (const fs::path& p : {fs::path(dir_), fs::path(dir_) / "copies", fs::path(c.dir).parent_path(), fs::path(c.dir)}) {
-    if (::chown(p.c_str(), static_cast<uid_t>(-1), owner.gid) != 0 || ::chmod(p.c_str(), 0710) != 0)
-      return unavailable(fmt::format("cannot open {} to group {}: {}", p.string(), owner.gid, std::strerror(errno)));
-  }
+  for (const fs::path& p : {fs::path(dir_), fs::path(dir_) / "copies", fs::path(c.dir).parent_path(), fs::path(c.dir)})
+    BERTH_TRY(open_to_group(p.string(), owner.gid, 0710));
   BERTH_TRY(chown_tree(c.datadir, owner));
   return chown_tree(c.rundir, owner);
 }
