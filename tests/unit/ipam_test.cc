@@ -172,3 +172,23 @@ TEST(IpamConcurrency, TwoAllocatorsOnOneDatabaseNeverShareAnAddress) {
   EXPECT_GT(total, 100u);  // both made progress
   std::filesystem::remove_all(dir);
 }
+
+// Filling a pool starts each search where the last one ended, but the answer is still the
+// lowest free address: one freed or whose reservation expired below the others is found again.
+TEST_F(IpamTest, LowestFreeAddressAfterReleasesAndExpiries) {
+  auto ipam = Ipam::create(net("10.2.0.0/20", {}, 1'000), *db, clock);
+  ASSERT_TRUE(ipam.ok());
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(ipam->assign({"e", "a", i}).ok());
+  const auto tenth = *ipam->lookup({"e", "a", 10});
+  const auto twentieth = *ipam->lookup({"e", "a", 20});
+  ASSERT_TRUE(ipam->release({"e", "a", 10}).ok());  // reserved for a while: not handed out
+  const auto next = *ipam->assign({"other", "a", 0});
+  EXPECT_GT(next, *ipam->lookup({"e", "a", 999}));
+  ASSERT_TRUE(ipam->forget({"e", "a", 20}).ok());  // gone at once: the lowest free now
+  EXPECT_EQ(*ipam->assign({"other", "a", 1}), twentieth);
+  clock.advance(1'001);  // the reservation expired: its address is the lowest free again
+  EXPECT_EQ(*ipam->assign({"other", "a", 2}), tenth);
+  EXPECT_EQ(*ipam->assign({"other", "a", 3}), next + 1);
+  // Sticky as ever: the released key comes back to a new address only if its own was taken.
+  EXPECT_NE(*ipam->assign({"e", "a", 10}), tenth);
+}

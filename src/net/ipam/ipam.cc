@@ -1,5 +1,6 @@
 #include "net/ipam/ipam.h"
 
+#include <algorithm>
 #include <fmt/format.h>
 
 namespace berth::ipam {
@@ -27,6 +28,7 @@ Status Ipam::drop(const LeaseKey& key) {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return {};
   BERTH_TRY(store_->erase_lease(key));
+  hint_ = std::min<std::uint64_t>(hint_, it->second.ip);
   by_ip_.erase(it->second.ip);
   by_key_.erase(it);
   return {};
@@ -46,15 +48,29 @@ Result<Ipv4> Ipam::assign(const LeaseKey& key) {
     BERTH_TRY(drop(key));  // the pool changed under it
   }
   const auto& pool = network_.pool;
-  for (std::uint64_t ip = pool.first; ip <= pool.last; ++ip) {
+  bool solid = true;  // everything from hint_ to here is unusable or assigned
+  for (std::uint64_t ip = std::max<std::uint64_t>(pool.first, hint_); ip <= pool.last; ++ip) {
     auto candidate = static_cast<Ipv4>(ip);
-    if (!network_.usable(candidate)) continue;
+    auto passed = [&](bool for_good) {
+      solid = solid && for_good;
+      if (solid) hint_ = ip + 1;
+    };
+    if (!network_.usable(candidate)) {
+      passed(true);
+      continue;
+    }
     if (auto held = by_ip_.find(candidate); held != by_ip_.end()) {
       const Lease& other = by_key_.at(held->second);
-      if (!expired(other)) continue;
+      if (!expired(other)) {
+        passed(!other.reserved());  // a reservation may expire: the search must come back to it
+        continue;
+      }
       BERTH_TRY(drop(other.key));
     }
-    if (taken_elsewhere_.count(candidate)) continue;
+    if (taken_elsewhere_.count(candidate)) {
+      passed(false);
+      continue;
+    }
     Lease lease{key, candidate, 0};
     if (auto st = store_->put_lease(lease); !st.ok()) {
       // Someone else sharing the store holds it: never ours; try the next address.
@@ -66,6 +82,7 @@ Result<Ipv4> Ipam::assign(const LeaseKey& key) {
     }
     by_key_[key] = lease;
     by_ip_[candidate] = key;
+    passed(true);
     return candidate;
   }
   return unavailable(fmt::format("address pool {} is exhausted: {} usable addresses, all leased or reserved; "
@@ -81,6 +98,7 @@ Status Ipam::release(const LeaseKey& key) {
   lease.released_at = clock_->wall_ms();
   BERTH_TRY(store_->put_lease(lease));
   it->second = lease;
+  hint_ = std::min<std::uint64_t>(hint_, lease.ip);
   return {};
 }
 
