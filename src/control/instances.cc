@@ -410,9 +410,11 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
     schedule_reconcile();
     return;
   }
-  // A crash after a stable run restarts at once; crash loops back off exponentially.
-  if (was_ready && d_.clock->monotonic_ms() - inst->ready_mono >= kStableAfterMs) inst->crashes = 0;
-  Millis delay = back_off(*inst, spec->restart, was_ready && inst->crashes == 0);
+  // A crash after a stable run (ready for kStableAfterMs) restarts at once; any other crash, the
+  // first one included, backs off exponentially from restart.backoff.
+  const bool stable = was_ready && d_.clock->monotonic_ms() - inst->ready_mono >= kStableAfterMs;
+  if (stable) inst->crashes = 0;
+  Millis delay = back_off(*inst, spec->restart, stable);
   inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
   emit(key.env, "restarting", key.app, key.ordinal, inst->ip, fmt::format("in {} (attempt {})", format_duration(delay), inst->crashes));
   schedule_reconcile();

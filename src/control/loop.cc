@@ -78,6 +78,15 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     inst.message = "recovering after a daemon restart";
     by_runtime[r.runtime].push_back({{r.key.env, r.key.app, r.key.ordinal}, r.ref});
   }
+  // A lease assigned to no recorded instance was written for a launch the previous daemon died
+  // before recording: its gated child never ran (or its container was never started and is
+  // removed by recover). Release it, so it stays sticky as a reservation but does not hold the
+  // address for good when the environment is down or scaled down by now.
+  for (const auto& lease : loop->ipam_.leases()) {
+    if (lease.reserved() || loop->find(lease.key)) continue;
+    if (auto st = loop->ipam_.release(lease.key); !st.ok())
+      loop->emit(lease.key.env, "error", lease.key.app, lease.key.ordinal, "", st.error().message);
+  }
   for (auto& [name, recs] : by_runtime)
     loop->runtime_named(name)->recover(recs, loop->guarded([self](std::vector<runtime::Recovered> rs) { self->on_recovered(rs); }));
   loop->prepare_network();

@@ -151,6 +151,23 @@ TEST_F(LoopTest, CrashedInstanceRestartsWithSameAddressAfterBackoff) {
   EXPECT_NE(std::find(types.begin(), types.end(), "restarting"), types.end());
 }
 
+TEST_F(LoopTest, AFirstCrashSoonAfterReadinessBacksOff) {
+  // Ready for 50 ms is not a stable run: the first crash waits restart.backoff (100 ms).
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_EQ(app("cron").state, "ready");
+  exec_.advance(50);
+  rt_.exit(rt_.ref_of("dev", "cron", 0), 137, 9);
+  exec_.run_ready();
+  EXPECT_EQ(rt_.running("cron"), 0);
+  EXPECT_THAT(app("cron").message, HasSubstr("restarting in 100ms"));
+  exec_.advance(99);
+  EXPECT_EQ(rt_.running("cron"), 0);
+  exec_.advance(1);
+  EXPECT_EQ(rt_.running("cron"), 1);
+}
+
 TEST_F(LoopTest, DependencyFailureMarksOrRestartsDependents) {
   all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
@@ -425,6 +442,31 @@ TEST_F(LoopTest, StopBeforeTheRuntimeCreatedItLeavesNothing) {
   EXPECT_TRUE(rt_.instances().empty());
   EXPECT_TRUE(store_->load_instances()->empty());
   EXPECT_EQ(app("db").state, "stopped");
+}
+
+TEST_F(LoopTest, ADaemonKilledDuringDownLeavesNoAddressAssigned) {
+  // Leases are written before launch; the daemon dies after `down` but before any instance was
+  // recorded (their gated children never run). The next daemon must not keep those addresses
+  // assigned for good: they become reservations, which the environment gets back on its next up.
+  ASSERT_TRUE(loop_->up("dev").ok());
+  loop_->reconcile_now();
+  std::map<std::string, std::string> before;
+  for (const auto& l : *store_->load_leases()) before[l.key.app] = model::format_ipv4(l.ip);
+  ASSERT_EQ(before.size(), 5u);
+  ASSERT_TRUE(loop_->down("dev").ok());
+  loop_.reset();     // SIGKILL
+  exec_.run_ready(); // the runtime's creations find no daemon: nothing runs
+  ASSERT_TRUE(rt_.instances().empty());
+  ASSERT_TRUE(store_->load_instances()->empty());
+  for (const auto& l : *store_->load_leases()) ASSERT_FALSE(l.reserved()) << l.key.app;  // the leak, before
+
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+  exec_.run_ready();
+  for (const auto& l : *store_->load_leases()) EXPECT_TRUE(l.reserved()) << l.key.app << " still assigned";
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  for (const auto& [a, address] : before) EXPECT_EQ(ip(a), address) << a << " did not get its address back";
 }
 
 TEST_F(LoopTest, FailedLaunchSaysWhyAndBacksOff) {
