@@ -319,6 +319,7 @@ void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered)
       if (auto st = d_.store->erase_instance(inst->key); !st.ok())
         emit(rec.id.env, "error", rec.id.app, rec.id.ordinal, inst->ip, st.error().message);
       inst->ref.clear();
+      inst->ready_at = 0;
       inst->phase = Phase::kStopped;
       inst->message = fmt::format("gone while the daemon was down ({})", rec.exit.description);
       emit(rec.id.env, "exited", rec.id.app, rec.id.ordinal, inst->ip, inst->message);
@@ -336,6 +337,16 @@ void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered)
         continue;
       }
       inst->tracker.emplace(spec->health, inst->started_mono);
+      if (inst->ready_at != 0) {
+        // Ready when the previous daemon died: it stays ready (and answers in DNS) while it is
+        // probed again at once; failures count against failure_threshold as for any ready one.
+        const Millis now = inst->started_mono;
+        inst->tracker->assume_ready(now);
+        inst->phase = Phase::kReady;
+        inst->ready_mono = now - std::max<Millis>(0, d_.clock->wall_ms() - inst->ready_at);
+        inst->message += " (ready)";
+        if (spec->database && d_.databases) d_.databases->server_ready(inst->key.env, inst->key.app);
+      }
       schedule_probe(*inst);
     }
   }
@@ -521,6 +532,8 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
     dns_dirty_.insert(key.env);
     inst->phase = Phase::kUnhealthy;
     inst->ready_at = 0;
+    if (auto st = d_.store->set_instance_ready(key, 0); !st.ok())
+      emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
     inst->message = "unhealthy: " + r.detail;
     emit(key.env, "unhealthy", key.app, key.ordinal, inst->ip, r.detail);
     if (spec->restart.on_unhealthy && spec->restart.policy != model::RestartPolicy::kNever) {
@@ -540,6 +553,9 @@ void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
   inst.phase = Phase::kReady;
   inst.ready_at = d_.clock->wall_ms();
   inst.ready_mono = d_.clock->monotonic_ms();
+  if (!inst.ref.empty())
+    if (auto st = d_.store->set_instance_ready(inst.key, inst.ready_at); !st.ok())
+      emit(inst.key.env, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
   Millis took = d_.clock->monotonic_ms() - inst.started_mono;
   inst.message = fmt::format("ready in {}", format_duration(took));
   emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));

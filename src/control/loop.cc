@@ -59,6 +59,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     // the instance runs, if any.
     if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) inst.build_id = r.fingerprint.substr(colon + 1);
     inst.restarts = r.restarts;
+    inst.ready_at = r.ready_at;
     inst.started_before = true;
     if (r.runtime.empty() && r.ref == kCompletedRef) {
       // A job that had completed: nothing runs; it stays done while its settings do not change.

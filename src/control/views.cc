@@ -217,7 +217,11 @@ std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Env
       if (auto ip = ipam_.lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
       if (app)
         if (auto it = app->instances.find(o); it != app->instances.end())
-          a.ready[static_cast<std::size_t>(o)] = it->second.exists() && it->second.phase == Phase::kReady;
+          // A recorded-ready instance still being re-attached after a daemon restart keeps its
+          // name: the runtime answering takes milliseconds, a client's NODATA is cached.
+          a.ready[static_cast<std::size_t>(o)] =
+              it->second.exists() && (it->second.phase == Phase::kReady ||
+                                      (it->second.phase == Phase::kRecovering && it->second.ready_at != 0));
     }
   }
   return rec;

@@ -26,6 +26,13 @@ class Tracker {
   // A probe at `now` that told nothing (the daemon could not probe): no result is recorded,
   // the next probe is one interval later as after any other.
   void skip(Millis now) { next_probe_ = now + (phase_ == Phase::kReady ? spec_.interval_ms : spec_.start_interval_ms); }
+  // An instance known to have been ready (adopted after a daemon restart): it counts as ready
+  // from `now` (failures count against failure_threshold) and is probed at once.
+  void assume_ready(Millis now) {
+    phase_ = Phase::kReady;
+    ever_ready_ = true;
+    next_probe_ = now;
+  }
   // When the next probe is due.
   Millis next_probe_at() const { return next_probe_; }
 

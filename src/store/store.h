@@ -68,6 +68,7 @@ struct InstanceRecord {
   std::string fingerprint;  // settings the instance was started with
   int restarts = 0;
   Millis started_at = 0;
+  Millis ready_at = 0;  // wall time it last became ready; 0 while not ready
 };
 
 struct Event {
@@ -92,6 +93,8 @@ class StateStore : public ipam::LeaseStore {
   virtual Result<std::vector<InstanceRecord>> load_instances() = 0;
   virtual Status put_instance(const InstanceRecord& record) = 0;
   virtual Status erase_instance(const ipam::LeaseKey& key) = 0;
+  // When a recorded instance became ready (0: it is not ready now); nothing if there is no record.
+  virtual Status set_instance_ready(const ipam::LeaseKey& key, Millis ready_at) = 0;
 
   // Appends and returns the event with its id set.
   virtual Result<Event> append_event(Event event) = 0;

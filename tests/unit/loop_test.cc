@@ -433,6 +433,39 @@ TEST_F(LoopTest, RestartedLoopRecoversInstancesInsteadOfStartingSecondOnes) {
   EXPECT_NE(std::find(types.begin(), types.end(), "adopted"), types.end());
 }
 
+TEST_F(LoopTest, AReadyInstanceIsAdoptedReadyAndKeepsItsName) {
+  std::shared_ptr<const dns::Zone> zone;
+  auto with_zone = [&] {
+    auto d = deps({&rt_});
+    d.on_zone = [&](std::shared_ptr<const dns::Zone> z) { zone = std::move(z); };
+    return d;
+  };
+  loop_.reset();  // (the old one's destructor would detach the new one from the runtime)
+  loop_ = std::move(control::ControlLoop::create(with_zone()).value());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_EQ(app("db").state, "ready");
+  ASSERT_TRUE(zone && zone->envs.at("dev")->apps.at("db").ready.at(0));
+  prober_.healthy.erase(ip("cron"));  // cron will fail its next probe, after the restart
+
+  loop_.reset();  // the daemon dies; its instances do not
+  zone.reset();
+  loop_ = std::move(control::ControlLoop::create(with_zone()).value());
+  loop_->reconcile_now();  // the runtime has not answered recover yet
+  ASSERT_TRUE(zone);
+  EXPECT_TRUE(zone->envs.at("dev")->apps.at("db").ready.at(0)) << "NODATA while being re-attached";
+  exec_.run_ready();  // recovered: ready at once, no start period, no new "ready" event
+  EXPECT_EQ(app("db").state, "ready");
+  EXPECT_EQ(app("api").state, "ready");
+  EXPECT_TRUE(zone->envs.at("dev")->apps.at("api").ready.at(0));
+  // Probed again at once; a ready instance's failures count at once (no start period).
+  exec_.advance(1000);
+  auto types = event_types("cron");
+  EXPECT_NE(std::find(types.begin(), types.end(), "unhealthy"), types.end());
+  EXPECT_EQ(std::count(types.begin(), types.end(), "ready"), 1);  // the first start's only
+}
+
 TEST_F(LoopTest, StopBeforeTheRuntimeCreatedItLeavesNothing) {
   ASSERT_TRUE(loop_->up("dev").ok());
   loop_->reconcile_now();  // launches; the runtime has not answered yet

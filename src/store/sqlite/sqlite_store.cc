@@ -75,8 +75,12 @@ CREATE INDEX audit_user ON audit (user, id);
     {4, "a user id per environment", R"sql(
 CREATE TABLE env_uids (env TEXT PRIMARY KEY, uid INTEGER NOT NULL UNIQUE);
 )sql"},
+    // Readiness survives a daemon restart: an adopted ready instance keeps answering in DNS.
+    {5, "instances remember when they became ready", R"sql(
+ALTER TABLE instances ADD COLUMN ready_at INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 // A prepared statement, finalized on scope exit.
 class Stmt {
@@ -210,7 +214,7 @@ Status SqliteStore::set_up(const std::string& env, bool up) {
 }
 
 Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
-  Stmt s(db_, "SELECT env, app, ordinal, runtime, ref, fingerprint, restarts, started_at FROM instances");
+  Stmt s(db_, "SELECT env, app, ordinal, runtime, ref, fingerprint, restarts, started_at, ready_at FROM instances");
   if (!s.ok()) return s.error("load instances");
   std::vector<InstanceRecord> out;
   int rc;
@@ -222,6 +226,7 @@ Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
     r.fingerprint = s.text(5);
     r.restarts = static_cast<int>(s.i64(6));
     r.started_at = s.i64(7);
+    r.ready_at = s.i64(8);
     out.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE) return s.error("load instances");
@@ -229,11 +234,17 @@ Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
 }
 
 Status SqliteStore::put_instance(const InstanceRecord& r) {
-  Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, started_at) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, started_at, "
+              "ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   s.bind(1, r.key.env).bind(2, r.key.app).bind(3, r.key.ordinal).bind(4, r.runtime).bind(5, r.ref)
-      .bind(6, r.fingerprint).bind(7, r.restarts).bind(8, r.started_at);
+      .bind(6, r.fingerprint).bind(7, r.restarts).bind(8, r.started_at).bind(9, r.ready_at);
   return run(s, "record instance");
+}
+
+Status SqliteStore::set_instance_ready(const ipam::LeaseKey& k, Millis ready_at) {
+  Stmt s(db_, "UPDATE instances SET ready_at = ? WHERE env = ? AND app = ? AND ordinal = ?");
+  s.bind(1, ready_at).bind(2, k.env).bind(3, k.app).bind(4, k.ordinal);
+  return run(s, "record instance readiness");
 }
 
 Status SqliteStore::erase_instance(const ipam::LeaseKey& k) {
