@@ -86,6 +86,9 @@ void start_http(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
     asio::async_write(p->socket, asio::buffer(p->request), [p, expect](const boost::system::error_code& we, std::size_t) {
       if (we) return p->finish(false, fmt::format("{} → {}", p->what, describe(we)));
       asio::async_read_until(p->socket, p->buffer, "\r\n", [p, expect](const boost::system::error_code& re, std::size_t n) {
+        if (re == asio::error::not_found)  // the buffer's bound reached without a line end
+          return p->finish(false, fmt::format("{} → no HTTP status line in the first {} KiB", p->what,
+                                              p->buffer.max_size() / 1024));
         if (re && n == 0) return p->finish(false, fmt::format("{} → {}", p->what, describe(re)));
         std::string line(asio::buffers_begin(p->buffer.data()), asio::buffers_begin(p->buffer.data()) + static_cast<long>(n));
         // "HTTP/1.1 200 OK\r\n"
