@@ -8,6 +8,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -26,25 +27,43 @@ namespace {
 constexpr int kBatch = 64;
 constexpr std::size_t kUdpMax = 4096;  // bigger than any query we accept
 constexpr int kMaxTcpConnections = 256;
+// One client (source address) gets at most this many: a client holding connections open must
+// not take TCP fallback away from everyone else.
+constexpr int kMaxTcpConnectionsPerClient = 16;
 constexpr auto kTcpIdle = std::chrono::seconds(10);
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 }  // namespace
 
 // ---- TCP --------------------------------------------------------------------------------------
 
 struct Server::Tcp {
+  // Declared before io: the sessions still queued in io are destroyed with it and count down.
+  int connections = 0;
+  std::map<asio::ip::address, int> per_client;
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
+  asio::steady_timer accept_timer{io};
   std::thread thread;
   Server* server = nullptr;
-  int connections = 0;
 
   class Session : public std::enable_shared_from_this<Session> {
    public:
-    Session(Tcp& t, tcp::socket s) : t_(t), socket_(std::move(s)), timer_(t.io) {}
-    ~Session() { --t_.connections; }
+    Session(Tcp& t, tcp::socket s, asio::ip::address client)
+        : t_(t), socket_(std::move(s)), timer_(t.io), client_(std::move(client)) {}
+    ~Session() {
+      --t_.connections;
+      if (auto it = t_.per_client.find(client_); it != t_.per_client.end() && --it->second == 0) t_.per_client.erase(it);
+    }
     void start() { read_length(); }
 
    private:
+    // The connection is over: without the idle timer's reference the session (and its count
+    // against the limits) goes at once, not when the timer would have fired.
+    void end() {
+      boost::system::error_code ignored;
+      timer_.cancel();
+      socket_.close(ignored);
+    }
     void arm() {
       timer_.expires_after(kTcpIdle);
       timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
@@ -54,12 +73,12 @@ struct Server::Tcp {
     void read_length() {
       arm();
       asio::async_read(socket_, asio::buffer(len_), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-        if (ec) return;
+        if (ec) return self->end();
         std::size_t n = static_cast<std::size_t>(self->len_[0] << 8 | self->len_[1]);
-        if (n < kHeaderSize) return;  // not a DNS message: close
+        if (n < kHeaderSize) return self->end();  // not a DNS message: close
         self->in_.resize(n);
         asio::async_read(self->socket_, asio::buffer(self->in_), [self](boost::system::error_code ec2, std::size_t) {
-          if (ec2) return;
+          if (ec2) return self->end();
           self->serve();
         });
       });
@@ -72,12 +91,14 @@ struct Server::Tcp {
       out_[0] = static_cast<std::uint8_t>(n >> 8);
       out_[1] = static_cast<std::uint8_t>(n);
       asio::async_write(socket_, asio::buffer(out_.data(), n + 2), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-        if (!ec) self->read_length();
+        if (ec) return self->end();
+        self->read_length();
       });
     }
     Tcp& t_;
     tcp::socket socket_;
     asio::steady_timer timer_;
+    asio::ip::address client_;
     std::array<std::uint8_t, 2> len_{};
     std::vector<std::uint8_t> in_, out_;
   };
@@ -85,9 +106,25 @@ struct Server::Tcp {
   void accept() {
     acceptor.async_accept([this](boost::system::error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec && connections < kMaxTcpConnections) {
-        ++connections;
-        std::make_shared<Session>(*this, std::move(s))->start();
+      if (ec) {
+        // Out of descriptors or memory: accepting again at once would spin. Pending clients wait
+        // in the listen queue meanwhile.
+        accept_timer.expires_after(kAcceptBackoff);
+        accept_timer.async_wait([this](const boost::system::error_code& te) {
+          if (!te) accept();
+        });
+        return;
+      }
+      boost::system::error_code pe;
+      auto peer = s.remote_endpoint(pe);
+      // Over a limit the connection is closed at once (the socket goes out of scope).
+      if (!pe && connections < kMaxTcpConnections) {
+        int& mine = per_client[peer.address()];
+        if (mine < kMaxTcpConnectionsPerClient) {
+          ++mine;
+          ++connections;
+          std::make_shared<Session>(*this, std::move(s), peer.address())->start();
+        }
       }
       accept();
     });

@@ -2,7 +2,7 @@
 //
 // Threads: one UDP thread (recvmmsg/sendmmsg in batches of up to 64) and one TCP thread (asio;
 // RFC 7766 length-prefixed messages, several per connection, idle connections closed after
-// 10 s, at most 256 at once). Neither owns berth state: they read the latest Zone snapshot,
+// 10 s, at most 256 at once and 16 per client address; accept errors back off 100 ms). Neither owns berth state: they read the latest Zone snapshot,
 // which the control loop replaces with publish() — an atomic pointer swap, visible to the next
 // batch of queries. The Server owns its threads and sockets; destroying it stops and joins them.
 #pragma once
