@@ -21,6 +21,7 @@ rules=(
   "blob/http|base/"
   "blob/local|base/ blob/blob_store.h"
   "blob/cache|base/ blob/blob_store.h blob/local/"
+  "blob/fault|base/ blob/blob_store.h"
   "blob/swift|base/ blob/blob_store.h blob/http/"
   "blob/s3|base/ blob/blob_store.h blob/http/"
   "snapshot|base/ blob/blob_store.h"

@@ -532,6 +532,33 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
     wait = "cannot copy the standard: this daemon has no database manager";
     return false;
   }
+  // A copy being reset, or replaced by one of another standard or version, is deleted and made
+  // again at the same path: its server must be gone first, not run on a directory being deleted.
+  const std::string k = env + "/" + spec.app;
+  const db::Copy* have = d_.databases->find_copy(env, spec.app);
+  const bool reset = db_resets_.count(k) > 0;
+  const bool replaced = have && !(have->standard == spec.database->standard &&
+                                  (spec.database->version == 0 || spec.database->version == have->version));
+  if (reset || replaced) {
+    bool running = false;
+    for (auto& [o, inst] : app.instances)
+      if (inst.exists()) {
+        running = true;
+        stop(inst, reset ? "its database copy is reset" : "its database copy is replaced");
+      }
+    if (running) {
+      wait = "stopping the server before its copy is replaced";
+      return false;
+    }
+    if (reset) {
+      if (auto st = d_.databases->reset(env, spec.app); !st.ok()) {
+        wait = st.error().message;
+        return false;
+      }
+      db_resets_.erase(k);
+      emit(env, "db-reset", spec.app, -1, "", "copy discarded; a fresh one is being made");
+    }
+  }
   auto owner = identity_for(env, spec);
   if (!owner.ok()) {
     wait = owner.error().message;
@@ -579,8 +606,22 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
                                 spec->database->standard,
                                 spec->database->version ? fmt::format("@{}", spec->database->version) : " (the latest)", db,
                                 env, version, env, db, spec->database->standard, version));
-  BERTH_TRY(d_.databases->reset(env, db));
-  emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is being made");
+  if (d_.databases->making_copy(env, db))
+    return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
+  bool running = false;
+  if (App* app = find_app(env, db))
+    for (auto& [o, inst] : app->instances)
+      if (inst.exists()) {
+        running = true;
+        stop(inst, "its database copy is reset");
+      }
+  if (running) {
+    // The server stops first; the copy is discarded once it is gone (prepare_database).
+    db_resets_.insert(env + "/" + db);
+  } else {
+    BERTH_TRY(d_.databases->reset(env, db));
+    emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is made at the next up");
+  }
   schedule_reconcile();
   return {};
 }

@@ -78,6 +78,15 @@ void sync_filesystem(const std::string& path) {
   ::close(fd);
 }
 
+// Runs a worker's work, turning a library exception into its failure.
+Status catching(const std::function<Status()>& work) {
+  try {
+    return work();
+  } catch (const std::exception& e) {
+    return internal(fmt::format("unexpected error: {}", e.what()));
+  }
+}
+
 Millis steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -104,10 +113,20 @@ void Manager::run_worker(std::function<void()> fn) {
   });
   auto finished = std::make_shared<std::atomic<bool>>(false);
   workers_.push_back({std::thread([fn = std::move(fn), finished] {
-                        fn();
+                        try {
+                          fn();
+                        } catch (const std::exception& e) {  // the work itself catches; a last guard
+                          fmt::print(stderr, "berth: database worker: {}\n", e.what());
+                        }
                         *finished = true;
                       }),
                       finished});
+}
+
+std::shared_ptr<std::mutex> Manager::golden_lock(const std::string& golden) {
+  auto& lock = golden_locks_[golden];
+  if (!lock) lock = std::make_shared<std::mutex>();
+  return lock;
 }
 
 void Manager::load() {
@@ -149,7 +168,9 @@ void Manager::load() {
   }
   // Unfinished goldens and imports.
   for (const auto& g : fs::directory_iterator(fs::path(dir_) / "golden", ec))
-    if (g.path().string().ends_with(".partial") || g.path().string().ends_with(".import")) fs::remove_all(g.path(), ec);
+    if (g.path().string().ends_with(".partial") || g.path().string().ends_with(".import") ||
+        g.path().string().ends_with(".removing"))
+      fs::remove_all(g.path(), ec);
 }
 
 Status Manager::save_version(const Version& v) const {
@@ -281,7 +302,7 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       sync_filesystem(golden_path(standard, version));
       return {};
     };
-    Status st = work();
+    Status st = catching(work);
     if (!st.ok()) {
       std::error_code e;
       fs::remove_all(staging, e);
@@ -320,11 +341,27 @@ Status Manager::remove(const std::string& standard, int version) {
     if (c.standard == standard && c.version == version)
       return conflict(fmt::format("{}@{} is in use by environment {} (database {}); down it or reset its copy first",
                                   standard, version, c.env, c.db));
+  const std::string want = fmt::format("{}@{}", standard, version);
+  for (const auto& [k, w] : copy_job_for_)
+    if (w == want && copy_jobs_.count(k) && !copy_jobs_.at(k)->done)
+      return conflict(fmt::format("a copy of {} is being made for {}; wait for it", want, k));
+  const std::string golden = golden_path(standard, version);
+  auto lock = golden_lock(golden);
+  std::unique_lock<std::mutex> held(*lock, std::try_to_lock);
+  if (!held) return conflict(fmt::format("the golden of {} is being restored or cloned; try again when it is done", want));
   std::error_code ec;
   fs::remove(fs::path(dir_) / "standards" / standard / fmt::format("{}.json", version), ec);
   if (ec) return unavailable(fmt::format("cannot remove version {} of {}: {}", version, standard, ec.message()));
-  fs::remove_all(golden_path(standard, version), ec);
   it->second.erase(version);
+  // Deleting a golden of gigabytes takes long: it is renamed away now (a restart finishes the
+  // job) and deleted on a worker.
+  const std::string doomed = fmt::format("{}.removing.{}", golden, clock_.wall_ms());
+  fs::rename(golden, doomed, ec);
+  if (!ec)
+    run_worker([doomed] {
+      std::error_code e;
+      fs::remove_all(doomed, e);
+    });
   return {};
 }
 
@@ -335,17 +372,20 @@ void Manager::server_ready(const std::string& env, const std::string& db) {
   goldens_wanted_.erase(it);
   const std::string golden = golden_path(ver.standard, ver.version);
   const std::string cache = cache_path(ver.standard, ver.version);
-  run_worker([this, ver, golden, cache] {
+  run_worker([this, ver, golden, cache, lock = golden_lock(golden)] {
     // Background work: one thread at the lowest priority, so that the environment that just
     // became ready (its first queries) keeps the machine.
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
-    std::lock_guard<std::mutex> lock(golden_mu_);
-    if (fs::exists(golden)) return;
-    blob::CacheStore cached(store_, cache);
-    snapshot::RestoreOptions o;
-    o.parallel = 1;
+    std::lock_guard<std::mutex> held(*lock);
     // A failure here costs only speed: the next copy restores from the store again.
-    if (snapshot::restore_snapshot(ver.manifest_id, cached, golden, o).ok()) cached.drop();
+    (void)catching([&]() -> Status {
+      if (fs::exists(golden)) return {};
+      blob::CacheStore cached(store_, cache);
+      snapshot::RestoreOptions o;
+      o.parallel = 1;
+      if (snapshot::restore_snapshot(ver.manifest_id, cached, golden, o).ok()) cached.drop();
+      return {};
+    });
   });
 }
 
@@ -358,12 +398,18 @@ const Copy* Manager::find_copy(const std::string& env, const std::string& db) co
   return it == copies_.end() ? nullptr : &it->second;
 }
 
+bool Manager::making_copy(const std::string& env, const std::string& db) const {
+  auto j = copy_jobs_.find(key(env, db));
+  return j != copy_jobs_.end() && !j->second->done;
+}
+
 Status Manager::reset(const std::string& env, const std::string& db) {
   const std::string k = key(env, db);
   if (auto j = copy_jobs_.find(k); j != copy_jobs_.end() && !j->second->done)
     return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
   copy_jobs_.erase(k);
   copy_job_for_.erase(k);
+  goldens_wanted_.erase(k);  // only speed is owed: the next cold copy restores from the store
   auto it = copies_.find(k);
   if (it == copies_.end()) return {};
   Status st = remove_copy(it->second.dir);
@@ -392,8 +438,8 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
         run_worker([this, alive, c, k, who = *owner] {
           Copy given = c;
           given.owner = who;
-          Status st = give_to(given, who);
-          if (st.ok()) st = save_copy(given);
+          Status st = catching([&] { return give_to(given, who); });
+          if (st.ok()) st = catching([&] { return save_copy(given); });
           executor_.post([this, alive, st, given, k] {
             if (!*alive) return;
             chowning_.erase(k);
@@ -441,7 +487,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
   const std::string dest = fmt::format("{}/copies/{}/{}", dir_, env, db);
   job->set_phase(fs::exists(golden) ? "cloning " + want : "restoring " + want + " from " + store_.describe());
   auto alive = alive_;
-  run_worker([this, alive, job, ver, golden, dest, env, db, k, want, owner] {
+  run_worker([this, alive, job, ver, golden, dest, env, db, k, want, owner, lock = golden_lock(golden)] {
     Copy c;
     c.owner = owner;
     c.env = env;
@@ -461,7 +507,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
         // ready (server_ready()). Restoring both at once doubled the data waiting to be written
         // to disk while the server started, and a reflink copy of a fresh golden must wait for
         // all of it to be written.
-        std::lock_guard<std::mutex> lock(golden_mu_);
+        std::lock_guard<std::mutex> held(*lock);
         if (!fs::exists(golden)) {
           const Millis t0 = steady_ms();
           fs::create_directories(dest, e);
@@ -498,7 +544,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
       c.created_at = clock_.wall_ms();
       return save_copy(c);  // last: a copy without copy.json is incomplete
     };
-    Status st = work();
+    Status st = catching(work);
     if (!st.ok()) (void)remove_copy(dest);
     executor_.post([this, alive, job, st, c, k, ver] {
       if (!*alive) return;

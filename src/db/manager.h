@@ -18,6 +18,7 @@
 //
 // Threading: every method runs on the owner's loop (the Executor). Long work runs on worker
 // threads, which post their results back to the loop; jobs report progress through atomics.
+// A library exception on a worker (filesystem, JSON) fails its job with the exception's text.
 #pragma once
 
 #include <atomic>
@@ -117,8 +118,9 @@ class Manager {
   std::shared_ptr<const Job> job(const std::string& id) const;
   std::vector<Version> versions(const std::string& standard) const;  // oldest first
   std::vector<std::string> standards() const;
-  // Forget a version (its golden on this host too); chunks stay in the store (they may be shared).
-  // Refused while an environment's copy was made from it.
+  // Forget a version (its golden on this host too, deleted in the background); chunks stay in
+  // the store (they may be shared). Refused while an environment's copy was made from it, while
+  // a copy of it is being made, or while its golden is being restored.
   Status remove(const std::string& standard, int version);
 
   // The environment's copy of `db` as `spec` asks, its data/ and run/ owned by `owner` (the
@@ -129,8 +131,12 @@ class Manager {
   // Whether any copy of the environment's databases is on this host (kept after it was deleted).
   bool has_copies(const std::string& env) const;
   const Copy* find_copy(const std::string& env, const std::string& db) const;
-  // Throw the copy away; the next ensure_copy() makes a fresh one. Returns the copy removed.
+  // Throw the copy away; the next ensure_copy() makes a fresh one. The caller has stopped the
+  // copy's server first (it must not run on a directory being deleted and made again). Refused
+  // while the copy is being made.
   Status reset(const std::string& env, const std::string& db);
+  // Whether the environment's copy of `db` is being made now.
+  bool making_copy(const std::string& env, const std::string& db) const;
   // The server on the environment's copy answers. A copy restored straight from the store (a
   // cold host) now has this host's golden restored from the locally cached objects, in the
   // background: doing it earlier would slow the server's start.
@@ -150,6 +156,8 @@ class Manager {
   std::string cache_path(const std::string& standard, int version) const;
   std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
   void run_worker(std::function<void()> fn);
+  // The lock of one golden: its restore and clones from it; another standard's never wait.
+  std::shared_ptr<std::mutex> golden_lock(const std::string& golden);
 
   Executor& executor_;
   const Clock& clock_;
@@ -165,7 +173,9 @@ class Manager {
   std::set<std::string> chowning_;                         // env/db: being given to a new owner
   std::map<std::string, std::shared_ptr<Job>> jobs_;
   std::map<std::string, Version> goldens_wanted_;  // env/db → the golden to restore once its server is ready
-  std::mutex golden_mu_;  // one golden restore at a time (two environments may want the same)
+  // golden path → its lock (taken on worker threads; the map itself only on the loop). One
+  // restore of a golden at a time (two environments may want the same); clones wait for it.
+  std::map<std::string, std::shared_ptr<std::mutex>> golden_locks_;
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> finished;

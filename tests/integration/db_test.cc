@@ -173,6 +173,13 @@ TEST_F(Databases, ImportFromARunningServerThenIndependentCopiesPerEnvironment) {
   auto cl = d.cli({"db", "clone", "shopdb", "--env", "e1"});
   ASSERT_EQ(cl.exit_code, 0) << cl.out << cl.err;
   EXPECT_EQ(query(d.status("e1"), "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "0");
+  // Its server had stopped before the copy was deleted and made again at the same path.
+  std::vector<std::string> order;
+  for (const auto& e : d.events("e1"))
+    if (e["app"] == "shopdb" && (e["type"] == "stopped" || e["type"] == "db-reset")) order.push_back(e["type"]);
+  ASSERT_GE(order.size(), 2u);
+  EXPECT_EQ(order[order.size() - 2], "stopped");
+  EXPECT_EQ(order.back(), "db-reset");
 
   // A second version after a one-table change uploads a small part of the first.
   golden_->sql("UPDATE app03.items SET note = 'changed' WHERE id <= 50");

@@ -1,0 +1,157 @@
+// The database manager (db/manager.cc) with a file-copying engine, a local blob store behind the
+// fault-injecting wrapper (blob/fault), and a ManualExecutor the test drives. Worker threads are
+// real: the test polls their results with a deadline, and holds a restore in progress at the
+// store's gate instead of sleeping.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "blob/fault/fault_store.h"
+#include "blob/local/local_store.h"
+#include "db/manager.h"
+
+using namespace berth;
+using testing::HasSubstr;
+namespace fs = std::filesystem;
+
+namespace {
+
+// "Imports" a data directory by copying it; a server or a dump is not needed here.
+class CopyEngine : public db::Engine {
+ public:
+  bool throw_on_copy = false;
+  std::string name() const override { return "files"; }
+  Status copy_running(const db::ServerSource&, const std::string&, const std::string&) override {
+    return unavailable("no servers here");
+  }
+  Status copy_datadir(const std::string& from, const std::string& dir, const std::string&) override {
+    if (throw_on_copy) fs::copy("/nonexistent/berth-test", dir);  // throws filesystem_error
+    std::error_code ec;
+    fs::copy(from, dir, fs::copy_options::recursive, ec);
+    if (ec) return unavailable(ec.message());
+    return {};
+  }
+  Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("no dumps"); }
+  Status seal(const std::string&, const db::Account&, const std::string&) override { return {}; }
+};
+
+class DbManagerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(testing::TempDir()) / ("berth-dbm-" + std::to_string(::getpid()) + "-" +
+                                          testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    for (const char* standard : {"alpha", "beta"}) {
+      fs::create_directories(dir_ / "src" / standard / "app01");
+      std::ofstream(dir_ / "src" / standard / "app01" / "t.ibd") << std::string(300'000, standard[0]);
+    }
+    local_ = std::make_unique<blob::LocalStore>((dir_ / "blobs").string());
+    faulty_ = std::make_unique<blob::FaultStore>(*local_);
+    auto engine = std::make_unique<CopyEngine>();
+    engine_ = engine.get();
+    db::CloneOptions plain;  // plain copies: the test is about jobs and locks, not clone paths
+    plain.allow_reflink = plain.allow_overlay = false;
+    m_ = std::make_unique<db::Manager>(exec_, clock_, (dir_ / "db").string(), *faulty_, std::move(engine), plain);
+  }
+  void TearDown() override {
+    faulty_->open(blob::FaultStore::Op::kGet);
+    m_.reset();
+    fs::remove_all(dir_);
+  }
+  // Runs the loop's posted work until `done` holds, for at most 30 s.
+  template <class F>
+  bool until(F done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      exec_.run_ready();
+      std::this_thread::yield();
+    }
+    return true;
+  }
+  void import(const std::string& standard) {
+    db::ImportSource src{db::ImportSource::Kind::kDatadir, {}, (dir_ / "src" / standard).string()};
+    auto job = m_->import(standard, src);
+    ASSERT_TRUE(job.ok()) << job.error().message;
+    ASSERT_TRUE(until([&] { return (*job)->done.load(); }));
+    ASSERT_EQ((*job)->error, "");
+  }
+  db::CopyStatus copy(const std::string& env, const std::string& standard) {
+    model::DatabaseSpec spec;
+    spec.standard = standard;
+    return m_->ensure_copy(env, "shopdb", spec);
+  }
+  std::string golden(const std::string& standard) { return (dir_ / "db" / "golden" / (standard + "@1")).string(); }
+
+  ManualClock clock_;
+  ManualExecutor exec_{clock_};
+  fs::path dir_;
+  std::unique_ptr<blob::LocalStore> local_;
+  std::unique_ptr<blob::FaultStore> faulty_;
+  CopyEngine* engine_ = nullptr;
+  std::unique_ptr<db::Manager> m_;
+};
+
+using Op = blob::FaultStore::Op;
+using State = db::CopyStatus::State;
+
+}  // namespace
+
+TEST_F(DbManagerTest, ARestoreOfOneStandardDoesNotHoldUpAnotherAndItsVersionCannotBeRemovedMeanwhile) {
+  import("alpha");
+  import("beta");
+  fs::remove_all(golden("alpha"));  // a cold host for alpha: its copy is restored from the store
+  faulty_->close(Op::kGet);
+  EXPECT_EQ(copy("dev", "alpha").state, State::kPreparing);
+  ASSERT_TRUE(until([&] { return faulty_->waiting(Op::kGet) > 0; }));  // the restore is under way
+
+  auto removed = m_->remove("alpha", 1);
+  ASSERT_FALSE(removed.ok());
+  EXPECT_THAT(removed.error().message, HasSubstr("a copy of alpha@1 is being made for dev/shopdb"));
+  // Another standard's copy is made meanwhile: before, one mutex across the whole restore made
+  // every copy job of any standard wait behind it.
+  EXPECT_EQ(copy("qa", "beta").state, State::kPreparing);
+  EXPECT_TRUE(until([&] { return copy("qa", "beta").state == State::kReady; })) << "beta waited for alpha's restore";
+
+  faulty_->open(Op::kGet);
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
+  EXPECT_EQ(m_->find_copy("dev", "shopdb")->method, db::CloneMethod::kRestore);
+  removed = m_->remove("alpha", 1);
+  ASSERT_FALSE(removed.ok());
+  EXPECT_THAT(removed.error().message, HasSubstr("in use by environment dev"));
+  // Its server answered: this host's golden is restored from the cached objects meanwhile.
+  m_->server_ready("dev", "shopdb");
+  ASSERT_TRUE(until([&] { return fs::exists(golden("alpha") + "/app01/t.ibd"); }));
+  ASSERT_TRUE(m_->reset("dev", "shopdb").ok());
+  ASSERT_TRUE(until([&] { return m_->remove("alpha", 1).ok(); }));  // once the golden's restore let go
+  EXPECT_FALSE(fs::exists(golden("alpha")));
+  EXPECT_TRUE(m_->versions("alpha").empty());
+}
+
+TEST_F(DbManagerTest, ALibraryExceptionOnAWorkerFailsItsJob) {
+  engine_->throw_on_copy = true;  // before: std::terminate, the daemon gone
+  db::ImportSource src{db::ImportSource::Kind::kDatadir, {}, (dir_ / "src" / "alpha").string()};
+  auto job = m_->import("alpha", src);
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(until([&] { return (*job)->done.load(); }));
+  EXPECT_THAT((*job)->error, HasSubstr("unexpected error"));
+  EXPECT_TRUE(m_->versions("alpha").empty());
+  EXPECT_FALSE(fs::exists(golden("alpha") + ".import"));
+}
+
+TEST_F(DbManagerTest, AStoreFailingDuringARestoreLeavesNoHalfCopy) {
+  import("alpha");
+  fs::remove_all(golden("alpha"));
+  faulty_->fail(Op::kGet, 2, "connection reset by peer", true);
+  EXPECT_EQ(copy("dev", "alpha").state, State::kPreparing);
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kFailed; }));
+  auto failed = copy("dev", "alpha");
+  EXPECT_THAT(failed.message, HasSubstr("connection reset by peer"));
+  EXPECT_THAT(failed.message, HasSubstr("berth db clone shopdb --env dev"));
+  EXPECT_FALSE(fs::exists(dir_ / "db" / "copies" / "dev" / "shopdb"));
+  EXPECT_EQ(m_->find_copy("dev", "shopdb"), nullptr);
+}
