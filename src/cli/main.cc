@@ -396,7 +396,8 @@ int env_command(bc::Client& c, CLI::App* cmd, const std::string& name, const std
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+int run(int argc, char** argv) {
   CLI::App app{"berth — dev and beta environments on demand"};
   app.require_subcommand(1);
   std::string addr_flag;
@@ -884,4 +885,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   return 0;
+}
+}  // namespace
+
+// The edge: a library exception (JSON, filesystem, allocation) ends the command with its text and
+// status 1, never with std::terminate's abort.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "berth: unexpected error: {}\n", e.what());
+    return 1;
+  }
 }
