@@ -416,6 +416,10 @@ int run(int argc, char** argv) {
   serve->add_option("--artifact-store-max", store_max, "artifact store size before least recently used artifacts no "
                                                        "instance runs are evicted (e.g. 500MiB, 2GiB)")
       ->capture_default_str();
+  std::string log_max = "64MiB";
+  serve->add_option("--log-max", log_max, "each instance's log file (and each import's) is cut to its newest half when "
+                                          "it grows past this size")
+      ->capture_default_str();
   serve->add_flag("--test-clock", serve_opts.test_clock, "for tests: admins may move the daemon's clock forward "
                                                         "(POST /v1/test/clock {\"advance\": \"2h\"})");
   serve->add_option("--dns-listen", serve_opts.dns_listen, "name server address ADDR:PORT (\"\" to disable)")
@@ -633,6 +637,12 @@ int run(int argc, char** argv) {
       return 2;
     }
     serve_opts.artifact_max_bytes = *bytes;
+    auto log_bytes = parse_size(log_max);
+    if (!log_bytes || *log_bytes < (2u << 20)) {
+      fmt::print(stderr, "berth serve: --log-max '{}': write a size of at least 2MiB, like 64MiB or 1GiB\n", log_max);
+      return 2;
+    }
+    serve_opts.log_max_bytes = *log_bytes;
     return berth::daemon::run(serve_opts);
   }
 

@@ -8,8 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -20,12 +23,12 @@
 #include "base/asio_executor.h"
 #include "base/files.h"
 #include "base/identity.h"
+#include "base/log_rotate.h"
 #include "base/text.h"
 #include "blob/open_store.h"
 #include "build/builder.h"
 #include "db/manager.h"
 #include "db/mariadb/mariadb_engine.h"
-#include <thread>
 #include "control/loop.h"
 #include "health/prober.h"
 #include "model/network.h"
@@ -328,6 +331,27 @@ int run(const Options& o) {
       api.set_allowed_hosts(std::move(hosts));
     }
   }
+  // Logs stay bounded: a thread of its own (it reads and cuts files; it shares no state).
+  std::jthread log_keeper([dirs = std::vector<std::string>{(fs::path(data_dir) / "logs").string(), db_dir + "/logs"},
+                           max = o.log_max_bytes](std::stop_token stop) {
+    std::mutex mu;
+    std::condition_variable_any wake;
+    while (!stop.stop_requested()) {
+      try {
+        for (const auto& d : dirs) {
+          auto r = rotate_logs(d, max);
+          if (r.rotated)
+            fmt::print(stderr, "berth serve: cut {} log file(s) under {} past {} ({} freed{})\n", r.rotated, d,
+                       format_bytes(max), format_bytes(r.freed),
+                       r.copied ? fmt::format("; {} by copy and truncate, which may lose lines", r.copied) : "");
+        }
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "berth serve: cutting logs: {}\n", e.what());
+      }
+      std::unique_lock<std::mutex> held(mu);
+      wake.wait_for(held, stop, std::chrono::seconds(10), [] { return false; });
+    }
+  });
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code&, int sig) {
     fmt::print(stderr, "berth serve: {} received; exiting (instances keep running and are adopted on the next start)\n",

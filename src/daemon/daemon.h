@@ -25,6 +25,9 @@ struct Options {
   // A root daemon runs instances and builds as these ids (base/identity.h); "off": as root.
   // Ignored (instances run as the daemon's user) when the daemon is not root.
   std::string instance_ids = "900000-999999";
+  // Each log file under <data-dir>/logs (instances) and <db-dir>/logs (imports) is kept under
+  // this size (base/log_rotate.h), checked every 10 s.
+  std::uint64_t log_max_bytes = 64ull << 20;
   // For integration tests: the clock may be moved forward through the API (POST /v1/test/clock).
   bool test_clock = false;
 };

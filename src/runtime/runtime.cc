@@ -57,7 +57,10 @@ Result<LogChunk> read_log_file(const std::string& log_path, std::int64_t offset,
     return chunk;  // nothing written yet
   }
   const auto size = static_cast<std::int64_t>(in.tellg());
-  const std::int64_t from = offset < 0 ? std::max<std::int64_t>(0, size + offset) : std::min(offset, size);
+  // An offset past the end: the file was cut (base/log_rotate.h) since the reader's last call;
+  // it goes on from the newest `max` bytes.
+  if (offset > size) offset = -static_cast<std::int64_t>(max);
+  const std::int64_t from = offset < 0 ? std::max<std::int64_t>(0, size + offset) : offset;
   const auto n = static_cast<std::size_t>(std::min<std::int64_t>(size - from, static_cast<std::int64_t>(max)));
   chunk.text.resize(n);
   in.seekg(from);

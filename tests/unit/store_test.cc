@@ -157,3 +157,19 @@ TEST(StoreEnvUids, StoredUniqueAndForgotten) {
   ASSERT_TRUE(s->put_env_uid("beta", 900001).ok());
   EXPECT_EQ(s->load_env_uids()->count("dev"), 0u);
 }
+
+TEST(SqliteStore, EachEnvironmentKeepsItsNewestEvents) {
+  auto s = std::move(store::SqliteStore::open(":memory:").value());
+  s->set_event_limit(160);  // trimmed every 10 appends
+  std::int64_t newest = 0;
+  for (int i = 0; i < 1000; ++i) newest = s->append_event({0, i, "busy", "probe-error", "a", 0, "", std::to_string(i)})->id;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(s->append_event({0, i, "quiet", "ready", "a", 0, "", ""}).ok());
+  auto busy = s->events("busy", 0, 100'000);
+  ASSERT_TRUE(busy.ok());
+  EXPECT_GE(busy->size(), 160u);
+  EXPECT_LE(busy->size(), 170u);
+  EXPECT_EQ(busy->back().id, newest);
+  EXPECT_EQ(busy->back().message, "999");
+  EXPECT_EQ(busy->front().message, std::to_string(1000 - busy->size()));  // the oldest went, in order
+  EXPECT_EQ(s->events("quiet", 0, 100)->size(), 5u);  // another environment's are its own
+}

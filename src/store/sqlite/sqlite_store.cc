@@ -258,7 +258,19 @@ Result<Event> SqliteStore::append_event(Event e) {
   s.bind(1, e.time).bind(2, e.env).bind(3, e.type).bind(4, e.app).bind(5, e.ordinal).bind(6, e.ip).bind(7, e.message);
   if (auto st = run(s, "append event"); !st.ok()) return st.error();
   e.id = sqlite3_last_insert_rowid(db_);
+  if (++appended_[e.env] >= std::max(1, event_limit_ / 16)) {
+    appended_.erase(e.env);
+    BERTH_TRY(trim_events(e.env));
+  }
   return e;
+}
+
+Status SqliteStore::trim_events(const std::string& env) {
+  // Uses the (env, id) index: the id of the oldest event kept, then everything before it.
+  Stmt s(db_, "DELETE FROM events WHERE env = ?1 AND id < "
+              "(SELECT id FROM events WHERE env = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)");
+  s.bind(1, env).bind(2, static_cast<std::int64_t>(event_limit_ - 1));
+  return run(s, "trim events");
 }
 
 Result<std::vector<Event>> SqliteStore::events(const std::string& env, std::int64_t after_id, int limit) {

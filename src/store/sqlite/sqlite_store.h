@@ -4,6 +4,7 @@
 // schema (PRAGMA user_version) forward, each step in one transaction, and refuses a newer one.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -19,6 +20,9 @@ class SqliteStore final : public StateStore {
   ~SqliteStore() override;
   // The schema version this build writes.
   static int schema_version();
+  // Each environment keeps its newest `per_env` events (default 20,000); older ones are deleted
+  // as new ones arrive (every 1/16th of the limit, so the table stays within limit + 1/16th).
+  void set_event_limit(int per_env) { event_limit_ = per_env; }
 
   Result<std::optional<StoredCatalog>> load_catalog() override;
   Status save_catalog(const StoredCatalog& catalog) override;
@@ -50,7 +54,10 @@ class SqliteStore final : public StateStore {
   explicit SqliteStore(sqlite3* db) : db_(db) {}
   Status exec(const std::string& sql);
   Status migrate(const std::string& path);
+  Status trim_events(const std::string& env);
   sqlite3* db_;
+  int event_limit_ = 20'000;
+  std::map<std::string, int> appended_;  // env → events appended since its last trim
 };
 
 }  // namespace berth::store
