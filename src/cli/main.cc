@@ -99,6 +99,37 @@ std::optional<std::uint64_t> parse_size(const std::string& text) {
   return std::nullopt;
 }
 
+// --sim "start=50ms,ready=200ms,crash=1h,hang=0.01" (every key optional).
+std::optional<berth::runtime::SimBehaviour> parse_sim(const std::string& text, std::string* why) {
+  berth::runtime::SimBehaviour b;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    auto eq = item.find('=');
+    const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (key == "hang") {
+      char* end = nullptr;
+      b.hang_fraction = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end || b.hang_fraction < 0 || b.hang_fraction > 1) {
+        *why = fmt::format("hang={}: a fraction from 0 to 1", value);
+        return std::nullopt;
+      }
+      continue;
+    }
+    berth::Millis* field = key == "start" ? &b.start_latency_ms : key == "ready" ? &b.ready_after_ms
+                           : key == "crash" ? &b.mean_time_to_crash_ms : nullptr;
+    auto d = berth::parse_duration(value);
+    if (!field || !d) {
+      *why = fmt::format("'{}': expected start=DURATION, ready=DURATION, crash=DURATION (mean time to crash, 0: never) "
+                         "or hang=FRACTION", item);
+      return std::nullopt;
+    }
+    *field = *d;
+  }
+  return b;
+}
+
 berth::Millis parse_timeout(const std::string& text) {
   auto d = berth::parse_duration(text);
   if (!d) throw CLI::ValidationError("--timeout", "'" + text + "' is not a duration; write e.g. 90s, 2m");
@@ -416,6 +447,13 @@ int run(int argc, char** argv) {
   serve->add_option("--artifact-store-max", store_max, "artifact store size before least recently used artifacts no "
                                                        "instance runs are evicted (e.g. 500MiB, 2GiB)")
       ->capture_default_str();
+  serve->add_option("--runtime", serve_opts.runtime, "process: run processes (and containers with --docker-host); "
+                                                  "sim: simulate every instance in memory, for benchmarks and tests only")
+      ->check(CLI::IsMember({"process", "sim"}))
+      ->capture_default_str();
+  std::string sim_text;
+  serve->add_option("--sim", sim_text, "with --runtime sim: start=50ms,ready=200ms,crash=1h,hang=0.01 (start latency, "
+                                       "time to answer health checks, mean time to crash, fraction that hang)");
   std::string log_max = "64MiB";
   serve->add_option("--log-max", log_max, "each instance's log file (and each import's) is cut to its newest half when "
                                           "it grows past this size")
@@ -643,6 +681,13 @@ int run(int argc, char** argv) {
       return 2;
     }
     serve_opts.log_max_bytes = *log_bytes;
+    std::string why;
+    auto sim = parse_sim(sim_text, &why);
+    if (!sim) {
+      fmt::print(stderr, "berth serve: --sim: {}\n", why);
+      return 2;
+    }
+    serve_opts.sim = *sim;
     return berth::daemon::run(serve_opts);
   }
 

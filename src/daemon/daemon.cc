@@ -43,6 +43,33 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// --runtime sim: an HTTP or TCP check passes when the simulated instance at the address answers
+// (runtime/sim); the answer comes on the loop, like a real probe's.
+class SimProber final : public health::Prober {
+ public:
+  SimProber(Executor& executor, std::vector<const runtime::SimRuntime*> sims) : executor_(executor), sims_(std::move(sims)) {}
+  std::unique_ptr<health::ProbeHandle> probe(const health::ProbeTarget& target,
+                                             std::function<void(health::ProbeResult)> done) override {
+    auto live = std::make_shared<bool>(true);
+    executor_.post([this, live, target, done = std::move(done)] {
+      if (!*live) return;
+      bool ok = false;
+      for (const auto* sim : sims_) ok = ok || sim->answers(target.ip);
+      done({ok, ok ? "simulated: answers" : "simulated: no answer", false});
+    });
+    return std::make_unique<Handle>(std::move(live));
+  }
+
+ private:
+  struct Handle final : health::ProbeHandle {
+    explicit Handle(std::shared_ptr<bool> l) : live(std::move(l)) {}
+    ~Handle() override { *live = false; }
+    std::shared_ptr<bool> live;
+  };
+  Executor& executor_;
+  std::vector<const runtime::SimRuntime*> sims_;
+};
+
 // One daemon per data directory: an flock held for the daemon's life.
 Result<int> lock_data_dir(const fs::path& dir) {
   std::string path = (dir / "daemon.lock").string();
@@ -204,8 +231,27 @@ int run(const Options& o) {
     docker = std::move(d.value());
     runtimes.push_back(docker.get());
   }
-  runtimes.push_back(&processes);
-  health::AsioProber prober(io);
+  health::AsioProber asio_prober(io);
+  health::Prober* prober = &asio_prober;
+  // --runtime sim: nothing runs; instances and their health answers are simulated.
+  std::vector<std::unique_ptr<runtime::SimRuntime>> sims;
+  std::unique_ptr<SimProber> sim_prober;
+  if (o.runtime == "sim") {
+    runtimes.clear();
+    for (const char* name : {"docker", "process"}) {
+      sims.push_back(std::make_unique<runtime::SimRuntime>(executor, name, o.sim, &clock));
+      runtimes.push_back(sims.back().get());
+    }
+    sim_prober = std::make_unique<SimProber>(executor, std::vector<const runtime::SimRuntime*>{sims[0].get(), sims[1].get()});
+    prober = sim_prober.get();
+    fmt::print(stderr, "berth serve: --runtime sim: instances are simulated (start {}, ready after {}, mean time to "
+                       "crash {}, {}% hang); for benchmarks and tests only\n",
+               format_duration(o.sim.start_latency_ms), format_duration(o.sim.ready_after_ms),
+               o.sim.mean_time_to_crash_ms ? format_duration(o.sim.mean_time_to_crash_ms) : "never",
+               o.sim.hang_fraction * 100);
+  } else {
+    runtimes.push_back(&processes);
+  }
 
   // The name server, on its own threads; the loop publishes zone snapshots to it. A second one
   // answers on port 53 of the pool's gateway once its network is there: the instances' resolver.
@@ -248,7 +294,7 @@ int run(const Options& o) {
   deps.clock = &clock;
   deps.executor = &executor;
   deps.runtimes = runtimes;
-  deps.prober = &prober;
+  deps.prober = prober;
   deps.store = store->get();
   deps.data_dir = data_dir;
   deps.builder = &builder;

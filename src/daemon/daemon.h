@@ -3,6 +3,7 @@
 // name servers, control loop, HTTP API).
 #pragma once
 
+#include "runtime/sim/sim_runtime.h"
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,6 +29,10 @@ struct Options {
   // Each log file under <data-dir>/logs (instances) and <db-dir>/logs (imports) is kept under
   // this size (base/log_rotate.h), checked every 10 s.
   std::uint64_t log_max_bytes = 64ull << 20;
+  // "process" (with Docker when docker_host is set), or "sim": for benchmarks and tests only,
+  // every instance is simulated in memory (runtime/sim) and answers its checks as `sim` says.
+  std::string runtime = "process";
+  runtime::SimBehaviour sim;
   // For integration tests: the clock may be moved forward through the API (POST /v1/test/clock).
   bool test_clock = false;
 };

@@ -39,7 +39,7 @@ std::string_view to_string(DependencyFailure p) {
   return "?";
 }
 
-std::string AppSpec::fingerprint() const {
+std::string AppSpec::compute_fingerprint() const {
   std::string f = fmt::format("{}\n{}\n{}\n{}", command, tag, build_type, job ? "job\n" : "");
   if (source) f += fmt::format("source {}\n{}\n{}\n{}\n", source->repo, source->command, source->artifact, source->dockerfile);
   if (!container() && !user.empty()) f += fmt::format("user {}\n", user);
@@ -58,6 +58,10 @@ std::string AppSpec::fingerprint() const {
 }
 
 const AppSpec* Environment::find(std::string_view app) const {
+  if (!app_index.empty()) {
+    auto it = app_index.find(std::string(app));
+    return it == app_index.end() ? nullptr : &apps[it->second];
+  }
   for (const auto& a : apps)
     if (a.app == app) return &a;
   return nullptr;
@@ -81,7 +85,24 @@ const EnvDocument* Catalog::document(std::string_view env) const {
   return nullptr;
 }
 
+void Catalog::index() {
+  env_index_.clear();
+  for (std::size_t i = 0; i < environments_.size(); ++i) {
+    Environment& env = environments_[i];
+    env_index_[env.name] = i;
+    env.app_index.clear();
+    for (std::size_t j = 0; j < env.apps.size(); ++j) {
+      env.app_index[env.apps[j].app] = j;
+      env.apps[j].fingerprint_ = env.apps[j].compute_fingerprint();
+    }
+  }
+}
+
 const Environment* Catalog::find(std::string_view env) const {
+  if (!env_index_.empty()) {
+    auto it = env_index_.find(std::string(env));
+    return it == env_index_.end() ? nullptr : &environments_[it->second];
+  }
   for (const auto& e : environments_)
     if (e.name == env) return &e;
   return nullptr;
@@ -704,6 +725,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     err.details = std::move(ctx.errors);
     return err;
   }
+  cat.index();
   return cat;
 }
 

@@ -16,6 +16,7 @@
 #include <set>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -139,8 +140,12 @@ struct AppSpec {
   // Changes when anything that affects the running process changes (command, image, tag,
   // build_type, ports, env, volumes, resources); instance count, health and dependencies are not
   // part of it.
-  std::string fingerprint() const;
+  // Computed once when the catalog is parsed (an AppSpec of a parsed catalog never changes), else
+  // on each call.
+  std::string fingerprint() const { return fingerprint_.empty() ? compute_fingerprint() : fingerprint_; }
+  std::string compute_fingerprint() const;
   bool container() const { return !image.empty(); }
+  std::string fingerprint_;  // set by Catalog::parse
 };
 
 struct Environment {
@@ -162,6 +167,8 @@ struct Environment {
   std::map<std::string, std::string> served_by;
   const AppSpec* find(std::string_view app) const;
   bool runs(std::string_view app) const;
+  // app → its position in `apps`; built when the catalog is parsed (find() scans without it).
+  std::unordered_map<std::string, std::size_t> app_index;
   int instance_count() const;       // of the apps it runs
 };
 
@@ -209,7 +216,10 @@ class Catalog {
  private:
   static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
                                          const std::vector<EnvDocument>& documents);
+  // Hash indexes and fingerprints, once everything is resolved: lookups by name are O(1).
+  void index();
 
+  std::unordered_map<std::string, std::size_t> env_index_;  // environment → position
   std::string text_;
   std::string filename_;
   std::string base_dir_;

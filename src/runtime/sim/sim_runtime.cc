@@ -21,7 +21,7 @@ void SimRuntime::launch(const InstanceSpec& spec) {
     return;
   }
   Ref ref = fmt::format("sim-{}", ++next_);
-  instances_[ref] = {spec, ref, false, false};
+  instances_[ref] = Instance{spec, ref};
   post([this, ref, id = spec.id, launch = spec.launch, ip = spec.ip] {
     Status st = listener_ ? listener_->on_created(id, launch, ref) : internal("no listener");
     auto it = instances_.find(ref);
@@ -36,9 +36,37 @@ void SimRuntime::launch(const InstanceSpec& spec) {
       if (listener_) listener_->on_exited(id, ref, Exit{true, 0, 0, "stopped before it started"});
       return;
     }
-    it->second.started = true;
-    if (listener_) listener_->on_started(id, launch, ref, {ip, ref, 0});
+    it->second.recorded = true;
+    if (behaviour_.start_latency_ms > 0) it->second.timer = executor_.after(behaviour_.start_latency_ms, [this, ref] { start(ref); });
+    else start(ref);
   });
+}
+
+void SimRuntime::start(const Ref& ref) {
+  auto it = instances_.find(ref);
+  if (it == instances_.end() || it->second.started) return;
+  Instance& inst = it->second;
+  inst.timer = 0;
+  inst.started = true;
+  inst.started_at = now();
+  inst.hung = behaviour_.hang_fraction > 0 && std::bernoulli_distribution(behaviour_.hang_fraction)(random_);
+  by_ip_[inst.spec.ip] = ref;
+  if (behaviour_.mean_time_to_crash_ms > 0) {
+    std::exponential_distribution<double> crash(1.0 / static_cast<double>(behaviour_.mean_time_to_crash_ms));
+    inst.timer = executor_.after(static_cast<Millis>(crash(random_)) + 1, [this, ref] {
+      if (auto i = instances_.find(ref); i != instances_.end()) i->second.timer = 0;
+      exit(ref, 1);
+    });
+  }
+  if (listener_) listener_->on_started(inst.spec.id, inst.spec.launch, ref, {inst.spec.ip, ref, 0});
+}
+
+bool SimRuntime::answers(const std::string& ip) const {
+  auto r = by_ip_.find(ip);
+  if (r == by_ip_.end()) return false;
+  auto it = instances_.find(r->second);
+  return it != instances_.end() && it->second.started && !it->second.hung && !it->second.stopping &&
+         now() - it->second.started_at >= behaviour_.ready_after_ms;
 }
 
 void SimRuntime::recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) {
@@ -61,18 +89,38 @@ void SimRuntime::recover(const std::vector<Record>& records, std::function<void(
   post([done = std::move(done), out = std::move(out)]() mutable { done(std::move(out)); });
 }
 
-void SimRuntime::stop(const Ref& ref, Millis) {
+void SimRuntime::stop(const Ref& ref, Millis grace_ms) {
   BERTH_ASSERT_LOOP(executor_);
   auto it = instances_.find(ref);
   if (it == instances_.end() || it->second.stopping) return;
-  it->second.stopping = true;
-  if (it->second.started) exit(ref, 143, 15);
+  Instance& inst = it->second;
+  inst.stopping = true;
+  if (inst.timer) executor_.cancel(inst.timer);
+  inst.timer = 0;
+  if (!inst.started) {
+    // Created, still starting: it never runs (or the pending create answer sees `stopping`).
+    if (inst.recorded) {  // its start is pending on the latency timer
+      InstanceId id = inst.spec.id;
+      instances_.erase(it);
+      post([this, id, ref] {
+        if (listener_) listener_->on_exited(id, ref, Exit{true, 0, 0, "stopped before it started"});
+      });
+    }
+    return;
+  }
+  if (inst.hung) {  // ignores SIGTERM: killed after the grace
+    inst.timer = executor_.after(grace_ms, [this, ref] { exit(ref, 137, 9); });
+    return;
+  }
+  exit(ref, 143, 15);
 }
 
 void SimRuntime::exit(const Ref& ref, int code, int signal) {
   auto it = instances_.find(ref);
   if (it == instances_.end() || !it->second.started) return;
   InstanceId id = it->second.spec.id;
+  if (it->second.timer) executor_.cancel(it->second.timer);
+  if (auto b = by_ip_.find(it->second.spec.ip); b != by_ip_.end() && b->second == ref) by_ip_.erase(b);
   instances_.erase(it);
   Exit e{true, code, signal, ""};
   e.description = describe(e);

@@ -7,23 +7,43 @@
 // SimRuntime recovers them. Tests steer it: make an instance exit, make launches of an app
 // fail, answer exec requests.
 //
+// With SimBehaviour it also behaves like a fleet, on the executor's timers: each start takes
+// `start_latency`, an instance answers its health checks `ready_after` its start (answers()),
+// crashes after an exponentially distributed time of mean `mean_time_to_crash`, and a fraction
+// `hang_fraction` of the instances hang: they never answer and ignore SIGTERM (killed after the
+// stop grace). `berth serve --runtime sim` runs the daemon on it, for benchmarks and tests.
+//
 // Threading: the loop's thread only; every Listener call is posted through the Executor.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <random>
+#include <unordered_map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/executor.h"
 #include "runtime/runtime.h"
 
 namespace berth::runtime {
 
+struct SimBehaviour {
+  Millis start_latency_ms = 0;      // launch → started
+  Millis ready_after_ms = 0;        // started → answers health checks
+  Millis mean_time_to_crash_ms = 0; // 0: never crashes by itself
+  double hang_fraction = 0;         // of the instances started
+  std::uint64_t seed = 1;
+};
+
 class SimRuntime final : public Runtime {
  public:
-  explicit SimRuntime(Executor& executor, std::string name = "process") : executor_(executor), name_(std::move(name)) {}
+  // `clock` (for ready_after) may be null when `behaviour.ready_after_ms` is 0.
+  explicit SimRuntime(Executor& executor, std::string name = "process", SimBehaviour behaviour = {},
+                      const Clock* clock = nullptr)
+      : executor_(executor), name_(std::move(name)), behaviour_(behaviour), clock_(clock), random_(behaviour.seed) {}
 
   std::string name() const override { return name_; }
   Capabilities capabilities() const override { return capabilities_; }
@@ -43,7 +63,14 @@ class SimRuntime final : public Runtime {
     Ref ref;
     bool started = false;
     bool stopping = false;
+    bool recorded = false;  // the listener accepted its creation
+    bool hung = false;
+    Millis started_at = 0;  // monotonic
+    Executor::TimerId timer = 0;  // start, crash or kill-after-grace, whichever is pending
   };
+  // Whether the instance at `ip` answers a health check now: started, `ready_after` elapsed,
+  // not hung (SimBehaviour).
+  bool answers(const std::string& ip) const;
   // The instance ends as if its main process exited with `code` (or was killed by `signal`).
   void exit(const Ref& ref, int code, int signal = 0);
   // The running instance of (env, app, ordinal), or "" when none.
@@ -61,9 +88,15 @@ class SimRuntime final : public Runtime {
 
  private:
   void post(std::function<void()> fn) { executor_.post(std::move(fn)); }
+  void start(const Ref& ref);
+  Millis now() const { return clock_ ? clock_->monotonic_ms() : 0; }
 
   Executor& executor_;
   std::string name_;
+  SimBehaviour behaviour_;
+  const Clock* clock_;
+  std::mt19937_64 random_;
+  std::unordered_map<std::string, Ref> by_ip_;  // started instances
   Listener* listener_ = nullptr;
   Capabilities capabilities_;
   std::map<Ref, Instance> instances_;
