@@ -26,6 +26,22 @@ Response error_response(const Error& e) {
   return r;
 }
 
+// The summary form of an environment (GET /v1/environments?summary=1): counts, no instances.
+json summary_json(const control::EnvStatus& s) {
+  int instances = 0, ready = 0, apps = 0;
+  for (const auto& a : s.apps) {
+    if (a.runs_in != s.env) continue;
+    ++apps;
+    for (const auto& i : a.instances) {
+      ++instances;
+      if (i.state == "ready" || i.state == "degraded" || i.state == "completed") ++ready;
+    }
+  }
+  return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
+          {"ready", s.ready}, {"updating", s.updating}, {"apps", apps}, {"instances", instances},
+          {"ready_instances", ready}};
+}
+
 json to_json(const control::EnvStatus& s) {
   json apps = json::array();
   for (const auto& a : s.apps) {
@@ -430,9 +446,22 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   }
 
   if (route("GET", {"v1", "environments"})) {
-    json list = json::array();
-    for (const auto& s : loop_.all_status()) list.push_back(to_json(s));
-    return ok(list);
+    // Without `limit`: every environment, as a list. With it: a page and where to go on.
+    const bool summary = flag_param(query, "summary");
+    auto item = [summary](const control::EnvStatus& s) { return summary ? summary_json(s) : to_json(s); };
+    if (query_param(query, "limit").empty()) {
+      json list = json::array();
+      for (const auto& s : loop_.all_status()) list.push_back(item(s));
+      return ok(list);
+    }
+    auto limit = int_param(query, "limit", 1, 1000);
+    if (!limit.ok()) return error_response(limit.error());
+    if (*limit < 1) return error_response(invalid("limit must be from 1 to 1000"));
+    std::string next;
+    json page = json::array();
+    for (const auto& s : loop_.status_page(query_param(query, "after"), static_cast<std::size_t>(*limit), &next))
+      page.push_back(item(s));
+    return ok({{"environments", std::move(page)}, {"next", next.empty() ? json(nullptr) : json(next)}});
   }
 
   if (route("GET", {"v1", "environments", "*"})) {

@@ -220,6 +220,9 @@ class ControlLoop : private runtime::Listener {
   const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
   Result<EnvStatus> status(const std::string& env) const;
   std::vector<EnvStatus> all_status() const;
+  // A page of environments in catalog order: at most `limit` after the one named `after` (""
+  // from the first). `next` is set to the name to continue after, empty on the last page.
+  std::vector<EnvStatus> status_page(const std::string& after, std::size_t limit, std::string* next) const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
   const build::Builder* builder() const { return d_.builder; }

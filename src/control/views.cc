@@ -246,6 +246,20 @@ void ControlLoop::publish_zone() {
   d_.on_zone(std::move(zone));
 }
 
+std::vector<EnvStatus> ControlLoop::status_page(const std::string& after, std::size_t limit, std::string* next) const {
+  std::vector<EnvStatus> out;
+  next->clear();
+  if (!catalog_) return out;
+  const auto& envs = catalog_->environments();
+  std::size_t from = 0;
+  if (!after.empty())
+    if (const model::Environment* e = catalog_->find(after)) from = static_cast<std::size_t>(e - envs.data()) + 1;
+  for (std::size_t i = from; i < envs.size() && out.size() < limit; ++i)
+    if (auto s = status(envs[i].name); s.ok()) out.push_back(std::move(s.value()));
+  if (from + out.size() < envs.size() && !out.empty()) *next = out.back().env;
+  return out;
+}
+
 std::vector<EnvStatus> ControlLoop::all_status() const {
   std::vector<EnvStatus> out;
   if (!catalog_) return out;

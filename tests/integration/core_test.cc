@@ -461,3 +461,47 @@ environments:
   ASSERT_EQ(ex.exit_code, 0) << ex.err;
   EXPECT_EQ(std::atoi(ex.out.c_str()), uid_in(dev));
 }
+
+TEST(Core, ASimulatedFleetComesUpAndIsListedInPages) {
+  // --runtime sim: nothing runs; each instance starts after 20 ms and answers its checks 50 ms
+  // after that. The whole control plane (catalog, loop, store, API, DNS) is the real one.
+  Daemon d("sim", {"--runtime", "sim", "--sim", "start=20ms,ready=50ms"});
+  std::string y = "network: {pool: 127.95.0.0/16}\n"
+                  "defaults: {command: svc, ports: {http: 80}, health: {type: http, start_interval: 10ms, interval: 1s}}\n"
+                  "apps:\n  db: {}\n  api: {depends_on: [db]}\n  web: {depends_on: [api], instances: 3}\n"
+                  "environments:\n";
+  for (int e = 0; e < 5; ++e) y += fmt::format("  env-{}: {{}}\n", e);
+  ASSERT_EQ(d.apply(y).exit_code, 0);
+  for (int e = 0; e < 5; ++e) ASSERT_EQ(d.cli({"up", fmt::format("env-{}", e), "--no-wait"}).exit_code, 0);
+  std::vector<std::string> seen;
+  ASSERT_TRUE(wait_until([&] {
+    seen.clear();
+    std::string after;
+    for (int pages = 0; pages < 10; ++pages) {
+      auto r = d.api().get("/v1/environments?summary=1&limit=2" + (after.empty() ? "" : "&after=" + after));
+      if (!r.ok()) return false;
+      for (const auto& e : (*r)["environments"]) {
+        if (!e["ready"].get<bool>() || e["ready_instances"] != 5 || e["instances"] != 5 || e["apps"] != 3)
+          return false;
+        seen.push_back(e["environment"]);
+      }
+      if ((*r)["next"].is_null()) break;
+      after = (*r)["next"];
+    }
+    return true;
+  })) << d.status("env-4").dump(2);
+  EXPECT_EQ(seen, (std::vector<std::string>{"env-0", "env-1", "env-2", "env-3", "env-4"}));
+  auto full = d.api().get("/v1/environments?limit=1&after=env-3");
+  ASSERT_TRUE(full.ok());
+  ASSERT_EQ((*full)["environments"].size(), 1u);
+  EXPECT_EQ((*full)["environments"][0]["apps"].size(), 3u);  // the full form by default
+  EXPECT_TRUE((*full)["next"].is_null());
+  auto bad = d.api().get("/v1/environments?limit=0");
+  EXPECT_FALSE(bad.ok());
+  // Each simulated instance has its own stable address, as a real one would.
+  auto s = d.status("env-2");
+  std::set<std::string> ips;
+  for (const auto& a : s["apps"])
+    for (const auto& i : a["instances"]) ips.insert(i["ip"].get<std::string>());
+  EXPECT_EQ(ips.size(), 5u);
+}
