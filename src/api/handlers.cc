@@ -27,19 +27,10 @@ Response error_response(const Error& e) {
 }
 
 // The summary form of an environment (GET /v1/environments?summary=1): counts, no instances.
-json summary_json(const control::EnvStatus& s) {
-  int instances = 0, ready = 0, apps = 0;
-  for (const auto& a : s.apps) {
-    if (a.runs_in != s.env) continue;
-    ++apps;
-    for (const auto& i : a.instances) {
-      ++instances;
-      if (i.state == "ready" || i.state == "degraded" || i.state == "completed") ++ready;
-    }
-  }
+json summary_json(const control::EnvSummary& s) {
   return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
-          {"ready", s.ready}, {"updating", s.updating}, {"apps", apps}, {"instances", instances},
-          {"ready_instances", ready}};
+          {"ready", s.ready}, {"updating", s.updating}, {"apps", s.apps}, {"instances", s.instances},
+          {"ready_instances", s.ready_instances}};
 }
 
 json to_json(const control::EnvStatus& s) {
@@ -435,8 +426,10 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   }
 
   if (route("POST", {"v1", "reconcile"})) {
+    const auto before = loop_.last_pass();  // the last scheduled pass, before this full one
     std::int64_t micros = loop_.reconcile_now();
-    return ok({{"reconcile_us", micros}, {"passes", loop_.reconcile_count()}});
+    return ok({{"reconcile_us", micros}, {"passes", loop_.reconcile_count()},
+               {"last_pass", {{"us", before.micros}, {"environments", before.envs}, {"full", before.full}}}});
   }
 
   if (route("GET", {"v1", "catalog"})) {
@@ -448,20 +441,23 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   if (route("GET", {"v1", "environments"})) {
     // Without `limit`: every environment, as a list. With it: a page and where to go on.
     const bool summary = flag_param(query, "summary");
-    auto item = [summary](const control::EnvStatus& s) { return summary ? summary_json(s) : to_json(s); };
-    if (query_param(query, "limit").empty()) {
-      json list = json::array();
-      for (const auto& s : loop_.all_status()) list.push_back(item(s));
-      return ok(list);
-    }
+    const bool paged = !query_param(query, "limit").empty();
     auto limit = int_param(query, "limit", 1, 1000);
     if (!limit.ok()) return error_response(limit.error());
     if (*limit < 1) return error_response(invalid("limit must be from 1 to 1000"));
     std::string next;
-    json page = json::array();
-    for (const auto& s : loop_.status_page(query_param(query, "after"), static_cast<std::size_t>(*limit), &next))
-      page.push_back(item(s));
-    return ok({{"environments", std::move(page)}, {"next", next.empty() ? json(nullptr) : json(next)}});
+    json list = json::array();
+    if (summary) {
+      for (const auto& s : loop_.summary_page(query_param(query, "after"), paged ? static_cast<std::size_t>(*limit) : 0, &next))
+        list.push_back(summary_json(s));
+    } else if (!paged) {
+      for (const auto& s : loop_.all_status()) list.push_back(to_json(s));
+    } else {
+      for (const auto& s : loop_.status_page(query_param(query, "after"), static_cast<std::size_t>(*limit), &next))
+        list.push_back(to_json(s));
+    }
+    if (!paged) return ok(list);
+    return ok({{"environments", std::move(list)}, {"next", next.empty() ? json(nullptr) : json(next)}});
   }
 
   if (route("GET", {"v1", "environments", "*"})) {

@@ -41,6 +41,10 @@ void ControlLoop::install(model::Catalog catalog, std::map<std::string, std::str
   ipam_.set_network(catalog_->network());
   prepare_network();
   dns_all_dirty_ = true;
+  falls_through_to_.clear();
+  for (const auto& env : catalog_->environments())
+    for (const auto& [app, where] : env.served_by)
+      if (where != env.name) falls_through_to_[where].insert(env.name);
   schedule_reconcile();
 }
 

@@ -292,7 +292,7 @@ void ControlLoop::on_failed(const runtime::InstanceId& id, std::uint64_t launch,
     inst->ref.clear();
   }
   dns_dirty_.insert(id.env);
-  schedule_reconcile();
+  schedule_reconcile(id.env);
   if (inst->phase == Phase::kStopping) {
     inst->phase = Phase::kStopped;
     inst->message = "stopped before it started";
@@ -396,7 +396,7 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
       Millis delay = back_off(*inst, spec->restart, false);
       inst->message = fmt::format("unhealthy; restarting in {}", format_duration(delay));
     }
-    schedule_reconcile();
+    schedule_reconcile(key.env);
     return;
   }
   emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
@@ -410,7 +410,7 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
         !put.ok())
       emit(key.env, "error", key.app, key.ordinal, inst->ip, put.error().message);
     emit(key.env, "completed", key.app, key.ordinal, inst->ip, inst->message);
-    schedule_reconcile();
+    schedule_reconcile(key.env);
     return;
   }
   auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
@@ -418,7 +418,7 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
   if (!restart) {
     inst->phase = Phase::kFailed;
     inst->message = fmt::format("{}; restart policy {}: not restarted", exit.description, model::to_string(policy));
-    schedule_reconcile();
+    schedule_reconcile(key.env);
     return;
   }
   // A crash after a stable run (ready for kStableAfterMs) restarts at once; any other crash, the
@@ -428,7 +428,7 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
   Millis delay = back_off(*inst, spec->restart, stable);
   inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
   emit(key.env, "restarting", key.app, key.ordinal, inst->ip, fmt::format("in {} (attempt {})", format_duration(delay), inst->crashes));
-  schedule_reconcile();
+  schedule_reconcile(key.env);
 }
 
 Millis ControlLoop::back_off(Instance& inst, const model::RestartSpec& restart, bool immediately) {
@@ -439,7 +439,7 @@ Millis ControlLoop::back_off(Instance& inst, const model::RestartSpec& restart, 
     if (auto* i = find(key)) {
       i->backoff_timer = 0;
       if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
-      schedule_reconcile();
+      schedule_reconcile(key.env);
     }
   });
   return delay;
@@ -541,7 +541,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
       stop(*inst, "unhealthy");
       inst->backoff_after_stop = true;
     }
-    schedule_reconcile();
+    schedule_reconcile(key.env);
   } else if (inst->phase == Phase::kStarting) {
     inst->message = "starting: " + r.detail;
   }
@@ -561,7 +561,7 @@ void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
   emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));
   if (const model::AppSpec* spec = spec_of(inst.key); spec && spec->database && d_.databases)
     d_.databases->server_ready(inst.key.env, inst.key.app);
-  schedule_reconcile();
+  schedule_reconcile(inst.key.env);
 }
 
 // ---- exec and logs ----------------------------------------------------------------------------

@@ -115,6 +115,7 @@ ControlLoop::~ControlLoop() {
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
+  if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
   for (auto& [n, env] : envs_)
     for (auto& [a, app] : env.apps)
       for (auto& [o, inst] : app.instances) cancel_timers(inst);
@@ -144,7 +145,7 @@ Status ControlLoop::up(const std::string& env) {
     up_.insert(env);
     emit(env, "up", "", -1, "", "environment requested up");
   }
-  schedule_reconcile();
+  schedule_reconcile(env);
   return {};
 }
 
@@ -182,7 +183,7 @@ Status ControlLoop::down(const std::string& env, bool force) {
         for (auto& [o, inst] : app.instances)
           if (inst.phase == Phase::kCompleted) forget_completion(inst);
   }
-  schedule_reconcile();
+  schedule_reconcile(env);
   return {};
 }
 
@@ -199,7 +200,7 @@ Status ControlLoop::refresh(const std::string& env) {
         ++n;
       }
   if (n > 0) emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
-  schedule_reconcile();
+  schedule_reconcile(env);
   return {};
 }
 
@@ -238,7 +239,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
       }
     }
   emit(env, "restart", app_name, -1, "", fmt::format("{} instance(s) restarted one at a time, by {}", n, user));
-  schedule_reconcile();
+  schedule_reconcile(env);
   return {};
 }
 
@@ -248,7 +249,27 @@ Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, st
 
 // ---- reconcile --------------------------------------------------------------------------------
 
+void ControlLoop::schedule_reconcile(const std::string& env) {
+  dirty_.insert(env);
+  if (auto it = falls_through_to_.find(env); it != falls_through_to_.end()) dirty_.insert(it->second.begin(), it->second.end());
+  if (reconcile_pending_) return;
+  reconcile_pending_ = true;
+  d_.executor->post(guarded([this] {
+    reconcile_pending_ = false;
+    reconcile();
+  }));
+}
+
+void ControlLoop::arm_full_pass() {
+  if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
+  full_pass_timer_ = d_.executor->after(kFullPassMs, guarded([this] {
+    full_pass_timer_ = 0;
+    schedule_reconcile();
+  }));
+}
+
 void ControlLoop::schedule_reconcile() {
+  full_dirty_ = true;
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
   d_.executor->post(guarded([this] {
@@ -260,15 +281,28 @@ void ControlLoop::schedule_reconcile() {
 std::int64_t ControlLoop::reconcile_now() {
   BERTH_ASSERT_LOOP(*d_.executor);
   auto t0 = std::chrono::steady_clock::now();
+  full_dirty_ = true;
   reconcile();
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 
 void ControlLoop::reconcile() {
   ++reconciles_;
-  std::set<std::string> names(up_.begin(), up_.end());
-  for (const auto& [n, e] : envs_) names.insert(n);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool full = full_dirty_;
+  std::set<std::string> names;
+  if (full) {
+    names.insert(up_.begin(), up_.end());
+    for (const auto& [n, e] : envs_) names.insert(n);
+    full_dirty_ = false;
+    address_waiters_ = false;  // found again by this pass
+    arm_full_pass();
+  } else {
+    names.swap(dirty_);
+  }
+  dirty_.clear();  // (a full pass visits them all)
   for (const auto& name : names) {
+    if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
     const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
     reconcile_env(name, envs_[name], spec);
     if (!spec && envs_[name].apps.empty()) {
@@ -278,6 +312,8 @@ void ControlLoop::reconcile() {
     }
   }
   publish_zone();
+  last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
+                names.size(), full};
 }
 
 void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::Environment* spec) {
@@ -303,6 +339,7 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
       if (inst.phase == Phase::kCompleted) forget_completion(inst);
       if (auto st = ipam_.release(inst.key); !st.ok())
         emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
+      else if (address_waiters_) schedule_reconcile();  // an instance waits for an address
       it = instances.erase(it);
     }
     if (instances.empty() && !aspec) ait = env.apps.erase(ait);
@@ -431,6 +468,7 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const model::A
     inst.key = {env, spec.app, ordinal};
     auto ip = ipam_.assign(inst.key);
     if (!ip.ok()) {
+      address_waiters_ = true;
       inst.phase = Phase::kWaiting;
       inst.message = ip.error().message;
       continue;
@@ -622,7 +660,7 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
     BERTH_TRY(d_.databases->reset(env, db));
     emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is made at the next up");
   }
-  schedule_reconcile();
+  schedule_reconcile(env);
   return {};
 }
 
@@ -656,7 +694,7 @@ bool ControlLoop::prepare_build(const std::string& env, App& app, const model::A
           a->src.error = r.error().message;
           emit(env, "build-failed", name, -1, "", r.error().message);
         }
-        schedule_reconcile();
+        schedule_reconcile(env);
       });
     }
     wait = fmt::format("resolving {} in {}", spec.tag, so.repo);

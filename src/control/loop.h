@@ -162,8 +162,22 @@ struct EnvStatus {
   std::vector<std::string> notes;  // what the environment's instances lack, and why (their resolver)
 };
 
+// An environment in a few numbers (GET /v1/environments?summary=1): cheap to make, no texts.
+struct EnvSummary {
+  std::string env;
+  std::string base;
+  bool up = false;
+  bool ready = false;     // as EnvStatus::ready
+  bool updating = false;  // an instance being replaced, or running other settings than wanted
+  int apps = 0;           // apps it runs itself
+  int instances = 0;      // of those
+  int ready_instances = 0;
+};
+
 // An instance ready this long has its crash count (and so its restart backoff) reset.
 inline constexpr Millis kStableAfterMs = 10'000;
+// The level-triggered safety net: a full reconcile pass at least this often.
+inline constexpr Millis kFullPassMs = 5'000;
 
 class ControlLoop : private runtime::Listener {
  public:
@@ -223,6 +237,8 @@ class ControlLoop : private runtime::Listener {
   // A page of environments in catalog order: at most `limit` after the one named `after` (""
   // from the first). `next` is set to the name to continue after, empty on the last page.
   std::vector<EnvStatus> status_page(const std::string& after, std::size_t limit, std::string* next) const;
+  // The same pages in the summary form; limit 0: every environment.
+  std::vector<EnvSummary> summary_page(const std::string& after, std::size_t limit, std::string* next) const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
   const build::Builder* builder() const { return d_.builder; }
@@ -236,8 +252,15 @@ class ControlLoop : private runtime::Listener {
   Result<std::string> log_path(const std::string& env, const std::string& app, int ordinal) const;
   // Number of reconcile passes run; for tests and benchmarks.
   std::uint64_t reconcile_count() const { return reconciles_; }
-  // Run one reconcile pass now (normally they are scheduled); returns its duration in µs.
+  // Run one full reconcile pass now (normally they are scheduled); returns its duration in µs.
   std::int64_t reconcile_now();
+  // The last scheduled pass: its duration (µs), how many environments it visited, whether full.
+  struct PassStats {
+    std::int64_t micros = 0;
+    std::size_t envs = 0;
+    bool full = false;
+  };
+  PassStats last_pass() const { return last_pass_; }
   // berth's name server answers on `ip`:53 for the instances (empty: it does not; `note` says why).
   void set_resolver(const std::string& ip, const std::string& note);
   // Run a command inside a running instance (berth exec). `done` runs on the loop.
@@ -324,8 +347,15 @@ class ControlLoop : private runtime::Listener {
   // The database copies of a deleted environment, once its instances are gone.
   void drop_copies(const std::string& env);
 
-  void schedule_reconcile();
+  // Passes are incremental: a trigger about one environment marks it (and the thin environments
+  // falling through to it) dirty, and the next pass visits only dirty ones. A full pass visits
+  // every environment: after a catalog change, a build, a released address (another environment
+  // may be waiting for one), and every kFullPassMs as the level-triggered safety net.
+  EnvSummary summary(const model::Environment& espec) const;
+  void schedule_reconcile();                        // full
+  void schedule_reconcile(const std::string& env);  // env and what falls through to it
   void reconcile();
+  void arm_full_pass();
   void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
   void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
   void check_dependencies(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
@@ -417,6 +447,13 @@ class ControlLoop : private runtime::Listener {
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;
+  bool full_dirty_ = true;
+  bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
+  std::set<std::string> dirty_;
+  // env → the thin environments with an app served by it (recomputed when the catalog changes).
+  std::map<std::string, std::set<std::string>> falls_through_to_;
+  Executor::TimerId full_pass_timer_ = 0;
+  PassStats last_pass_;
   // DNS: per-environment records, rebuilt when their environment is marked dirty.
   std::map<std::string, std::shared_ptr<const dns::EnvRecords>> env_records_;
   std::set<std::string> dns_dirty_;

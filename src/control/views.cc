@@ -260,6 +260,49 @@ std::vector<EnvStatus> ControlLoop::status_page(const std::string& after, std::s
   return out;
 }
 
+EnvSummary ControlLoop::summary(const model::Environment& espec) const {
+  EnvSummary s;
+  s.env = espec.name;
+  s.base = espec.base;
+  s.up = up_.count(espec.name) > 0;
+  s.ready = s.up;
+  for (const auto& aspec : espec.apps) {
+    const std::string& where = espec.served_by.at(aspec.app);
+    const bool own = where == espec.name;
+    if (own) {
+      ++s.apps;
+      s.instances += aspec.instances;
+    }
+    int ready = 0;
+    if (auto e = envs_.find(where); e != envs_.end())
+      if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
+        for (const auto& [o, inst] : it->second.instances) {
+          if (o >= aspec.instances) continue;
+          if ((inst.phase == Phase::kReady && inst.exists()) || inst.phase == Phase::kCompleted) ++ready;
+          if (!own) continue;
+          if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
+          if (inst.exists() && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
+        }
+    if (own) s.ready_instances += ready;
+    if (ready < aspec.instances) s.ready = false;
+  }
+  return s;
+}
+
+std::vector<EnvSummary> ControlLoop::summary_page(const std::string& after, std::size_t limit, std::string* next) const {
+  std::vector<EnvSummary> out;
+  next->clear();
+  if (!catalog_) return out;
+  const auto& envs = catalog_->environments();
+  if (limit == 0) limit = envs.size();
+  std::size_t from = 0;
+  if (!after.empty())
+    if (const model::Environment* e = catalog_->find(after)) from = static_cast<std::size_t>(e - envs.data()) + 1;
+  for (std::size_t i = from; i < envs.size() && out.size() < limit; ++i) out.push_back(summary(envs[i]));
+  if (from + out.size() < envs.size() && !out.empty()) *next = out.back().env;
+  return out;
+}
+
 std::vector<EnvStatus> ControlLoop::all_status() const {
   std::vector<EnvStatus> out;
   if (!catalog_) return out;

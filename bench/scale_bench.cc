@@ -1,0 +1,296 @@
+// berth_scale_bench — the control plane at fleet scale, on the simulated runtime.
+//
+// `berth serve --runtime sim` (nothing runs; each instance starts after 20 ms and answers its
+// health checks 200 ms later), N environments × 30 apps in 5 dependency levels (6 apps a level,
+// each depending on two of the level below), health checks every 10 s. Prints, in one run:
+//   - the time to bring all N up and the placements per second;
+//   - one environment's up time when it is the only one vs. when N-1 others are up (ratio);
+//   - a reconcile pass with nothing to change, and one after a single instance changed;
+//   - API latency, p50/p99, of GET one environment and of the paged summary list, with C
+//     concurrent clients (each its own connection);
+//   - DNS queries per second with 1 environment up and with N (same run);
+//   - the daemon's RSS (peak and now) and its CPU while idle; the load average.
+// Targets (issue 10): all up ≤ 30 s, ≥ 10,000 placements/s, incremental pass ≤ 5 ms, full pass
+// ≤ 1 s, one more environment ≤ 1.5× the lone one, p99 ≤ 20 ms for one environment, RSS ≤ 300 MB.
+//
+// Usage: berth_scale_bench [--envs 1000] [--clients 200] [--seconds 5]. Uses 127.160.0.0/12 (no
+// traffic goes there: the instances are simulated) and a scratch data directory.
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "bench_daemon.h"
+#include "client/client.h"
+#include "net/dns/wire.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using berth::client::Client;
+
+namespace {
+
+constexpr int kLevels = 5;
+constexpr int kPerLevel = 6;
+
+std::string catalog(int envs) {
+  std::string y = "network: {pool: 127.160.0.0/12}\n"
+                  "defaults:\n"
+                  "  command: svc ${ip}\n"
+                  "  ports: {http: 8080}\n"
+                  "  health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 10s, start_period: 60s}\n"
+                  "apps:\n";
+  for (int l = 0; l < kLevels; ++l)
+    for (int i = 0; i < kPerLevel; ++i) {
+      y += fmt::format("  l{}-app{}:\n", l, i);
+      if (l > 0) y += fmt::format("    depends_on: [l{}-app{}, l{}-app{}]\n", l - 1, i, l - 1, (i + 1) % kPerLevel);
+      else y += "    {}\n";
+    }
+  y += "environments:\n";
+  for (int e = 0; e < envs; ++e) y += fmt::format("  env-{}: {{}}\n", e);
+  return y;
+}
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+long status_kb(pid_t pid, const char* field) {
+  std::ifstream in(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::string(field).size()));
+  return -1;
+}
+
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string s((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream rest(s.substr(s.rfind(')') + 2));
+  std::string f;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15; ++i) {
+    rest >> f;
+    if (i == 14) utime = std::stol(f);
+    if (i == 15) stime = std::stol(f);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Ready environments, through the paged summary.
+int ready_count(Client& c, int* instances_ready = nullptr) {
+  int ready = 0, inst = 0;
+  std::string after;
+  for (;;) {
+    auto r = c.get("/v1/environments?summary=1&limit=1000" + (after.empty() ? "" : "&after=" + after));
+    if (!r.ok()) return -1;
+    for (const auto& e : (*r)["environments"]) {
+      ready += e["ready"].get<bool>() ? 1 : 0;
+      inst += e["ready_instances"].get<int>();
+    }
+    if ((*r)["next"].is_null()) break;
+    after = (*r)["next"];
+  }
+  if (instances_ready) *instances_ready = inst;
+  return ready;
+}
+
+bool env_ready(Client& c, const std::string& env) {
+  auto s = c.get("/v1/environments/" + env);
+  return s.ok() && (*s)["ready"].get<bool>();
+}
+
+double up_one(Client& c, const std::string& env) {
+  auto t0 = Clock::now();
+  if (!c.post("/v1/environments/" + env + "/up").ok()) return -1;
+  while (!env_ready(c, env)) {
+    if (ms_since(t0) > 120'000) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return ms_since(t0);
+}
+
+void down_one(Client& c, const std::string& env) {
+  (void)c.post("/v1/environments/" + env + "/down");
+  auto t0 = Clock::now();
+  while (ms_since(t0) < 60'000) {
+    auto e = c.get("/v1/environments/" + env);
+    bool any = false;
+    if (e.ok())
+      for (const auto& a : (*e)["apps"])
+        for (const auto& i : a["instances"]) any |= i["state"] != "stopped";
+    if (!any) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::vector<double> reconcile_ms(Client& c, int n) {
+  std::vector<double> out;
+  for (int i = 0; i < n; ++i)
+    if (auto r = c.post("/v1/reconcile"); r.ok()) out.push_back((*r)["reconcile_us"].get<double>() / 1000.0);
+  return out;
+}
+
+// `clients` threads each GET `path_of(i)` in a loop for `seconds`; latencies in ms.
+std::vector<double> hammer(const std::string& addr, const std::string& token, int clients, int seconds,
+                           const std::function<std::string(int)>& path_of) {
+  std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
+  std::vector<std::thread> threads;
+  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  for (int t = 0; t < clients; ++t)
+    threads.emplace_back([&, t] {
+      Client c(addr, token);
+      for (int i = 0; Clock::now() < end; ++i) {
+        auto t0 = Clock::now();
+        if (c.get(path_of(t * 7919 + i)).ok()) lat[static_cast<std::size_t>(t)].push_back(ms_since(t0));
+      }
+    });
+  for (auto& th : threads) th.join();
+  std::vector<double> all;
+  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
+  return all;
+}
+
+// UDP queries per second for `name`, 64 in flight, for `seconds`.
+double dns_qps(const std::string& dns, const std::string& name, int seconds) {
+  int sock = socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  inet_pton(AF_INET, dns.substr(0, dns.rfind(':')).c_str(), &sa.sin_addr);
+  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(dns.substr(dns.rfind(':') + 1))));
+  connect(sock, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  timeval tv{0, 100'000};
+  setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::uint16_t id = 0;
+  long answered = 0;
+  std::uint8_t buf[1500];
+  const auto t0 = Clock::now();
+  while (ms_since(t0) < seconds * 1000.0) {
+    for (int i = 0; i < 64; ++i) {
+      auto q = berth::dns::build_query(name, berth::dns::type::kA, ++id);
+      send(sock, q.data(), q.size(), 0);
+    }
+    for (int i = 0; i < 64; ++i)
+      if (recv(sock, buf, sizeof buf, 0) >= 12 && ((buf[6] << 8) | buf[7]) > 0) ++answered;
+  }
+  close(sock);
+  return static_cast<double>(answered) / (ms_since(t0) / 1000.0);
+}
+
+std::string loadavg() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int envs = 1000, clients = 200, seconds = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i];
+    if (f == "--envs") envs = std::atoi(argv[i + 1]);
+    else if (f == "--clients") clients = std::atoi(argv[i + 1]);
+    else if (f == "--seconds") seconds = std::atoi(argv[i + 1]);
+  }
+  const int apps = kLevels * kPerLevel, instances = envs * apps;
+  std::string dir = (fs::temp_directory_path() / fmt::format("berth-scale-{}", getpid())).string();
+  fs::create_directories(dir);
+  BenchDaemon daemon(dir, {"--runtime", "sim", "--sim", "start=20ms,ready=200ms"});
+  Client c(daemon.api, daemon.token);
+  fmt::print("berth_scale_bench: {} environments × {} apps (depth {}) = {} simulated instances; load average {}\n", envs,
+             apps, kLevels, instances, loadavg());
+
+  auto t0 = Clock::now();
+  if (auto r = c.put("/v1/catalog", {{"filename", "scale.yaml"}, {"text", catalog(envs)}}); !r.ok()) {
+    fmt::print(stderr, "apply failed: {}\n", r.error().message);
+    return 1;
+  }
+  fmt::print("  apply (parse, validate, store)     {:9.0f} ms\n", ms_since(t0));
+
+  // One environment alone: its up time, the DNS rate with it, the API with it.
+  const double lone = up_one(c, "env-0");
+  const double qps_one = dns_qps(daemon.dns, "l0-app0.env-0.berth.test", 2);
+  down_one(c, "env-0");
+
+  // All of them.
+  t0 = Clock::now();
+  for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/up", e));
+  const double posted = ms_since(t0);
+  int ready_inst = 0;
+  while (ready_count(c, &ready_inst) < envs) {
+    if (ms_since(t0) > 600'000) {
+      fmt::print(stderr, "not all ready after 600 s: {} of {} instances\n", ready_inst, instances);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double all_up = ms_since(t0);
+  fmt::print("  all up                             {:9.0f} ms  (requests {:.0f} ms; target ≤ 30 s: {})\n", all_up, posted,
+             all_up <= 30'000 ? "met" : "NOT met");
+  fmt::print("  placements per second              {:9.0f}     (target ≥ 10,000: {})\n", instances / (all_up / 1000),
+             instances / (all_up / 1000) >= 10'000 ? "met" : "NOT met");
+
+  auto full = reconcile_ms(c, 10);
+  fmt::print("  pass, nothing to change            {:9.2f} ms  median of {} (target ≤ 1 s)\n", percentile(full, 0.5), full.size());
+  // One instance changes (a restart): the passes it causes visit its environment only.
+  (void)c.post("/v1/environments/env-7/restart?app=l4-app0");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // (the restart's own passes run)
+  double one = -1;
+  std::size_t visited = 0;
+  if (auto r = c.post("/v1/reconcile"); r.ok() && !(*r)["last_pass"]["full"].get<bool>()) {
+    one = (*r)["last_pass"]["us"].get<double>() / 1000.0;
+    visited = (*r)["last_pass"]["environments"].get<std::size_t>();
+  }
+  fmt::print("  pass after one instance's change   {:9.2f} ms  visiting {} environment(s) (target ≤ 5 ms: {})\n", one,
+             visited, one >= 0 && one <= 5 ? "met" : "NOT met");
+
+  down_one(c, fmt::format("env-{}", envs - 1));
+  const double crowded = up_one(c, fmt::format("env-{}", envs - 1));
+  fmt::print("  one environment up, alone          {:9.0f} ms\n", lone);
+  fmt::print("  one environment up, {:4} others    {:9.0f} ms  ratio {:.2f}x (target ≤ 1.5x: {})\n", envs - 1, crowded,
+             crowded / lone, crowded / lone <= 1.5 ? "met" : "NOT met");
+
+  auto one_env = hammer(daemon.api, daemon.token, clients, seconds,
+                        [envs](int i) { return fmt::format("/v1/environments/env-{}", i % envs); });
+  fmt::print("  GET one environment, {} clients   p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s; target p99 ≤ 20 ms: {})\n",
+             clients, percentile(one_env, 0.5), percentile(one_env, 0.99), one_env.size() / double(seconds),
+             percentile(one_env, 0.99) <= 20 ? "met" : "NOT met");
+  auto paged = hammer(daemon.api, daemon.token, clients, seconds, [envs](int i) {
+    int from = (i % std::max(1, envs / 100)) * 100;
+    return fmt::format("/v1/environments?summary=1&limit=100{}", from ? fmt::format("&after=env-{}", from - 1) : "");
+  });
+  fmt::print("  GET summary page of 100, {} clients p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s)\n", clients,
+             percentile(paged, 0.5), percentile(paged, 0.99), paged.size() / double(seconds));
+
+  const double qps_all = dns_qps(daemon.dns, fmt::format("l0-app0.env-{}.berth.test", envs / 2), 2);
+  fmt::print("  DNS answers/s, 1 environment up    {:9.0f}\n", qps_one);
+  fmt::print("  DNS answers/s, {} up            {:9.0f}  ratio {:.2f}\n", envs, qps_all, qps_all / qps_one);
+
+  const double cpu0 = cpu_seconds(daemon.pid);
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  const double idle = (cpu_seconds(daemon.pid) - cpu0) / 10;
+  fmt::print("  daemon RSS peak / now              {:6.0f} / {:.0f} MB  (target ≤ 300 MB: {})\n",
+             status_kb(daemon.pid, "VmHWM:") / 1024.0, status_kb(daemon.pid, "VmRSS:") / 1024.0,
+             status_kb(daemon.pid, "VmHWM:") <= 300 * 1024 ? "met" : "NOT met");
+  fmt::print("  daemon CPU while idle              {:9.1f} % of a core ({:.1f} µs per instance per second)\n", idle * 100,
+             idle * 1e6 / instances);
+  fmt::print("  load average at the end            {}\n", loadavg());
+  return 0;
+}
