@@ -92,6 +92,17 @@ void Builder::load() {
   // Only finished builds are kept; anything else was interrupted and will run again.
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(fs::path(dir_) / "builds", ec)) {
+    // A build the previous daemon ran when it died: its process group still runs (git, the
+    // recipe) and would write into the work tree the next run of the build starts afresh.
+    if (std::ifstream running(entry.path() / "running"); running) {
+      long long pid = 0, pgid = 0;
+      unsigned long long ticks = 0;
+      char sep = 0;
+      if (running >> pid >> sep >> pgid >> sep >> ticks && pid > 0 && pgid > 0 &&
+          process_start_ticks(static_cast<pid_t>(pid)) == ticks)
+        ::kill(-static_cast<pid_t>(pgid), SIGKILL);
+      fs::remove(entry.path() / "running", ec);
+    }
     auto info = entry.path() / "build.json";
     std::ifstream in(info);
     auto j = json::parse(in, nullptr, false);
@@ -277,6 +288,11 @@ void Builder::run(Build& b) {
     finish(b.id, false, s.error().message);
     return;
   }
+  // Recorded while it runs, so that a daemon killed meanwhile has its successor kill the group.
+  if (Status rec = write_file_atomically((work.parent_path() / "running").string(),
+                                         fmt::format("{}:{}:{}\n", s->pid, s->pid, s->start_ticks));
+      !rec.ok())
+    fmt::print(stderr, "berth: build {}: {}\n", b.id, rec.error().message);
   auto job = std::make_shared<Job>(io_);
   job->pid = s->pid;
   job->fd.assign(s->pidfd);
@@ -293,6 +309,8 @@ void Builder::run(Build& b) {
     int status = *reaped;
     job->wait = nullptr;
     ::kill(-job->pid, SIGKILL);  // leftovers of the recipe
+    std::error_code rec;
+    fs::remove(work.parent_path() / "running", rec);
     executor_.cancel(job->timer);
     jobs_.erase(id);
     --running_;

@@ -301,16 +301,23 @@ void ControlLoop::reconcile() {
     names.swap(dirty_);
   }
   dirty_.clear();  // (a full pass visits them all)
-  for (const auto& name : names) {
-    if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
-    const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
-    reconcile_env(name, envs_[name], spec);
-    if (!spec && envs_[name].apps.empty()) {
-      envs_.erase(name);
-      drop_copies(name);
-      if (!catalog_ || !catalog_->find(name)) release_uid(name);
+  // The pass's writes (leases, events, records it forgets) are one transaction, committed before
+  // anything it launched can run: a runtime lets an instance run only once on_created has
+  // recorded it, which is posted and so comes after the pass.
+  Status committed = d_.store->transaction([&]() -> Status {
+    for (const auto& name : names) {
+      if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
+      const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
+      reconcile_env(name, envs_[name], spec);
+      if (!spec && envs_[name].apps.empty()) {
+        envs_.erase(name);
+        drop_copies(name);
+        if (!catalog_ || !catalog_->find(name)) release_uid(name);
+      }
     }
-  }
+    return {};
+  });
+  if (!committed.ok()) emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
   publish_zone();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
                 names.size(), full};

@@ -1,6 +1,8 @@
 // Builds from source with real git repositories made by each test, against the real daemon.
 #include <atomic>
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <thread>
 
@@ -281,4 +283,44 @@ TEST(Build, BadSourcesAreNamed) {
   auto r = d.apply(catalog("127.101", no_recipe), "bad.yaml");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_THAT(r.err, HasSubstr("has build_type 'debug' but its source has no recipe for it and no 'default'; recipes: release"));
+}
+
+TEST(Build, ADaemonKilledMidBuildLeavesNoBuildRunning) {
+  // The build's whole process group outlives a SIGKILLed daemon; the next daemon kills it before
+  // it runs the build again, so nothing writes into the fresh work tree behind its back.
+  Daemon d("build-kill");
+  make_repo(d.data_dir() + "/repos/svc", "1.0");
+  std::string apps = R"(  slow:
+    source:
+      repo: repos/svc
+      recipes: {default: {command: "sh -c 'sleep 303' & sleep 304", artifact: out/x}}
+    command: ${artifact}
+)";
+  auto sleepers = [&d] {  // pids of this daemon's recipe processes (their cwd is in its data dir)
+    std::set<std::string> pids;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::ifstream in(e.path() / "cmdline");
+      std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::error_code ec;
+      const std::string cwd = std::filesystem::read_symlink(e.path() / "cwd", ec).string();
+      if ((cmd.find(std::string("sleep\0" "303", 9)) != std::string::npos ||
+           cmd.find(std::string("sleep\0" "304", 9)) != std::string::npos) &&
+          cwd.rfind(d.data_dir(), 0) == 0)
+        pids.insert(e.path().filename().string());
+    }
+    return pids;
+  };
+  ASSERT_EQ(d.apply(catalog("127.100", apps)).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "dev-1", "--no-wait"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return sleepers().size() == 2; }, std::chrono::seconds(20)));
+  const auto old = sleepers();
+  d.kill9();
+  EXPECT_EQ(sleepers(), old);  // the group outlived its daemon
+  d.start();
+  // The new daemon killed them, then runs the build again: two new sleepers, none of the old.
+  std::set<std::string> now;
+  ASSERT_TRUE(wait_until([&] {
+    now = sleepers();
+    return now.size() == 2 && std::none_of(now.begin(), now.end(), [&](const std::string& p) { return old.count(p) > 0; });
+  }, std::chrono::seconds(20))) << now.size() << " recipe processes, old ones still there";
 }

@@ -229,7 +229,8 @@ TEST(Core, DaemonSigkillMidUpConvergesWithoutDuplicates) {
   auto orphans = d.processes();
   ASSERT_FALSE(orphans.empty());
   d.start();
-  ASSERT_TRUE(wait_until([&] { return all_ready(d, "baseline"); }, std::chrono::seconds(60)));
+  ASSERT_TRUE(wait_until([&] { return all_ready(d, "baseline"); }, std::chrono::seconds(60)))
+      << d.status("baseline").dump(1) << d.events("baseline").dump(1);
   // Exactly one process per instance, and the survivors were adopted, not duplicated.
   auto procs = d.processes();
   std::map<std::string, int> per_instance;

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -82,13 +83,42 @@ ALTER TABLE instances ADD COLUMN ready_at INTEGER NOT NULL DEFAULT 0;
 };
 constexpr int kSchemaVersion = 5;
 
-// A prepared statement, finalized on scope exit.
+}  // namespace
+
+// Statements prepared once and reused, keyed by their SQL text's address (string literals).
+struct SqliteStore::StmtCache {
+  std::unordered_map<const char*, sqlite3_stmt*> stmts;
+  ~StmtCache() {
+    for (auto& [sql, s] : stmts) sqlite3_finalize(s);
+  }
+};
+
+namespace {
+
+// A prepared statement: finalized on scope exit, or with a cache, reset and kept for the next
+// use of the same SQL.
 class Stmt {
  public:
   Stmt(sqlite3* db, const char* sql) : db_(db) {
     if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) s_ = nullptr;
   }
-  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(sqlite3* db, const char* sql, SqliteStore::StmtCache& cache) : db_(db), sql_(sql), cache_(&cache) {
+    if (auto it = cache.stmts.find(sql); it != cache.stmts.end()) {
+      s_ = it->second;
+      cache.stmts.erase(it);  // ours while in use (a nested use of the same SQL prepares its own)
+    } else if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
+      s_ = nullptr;
+    }
+  }
+  ~Stmt() {
+    if (!cache_ || !s_) {
+      sqlite3_finalize(s_);
+      return;
+    }
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    if (!cache_->stmts.emplace(sql_, s_).second) sqlite3_finalize(s_);
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -111,6 +141,8 @@ class Stmt {
  private:
   sqlite3* db_;
   sqlite3_stmt* s_ = nullptr;
+  const char* sql_ = nullptr;
+  SqliteStore::StmtCache* cache_ = nullptr;
 };
 
 Status run(Stmt& s, const char* what) {
@@ -164,7 +196,12 @@ Status SqliteStore::migrate(const std::string& path) {
 
 int SqliteStore::schema_version() { return kSchemaVersion; }
 
-SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+SqliteStore::SqliteStore(sqlite3* db) : db_(db), cache_(std::make_unique<StmtCache>()) {}
+
+SqliteStore::~SqliteStore() {
+  cache_.reset();  // statements are finalized before the connection closes
+  sqlite3_close(db_);
+}
 
 Status SqliteStore::exec(const std::string& sql) {
   char* err = nullptr;
@@ -177,7 +214,7 @@ Status SqliteStore::exec(const std::string& sql) {
 }
 
 Result<std::optional<StoredCatalog>> SqliteStore::load_catalog() {
-  Stmt s(db_, "SELECT text, filename, applied_at, base_dir, version, applied_by FROM catalog WHERE id = 1");
+  Stmt s(db_, "SELECT text, filename, applied_at, base_dir, version, applied_by FROM catalog WHERE id = 1", *cache_);
   if (!s.ok()) return s.error("load catalog");
   int rc = s.step();
   if (rc == SQLITE_DONE) return std::optional<StoredCatalog>();
@@ -187,13 +224,13 @@ Result<std::optional<StoredCatalog>> SqliteStore::load_catalog() {
 
 Status SqliteStore::save_catalog(const StoredCatalog& c) {
   Stmt s(db_, "INSERT OR REPLACE INTO catalog (id, text, filename, applied_at, base_dir, version, applied_by) "
-              "VALUES (1, ?, ?, ?, ?, ?, ?)");
+              "VALUES (1, ?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, c.text).bind(2, c.filename).bind(3, c.applied_at).bind(4, c.base_dir).bind(5, c.version).bind(6, c.applied_by);
   return run(s, "save catalog");
 }
 
 Result<std::vector<std::string>> SqliteStore::up_environments() {
-  Stmt s(db_, "SELECT env FROM environments_up ORDER BY since, env");
+  Stmt s(db_, "SELECT env FROM environments_up ORDER BY since, env", *cache_);
   if (!s.ok()) return s.error("list environments");
   std::vector<std::string> out;
   int rc;
@@ -204,17 +241,17 @@ Result<std::vector<std::string>> SqliteStore::up_environments() {
 
 Status SqliteStore::set_up(const std::string& env, bool up) {
   if (up) {
-    Stmt s(db_, "INSERT OR IGNORE INTO environments_up (env, since) VALUES (?, strftime('%s','now'))");
+    Stmt s(db_, "INSERT OR IGNORE INTO environments_up (env, since) VALUES (?, strftime('%s','now'))", *cache_);
     s.bind(1, env);
     return run(s, "mark environment up");
   }
-  Stmt s(db_, "DELETE FROM environments_up WHERE env = ?");
+  Stmt s(db_, "DELETE FROM environments_up WHERE env = ?", *cache_);
   s.bind(1, env);
   return run(s, "mark environment down");
 }
 
 Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
-  Stmt s(db_, "SELECT env, app, ordinal, runtime, ref, fingerprint, restarts, started_at, ready_at FROM instances");
+  Stmt s(db_, "SELECT env, app, ordinal, runtime, ref, fingerprint, restarts, started_at, ready_at FROM instances", *cache_);
   if (!s.ok()) return s.error("load instances");
   std::vector<InstanceRecord> out;
   int rc;
@@ -235,26 +272,26 @@ Result<std::vector<InstanceRecord>> SqliteStore::load_instances() {
 
 Status SqliteStore::put_instance(const InstanceRecord& r) {
   Stmt s(db_, "INSERT OR REPLACE INTO instances (env, app, ordinal, runtime, ref, fingerprint, restarts, started_at, "
-              "ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+              "ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, r.key.env).bind(2, r.key.app).bind(3, r.key.ordinal).bind(4, r.runtime).bind(5, r.ref)
       .bind(6, r.fingerprint).bind(7, r.restarts).bind(8, r.started_at).bind(9, r.ready_at);
   return run(s, "record instance");
 }
 
 Status SqliteStore::set_instance_ready(const ipam::LeaseKey& k, Millis ready_at) {
-  Stmt s(db_, "UPDATE instances SET ready_at = ? WHERE env = ? AND app = ? AND ordinal = ?");
+  Stmt s(db_, "UPDATE instances SET ready_at = ? WHERE env = ? AND app = ? AND ordinal = ?", *cache_);
   s.bind(1, ready_at).bind(2, k.env).bind(3, k.app).bind(4, k.ordinal);
   return run(s, "record instance readiness");
 }
 
 Status SqliteStore::erase_instance(const ipam::LeaseKey& k) {
-  Stmt s(db_, "DELETE FROM instances WHERE env = ? AND app = ? AND ordinal = ?");
+  Stmt s(db_, "DELETE FROM instances WHERE env = ? AND app = ? AND ordinal = ?", *cache_);
   s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);
   return run(s, "forget instance");
 }
 
 Result<Event> SqliteStore::append_event(Event e) {
-  Stmt s(db_, "INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  Stmt s(db_, "INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (?, ?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, e.time).bind(2, e.env).bind(3, e.type).bind(4, e.app).bind(5, e.ordinal).bind(6, e.ip).bind(7, e.message);
   if (auto st = run(s, "append event"); !st.ok()) return st.error();
   e.id = sqlite3_last_insert_rowid(db_);
@@ -268,13 +305,13 @@ Result<Event> SqliteStore::append_event(Event e) {
 Status SqliteStore::trim_events(const std::string& env) {
   // Uses the (env, id) index: the id of the oldest event kept, then everything before it.
   Stmt s(db_, "DELETE FROM events WHERE env = ?1 AND id < "
-              "(SELECT id FROM events WHERE env = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)");
+              "(SELECT id FROM events WHERE env = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)", *cache_);
   s.bind(1, env).bind(2, static_cast<std::int64_t>(event_limit_ - 1));
   return run(s, "trim events");
 }
 
 Result<std::vector<Event>> SqliteStore::events(const std::string& env, std::int64_t after_id, int limit) {
-  Stmt s(db_, "SELECT id, time, env, type, app, ordinal, ip, message FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?");
+  Stmt s(db_, "SELECT id, time, env, type, app, ordinal, ip, message FROM events WHERE env = ? AND id > ? ORDER BY id LIMIT ?", *cache_);
   if (!s.ok()) return s.error("read events");
   s.bind(1, env).bind(2, after_id).bind(3, limit);
   std::vector<Event> out;
@@ -286,13 +323,13 @@ Result<std::vector<Event>> SqliteStore::events(const std::string& env, std::int6
 }
 
 Result<std::int64_t> SqliteStore::last_event_id() {
-  Stmt s(db_, "SELECT COALESCE(MAX(id), 0) FROM events");
+  Stmt s(db_, "SELECT COALESCE(MAX(id), 0) FROM events", *cache_);
   if (!s.ok() || s.step() != SQLITE_ROW) return s.error("read events");
   return s.i64(0);
 }
 
 Result<std::vector<ipam::Lease>> SqliteStore::load_leases() {
-  Stmt s(db_, "SELECT env, app, ordinal, ip, released_at FROM leases");
+  Stmt s(db_, "SELECT env, app, ordinal, ip, released_at FROM leases", *cache_);
   if (!s.ok()) return s.error("load leases");
   std::vector<ipam::Lease> out;
   int rc;
@@ -306,19 +343,19 @@ Result<std::vector<ipam::Lease>> SqliteStore::load_leases() {
 // so the database itself refuses to hand one address to two instances.
 Status SqliteStore::put_lease(const ipam::Lease& l) {
   Stmt s(db_, "INSERT INTO leases (env, app, ordinal, ip, released_at) VALUES (?, ?, ?, ?, ?) "
-              "ON CONFLICT (env, app, ordinal) DO UPDATE SET ip = excluded.ip, released_at = excluded.released_at");
+              "ON CONFLICT (env, app, ordinal) DO UPDATE SET ip = excluded.ip, released_at = excluded.released_at", *cache_);
   s.bind(1, l.key.env).bind(2, l.key.app).bind(3, l.key.ordinal).bind(4, static_cast<std::int64_t>(l.ip)).bind(5, l.released_at);
   return run(s, "record lease");
 }
 
 Status SqliteStore::erase_lease(const ipam::LeaseKey& k) {
-  Stmt s(db_, "DELETE FROM leases WHERE env = ? AND app = ? AND ordinal = ?");
+  Stmt s(db_, "DELETE FROM leases WHERE env = ? AND app = ? AND ordinal = ?", *cache_);
   s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);
   return run(s, "erase lease");
 }
 
 Result<std::vector<model::EnvDocument>> SqliteStore::load_documents() {
-  Stmt s(db_, "SELECT name, text, owner, version, updated_at, updated_by FROM env_documents ORDER BY name");
+  Stmt s(db_, "SELECT name, text, owner, version, updated_at, updated_by FROM env_documents ORDER BY name", *cache_);
   if (!s.ok()) return s.error("load environment documents");
   std::vector<model::EnvDocument> out;
   int rc;
@@ -330,20 +367,20 @@ Result<std::vector<model::EnvDocument>> SqliteStore::load_documents() {
 
 Status SqliteStore::put_document(const model::EnvDocument& d) {
   Stmt s(db_, "INSERT OR REPLACE INTO env_documents (name, text, owner, version, updated_at, updated_by) "
-              "VALUES (?, ?, ?, ?, ?, ?)");
+              "VALUES (?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, d.name).bind(2, d.text).bind(3, d.owner).bind(4, d.version).bind(5, d.updated_at).bind(6, d.updated_by);
   return run(s, "store environment document");
 }
 
 Status SqliteStore::erase_document(const std::string& name) {
-  Stmt s(db_, "DELETE FROM env_documents WHERE name = ?");
+  Stmt s(db_, "DELETE FROM env_documents WHERE name = ?", *cache_);
   s.bind(1, name);
   return run(s, "delete environment document");
 }
 
 Result<AuditEntry> SqliteStore::append_audit(AuditEntry a) {
   Stmt s(db_, "INSERT INTO audit (time, user, action, target, env, before_version, after_version, detail) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, a.time).bind(2, a.user).bind(3, a.action).bind(4, a.target).bind(5, a.env).bind(6, a.before_version)
       .bind(7, a.after_version).bind(8, a.detail);
   if (auto st = run(s, "append audit entry"); !st.ok()) return st.error();
@@ -353,7 +390,7 @@ Result<AuditEntry> SqliteStore::append_audit(AuditEntry a) {
 
 Result<std::vector<AuditEntry>> SqliteStore::audit(const AuditQuery& q) {
   Stmt s(db_, "SELECT id, time, user, action, target, env, before_version, after_version, detail FROM audit "
-              "WHERE (?1 = '' OR env = ?1) AND (?2 = '' OR user = ?2) AND time >= ?3 ORDER BY id DESC LIMIT ?4");
+              "WHERE (?1 = '' OR env = ?1) AND (?2 = '' OR user = ?2) AND time >= ?3 ORDER BY id DESC LIMIT ?4", *cache_);
   if (!s.ok()) return s.error("read the audit log");
   s.bind(1, q.env).bind(2, q.user).bind(3, q.since).bind(4, q.limit);
   std::vector<AuditEntry> out;
@@ -366,7 +403,7 @@ Result<std::vector<AuditEntry>> SqliteStore::audit(const AuditQuery& q) {
 }
 
 Result<std::vector<TokenRecord>> SqliteStore::load_tokens() {
-  Stmt s(db_, "SELECT id, user, role, hash, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, id");
+  Stmt s(db_, "SELECT id, user, role, hash, created_at, created_by, revoked_at FROM tokens ORDER BY created_at, id", *cache_);
   if (!s.ok()) return s.error("load tokens");
   std::vector<TokenRecord> out;
   int rc;
@@ -378,14 +415,14 @@ Result<std::vector<TokenRecord>> SqliteStore::load_tokens() {
 
 Status SqliteStore::put_token(const TokenRecord& t) {
   Stmt s(db_, "INSERT OR REPLACE INTO tokens (id, user, role, hash, created_at, created_by, revoked_at) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?)");
+              "VALUES (?, ?, ?, ?, ?, ?, ?)", *cache_);
   s.bind(1, t.id).bind(2, t.user).bind(3, t.role).bind(4, t.hash).bind(5, t.created_at).bind(6, t.created_by)
       .bind(7, t.revoked_at);
   return run(s, "store token");
 }
 
 Result<std::map<std::string, std::uint32_t>> SqliteStore::load_env_uids() {
-  Stmt s(db_, "SELECT env, uid FROM env_uids");
+  Stmt s(db_, "SELECT env, uid FROM env_uids", *cache_);
   if (!s.ok()) return s.error("load environment user ids");
   std::map<std::string, std::uint32_t> out;
   int rc;
@@ -395,18 +432,26 @@ Result<std::map<std::string, std::uint32_t>> SqliteStore::load_env_uids() {
 }
 
 Status SqliteStore::put_env_uid(const std::string& env, std::uint32_t uid) {
-  Stmt s(db_, "INSERT INTO env_uids (env, uid) VALUES (?, ?) ON CONFLICT (env) DO UPDATE SET uid = excluded.uid");
+  Stmt s(db_, "INSERT INTO env_uids (env, uid) VALUES (?, ?) ON CONFLICT (env) DO UPDATE SET uid = excluded.uid", *cache_);
   s.bind(1, env).bind(2, static_cast<std::int64_t>(uid));
   return run(s, "store an environment's user id");
 }
 
 Status SqliteStore::erase_env_uid(const std::string& env) {
-  Stmt s(db_, "DELETE FROM env_uids WHERE env = ?");
+  Stmt s(db_, "DELETE FROM env_uids WHERE env = ?", *cache_);
   s.bind(1, env);
   return run(s, "forget an environment's user id");
 }
 
 Status SqliteStore::transaction(const std::function<Status()>& body) {
+  if (!sqlite3_get_autocommit(db_)) {
+    // Inside another transaction: a savepoint, so this body alone is undone on failure.
+    BERTH_TRY(exec("SAVEPOINT nested"));
+    Status st = body();
+    if (!st.ok()) (void)exec("ROLLBACK TO nested");
+    (void)exec("RELEASE nested");
+    return st;
+  }
   BERTH_TRY(exec("BEGIN IMMEDIATE"));
   Status st = body();
   if (st.ok()) st = exec("COMMIT");

@@ -50,12 +50,15 @@ class SqliteStore final : public StateStore {
   Status erase_env_uid(const std::string& env) override;
   Status transaction(const std::function<Status()>& body) override;
 
+  struct StmtCache;
+
  private:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  explicit SqliteStore(sqlite3* db);
   Status exec(const std::string& sql);
   Status migrate(const std::string& path);
   Status trim_events(const std::string& env);
   sqlite3* db_;
+  std::unique_ptr<StmtCache> cache_;
   int event_limit_ = 20'000;
   std::map<std::string, int> appended_;  // env → events appended since its last trim
 };
