@@ -483,19 +483,27 @@ TEST_F(LoopTest, ADaemonKilledDuringDownLeavesNoAddressAssigned) {
   // assigned for good: they become reservations, which the environment gets back on its next up.
   ASSERT_TRUE(loop_->up("dev").ok());
   loop_->reconcile_now();
+  // Each load is kept in a local: a range-for over *load_leases() would iterate over the vector
+  // inside a Result destroyed before the loop body runs.
+  auto leases = store_->load_leases();
+  ASSERT_TRUE(leases.ok());
   std::map<std::string, std::string> before;
-  for (const auto& l : *store_->load_leases()) before[l.key.app] = model::format_ipv4(l.ip);
+  for (const auto& l : *leases) before[l.key.app] = model::format_ipv4(l.ip);
   ASSERT_EQ(before.size(), 5u);
   ASSERT_TRUE(loop_->down("dev").ok());
   loop_.reset();     // SIGKILL
   exec_.run_ready(); // the runtime's creations find no daemon: nothing runs
   ASSERT_TRUE(rt_.instances().empty());
   ASSERT_TRUE(store_->load_instances()->empty());
-  for (const auto& l : *store_->load_leases()) ASSERT_FALSE(l.reserved()) << l.key.app;  // the leak, before
+  leases = store_->load_leases();
+  ASSERT_TRUE(leases.ok());
+  for (const auto& l : *leases) ASSERT_FALSE(l.reserved()) << l.key.app;  // the leak, before
 
   loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
   exec_.run_ready();
-  for (const auto& l : *store_->load_leases()) EXPECT_TRUE(l.reserved()) << l.key.app << " still assigned";
+  leases = store_->load_leases();
+  ASSERT_TRUE(leases.ok());
+  for (const auto& l : *leases) EXPECT_TRUE(l.reserved()) << l.key.app << " still assigned";
   all_healthy();
   ASSERT_TRUE(loop_->up("dev").ok());
   exec_.advance(300);
