@@ -4,7 +4,7 @@
 #   asan  Debug with AddressSanitizer + UndefinedBehaviorSanitizer (UB is fatal): everything the
 #         unit and integration tests run, the daemon and the demo service included.
 #   tsan  Debug with ThreadSanitizer: the unit tests only (berth_unit_tests).
-# The sanitized trees leave out the benchmarks and fuzz targets.
+# The sanitized trees leave out the benchmarks and fuzz targets. BERTH_JOBS=N: ninja -jN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 type=${1:-release}

@@ -8,6 +8,7 @@
 #   3. every test on the debug build (its summary is the last thing printed).
 # Runs on a fresh Debian 12 machine (installs what it needs with apt).
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
+#   BERTH_JOBS=N     ninja's parallel jobs for every build (default: ninja's own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -21,7 +22,7 @@ fuzz_seconds=${FUZZ_SECONDS:-20}
 if [ "$fuzz_seconds" -gt 0 ]; then
   CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DBERTH_FUZZ=ON -DBERTH_TESTS=OFF -DBERTH_BENCH=OFF -DBERTH_WERROR=ON >/dev/null
-  ninja -C build/fuzz fuzz_targets
+  ninja -C build/fuzz ${BERTH_JOBS:+-j"$BERTH_JOBS"} fuzz_targets
   for target in build/fuzz/fuzz/fuzz_*; do
     name=$(basename "$target")
     corpus=fuzz/corpus/${name#fuzz_}
