@@ -405,15 +405,16 @@ int run(const Options& o) {
     io.stop();
   });
   // The addresses actually bound (useful with port 0), for scripts and tests:
-  // <data-dir>/api.addr and <data-dir>/dns.addr, each written atomically.
+  // <data-dir>/api.addr, api.url and dns.addr, each written atomically. api.addr comes last:
+  // scripts and tests wait for it, and then read the others.
   auto write_atomically = [&](const char* name, const std::string& text) {
     if (Status st = write_file_atomically((fs::path(data_dir) / name).string(), text); !st.ok())
       fmt::print(stderr, "berth serve: {}\n", st.error().message);
   };
   const std::string bound = fmt::format("{}:{}", o.listen.substr(0, o.listen.rfind(':')), (*server)->port());
   if (dns_server) write_atomically("dns.addr", dns_server->address());
-  write_atomically("api.addr", bound);
   write_atomically("api.url", fmt::format("{}://{}", o.tls_cert.empty() ? "http" : "https", bound));
+  write_atomically("api.addr", bound);
   if (ids)
     fmt::print(stderr, "berth serve: instances run as uids {}-{} (one per environment), group {}\n", ids->first + 1, ids->last,
                ids->group());

@@ -175,7 +175,8 @@ TEST(Build, ArtifactStoreEvictsLeastRecentlyUsedArtifactsNoInstanceRuns) {
   ASSERT_TRUE(builds.ok());
   for (const auto& b : *builds) EXPECT_NE(b["id"], first) << "the first artifact should have been evicted";
   EXPECT_FALSE(std::filesystem::exists(d.data_dir() + "/artifacts/" + first));
-  for (const auto& i : app_of(d.status("dev-1"), "svc")["instances"]) EXPECT_EQ(version_of(i["ip"]), "3.0+release");
+  auto now = d.status("dev-1");  // app_of refers into it: it must outlive the loop
+  for (const auto& i : app_of(now, "svc")["instances"]) EXPECT_EQ(version_of(i["ip"]), "3.0+release");
 }
 
 TEST(Build, FollowPicksUpAMovedBranch) {

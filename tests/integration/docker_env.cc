@@ -79,8 +79,12 @@ void DockerEnv::remove_all(const std::string& data_id) {
   for (const auto& c : containers(data_id)) (void)call("DELETE", "/containers/" + c["Id"].get<std::string>() + "?force=1");
   if (auto nets = call("GET", "/networks?filters=" + label_filter(data_id)); nets.ok() && nets->json().is_array())
     for (const auto& n : nets->json()) (void)call("DELETE", "/networks/" + n["Id"].get<std::string>());
-  if (auto vols = call("GET", "/volumes?filters=" + label_filter(data_id)); vols.ok() && vols->json().is_object())
-    for (const auto& v : vols->json()["Volumes"]) (void)call("DELETE", "/volumes/" + v["Name"].get<std::string>());
+  if (auto vols = call("GET", "/volumes?filters=" + label_filter(data_id)); vols.ok()) {
+    // json() parses anew each call: keep the document, the loop iterates over a part of it.
+    const nlohmann::json body = vols->json();
+    if (body.is_object())
+      for (const auto& v : body["Volumes"]) (void)call("DELETE", "/volumes/" + v["Name"].get<std::string>());
+  }
 }
 
 void DockerEnv::clear_subnet(const std::string& subnet) {

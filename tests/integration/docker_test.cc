@@ -177,10 +177,11 @@ TEST_F(Docker, AThinEnvironmentsContainersReachTheBaseByShortName) {
   // getent inside beta's orders: `users` is baseline's (beta does not run it), `orders` its own.
   auto users = exec(*d, "beta", "orders", {"getent", "hosts", "users"});
   ASSERT_EQ(users.exit_code, 0) << users.err;
-  for (const auto& i : app_of(d->status("baseline"), "users")["instances"]) EXPECT_THAT(users.out, HasSubstr(i["ip"].get<std::string>()));
+  auto base = d->status("baseline");  // app_of refers into it: it must outlive the loops
+  for (const auto& i : app_of(base, "users")["instances"]) EXPECT_THAT(users.out, HasSubstr(i["ip"].get<std::string>()));
   auto orders = exec(*d, "beta", "orders", {"getent", "hosts", "orders"});
   for (const auto& i : app_of(s, "orders")["instances"]) EXPECT_THAT(orders.out, HasSubstr(i["ip"].get<std::string>()));
-  for (const auto& i : app_of(d->status("baseline"), "orders")["instances"])
+  for (const auto& i : app_of(base, "orders")["instances"])
     EXPECT_THAT(orders.out, testing::Not(HasSubstr(i["ip"].get<std::string>() + " "))) << "baseline's orders leaked into beta";
 
   // A request through beta's gateway: gateway and orders answer from beta, users from baseline.

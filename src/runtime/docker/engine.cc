@@ -2,7 +2,9 @@
 
 #include <array>
 #include <atomic>
+#include <mutex>
 #include <optional>
+#include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -154,24 +156,31 @@ struct Op : std::enable_shared_from_this<Op> {
   }
 };
 
+// A handle may outlive the Engine (its owner is destroyed after the Engine): it shares the
+// io_context, so its Op (whose socket and timer belong to that io_context) never outlives it,
+// and its cancel is queued there, to be destroyed unrun with the io_context if the thread is gone.
 class Handle final : public StreamHandle {
  public:
-  Handle(asio::io_context& io, std::shared_ptr<Op> op) : io_(io), op_(std::move(op)) {}
+  Handle(std::shared_ptr<asio::io_context> io, std::shared_ptr<Op> op) : io_(std::move(io)), op_(std::move(op)) {}
   ~Handle() override {
-    asio::post(io_, [op = op_] { op->cancel(); });
+    asio::post(*io_, [op = op_] { op->cancel(); });
   }
 
  private:
-  asio::io_context& io_;
+  std::shared_ptr<asio::io_context> io_;  // declared first: destroyed after op_
   std::shared_ptr<Op> op_;
 };
 
 }  // namespace
 
 struct Engine::Impl {
-  asio::io_context io{1};
+  std::shared_ptr<asio::io_context> io_ptr = std::make_shared<asio::io_context>(1);
+  asio::io_context& io = *io_ptr;
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
   std::thread thread;
+  // Streams whose handle is still held: their callbacks are dropped when the Engine goes.
+  std::mutex mu;
+  std::vector<std::weak_ptr<Op>> streams;
 };
 
 Engine::Engine(std::string path) : path_(std::move(path)), impl_(std::make_unique<Impl>()) {}
@@ -202,6 +211,24 @@ Engine::~Engine() {
   impl_->work.reset();
   impl_->io.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
+  // Callbacks not yet run are dropped, here and not when the last handle goes: a callback
+  // often holds the owner of its own stream's handle (a log follower, an exec), and that cycle
+  // would otherwise keep both, and what they hold, forever.
+  std::vector<std::function<void(Result<Response>)>> done;
+  std::vector<std::function<bool(std::string_view)>> on_data;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (auto& weak : impl_->streams)
+      if (auto op = weak.lock()) {
+        done.push_back(std::move(op->done));
+        on_data.push_back(std::move(op->on_data));
+        op->done = nullptr;
+        op->on_data = nullptr;
+        op->cancel();  // its connection closes now, not when its handle goes
+      }
+    impl_->streams.clear();
+  }
+  // `done` and `on_data` go here, outside the lock: what they hold may end other handles.
 }
 
 void Engine::request(Call call, std::function<void(Result<Response>)> done) {
@@ -217,8 +244,13 @@ std::unique_ptr<StreamHandle> Engine::stream(Call call, std::function<bool(std::
   op->call = std::move(call);
   op->on_data = std::move(on_data);
   op->done = std::move(done);
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    std::erase_if(impl_->streams, [](const std::weak_ptr<Op>& w) { return w.expired(); });
+    impl_->streams.push_back(op);
+  }
   asio::post(impl_->io, [op, path = path_] { op->start(path); });
-  return std::make_unique<Handle>(impl_->io, op);
+  return std::make_unique<Handle>(impl_->io_ptr, op);
 }
 
 std::string error_message(const Response& r) {

@@ -8,7 +8,8 @@
 //
 // Input from dockerd is bounded: a response body is at most 32 MiB (more is an error), a
 // stream is handed over in pieces of at most 64 KiB as it arrives (the consumer bounds what it
-// keeps). Destroying the Engine stops the thread; callbacks not yet run are dropped.
+// keeps). Destroying the Engine stops the thread; callbacks not yet run are dropped, and a
+// StreamHandle may outlive it.
 #pragma once
 
 #include <functional>

@@ -98,8 +98,14 @@ ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::st
     : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0) {}
 
 ProcessRuntime::~ProcessRuntime() {
-  for (auto& [ref, w] : watched_)
+  // A pending wait on a pidfd holds its Watched and this runtime: closing the descriptor
+  // completes it as aborted, so it never runs on a destroyed runtime (as it did when a process
+  // exited after a restarted daemon's runtime was replaced). The instances go on running.
+  for (auto& [ref, w] : watched_) {
     if (w->kill_timer) executor_.cancel(w->kill_timer);
+    boost::system::error_code ignored;
+    if (w->pidfd) w->pidfd->close(ignored);
+  }
 }
 
 Capabilities ProcessRuntime::capabilities() const {
