@@ -59,6 +59,9 @@ struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
   ExecResult result;
   std::size_t max = 0;
   std::function<void(Result<ExecResult>)> done;
+  bool reading = false;     // an async read is in flight
+  bool has_exited = false;  // the command was reaped
+  std::optional<int> status;
 
   void take(const char* data, std::size_t n) {
     std::size_t room = max > result.output.size() ? max - result.output.size() : 0;
@@ -66,21 +69,41 @@ struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
     result.output.append(data, std::min(n, room));
   }
   void read_more() {
+    reading = true;
     output->async_read_some(asio::buffer(buf), [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+      self->reading = false;
       if (n) self->take(self->buf.data(), n);
+      if (self->has_exited) return self->finish();  // (cancelled by exited(), or data it had read)
       if (!ec) self->read_more();
     });
   }
   void exited() {
-    auto status = reap(pid);
+    status = reap(pid);
     pid = -1;
     timer.cancel();
-    // What the command wrote before it exited is in the pipe: take it without waiting.
+    has_exited = true;
+    // What the command wrote before it exited is in the pipe: take it without waiting. A read
+    // already completed but not yet handled holds earlier output: finish() waits for it.
     if (output) {
       int fd = output->native_handle();
       fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+      if (!reading) {
+        ssize_t n;
+        while ((n = ::read(fd, buf.data(), buf.size())) > 0) take(buf.data(), static_cast<std::size_t>(n));
+      }
+    }
+    if (reading) {
+      boost::system::error_code ignored;
+      output->cancel(ignored);  // its handler runs next, with what it read, and finishes
+      return;
+    }
+    finish();
+  }
+  void finish() {
+    if (output && output->is_open()) {
+      // Anything left after a read that was in flight.
       ssize_t n;
-      while ((n = ::read(fd, buf.data(), buf.size())) > 0) take(buf.data(), static_cast<std::size_t>(n));
+      while ((n = ::read(output->native_handle(), buf.data(), buf.size())) > 0) take(buf.data(), static_cast<std::size_t>(n));
       boost::system::error_code ignored;
       output->close(ignored);
     }
