@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <vector>
 #include <fstream>
 #include <thread>
 
@@ -21,6 +22,21 @@ using testing::HasSubstr;
 namespace {
 
 void sh(const std::string& cmd) { ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd; }
+
+// Pids of live `sleep SECONDS` processes (one of `seconds`) whose cwd is under `dir` ("" : any).
+std::set<std::string> sleepers(const std::vector<std::string>& seconds, const std::string& dir = "") {
+  std::set<std::string> pids;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(e.path() / "cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::error_code ec;
+    const std::string cwd = std::filesystem::read_symlink(e.path() / "cwd", ec).string();
+    for (const auto& s : seconds)
+      if (cmd.find(std::string("sleep\0", 6) + s) != std::string::npos && cwd.rfind(dir, 0) == 0)
+        pids.insert(e.path().filename().string());
+  }
+  return pids;
+}
 
 // A repository whose build leaves out/svc: a launcher of berth-demo-svc reporting VERSION+type.
 void make_repo(const std::string& dir, const std::string& version) {
@@ -239,18 +255,7 @@ TEST(Build, TimeoutKillsTheBuildsWholeProcessGroup) {
   ASSERT_EQ(d.cli({"up", "dev-1", "--no-wait"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return app_of(d.status("dev-1"), "slow")["state"] == "build-failed"; }, std::chrono::seconds(20)));
   EXPECT_THAT(app_of(d.status("dev-1"), "slow")["build"]["error"].get<std::string>(), HasSubstr("timed out after 1s"));
-  auto sleepers = [] {
-    int n = 0;
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::ifstream in(e.path() / "cmdline");
-      std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (cmd.find(std::string("sleep\0" "301", 9)) != std::string::npos ||
-          cmd.find(std::string("sleep\0" "302", 9)) != std::string::npos)
-        ++n;
-    }
-    return n;
-  };
-  EXPECT_TRUE(wait_until([&] { return sleepers() == 0; }, std::chrono::seconds(5))) << "the recipe's children survived";
+  EXPECT_TRUE(wait_until([&] { return sleepers({"301", "302"}).empty(); }, std::chrono::seconds(5))) << "the recipe's children survived";
 }
 
 TEST(Build, BadSourcesAreNamed) {
@@ -297,31 +302,19 @@ TEST(Build, ADaemonKilledMidBuildLeavesNoBuildRunning) {
       recipes: {default: {command: "sh -c 'sleep 303' & sleep 304", artifact: out/x}}
     command: ${artifact}
 )";
-  auto sleepers = [&d] {  // pids of this daemon's recipe processes (their cwd is in its data dir)
-    std::set<std::string> pids;
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::ifstream in(e.path() / "cmdline");
-      std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      std::error_code ec;
-      const std::string cwd = std::filesystem::read_symlink(e.path() / "cwd", ec).string();
-      if ((cmd.find(std::string("sleep\0" "303", 9)) != std::string::npos ||
-           cmd.find(std::string("sleep\0" "304", 9)) != std::string::npos) &&
-          cwd.rfind(d.data_dir(), 0) == 0)
-        pids.insert(e.path().filename().string());
-    }
-    return pids;
-  };
+  // This daemon's recipe processes: their cwd is in its data directory.
+  auto recipe = [&d] { return sleepers({"303", "304"}, d.data_dir()); };
   ASSERT_EQ(d.apply(catalog("127.100", apps)).exit_code, 0);
   ASSERT_EQ(d.cli({"up", "dev-1", "--no-wait"}).exit_code, 0);
-  ASSERT_TRUE(wait_until([&] { return sleepers().size() == 2; }, std::chrono::seconds(20)));
-  const auto old = sleepers();
+  ASSERT_TRUE(wait_until([&] { return recipe().size() == 2; }, std::chrono::seconds(20)));
+  const auto old = recipe();
   d.kill9();
-  EXPECT_EQ(sleepers(), old);  // the group outlived its daemon
+  EXPECT_EQ(recipe(), old);  // the group outlived its daemon
   d.start();
   // The new daemon killed them, then runs the build again: two new sleepers, none of the old.
   std::set<std::string> now;
   ASSERT_TRUE(wait_until([&] {
-    now = sleepers();
+    now = recipe();
     return now.size() == 2 && std::none_of(now.begin(), now.end(), [&](const std::string& p) { return old.count(p) > 0; });
   }, std::chrono::seconds(20))) << now.size() << " recipe processes, old ones still there";
 }
