@@ -101,9 +101,10 @@ void SimRuntime::stop(const Ref& ref, Millis grace_ms) {
     // Created, still starting: it never runs (or the pending create answer sees `stopping`).
     if (inst.recorded) {  // its start is pending on the latency timer
       InstanceId id = inst.spec.id;
+      Ref gone = ref;  // `ref` may be the erased entry's own key
       instances_.erase(it);
-      post([this, id, ref] {
-        if (listener_) listener_->on_exited(id, ref, Exit{true, 0, 0, "stopped before it started"});
+      post([this, id, gone] {
+        if (listener_) listener_->on_exited(id, gone, Exit{true, 0, 0, "stopped before it started"});
       });
     }
     return;
@@ -121,11 +122,12 @@ void SimRuntime::exit(const Ref& ref, int code, int signal) {
   InstanceId id = it->second.spec.id;
   if (it->second.timer) executor_.cancel(it->second.timer);
   if (auto b = by_ip_.find(it->second.spec.ip); b != by_ip_.end() && b->second == ref) by_ip_.erase(b);
+  Ref gone = ref;  // `ref` may be the erased entry's own key
   instances_.erase(it);
   Exit e{true, code, signal, ""};
   e.description = describe(e);
-  post([this, id, ref, e] {
-    if (listener_) listener_->on_exited(id, ref, e);
+  post([this, id, gone, e] {
+    if (listener_) listener_->on_exited(id, gone, e);
   });
 }
 
