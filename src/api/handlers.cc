@@ -1,5 +1,6 @@
 #include "api/handlers.h"
 
+#include <atomic>
 #include <filesystem>
 
 #include <charconv>
@@ -24,43 +25,6 @@ Response error_response(const Error& e) {
   r.status = http_status(e.code);
   r.body = dump(j);
   return r;
-}
-
-// The summary form of an environment (GET /v1/environments?summary=1): counts, no instances.
-json summary_json(const control::EnvSummary& s) {
-  return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
-          {"ready", s.ready}, {"updating", s.updating}, {"apps", s.apps}, {"instances", s.instances},
-          {"ready_instances", s.ready_instances}};
-}
-
-json to_json(const control::EnvStatus& s) {
-  json apps = json::array();
-  for (const auto& a : s.apps) {
-    json instances = json::array();
-    for (const auto& i : a.instances)
-      instances.push_back({{"ordinal", i.ordinal}, {"ip", i.ip}, {"dns", i.dns}, {"state", i.state},
-                           {"runtime", i.runtime}, {"detail", i.detail.empty() ? json(nullptr) : json(i.detail)},
-                           {"pid", i.pid ? json(i.pid) : json(nullptr)}, {"restarts", i.restarts},
-                           {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
-    json deps = json::array();
-    for (const auto& d : a.depends_on) deps.push_back({{"app", d.app}, {"soft", d.soft}});
-    json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
-                {"depends_on", deps}, {"ports", a.ports},
-                {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for}, {"instances", instances}};
-    if (!a.build_state.empty())
-      app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},
-                      {"state", a.build_state}, {"duration_ms", a.build_ms ? json(a.build_ms) : json(nullptr)},
-                      {"error", a.build_error}};
-    if (!a.standard.empty())
-      app["database"] = {{"standard", a.standard},
-                         {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},
-                         {"copy_method", a.copy_method.empty() ? json(nullptr) : json(a.copy_method)},
-                         {"copy_ms", a.copy_version ? json(a.copy_ms) : json(nullptr)},
-                         {"datadir", a.datadir.empty() ? json(nullptr) : json(a.datadir)}};
-    apps.push_back(std::move(app));
-  }
-  return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
-          {"ready", s.ready}, {"updating", s.updating}, {"notes", s.notes}, {"apps", apps}};
 }
 
 json to_json(const store::Event& e) {
@@ -136,11 +100,22 @@ Status Api::authorize(const auth::Principal& who, const Request& req) const {
   return auth::require(who, auth::Role::kAdmin, what);
 }
 
+namespace {
+
+Response failure(const Request& req, const std::exception& e) {
+  return error_response(internal(fmt::format("internal error handling {} {}: {}", req.method, req.target, e.what())));
+}
+
+// An event stream whose frames come from the loop and whose end comes from the transport.
+struct StreamBridge {
+  std::atomic<bool> closed{false};
+  std::function<void()> close;  // what the route returned; the loop's thread only
+};
+
+}  // namespace
+
 void Api::handle(const Request& req, Reply reply) {
   // The edge: nothing a request does may throw into the transport.
-  auto failed = [&](const std::exception& e) {
-    return error_response(internal(fmt::format("internal error handling {} {}: {}", req.method, req.target, e.what())));
-  };
   auth::Principal who;
   try {
     if (req.method == "GET" && req.target == "/v1/health") return reply(ok({{"status", "ok"}}));
@@ -159,19 +134,64 @@ void Api::handle(const Request& req, Reply reply) {
     auto admitted = admit(req);
     if (!admitted.ok()) return reply(error_response(admitted.error()));
     who = std::move(admitted.value());
+    // Reads are for every role (authorize() lets them all through): answered here.
+    if (is_status_read(req)) {
+      if (!threaded()) loop_.publish_status();
+      return reply(route_status(req));
+    }
+  } catch (const std::exception& e) {
+    if (reply) reply(failure(req, e));
+    return;
+  }
+  if (!threaded()) return on_loop(req, who, std::move(reply));
+  options_.loop_executor->post([this, req, who, reply = to_transport(std::move(reply))]() mutable {
+    on_loop(req, who, std::move(reply));
+  });
+}
+
+void Api::on_loop(const Request& req, const auth::Principal& who, Reply reply) {
+  try {
     if (auto st = authorize(who, req); !st.ok()) return reply(error_response(st.error()));
     if (route_async(req, who, reply)) return;
   } catch (const std::exception& e) {
-    if (reply) reply(failed(e));
+    if (reply) reply(failure(req, e));
     return;
   }
   Response out;
   try {
     out = route(req, who);
+    loop_.publish_status();  // what the request changed is in the next read, the client's own included
   } catch (const std::exception& e) {
-    out = failed(e);
+    out = failure(req, e);
   }
   reply(std::move(out));
+}
+
+Api::Reply Api::to_transport(Reply reply) const {
+  return [post = options_.to_transport, loop = options_.loop_executor, reply = std::move(reply)](Response out) {
+    if (out.stream) {
+      // The transport opens and ends the stream on its thread; the route's side of it (a
+      // subscription to the loop's events) lives on the loop, its frames cross back.
+      out.stream = [open = std::move(out.stream), post, loop](Response::Send send) -> std::function<void()> {
+        auto bridge = std::make_shared<StreamBridge>();
+        Response::Send across = [bridge, post, send](const std::string& frame) {
+          if (bridge->closed) return false;
+          post([send, frame] { send(frame); });
+          return true;
+        };
+        loop->post([bridge, open, across] {
+          if (!bridge->closed) bridge->close = open(across);
+        });
+        return [bridge, loop] {
+          bridge->closed = true;
+          loop->post([bridge] {
+            if (bridge->close) std::exchange(bridge->close, nullptr)();
+          });
+        };
+      };
+    }
+    post([reply, out = std::move(out)]() mutable { reply(std::move(out)); });
+  };
 }
 
 namespace {
@@ -436,34 +456,6 @@ Response Api::route(const Request& req, const auth::Principal& who) {
     const auto* c = loop_.catalog();
     if (!c) return error_response(not_found("no catalog applied yet"));
     return ok({{"filename", c->filename()}, {"text", model::mask_secrets(c->text())}});
-  }
-
-  if (route("GET", {"v1", "environments"})) {
-    // Without `limit`: every environment, as a list. With it: a page and where to go on.
-    const bool summary = flag_param(query, "summary");
-    const bool paged = !query_param(query, "limit").empty();
-    auto limit = int_param(query, "limit", 1, 1000);
-    if (!limit.ok()) return error_response(limit.error());
-    if (*limit < 1) return error_response(invalid("limit must be from 1 to 1000"));
-    std::string next;
-    json list = json::array();
-    if (summary) {
-      for (const auto& s : loop_.summary_page(query_param(query, "after"), paged ? static_cast<std::size_t>(*limit) : 0, &next))
-        list.push_back(summary_json(s));
-    } else if (!paged) {
-      for (const auto& s : loop_.all_status()) list.push_back(to_json(s));
-    } else {
-      for (const auto& s : loop_.status_page(query_param(query, "after"), static_cast<std::size_t>(*limit), &next))
-        list.push_back(to_json(s));
-    }
-    if (!paged) return ok(list);
-    return ok({{"environments", std::move(list)}, {"next", next.empty() ? json(nullptr) : json(next)}});
-  }
-
-  if (route("GET", {"v1", "environments", "*"})) {
-    auto s = loop_.status(parts[2]);
-    if (!s.ok()) return error_response(s.error());
-    return ok(to_json(*s));
   }
 
   if (route("POST", {"v1", "environments", "*", "up"})) {

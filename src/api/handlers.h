@@ -5,19 +5,27 @@
 // token, auth/auth.h) and authorized by role and environment ownership before it is routed;
 // cross-origin browser requests are refused (Host, Origin, JSON content type). No sockets here:
 // api/http_server.h carries requests in and responses out, and the fuzz target calls handle()
-// directly. Most requests are answered before
-// handle() returns; a few (exec, logs) once their runtime has answered. Runs on the control
-// loop's thread, replies too; `loop` and `tokens` must outlive the Api. The formats are in
-// docs/api.md.
+// directly. The formats are in docs/api.md; `loop` and `tokens` must outlive the Api.
+//
+// Threads. With Options::loop_executor set (berth serve), handle() runs on the transport's own
+// thread: it checks the caller (Host, Origin, token) there and answers status reads (GET
+// /v1/environments[/NAME]) from the loop's read model without waiting for the loop; every other
+// request is posted to the loop, routed there, and its reply handed back to the transport
+// through Options::to_transport (event streams are bridged the same way). So a busy loop never
+// holds up a status read, and the loop never waits for a socket. Unset (unit tests, the fuzzer),
+// everything runs on the caller's thread, which must be the loop's. Either way most requests are
+// answered at once, a few (exec, logs) once their runtime has answered.
 #pragma once
 
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "auth/auth.h"
+#include "base/executor.h"
 #include "control/loop.h"
 
 namespace berth::api {
@@ -39,7 +47,7 @@ struct Response {
   // A response that stays open (server-sent events, text/event-stream) instead of `body`: the
   // transport calls `stream` once its headers are out, with `send` (false once the connection is
   // gone or too far behind); `stream` returns what the transport calls when the connection
-  // ends. Both on the loop's thread.
+  // ends. Both on the transport's thread (the Api bridges them to the loop).
   using Send = std::function<bool(const std::string&)>;
   std::function<std::function<void()>(Send)> stream;
 };
@@ -54,6 +62,10 @@ struct Options {
   // `berth serve --test-clock` only: moves the daemon's clock forward (POST /v1/test/clock,
   // admins); unset: that route does not exist.
   std::function<void(Millis)> advance_clock;
+  // The transport on a thread of its own (see the top of this file): the loop's executor, and
+  // how to run a function on the transport's thread. Both set, or neither.
+  Executor* loop_executor = nullptr;
+  std::function<void(std::function<void()>)> to_transport;
 };
 
 class Api {
@@ -61,12 +73,17 @@ class Api {
   using Reply = std::function<void(Response)>;
   Api(control::ControlLoop& loop, auth::Tokens& tokens, Options options = {})
       : loop_(loop), tokens_(tokens), options_(std::move(options)) {}
-  // Calls `reply` exactly once, at once or later on the loop's thread.
+  // Calls `reply` exactly once, at once or later, on the thread handle() was called on.
   void handle(const Request& request, Reply reply);
   // Once the server is bound (its port may have been picked): the Host values to accept.
   void set_allowed_hosts(std::vector<std::string> hosts) { options_.allowed_hosts = std::move(hosts); }
 
  private:
+  bool threaded() const { return options_.loop_executor != nullptr; }
+  // The part of handle() that runs on the loop: authorize, route, publish what changed, reply.
+  void on_loop(const Request& request, const auth::Principal& who, Reply reply);
+  // `reply` as the loop calls it: hands the response (and its stream) to the transport's thread.
+  Reply to_transport(Reply reply) const;
   // Cross-origin checks, then who is calling.
   Result<auth::Principal> admit(const Request& request) const;
   // May `who` make this request? Reads: everyone; writes: by role and ownership.
@@ -78,6 +95,17 @@ class Api {
   std::optional<Response> route_documents(const Request& request, const auth::Principal& who);
   // Ownership of environment `env` (fleet or document) for `who`.
   Status may_change(const auth::Principal& who, const std::string& env, std::string_view what) const;
+  // GET /v1/environments[?...] and GET /v1/environments/NAME: answered from the loop's read
+  // model, never its live state (api/status.cc).
+  static bool is_status_read(const Request& request);
+  Response route_status(const Request& request);
+  // The JSON of a view, rendered once per view (cached by environment under its generation).
+  const std::string& rendered(const control::EnvView& view);
+  struct Rendered {
+    std::uint64_t generation = 0;
+    std::string body;
+  };
+  std::unordered_map<std::string, Rendered> rendered_;
   control::ControlLoop& loop_;
   auth::Tokens& tokens_;
   Options options_;

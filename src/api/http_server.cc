@@ -203,7 +203,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 
   Stream stream_;
   beast::flat_buffer buffer_;
-  // Streaming state (loop thread).
+  // Streaming state (the transport's thread, like everything here).
   std::deque<std::string> queue_;
   std::size_t queued_bytes_ = 0;
   bool writing_ = false, ended_ = false;

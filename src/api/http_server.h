@@ -1,8 +1,11 @@
-// api/http_server.h — HTTP/1.1 transport for the API (Boost.Beast) on the loop's io_context.
+// api/http_server.h — HTTP/1.1 transport for the API (Boost.Beast).
 //
 // Accepts connections (plain HTTP, or HTTPS with a certificate and key), reads one request at
 // a time per connection (keep-alive), hands it to Api::handle() on the same thread, writes the
 // response; event streams stay open. Bodies are capped at 8 MiB, TLS handshakes at 10 s.
+// Threads: everything runs on the thread that runs `io` (berth serve: a thread of its own, so
+// the Api must be made with Options::loop_executor; tests may use the loop's io_context and an
+// Api without). The server must be destroyed while `io` is not running.
 #pragma once
 
 #include <memory>

@@ -73,7 +73,9 @@ Result<Principal> Tokens::authenticate(std::string_view authorization) const {
   if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme ||
       authorization.size() > 512)
     return unauthenticated(fmt::format("the Authorization header is not a bearer token: {}", how));
-  auto it = by_hash_.find(sha256_hex(authorization.substr(scheme.size())));
+  const std::string hash = sha256_hex(authorization.substr(scheme.size()));
+  std::shared_lock held(mu_);
+  auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return unauthenticated("the token is not one this daemon issued");
   const store::TokenRecord& r = it->second;
   if (r.revoked_at)
@@ -95,12 +97,14 @@ Result<Tokens::Issued> Tokens::issue(const std::string& user, Role role, const s
   r.role = std::string(to_string(role));
   r.created_at = clock_.wall_ms();
   r.created_by = by;
+  std::unique_lock held(mu_);
   BERTH_TRY(store_.put_token(r));
   by_hash_[r.hash] = r;
   return Issued{std::move(*secret), std::move(r)};
 }
 
 Result<store::TokenRecord> Tokens::revoke(const std::string& id) {
+  std::unique_lock held(mu_);
   for (auto& [hash, r] : by_hash_) {
     if (r.id != id) continue;
     if (r.revoked_at) return conflict(fmt::format("token {} of {} is already revoked", id, r.user));
@@ -115,12 +119,14 @@ Result<store::TokenRecord> Tokens::revoke(const std::string& id) {
 
 std::vector<store::TokenRecord> Tokens::list() const {
   std::vector<store::TokenRecord> out;
+  std::shared_lock held(mu_);
   for (const auto& [hash, r] : by_hash_) out.push_back(r);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.created_at < b.created_at; });
   return out;
 }
 
 bool Tokens::any_valid_admin() const {
+  std::shared_lock held(mu_);
   return std::any_of(by_hash_.begin(), by_hash_.end(),
                      [](const auto& kv) { return kv.second.role == "admin" && !kv.second.revoked_at; });
 }

@@ -10,13 +10,17 @@
 // Only a token's SHA-256 is stored (store::TokenRecord); the secret is shown once, when issued.
 //
 // Ownership: Tokens owns its copy of the store's token records and writes through to the store
-// it was loaded from, which must outlive it. Not thread-safe: the control loop's thread only
-// (the API runs there).
+// it was loaded from, which must outlive it. Threads: authenticate(), list() and
+// any_valid_admin() on any thread (the API's transport thread authenticates every request);
+// issue() and revoke() on the thread that owns the store (the control loop's). A shared mutex
+// guards the records.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <optional>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,7 +70,8 @@ class Tokens {
   Tokens(store::StateStore& store, const Clock& clock) : store_(store), clock_(clock) {}
   store::StateStore& store_;
   const Clock& clock_;
-  std::map<std::string, store::TokenRecord> by_hash_;
+  mutable std::shared_mutex mu_;
+  std::map<std::string, store::TokenRecord> by_hash_;  // guarded by mu_
 };
 
 // At least `min`, or kForbidden naming what needs it and who the caller is.

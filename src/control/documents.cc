@@ -41,6 +41,7 @@ void ControlLoop::install(model::Catalog catalog, std::map<std::string, std::str
   ipam_.set_network(catalog_->network());
   prepare_network();
   dns_all_dirty_ = true;
+  view_index_.reset();  // a new catalog: new environments, new order
   falls_through_to_.clear();
   for (const auto& env : catalog_->environments())
     for (const auto& [app, where] : env.served_by)

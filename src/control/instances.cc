@@ -80,6 +80,7 @@ void ControlLoop::set_resolver(const std::string& ip, const std::string& note) {
   BERTH_ASSERT_LOOP(*d_.executor);
   resolver_ = ip;
   resolver_note_ = note;
+  status_changed_all();  // the environments' notes say how their instances resolve names
 }
 
 // ---- instances --------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
   inst.last_probe.clear();
   inst.message = spec.container() ? "creating its container" : "starting its process";
   inst.started_mono = d_.clock->monotonic_ms();
-  dns_dirty_.insert(inst.key.env);
+  touched(inst.key.env);
   rt->launch(rs);
 }
 
@@ -258,7 +259,7 @@ void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch
   inst->launch = 0;
   inst->pid = observed.pid;
   inst->detail = observed.detail;
-  dns_dirty_.insert(inst->key.env);
+  touched(inst->key.env);
   if (runtime::Runtime* rt = runtime_named(inst->runtime_name); rt && !rt->capabilities().fixed_ip && !observed.ip.empty())
     inst->ip = observed.ip;
   // A stop asked for meanwhile went to the runtime already (the ref was known); its exit follows.
@@ -291,7 +292,7 @@ void ControlLoop::on_failed(const runtime::InstanceId& id, std::uint64_t launch,
       emit(id.env, "error", id.app, id.ordinal, inst->ip, st.error().message);
     inst->ref.clear();
   }
-  dns_dirty_.insert(id.env);
+  touched(id.env);
   schedule_reconcile(id.env);
   if (inst->phase == Phase::kStopping) {
     inst->phase = Phase::kStopped;
@@ -314,7 +315,7 @@ void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered)
   for (const auto& rec : recovered) {
     Instance* inst = find(rec.id);
     if (!inst || inst->ref != rec.ref || inst->phase != Phase::kRecovering) continue;
-    dns_dirty_.insert(rec.id.env);
+    touched(rec.id.env);
     if (!rec.alive) {
       if (auto st = d_.store->erase_instance(inst->key); !st.ok())
         emit(rec.id.env, "error", rec.id.app, rec.id.ordinal, inst->ip, st.error().message);
@@ -356,7 +357,7 @@ void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered)
 void ControlLoop::stop(Instance& inst, const std::string& why) {
   if (!inst.exists() || inst.phase == Phase::kStopping || inst.phase == Phase::kRecovering) return;
   cancel_timers(inst);
-  dns_dirty_.insert(inst.key.env);
+  touched(inst.key.env);
   inst.phase = Phase::kStopping;
   inst.message = "stopping: " + why;
   if (inst.ref.empty()) return;  // a launch not yet created: on_created refuses it
@@ -378,7 +379,7 @@ void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& r
   const ipam::LeaseKey& key = inst->key;
   auto st = d_.store->erase_instance(key);
   if (!st.ok()) emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
-  dns_dirty_.insert(key.env);
+  touched(key.env);
   inst->ref.clear();
   inst->launch = 0;
   inst->pid = 0;
@@ -515,7 +516,10 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   if (!inst || !spec || inst->ref.empty() || !inst->tracker || inst->phase == Phase::kStopping) return;
   inst->probe.reset();
   inst->probe_exec.reset();
-  inst->last_probe = r.detail;
+  if (inst->last_probe != r.detail) {
+    inst->last_probe = r.detail;
+    status_changed(key.env);
+  }
   if (r.inconclusive) {
     // The daemon's own trouble is never the instance's health failure: said once, then it
     // probes again as scheduled.
@@ -529,7 +533,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   if (change == health::Tracker::Change::kBecameReady) {
     mark_ready(*inst, r.detail);
   } else if (change == health::Tracker::Change::kBecameUnhealthy) {
-    dns_dirty_.insert(key.env);
+    touched(key.env);
     inst->phase = Phase::kUnhealthy;
     inst->ready_at = 0;
     if (auto st = d_.store->set_instance_ready(key, 0); !st.ok())
@@ -549,7 +553,7 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
 }
 
 void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
-  dns_dirty_.insert(inst.key.env);
+  touched(inst.key.env);
   inst.phase = Phase::kReady;
   inst.ready_at = d_.clock->wall_ms();
   inst.ready_mono = d_.clock->monotonic_ms();
@@ -624,6 +628,8 @@ const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
 
 void ControlLoop::emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
                        const std::string& ip, const std::string& message) {
+  // Whatever is worth an event changed what the environment's status shows.
+  if (!env.empty()) status_changed(env);
   store::Event e{0, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
   auto r = d_.store->append_event(e);
   if (!r.ok()) e.message += " [not stored: " + r.error().message + "]";

@@ -252,6 +252,7 @@ Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, st
 void ControlLoop::schedule_reconcile(const std::string& env) {
   dirty_.insert(env);
   if (auto it = falls_through_to_.find(env); it != falls_through_to_.end()) dirty_.insert(it->second.begin(), it->second.end());
+  status_changed(env);
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
   d_.executor->post(guarded([this] {
@@ -262,14 +263,24 @@ void ControlLoop::schedule_reconcile(const std::string& env) {
 
 void ControlLoop::arm_full_pass() {
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
+  // The safety net re-reads everything; what it changes marks the views it concerns.
   full_pass_timer_ = d_.executor->after(kFullPassMs, guarded([this] {
     full_pass_timer_ = 0;
-    schedule_reconcile();
+    full_dirty_ = true;
+    if (reconcile_pending_) return;
+    reconcile_pending_ = true;
+    d_.executor->post(guarded([this] {
+      reconcile_pending_ = false;
+      reconcile();
+    }));
   }));
 }
 
 void ControlLoop::schedule_reconcile() {
   full_dirty_ = true;
+  // Something outside any one environment changed (the catalog, a build, a database, an address
+  // freed): every view may show it.
+  status_changed_all();
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
   d_.executor->post(guarded([this] {
@@ -318,7 +329,9 @@ void ControlLoop::reconcile() {
     return {};
   });
   if (!committed.ok()) emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
+  for (const auto& name : names) status_dirty_.insert(name);
   publish_zone();
+  publish_status();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
                 names.size(), full};
 }
@@ -342,7 +355,7 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
         continue;
       }
       cancel_timers(inst);
-      dns_dirty_.insert(name);
+      touched(name);
       if (inst.phase == Phase::kCompleted) forget_completion(inst);
       if (auto st = ipam_.release(inst.key); !st.ok())
         emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);

@@ -9,7 +9,8 @@
 // Ownership: the ControlLoop owns all mutable state of the daemon and runs on one thread (the
 // Executor's). It uses — never owns — the runtimes, prober, store and clock given in Deps, which
 // must outlive it. API handlers call its methods on the same thread (asserted in debug builds);
-// runtimes report back through runtime::Listener on it too.
+// runtimes report back through runtime::Listener on it too. The one thing other threads read is
+// its read model (control/read_model.h): the status snapshots it publishes.
 //
 // Each instance runs in the runtime its app asks for: "docker" for apps with an image, "process"
 // for the others. An instance is launched asynchronously (runtime/runtime.h): it is recorded in
@@ -24,12 +25,15 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/executor.h"
 #include "base/result.h"
 #include "build/builder.h"
+#include "control/read_model.h"
+#include "control/status.h"
 #include "db/manager.h"
 #include "health/prober.h"
 #include "health/tracker.h"
@@ -108,72 +112,6 @@ struct DocumentStatus {
   std::string error;  // why it is left out of the catalog (an apply of the fleet made it invalid)
 };
 
-struct InstanceStatus {
-  int ordinal = 0;
-  std::string ip;
-  std::string dns;
-  std::string state;  // waiting | starting | ready | degraded | failed | stopped
-  std::string runtime;  // process | docker
-  std::string detail;   // what runs it: "pid 4711", "container 3fa2c1d0e9ab"
-  int pid = 0;          // its main process on this host, when known
-  int restarts = 0;
-  Millis ready_at = 0;  // wall; 0 = not ready
-  std::string message;
-  std::string health;   // last probe result
-};
-
-struct AppStatus {
-  std::string app;
-  std::string runs_in;  // the environment whose instances serve this app (itself unless thin)
-  std::string tag;
-  std::string build_type;
-  std::map<std::string, std::string> from;
-  std::string state;
-  std::string message;
-  std::vector<std::string> waiting_for;  // hard dependencies not yet satisfied
-  struct Dep {
-    std::string app;
-    bool soft = false;
-  };
-  std::vector<Dep> depends_on;
-  std::map<std::string, int> ports;  // name → port, on each instance's address
-  std::vector<InstanceStatus> instances;
-  // Apps with a source: the commit the tag resolved to, and its build.
-  std::string commit;       // full id; empty while resolving or without a source
-  std::string build_id;
-  std::string build_state;  // resolving | queued | building | built | build-failed; empty without a source
-  Millis build_ms = 0;      // duration of the build (0 while not finished)
-  std::string build_error;
-  // Databases: the standard and version of the environment's copy, how it was made, how long it took.
-  std::string standard;     // as asked: NAME or NAME@VERSION
-  int copy_version = 0;     // the version the copy is of (0: no copy yet)
-  std::string copy_method;  // reflink | overlay | copy | restore
-  Millis copy_ms = 0;       // cloning the golden, or restoring from the store (method restore)
-  std::string datadir;
-};
-
-struct EnvStatus {
-  std::string env;
-  std::string base;
-  bool up = false;
-  bool ready = false;     // up, and every instance ready
-  bool updating = false;  // a build in progress, or instances still to be replaced by a newer one
-  std::vector<AppStatus> apps;
-  std::vector<std::string> notes;  // what the environment's instances lack, and why (their resolver)
-};
-
-// An environment in a few numbers (GET /v1/environments?summary=1): cheap to make, no texts.
-struct EnvSummary {
-  std::string env;
-  std::string base;
-  bool up = false;
-  bool ready = false;     // as EnvStatus::ready
-  bool updating = false;  // an instance being replaced, or running other settings than wanted
-  int apps = 0;           // apps it runs itself
-  int instances = 0;      // of those
-  int ready_instances = 0;
-};
-
 // An instance ready this long has its crash count (and so its restart backoff) reset.
 inline constexpr Millis kStableAfterMs = 10'000;
 // The level-triggered safety net: a full reconcile pass at least this often.
@@ -232,13 +170,15 @@ class ControlLoop : private runtime::Listener {
   Status refresh(const std::string& env);
 
   const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
+  // The status read model: what the API shows, as of the last publish. Every change the loop
+  // makes to what a status shows marks its environment, and the loop publishes the marked ones
+  // at the end of the pass or task that made it. The model itself may be read on any thread.
+  const ReadModel& read_model() const { return read_model_; }
+  // Publish what changed since the last publish now (the API does after each request it routes
+  // to the loop, so that a client reads its own writes). Loop thread only.
+  void publish_status();
+  // Live status, walked from the loop's state (the read model is made of these). Loop thread only.
   Result<EnvStatus> status(const std::string& env) const;
-  std::vector<EnvStatus> all_status() const;
-  // A page of environments in catalog order: at most `limit` after the one named `after` (""
-  // from the first). `next` is set to the name to continue after, empty on the last page.
-  std::vector<EnvStatus> status_page(const std::string& after, std::size_t limit, std::string* next) const;
-  // The same pages in the summary form; limit 0: every environment.
-  std::vector<EnvSummary> summary_page(const std::string& after, std::size_t limit, std::string* next) const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
   Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
   const build::Builder* builder() const { return d_.builder; }
@@ -364,6 +304,12 @@ class ControlLoop : private runtime::Listener {
   AppStatus app_status(const model::AppSpec& aspec, const model::Environment& espec) const;
   void publish_zone();
   std::shared_ptr<const dns::EnvRecords> env_records(const model::Environment& espec) const;
+  // What an environment shows changed: its names and status (touched), or its status only. Both
+  // mark the thin environments falling through to it too and schedule a publish.
+  void touched(const std::string& env);
+  void status_changed(const std::string& env);
+  void status_changed_all();
+  void schedule_status_publish();
   int ready_count(const std::string& env, const std::string& app) const;
 
   struct Artifact {
@@ -459,6 +405,15 @@ class ControlLoop : private runtime::Listener {
   std::set<std::string> dns_dirty_;
   bool dns_all_dirty_ = true;
   std::uint32_t zone_serial_ = 0;
+  // The read model: the views of the last snapshot, rebuilt when their environment is marked.
+  ReadModel read_model_;
+  std::unordered_map<std::string, std::shared_ptr<const EnvView>> views_;
+  std::shared_ptr<const std::unordered_map<std::string, std::size_t>> view_index_;  // of this catalog
+  std::set<std::string> status_dirty_;
+  bool status_all_dirty_ = true;
+  bool status_publish_pending_ = false;
+  std::uint64_t view_generation_ = 0;
+  std::uint64_t status_serial_ = 0;
   std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh
   std::uint64_t reconciles_ = 0;
   std::uint64_t launches_ = 0;

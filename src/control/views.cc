@@ -95,7 +95,11 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       a.build_error = src.error;
     } else if (src.commit.empty()) {
       a.build_state = "resolving";
-    } else if (const build::Build* b = d_.builder ? d_.builder->find(src.build_id) : nullptr) {
+    } else if (const build::Build* b = d_.builder ? d_.builder->find(src.build_id) : nullptr;
+               b && b->request.commit != src.commit) {
+      // Resolved to another commit than the last build's: its build is asked for at the next pass.
+      a.build_state = "queued";
+    } else if (b) {
       a.build_state = std::string(build::to_string(b->state));
       if (b->state == build::State::kSucceeded || b->state == build::State::kFailed) a.build_ms = b->finished_at - b->started_at;
       a.build_error = b->error;
@@ -246,20 +250,6 @@ void ControlLoop::publish_zone() {
   d_.on_zone(std::move(zone));
 }
 
-std::vector<EnvStatus> ControlLoop::status_page(const std::string& after, std::size_t limit, std::string* next) const {
-  std::vector<EnvStatus> out;
-  next->clear();
-  if (!catalog_) return out;
-  const auto& envs = catalog_->environments();
-  std::size_t from = 0;
-  if (!after.empty())
-    if (const model::Environment* e = catalog_->find(after)) from = static_cast<std::size_t>(e - envs.data()) + 1;
-  for (std::size_t i = from; i < envs.size() && out.size() < limit; ++i)
-    if (auto s = status(envs[i].name); s.ok()) out.push_back(std::move(s.value()));
-  if (from + out.size() < envs.size() && !out.empty()) *next = out.back().env;
-  return out;
-}
-
 EnvSummary ControlLoop::summary(const model::Environment& espec) const {
   EnvSummary s;
   s.env = espec.name;
@@ -289,26 +279,72 @@ EnvSummary ControlLoop::summary(const model::Environment& espec) const {
   return s;
 }
 
-std::vector<EnvSummary> ControlLoop::summary_page(const std::string& after, std::size_t limit, std::string* next) const {
-  std::vector<EnvSummary> out;
-  next->clear();
-  if (!catalog_) return out;
-  const auto& envs = catalog_->environments();
-  if (limit == 0) limit = envs.size();
-  std::size_t from = 0;
-  if (!after.empty())
-    if (const model::Environment* e = catalog_->find(after)) from = static_cast<std::size_t>(e - envs.data()) + 1;
-  for (std::size_t i = from; i < envs.size() && out.size() < limit; ++i) out.push_back(summary(envs[i]));
-  if (from + out.size() < envs.size() && !out.empty()) *next = out.back().env;
-  return out;
+// ---- the read model ---------------------------------------------------------------------------
+
+void ControlLoop::touched(const std::string& env) {
+  dns_dirty_.insert(env);
+  status_changed(env);
 }
 
-std::vector<EnvStatus> ControlLoop::all_status() const {
-  std::vector<EnvStatus> out;
-  if (!catalog_) return out;
-  for (const auto& e : catalog_->environments())
-    if (auto s = status(e.name); s.ok()) out.push_back(std::move(s.value()));
-  return out;
+void ControlLoop::status_changed(const std::string& env) {
+  status_dirty_.insert(env);
+  if (auto it = falls_through_to_.find(env); it != falls_through_to_.end())
+    status_dirty_.insert(it->second.begin(), it->second.end());
+  schedule_status_publish();
+}
+
+void ControlLoop::status_changed_all() {
+  status_all_dirty_ = true;
+  schedule_status_publish();
+}
+
+void ControlLoop::schedule_status_publish() {
+  // Once per burst of changes: whatever else the loop has queued runs first.
+  if (status_publish_pending_) return;
+  status_publish_pending_ = true;
+  d_.executor->post(guarded([this] {
+    status_publish_pending_ = false;
+    // A pass to come publishes at its end: what it decides shows with the change that caused it.
+    if (!reconcile_pending_) publish_status();
+  }));
+}
+
+void ControlLoop::publish_status() {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  if (!status_all_dirty_ && status_dirty_.empty()) return;
+  auto snap = std::make_shared<StatusSnapshot>();
+  snap->serial = ++status_serial_;
+  if (catalog_) {
+    const auto& envs = catalog_->environments();
+    if (!view_index_) {
+      auto index = std::make_shared<std::unordered_map<std::string, std::size_t>>();
+      index->reserve(envs.size());
+      for (std::size_t i = 0; i < envs.size(); ++i) index->emplace(envs[i].name, i);
+      view_index_ = std::move(index);
+      status_all_dirty_ = true;
+    }
+    if (status_all_dirty_) views_.clear();  // (and so forget removed environments)
+    snap->has_catalog = true;
+    snap->index = view_index_;
+    snap->envs.reserve(envs.size());
+    for (const auto& espec : envs) {
+      auto& view = views_[espec.name];
+      if (!view || status_dirty_.count(espec.name)) {
+        auto v = std::make_shared<EnvView>();
+        v->generation = ++view_generation_;
+        if (auto st = status(espec.name); st.ok()) v->status = std::move(st.value());
+        v->summary = summary(espec);
+        view = std::move(v);
+      }
+      snap->envs.push_back(view);
+    }
+  } else {
+    views_.clear();
+    view_index_.reset();
+  }
+  status_all_dirty_ = false;
+  status_dirty_.clear();
+  read_model_.publish(std::move(snap));
 }
 
 }  // namespace berth::control

@@ -14,7 +14,9 @@
 #include <mutex>
 #include <thread>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <fmt/format.h>
 
@@ -147,6 +149,35 @@ Status first_admin_token(auth::Tokens& tokens, const std::string& data_dir) {
   return {};
 }
 
+// Runs an io_context on a thread of its own until destroyed (the API's transport). A library
+// exception escaping a handler is reported and the thread goes on serving.
+class TransportThread {
+ public:
+  explicit TransportThread(boost::asio::io_context& io)
+      : io_(io), work_(boost::asio::make_work_guard(io)), thread_([this] { run(); }) {}
+  ~TransportThread() {
+    io_.stop();
+    thread_.join();
+  }
+  TransportThread(const TransportThread&) = delete;
+  TransportThread& operator=(const TransportThread&) = delete;
+
+ private:
+  void run() {
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        fmt::print(stderr, "berth serve: API transport: unexpected error: {}\n", e.what());
+      }
+    }
+  }
+  boost::asio::io_context& io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 int run(const Options& o) {
@@ -209,6 +240,10 @@ int run(const Options& o) {
     fmt::print(stderr, "berth serve: {}\n", store.error().message);
     return 1;
   }
+  // The API's transport (api/http_server.h) runs on a thread and io_context of its own; that
+  // io_context outlives the loop's, whose queued work may still hold a reply for one of its
+  // connections.
+  boost::asio::io_context api_io(1);
   boost::asio::io_context io(1);
   OffsetClock clock;  // moves only with --test-clock
   AsioExecutor executor(io);
@@ -360,8 +395,10 @@ int run(const Options& o) {
   }
   api_options.member_repos = o.member_repos;
   for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
+  api_options.loop_executor = &executor;
+  api_options.to_transport = [&api_io](std::function<void()> fn) { boost::asio::post(api_io, std::move(fn)); };
   api::Api api(**loop, **tokens, api_options);
-  auto server = api::HttpServer::create(io, o.listen, api, {o.tls_cert, o.tls_key});
+  auto server = api::HttpServer::create(api_io, o.listen, api, {o.tls_cert, o.tls_key});
   if (!server.ok()) {
     fmt::print(stderr, "berth serve: {}\n", server.error().message);
     return 1;
@@ -377,6 +414,9 @@ int run(const Options& o) {
       api.set_allowed_hosts(std::move(hosts));
     }
   }
+  // The first read model before the first request; then the transport's thread answers.
+  (*loop)->publish_status();
+  TransportThread transport(api_io);
   // Logs stay bounded: a thread of its own (it reads and cuts files; it shares no state).
   std::jthread log_keeper([dirs = std::vector<std::string>{(fs::path(data_dir) / "logs").string(), db_dir + "/logs"},
                            max = o.log_max_bytes](std::stop_token stop) {

@@ -1,5 +1,12 @@
 // Tokens and roles, and the API's admission and authorization in front of a control loop on
 // the simulated runtime (no sockets: Api::handle directly).
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <set>
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -241,4 +248,203 @@ TEST_F(ApiAuthTest, TheWebUiIsPublicItsApiIsNot) {
       EXPECT_EQ(r.status, 200) << a.path;
       EXPECT_THAT(r.cache_control, HasSubstr("immutable"));
     }
+}
+
+// The API with its transport on a thread of its own (as berth serve runs it): status reads are
+// answered there from the read model without the loop, everything else crosses to the loop and
+// back. The test's main thread is the loop's (ManualExecutor); run under ThreadSanitizer in CI.
+namespace {
+
+// A thread that runs what is posted to it, in order: the transport's thread.
+class TransportQueue {
+ public:
+  TransportQueue() : thread_([this] { run(); }) {}
+  ~TransportQueue() {
+    {
+      std::lock_guard<std::mutex> held(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  void post(std::function<void()> fn) {
+    {
+      std::lock_guard<std::mutex> held(mu_);
+      queue_.push_back(std::move(fn));
+    }
+    wake_.notify_all();
+  }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> held(mu_);
+    for (;;) {
+      wake_.wait(held, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      auto fn = std::move(queue_.front());
+      queue_.pop_front();
+      held.unlock();
+      fn();
+      held.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+class ApiThreadsTest : public ApiAuthTest {
+ protected:
+  void SetUp() override {
+    ApiAuthTest::SetUp();
+    api::Options o;
+    o.allowed_hosts = {"127.0.0.1:7700"};
+    o.loop_executor = &exec_;
+    o.to_transport = [this](std::function<void()> fn) { transport_.post(std::move(fn)); };
+    api_ = std::make_unique<api::Api>(*loop_, *tokens_, o);
+    loop_->publish_status();
+  }
+  void TearDown() override {
+    // Nothing of the transport may run once the Api is gone.
+    std::promise<void> drained;
+    transport_.post([&] { drained.set_value(); });
+    drained.get_future().wait();
+  }
+  // handle() on the transport's thread; the answer arrives there too (checked).
+  std::future<api::Response> send(const std::string& user, const std::string& method, const std::string& target) {
+    auto answer = std::make_shared<std::promise<api::Response>>();
+    api::Request r{method, target, "", "Bearer " + secret_[user], "", "", "127.0.0.1:7700", "application/json"};
+    transport_.post([this, r, answer] {
+      api_->handle(r, [this, answer](api::Response res) {
+        if (std::this_thread::get_id() != transport_.id()) res.status = 599;  // answered on the wrong thread
+        answer->set_value(std::move(res));
+      });
+    });
+    return answer->get_future();
+  }
+  // Run the loop until `f` is ready (a deadline, no sleeping for state).
+  api::Response pump(std::future<api::Response>& f) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (f.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) {
+      exec_.run_ready();
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("no answer within 20 s");
+    }
+    return f.get();
+  }
+  TransportQueue transport_;
+};
+
+}  // namespace
+
+TEST_F(ApiThreadsTest, StatusReadsNeedNoLoopAndClientsReadTheirWrites) {
+  // Answered while the loop runs nothing at all.
+  auto read = send("vic", "GET", "/v1/environments/baseline");
+  ASSERT_EQ(read.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  auto first = read.get();
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_THAT(first.body, HasSubstr(R"("up":false)"));
+  auto missing = send("vic", "GET", "/v1/environments/baselin").get();
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_THAT(missing.body, HasSubstr("did you mean 'baseline'"));
+
+  // A write waits for the loop, and the next read shows it.
+  auto up = send("admin", "POST", "/v1/environments/baseline/up");
+  EXPECT_EQ(up.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout) << "answered without the loop";
+  EXPECT_EQ(pump(up).status, 202);
+  auto after = send("vic", "GET", "/v1/environments/baseline");
+  ASSERT_EQ(after.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  EXPECT_THAT(after.get().body, HasSubstr(R"("up":true)"));
+  // Reads other than status go through the loop, and come back to the transport.
+  auto events = send("vic", "GET", "/v1/environments/baseline/events");
+  auto answered = pump(events);
+  EXPECT_EQ(answered.status, 200);
+  EXPECT_THAT(answered.body, HasSubstr("environment requested up"));
+  // Authorization is the loop's (it reads ownership there), refusals come back the same way.
+  auto refused = send("anna", "POST", "/v1/environments/baseline/down");
+  EXPECT_EQ(pump(refused).status, 403);
+}
+
+TEST_F(ApiThreadsTest, ReadsRaceNothingWhileTheLoopChangesEverything) {
+  // The transport reads snapshots while the loop brings the environment up and down: under
+  // ThreadSanitizer any shared state touched by both is reported.
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0}, bad{0};
+  std::thread reader([&] {
+    while (!done) {
+      auto one = send("vic", "GET", "/v1/environments/baseline");
+      auto list = send("vic", "GET", "/v1/environments?summary=1&limit=10");
+      for (auto* f : {&one, &list}) {
+        if (f->wait_for(std::chrono::seconds(20)) != std::future_status::ready) return (void)++bad;
+        (f->get().status == 200 ? answered : bad)++;
+      }
+    }
+  });
+  for (int round = 0; round < 20; ++round) {
+    auto up = send("admin", "POST", "/v1/environments/baseline/up");
+    EXPECT_EQ(pump(up).status, 202);
+    exec_.advance(100);
+    auto down = send("admin", "POST", "/v1/environments/baseline/down");
+    EXPECT_EQ(pump(down).status, 202);
+    exec_.advance(100);
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(bad, 0);
+  EXPECT_GT(answered, 0);
+}
+
+TEST_F(ApiThreadsTest, EventStreamsCrossFromTheLoopToTheTransport) {
+  auto opened = send("vic", "GET", "/v1/events/stream?env=baseline");
+  auto r = pump(opened);
+  ASSERT_TRUE(r.stream);
+  std::mutex mu;
+  std::vector<std::string> frames;
+  std::set<std::thread::id> threads;
+  std::promise<std::function<void()>> closer;
+  transport_.post([&] {
+    closer.set_value(r.stream([&](const std::string& frame) {
+      std::lock_guard<std::mutex> held(mu);
+      frames.push_back(frame);
+      threads.insert(std::this_thread::get_id());
+      return true;
+    }));
+  });
+  auto close = closer.get_future().get();
+  exec_.run_ready();  // the subscription is made on the loop
+  auto up = send("admin", "POST", "/v1/environments/baseline/up");
+  EXPECT_EQ(pump(up).status, 202);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto has_up = [&] {
+    std::lock_guard<std::mutex> held(mu);
+    return std::any_of(frames.begin(), frames.end(), [](const auto& f) { return f.find("requested up") != std::string::npos; });
+  };
+  while (!has_up() && std::chrono::steady_clock::now() < deadline) exec_.run_ready();
+  ASSERT_TRUE(has_up());
+  {
+    std::lock_guard<std::mutex> held(mu);
+    EXPECT_EQ(threads, std::set<std::thread::id>{transport_.id()});
+  }
+  // The transport ends it: the loop unsubscribes, and nothing more arrives.
+  std::promise<void> ended;
+  transport_.post([&] {
+    close();
+    ended.set_value();
+  });
+  ended.get_future().wait();
+  exec_.run_ready();
+  std::size_t seen = 0;
+  {
+    std::lock_guard<std::mutex> held(mu);
+    seen = frames.size();
+  }
+  auto down = send("admin", "POST", "/v1/environments/baseline/down");
+  EXPECT_EQ(pump(down).status, 202);
+  std::promise<void> flushed;
+  transport_.post([&] { flushed.set_value(); });
+  flushed.get_future().wait();
+  std::lock_guard<std::mutex> held(mu);
+  EXPECT_EQ(frames.size(), seen);
 }

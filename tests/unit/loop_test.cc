@@ -686,3 +686,85 @@ TEST_F(LoopTest, TheDaemonsOwnProbeErrorsAreNeverAnInstancesFailure) {
   exec_.advance(2'000);
   EXPECT_TRUE(loop_->status("dev")->ready);
 }
+
+// The read model (control/read_model.h): what the API shows comes from snapshots the loop
+// publishes by itself, and a change to one environment leaves the others' views as they were.
+TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
+  std::string two = kCatalog;
+  two += "  qa: {}\n";
+  ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
+  exec_.run_ready();
+  auto view = [&](const std::string& env) {
+    auto snap = loop_->read_model().current();
+    const control::EnvView* v = snap->find(env);
+    if (!v) throw std::runtime_error("no view of " + env);
+    return std::make_pair(snap, v);  // the snapshot keeps the view alive
+  };
+  auto state_of = [](const control::EnvView& v, const std::string& app) {
+    for (const auto& a : v.status.apps)
+      if (a.app == app) return a.state;
+    return std::string("(none)");
+  };
+  {
+    auto [snap, v] = view("dev");
+    EXPECT_TRUE(snap->has_catalog);
+    ASSERT_EQ(snap->envs.size(), 2u);
+    EXPECT_EQ(snap->envs[0]->status.env, "dev");  // catalog order
+    EXPECT_FALSE(v->status.up);
+    EXPECT_EQ(v->summary.instances, 5);
+  }
+  const auto qa_before = view("qa").second->generation;
+
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.run_ready();  // no explicit publish: the pass published it
+  {
+    auto [snap, v] = view("dev");
+    EXPECT_TRUE(v->status.up);
+    EXPECT_EQ(state_of(*v, "db"), "starting");
+    EXPECT_EQ(state_of(*v, "api"), "waiting");
+    EXPECT_EQ(view("qa").second->generation, qa_before) << "qa did not change: its view is reused";
+  }
+  // A probe's new answer alone (no state change) is published too.
+  exec_.advance(100);
+  {
+    auto [snap, v] = view("dev");
+    const auto& db = std::find_if(v->status.apps.begin(), v->status.apps.end(), [](const auto& a) { return a.app == "db"; });
+    ASSERT_NE(db, v->status.apps.end());
+    EXPECT_THAT(db->instances.at(0).health, HasSubstr("connection refused"));
+  }
+  const auto dev_before = view("dev").second->generation;
+  make_healthy("db");
+  exec_.advance(50);
+  {
+    auto [snap, v] = view("dev");
+    EXPECT_EQ(state_of(*v, "db"), "ready");
+    EXPECT_GT(v->generation, dev_before);
+    EXPECT_EQ(v->summary.ready_instances, 1) << "db only: cron and worker still fail their checks";
+  }
+  // An old snapshot stays as it was: readers may keep one as long as they like.
+  auto old = loop_->read_model().current();
+  ASSERT_TRUE(loop_->down("dev").ok());
+  exec_.run_ready();
+  EXPECT_TRUE(old->find("dev")->status.up);
+  EXPECT_FALSE(view("dev").second->status.up);
+  EXPECT_GT(loop_->read_model().current()->serial, old->serial);
+}
+
+// Paging over a snapshot: catalog order, `after` a name, `next` empty on the last page.
+TEST_F(LoopTest, TheReadModelPagesInCatalogOrder) {
+  std::string many = kCatalog;
+  for (int i = 0; i < 5; ++i) many += "  e" + std::to_string(i) + ": {}\n";
+  ASSERT_TRUE(loop_->apply(many, "t.yaml").ok());
+  exec_.run_ready();
+  auto snap = loop_->read_model().current();
+  std::string next;
+  auto first = snap->page("", 4, &next);
+  ASSERT_EQ(first.size(), 4u);
+  EXPECT_EQ(first[0]->status.env, "dev");
+  EXPECT_EQ(next, "e2");
+  auto rest = snap->page(next, 4, &next);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0]->status.env, "e3");
+  EXPECT_EQ(next, "");
+  EXPECT_EQ(snap->page("", 0, &next).size(), 6u);
+}
