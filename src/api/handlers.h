@@ -100,10 +100,11 @@ class Api {
   static bool is_status_read(const Request& request);
   Response route_status(const Request& request);
   // The JSON of a view, rendered once per view (cached by environment under its generation).
-  const std::string& rendered(const control::EnvView& view);
+  const std::string& rendered(const control::EnvView& view, bool summary = false);
   struct Rendered {
     std::uint64_t generation = 0;
-    std::string body;
+    std::string body;     // the status
+    std::string summary;  // its summary form
   };
   std::unordered_map<std::string, Rendered> rendered_;
   control::ControlLoop& loop_;

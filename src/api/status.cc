@@ -60,13 +60,12 @@ bool Api::is_status_read(const Request& req) {
   return (t.parts.size() == 2 || t.parts.size() == 3) && t.parts[0] == "v1" && t.parts[1] == "environments";
 }
 
-const std::string& Api::rendered(const control::EnvView& view) {
+const std::string& Api::rendered(const control::EnvView& view, bool summary) {
   Rendered& r = rendered_[view.status.env];
-  if (r.generation != view.generation || r.body.empty()) {
-    r.body = dump(to_json(view.status));
-    r.generation = view.generation;
-  }
-  return r.body;
+  if (r.generation != view.generation) r = {view.generation, "", ""};
+  std::string& text = summary ? r.summary : r.body;
+  if (text.empty()) text = summary ? dump(summary_json(view.summary)) : dump(to_json(view.status));
+  return text;
 }
 
 Response Api::route_status(const Request& req) {
@@ -102,7 +101,7 @@ Response Api::route_status(const Request& req) {
   std::string list = "[";
   for (const auto* v : page) {
     if (list.size() > 1) list += ',';
-    list += summary ? dump(summary_json(v->summary)) : rendered(*v);
+    list += rendered(*v, summary);
   }
   list += ']';
   Response r;

@@ -329,7 +329,8 @@ void ControlLoop::reconcile() {
     return {};
   });
   if (!committed.ok()) emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
-  for (const auto& name : names) status_dirty_.insert(name);
+  // The views published are those marked by what changed (the triggers of this pass marked their
+  // environments; what the pass did marked its own): a full pass that changes nothing rebuilds none.
   publish_zone();
   publish_status();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
