@@ -7,7 +7,8 @@
 //   - one environment's up time when it is the only one vs. when N-1 others are up (ratio);
 //   - a reconcile pass with nothing to change, and one after a single instance changed;
 //   - API latency, p50/p99, of GET one environment and of the paged summary list, with C
-//     concurrent clients (each its own connection);
+//     concurrent clients (each its own keep-alive connection, all driven by one asynchronous
+//     client thread that does not parse the answers);
 //   - DNS queries per second with 1 environment up and with N (same run);
 //   - the daemon's RSS (peak and now) and its CPU while idle; the load average.
 // Targets (issue 10): all up ≤ 30 s, ≥ 10,000 placements/s, incremental pass ≤ 5 ms, full pass
@@ -25,10 +26,18 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
 #include "bench_daemon.h"
@@ -38,6 +47,8 @@
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using berth::client::Client;
+namespace beast = boost::beast;
+namespace http = beast::http;
 
 namespace {
 
@@ -146,24 +157,70 @@ std::vector<double> reconcile_ms(Client& c, int n) {
   return out;
 }
 
-// `clients` threads each GET `path_of(i)` in a loop for `seconds`; latencies in ms.
+// `clients` connections, each sending GET `path_of(i)` again as soon as the last answer is in,
+// for `seconds`; latencies in ms of the answers that were 200. All on one thread of asynchronous
+// Beast connections that read the body without parsing it: on two shared cores, 200 client
+// threads parsing JSON would measure the clients' own scheduling, not the daemon.
+struct Hammer {
+  struct Conn {
+    explicit Conn(boost::asio::io_context& io) : stream(io) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+    http::request<http::empty_body> req;
+    std::optional<http::response_parser<http::string_body>> res;
+    Clock::time_point t0;
+    int n = 0;
+  };
+  boost::asio::io_context io;
+  std::vector<std::unique_ptr<Conn>> conns;
+  std::vector<double> latencies;
+  std::function<std::string(int)> path_of;
+  std::string host, token;
+  Clock::time_point end;
+  int failed = 0;
+
+  void next(Conn& c, int id) {
+    if (Clock::now() >= end) return;
+    c.req = {http::verb::get, path_of(id * 7919 + c.n++), 11};
+    c.req.set(http::field::host, host);
+    c.req.set(http::field::authorization, "Bearer " + token);
+    c.req.keep_alive(true);
+    c.res.emplace();
+    c.res->body_limit(64u << 20);
+    c.t0 = Clock::now();
+    http::async_write(c.stream, c.req, [this, &c, id](beast::error_code ec, std::size_t) {
+      if (ec) return (void)++failed;
+      http::async_read(c.stream, c.buffer, *c.res, [this, &c, id](beast::error_code rec, std::size_t) {
+        if (rec) return (void)++failed;
+        if (c.res->get().result_int() == 200) latencies.push_back(ms_since(c.t0));
+        else ++failed;
+        next(c, id);
+      });
+    });
+  }
+};
+
 std::vector<double> hammer(const std::string& addr, const std::string& token, int clients, int seconds,
                            const std::function<std::string(int)>& path_of) {
-  std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
-  std::vector<std::thread> threads;
-  const auto end = Clock::now() + std::chrono::seconds(seconds);
+  Hammer h;
+  h.path_of = path_of;
+  h.host = addr;
+  h.token = token;
+  const auto colon = addr.rfind(':');
+  const boost::asio::ip::tcp::endpoint ep(boost::asio::ip::make_address(addr.substr(0, colon)),
+                                          static_cast<unsigned short>(std::stoi(addr.substr(colon + 1))));
+  for (int t = 0; t < clients; ++t) {
+    h.conns.push_back(std::make_unique<Hammer::Conn>(h.io));
+    beast::error_code ec;
+    h.conns.back()->stream.socket().connect(ep, ec);
+    if (ec) ++h.failed;
+  }
+  h.end = Clock::now() + std::chrono::seconds(seconds);
   for (int t = 0; t < clients; ++t)
-    threads.emplace_back([&, t] {
-      Client c(addr, token);
-      for (int i = 0; Clock::now() < end; ++i) {
-        auto t0 = Clock::now();
-        if (c.get(path_of(t * 7919 + i)).ok()) lat[static_cast<std::size_t>(t)].push_back(ms_since(t0));
-      }
-    });
-  for (auto& th : threads) th.join();
-  std::vector<double> all;
-  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
-  return all;
+    if (h.conns[static_cast<std::size_t>(t)]->stream.socket().is_open()) h.next(*h.conns[static_cast<std::size_t>(t)], t);
+  h.io.run();
+  if (h.failed) fmt::print("  ({} requests failed or were not 200)\n", h.failed);
+  return std::move(h.latencies);
 }
 
 // UDP queries per second for `name`, 64 in flight, for `seconds`.
@@ -267,11 +324,16 @@ int main(int argc, char** argv) {
   fmt::print("  one environment up, {:4} others    {:9.0f} ms  ratio {:.2f}x (target ≤ 1.5x: {})\n", envs - 1, crowded,
              crowded / lone, crowded / lone <= 1.5 ? "met" : "NOT met");
 
+  // The peer: the transport's floor, an answer that reads no state (GET /v1/health), same clients.
+  auto floor = hammer(daemon.api, daemon.token, clients, seconds, [](int) { return std::string("/v1/health"); });
+  fmt::print("  GET /v1/health (peer), {} clients p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s)\n", clients,
+             percentile(floor, 0.5), percentile(floor, 0.99), floor.size() / double(seconds));
   auto one_env = hammer(daemon.api, daemon.token, clients, seconds,
                         [envs](int i) { return fmt::format("/v1/environments/env-{}", i % envs); });
   fmt::print("  GET one environment, {} clients   p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s; target p99 ≤ 20 ms: {})\n",
              clients, percentile(one_env, 0.5), percentile(one_env, 0.99), one_env.size() / double(seconds),
              percentile(one_env, 0.99) <= 20 ? "met" : "NOT met");
+  fmt::print("    p99 ratio to the peer              {:7.2f}x\n", percentile(one_env, 0.99) / percentile(floor, 0.99));
   auto paged = hammer(daemon.api, daemon.token, clients, seconds, [envs](int i) {
     int from = (i % std::max(1, envs / 100)) * 100;
     return fmt::format("/v1/environments?summary=1&limit=100{}", from ? fmt::format("&after=env-{}", from - 1) : "");
