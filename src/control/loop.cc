@@ -253,6 +253,10 @@ void ControlLoop::schedule_reconcile(const std::string& env) {
   dirty_.insert(env);
   if (auto it = falls_through_to_.find(env); it != falls_through_to_.end()) dirty_.insert(it->second.begin(), it->second.end());
   status_changed(env);
+  post_pass();
+}
+
+void ControlLoop::post_pass() {
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
   d_.executor->post(guarded([this] {
@@ -267,12 +271,7 @@ void ControlLoop::arm_full_pass() {
   full_pass_timer_ = d_.executor->after(kFullPassMs, guarded([this] {
     full_pass_timer_ = 0;
     full_dirty_ = true;
-    if (reconcile_pending_) return;
-    reconcile_pending_ = true;
-    d_.executor->post(guarded([this] {
-      reconcile_pending_ = false;
-      reconcile();
-    }));
+    post_pass();
   }));
 }
 
@@ -281,12 +280,7 @@ void ControlLoop::schedule_reconcile() {
   // Something outside any one environment changed (the catalog, a build, a database, an address
   // freed): every view may show it.
   status_changed_all();
-  if (reconcile_pending_) return;
-  reconcile_pending_ = true;
-  d_.executor->post(guarded([this] {
-    reconcile_pending_ = false;
-    reconcile();
-  }));
+  post_pass();
 }
 
 std::int64_t ControlLoop::reconcile_now() {

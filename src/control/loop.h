@@ -295,6 +295,7 @@ class ControlLoop : private runtime::Listener {
   void schedule_reconcile();                        // full
   void schedule_reconcile(const std::string& env);  // env and what falls through to it
   void reconcile();
+  void post_pass();  // one pass posted at a time
   void arm_full_pass();
   void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
   void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
