@@ -11,6 +11,8 @@ rules=(
   "net/ipam|base/ model/"
   "net/dns|base/"
   "store|base/ model/ net/ipam/ipam.h"
+  "store/sqlite|base/ model/ net/ipam/ipam.h store/store.h"
+  "store/fault|base/ model/ net/ipam/ipam.h store/store.h"
   "build|base/"
   "health|base/ model/"
   "runtime|base/"
