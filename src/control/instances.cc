@@ -247,7 +247,17 @@ Status ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t laun
   Instance* inst = find(id);
   if (!inst || inst->launch != launch) return conflict("this launch is no longer wanted");
   if (inst->phase == Phase::kStopping) return conflict("stopped before it started");
-  BERTH_TRY(d_.store->put_instance({inst->key, inst->runtime_name, ref, inst->fingerprint, inst->restarts, d_.clock->wall_ms()}));
+  // The record and the instance's address are stored together before it may run: after a failed
+  // pass commit the address may not be, and a daemon restarted then would give it to another.
+  const Status written = d_.store->transaction([&]() -> Status {
+    BERTH_TRY(ipam_.resync());
+    return d_.store->put_instance({inst->key, inst->runtime_name, ref, inst->fingerprint, inst->restarts, d_.clock->wall_ms()});
+  });
+  if (!written.ok()) {
+    ipam_.suspect();
+    retry_store();
+    return written.error();
+  }
   inst->ref = ref;
   return {};
 }

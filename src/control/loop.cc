@@ -116,6 +116,7 @@ ControlLoop::~ControlLoop() {
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
+  if (store_retry_timer_) d_.executor->cancel(store_retry_timer_);
   for (auto& [n, env] : envs_)
     for (auto& [a, app] : env.apps)
       for (auto& [o, inst] : app.instances) cancel_timers(inst);
@@ -275,6 +276,14 @@ void ControlLoop::arm_full_pass() {
   }));
 }
 
+void ControlLoop::retry_store() {
+  if (store_retry_timer_) return;
+  store_retry_timer_ = d_.executor->after(kStoreRetryMs, guarded([this] {
+    store_retry_timer_ = 0;
+    schedule_reconcile();
+  }));
+}
+
 void ControlLoop::schedule_reconcile() {
   full_dirty_ = true;
   // Something outside any one environment changed (the catalog, a build, a database, an address
@@ -310,6 +319,8 @@ void ControlLoop::reconcile() {
   // anything it launched can run: a runtime lets an instance run only once on_created has
   // recorded it, which is posted and so comes after the pass.
   Status committed = d_.store->transaction([&]() -> Status {
+    // After a failed commit the store may lack addresses memory holds: written again first.
+    if (auto st = ipam_.resync(); !st.ok()) emit("", "error", "", -1, "", "re-writing IP leases: " + st.error().message);
     for (const auto& name : names) {
       if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
       const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
@@ -322,7 +333,13 @@ void ControlLoop::reconcile() {
     }
     return {};
   });
-  if (!committed.ok()) emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
+  if (!committed.ok()) {
+    // None of the pass's writes may be stored; what it launched runs only once its record and
+    // its address are (on_created), and the next pass writes the addresses again.
+    ipam_.suspect();
+    emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
+    retry_store();
+  }
   // The views published are those marked by what changed (the triggers of this pass marked their
   // environments; what the pass did marked its own): a full pass that changes nothing rebuilds none.
   publish_zone();

@@ -116,6 +116,8 @@ struct DocumentStatus {
 inline constexpr Millis kStableAfterMs = 10'000;
 // The level-triggered safety net: a full reconcile pass at least this often.
 inline constexpr Millis kFullPassMs = 5'000;
+// After the state store failed a write of the loop's: a full pass this soon, to write it again.
+inline constexpr Millis kStoreRetryMs = 1'000;
 
 class ControlLoop : private runtime::Listener {
  public:
@@ -297,6 +299,7 @@ class ControlLoop : private runtime::Listener {
   void reconcile();
   void post_pass();  // one pass posted at a time
   void arm_full_pass();
+  void retry_store();  // a full pass in kStoreRetryMs (one armed at a time)
   void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
   void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
   void check_dependencies(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
@@ -400,6 +403,7 @@ class ControlLoop : private runtime::Listener {
   // env → the thin environments with an app served by it (recomputed when the catalog changes).
   std::map<std::string, std::set<std::string>> falls_through_to_;
   Executor::TimerId full_pass_timer_ = 0;
+  Executor::TimerId store_retry_timer_ = 0;
   PassStats last_pass_;
   // DNS: per-environment records, rebuilt when their environment is marked dirty.
   std::map<std::string, std::shared_ptr<const dns::EnvRecords>> env_records_;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "net/ipam/ipam.h"
+#include "store/fault/fault_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 using namespace berth;
@@ -191,4 +192,54 @@ TEST_F(IpamTest, LowestFreeAddressAfterReleasesAndExpiries) {
   EXPECT_EQ(*ipam->assign({"other", "a", 3}), next + 1);
   // Sticky as ever: the released key comes back to a new address only if its own was taken.
   EXPECT_NE(*ipam->assign({"e", "a", 10}), tenth);
+}
+
+// A write reported lost though it was done (store/fault): the store holds a lease the Ipam does
+// not, so the next key's write of that address is refused. After resync() the store holds
+// exactly the Ipam's leases and the address is free again: a lost acknowledgement costs none.
+TEST_F(IpamTest, ResyncWritesTheStoreAgainFromMemoryAfterALostWrite) {
+  using Op = store::FaultStore::Op;
+  store::FaultStore faults(*db);
+  auto ipam = Ipam::create(net("10.1.0.0/29"), faults, clock);
+  ASSERT_TRUE(ipam.ok());
+  faults.lose_ack(Op::kPutLease, 1);
+  ASSERT_FALSE(ipam->assign({"e", "lost", 0}).ok());  // stored as 10.1.0.2 all the same (.1: the gateway)
+  EXPECT_TRUE(ipam->suspected());
+  EXPECT_EQ(model::format_ipv4(*ipam->assign({"e", "a", 0})), "10.1.0.3");  // .2 is refused by the store
+  ASSERT_TRUE(ipam->resync().ok());
+  EXPECT_FALSE(ipam->suspected());
+  auto stored = db->load_leases();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ(stored->front().key.app, "a");
+  EXPECT_EQ(model::format_ipv4(*ipam->assign({"e", "b", 0})), "10.1.0.2");  // not leaked
+  // A resync when nothing failed reads nothing.
+  const int loads = faults.calls(Op::kLoadLeases);
+  ASSERT_TRUE(ipam->resync().ok());
+  EXPECT_EQ(faults.calls(Op::kLoadLeases), loads);
+}
+
+// A transaction rolled back undoes writes the Ipam made: its owner says so, resync() redoes them.
+TEST_F(IpamTest, ResyncRedoesWritesARolledBackTransactionUndid) {
+  auto ipam = Ipam::create(net("10.1.0.0/29"), *db, clock);
+  ASSERT_TRUE(ipam.ok());
+  ASSERT_TRUE(ipam->assign({"e", "kept", 0}).ok());
+  Status rolled = db->transaction([&]() -> Status {
+    EXPECT_TRUE(ipam->release({"e", "kept", 0}).ok());
+    EXPECT_TRUE(ipam->assign({"e", "new", 0}).ok());
+    return unavailable("commit failed");
+  });
+  ASSERT_FALSE(rolled.ok());
+  ipam->suspect();
+  ASSERT_TRUE(ipam->resync().ok());
+  auto again = Ipam::create(net("10.1.0.0/29"), *db, clock);  // what a restarted daemon reads
+  ASSERT_TRUE(again.ok());
+  auto a = again->leases(), b = ipam->leases();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].key, b[i].key);
+    EXPECT_EQ(a[i].ip, b[i].ip);
+    EXPECT_EQ(a[i].released_at, b[i].released_at);
+  }
+  EXPECT_EQ(a.size(), 2u);
 }

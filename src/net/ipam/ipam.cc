@@ -27,7 +27,7 @@ bool Ipam::expired(const Lease& l) const {
 Status Ipam::drop(const LeaseKey& key) {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return {};
-  BERTH_TRY(store_->erase_lease(key));
+  BERTH_TRY(write(store_->erase_lease(key)));
   hint_ = std::min<std::uint64_t>(hint_, it->second.ip);
   by_ip_.erase(it->second.ip);
   by_key_.erase(it);
@@ -40,7 +40,7 @@ Result<Ipv4> Ipam::assign(const LeaseKey& key) {
     if (network_.usable(lease.ip)) {
       if (lease.reserved()) {
         lease.released_at = 0;
-        BERTH_TRY(store_->put_lease(lease));
+        BERTH_TRY(write(store_->put_lease(lease)));
         it->second = lease;
       }
       return lease.ip;
@@ -78,6 +78,7 @@ Result<Ipv4> Ipam::assign(const LeaseKey& key) {
         taken_elsewhere_.insert(candidate);
         continue;
       }
+      suspect_ = true;  // (it may have been written all the same)
       return st.error();
     }
     by_key_[key] = lease;
@@ -96,13 +97,40 @@ Status Ipam::release(const LeaseKey& key) {
   if (it == by_key_.end() || it->second.reserved()) return {};
   Lease lease = it->second;
   lease.released_at = clock_->wall_ms();
-  BERTH_TRY(store_->put_lease(lease));
+  BERTH_TRY(write(store_->put_lease(lease)));
   it->second = lease;
   hint_ = std::min<std::uint64_t>(hint_, lease.ip);
   return {};
 }
 
 Status Ipam::forget(const LeaseKey& key) { return drop(key); }
+
+Status Ipam::write(Status st) {
+  if (!st.ok()) suspect_ = true;
+  return st;
+}
+
+Status Ipam::resync() {
+  if (!suspect_) return {};
+  auto stored = store_->load_leases();
+  if (!stored.ok()) return stored.error().wrap("re-reading IP leases");
+  std::set<LeaseKey> same;
+  for (const auto& l : *stored) {
+    auto it = by_key_.find(l.key);
+    if (it != by_key_.end() && it->second.ip == l.ip && it->second.released_at == l.released_at) {
+      same.insert(l.key);
+      continue;
+    }
+    BERTH_TRY(store_->erase_lease(l.key));  // first, so that its address is free to be written
+  }
+  for (const auto& [key, lease] : by_key_)
+    if (!same.count(key)) BERTH_TRY(store_->put_lease(lease));
+  // What the store refused before may have been this Ipam's own write, reported lost.
+  taken_elsewhere_.clear();
+  hint_ = 0;
+  suspect_ = false;
+  return {};
+}
 
 std::optional<Ipv4> Ipam::lookup(const LeaseKey& key) const {
   auto it = by_key_.find(key);

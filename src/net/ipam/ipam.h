@@ -7,7 +7,8 @@
 // `up` gets the same addresses back; only expired reservations are reclaimed for other keys.
 //
 // Every change is written through the LeaseStore before the call returns, so a crash at any
-// moment loses no lease and never lets two keys hold one address. The Ipam is owned by the
+// moment loses no lease and never lets two keys hold one address. When a write fails, or the
+// transaction it was part of is rolled back, resync() writes the store again from memory. The Ipam is owned by the
 // control loop (single-threaded); it takes no locks.
 #pragma once
 
@@ -63,6 +64,18 @@ class Ipam {
   // Forget the key's lease at once (app removed from the catalog).
   Status forget(const LeaseKey& key);
 
+  // The store may no longer hold what this Ipam holds: a transaction its writes were part of
+  // was rolled back, or a write was reported failed though it may have been done. The Ipam marks
+  // itself so on every failed write; its owner marks it when a transaction fails.
+  void suspect() { suspect_ = true; }
+  bool suspected() const { return suspect_; }
+  // When suspected, makes the store hold exactly this Ipam's leases: stored leases it does not
+  // hold as they are are erased, then every missing one is written. Nothing to do otherwise.
+  // Memory is the truth while the daemon runs; the store must be this Ipam's alone (the daemon's
+  // is). Call it inside the transaction of the writes that depend on it (an instance's record),
+  // and call suspect() again if that transaction fails.
+  Status resync();
+
   std::optional<Ipv4> lookup(const LeaseKey& key) const;
   std::vector<Lease> leases() const;
   void set_network(model::NetworkSpec network) {
@@ -76,6 +89,7 @@ class Ipam {
       : network_(std::move(network)), store_(&store), clock_(&clock) {}
   bool expired(const Lease& l) const;
   Status drop(const LeaseKey& key);
+  Status write(Status st);  // a store write's outcome; a failure makes the Ipam suspect
 
   model::NetworkSpec network_;
   LeaseStore* store_;
@@ -83,6 +97,7 @@ class Ipam {
   std::map<LeaseKey, Lease> by_key_;
   std::map<Ipv4, LeaseKey> by_ip_;
   std::set<Ipv4> taken_elsewhere_;  // refused by the store: leased through another connection
+  bool suspect_ = false;            // the store may differ from by_key_ (see suspect())
   // Where the search for the lowest free address starts: every address below it is unusable or
   // held by an assigned (not reserved) lease. Lowered whenever a lease is reserved or dropped,
   // so filling a pool costs O(1) per address instead of a scan from its start.
