@@ -160,7 +160,8 @@ void Api::on_loop(const Request& req, const auth::Principal& who, Reply reply) {
   Response out;
   try {
     out = route(req, who);
-    loop_.publish_status();  // what the request changed is in the next read, the client's own included
+    // What the request changed is in the next read, the client's own included.
+    loop_.publish_status(environment_action(req));
   } catch (const std::exception& e) {
     out = failure(req, e);
   }

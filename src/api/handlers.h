@@ -98,6 +98,9 @@ class Api {
   // GET /v1/environments[?...] and GET /v1/environments/NAME: answered from the loop's read
   // model, never its live state (api/status.cc).
   static bool is_status_read(const Request& request);
+  // The environment a POST /v1/environments/{env}/{up,down,restart,refresh} acts on; "" for
+  // any other request (the loop then publishes everything that changed).
+  static std::string environment_action(const Request& request);
   Response route_status(const Request& request);
   // The JSON of a view, rendered once per view (cached by environment under its generation).
   const std::string& rendered(const control::EnvView& view, bool summary = false);

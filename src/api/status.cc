@@ -60,6 +60,14 @@ bool Api::is_status_read(const Request& req) {
   return (t.parts.size() == 2 || t.parts.size() == 3) && t.parts[0] == "v1" && t.parts[1] == "environments";
 }
 
+std::string Api::environment_action(const Request& req) {
+  if (req.method != "POST") return "";
+  const Target t = parse_target(req.target);
+  if (t.parts.size() != 4 || t.parts[0] != "v1" || t.parts[1] != "environments") return "";
+  const std::string& action = t.parts[3];
+  return action == "up" || action == "down" || action == "restart" || action == "refresh" ? t.parts[2] : "";
+}
+
 const std::string& Api::rendered(const control::EnvView& view, bool summary) {
   Rendered& r = rendered_[view.status.env];
   if (r.generation != view.generation) r = {view.generation, "", ""};

@@ -646,10 +646,25 @@ void ControlLoop::emit(const std::string& env, const std::string& type, const st
   // An event that cannot be stored must not stop the loop; it is still logged.
   const store::Event& out = r.ok() ? *r : e;
   if (d_.on_event) d_.on_event(out);
-  // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
-  auto subscribers = subscribers_;
-  for (const auto& [id, fn] : subscribers)
-    if (subscribers_.count(id)) fn(out);
+  if (subscribers_.empty()) return;
+  undelivered_.push_back(out);
+  schedule_status_publish();  // which delivers it
+}
+
+void ControlLoop::deliver_events() {
+  if (undelivered_.empty()) return;
+  std::deque<store::Event> ready, waiting;
+  for (auto& e : undelivered_) {
+    const bool shown = e.env.empty() || (!status_all_dirty_ && !status_dirty_.count(e.env));
+    (shown ? ready : waiting).push_back(std::move(e));
+  }
+  undelivered_ = std::move(waiting);
+  for (const auto& e : ready) {
+    // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
+    auto subscribers = subscribers_;
+    for (const auto& [id, fn] : subscribers)
+      if (subscribers_.count(id)) fn(e);
+  }
 }
 
 ControlLoop::Subscription ControlLoop::subscribe(std::function<void(const store::Event&)> fn) {

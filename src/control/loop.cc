@@ -117,6 +117,7 @@ ControlLoop::~ControlLoop() {
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
   if (store_retry_timer_) d_.executor->cancel(store_retry_timer_);
+  if (status_publish_timer_) d_.executor->cancel(status_publish_timer_);
   for (auto& [n, env] : envs_)
     for (auto& [a, app] : env.apps)
       for (auto& [o, inst] : app.instances) cancel_timers(inst);
@@ -340,10 +341,11 @@ void ControlLoop::reconcile() {
     emit("", "error", "", -1, "", "writing a reconcile pass: " + committed.error().message);
     retry_store();
   }
-  // The views published are those marked by what changed (the triggers of this pass marked their
-  // environments; what the pass did marked its own): a full pass that changes nothing rebuilds none.
+  // The zone now; the views within kStatusPublishMs, those marked by what changed (the triggers of
+  // this pass marked their environments; what the pass did marked its own): a full pass that
+  // changes nothing rebuilds none.
   publish_zone();
-  publish_status();
+  if (status_all_dirty_ || !status_dirty_.empty()) schedule_status_publish();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
                 names.size(), full};
 }

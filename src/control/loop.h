@@ -19,6 +19,7 @@
 // for their ordinals.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -118,6 +119,11 @@ inline constexpr Millis kStableAfterMs = 10'000;
 inline constexpr Millis kFullPassMs = 5'000;
 // After the state store failed a write of the loop's: a full pass this soon, to write it again.
 inline constexpr Millis kStoreRetryMs = 1'000;
+// The read model is published at most this long after a change the reader did not cause (an
+// instance started, a probe answered, a pass decided); an API write publishes before its reply.
+// Rebuilding an environment's view per instance event was half the loop's time at 1,000
+// environments: a burst of events now costs one rebuild per environment.
+inline constexpr Millis kStatusPublishMs = 20;
 
 class ControlLoop : private runtime::Listener {
  public:
@@ -154,8 +160,10 @@ class ControlLoop : private runtime::Listener {
     return d_.store->audit(query);
   }
 
-  // Every event as it is emitted (after it is stored), until unsubscribed. Loop thread only;
-  // `fn` runs on it and must not block.
+  // Every event, once it is stored and the read model shows what it says (its environment's
+  // view is published: within kStatusPublishMs), in order, until unsubscribed. So a client that
+  // reads the status when an event arrives sees the change. Loop thread only; `fn` runs on it
+  // and must not block.
   using Subscription = std::uint64_t;
   Subscription subscribe(std::function<void(const store::Event&)> fn);
   void unsubscribe(Subscription id);
@@ -174,11 +182,13 @@ class ControlLoop : private runtime::Listener {
   const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
   // The status read model: what the API shows, as of the last publish. Every change the loop
   // makes to what a status shows marks its environment, and the loop publishes the marked ones
-  // at the end of the pass or task that made it. The model itself may be read on any thread.
+  // within kStatusPublishMs. The model itself may be read on any thread.
   const ReadModel& read_model() const { return read_model_; }
   // Publish what changed since the last publish now (the API does after each request it routes
-  // to the loop, so that a client reads its own writes). Loop thread only.
-  void publish_status();
+  // to the loop, so that a client reads its own writes). With `only`, a write that concerns one
+  // environment: its view (and those of the thin environments falling through to it) now, the
+  // rest of what changed within kStatusPublishMs. Loop thread only.
+  void publish_status(const std::string& only = "");
   // Live status, walked from the loop's state (the read model is made of these). Loop thread only.
   Result<EnvStatus> status(const std::string& env) const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
@@ -393,6 +403,8 @@ class ControlLoop : private runtime::Listener {
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
   std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;
+  std::deque<store::Event> undelivered_;  // emitted, waiting for their view's publish
+  void deliver_events();                  // to subscribers: those whose view is published
   Subscription last_subscription_ = 0;
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;
@@ -416,7 +428,7 @@ class ControlLoop : private runtime::Listener {
   std::shared_ptr<const std::unordered_map<std::string, std::size_t>> view_index_;  // of this catalog
   std::set<std::string> status_dirty_;
   bool status_all_dirty_ = true;
-  bool status_publish_pending_ = false;
+  Executor::TimerId status_publish_timer_ = 0;
   std::uint64_t view_generation_ = 0;
   std::uint64_t status_serial_ = 0;
   std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh

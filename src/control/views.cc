@@ -299,19 +299,34 @@ void ControlLoop::status_changed_all() {
 }
 
 void ControlLoop::schedule_status_publish() {
-  // Once per burst of changes: whatever else the loop has queued runs first.
-  if (status_publish_pending_) return;
-  status_publish_pending_ = true;
-  d_.executor->post(guarded([this] {
-    status_publish_pending_ = false;
-    // A pass to come publishes at its end: what it decides shows with the change that caused it.
-    if (!reconcile_pending_) publish_status();
+  // Once per kStatusPublishMs at most: a burst of changes is one rebuild of each view it marked.
+  if (status_publish_timer_) return;
+  status_publish_timer_ = d_.executor->after(kStatusPublishMs, guarded([this] {
+    status_publish_timer_ = 0;
+    // A pass is pending: publish after it, so that what it decides shows with the change that
+    // caused it.
+    if (reconcile_pending_) schedule_status_publish();
+    else publish_status();
   }));
 }
 
-void ControlLoop::publish_status() {
+void ControlLoop::publish_status(const std::string& only) {
   BERTH_ASSERT_LOOP(*d_.executor);
-  if (!status_all_dirty_ && status_dirty_.empty()) return;
+  if (!status_all_dirty_ && status_dirty_.empty()) return deliver_events();
+  // One environment's write: rebuild its views now and leave the other marks to the timer.
+  std::set<std::string> now;
+  const bool partial = !only.empty() && !status_all_dirty_ && view_index_ && catalog_;
+  if (partial) {
+    auto take = [&](const std::string& env) {
+      if (status_dirty_.erase(env)) now.insert(env);
+    };
+    take(only);
+    if (auto it = falls_through_to_.find(only); it != falls_through_to_.end())
+      for (const auto& thin : it->second) take(thin);
+    if (now.empty()) return deliver_events();
+    if (!status_dirty_.empty()) schedule_status_publish();
+  }
+  const std::set<std::string>& rebuild = partial ? now : status_dirty_;
   auto snap = std::make_shared<StatusSnapshot>();
   snap->serial = ++status_serial_;
   if (catalog_) {
@@ -329,7 +344,7 @@ void ControlLoop::publish_status() {
     snap->envs.reserve(envs.size());
     for (const auto& espec : envs) {
       auto& view = views_[espec.name];
-      if (!view || status_dirty_.count(espec.name)) {
+      if (!view || rebuild.count(espec.name)) {
         auto v = std::make_shared<EnvView>();
         v->generation = ++view_generation_;
         if (auto st = status(espec.name); st.ok()) v->status = std::move(st.value());
@@ -343,8 +358,9 @@ void ControlLoop::publish_status() {
     view_index_.reset();
   }
   status_all_dirty_ = false;
-  status_dirty_.clear();
+  if (!partial) status_dirty_.clear();
   read_model_.publish(std::move(snap));
+  deliver_events();
 }
 
 }  // namespace berth::control

@@ -694,6 +694,8 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   two += "  qa: {}\n";
   ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
   exec_.run_ready();
+  EXPECT_FALSE(loop_->read_model().current()->find("qa")) << "published before kStatusPublishMs";
+  exec_.advance(control::kStatusPublishMs);
   auto view = [&](const std::string& env) {
     auto snap = loop_->read_model().current();
     const control::EnvView* v = snap->find(env);
@@ -716,7 +718,7 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   const auto qa_before = view("qa").second->generation;
 
   ASSERT_TRUE(loop_->up("dev").ok());
-  exec_.run_ready();  // no explicit publish: the pass published it
+  exec_.advance(control::kStatusPublishMs);  // no explicit publish: the loop published it
   {
     auto [snap, v] = view("dev");
     EXPECT_TRUE(v->status.up);
@@ -734,7 +736,7 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   }
   const auto dev_before = view("dev").second->generation;
   make_healthy("db");
-  exec_.advance(50);
+  exec_.advance(50 + control::kStatusPublishMs);
   {
     auto [snap, v] = view("dev");
     EXPECT_EQ(state_of(*v, "db"), "ready");
@@ -744,7 +746,7 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   // An old snapshot stays as it was: readers may keep one as long as they like.
   auto old = loop_->read_model().current();
   ASSERT_TRUE(loop_->down("dev").ok());
-  exec_.run_ready();
+  exec_.advance(control::kStatusPublishMs);
   EXPECT_TRUE(old->find("dev")->status.up);
   EXPECT_FALSE(view("dev").second->status.up);
   EXPECT_GT(loop_->read_model().current()->serial, old->serial);
@@ -755,7 +757,7 @@ TEST_F(LoopTest, TheReadModelPagesInCatalogOrder) {
   std::string many = kCatalog;
   for (int i = 0; i < 5; ++i) many += "  e" + std::to_string(i) + ": {}\n";
   ASSERT_TRUE(loop_->apply(many, "t.yaml").ok());
-  exec_.run_ready();
+  exec_.advance(control::kStatusPublishMs);
   auto snap = loop_->read_model().current();
   std::string next;
   auto first = snap->page("", 4, &next);
@@ -767,4 +769,26 @@ TEST_F(LoopTest, TheReadModelPagesInCatalogOrder) {
   EXPECT_EQ(rest[0]->status.env, "e3");
   EXPECT_EQ(next, "");
   EXPECT_EQ(snap->page("", 0, &next).size(), 6u);
+}
+
+// An event reaches a subscriber (an event stream, the web UI) only once the read model shows
+// it: a client that reads the status when the event arrives sees the change, not the state
+// before it. (The browser test waited forever for "ready" when the two were apart.)
+TEST_F(LoopTest, AnEventArrivesOnceTheReadModelShowsIt) {
+  int checked = 0;
+  loop_->subscribe([&](const store::Event& e) {
+    if (e.env != "dev" || e.type != "ready") return;
+    const auto snap = loop_->read_model().current();
+    const control::EnvView* v = snap->find("dev");
+    ASSERT_NE(v, nullptr);
+    for (const auto& a : v->status.apps)
+      if (a.app == e.app) {
+        EXPECT_EQ(a.instances.at(static_cast<std::size_t>(e.ordinal)).state, "ready") << e.app;
+        ++checked;
+      }
+  });
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(1000);
+  EXPECT_EQ(checked, 5);  // every app's ready event, each checked
 }
