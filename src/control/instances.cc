@@ -640,30 +640,47 @@ void ControlLoop::emit(const std::string& env, const std::string& type, const st
                        const std::string& ip, const std::string& message) {
   // Whatever is worth an event changed what the environment's status shows.
   if (!env.empty()) status_changed(env);
-  store::Event e{0, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
-  auto r = d_.store->append_event(e);
-  if (!r.ok()) e.message += " [not stored: " + r.error().message + "]";
-  // An event that cannot be stored must not stop the loop; it is still logged.
-  const store::Event& out = r.ok() ? *r : e;
-  if (d_.on_event) d_.on_event(out);
-  if (subscribers_.empty()) return;
-  undelivered_.push_back(out);
-  schedule_status_publish();  // which delivers it
+  store::Event e{++last_event_id_, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
+  if (d_.on_event) d_.on_event(e);  // the daemon's log: at once
+  // Written with the others of this burst (one commit instead of one per event), then delivered.
+  undelivered_.push_back({std::move(e), false});
+  schedule_status_publish();
+}
+
+void ControlLoop::write_events() {
+  std::vector<PendingEvent*> batch;
+  for (auto& p : undelivered_)
+    if (!p.written) batch.push_back(&p);
+  if (batch.empty()) return;
+  const Status committed = d_.store->transaction([&]() -> Status {
+    for (PendingEvent* p : batch)
+      if (auto r = d_.store->append_event(p->event); !r.ok())
+        p->event.message += " [not stored: " + r.error().message + "]";
+    return {};
+  });
+  for (PendingEvent* p : batch) {
+    // An event that cannot be stored must not stop the loop; it is still logged and delivered.
+    if (!committed.ok() && p->event.message.find(" [not stored: ") == std::string::npos)
+      p->event.message += " [not stored: " + committed.error().message + "]";
+    p->written = true;
+  }
 }
 
 void ControlLoop::deliver_events() {
   if (undelivered_.empty()) return;
-  std::deque<store::Event> ready, waiting;
-  for (auto& e : undelivered_) {
-    const bool shown = e.env.empty() || (!status_all_dirty_ && !status_dirty_.count(e.env));
-    (shown ? ready : waiting).push_back(std::move(e));
+  write_events();
+  std::deque<PendingEvent> ready, waiting;
+  for (auto& p : undelivered_) {
+    const std::string& env = p.event.env;
+    const bool shown = env.empty() || (!status_all_dirty_ && !status_dirty_.count(env));
+    (shown ? ready : waiting).push_back(std::move(p));
   }
   undelivered_ = std::move(waiting);
-  for (const auto& e : ready) {
+  for (const auto& p : ready) {
     // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
     auto subscribers = subscribers_;
     for (const auto& [id, fn] : subscribers)
-      if (subscribers_.count(id)) fn(e);
+      if (subscribers_.count(id)) fn(p.event);
   }
 }
 

@@ -26,7 +26,10 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   }
   auto ipam = ipam::Ipam::create(resolved ? resolved->catalog.network() : model::NetworkSpec{}, *d.store, *d.clock);
   if (!ipam.ok()) return ipam.error();
+  auto last_event = d.store->last_event_id();
+  if (!last_event.ok()) return last_event.error();
   std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value())));
+  loop->last_event_id_ = *last_event;  // (before anything can emit)
   loop->documents_ = std::move(docs.value());
   if (*stored) {
     loop->fleet_ = **stored;
@@ -111,6 +114,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
 }
 
 ControlLoop::~ControlLoop() {
+  write_events();  // a daemon that stops keeps its last events
   for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
@@ -245,7 +249,8 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
   return {};
 }
 
-Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) const {
+Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) {
+  write_events();  // what a reader sees is stored: a restarted daemon never numbers another event the same
   return d_.store->events(env, after_id, limit);
 }
 
@@ -316,7 +321,7 @@ void ControlLoop::reconcile() {
     names.swap(dirty_);
   }
   dirty_.clear();  // (a full pass visits them all)
-  // The pass's writes (leases, events, records it forgets) are one transaction, committed before
+  // The pass's writes (leases, records it forgets) are one transaction, committed before
   // anything it launched can run: a runtime lets an instance run only once on_created has
   // recorded it, which is posted and so comes after the pass.
   Status committed = d_.store->transaction([&]() -> Status {

@@ -191,8 +191,9 @@ class ControlLoop : private runtime::Listener {
   void publish_status(const std::string& only = "");
   // Live status, walked from the loop's state (the read model is made of these). Loop thread only.
   Result<EnvStatus> status(const std::string& env) const;
-  Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit) const;
-  Result<std::int64_t> last_event_id() const { return d_.store->last_event_id(); }
+  Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit);
+  // Id of the newest event emitted (stored or about to be: events are written in batches).
+  Result<std::int64_t> last_event_id() const { return last_event_id_; }
   const build::Builder* builder() const { return d_.builder; }
   db::Manager* databases() const { return d_.databases; }
   // Something outside the loop changed (a database copy, a standard version): reconcile soon.
@@ -403,8 +404,18 @@ class ControlLoop : private runtime::Listener {
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
   std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;
-  std::deque<store::Event> undelivered_;  // emitted, waiting for their view's publish
-  void deliver_events();                  // to subscribers: those whose view is published
+  // Events emitted and not yet delivered to subscribers, oldest first. Each is numbered when
+  // emitted, written with the others in one transaction at the next publish (stored before any
+  // subscriber sees it; a daemon killed first loses only events nobody saw), and delivered once
+  // its environment's view is published.
+  struct PendingEvent {
+    store::Event event;
+    bool written = false;
+  };
+  std::deque<PendingEvent> undelivered_;
+  std::int64_t last_event_id_ = 0;
+  void write_events();    // the unwritten ones, one transaction
+  void deliver_events();  // writes, then delivers those whose view is published
   Subscription last_subscription_ = 0;
   std::set<std::string> up_;
   std::map<std::string, Env> envs_;

@@ -96,7 +96,8 @@ class StateStore : public ipam::LeaseStore {
   // When a recorded instance became ready (0: it is not ready now); nothing if there is no record.
   virtual Status set_instance_ready(const ipam::LeaseKey& key, Millis ready_at) = 0;
 
-  // Appends and returns the event with its id set.
+  // Appends and returns the event with its id set: the store numbers it when `event.id` is 0,
+  // else it keeps the id given (which must be greater than every stored one).
   virtual Result<Event> append_event(Event event) = 0;
   // Events of `env` with id > after_id, oldest first, at most `limit`.
   virtual Result<std::vector<Event>> events(const std::string& env, std::int64_t after_id, int limit) = 0;

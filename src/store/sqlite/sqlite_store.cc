@@ -291,8 +291,10 @@ Status SqliteStore::erase_instance(const ipam::LeaseKey& k) {
 }
 
 Result<Event> SqliteStore::append_event(Event e) {
-  Stmt s(db_, "INSERT INTO events (time, env, type, app, ordinal, ip, message) VALUES (?, ?, ?, ?, ?, ?, ?)", *cache_);
-  s.bind(1, e.time).bind(2, e.env).bind(3, e.type).bind(4, e.app).bind(5, e.ordinal).bind(6, e.ip).bind(7, e.message);
+  // A NULL id is numbered by SQLite (AUTOINCREMENT: never reused); a given one is kept.
+  Stmt s(db_, "INSERT INTO events (id, time, env, type, app, ordinal, ip, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", *cache_);
+  if (e.id != 0) s.bind(1, e.id);
+  s.bind(2, e.time).bind(3, e.env).bind(4, e.type).bind(5, e.app).bind(6, e.ordinal).bind(7, e.ip).bind(8, e.message);
   if (auto st = run(s, "append event"); !st.ok()) return st.error();
   e.id = sqlite3_last_insert_rowid(db_);
   if (++appended_[e.env] >= std::max(1, event_limit_ / 16)) {
