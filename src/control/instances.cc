@@ -669,13 +669,22 @@ void ControlLoop::write_events() {
 void ControlLoop::deliver_events() {
   if (undelivered_.empty()) return;
   write_events();
-  std::deque<PendingEvent> ready, waiting;
-  for (auto& p : undelivered_) {
-    const std::string& env = p.event.env;
-    const bool shown = env.empty() || (!status_all_dirty_ && !status_dirty_.count(env));
-    (shown ? ready : waiting).push_back(std::move(p));
+  if (subscribers_.empty()) {  // written, and nobody to deliver them to
+    undelivered_.clear();
+    return;
   }
-  undelivered_ = std::move(waiting);
+  std::deque<PendingEvent> ready;
+  if (!status_all_dirty_ && status_dirty_.empty()) {
+    ready.swap(undelivered_);  // every view is published: all of them
+  } else {
+    std::deque<PendingEvent> waiting;
+    for (auto& p : undelivered_) {
+      const std::string& env = p.event.env;
+      const bool shown = env.empty() || (!status_all_dirty_ && !status_dirty_.count(env));
+      (shown ? ready : waiting).push_back(std::move(p));
+    }
+    undelivered_ = std::move(waiting);
+  }
   for (const auto& p : ready) {
     // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
     auto subscribers = subscribers_;
