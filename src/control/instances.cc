@@ -647,52 +647,6 @@ void ControlLoop::emit(const std::string& env, const std::string& type, const st
   schedule_status_publish();
 }
 
-void ControlLoop::write_events() {
-  std::vector<PendingEvent*> batch;
-  for (auto& p : undelivered_)
-    if (!p.written) batch.push_back(&p);
-  if (batch.empty()) return;
-  const Status committed = d_.store->transaction([&]() -> Status {
-    for (PendingEvent* p : batch)
-      if (auto r = d_.store->append_event(p->event); !r.ok())
-        p->event.message += " [not stored: " + r.error().message + "]";
-    return {};
-  });
-  for (PendingEvent* p : batch) {
-    // An event that cannot be stored must not stop the loop; it is still logged and delivered.
-    if (!committed.ok() && p->event.message.find(" [not stored: ") == std::string::npos)
-      p->event.message += " [not stored: " + committed.error().message + "]";
-    p->written = true;
-  }
-}
-
-void ControlLoop::deliver_events() {
-  if (undelivered_.empty()) return;
-  write_events();
-  if (subscribers_.empty()) {  // written, and nobody to deliver them to
-    undelivered_.clear();
-    return;
-  }
-  std::deque<PendingEvent> ready;
-  if (!status_all_dirty_ && status_dirty_.empty()) {
-    ready.swap(undelivered_);  // every view is published: all of them
-  } else {
-    std::deque<PendingEvent> waiting;
-    for (auto& p : undelivered_) {
-      const std::string& env = p.event.env;
-      const bool shown = env.empty() || (!status_all_dirty_ && !status_dirty_.count(env));
-      (shown ? ready : waiting).push_back(std::move(p));
-    }
-    undelivered_ = std::move(waiting);
-  }
-  for (const auto& p : ready) {
-    // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
-    auto subscribers = subscribers_;
-    for (const auto& [id, fn] : subscribers)
-      if (subscribers_.count(id)) fn(p.event);
-  }
-}
-
 ControlLoop::Subscription ControlLoop::subscribe(std::function<void(const store::Event&)> fn) {
   BERTH_ASSERT_LOOP(*d_.executor);
   const Subscription id = ++last_subscription_;

@@ -56,7 +56,8 @@ struct Deps {
   store::StateStore* store = nullptr;
   std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
   std::string dns_address;  // passed to instances as BERTH_DNS ("ip:port"); may be empty
-  // Called with every event after it is stored (the daemon logs them); may be empty.
+  // Called with every event as it is emitted, before it is written (the daemon logs them); may
+  // be empty.
   std::function<void(const store::Event&)> on_event;
   // Called with a new DNS zone snapshot whenever names or readiness change (the daemon hands it
   // to the name server); may be empty. `dns_ns_ip` is the server's own address for ns.<zone>.

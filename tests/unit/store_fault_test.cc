@@ -107,8 +107,7 @@ class StoreFaultTest : public testing::Test {
   void restart_and_expect_adopted() {
     const auto before = addresses();
     const auto launches = rt_.launched().size();
-    loop_.reset();
-    start_daemon();
+    start_daemon();  // (the old loop is destroyed first)
     exec_.advance(300);
     EXPECT_TRUE(ready());
     EXPECT_EQ(rt_.launched().size(), launches) << "a restarted daemon started second copies";
@@ -247,11 +246,9 @@ TEST_F(StoreFaultTest, EventsThatCannotBeStoredAreStillDeliveredAndTheLoopGoesOn
 }
 
 TEST_F(StoreFaultTest, AddressesRecordsAndEventsAreWrittenInTransactions) {
-  int outside = 0;
   for (Op op : {Op::kPutLease, Op::kEraseLease, Op::kPutInstance, Op::kAppendEvent})
     faults_.on_call(op, [&, op] {
       if (!faults_.in_transaction()) ADD_FAILURE() << store::FaultStore::name(op) << " outside a transaction";
-      outside += faults_.in_transaction() ? 0 : 1;
     });
   const int transactions = faults_.calls(Op::kTransaction), events = faults_.calls(Op::kAppendEvent);
   ASSERT_TRUE(loop_->up("dev").ok());
@@ -259,7 +256,6 @@ TEST_F(StoreFaultTest, AddressesRecordsAndEventsAreWrittenInTransactions) {
   ASSERT_TRUE(ready());
   ASSERT_TRUE(loop_->down("dev").ok());
   exec_.advance(2000);
-  EXPECT_EQ(outside, 0);
   EXPECT_GT(faults_.calls(Op::kPutLease), 0);
   // A pass's leases are one transaction; an instance's record and its address are one; the
   // events of a burst are one: fewer commits than events.

@@ -8,8 +8,8 @@
 //
 // Every change is written through the LeaseStore before the call returns, so a crash at any
 // moment loses no lease and never lets two keys hold one address. When a write fails, or the
-// transaction it was part of is rolled back, resync() writes the store again from memory. The Ipam is owned by the
-// control loop (single-threaded); it takes no locks.
+// transaction it was part of is rolled back, resync() writes the store again from memory. The
+// Ipam is owned by the control loop (single-threaded); it takes no locks.
 #pragma once
 
 #include <map>
