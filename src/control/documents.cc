@@ -37,15 +37,12 @@ std::string stale(const std::string& what, std::int64_t based_on, std::int64_t n
 
 void ControlLoop::install(model::Catalog catalog, std::map<std::string, std::string> invalid) {
   catalog_ = std::move(catalog);
+  planner_ = Planner(*catalog_);  // (it points into catalog_)
   invalid_documents_ = std::move(invalid);
   ipam_.set_network(catalog_->network());
   prepare_network();
   dns_all_dirty_ = true;
   view_index_.reset();  // a new catalog: new environments, new order
-  falls_through_to_.clear();
-  for (const auto& env : catalog_->environments())
-    for (const auto& [app, where] : env.served_by)
-      if (where != env.name) falls_through_to_[where].insert(env.name);
   schedule_reconcile();
 }
 
@@ -104,8 +101,8 @@ Result<Plan> ControlLoop::apply_fleet(const std::string& text, const std::string
         if (up_.count(e.name) && e.runs(a.app) && a.fingerprint() != na->fingerprint())
           if (auto env = envs_.find(e.name); env != envs_.end())
             if (auto app = env->second.apps.find(a.app); app != env->second.apps.end())
-              for (const auto& [o, inst] : app->second.instances)
-                if (inst.exists()) ++c.replaced;
+              for (const auto& [o, sup] : app->second.instances)
+                if (sup.state().exists()) ++c.replaced;
         plan.replaced += c.replaced;
         plan.changed.push_back(std::move(c));
       }

@@ -85,7 +85,7 @@ void ControlLoop::set_resolver(const std::string& ip, const std::string& note) {
 
 // ---- instances --------------------------------------------------------------------------------
 
-runtime::InstanceSpec ControlLoop::instance_spec(const Instance& inst, const model::AppSpec& spec,
+runtime::InstanceSpec ControlLoop::instance_spec(const Supervisor::State& inst, const model::AppSpec& spec,
                                                  const model::Environment& espec, const Artifact& artifact) const {
   const auto& key = inst.key;
   std::map<std::string, std::string> vars = {
@@ -198,27 +198,21 @@ runtime::InstanceSpec ControlLoop::instance_spec(const Instance& inst, const mod
   return rs;
 }
 
-void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
+void ControlLoop::start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec,
                         const Artifact& artifact, const std::string& fingerprint) {
+  const auto& key = sup.state().key;
   std::string why;
   runtime::Runtime* rt = runtime_for(spec, &why);
   if (!network_ready_) why = fmt::format("preparing network {}", network_.subnet);
-  auto identity = identity_for(inst.key.env, spec);
+  auto identity = identity_for(key.env, spec);
   if (!identity.ok()) why = identity.error().message;
-  if (!rt || !network_ready_ || !identity.ok()) {
-    inst.phase = Phase::kWaiting;
-    inst.message = why;
-    return;
-  }
-  runtime::InstanceSpec rs = instance_spec(inst, spec, espec, artifact);
+  if (!rt || !network_ready_ || !identity.ok()) return apply(sup, sup.wait(why, false));
+  runtime::InstanceSpec rs = instance_spec(sup.state(), spec, espec, artifact);
   rs.identity = *identity;
   rs.privileged = spec.user == "root";
   rs.launch = ++launches_;
   rs.labels["berth.fingerprint"] = fingerprint;
-  if (inst.started_before) ++inst.restarts;
-  inst.started_before = true;
-  inst.launch = rs.launch;
-  inst.launch_what = std::visit(
+  std::string what = std::visit(
       [](const auto& w) -> std::string {
         using W = std::decay_t<decltype(w)>;
         if constexpr (std::is_same_v<W, runtime::ProcessWorkload>) {
@@ -228,265 +222,134 @@ void ControlLoop::start(Instance& inst, const model::AppSpec& spec, const model:
         }
       },
       rs.workload);
-  inst.runtime_name = rt->name();
-  inst.fingerprint = fingerprint;
-  inst.build_id = artifact.build_id;
-  inst.phase = Phase::kLaunching;
-  inst.degraded = false;
-  inst.ready_at = 0;
-  inst.pid = 0;
-  inst.detail.clear();
-  inst.last_probe.clear();
-  inst.message = spec.container() ? "creating its container" : "starting its process";
-  inst.started_mono = d_.clock->monotonic_ms();
-  touched(inst.key.env);
+  apply(sup, sup.launching({rs.launch, rt->name(), std::move(what), fingerprint, artifact.build_id, spec.container()}, now()));
   rt->launch(rs);
 }
 
+void ControlLoop::apply(Supervisor& sup, Step step) {
+  const auto& s = sup.state();
+  const ipam::LeaseKey key = s.key;  // (a copy: emit and timers outlive nothing, but be plain)
+  for (const auto& e : step.events) emit(key.env, e.type, key.app, e.whole_app ? -1 : key.ordinal, s.ip, e.message);
+  if (step.cancel) cancel_timers(key);
+  if (step.stop)
+    if (runtime::Runtime* rt = runtime_named(s.runtime_name)) {
+      const auto* spec = spec_of(key);
+      rt->stop(s.ref, spec ? spec->stop_grace_ms : 5000);
+    }
+  Status written;
+  switch (step.write) {
+    case Step::Write::kNone: break;
+    case Step::Write::kErase: written = d_.store->erase_instance(key); break;
+    case Step::Write::kReadiness: written = d_.store->set_instance_ready(key, s.ready_at); break;
+    case Step::Write::kCompleted:
+      written = d_.store->put_instance({key, "", kCompletedRef, s.fingerprint, s.restarts, d_.clock->wall_ms()});
+      break;
+  }
+  if (!written.ok()) emit(key.env, "error", key.app, key.ordinal, s.ip, written.error().message);
+  if (step.backoff >= 0)
+    handles_[key].backoff_timer = d_.executor->after(step.backoff, [this, key] {
+      if (auto h = handles_.find(key); h != handles_.end()) h->second.backoff_timer = 0;
+      if (Supervisor* i = find(key)) apply(*i, i->backoff_elapsed());
+    });
+  if (step.probe) schedule_probe(s);
+  if (step.names) touched(key.env);
+  else if (step.shown) status_changed(key.env);
+  if (step.database_ready && d_.databases) d_.databases->server_ready(key.env, key.app);
+  if (step.reconcile) schedule_reconcile(key.env);
+}
+
 Status ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) {
-  Instance* inst = find(id);
-  if (!inst || inst->launch != launch) return conflict("this launch is no longer wanted");
-  if (inst->phase == Phase::kStopping) return conflict("stopped before it started");
+  Supervisor* sup = find(id);
+  if (!sup) return conflict("this launch is no longer wanted");
+  BERTH_TRY(sup->created(launch));
+  const auto& s = sup->state();
   // The record and the instance's address are stored together before it may run: after a failed
   // pass commit the address may not be, and a daemon restarted then would give it to another.
   const Status written = d_.store->transaction([&]() -> Status {
     BERTH_TRY(ipam_.resync());
-    return d_.store->put_instance({inst->key, inst->runtime_name, ref, inst->fingerprint, inst->restarts, d_.clock->wall_ms()});
+    return d_.store->put_instance({s.key, s.runtime_name, ref, s.fingerprint, s.restarts, d_.clock->wall_ms()});
   });
   if (!written.ok()) {
     ipam_.suspect();
     retry_store();
     return written.error();
   }
-  inst->ref = ref;
+  sup->record_written(ref);
   return {};
 }
 
 void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
                              const runtime::Observed& observed) {
-  Instance* inst = find(id);
-  if (!inst || inst->launch != launch || inst->ref != ref) return;
-  inst->launch = 0;
-  inst->pid = observed.pid;
-  inst->detail = observed.detail;
-  touched(inst->key.env);
-  if (runtime::Runtime* rt = runtime_named(inst->runtime_name); rt && !rt->capabilities().fixed_ip && !observed.ip.empty())
-    inst->ip = observed.ip;
-  // A stop asked for meanwhile went to the runtime already (the ref was known); its exit follows.
-  if (inst->phase == Phase::kStopping) return;
-  inst->phase = Phase::kStarting;
-  inst->started_mono = d_.clock->monotonic_ms();
-  inst->message = "started " + observed.detail;
-  emit(id.env, "starting", id.app, id.ordinal, inst->ip, fmt::format("{}: {}", observed.detail, inst->launch_what));
-  const model::AppSpec* spec = spec_of(inst->key);
-  if (!spec) return;
-  if (spec->job) {  // not health-checked: done when it exits 0
-    inst->message = "running (a job: completed when it exits with status 0)";
-    return;
-  }
-  if (spec->health.type == model::HealthType::kNone) {
-    mark_ready(*inst, "no health check: ready once started");
-    return;
-  }
-  inst->tracker.emplace(spec->health, inst->started_mono);
-  schedule_probe(*inst);
+  Supervisor* sup = find(id);
+  if (!sup || sup->state().launch != launch || sup->state().ref != ref) return;
+  runtime::Runtime* rt = runtime_named(sup->state().runtime_name);
+  const bool observed_ip = rt && !rt->capabilities().fixed_ip;
+  apply(*sup, sup->started(observed, observed_ip, spec_of(sup->state().key), now()));
 }
 
 void ControlLoop::on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
                             const Error& error) {
-  Instance* inst = find(id);
-  if (!inst || inst->launch != launch) return;
-  inst->launch = 0;
-  if (!ref.empty() && inst->ref == ref) {
-    if (auto st = d_.store->erase_instance(inst->key); !st.ok())
-      emit(id.env, "error", id.app, id.ordinal, inst->ip, st.error().message);
-    inst->ref.clear();
-  }
-  touched(id.env);
-  schedule_reconcile(id.env);
-  if (inst->phase == Phase::kStopping) {
-    inst->phase = Phase::kStopped;
-    inst->message = "stopped before it started";
-    emit(id.env, "stopped", id.app, id.ordinal, inst->ip, inst->message);
-    return;
-  }
-  inst->message = "could not start: " + error.message;
-  emit(id.env, "start-failed", id.app, id.ordinal, inst->ip, error.message);
-  const model::AppSpec* spec = spec_of(inst->key);
-  if (!spec) {
-    inst->phase = Phase::kStopped;
-    return;
-  }
-  Millis delay = back_off(*inst, spec->restart, false);
-  inst->message = fmt::format("could not start: {}; trying again in {}", error.message, format_duration(delay));
+  Supervisor* sup = find(id);
+  if (!sup || sup->state().launch != launch) return;
+  apply(*sup, sup->failed(ref, error, spec_of(sup->state().key), now()));
 }
 
 void ControlLoop::on_recovered(const std::vector<runtime::Recovered>& recovered) {
   for (const auto& rec : recovered) {
-    Instance* inst = find(rec.id);
-    if (!inst || inst->ref != rec.ref || inst->phase != Phase::kRecovering) continue;
-    touched(rec.id.env);
-    if (!rec.alive) {
-      if (auto st = d_.store->erase_instance(inst->key); !st.ok())
-        emit(rec.id.env, "error", rec.id.app, rec.id.ordinal, inst->ip, st.error().message);
-      inst->ref.clear();
-      inst->ready_at = 0;
-      inst->phase = Phase::kStopped;
-      inst->message = fmt::format("gone while the daemon was down ({})", rec.exit.description);
-      emit(rec.id.env, "exited", rec.id.app, rec.id.ordinal, inst->ip, inst->message);
-      continue;
-    }
-    inst->phase = Phase::kStarting;
-    inst->pid = rec.observed.pid;
-    inst->detail = rec.observed.detail;
-    inst->started_mono = d_.clock->monotonic_ms();
-    inst->message = fmt::format("adopted {} after a daemon restart", rec.observed.detail);
-    emit(rec.id.env, "adopted", rec.id.app, rec.id.ordinal, inst->ip, inst->message);
-    if (const auto* spec = spec_of(inst->key)) {
-      if (spec->health.type == model::HealthType::kNone) {
-        mark_ready(*inst, "no health check: ready once adopted");
-        continue;
-      }
-      inst->tracker.emplace(spec->health, inst->started_mono);
-      if (inst->ready_at != 0) {
-        // Ready when the previous daemon died: it stays ready (and answers in DNS) while it is
-        // probed again at once; failures count against failure_threshold as for any ready one.
-        const Millis now = inst->started_mono;
-        inst->tracker->assume_ready(now);
-        inst->phase = Phase::kReady;
-        inst->ready_mono = now - std::max<Millis>(0, d_.clock->wall_ms() - inst->ready_at);
-        inst->message += " (ready)";
-        if (spec->database && d_.databases) d_.databases->server_ready(inst->key.env, inst->key.app);
-      }
-      schedule_probe(*inst);
-    }
+    Supervisor* sup = find(rec.id);
+    if (!sup || sup->state().ref != rec.ref || sup->state().phase != Phase::kRecovering) continue;
+    apply(*sup, sup->recovered(rec, spec_of(sup->state().key), now()));
   }
   schedule_reconcile();
 }
 
-void ControlLoop::stop(Instance& inst, const std::string& why) {
-  if (!inst.exists() || inst.phase == Phase::kStopping || inst.phase == Phase::kRecovering) return;
-  cancel_timers(inst);
-  touched(inst.key.env);
-  inst.phase = Phase::kStopping;
-  inst.message = "stopping: " + why;
-  if (inst.ref.empty()) return;  // a launch not yet created: on_created refuses it
-  const auto* spec = spec_of(inst.key);
-  if (runtime::Runtime* rt = runtime_named(inst.runtime_name)) rt->stop(inst.ref, spec ? spec->stop_grace_ms : 5000);
-}
-
-void ControlLoop::cancel_timers(Instance& inst) {
-  if (inst.probe_timer) d_.executor->cancel(inst.probe_timer);
-  if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
-  inst.probe_timer = inst.backoff_timer = 0;
-  inst.probe.reset();
-  inst.probe_exec.reset();
+void ControlLoop::cancel_timers(const ipam::LeaseKey& key) {
+  auto h = handles_.find(key);
+  if (h == handles_.end()) return;
+  if (h->second.probe_timer) d_.executor->cancel(h->second.probe_timer);
+  if (h->second.backoff_timer) d_.executor->cancel(h->second.backoff_timer);
+  handles_.erase(h);  // (and with it a probe in flight)
 }
 
 void ControlLoop::on_exited(const runtime::InstanceId& id, const runtime::Ref& ref, const runtime::Exit& exit) {
-  Instance* inst = find(id);
-  if (!inst || ref.empty() || inst->ref != ref) return;
-  const ipam::LeaseKey& key = inst->key;
-  auto st = d_.store->erase_instance(key);
-  if (!st.ok()) emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
-  touched(key.env);
-  inst->ref.clear();
-  inst->launch = 0;
-  inst->pid = 0;
-  inst->tracker.reset();
-  cancel_timers(*inst);
-  const bool was_ready = inst->phase == Phase::kReady;
-  const auto* spec = spec_of(key);
-  if (inst->phase == Phase::kStopping) {
-    inst->phase = Phase::kStopped;
-    inst->message = "stopped (" + exit.description + ")";
-    emit(key.env, "stopped", key.app, key.ordinal, inst->ip, exit.description);
-    if (inst->backoff_after_stop && spec) {
-      // Stopped for failing its health check: restarts back off like crashes do.
-      inst->backoff_after_stop = false;
-      Millis delay = back_off(*inst, spec->restart, false);
-      inst->message = fmt::format("unhealthy; restarting in {}", format_duration(delay));
-    }
-    schedule_reconcile(key.env);
-    return;
-  }
-  emit(key.env, "exited", key.app, key.ordinal, inst->ip, exit.description);
-  if (spec && spec->job && exit.success()) {
-    inst->phase = Phase::kCompleted;
-    inst->crashes = 0;
-    inst->message = fmt::format("completed in {}", format_duration(d_.clock->monotonic_ms() - inst->started_mono));
-    // Remembered across daemon restarts: a completed job is not run again until its settings
-    // change, berth restart, or the next up.
-    if (auto put = d_.store->put_instance({key, "", kCompletedRef, inst->fingerprint, inst->restarts, d_.clock->wall_ms()});
-        !put.ok())
-      emit(key.env, "error", key.app, key.ordinal, inst->ip, put.error().message);
-    emit(key.env, "completed", key.app, key.ordinal, inst->ip, inst->message);
-    schedule_reconcile(key.env);
-    return;
-  }
-  auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
-  bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && !exit.success());
-  if (!restart) {
-    inst->phase = Phase::kFailed;
-    inst->message = fmt::format("{}; restart policy {}: not restarted", exit.description, model::to_string(policy));
-    schedule_reconcile(key.env);
-    return;
-  }
-  // A crash after a stable run (ready for kStableAfterMs) restarts at once; any other crash, the
-  // first one included, backs off exponentially from restart.backoff.
-  const bool stable = was_ready && d_.clock->monotonic_ms() - inst->ready_mono >= kStableAfterMs;
-  if (stable) inst->crashes = 0;
-  Millis delay = back_off(*inst, spec->restart, stable);
-  inst->message = fmt::format("{}; restarting in {}", exit.description, format_duration(delay));
-  emit(key.env, "restarting", key.app, key.ordinal, inst->ip, fmt::format("in {} (attempt {})", format_duration(delay), inst->crashes));
-  schedule_reconcile(key.env);
-}
-
-Millis ControlLoop::back_off(Instance& inst, const model::RestartSpec& restart, bool immediately) {
-  Millis delay = immediately ? 0 : std::min(restart.max_backoff_ms, restart.backoff_ms << std::min(inst.crashes, 20));
-  ++inst.crashes;
-  inst.phase = Phase::kBackoff;
-  inst.backoff_timer = d_.executor->after(delay, [this, key = inst.key] {
-    if (auto* i = find(key)) {
-      i->backoff_timer = 0;
-      if (i->phase == Phase::kBackoff) i->phase = Phase::kStopped;
-      schedule_reconcile(key.env);
-    }
-  });
-  return delay;
+  Supervisor* sup = find(id);
+  if (!sup || ref.empty() || sup->state().ref != ref) return;
+  apply(*sup, sup->exited(exit, spec_of(sup->state().key), now()));
 }
 
 // ---- health -----------------------------------------------------------------------------------
 
-void ControlLoop::schedule_probe(Instance& inst) {
+void ControlLoop::schedule_probe(const Supervisor::State& inst) {
   if (!inst.tracker) return;
-  Millis delay = std::max<Millis>(0, inst.tracker->next_probe_at() - d_.clock->monotonic_ms());
-  auto key = inst.key;
-  if (inst.probe_timer) d_.executor->cancel(inst.probe_timer);
-  inst.probe_timer = d_.executor->after(delay, [this, key] {
-    if (auto* i = find(key)) i->probe_timer = 0;
+  const Millis delay = std::max<Millis>(0, inst.tracker->next_probe_at() - d_.clock->monotonic_ms());
+  auto& h = handles_[inst.key];
+  if (h.probe_timer) d_.executor->cancel(h.probe_timer);
+  h.probe_timer = d_.executor->after(delay, [this, key = inst.key] {
+    if (auto it = handles_.find(key); it != handles_.end()) it->second.probe_timer = 0;
     run_probe(key);
   });
 }
 
 void ControlLoop::run_probe(const ipam::LeaseKey& key) {
-  Instance* inst = find(key);
+  Supervisor* sup = find(key);
   const model::AppSpec* spec = spec_of(key);
-  if (!inst || !spec || inst->ref.empty() || !inst->tracker || inst->phase == Phase::kStopping) return;
+  if (!sup || !spec || !sup->probing()) return;
+  const auto& inst = sup->state();
+  auto& h = handles_[key];
   if (spec->health.type == model::HealthType::kExec) {
     // Inside the instance: its runtime runs the command there (in a container: split into
     // words, without a shell).
-    runtime::Runtime* rt = runtime_named(inst->runtime_name);
+    runtime::Runtime* rt = runtime_named(inst.runtime_name);
     if (!rt) return;
     runtime::ExecRequest req;
     if (spec->container()) req.argv = split_words(spec->health.command).value_or(std::vector<std::string>{});
     else req.argv = {"/bin/sh", "-c", spec->health.command};
-    req.env = {{"BERTH_IP", inst->ip}, {"BERTH_ENV", key.env}, {"BERTH_APP", key.app},
+    req.env = {{"BERTH_IP", inst.ip}, {"BERTH_ENV", key.env}, {"BERTH_APP", key.app},
                {"BERTH_INSTANCE", std::to_string(key.ordinal)}};
     for (const auto& [name, port] : spec->ports) req.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
     req.timeout_ms = spec->health.timeout_ms;
     req.max_output = 2048;
-    inst->probe_exec = rt->exec(inst->ref, req, [this, key](Result<runtime::ExecResult> r) {
+    h.probe_exec = rt->exec(inst.ref, req, [this, key](Result<runtime::ExecResult> r) {
       health::ProbeResult pr;
       if (!r.ok()) {
         // The runtime could not run the check (the instance's exit, if that is why, comes apart).
@@ -504,16 +367,16 @@ void ControlLoop::run_probe(const ipam::LeaseKey& key) {
     });
     return;
   }
-  if (runtime::Runtime* rt = runtime_named(inst->runtime_name); rt && !rt->capabilities().direct_probe) {
+  if (runtime::Runtime* rt = runtime_named(inst.runtime_name); rt && !rt->capabilities().direct_probe) {
     // Its addresses are not reachable from here: only a check inside it can tell.
     return on_probe(key, {false, fmt::format("the {} runtime's instances cannot be probed from the daemon; use health.type: "
                                              "exec", rt->name())});
   }
   health::ProbeTarget t;
   t.spec = spec->health;
-  t.ip = inst->ip;
+  t.ip = inst.ip;
   if (auto p = spec->ports.find(spec->health.port); p != spec->ports.end()) t.port = p->second;
-  inst->probe = d_.prober->probe(t, [this, key](health::ProbeResult r) {
+  h.probe = d_.prober->probe(t, [this, key](health::ProbeResult r) {
     // Runs later, on the loop; the probe handle may be gone by then only if cancelled, and a
     // cancelled probe never calls back.
     d_.executor->post(guarded([this, key, r = std::move(r)] { on_probe(key, r); }));
@@ -521,61 +384,14 @@ void ControlLoop::run_probe(const ipam::LeaseKey& key) {
 }
 
 void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult& r) {
-  Instance* inst = find(key);
+  Supervisor* sup = find(key);
   const model::AppSpec* spec = spec_of(key);
-  if (!inst || !spec || inst->ref.empty() || !inst->tracker || inst->phase == Phase::kStopping) return;
-  inst->probe.reset();
-  inst->probe_exec.reset();
-  if (inst->last_probe != r.detail) {
-    inst->last_probe = r.detail;
-    status_changed(key.env);
+  if (!sup || !spec || !sup->probing()) return;
+  if (auto h = handles_.find(key); h != handles_.end()) {
+    h->second.probe.reset();
+    h->second.probe_exec.reset();
   }
-  if (r.inconclusive) {
-    // The daemon's own trouble is never the instance's health failure: said once, then it
-    // probes again as scheduled.
-    if (!inst->probe_trouble) emit(key.env, "probe-error", key.app, key.ordinal, inst->ip, r.detail);
-    inst->probe_trouble = true;
-    inst->tracker->skip(d_.clock->monotonic_ms());
-    return schedule_probe(*inst);
-  }
-  inst->probe_trouble = false;
-  auto change = inst->tracker->record(r.ok, d_.clock->monotonic_ms());
-  if (change == health::Tracker::Change::kBecameReady) {
-    mark_ready(*inst, r.detail);
-  } else if (change == health::Tracker::Change::kBecameUnhealthy) {
-    touched(key.env);
-    inst->phase = Phase::kUnhealthy;
-    inst->ready_at = 0;
-    if (auto st = d_.store->set_instance_ready(key, 0); !st.ok())
-      emit(key.env, "error", key.app, key.ordinal, inst->ip, st.error().message);
-    inst->message = "unhealthy: " + r.detail;
-    emit(key.env, "unhealthy", key.app, key.ordinal, inst->ip, r.detail);
-    if (spec->restart.on_unhealthy && spec->restart.policy != model::RestartPolicy::kNever) {
-      emit(key.env, "restarting", key.app, key.ordinal, inst->ip, "health check failing: " + r.detail);
-      stop(*inst, "unhealthy");
-      inst->backoff_after_stop = true;
-    }
-    schedule_reconcile(key.env);
-  } else if (inst->phase == Phase::kStarting) {
-    inst->message = "starting: " + r.detail;
-  }
-  if (inst->phase != Phase::kStopping) schedule_probe(*inst);
-}
-
-void ControlLoop::mark_ready(Instance& inst, const std::string& detail) {
-  touched(inst.key.env);
-  inst.phase = Phase::kReady;
-  inst.ready_at = d_.clock->wall_ms();
-  inst.ready_mono = d_.clock->monotonic_ms();
-  if (!inst.ref.empty())
-    if (auto st = d_.store->set_instance_ready(inst.key, inst.ready_at); !st.ok())
-      emit(inst.key.env, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
-  Millis took = d_.clock->monotonic_ms() - inst.started_mono;
-  inst.message = fmt::format("ready in {}", format_duration(took));
-  emit(inst.key.env, "ready", inst.key.app, inst.key.ordinal, inst.ip, fmt::format("{} (after {})", detail, format_duration(took)));
-  if (const model::AppSpec* spec = spec_of(inst.key); spec && spec->database && d_.databases)
-    d_.databases->server_ready(inst.key.env, inst.key.app);
-  schedule_reconcile(inst.key.env);
+  apply(*sup, sup->probed(r, *spec, now()));
 }
 
 // ---- exec and logs ----------------------------------------------------------------------------
@@ -586,7 +402,8 @@ void ControlLoop::exec(const std::string& env, const std::string& app, int ordin
   auto path = log_path(env, app, ordinal);  // the same checks: a known app this environment runs
   if (!path.ok()) return done(path.error());
   if (argv.empty()) return done(invalid("exec needs a command"));
-  Instance* inst = find(ipam::LeaseKey{env, app, ordinal});
+  const Supervisor* sup = find(ipam::LeaseKey{env, app, ordinal});
+  const Supervisor::State* inst = sup ? &sup->state() : nullptr;
   const bool running = inst && !inst->ref.empty() &&
                        (inst->phase == Phase::kStarting || inst->phase == Phase::kReady || inst->phase == Phase::kUnhealthy);
   if (!running)
@@ -610,8 +427,8 @@ void ControlLoop::logs(const std::string& env, const std::string& app, int ordin
   BERTH_ASSERT_LOOP(*d_.executor);
   auto path = log_path(env, app, ordinal);
   if (!path.ok()) return done(path.error());
-  const Instance* inst = find(ipam::LeaseKey{env, app, ordinal});
-  runtime::Runtime* rt = inst && !inst->runtime_name.empty() ? runtime_named(inst->runtime_name) : nullptr;
+  const Supervisor* sup = find(ipam::LeaseKey{env, app, ordinal});
+  runtime::Runtime* rt = sup && !sup->state().runtime_name.empty() ? runtime_named(sup->state().runtime_name) : nullptr;
   if (!rt)
     if (const auto* spec = spec_of({env, app, ordinal})) rt = runtime_for(*spec, nullptr);
   if (!rt) rt = runtime_named("process");
@@ -621,7 +438,7 @@ void ControlLoop::logs(const std::string& env, const std::string& app, int ordin
 
 // ---- lookup and events ------------------------------------------------------------------------
 
-ControlLoop::Instance* ControlLoop::find(const ipam::LeaseKey& key) {
+Supervisor* ControlLoop::find(const ipam::LeaseKey& key) {
   auto e = envs_.find(key.env);
   if (e == envs_.end()) return nullptr;
   auto a = e->second.apps.find(key.app);
@@ -631,6 +448,7 @@ ControlLoop::Instance* ControlLoop::find(const ipam::LeaseKey& key) {
 }
 
 const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
+  // (The app as its environment defines it, whether it runs it or falls through.)
   if (!catalog_) return nullptr;
   const auto* env = catalog_->find(key.env);
   return env ? env->find(key.app) : nullptr;

@@ -35,6 +35,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     loop->fleet_ = **stored;
     loop->fleet_version_ = (*stored)->version;
     loop->catalog_ = std::move(resolved->catalog);
+    loop->planner_ = Planner(*loop->catalog_);
     loop->invalid_documents_ = std::move(resolved->invalid);
   }
   auto up = d.store->up_environments();
@@ -52,34 +53,17 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   if (!records.ok()) return records.error();
   std::map<std::string, std::vector<runtime::Record>> by_runtime;
   for (const auto& r : *records) {
-    Instance& inst = loop->envs_[r.key.env].apps[r.key.app].instances[r.key.ordinal];
-    inst.key = r.key;
-    if (auto ip = loop->ipam_.lookup(r.key)) inst.ip = model::format_ipv4(*ip);
-    inst.runtime_name = r.runtime;
-    inst.ref = r.ref;
-    inst.fingerprint = r.fingerprint;
-    // The stored fingerprint is the settings' hash (hex), then ":" and the build or database copy
-    // the instance runs, if any.
-    if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) inst.build_id = r.fingerprint.substr(colon + 1);
-    inst.restarts = r.restarts;
-    inst.ready_at = r.ready_at;
-    inst.started_before = true;
-    if (r.runtime.empty() && r.ref == kCompletedRef) {
-      // A job that had completed: nothing runs; it stays done while its settings do not change.
-      inst.ref.clear();
-      inst.phase = Phase::kCompleted;
-      inst.message = "completed before the daemon restarted";
-      continue;
-    }
-    inst.phase = Phase::kRecovering;
+    Supervisor& sup = loop->envs_[r.key.env].apps[r.key.app].instances.try_emplace(r.key.ordinal, r.key).first->second;
+    auto ip = loop->ipam_.lookup(r.key);
+    sup.recorded({ip ? model::format_ipv4(*ip) : "", r.runtime, r.ref, r.fingerprint, r.restarts, r.ready_at});
+    if (sup.state().phase == Phase::kCompleted) continue;
     if (!loop->runtime_named(r.runtime)) {
       // Kept as recorded (it may still run): never a second instance for this ordinal.
-      inst.message = fmt::format("recorded in the {} runtime, which this daemon was not started with; start berth serve "
-                                 "with it (e.g. --docker-host) to recover it", r.runtime);
-      loop->emit(r.key.env, "error", r.key.app, r.key.ordinal, inst.ip, inst.message);
+      loop->apply(sup, sup.unrecoverable(fmt::format("recorded in the {} runtime, which this daemon was not started with; "
+                                                     "start berth serve with it (e.g. --docker-host) to recover it",
+                                                     r.runtime)));
       continue;
     }
-    inst.message = "recovering after a daemon restart";
     by_runtime[r.runtime].push_back({{r.key.env, r.key.app, r.key.ordinal}, r.ref});
   }
   // A lease assigned to no recorded instance was written for a launch the previous daemon died
@@ -101,7 +85,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
         for (const auto& [n, env] : self->envs_)
           for (const auto& [a, app] : env.apps) {
             in_use.insert(app.src.build_id);
-            for (const auto& [o, inst] : app.instances) in_use.insert(inst.build_id);
+            for (const auto& [o, sup] : app.instances) in_use.insert(sup.state().build_id);
           }
         self->d_.builder->evict(self->d_.artifact_max_bytes, in_use);
       }
@@ -122,9 +106,10 @@ ControlLoop::~ControlLoop() {
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
   if (store_retry_timer_) d_.executor->cancel(store_retry_timer_);
   if (status_publish_timer_) d_.executor->cancel(status_publish_timer_);
-  for (auto& [n, env] : envs_)
-    for (auto& [a, app] : env.apps)
-      for (auto& [o, inst] : app.instances) cancel_timers(inst);
+  for (auto& [key, h] : handles_) {
+    if (h.probe_timer) d_.executor->cancel(h.probe_timer);
+    if (h.backoff_timer) d_.executor->cancel(h.backoff_timer);
+  }
 }
 
 // ---- API operations ---------------------------------------------------------------------------
@@ -186,8 +171,7 @@ Status ControlLoop::down(const std::string& env, bool force) {
     // Jobs that completed run again at the next up.
     if (auto e = envs_.find(env); e != envs_.end())
       for (auto& [name, app] : e->second.apps)
-        for (auto& [o, inst] : app.instances)
-          if (inst.phase == Phase::kCompleted) forget_completion(inst);
+        for (auto& [o, sup] : app.instances) apply(sup, sup.rerun());
   }
   schedule_reconcile(env);
   return {};
@@ -232,16 +216,9 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
     for (auto& [name, app] : e->second.apps) {
       if (!app_name.empty() && name != app_name) continue;
       if (!spec->runs(name)) continue;
-      for (auto& [o, inst] : app.instances) {
+      for (auto& [o, sup] : app.instances) {
         ++n;
-        if (inst.exists()) {
-          inst.restart_requested = true;
-        } else if (inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed || inst.phase == Phase::kCompleted) {
-          if (inst.backoff_timer) d_.executor->cancel(inst.backoff_timer);
-          inst.backoff_timer = 0;
-          if (inst.phase == Phase::kCompleted) forget_completion(inst);
-          inst.phase = Phase::kStopped;
-        }
+        apply(sup, sup.restart());
       }
     }
   emit(env, "restart", app_name, -1, "", fmt::format("{} instance(s) restarted one at a time, by {}", n, user));
@@ -258,7 +235,7 @@ Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, st
 
 void ControlLoop::schedule_reconcile(const std::string& env) {
   dirty_.insert(env);
-  if (auto it = falls_through_to_.find(env); it != falls_through_to_.end()) dirty_.insert(it->second.begin(), it->second.end());
+  for (const auto& thin : planner_.thin_of(env)) dirty_.insert(thin);
   status_changed(env);
   post_pass();
 }
@@ -329,9 +306,9 @@ void ControlLoop::reconcile() {
     if (auto st = ipam_.resync(); !st.ok()) emit("", "error", "", -1, "", "re-writing IP leases: " + st.error().message);
     for (const auto& name : names) {
       if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
-      const model::Environment* spec = up_.count(name) && catalog_ ? catalog_->find(name) : nullptr;
-      reconcile_env(name, envs_[name], spec);
-      if (!spec && envs_[name].apps.empty()) {
+      const PlannedEnv* plan = planner_.desired(name, up_);
+      reconcile_env(name, envs_[name], plan);
+      if (!plan && envs_[name].apps.empty()) {
         envs_.erase(name);
         drop_copies(name);
         if (!catalog_ || !catalog_->find(name)) release_uid(name);
@@ -355,35 +332,36 @@ void ControlLoop::reconcile() {
                 names.size(), full};
 }
 
-void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::Environment* spec) {
+void ControlLoop::reconcile_env(const std::string& name, Env& env, const PlannedEnv* plan) {
   // Stop what is no longer wanted: the whole environment when down, else removed apps/ordinals.
   for (auto ait = env.apps.begin(); ait != env.apps.end();) {
-    const model::AppSpec* aspec = spec && spec->runs(ait->first) ? spec->find(ait->first) : nullptr;
+    const PlannedApp* papp = plan ? plan->find(ait->first) : nullptr;
     auto& instances = ait->second.instances;
     for (auto it = instances.begin(); it != instances.end();) {
-      Instance& inst = it->second;
-      bool wanted = aspec && inst.key.ordinal < aspec->instances;
-      if (wanted) { ++it; continue; }
-      if (inst.phase == Phase::kRecovering) {  // stopped once its runtime has answered
+      Supervisor& sup = it->second;
+      const auto& s = sup.state();
+      if (papp && s.key.ordinal < papp->spec->instances) { ++it; continue; }  // wanted
+      if (s.phase == Phase::kRecovering) {  // stopped once its runtime has answered
         ++it;
         continue;
       }
-      if (inst.exists()) {
-        stop(inst, spec ? "scaled down or removed from the catalog" : "environment down");
+      if (s.exists()) {
+        apply(sup, sup.stop(plan ? "scaled down or removed from the catalog" : "environment down"));
         ++it;
         continue;
       }
-      cancel_timers(inst);
+      cancel_timers(s.key);
       touched(name);
-      if (inst.phase == Phase::kCompleted) forget_completion(inst);
-      if (auto st = ipam_.release(inst.key); !st.ok())
-        emit(name, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
+      apply(sup, sup.rerun());  // a completed job's record goes
+      if (auto st = ipam_.release(s.key); !st.ok())
+        emit(name, "error", s.key.app, s.key.ordinal, s.ip, st.error().message);
       else if (address_waiters_) schedule_reconcile();  // an instance waits for an address
       it = instances.erase(it);
     }
-    if (instances.empty() && !aspec) ait = env.apps.erase(ait);
+    if (instances.empty() && !papp) ait = env.apps.erase(ait);
     else ++ait;
   }
+  const model::Environment* spec = plan ? plan->spec : nullptr;
   auto timer = follow_timers_.find(name);
   if (!spec || !spec->follow) {
     if (timer != follow_timers_.end()) {
@@ -396,9 +374,8 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const model::
       if (up_.count(name)) (void)refresh(name);  // schedules the next one through reconcile
     });
   }
-  if (!spec) return;
-  for (const auto& aspec : spec->apps)
-    if (spec->runs(aspec.app)) reconcile_app(name, env.apps[aspec.app], aspec, *spec);
+  if (!plan) return;
+  for (const auto& papp : plan->apps) reconcile_app(name, env.apps[papp.spec->app], papp, *spec);
 }
 
 int ControlLoop::ready_count(const std::string& env, const std::string& app) const {
@@ -407,35 +384,32 @@ int ControlLoop::ready_count(const std::string& env, const std::string& app) con
   auto a = e->second.apps.find(app);
   if (a == e->second.apps.end()) return 0;
   int n = 0;
-  for (const auto& [o, inst] : a->second.instances)
-    if ((inst.phase == Phase::kReady && inst.exists()) || inst.phase == Phase::kCompleted) ++n;
+  for (const auto& [o, sup] : a->second.instances)
+    if (sup.state().serving()) ++n;
   return n;
 }
 
-bool ControlLoop::dependency_satisfied(const model::Dependency& dep, const model::Environment& espec) const {
+bool ControlLoop::satisfied(const Gate& gate) const {
   // A thin environment's dependency may be served by its base: gate on the instances that serve it.
-  const std::string& where = espec.served_by.at(dep.app);
-  const auto* serving = catalog_->find(where);
-  const auto* target = serving ? serving->find(dep.app) : nullptr;
-  // A job: every instance completed.
-  int need = (dep.wait_all || (target && target->job)) && target ? target->instances : 1;
-  return ready_count(where, dep.app) >= need;
+  return ready_count(gate.env, gate.dep->app) >= gate.need;
 }
 
-std::string ControlLoop::waiting_message(const model::Dependency& dep, const model::Environment& espec) const {
-  const std::string& where = espec.served_by.at(dep.app);
+std::string ControlLoop::waiting_message(const Gate& gate, const model::Environment& espec) const {
+  const model::Dependency& dep = *gate.dep;
+  const std::string& where = gate.env;
   auto e = envs_.find(where);
   std::string detail = "not started";
   if (e != envs_.end()) {
     if (auto a = e->second.apps.find(dep.app); a != e->second.apps.end()) {
       // The most telling instance: one with a probe result, else one with a message.
-      for (const auto& [o, inst] : a->second.instances) {
-        if (inst.phase == Phase::kReady) continue;
-        if (!inst.last_probe.empty()) { detail = inst.last_probe; break; }
-        if (inst.phase == Phase::kWaiting) detail = fmt::format("{} is {}", dep.app, inst.message);
-        else if (inst.phase == Phase::kStarting || inst.phase == Phase::kLaunching) detail = "starting";
-        else if (inst.phase == Phase::kRecovering) detail = inst.message;
-        else if (!inst.message.empty()) detail = inst.message;
+      for (const auto& [o, sup] : a->second.instances) {
+        const auto& s = sup.state();
+        if (s.phase == Phase::kReady) continue;
+        if (!s.last_probe.empty()) { detail = s.last_probe; break; }
+        if (s.phase == Phase::kWaiting) detail = fmt::format("{} is {}", dep.app, s.message);
+        else if (s.phase == Phase::kStarting || s.phase == Phase::kLaunching) detail = "starting";
+        else if (s.phase == Phase::kRecovering) detail = s.message;
+        else if (!s.message.empty()) detail = s.message;
       }
     }
   }
@@ -444,119 +418,61 @@ std::string ControlLoop::waiting_message(const model::Dependency& dep, const mod
                      dep.wait_all ? " (all instances)" : "", detail);
 }
 
-void ControlLoop::check_dependencies(const std::string& env, App& app, const model::AppSpec& spec,
-                                     const model::Environment& espec) {
-  bool running = false;
-  for (const auto& [o, inst] : app.instances)
-    if (inst.exists() && inst.phase != Phase::kStopping) running = true;
-  for (const auto& dep : spec.depends_on) {
-    bool ok = dependency_satisfied(dep, espec);
-    bool was_ok = app.dep_ok[dep.app];
-    app.dep_ok[dep.app] = ok;
-    if (ok && app.failed_deps.erase(dep.app)) {
-      emit(env, "dependency-recovered", spec.app, -1, "", fmt::format("dependency {} is ready again", dep.app));
-      continue;
-    }
-    // Dependents are told only about a dependency that was satisfied while they ran.
-    if (ok || !was_ok || !running || dep.on_failure == model::DependencyFailure::kIgnore) continue;
-    app.failed_deps.insert(dep.app);
-    emit(env, "dependency-failed", spec.app, -1, "",
-         fmt::format("{}; policy {}", waiting_message(dep, espec), model::to_string(dep.on_failure)));
-    for (auto& [o, inst] : app.instances) {
-      if (dep.on_failure == model::DependencyFailure::kMark) {
-        inst.degraded = true;
-      } else if (inst.exists() && inst.phase != Phase::kStopping) {
-        emit(env, "restarting", spec.app, o, inst.ip, "on_failure: restart of dependency " + dep.app);
-        stop(inst, "dependency " + dep.app + " failed");
-      }
+void ControlLoop::reconcile_app(const std::string& env, App& app, const PlannedApp& plan, const model::Environment& espec) {
+  const model::AppSpec& spec = *plan.spec;
+  // Its dependencies' health: failures it ran through get their policy.
+  std::vector<bool> ok(plan.gates.size());
+  for (std::size_t i = 0; i < plan.gates.size(); ++i) ok[i] = satisfied(plan.gates[i]);
+  auto watched = app.deps.check(spec, ok, app.instances, [&](std::size_t i) { return waiting_message(plan.gates[i], espec); });
+  for (const auto& e : watched.events) emit(env, e.type, spec.app, -1, "", e.message);
+  for (const auto& a : watched.actions) {
+    Supervisor& sup = app.instances.at(a.ordinal);
+    if (a.kind == Action::Kind::kDegrade) {
+      sup.mark_degraded(a.on);
+    } else {
+      emit(env, "restarting", spec.app, a.ordinal, sup.state().ip, "on_failure: restart of dependency " + a.why);
+      apply(sup, sup.stop("dependency " + a.why + " failed"));
     }
   }
-  // Degraded marks last while a dependency with policy mark is still failed.
-  bool marked = false;
-  for (const auto& dep : spec.depends_on)
-    if (dep.on_failure == model::DependencyFailure::kMark && app.failed_deps.count(dep.app)) marked = true;
-  if (!marked)
-    for (auto& [o, inst] : app.instances) inst.degraded = false;
-}
 
-void ControlLoop::reconcile_app(const std::string& env, App& app, const model::AppSpec& spec,
-                                const model::Environment& espec) {
-  check_dependencies(env, app, spec, espec);
-
-  std::vector<std::string> waiting;
-  for (const auto& dep : spec.depends_on)
-    if (!dep.soft && !dependency_satisfied(dep, espec)) waiting.push_back(waiting_message(dep, espec));
-
+  AppTarget target;
+  target.spec = &spec;
+  for (std::size_t i = 0; i < plan.gates.size(); ++i)
+    if (!plan.gates[i].dep->soft && !ok[i]) {
+      target.gate_wait = waiting_message(plan.gates[i], espec);
+      break;
+    }
   Artifact artifact;
-  std::string build_wait;
-  const bool build_ready = spec.source     ? prepare_build(env, app, spec, artifact, build_wait)
-                           : spec.database ? prepare_database(env, app, spec, artifact, build_wait)
-                                           : true;
-  const std::string fingerprint = spec.fingerprint() + (artifact.build_id.empty() ? "" : ":" + artifact.build_id);
-  if (build_ready) app.desired_fp = fingerprint;
-  // Rolling replacement: at most one instance of the app is being replaced at a time, and the
-  // next only once the replaced one is ready again — so a multi-instance app never has all its
-  // instances down. (An ordinal's address and port cannot be held by old and new at once.)
-  bool replacing = false;
-  for (const auto& [o, inst] : app.instances)
-    if (o < spec.instances && inst.replacing && !(inst.exists() && inst.phase == Phase::kReady)) replacing = true;
-  for (auto& [o, inst] : app.instances)
-    if (inst.replacing && inst.exists() && inst.phase == Phase::kReady) inst.replacing = false;
+  target.artifact_ready = spec.source     ? prepare_build(env, app, spec, artifact, target.artifact_wait)
+                          : spec.database ? prepare_database(env, app, spec, artifact, target.artifact_wait)
+                                          : true;
+  target.artifact_id = artifact.build_id;
+  target.fingerprint = spec.fingerprint() + (artifact.build_id.empty() ? "" : ":" + artifact.build_id);
+  if (target.artifact_ready) app.desired_fp = target.fingerprint;
+  target.addresses.reserve(static_cast<std::size_t>(spec.instances));
   for (int ordinal = 0; ordinal < spec.instances; ++ordinal) {
-    Instance& inst = app.instances[ordinal];
-    inst.key = {env, spec.app, ordinal};
-    auto ip = ipam_.assign(inst.key);
+    Supervisor& sup = app.instances.try_emplace(ordinal, ipam::LeaseKey{env, spec.app, ordinal}).first->second;
+    auto ip = ipam_.assign(sup.state().key);
     if (!ip.ok()) {
       address_waiters_ = true;
-      inst.phase = Phase::kWaiting;
-      inst.message = ip.error().message;
+      target.addresses.emplace_back(ip.error());
       continue;
     }
-    std::string ip_text = model::format_ipv4(*ip);
-    if (inst.exists()) {
-      if (inst.phase == Phase::kStopping || inst.phase == Phase::kRecovering || inst.phase == Phase::kLaunching) continue;
-      if (!build_ready) continue;  // the running build serves until the new one exists
-      std::string why;
-      if (inst.fingerprint != fingerprint) {
-        // Same settings, other artifact: a new build, or a new copy of the database.
-        const bool same_settings = inst.fingerprint.substr(0, inst.fingerprint.find(':')) == spec.fingerprint();
-        why = !same_settings   ? "settings changed"
-              : spec.database ? fmt::format("a new copy of {}", spec.database->standard)
-                              : fmt::format("a new build ({})", artifact.build_id);
-      }
-      else if (inst.ip != ip_text) why = fmt::format("address moved to {}", ip_text);
-      else if (inst.restart_requested) why = "restart requested";
-      if (!why.empty() && !replacing) {
-        replacing = true;
-        inst.replacing = true;
-        inst.restart_requested = false;
-        emit(env, "restarting", spec.app, ordinal, inst.ip, why);
-        stop(inst, why);
-      }
-      continue;
+    std::string text = model::format_ipv4(*ip);
+    if (!sup.state().exists()) sup.set_ip(text);
+    target.addresses.emplace_back(std::move(text));
+  }
+  for (const Action& a : control::reconcile_app(target, app.instances)) {
+    Supervisor& sup = app.instances.at(a.ordinal);
+    switch (a.kind) {
+      case Action::Kind::kStart: start(sup, spec, espec, artifact, target.fingerprint); break;
+      case Action::Kind::kReplace: apply(sup, sup.replace(a.why)); break;
+      case Action::Kind::kReplaced: sup.replaced(); break;
+      case Action::Kind::kWait: apply(sup, sup.wait(a.why, a.announce)); break;
+      case Action::Kind::kRerun: apply(sup, sup.rerun()); break;
+      case Action::Kind::kRestart:
+      case Action::Kind::kDegrade: break;  // (DependencyWatch's)
     }
-    inst.ip = ip_text;
-    if (inst.phase == Phase::kCompleted) {
-      if (inst.fingerprint == fingerprint || !build_ready) continue;  // done, with these settings
-      forget_completion(inst);  // its settings changed: it runs again
-      inst.message.clear();
-    }
-    if (inst.phase == Phase::kStopping || inst.phase == Phase::kBackoff || inst.phase == Phase::kFailed) continue;
-    if (!build_ready) {
-      inst.phase = Phase::kWaiting;
-      inst.message = build_wait;
-      continue;
-    }
-    if (!waiting.empty()) {
-      if (inst.phase != Phase::kWaiting || inst.message != waiting.front()) {
-        bool first = inst.phase != Phase::kWaiting;
-        inst.phase = Phase::kWaiting;
-        inst.message = waiting.front();
-        if (first && ordinal == 0) emit(env, "waiting", spec.app, -1, "", inst.message);
-      }
-      continue;
-    }
-    start(inst, spec, espec, artifact, fingerprint);
   }
 }
 
@@ -565,12 +481,6 @@ ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::strin
   if (e == envs_.end()) return nullptr;
   auto a = e->second.apps.find(app);
   return a == e->second.apps.end() ? nullptr : &a->second;
-}
-
-void ControlLoop::forget_completion(Instance& inst) {
-  inst.phase = Phase::kStopped;
-  if (auto st = d_.store->erase_instance(inst.key); !st.ok())
-    emit(inst.key.env, "error", inst.key.app, inst.key.ordinal, inst.ip, st.error().message);
 }
 
 Result<std::optional<Identity>> ControlLoop::identity_for(const std::string& env, const model::AppSpec& spec) {
@@ -618,10 +528,10 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
                                   (spec.database->version == 0 || spec.database->version == have->version));
   if (reset || replaced) {
     bool running = false;
-    for (auto& [o, inst] : app.instances)
-      if (inst.exists()) {
+    for (auto& [o, sup] : app.instances)
+      if (sup.state().exists()) {
         running = true;
-        stop(inst, reset ? "its database copy is reset" : "its database copy is replaced");
+        apply(sup, sup.stop(reset ? "its database copy is reset" : "its database copy is replaced"));
       }
     if (running) {
       wait = "stopping the server before its copy is replaced";
@@ -687,10 +597,10 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
     return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
   bool running = false;
   if (App* app = find_app(env, db))
-    for (auto& [o, inst] : app->instances)
-      if (inst.exists()) {
+    for (auto& [o, sup] : app->instances)
+      if (sup.state().exists()) {
         running = true;
-        stop(inst, "its database copy is reset");
+        apply(sup, sup.stop("its database copy is reset"));
       }
   if (running) {
     // The server stops first; the copy is discarded once it is gone (prepare_database).

@@ -33,8 +33,11 @@
 #include "base/executor.h"
 #include "base/result.h"
 #include "build/builder.h"
+#include "control/planner.h"
 #include "control/read_model.h"
+#include "control/reconciler.h"
 #include "control/status.h"
+#include "control/supervisor.h"
 #include "db/manager.h"
 #include "health/prober.h"
 #include "health/tracker.h"
@@ -114,8 +117,6 @@ struct DocumentStatus {
   std::string error;  // why it is left out of the catalog (an apply of the fleet made it invalid)
 };
 
-// An instance ready this long has its crash count (and so its restart backoff) reset.
-inline constexpr Millis kStableAfterMs = 10'000;
 // The level-triggered safety net: a full reconcile pass at least this often.
 inline constexpr Millis kFullPassMs = 5'000;
 // After the state store failed a write of the loop's: a full pass this soon, to write it again.
@@ -225,44 +226,13 @@ class ControlLoop : private runtime::Listener {
             std::function<void(Result<runtime::LogChunk>)> done);
 
  private:
-  // kRecovering: recorded before a daemon restart, its runtime not yet asked; kLaunching: a
-  // launch in flight (created or not yet).
-  // kCompleted: a job (kind: job) that exited 0 with the settings it has now.
-  enum class Phase { kStopped, kWaiting, kRecovering, kLaunching, kStarting, kReady, kUnhealthy, kBackoff, kFailed, kStopping,
-                     kCompleted };
-
-  struct Instance {
-    ipam::LeaseKey key;
-    std::string ip;
-    Phase phase = Phase::kStopped;
-    std::string runtime_name;   // the runtime it was launched in
-    runtime::Ref ref;           // set once created (or as recorded before a restart)
-    std::uint64_t launch = 0;   // the launch in flight; 0 when none
-    std::string launch_what;    // what the launch runs, for the "starting" event
-    int pid = 0;                // its main process on this host, when known
-    std::string detail;         // "pid 4711", "container 3fa2c1d0e9ab"
-    std::string fingerprint;
-    std::optional<health::Tracker> tracker;
+  // What is in flight for an instance: its probe, its exec probe, its timers (cancelled when it
+  // stops or exits).
+  struct Handles {
     std::unique_ptr<health::ProbeHandle> probe;
-    std::unique_ptr<runtime::Cancel> probe_exec;  // an exec probe in flight
+    std::unique_ptr<runtime::Cancel> probe_exec;
     Executor::TimerId probe_timer = 0;
     Executor::TimerId backoff_timer = 0;
-    int restarts = 0;
-    int crashes = 0;          // consecutive, reset once ready
-    bool started_before = false;
-    Millis started_mono = 0;
-    Millis ready_at = 0;      // wall
-    Millis ready_mono = 0;    // monotonic, for backoff reset
-    bool degraded = false;
-    bool replacing = false;   // stopped to be replaced with new settings; done once ready again
-    bool restart_requested = false;  // berth restart: replaced in the rolling replacement, health-gated
-    bool backoff_after_stop = false;  // stopped for failing its health check: restart with backoff
-    std::string build_id;     // the build the running process runs
-    std::string message;
-    std::string last_probe;
-    bool probe_trouble = false;  // the last probe was inconclusive (the daemon's own error), announced
-    // Something of it exists in its runtime (or may: a launch in flight).
-    bool exists() const { return launch != 0 || !ref.empty(); }
   };
   struct Source {
     std::string ref_key;     // repo#tag the state below is for
@@ -274,11 +244,10 @@ class ControlLoop : private runtime::Listener {
     std::string db_announced;  // last database copy state told in an event
   };
   struct App {
-    std::map<int, Instance> instances;
+    std::map<int, Supervisor> instances;
     Source src;
     std::string desired_fp;  // fingerprint the last pass wanted (settings + build)
-    std::map<std::string, bool> dep_ok;  // per dependency: satisfied at the last pass
-    std::set<std::string> failed_deps;   // dependencies whose failure was announced
+    DependencyWatch deps;    // its dependencies' health, across passes
   };
   struct Env {
     std::map<std::string, App> apps;
@@ -312,11 +281,11 @@ class ControlLoop : private runtime::Listener {
   void post_pass();  // one pass posted at a time
   void arm_full_pass();
   void retry_store();  // a full pass in kStoreRetryMs (one armed at a time)
-  void reconcile_env(const std::string& name, Env& env, const model::Environment* spec);
-  void reconcile_app(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
-  void check_dependencies(const std::string& env, App& app, const model::AppSpec& spec, const model::Environment& espec);
-  bool dependency_satisfied(const model::Dependency& dep, const model::Environment& espec) const;
-  std::string waiting_message(const model::Dependency& dep, const model::Environment& espec) const;
+  // `plan`: what the environment should run (nullptr: nothing, it is down or gone).
+  void reconcile_env(const std::string& name, Env& env, const PlannedEnv* plan);
+  void reconcile_app(const std::string& env, App& app, const PlannedApp& plan, const model::Environment& espec);
+  bool satisfied(const Gate& gate) const;
+  std::string waiting_message(const Gate& gate, const model::Environment& espec) const;
   AppStatus app_status(const model::AppSpec& aspec, const model::Environment& espec) const;
   void publish_zone();
   std::shared_ptr<const dns::EnvRecords> env_records(const model::Environment& espec) const;
@@ -327,6 +296,7 @@ class ControlLoop : private runtime::Listener {
   void status_changed_all();
   void schedule_status_publish();
   int ready_count(const std::string& env, const std::string& app) const;
+  Now now() const { return {d_.clock->monotonic_ms(), d_.clock->wall_ms()}; }
 
   struct Artifact {
     std::string path;
@@ -341,10 +311,6 @@ class ControlLoop : private runtime::Listener {
   // Who an app's process instances run as: `user:` of the app (root: the daemon's user), else
   // the environment's own uid (given out, and stored, the first time); nullopt: the daemon's user.
   Result<std::optional<Identity>> identity_for(const std::string& env, const model::AppSpec& spec);
-  // A completed job runs again: its completion (stored as a record of kCompletedRef) is forgotten.
-  void forget_completion(Instance& inst);
-  // What the instances table holds, runtime "", for a job that completed.
-  static constexpr const char* kCompletedRef = "completed";
   // The environment is gone: its uid may go to another (kept while a copy of its data is here).
   void release_uid(const std::string& env);
   App* find_app(const std::string& env, const std::string& app);
@@ -352,11 +318,12 @@ class ControlLoop : private runtime::Listener {
   // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
   // daemon has none such.
   runtime::Runtime* runtime_for(const model::AppSpec& spec, std::string* why) const;
-  runtime::InstanceSpec instance_spec(const Instance& inst, const model::AppSpec& spec, const model::Environment& espec,
+  runtime::InstanceSpec instance_spec(const Supervisor::State& inst, const model::AppSpec& spec, const model::Environment& espec,
                                       const Artifact& artifact) const;
-  void start(Instance& inst, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
+  void start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
              const std::string& fingerprint);
-  void stop(Instance& inst, const std::string& why);
+  // Carry out what an instance's supervisor asks (its events, record, timers, probe, stop...).
+  void apply(Supervisor& sup, Step step);
   void prepare_network();
   void prepare_network_from(std::size_t i, const runtime::Network& net);
   void on_recovered(const std::vector<runtime::Recovered>& recovered);
@@ -366,21 +333,16 @@ class ControlLoop : private runtime::Listener {
                   const runtime::Observed& observed) override;
   void on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref, const Error& error) override;
   void on_exited(const runtime::InstanceId& id, const runtime::Ref& ref, const runtime::Exit& exit) override;
-  // Wait before starting the instance again: the next delay of its crash count (doubling from
-  // restart.backoff up to restart.max_backoff), or none. Returns the delay.
-  Millis back_off(Instance& inst, const model::RestartSpec& restart, bool immediately);
-  void schedule_probe(Instance& inst);  // at the tracker's next_probe_at
+  void schedule_probe(const Supervisor::State& inst);  // at the tracker's next_probe_at
   void run_probe(const ipam::LeaseKey& key);
   void on_probe(const ipam::LeaseKey& key, const health::ProbeResult& result);
-  void mark_ready(Instance& inst, const std::string& detail);
-  void cancel_timers(Instance& inst);
+  void cancel_timers(const ipam::LeaseKey& key);
 
-  Instance* find(const ipam::LeaseKey& key);
-  Instance* find(const runtime::InstanceId& id) { return find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
+  Supervisor* find(const ipam::LeaseKey& key);
+  Supervisor* find(const runtime::InstanceId& id) { return find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
   const model::AppSpec* spec_of(const ipam::LeaseKey& key) const;
   void emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
             const std::string& ip, const std::string& message);
-  std::string public_state(const Instance& inst) const;
 
   // A callback that does nothing once this loop is gone (work posted to the executor, answers of
   // runtimes, which outlive the loop).
@@ -418,14 +380,14 @@ class ControlLoop : private runtime::Listener {
   void write_events();    // the unwritten ones, one transaction
   void deliver_events();  // writes, then delivers those whose view is published
   Subscription last_subscription_ = 0;
-  std::set<std::string> up_;
+  std::set<std::string, std::less<>> up_;
+  Planner planner_;  // of catalog_
+  std::map<ipam::LeaseKey, Handles> handles_;  // of the instances with something in flight
   std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
   std::set<std::string> dirty_;
-  // env → the thin environments with an app served by it (recomputed when the catalog changes).
-  std::map<std::string, std::set<std::string>> falls_through_to_;
   Executor::TimerId full_pass_timer_ = 0;
   Executor::TimerId store_retry_timer_ = 0;
   PassStats last_pass_;

@@ -16,23 +16,6 @@ namespace berth::control {
 
 // ---- status -----------------------------------------------------------------------------------
 
-std::string ControlLoop::public_state(const Instance& inst) const {
-  switch (inst.phase) {
-    case Phase::kWaiting: return "waiting";
-    case Phase::kRecovering:
-    case Phase::kLaunching:
-    case Phase::kStarting: return "starting";
-    case Phase::kReady: return inst.degraded ? "degraded" : "ready";
-    case Phase::kUnhealthy:
-    case Phase::kBackoff:
-    case Phase::kFailed: return "failed";
-    case Phase::kStopping: return inst.exists() ? "stopping" : "stopped";
-    case Phase::kStopped: return inst.exists() ? "starting" : "stopped";
-    case Phase::kCompleted: return "completed";
-  }
-  return "stopped";
-}
-
 AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Environment& espec) const {
   const std::string& env = espec.name;
   AppStatus a;
@@ -48,17 +31,19 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
   const App* app = nullptr;
   if (auto e = envs_.find(env); e != envs_.end())
     if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
-  if (up)
-    for (const auto& dep : aspec.depends_on)
-      if (!dep.soft && !dependency_satisfied(dep, espec)) a.waiting_for.push_back(dep.app);
+  const PlannedEnv* penv = planner_.find(env);
+  const PlannedApp* papp = penv ? penv->find(aspec.app) : nullptr;
+  if (up && papp)
+    for (const auto& gate : papp->gates)
+      if (!gate.dep->soft && !satisfied(gate)) a.waiting_for.push_back(gate.dep->app);
   std::map<std::string, int> counts;
   for (int o = 0; o < aspec.instances; ++o) {
     InstanceStatus is;
     is.ordinal = o;
     is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, catalog_->dns().zone);
-    const Instance* inst = nullptr;
+    const Supervisor::State* inst = nullptr;
     if (app)
-      if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second;
+      if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second.state();
     if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
     if (inst) {
       is.state = public_state(*inst);
@@ -73,8 +58,8 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       is.health = inst->last_probe;
       // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
       if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
-        for (const auto& dep : aspec.depends_on)
-          if (dep.app == a.waiting_for.front()) is.message = waiting_message(dep, espec);
+        for (const auto& gate : papp->gates)
+          if (gate.dep->app == a.waiting_for.front()) is.message = waiting_message(gate, espec);
     } else {
       is.state = up ? "waiting" : "stopped";
     }
@@ -163,7 +148,8 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
       const db::Copy* copy = aspec.database && d_.databases ? d_.databases->find_copy(env, aspec.app) : nullptr;
       if (auto e = envs_.find(env); e != envs_.end())
         if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-          for (const auto& [o, inst] : it->second.instances) {
+          for (const auto& [o, sup] : it->second.instances) {
+            const auto& inst = sup.state();
             // A replacement (berth restart, new settings) under way, or asked for.
             if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
             if (!inst.exists()) continue;
@@ -225,8 +211,9 @@ std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Env
           // A recorded-ready instance still being re-attached after a daemon restart keeps its
           // name: the runtime answering takes milliseconds, a client's NODATA is cached.
           a.ready[static_cast<std::size_t>(o)] =
-              it->second.exists() && (it->second.phase == Phase::kReady ||
-                                      (it->second.phase == Phase::kRecovering && it->second.ready_at != 0));
+              it->second.state().exists() && (it->second.state().phase == Phase::kReady ||
+                                              (it->second.state().phase == Phase::kRecovering &&
+                                               it->second.state().ready_at != 0));
     }
   }
   return rec;
@@ -267,9 +254,10 @@ EnvSummary ControlLoop::summary(const model::Environment& espec) const {
     int ready = 0;
     if (auto e = envs_.find(where); e != envs_.end())
       if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-        for (const auto& [o, inst] : it->second.instances) {
+        for (const auto& [o, sup] : it->second.instances) {
           if (o >= aspec.instances) continue;
-          if ((inst.phase == Phase::kReady && inst.exists()) || inst.phase == Phase::kCompleted) ++ready;
+          const auto& inst = sup.state();
+          if (inst.serving()) ++ready;
           if (!own) continue;
           if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
           if (inst.exists() && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
@@ -289,8 +277,7 @@ void ControlLoop::touched(const std::string& env) {
 
 void ControlLoop::status_changed(const std::string& env) {
   status_dirty_.insert(env);
-  if (auto it = falls_through_to_.find(env); it != falls_through_to_.end())
-    status_dirty_.insert(it->second.begin(), it->second.end());
+  for (const auto& thin : planner_.thin_of(env)) status_dirty_.insert(thin);
   schedule_status_publish();
 }
 
@@ -322,8 +309,7 @@ void ControlLoop::publish_status(const std::string& only) {
       if (status_dirty_.erase(env)) now.insert(env);
     };
     take(only);
-    if (auto it = falls_through_to_.find(only); it != falls_through_to_.end())
-      for (const auto& thin : it->second) take(thin);
+    for (const auto& thin : planner_.thin_of(only)) take(thin);
     if (now.empty()) return deliver_events();
     if (!status_dirty_.empty()) schedule_status_publish();
   }
