@@ -458,23 +458,19 @@ void ControlLoop::emit(const std::string& env, const std::string& type, const st
                        const std::string& ip, const std::string& message) {
   // Whatever is worth an event changed what the environment's status shows.
   if (!env.empty()) status_changed(env);
-  store::Event e{++last_event_id_, d_.clock->wall_ms(), env, type, app, ordinal, ip, message};
-  if (d_.on_event) d_.on_event(e);  // the daemon's log: at once
+  events_.emit(env, type, app, ordinal, ip, message);
   // Written with the others of this burst (one commit instead of one per event), then delivered.
-  undelivered_.push_back({std::move(e), false});
   schedule_status_publish();
 }
 
 ControlLoop::Subscription ControlLoop::subscribe(std::function<void(const store::Event&)> fn) {
   BERTH_ASSERT_LOOP(*d_.executor);
-  const Subscription id = ++last_subscription_;
-  subscribers_.emplace(id, std::move(fn));
-  return id;
+  return events_.subscribe(std::move(fn));
 }
 
 void ControlLoop::unsubscribe(Subscription id) {
   BERTH_ASSERT_LOOP(*d_.executor);
-  subscribers_.erase(id);
+  events_.unsubscribe(id);
 }
 
 }  // namespace berth::control

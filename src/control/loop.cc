@@ -29,7 +29,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   auto last_event = d.store->last_event_id();
   if (!last_event.ok()) return last_event.error();
   std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value())));
-  loop->last_event_id_ = *last_event;  // (before anything can emit)
+  loop->events_.start_after(*last_event);  // (before anything can emit)
   loop->documents_ = std::move(docs.value());
   if (*stored) {
     loop->fleet_ = **stored;
@@ -98,7 +98,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
 }
 
 ControlLoop::~ControlLoop() {
-  write_events();  // a daemon that stops keeps its last events
+  events_.write();  // a daemon that stops keeps its last events
   for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
@@ -227,7 +227,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
 }
 
 Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) {
-  write_events();  // what a reader sees is stored: a restarted daemon never numbers another event the same
+  events_.write();  // what a reader sees is stored: a restarted daemon never numbers another event the same
   return d_.store->events(env, after_id, limit);
 }
 

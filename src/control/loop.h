@@ -33,6 +33,7 @@
 #include "base/executor.h"
 #include "base/result.h"
 #include "build/builder.h"
+#include "control/event_log.h"
 #include "control/planner.h"
 #include "control/read_model.h"
 #include "control/reconciler.h"
@@ -166,7 +167,7 @@ class ControlLoop : private runtime::Listener {
   // view is published: within kStatusPublishMs), in order, until unsubscribed. So a client that
   // reads the status when an event arrives sees the change. Loop thread only; `fn` runs on it
   // and must not block.
-  using Subscription = std::uint64_t;
+  using Subscription = EventLog::Subscription;
   Subscription subscribe(std::function<void(const store::Event&)> fn);
   void unsubscribe(Subscription id);
 
@@ -195,7 +196,7 @@ class ControlLoop : private runtime::Listener {
   Result<EnvStatus> status(const std::string& env) const;
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit);
   // Id of the newest event emitted (stored or about to be: events are written in batches).
-  Result<std::int64_t> last_event_id() const { return last_event_id_; }
+  Result<std::int64_t> last_event_id() const { return events_.last_id(); }
   const build::Builder* builder() const { return d_.builder; }
   db::Manager* databases() const { return d_.databases; }
   // Something outside the loop changed (a database copy, a standard version): reconcile soon.
@@ -253,7 +254,8 @@ class ControlLoop : private runtime::Listener {
     std::map<std::string, App> apps;
   };
 
-  explicit ControlLoop(const Deps& deps, ipam::Ipam ipam) : d_(deps), ipam_(std::move(ipam)) {}
+  explicit ControlLoop(const Deps& deps, ipam::Ipam ipam)
+      : d_(deps), ipam_(std::move(ipam)), events_(*deps.store, *deps.clock, deps.on_event) {}
 
   // The catalog of the fleet document and every valid environment document; the documents left
   // out are in invalid_documents_.
@@ -366,20 +368,8 @@ class ControlLoop : private runtime::Listener {
   std::set<std::string> db_resets_;  // env/db: copies to discard once their server has stopped
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
-  std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;
-  // Events emitted and not yet delivered to subscribers, oldest first. Each is numbered when
-  // emitted, written with the others in one transaction at the next publish (stored before any
-  // subscriber sees it; a daemon killed first loses only events nobody saw), and delivered once
-  // its environment's view is published.
-  struct PendingEvent {
-    store::Event event;
-    bool written = false;
-  };
-  std::deque<PendingEvent> undelivered_;
-  std::int64_t last_event_id_ = 0;
-  void write_events();    // the unwritten ones, one transaction
+  EventLog events_;
   void deliver_events();  // writes, then delivers those whose view is published
-  Subscription last_subscription_ = 0;
   std::set<std::string, std::less<>> up_;
   Planner planner_;  // of catalog_
   std::map<ipam::LeaseKey, Handles> handles_;  // of the instances with something in flight

@@ -350,52 +350,11 @@ void ControlLoop::publish_status(const std::string& only) {
   deliver_events();
 }
 
-// ---- events: written, then delivered once the read model shows them -----------------------
-
-void ControlLoop::write_events() {
-  std::vector<PendingEvent*> batch;
-  for (auto& p : undelivered_)
-    if (!p.written) batch.push_back(&p);
-  if (batch.empty()) return;
-  std::vector<std::string> refused(batch.size());  // why each one was not stored ("" if it was)
-  const Status committed = d_.store->transaction([&]() -> Status {
-    for (std::size_t i = 0; i < batch.size(); ++i)
-      if (auto r = d_.store->append_event(batch[i]->event); !r.ok()) refused[i] = r.error().message;
-    return {};
-  });
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    // An event that cannot be stored must not stop the loop; it is still logged and delivered.
-    if (refused[i].empty() && !committed.ok()) refused[i] = committed.error().message;
-    if (!refused[i].empty()) batch[i]->event.message += " [not stored: " + refused[i] + "]";
-    batch[i]->written = true;
-  }
-}
+// ---- events: delivered once the read model shows them ----------------------------------------
 
 void ControlLoop::deliver_events() {
-  if (undelivered_.empty()) return;
-  write_events();
-  if (subscribers_.empty()) {  // written, and nobody to deliver them to
-    undelivered_.clear();
-    return;
-  }
-  std::deque<PendingEvent> ready;
-  if (!status_all_dirty_ && status_dirty_.empty()) {
-    ready.swap(undelivered_);  // every view is published: all of them
-  } else {
-    std::deque<PendingEvent> waiting;
-    for (auto& p : undelivered_) {
-      const std::string& env = p.event.env;
-      const bool shown = env.empty() || (!status_all_dirty_ && !status_dirty_.count(env));
-      (shown ? ready : waiting).push_back(std::move(p));
-    }
-    undelivered_ = std::move(waiting);
-  }
-  for (const auto& p : ready) {
-    // Subscribers may unsubscribe (or subscribe) from inside their call: iterate over a copy.
-    auto subscribers = subscribers_;
-    for (const auto& [id, fn] : subscribers)
-      if (subscribers_.count(id)) fn(p.event);
-  }
+  if (!status_all_dirty_ && status_dirty_.empty()) return events_.deliver(nullptr);  // every view is published
+  events_.deliver([this](const std::string& env) { return !status_all_dirty_ && !status_dirty_.count(env); });
 }
 
 }  // namespace berth::control
