@@ -41,8 +41,7 @@ void ControlLoop::install(model::Catalog catalog, std::map<std::string, std::str
   invalid_documents_ = std::move(invalid);
   ipam_.set_network(catalog_->network());
   prepare_network();
-  dns_all_dirty_ = true;
-  view_index_.reset();  // a new catalog: new environments, new order
+  publisher_.catalog_changed();
   schedule_reconcile();
 }
 
@@ -74,7 +73,7 @@ Result<Plan> ControlLoop::apply_fleet(const std::string& text, const std::string
   for (const auto& [name, why] : resolved->invalid)
     if (!invalid_documents_.count(name)) plan.invalidated[name] = why;
   // Removing an environment that is up would strand its instances without a spec: refuse.
-  for (const auto& e : up_)
+  for (const auto& e : obs_.up)
     if (!next.find(e)) {
       if (auto it = resolved->invalid.find(e); it != resolved->invalid.end())
         return conflict(fmt::format("environment '{}' is up, and with the new fleet document its own document is invalid: "
@@ -98,8 +97,8 @@ Result<Plan> ControlLoop::apply_fleet(const std::string& text, const std::string
         auto settings = changed_settings(a, *na);
         if (settings.empty() && e.runs(a.app) == ne->runs(a.app)) continue;
         Plan::Change c{e.name, a.app, settings, 0};
-        if (up_.count(e.name) && e.runs(a.app) && a.fingerprint() != na->fingerprint())
-          if (auto env = envs_.find(e.name); env != envs_.end())
+        if (obs_.up.count(e.name) && e.runs(a.app) && a.fingerprint() != na->fingerprint())
+          if (auto env = obs_.envs.find(e.name); env != obs_.envs.end())
             if (auto app = env->second.apps.find(a.app); app != env->second.apps.end())
               for (const auto& [o, sup] : app->second.instances)
                 if (sup.state().exists()) ++c.replaced;
@@ -136,7 +135,7 @@ Result<Plan> ControlLoop::apply_fleet(const std::string& text, const std::string
   fleet_ = stored;
   fleet_version_ = stored.version;
   install(std::move(next), std::move(resolved->invalid));
-  for (const auto& e : up_) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied (version {}) by {}", filename,
+  for (const auto& e : obs_.up) emit(e, "applied", "", -1, "", fmt::format("catalog {} applied (version {}) by {}", filename,
                                                                          fleet_version_, user));
   for (const auto& [name, why] : plan.invalidated)
     emit(name, "invalid", "", -1, "", fmt::format("the fleet document version {} makes this environment invalid: {}",
@@ -236,7 +235,7 @@ Result<std::vector<std::string>> ControlLoop::delete_document(const std::string&
     return conflict(fmt::format("environment(s) {} are based on '{}'; delete or rebase them first", list, name));
   }
   std::vector<std::string> notes;
-  if (up_.count(name)) {
+  if (obs_.up.count(name)) {
     BERTH_TRY(down(name));
     notes.push_back("taken down");
   }
@@ -265,7 +264,7 @@ Result<std::vector<std::string>> ControlLoop::delete_document(const std::string&
   if (!written.ok()) return written.error();
   documents_.erase(it);
   if (!dbs.empty()) drop_copies_[name] = dbs;
-  if (!envs_.count(name)) drop_copies(name);  // nothing of it runs
+  if (!obs_.envs.count(name)) drop_copies(name);  // nothing of it runs
   std::vector<model::EnvDocument> valid;
   for (const auto& d : documents_)
     if (!invalid_documents_.count(d.name)) valid.push_back(d);
@@ -326,7 +325,7 @@ void ControlLoop::check_lifetimes() {
     if (now >= gone_at) {
       to_delete.push_back(e.name);
     } else if (now >= e.expires_at) {
-      if (up_.count(e.name)) expired.push_back(e.name);
+      if (obs_.up.count(e.name)) expired.push_back(e.name);
       next = std::min(next, gone_at);
     } else if (now >= e.expires_at - d_.expiry_warning_ms) {
       if (expiry_warned_.insert(e.name).second)

@@ -80,7 +80,7 @@ void ControlLoop::set_resolver(const std::string& ip, const std::string& note) {
   BERTH_ASSERT_LOOP(*d_.executor);
   resolver_ = ip;
   resolver_note_ = note;
-  status_changed_all();  // the environments' notes say how their instances resolve names
+  publisher_.all_changed();  // the environments' notes say how their instances resolve names
 }
 
 // ---- instances --------------------------------------------------------------------------------
@@ -252,8 +252,8 @@ void ControlLoop::apply(Supervisor& sup, Step step) {
       if (Supervisor* i = find(key)) apply(*i, i->backoff_elapsed());
     });
   if (step.probe) schedule_probe(s);
-  if (step.names) touched(key.env);
-  else if (step.shown) status_changed(key.env);
+  if (step.names) publisher_.touched(key.env);
+  else if (step.shown) publisher_.status_changed(key.env);
   if (step.database_ready && d_.databases) d_.databases->server_ready(key.env, key.app);
   if (step.reconcile) schedule_reconcile(key.env);
 }
@@ -436,16 +436,22 @@ void ControlLoop::logs(const std::string& env, const std::string& app, int ordin
   rt->logs({env, app, ordinal}, *path, offset, max, std::move(done));
 }
 
-// ---- lookup and events ------------------------------------------------------------------------
-
-Supervisor* ControlLoop::find(const ipam::LeaseKey& key) {
-  auto e = envs_.find(key.env);
-  if (e == envs_.end()) return nullptr;
-  auto a = e->second.apps.find(key.app);
-  if (a == e->second.apps.end()) return nullptr;
-  auto i = a->second.instances.find(key.ordinal);
-  return i == a->second.instances.end() ? nullptr : &i->second;
+Result<std::string> ControlLoop::log_path(const std::string& env, const std::string& app, int ordinal) const {
+  if (!catalog_) return not_found("no catalog applied yet");
+  const auto* espec = catalog_->find(env);
+  if (!espec) return not_found(fmt::format("no environment '{}'", env));
+  const auto* aspec = espec->find(app);
+  if (!aspec) return not_found(fmt::format("no app '{}' in environment '{}'", app, env));
+  const std::string& where = espec->served_by.at(app);
+  if (where != env)
+    return not_found(fmt::format("{} does not run {}: it falls through to {} (ask for the logs there)", env, app, where));
+  if (ordinal < 0 || ordinal >= aspec->instances)
+    return not_found(fmt::format("{} in {} has instances 0..{}, not {}", app, env, aspec->instances - 1, ordinal));
+  // Names are DNS labels (validated by the catalog), so the path cannot leave the logs folder.
+  return fmt::format("{}/logs/{}/{}.{}.log", d_.data_dir, env, app, ordinal);
 }
+
+// ---- lookup and events ------------------------------------------------------------------------
 
 const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
   // (The app as its environment defines it, whether it runs it or falls through.)
@@ -457,10 +463,10 @@ const model::AppSpec* ControlLoop::spec_of(const ipam::LeaseKey& key) const {
 void ControlLoop::emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
                        const std::string& ip, const std::string& message) {
   // Whatever is worth an event changed what the environment's status shows.
-  if (!env.empty()) status_changed(env);
+  if (!env.empty()) publisher_.status_changed(env);
   events_.emit(env, type, app, ordinal, ip, message);
   // Written with the others of this burst (one commit instead of one per event), then delivered.
-  schedule_status_publish();
+  publisher_.schedule();
 }
 
 ControlLoop::Subscription ControlLoop::subscribe(std::function<void(const store::Event&)> fn) {

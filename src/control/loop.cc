@@ -40,7 +40,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   }
   auto up = d.store->up_environments();
   if (!up.ok()) return up.error();
-  loop->up_.insert(up->begin(), up->end());
+  loop->obs_.up.insert(up->begin(), up->end());
   auto uids = d.store->load_env_uids();
   if (!uids.ok()) return uids.error();
   loop->env_uids_ = std::move(uids.value());
@@ -53,7 +53,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   if (!records.ok()) return records.error();
   std::map<std::string, std::vector<runtime::Record>> by_runtime;
   for (const auto& r : *records) {
-    Supervisor& sup = loop->envs_[r.key.env].apps[r.key.app].instances.try_emplace(r.key.ordinal, r.key).first->second;
+    Supervisor& sup = loop->obs_.envs[r.key.env].apps[r.key.app].instances.try_emplace(r.key.ordinal, r.key).first->second;
     auto ip = loop->ipam_.lookup(r.key);
     sup.recorded({ip ? model::format_ipv4(*ip) : "", r.runtime, r.ref, r.fingerprint, r.restarts, r.ready_at});
     if (sup.state().phase == Phase::kCompleted) continue;
@@ -82,7 +82,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     d.builder->set_on_change([self](const build::Build& b) {
       if (b.state == build::State::kSucceeded) {
         std::set<std::string> in_use;
-        for (const auto& [n, env] : self->envs_)
+        for (const auto& [n, env] : self->obs_.envs)
           for (const auto& [a, app] : env.apps) {
             in_use.insert(app.src.build_id);
             for (const auto& [o, sup] : app.instances) in_use.insert(sup.state().build_id);
@@ -105,7 +105,6 @@ ControlLoop::~ControlLoop() {
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
   if (store_retry_timer_) d_.executor->cancel(store_retry_timer_);
-  if (status_publish_timer_) d_.executor->cancel(status_publish_timer_);
   for (auto& [key, h] : handles_) {
     if (h.probe_timer) d_.executor->cancel(h.probe_timer);
     if (h.backoff_timer) d_.executor->cancel(h.backoff_timer);
@@ -131,9 +130,9 @@ Status ControlLoop::up(const std::string& env) {
     return not_found(fmt::format("no environment '{}' in the catalog{}; environments: {}", env,
                                  hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", list));
   }
-  if (!up_.count(env)) {
+  if (!obs_.up.count(env)) {
     BERTH_TRY(d_.store->set_up(env, true));
-    up_.insert(env);
+    obs_.up.insert(env);
     emit(env, "up", "", -1, "", "environment requested up");
   }
   schedule_reconcile(env);
@@ -142,11 +141,11 @@ Status ControlLoop::up(const std::string& env) {
 
 Status ControlLoop::down(const std::string& env, bool force) {
   BERTH_ASSERT_LOOP(*d_.executor);
-  if (!force && catalog_ && up_.count(env)) {
+  if (!force && catalog_ && obs_.up.count(env)) {
     // Thin environments that are up and fall through to it would lose what they call.
     std::vector<std::string> thin;
     for (const auto& e : catalog_->environments()) {
-      if (e.name == env || !up_.count(e.name)) continue;
+      if (e.name == env || !obs_.up.count(e.name)) continue;
       for (const auto& [app, by] : e.served_by)
         if (by == env) {
           thin.push_back(e.name);
@@ -160,16 +159,16 @@ Status ControlLoop::down(const std::string& env, bool force) {
                                   "it; take them down first, or --force", env, list));
     }
   }
-  if (!up_.count(env) && !envs_.count(env)) {
+  if (!obs_.up.count(env) && !obs_.envs.count(env)) {
     if (catalog_ && catalog_->find(env)) return {};  // already down
     return not_found(fmt::format("no environment '{}'", env));
   }
-  if (up_.count(env)) {
+  if (obs_.up.count(env)) {
     BERTH_TRY(d_.store->set_up(env, false));
-    up_.erase(env);
+    obs_.up.erase(env);
     emit(env, "down", "", -1, "", "environment requested down");
     // Jobs that completed run again at the next up.
-    if (auto e = envs_.find(env); e != envs_.end())
+    if (auto e = obs_.envs.find(env); e != obs_.envs.end())
       for (auto& [name, app] : e->second.apps)
         for (auto& [o, sup] : app.instances) apply(sup, sup.rerun());
   }
@@ -180,9 +179,9 @@ Status ControlLoop::down(const std::string& env, bool force) {
 Status ControlLoop::refresh(const std::string& env) {
   BERTH_ASSERT_LOOP(*d_.executor);
   if (!catalog_ || !catalog_->find(env)) return not_found(fmt::format("no environment '{}'", env));
-  auto e = envs_.find(env);
+  auto e = obs_.envs.find(env);
   int n = 0;
-  if (e != envs_.end())
+  if (e != obs_.envs.end())
     for (auto& [name, app] : e->second.apps)
       if (!app.src.ref_key.empty() && !app.src.resolving) {
         app.src.commit.clear();  // resolve again; running instances keep running meanwhile
@@ -198,7 +197,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
   BERTH_ASSERT_LOOP(*d_.executor);
   const model::Environment* spec = catalog_ ? catalog_->find(env) : nullptr;
   if (!spec) return not_found(fmt::format("no environment '{}'", env));
-  if (!up_.count(env)) return conflict(fmt::format("environment '{}' is down; berth up {} starts it", env, env));
+  if (!obs_.up.count(env)) return conflict(fmt::format("environment '{}' is down; berth up {} starts it", env, env));
   if (!app_name.empty()) {
     if (!spec->find(app_name)) {
       std::vector<std::string> names;
@@ -212,7 +211,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
                                   app_name, spec->served_by.count(app_name) ? spec->served_by.at(app_name) : "its base"));
   }
   int n = 0;
-  if (auto e = envs_.find(env); e != envs_.end())
+  if (auto e = obs_.envs.find(env); e != obs_.envs.end())
     for (auto& [name, app] : e->second.apps) {
       if (!app_name.empty() && name != app_name) continue;
       if (!spec->runs(name)) continue;
@@ -231,12 +230,45 @@ Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, st
   return d_.store->events(env, after_id, limit);
 }
 
+// ---- what it shows -----------------------------------------------------------------------------
+
+ViewInputs ControlLoop::view_inputs() const {
+  ViewInputs in;
+  in.catalog = catalog_ ? &*catalog_ : nullptr;
+  in.planner = &planner_;
+  in.observed = &obs_;
+  in.ipam = &ipam_;
+  in.builder = d_.builder;
+  in.databases = d_.databases;
+  in.resolver = resolver_;
+  in.resolver_note = resolver_note_;
+  if (runtime::Runtime* rt = runtime_named("process"); rt && !rt->capabilities().private_resolver)
+    in.process_resolver_note = rt->capabilities().resolver_note;
+  return in;
+}
+
+void ControlLoop::status_due() {
+  if (reconcile_pending_) return publisher_.schedule();
+  publish_status();
+}
+
+void ControlLoop::publish_status(const std::string& only) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  publisher_.publish_status(view_inputs(), only);
+  deliver_events();
+}
+
+void ControlLoop::deliver_events() {
+  if (!publisher_.pending()) return events_.deliver(nullptr);  // every view is published
+  events_.deliver([this](const std::string& env) { return publisher_.shown(env); });
+}
+
 // ---- reconcile --------------------------------------------------------------------------------
 
 void ControlLoop::schedule_reconcile(const std::string& env) {
   dirty_.insert(env);
   for (const auto& thin : planner_.thin_of(env)) dirty_.insert(thin);
-  status_changed(env);
+  publisher_.status_changed(env);
   post_pass();
 }
 
@@ -271,7 +303,7 @@ void ControlLoop::schedule_reconcile() {
   full_dirty_ = true;
   // Something outside any one environment changed (the catalog, a build, a database, an address
   // freed): every view may show it.
-  status_changed_all();
+  publisher_.all_changed();
   post_pass();
 }
 
@@ -289,8 +321,8 @@ void ControlLoop::reconcile() {
   const bool full = full_dirty_;
   std::set<std::string> names;
   if (full) {
-    names.insert(up_.begin(), up_.end());
-    for (const auto& [n, e] : envs_) names.insert(n);
+    names.insert(obs_.up.begin(), obs_.up.end());
+    for (const auto& [n, e] : obs_.envs) names.insert(n);
     full_dirty_ = false;
     address_waiters_ = false;  // found again by this pass
     arm_full_pass();
@@ -305,11 +337,11 @@ void ControlLoop::reconcile() {
     // After a failed commit the store may lack addresses memory holds: written again first.
     if (auto st = ipam_.resync(); !st.ok()) emit("", "error", "", -1, "", "re-writing IP leases: " + st.error().message);
     for (const auto& name : names) {
-      if (!up_.count(name) && !envs_.count(name)) continue;  // down and nothing left of it
-      const PlannedEnv* plan = planner_.desired(name, up_);
-      reconcile_env(name, envs_[name], plan);
-      if (!plan && envs_[name].apps.empty()) {
-        envs_.erase(name);
+      if (!obs_.up.count(name) && !obs_.envs.count(name)) continue;  // down and nothing left of it
+      const PlannedEnv* plan = planner_.desired(name, obs_.up);
+      reconcile_env(name, obs_.envs[name], plan);
+      if (!plan && obs_.envs[name].apps.empty()) {
+        obs_.envs.erase(name);
         drop_copies(name);
         if (!catalog_ || !catalog_->find(name)) release_uid(name);
       }
@@ -326,13 +358,13 @@ void ControlLoop::reconcile() {
   // The zone now; the views within kStatusPublishMs, those marked by what changed (the triggers of
   // this pass marked their environments; what the pass did marked its own): a full pass that
   // changes nothing rebuilds none.
-  publish_zone();
-  if (status_all_dirty_ || !status_dirty_.empty()) schedule_status_publish();
+  publisher_.publish_zone(view_inputs());
+  if (publisher_.pending()) publisher_.schedule();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
                 names.size(), full};
 }
 
-void ControlLoop::reconcile_env(const std::string& name, Env& env, const PlannedEnv* plan) {
+void ControlLoop::reconcile_env(const std::string& name, EnvState& env, const PlannedEnv* plan) {
   // Stop what is no longer wanted: the whole environment when down, else removed apps/ordinals.
   for (auto ait = env.apps.begin(); ait != env.apps.end();) {
     const PlannedApp* papp = plan ? plan->find(ait->first) : nullptr;
@@ -351,7 +383,7 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const Planned
         continue;
       }
       cancel_timers(s.key);
-      touched(name);
+      publisher_.touched(name);
       apply(sup, sup.rerun());  // a completed job's record goes
       if (auto st = ipam_.release(s.key); !st.ok())
         emit(name, "error", s.key.app, s.key.ordinal, s.ip, st.error().message);
@@ -371,59 +403,19 @@ void ControlLoop::reconcile_env(const std::string& name, Env& env, const Planned
   } else if (timer == follow_timers_.end()) {
     follow_timers_[name] = d_.executor->after(spec->follow_interval_ms, [this, name] {
       follow_timers_.erase(name);
-      if (up_.count(name)) (void)refresh(name);  // schedules the next one through reconcile
+      if (obs_.up.count(name)) (void)refresh(name);  // schedules the next one through reconcile
     });
   }
   if (!plan) return;
   for (const auto& papp : plan->apps) reconcile_app(name, env.apps[papp.spec->app], papp, *spec);
 }
 
-int ControlLoop::ready_count(const std::string& env, const std::string& app) const {
-  auto e = envs_.find(env);
-  if (e == envs_.end()) return 0;
-  auto a = e->second.apps.find(app);
-  if (a == e->second.apps.end()) return 0;
-  int n = 0;
-  for (const auto& [o, sup] : a->second.instances)
-    if (sup.state().serving()) ++n;
-  return n;
-}
-
-bool ControlLoop::satisfied(const Gate& gate) const {
-  // A thin environment's dependency may be served by its base: gate on the instances that serve it.
-  return ready_count(gate.env, gate.dep->app) >= gate.need;
-}
-
-std::string ControlLoop::waiting_message(const Gate& gate, const model::Environment& espec) const {
-  const model::Dependency& dep = *gate.dep;
-  const std::string& where = gate.env;
-  auto e = envs_.find(where);
-  std::string detail = "not started";
-  if (e != envs_.end()) {
-    if (auto a = e->second.apps.find(dep.app); a != e->second.apps.end()) {
-      // The most telling instance: one with a probe result, else one with a message.
-      for (const auto& [o, sup] : a->second.instances) {
-        const auto& s = sup.state();
-        if (s.phase == Phase::kReady) continue;
-        if (!s.last_probe.empty()) { detail = s.last_probe; break; }
-        if (s.phase == Phase::kWaiting) detail = fmt::format("{} is {}", dep.app, s.message);
-        else if (s.phase == Phase::kStarting || s.phase == Phase::kLaunching) detail = "starting";
-        else if (s.phase == Phase::kRecovering) detail = s.message;
-        else if (!s.message.empty()) detail = s.message;
-      }
-    }
-  }
-  if (where != espec.name && !up_.count(where)) detail = fmt::format("{} is down", where);
-  return fmt::format("waiting for {}{}{}: {}", dep.app, where != espec.name ? " in " + where : "",
-                     dep.wait_all ? " (all instances)" : "", detail);
-}
-
-void ControlLoop::reconcile_app(const std::string& env, App& app, const PlannedApp& plan, const model::Environment& espec) {
+void ControlLoop::reconcile_app(const std::string& env, AppState& app, const PlannedApp& plan, const model::Environment& espec) {
   const model::AppSpec& spec = *plan.spec;
   // Its dependencies' health: failures it ran through get their policy.
   std::vector<bool> ok(plan.gates.size());
-  for (std::size_t i = 0; i < plan.gates.size(); ++i) ok[i] = satisfied(plan.gates[i]);
-  auto watched = app.deps.check(spec, ok, app.instances, [&](std::size_t i) { return waiting_message(plan.gates[i], espec); });
+  for (std::size_t i = 0; i < plan.gates.size(); ++i) ok[i] = obs_.satisfied(plan.gates[i]);
+  auto watched = app.deps.check(spec, ok, app.instances, [&](std::size_t i) { return obs_.waiting_message(plan.gates[i], env); });
   for (const auto& e : watched.events) emit(env, e.type, spec.app, -1, "", e.message);
   for (const auto& a : watched.actions) {
     Supervisor& sup = app.instances.at(a.ordinal);
@@ -439,7 +431,7 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const PlannedA
   target.spec = &spec;
   for (std::size_t i = 0; i < plan.gates.size(); ++i)
     if (!plan.gates[i].dep->soft && !ok[i]) {
-      target.gate_wait = waiting_message(plan.gates[i], espec);
+      target.gate_wait = obs_.waiting_message(plan.gates[i], env);
       break;
     }
   Artifact artifact;
@@ -476,13 +468,6 @@ void ControlLoop::reconcile_app(const std::string& env, App& app, const PlannedA
   }
 }
 
-ControlLoop::App* ControlLoop::find_app(const std::string& env, const std::string& app) {
-  auto e = envs_.find(env);
-  if (e == envs_.end()) return nullptr;
-  auto a = e->second.apps.find(app);
-  return a == e->second.apps.end() ? nullptr : &a->second;
-}
-
 Result<std::optional<Identity>> ControlLoop::identity_for(const std::string& env, const model::AppSpec& spec) {
   if (!d_.instance_ids || spec.user == "root") return std::optional<Identity>();
   if (!spec.user.empty()) {
@@ -513,7 +498,7 @@ void ControlLoop::release_uid(const std::string& env) {
   env_uids_.erase(it);
 }
 
-bool ControlLoop::prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,
+bool ControlLoop::prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out,
                                    std::string& wait) {
   if (!d_.databases) {
     wait = "cannot copy the standard: this daemon has no database manager";
@@ -596,7 +581,7 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
   if (d_.databases->making_copy(env, db))
     return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
   bool running = false;
-  if (App* app = find_app(env, db))
+  if (AppState* app = obs_.find_app(env, db))
     for (auto& [o, sup] : app->instances)
       if (sup.state().exists()) {
         running = true;
@@ -613,10 +598,10 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
   return {};
 }
 
-bool ControlLoop::prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out,
+bool ControlLoop::prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out,
                                 std::string& wait) {
   const model::SourceSpec& so = *spec.source;
-  Source& src = app.src;
+  SourceState& src = app.src;
   const std::string ref_key = so.repo + "#" + spec.tag;
   if (src.ref_key != ref_key) {
     src = {};
@@ -634,7 +619,7 @@ bool ControlLoop::prepare_build(const std::string& env, App& app, const model::A
     if (!src.resolving) {
       src.resolving = true;
       d_.builder->resolve(so.repo, spec.tag, [this, env, name = spec.app, ref_key](Result<std::string> r) {
-        App* a = find_app(env, name);
+        AppState* a = obs_.find_app(env, name);
         if (!a || a->src.ref_key != ref_key) return;
         a->src.resolving = false;
         if (r.ok()) {

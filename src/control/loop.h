@@ -34,11 +34,13 @@
 #include "base/result.h"
 #include "build/builder.h"
 #include "control/event_log.h"
+#include "control/observed.h"
 #include "control/planner.h"
 #include "control/read_model.h"
 #include "control/reconciler.h"
 #include "control/status.h"
 #include "control/supervisor.h"
+#include "control/views.h"
 #include "db/manager.h"
 #include "health/prober.h"
 #include "health/tracker.h"
@@ -122,11 +124,6 @@ struct DocumentStatus {
 inline constexpr Millis kFullPassMs = 5'000;
 // After the state store failed a write of the loop's: a full pass this soon, to write it again.
 inline constexpr Millis kStoreRetryMs = 1'000;
-// The read model is published at most this long after a change the reader did not cause (an
-// instance started, a probe answered, a pass decided); an API write publishes before its reply.
-// Rebuilding an environment's view per instance event was half the loop's time at 1,000
-// environments: a burst of events now costs one rebuild per environment.
-inline constexpr Millis kStatusPublishMs = 20;
 
 class ControlLoop : private runtime::Listener {
  public:
@@ -186,14 +183,14 @@ class ControlLoop : private runtime::Listener {
   // The status read model: what the API shows, as of the last publish. Every change the loop
   // makes to what a status shows marks its environment, and the loop publishes the marked ones
   // within kStatusPublishMs. The model itself may be read on any thread.
-  const ReadModel& read_model() const { return read_model_; }
+  const ReadModel& read_model() const { return publisher_.read_model(); }
   // Publish what changed since the last publish now (the API does after each request it routes
   // to the loop, so that a client reads its own writes). With `only`, a write that concerns one
   // environment: its view (and those of the thin environments falling through to it) now, the
   // rest of what changed within kStatusPublishMs. Loop thread only.
   void publish_status(const std::string& only = "");
   // Live status, walked from the loop's state (the read model is made of these). Loop thread only.
-  Result<EnvStatus> status(const std::string& env) const;
+  Result<EnvStatus> status(const std::string& env) const { return env_status(view_inputs(), env); }
   Result<std::vector<store::Event>> events(const std::string& env, std::int64_t after_id, int limit);
   // Id of the newest event emitted (stored or about to be: events are written in batches).
   Result<std::int64_t> last_event_id() const { return events_.last_id(); }
@@ -235,27 +232,11 @@ class ControlLoop : private runtime::Listener {
     Executor::TimerId probe_timer = 0;
     Executor::TimerId backoff_timer = 0;
   };
-  struct Source {
-    std::string ref_key;     // repo#tag the state below is for
-    std::string commit;
-    bool resolving = false;
-    std::string error;       // resolving failed
-    std::string build_id;
-    std::string announced;   // last build state told in an event
-    std::string db_announced;  // last database copy state told in an event
-  };
-  struct App {
-    std::map<int, Supervisor> instances;
-    Source src;
-    std::string desired_fp;  // fingerprint the last pass wanted (settings + build)
-    DependencyWatch deps;    // its dependencies' health, across passes
-  };
-  struct Env {
-    std::map<std::string, App> apps;
-  };
-
   explicit ControlLoop(const Deps& deps, ipam::Ipam ipam)
-      : d_(deps), ipam_(std::move(ipam)), events_(*deps.store, *deps.clock, deps.on_event) {}
+      : d_(deps),
+        ipam_(std::move(ipam)),
+        events_(*deps.store, *deps.clock, deps.on_event),
+        publisher_(*deps.executor, planner_, deps.on_zone, deps.dns_ns_ip, [this] { status_due(); }) {}
 
   // The catalog of the fleet document and every valid environment document; the documents left
   // out are in invalid_documents_.
@@ -276,7 +257,6 @@ class ControlLoop : private runtime::Listener {
   // falling through to it) dirty, and the next pass visits only dirty ones. A full pass visits
   // every environment: after a catalog change, a build, a released address (another environment
   // may be waiting for one), and every kFullPassMs as the level-triggered safety net.
-  EnvSummary summary(const model::Environment& espec) const;
   void schedule_reconcile();                        // full
   void schedule_reconcile(const std::string& env);  // env and what falls through to it
   void reconcile();
@@ -284,20 +264,13 @@ class ControlLoop : private runtime::Listener {
   void arm_full_pass();
   void retry_store();  // a full pass in kStoreRetryMs (one armed at a time)
   // `plan`: what the environment should run (nullptr: nothing, it is down or gone).
-  void reconcile_env(const std::string& name, Env& env, const PlannedEnv* plan);
-  void reconcile_app(const std::string& env, App& app, const PlannedApp& plan, const model::Environment& espec);
-  bool satisfied(const Gate& gate) const;
-  std::string waiting_message(const Gate& gate, const model::Environment& espec) const;
-  AppStatus app_status(const model::AppSpec& aspec, const model::Environment& espec) const;
-  void publish_zone();
-  std::shared_ptr<const dns::EnvRecords> env_records(const model::Environment& espec) const;
-  // What an environment shows changed: its names and status (touched), or its status only. Both
-  // mark the thin environments falling through to it too and schedule a publish.
-  void touched(const std::string& env);
-  void status_changed(const std::string& env);
-  void status_changed_all();
-  void schedule_status_publish();
-  int ready_count(const std::string& env, const std::string& app) const;
+  void reconcile_env(const std::string& name, EnvState& env, const PlannedEnv* plan);
+  void reconcile_app(const std::string& env, AppState& app, const PlannedApp& plan, const model::Environment& espec);
+  // What the views are made of, now.
+  ViewInputs view_inputs() const;
+  // The publisher's timer: publish the marked views, unless a pass is pending (then after it, so
+  // that what it decides shows with the change that caused it).
+  void status_due();
   Now now() const { return {d_.clock->monotonic_ms(), d_.clock->wall_ms()}; }
 
   struct Artifact {
@@ -307,15 +280,14 @@ class ControlLoop : private runtime::Listener {
   };
   // For an app with a source: resolve, build, and say whether its artifact is there; when not,
   // `wait` says why.
-  bool prepare_build(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  bool prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
-  bool prepare_database(const std::string& env, App& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  bool prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // Who an app's process instances run as: `user:` of the app (root: the daemon's user), else
   // the environment's own uid (given out, and stored, the first time); nullopt: the daemon's user.
   Result<std::optional<Identity>> identity_for(const std::string& env, const model::AppSpec& spec);
   // The environment is gone: its uid may go to another (kept while a copy of its data is here).
   void release_uid(const std::string& env);
-  App* find_app(const std::string& env, const std::string& app);
   runtime::Runtime* runtime_named(const std::string& name) const;
   // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
   // daemon has none such.
@@ -340,8 +312,8 @@ class ControlLoop : private runtime::Listener {
   void on_probe(const ipam::LeaseKey& key, const health::ProbeResult& result);
   void cancel_timers(const ipam::LeaseKey& key);
 
-  Supervisor* find(const ipam::LeaseKey& key);
-  Supervisor* find(const runtime::InstanceId& id) { return find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
+  Supervisor* find(const ipam::LeaseKey& key) { return obs_.find(key); }
+  Supervisor* find(const runtime::InstanceId& id) { return obs_.find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
   const model::AppSpec* spec_of(const ipam::LeaseKey& key) const;
   void emit(const std::string& env, const std::string& type, const std::string& app, int ordinal,
             const std::string& ip, const std::string& message);
@@ -370,10 +342,9 @@ class ControlLoop : private runtime::Listener {
   Executor::TimerId lifetime_timer_ = 0;
   EventLog events_;
   void deliver_events();  // writes, then delivers those whose view is published
-  std::set<std::string, std::less<>> up_;
   Planner planner_;  // of catalog_
+  Observed obs_;     // the environments up, and every instance known
   std::map<ipam::LeaseKey, Handles> handles_;  // of the instances with something in flight
-  std::map<std::string, Env> envs_;
   bool reconcile_pending_ = false;
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
@@ -381,20 +352,7 @@ class ControlLoop : private runtime::Listener {
   Executor::TimerId full_pass_timer_ = 0;
   Executor::TimerId store_retry_timer_ = 0;
   PassStats last_pass_;
-  // DNS: per-environment records, rebuilt when their environment is marked dirty.
-  std::map<std::string, std::shared_ptr<const dns::EnvRecords>> env_records_;
-  std::set<std::string> dns_dirty_;
-  bool dns_all_dirty_ = true;
-  std::uint32_t zone_serial_ = 0;
-  // The read model: the views of the last snapshot, rebuilt when their environment is marked.
-  ReadModel read_model_;
-  std::unordered_map<std::string, std::shared_ptr<const EnvView>> views_;
-  std::shared_ptr<const std::unordered_map<std::string, std::size_t>> view_index_;  // of this catalog
-  std::set<std::string> status_dirty_;
-  bool status_all_dirty_ = true;
-  Executor::TimerId status_publish_timer_ = 0;
-  std::uint64_t view_generation_ = 0;
-  std::uint64_t status_serial_ = 0;
+  Publisher publisher_;  // the read model and the DNS zone
   std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh
   std::uint64_t reconciles_ = 0;
   std::uint64_t launches_ = 0;

@@ -1,12 +1,6 @@
-// What the ControlLoop shows of its state: status of environments and apps, the DNS zone
-// snapshots and status read model it publishes, and the delivery of events once that model shows
-// them. Part of ControlLoop (control/loop.h); runs on its loop.
-#include "control/loop.h"
-
-#include <sys/wait.h>
+#include "control/views.h"
 
 #include <algorithm>
-#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -14,9 +8,17 @@
 
 namespace berth::control {
 
+namespace {
+
+AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const model::Environment& espec);
+
+}  // namespace
+
 // ---- status -----------------------------------------------------------------------------------
 
-AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Environment& espec) const {
+namespace {
+
+AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const model::Environment& espec) {
   const std::string& env = espec.name;
   AppStatus a;
   a.app = aspec.app;
@@ -27,24 +29,23 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
     if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
   for (const auto& dep : aspec.depends_on) a.depends_on.push_back({dep.app, dep.soft});
   a.ports = aspec.ports;
-  const bool up = up_.count(env) > 0;
-  const App* app = nullptr;
-  if (auto e = envs_.find(env); e != envs_.end())
-    if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
-  const PlannedEnv* penv = planner_.find(env);
+  const Observed& obs = *in.observed;
+  const bool up = obs.up.count(env) > 0;
+  const AppState* app = obs.find_app(env, aspec.app);
+  const PlannedEnv* penv = in.planner->find(env);
   const PlannedApp* papp = penv ? penv->find(aspec.app) : nullptr;
   if (up && papp)
     for (const auto& gate : papp->gates)
-      if (!gate.dep->soft && !satisfied(gate)) a.waiting_for.push_back(gate.dep->app);
+      if (!gate.dep->soft && !obs.satisfied(gate)) a.waiting_for.push_back(gate.dep->app);
   std::map<std::string, int> counts;
   for (int o = 0; o < aspec.instances; ++o) {
     InstanceStatus is;
     is.ordinal = o;
-    is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, catalog_->dns().zone);
+    is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, in.catalog->dns().zone);
     const Supervisor::State* inst = nullptr;
     if (app)
       if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second.state();
-    if (auto ip = ipam_.lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
+    if (auto ip = in.ipam->lookup({env, aspec.app, o})) is.ip = model::format_ipv4(*ip);
     if (inst) {
       is.state = public_state(*inst);
       is.runtime = inst->runtime_name;
@@ -59,7 +60,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       // What a waiting instance waits for, as of now (dependencies' probes move on between passes).
       if (inst->phase == Phase::kWaiting && !a.waiting_for.empty())
         for (const auto& gate : papp->gates)
-          if (gate.dep->app == a.waiting_for.front()) is.message = waiting_message(gate, espec);
+          if (gate.dep->app == a.waiting_for.front()) is.message = obs.waiting_message(gate, env);
     } else {
       is.state = up ? "waiting" : "stopped";
     }
@@ -73,7 +74,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       break;
     }
   if (aspec.source && app) {
-    const Source& src = app->src;
+    const SourceState& src = app->src;
     a.commit = src.commit;
     a.build_id = src.build_id;
     if (!src.error.empty()) {
@@ -81,7 +82,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
       a.build_error = src.error;
     } else if (src.commit.empty()) {
       a.build_state = "resolving";
-    } else if (const build::Build* b = d_.builder ? d_.builder->find(src.build_id) : nullptr;
+    } else if (const build::Build* b = in.builder ? in.builder->find(src.build_id) : nullptr;
                b && b->request.commit != src.commit) {
       // Resolved to another commit than the last build's: its build is asked for at the next pass.
       a.build_state = "queued";
@@ -94,7 +95,7 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
   }
   if (aspec.database) {
     a.standard = aspec.database->standard + (aspec.database->version ? fmt::format("@{}", aspec.database->version) : "");
-    if (const db::Copy* c = d_.databases ? d_.databases->find_copy(espec.name, aspec.app) : nullptr) {
+    if (const db::Copy* c = in.databases ? in.databases->find_copy(espec.name, aspec.app) : nullptr) {
       a.copy_version = c->version;
       a.copy_method = std::string(db::to_string(c->method));
       a.copy_ms = c->clone_ms;
@@ -111,56 +112,56 @@ AppStatus ControlLoop::app_status(const model::AppSpec& aspec, const model::Envi
   return a;
 }
 
-Result<EnvStatus> ControlLoop::status(const std::string& env) const {
-  if (!catalog_) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
-  const auto* spec = catalog_->find(env);
+}  // namespace
+
+Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
+  if (!in.catalog) return not_found("no catalog applied yet: run `berth apply -f berth.yaml` first");
+  const model::Catalog& catalog = *in.catalog;
+  const auto* spec = catalog.find(env);
   if (!spec) {
-    auto names = catalog_->environment_names();
+    auto names = catalog.environment_names();
     auto hint = closest(env, names);
     return not_found(fmt::format("no environment '{}'{}", env, hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
   }
   EnvStatus s;
   s.env = env;
-  s.up = up_.count(env) > 0;
+  s.up = in.observed->up.count(env) > 0;
   s.ready = s.up;
   s.base = spec->base;
   // How its instances find each other by name, when not through the system resolver.
   bool processes = false, containers = false;
   for (const auto& aspec : spec->apps)
     if (spec->runs(aspec.app)) (aspec.container() ? containers : processes) = true;
-  if ((processes || containers) && resolver_.empty())
+  if ((processes || containers) && in.resolver.empty())
     s.notes.push_back(fmt::format("instances do not resolve short names through their system resolver: {}; they find "
                                   "each other through BERTH_DNS and BERTH_DEP_<APP>_<PORT>",
-                                  resolver_note_.empty() ? "berth's name server does not answer on the pool's gateway"
-                                                         : resolver_note_));
-  if (processes && !resolver_.empty())
-    if (runtime::Runtime* rt = runtime_named("process"); rt && !rt->capabilities().private_resolver)
-      s.notes.push_back(rt->capabilities().resolver_note);
+                                  in.resolver_note.empty() ? "berth's name server does not answer on the pool's gateway"
+                                                           : in.resolver_note));
+  if (processes && !in.resolver.empty() && !in.process_resolver_note.empty()) s.notes.push_back(in.process_resolver_note);
   for (const auto& aspec : spec->apps) {
     const std::string& where = spec->served_by.at(aspec.app);
     if (where == env) {
-      AppStatus a = app_status(aspec, *spec);
+      AppStatus a = app_status(in, aspec, *spec);
       for (const auto& i : a.instances)
         if (i.state != "ready" && i.state != "degraded" && i.state != "completed") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
       // Updating while an instance runs older settings or build — or, for a database, another
       // copy than the current one (also in the moment before a reconcile pass has seen it).
-      const db::Copy* copy = aspec.database && d_.databases ? d_.databases->find_copy(env, aspec.app) : nullptr;
-      if (auto e = envs_.find(env); e != envs_.end())
-        if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-          for (const auto& [o, sup] : it->second.instances) {
-            const auto& inst = sup.state();
-            // A replacement (berth restart, new settings) under way, or asked for.
-            if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
-            if (!inst.exists()) continue;
-            if (!it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
-            if (copy && inst.build_id != copy->id()) s.updating = true;
-          }
+      const db::Copy* copy = aspec.database && in.databases ? in.databases->find_copy(env, aspec.app) : nullptr;
+      if (const AppState* app = in.observed->find_app(env, aspec.app))
+        for (const auto& [o, sup] : app->instances) {
+          const auto& inst = sup.state();
+          // A replacement (berth restart, new settings) under way, or asked for.
+          if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
+          if (!inst.exists()) continue;
+          if (!app->desired_fp.empty() && inst.fingerprint != app->desired_fp) s.updating = true;
+          if (copy && inst.build_id != copy->id()) s.updating = true;
+        }
       s.apps.push_back(std::move(a));
     } else {
       // Falls through: shown as the serving environment sees it.
-      const auto* serving = catalog_->find(where);
-      AppStatus a = app_status(*serving->find(aspec.app), *serving);
+      const auto* serving = catalog.find(where);
+      AppStatus a = app_status(in, *serving->find(aspec.app), *serving);
       a.from = {};
       for (const auto& [k, v] : aspec.from)
         if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
@@ -170,26 +171,10 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
   return s;
 }
 
-Result<std::string> ControlLoop::log_path(const std::string& env, const std::string& app, int ordinal) const {
-  if (!catalog_) return not_found("no catalog applied yet");
-  const auto* espec = catalog_->find(env);
-  if (!espec) return not_found(fmt::format("no environment '{}'", env));
-  const auto* aspec = espec->find(app);
-  if (!aspec) return not_found(fmt::format("no app '{}' in environment '{}'", app, env));
-  const std::string& where = espec->served_by.at(app);
-  if (where != env)
-    return not_found(fmt::format("{} does not run {}: it falls through to {} (ask for the logs there)", env, app, where));
-  if (ordinal < 0 || ordinal >= aspec->instances)
-    return not_found(fmt::format("{} in {} has instances 0..{}, not {}", app, env, aspec->instances - 1, ordinal));
-  // Names are DNS labels (validated by the catalog), so the path cannot leave the logs folder.
-  return fmt::format("{}/logs/{}/{}.{}.log", d_.data_dir, env, app, ordinal);
-}
-
 // ---- DNS --------------------------------------------------------------------------------------
 
-std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Environment& espec) const {
+std::shared_ptr<const dns::EnvRecords> env_records(const ViewInputs& in, const model::Environment& espec) {
   auto rec = std::make_shared<dns::EnvRecords>();
-  auto e = envs_.find(espec.name);
   for (const auto& aspec : espec.apps) {
     const std::string& where = espec.served_by.at(aspec.app);
     if (where != espec.name) {
@@ -201,11 +186,9 @@ std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Env
     a.ips.assign(static_cast<std::size_t>(aspec.instances), 0);
     a.ready.assign(static_cast<std::size_t>(aspec.instances), false);
     for (const auto& [name, port] : aspec.ports) a.ports.emplace_back(name, static_cast<std::uint16_t>(port));
-    const App* app = nullptr;
-    if (e != envs_.end())
-      if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end()) app = &it->second;
+    const AppState* app = in.observed->find_app(espec.name, aspec.app);
     for (int o = 0; o < aspec.instances; ++o) {
-      if (auto ip = ipam_.lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
+      if (auto ip = in.ipam->lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
       if (app)
         if (auto it = app->instances.find(o); it != app->instances.end())
           // A recorded-ready instance still being re-attached after a daemon restart keeps its
@@ -219,30 +202,11 @@ std::shared_ptr<const dns::EnvRecords> ControlLoop::env_records(const model::Env
   return rec;
 }
 
-void ControlLoop::publish_zone() {
-  if (!d_.on_zone || !catalog_) return;
-  if (!dns_all_dirty_ && dns_dirty_.empty()) return;
-  if (dns_all_dirty_) env_records_.clear();
-  for (const auto& espec : catalog_->environments())
-    if (dns_all_dirty_ || dns_dirty_.count(espec.name) || !env_records_.count(espec.name))
-      env_records_[espec.name] = env_records(espec);
-  dns_all_dirty_ = false;
-  dns_dirty_.clear();
-  auto zone = std::make_shared<dns::Zone>();
-  zone->apex = catalog_->dns().zone;
-  zone->ttl = static_cast<std::uint32_t>(catalog_->dns().ttl_ms / 1000);
-  zone->negative_ttl = static_cast<std::uint32_t>(catalog_->dns().negative_ttl_ms / 1000);
-  zone->serial = ++zone_serial_;
-  zone->ns_ip = d_.dns_ns_ip;
-  for (const auto& [name, rec] : env_records_) zone->envs[name] = rec;
-  d_.on_zone(std::move(zone));
-}
-
-EnvSummary ControlLoop::summary(const model::Environment& espec) const {
+EnvSummary env_summary(const ViewInputs& in, const model::Environment& espec) {
   EnvSummary s;
   s.env = espec.name;
   s.base = espec.base;
-  s.up = up_.count(espec.name) > 0;
+  s.up = in.observed->up.count(espec.name) > 0;
   s.ready = s.up;
   for (const auto& aspec : espec.apps) {
     const std::string& where = espec.served_by.at(aspec.app);
@@ -252,80 +216,104 @@ EnvSummary ControlLoop::summary(const model::Environment& espec) const {
       s.instances += aspec.instances;
     }
     int ready = 0;
-    if (auto e = envs_.find(where); e != envs_.end())
-      if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
-        for (const auto& [o, sup] : it->second.instances) {
-          if (o >= aspec.instances) continue;
-          const auto& inst = sup.state();
-          if (inst.serving()) ++ready;
-          if (!own) continue;
-          if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
-          if (inst.exists() && !it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
-        }
+    if (const AppState* app = in.observed->find_app(where, aspec.app))
+      for (const auto& [o, sup] : app->instances) {
+        if (o >= aspec.instances) continue;
+        const auto& inst = sup.state();
+        if (inst.serving()) ++ready;
+        if (!own) continue;
+        if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
+        if (inst.exists() && !app->desired_fp.empty() && inst.fingerprint != app->desired_fp) s.updating = true;
+      }
     if (own) s.ready_instances += ready;
     if (ready < aspec.instances) s.ready = false;
   }
   return s;
 }
 
-// ---- the read model ---------------------------------------------------------------------------
+// ---- publishing -------------------------------------------------------------------------------
 
-void ControlLoop::touched(const std::string& env) {
+Publisher::~Publisher() {
+  if (timer_) executor_.cancel(timer_);
+}
+
+void Publisher::touched(const std::string& env) {
   dns_dirty_.insert(env);
   status_changed(env);
 }
 
-void ControlLoop::status_changed(const std::string& env) {
-  status_dirty_.insert(env);
-  for (const auto& thin : planner_.thin_of(env)) status_dirty_.insert(thin);
-  schedule_status_publish();
+void Publisher::status_changed(const std::string& env) {
+  dirty_.insert(env);
+  for (const auto& thin : planner_.thin_of(env)) dirty_.insert(thin);
+  schedule();
 }
 
-void ControlLoop::status_changed_all() {
-  status_all_dirty_ = true;
-  schedule_status_publish();
+void Publisher::all_changed() {
+  all_dirty_ = true;
+  schedule();
 }
 
-void ControlLoop::schedule_status_publish() {
+void Publisher::catalog_changed() {
+  dns_all_dirty_ = true;
+  view_index_.reset();  // new environments, new order
+  all_changed();
+}
+
+void Publisher::schedule() {
   // Once per kStatusPublishMs at most: a burst of changes is one rebuild of each view it marked.
-  if (status_publish_timer_) return;
-  status_publish_timer_ = d_.executor->after(kStatusPublishMs, guarded([this] {
-    status_publish_timer_ = 0;
-    // A pass is pending: publish after it, so that what it decides shows with the change that
-    // caused it.
-    if (reconcile_pending_) schedule_status_publish();
-    else publish_status();
-  }));
+  if (timer_) return;
+  timer_ = executor_.after(kStatusPublishMs, [this] {
+    timer_ = 0;
+    due_();
+  });
 }
 
-void ControlLoop::publish_status(const std::string& only) {
-  BERTH_ASSERT_LOOP(*d_.executor);
-  if (!status_all_dirty_ && status_dirty_.empty()) return deliver_events();
+void Publisher::publish_zone(const ViewInputs& in) {
+  if (!on_zone_ || !in.catalog) return;
+  if (!dns_all_dirty_ && dns_dirty_.empty()) return;
+  if (dns_all_dirty_) env_records_.clear();
+  for (const auto& espec : in.catalog->environments())
+    if (dns_all_dirty_ || dns_dirty_.count(espec.name) || !env_records_.count(espec.name))
+      env_records_[espec.name] = env_records(in, espec);
+  dns_all_dirty_ = false;
+  dns_dirty_.clear();
+  auto zone = std::make_shared<dns::Zone>();
+  zone->apex = in.catalog->dns().zone;
+  zone->ttl = static_cast<std::uint32_t>(in.catalog->dns().ttl_ms / 1000);
+  zone->negative_ttl = static_cast<std::uint32_t>(in.catalog->dns().negative_ttl_ms / 1000);
+  zone->serial = ++zone_serial_;
+  zone->ns_ip = ns_ip_;
+  for (const auto& [name, rec] : env_records_) zone->envs[name] = rec;
+  on_zone_(std::move(zone));
+}
+
+void Publisher::publish_status(const ViewInputs& in, const std::string& only) {
+  if (!pending()) return;
   // One environment's write: rebuild its views now and leave the other marks to the timer.
   std::set<std::string> now;
-  const bool partial = !only.empty() && !status_all_dirty_ && view_index_ && catalog_;
+  const bool partial = !only.empty() && !all_dirty_ && view_index_ && in.catalog;
   if (partial) {
     auto take = [&](const std::string& env) {
-      if (status_dirty_.erase(env)) now.insert(env);
+      if (dirty_.erase(env)) now.insert(env);
     };
     take(only);
     for (const auto& thin : planner_.thin_of(only)) take(thin);
-    if (now.empty()) return deliver_events();
-    if (!status_dirty_.empty()) schedule_status_publish();
+    if (now.empty()) return;
+    if (!dirty_.empty()) schedule();
   }
-  const std::set<std::string>& rebuild = partial ? now : status_dirty_;
+  const std::set<std::string>& rebuild = partial ? now : dirty_;
   auto snap = std::make_shared<StatusSnapshot>();
-  snap->serial = ++status_serial_;
-  if (catalog_) {
-    const auto& envs = catalog_->environments();
+  snap->serial = ++serial_;
+  if (in.catalog) {
+    const auto& envs = in.catalog->environments();
     if (!view_index_) {
       auto index = std::make_shared<std::unordered_map<std::string, std::size_t>>();
       index->reserve(envs.size());
       for (std::size_t i = 0; i < envs.size(); ++i) index->emplace(envs[i].name, i);
       view_index_ = std::move(index);
-      status_all_dirty_ = true;
+      all_dirty_ = true;
     }
-    if (status_all_dirty_) views_.clear();  // (and so forget removed environments)
+    if (all_dirty_) views_.clear();  // (and so forget removed environments)
     snap->has_catalog = true;
     snap->index = view_index_;
     snap->envs.reserve(envs.size());
@@ -334,8 +322,8 @@ void ControlLoop::publish_status(const std::string& only) {
       if (!view || rebuild.count(espec.name)) {
         auto v = std::make_shared<EnvView>();
         v->generation = ++view_generation_;
-        if (auto st = status(espec.name); st.ok()) v->status = std::move(st.value());
-        v->summary = summary(espec);
+        if (auto st = env_status(in, espec.name); st.ok()) v->status = std::move(st.value());
+        v->summary = env_summary(in, espec);
         view = std::move(v);
       }
       snap->envs.push_back(view);
@@ -344,17 +332,9 @@ void ControlLoop::publish_status(const std::string& only) {
     views_.clear();
     view_index_.reset();
   }
-  status_all_dirty_ = false;
-  if (!partial) status_dirty_.clear();
+  all_dirty_ = false;
+  if (!partial) dirty_.clear();
   read_model_.publish(std::move(snap));
-  deliver_events();
-}
-
-// ---- events: delivered once the read model shows them ----------------------------------------
-
-void ControlLoop::deliver_events() {
-  if (!status_all_dirty_ && status_dirty_.empty()) return events_.deliver(nullptr);  // every view is published
-  events_.deliver([this](const std::string& env) { return !status_all_dirty_ && !status_dirty_.count(env); });
 }
 
 }  // namespace berth::control
