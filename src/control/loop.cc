@@ -28,7 +28,9 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   if (!ipam.ok()) return ipam.error();
   auto last_event = d.store->last_event_id();
   if (!last_event.ok()) return last_event.error();
-  std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value())));
+  auto uids = d.store->load_env_uids();
+  if (!uids.ok()) return uids.error();
+  std::unique_ptr<ControlLoop> loop(new ControlLoop(d, std::move(ipam.value()), std::move(uids.value())));
   loop->events_.start_after(*last_event);  // (before anything can emit)
   loop->documents_ = std::move(docs.value());
   if (*stored) {
@@ -41,9 +43,6 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   auto up = d.store->up_environments();
   if (!up.ok()) return up.error();
   loop->obs_.up.insert(up->begin(), up->end());
-  auto uids = d.store->load_env_uids();
-  if (!uids.ok()) return uids.error();
-  loop->env_uids_ = std::move(uids.value());
 
   // Instances that outlived the previous daemon: their runtimes re-attach to the live ones, and
   // until they have answered nothing else is started for those ordinals.
@@ -57,7 +56,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     auto ip = loop->ipam_.lookup(r.key);
     sup.recorded({ip ? model::format_ipv4(*ip) : "", r.runtime, r.ref, r.fingerprint, r.restarts, r.ready_at});
     if (sup.state().phase == Phase::kCompleted) continue;
-    if (!loop->runtime_named(r.runtime)) {
+    if (!loop->fx_.runtime_named(r.runtime)) {
       // Kept as recorded (it may still run): never a second instance for this ordinal.
       loop->apply(sup, sup.unrecoverable(fmt::format("recorded in the {} runtime, which this daemon was not started with; "
                                                      "start berth serve with it (e.g. --docker-host) to recover it",
@@ -76,7 +75,7 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
       loop->emit(lease.key.env, "error", lease.key.app, lease.key.ordinal, "", st.error().message);
   }
   for (auto& [name, recs] : by_runtime)
-    loop->runtime_named(name)->recover(recs, loop->guarded([self](std::vector<runtime::Recovered> rs) { self->on_recovered(rs); }));
+    loop->fx_.runtime_named(name)->recover(recs, loop->guarded([self](std::vector<runtime::Recovered> rs) { self->on_recovered(rs); }));
   loop->prepare_network();
   if (d.builder) {
     d.builder->set_on_change([self](const build::Build& b) {
@@ -97,6 +96,21 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
   return loop;
 }
 
+ControlLoop::ControlLoop(const Deps& deps, ipam::Ipam ipam, std::map<std::string, std::uint32_t> env_uids)
+    : d_(deps),
+      ipam_(std::move(ipam)),
+      events_(*deps.store, *deps.clock, deps.on_event),
+      publisher_(*deps.executor, planner_, deps.on_zone, deps.dns_ns_ip, [this] { status_due(); }),
+      fx_(d_, ipam_, std::move(env_uids),
+          {[this](const std::string& env, const std::string& type, const std::string& app, int ordinal,
+                  const std::string& ip, const std::string& message) { emit(env, type, app, ordinal, ip, message); },
+           [this] { schedule_reconcile(); },
+           [this](const ipam::LeaseKey& key) { run_probe(key); },
+           [this](const ipam::LeaseKey& key, const health::ProbeResult& r) { on_probe(key, r); },
+           [this](const ipam::LeaseKey& key) {
+             if (Supervisor* sup = find(key)) apply(*sup, sup->backoff_elapsed());
+           }}) {}
+
 ControlLoop::~ControlLoop() {
   events_.write();  // a daemon that stops keeps its last events
   for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
@@ -105,10 +119,6 @@ ControlLoop::~ControlLoop() {
   if (lifetime_timer_) d_.executor->cancel(lifetime_timer_);
   if (full_pass_timer_) d_.executor->cancel(full_pass_timer_);
   if (store_retry_timer_) d_.executor->cancel(store_retry_timer_);
-  for (auto& [key, h] : handles_) {
-    if (h.probe_timer) d_.executor->cancel(h.probe_timer);
-    if (h.backoff_timer) d_.executor->cancel(h.backoff_timer);
-  }
 }
 
 // ---- API operations ---------------------------------------------------------------------------
@@ -240,9 +250,9 @@ ViewInputs ControlLoop::view_inputs() const {
   in.ipam = &ipam_;
   in.builder = d_.builder;
   in.databases = d_.databases;
-  in.resolver = resolver_;
-  in.resolver_note = resolver_note_;
-  if (runtime::Runtime* rt = runtime_named("process"); rt && !rt->capabilities().private_resolver)
+  in.resolver = fx_.resolver();
+  in.resolver_note = fx_.resolver_note();
+  if (runtime::Runtime* rt = fx_.runtime_named("process"); rt && !rt->capabilities().private_resolver)
     in.process_resolver_note = rt->capabilities().resolver_note;
   return in;
 }
@@ -343,7 +353,8 @@ void ControlLoop::reconcile() {
       if (!plan && obs_.envs[name].apps.empty()) {
         obs_.envs.erase(name);
         drop_copies(name);
-        if (!catalog_ || !catalog_->find(name)) release_uid(name);
+        if (!catalog_ || !catalog_->find(name))
+          if (auto st = fx_.release_uid(name); !st.ok()) emit(name, "error", "", -1, "", st.error().message);
       }
     }
     return {};
@@ -382,7 +393,7 @@ void ControlLoop::reconcile_env(const std::string& name, EnvState& env, const Pl
         ++it;
         continue;
       }
-      cancel_timers(s.key);
+      fx_.cancel(s.key);
       publisher_.touched(name);
       apply(sup, sup.rerun());  // a completed job's record goes
       if (auto st = ipam_.release(s.key); !st.ok())
@@ -468,36 +479,6 @@ void ControlLoop::reconcile_app(const std::string& env, AppState& app, const Pla
   }
 }
 
-Result<std::optional<Identity>> ControlLoop::identity_for(const std::string& env, const model::AppSpec& spec) {
-  if (!d_.instance_ids || spec.user == "root") return std::optional<Identity>();
-  if (!spec.user.empty()) {
-    if (spec.container()) return std::optional<Identity>();  // the container's user, inside it
-    auto who = lookup_user(spec.user);
-    if (!who.ok()) return who.error().wrap(fmt::format("user of app '{}'", spec.app));
-    return std::optional<Identity>(*who);
-  }
-  const IdRange& ids = *d_.instance_ids;
-  if (auto it = env_uids_.find(env); it != env_uids_.end()) return std::optional<Identity>(Identity{it->second, ids.group()});
-  std::set<std::uint32_t> taken;
-  for (const auto& [e, uid] : env_uids_) taken.insert(uid);
-  std::uint32_t uid = ids.first + 1;
-  while (uid <= ids.last && taken.count(uid)) ++uid;
-  if (uid > ids.last)
-    return unavailable(fmt::format("every instance id of {}-{} is taken ({} environments); widen berth serve --instance-ids",
-                                   ids.first, ids.last, env_uids_.size()));
-  BERTH_TRY(d_.store->put_env_uid(env, uid));
-  env_uids_[env] = uid;
-  return std::optional<Identity>(Identity{uid, ids.group()});
-}
-
-void ControlLoop::release_uid(const std::string& env) {
-  auto it = env_uids_.find(env);
-  if (it == env_uids_.end()) return;
-  if (d_.databases && d_.databases->has_copies(env)) return;  // kept data stays its own
-  if (auto st = d_.store->erase_env_uid(env); !st.ok()) return emit(env, "error", "", -1, "", st.error().message);
-  env_uids_.erase(it);
-}
-
 bool ControlLoop::prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out,
                                    std::string& wait) {
   if (!d_.databases) {
@@ -531,7 +512,7 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
       emit(env, "db-reset", spec.app, -1, "", "copy discarded; a fresh one is being made");
     }
   }
-  auto owner = identity_for(env, spec);
+  auto owner = fx_.identity_for(env, spec);
   if (!owner.ok()) {
     wait = owner.error().message;
     return false;

@@ -33,6 +33,7 @@
 #include "base/executor.h"
 #include "base/result.h"
 #include "build/builder.h"
+#include "control/effects.h"
 #include "control/event_log.h"
 #include "control/observed.h"
 #include "control/planner.h"
@@ -224,19 +225,7 @@ class ControlLoop : private runtime::Listener {
             std::function<void(Result<runtime::LogChunk>)> done);
 
  private:
-  // What is in flight for an instance: its probe, its exec probe, its timers (cancelled when it
-  // stops or exits).
-  struct Handles {
-    std::unique_ptr<health::ProbeHandle> probe;
-    std::unique_ptr<runtime::Cancel> probe_exec;
-    Executor::TimerId probe_timer = 0;
-    Executor::TimerId backoff_timer = 0;
-  };
-  explicit ControlLoop(const Deps& deps, ipam::Ipam ipam)
-      : d_(deps),
-        ipam_(std::move(ipam)),
-        events_(*deps.store, *deps.clock, deps.on_event),
-        publisher_(*deps.executor, planner_, deps.on_zone, deps.dns_ns_ip, [this] { status_due(); }) {}
+  ControlLoop(const Deps& deps, ipam::Ipam ipam, std::map<std::string, std::uint32_t> env_uids);
 
   // The catalog of the fleet document and every valid environment document; the documents left
   // out are in invalid_documents_.
@@ -273,33 +262,18 @@ class ControlLoop : private runtime::Listener {
   void status_due();
   Now now() const { return {d_.clock->monotonic_ms(), d_.clock->wall_ms()}; }
 
-  struct Artifact {
-    std::string path;
-    std::string build_id;
-    std::string commit;
-  };
   // For an app with a source: resolve, build, and say whether its artifact is there; when not,
   // `wait` says why.
   bool prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
   bool prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
-  // Who an app's process instances run as: `user:` of the app (root: the daemon's user), else
-  // the environment's own uid (given out, and stored, the first time); nullopt: the daemon's user.
-  Result<std::optional<Identity>> identity_for(const std::string& env, const model::AppSpec& spec);
-  // The environment is gone: its uid may go to another (kept while a copy of its data is here).
-  void release_uid(const std::string& env);
-  runtime::Runtime* runtime_named(const std::string& name) const;
-  // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
-  // daemon has none such.
-  runtime::Runtime* runtime_for(const model::AppSpec& spec, std::string* why) const;
-  runtime::InstanceSpec instance_spec(const Supervisor::State& inst, const model::AppSpec& spec, const model::Environment& espec,
-                                      const Artifact& artifact) const;
   void start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
              const std::string& fingerprint);
   // Carry out what an instance's supervisor asks (its events, record, timers, probe, stop...).
   void apply(Supervisor& sup, Step step);
-  void prepare_network();
-  void prepare_network_from(std::size_t i, const runtime::Network& net);
+  void prepare_network() {
+    if (catalog_) fx_.prepare_network(catalog_->network());
+  }
   void on_recovered(const std::vector<runtime::Recovered>& recovered);
   // runtime::Listener
   Status on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) override;
@@ -307,10 +281,8 @@ class ControlLoop : private runtime::Listener {
                   const runtime::Observed& observed) override;
   void on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref, const Error& error) override;
   void on_exited(const runtime::InstanceId& id, const runtime::Ref& ref, const runtime::Exit& exit) override;
-  void schedule_probe(const Supervisor::State& inst);  // at the tracker's next_probe_at
-  void run_probe(const ipam::LeaseKey& key);
+  void run_probe(const ipam::LeaseKey& key);  // if it is still wanted
   void on_probe(const ipam::LeaseKey& key, const health::ProbeResult& result);
-  void cancel_timers(const ipam::LeaseKey& key);
 
   Supervisor* find(const ipam::LeaseKey& key) { return obs_.find(key); }
   Supervisor* find(const runtime::InstanceId& id) { return obs_.find(ipam::LeaseKey{id.env, id.app, id.ordinal}); }
@@ -338,13 +310,11 @@ class ControlLoop : private runtime::Listener {
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
   std::set<std::string> db_resets_;  // env/db: copies to discard once their server has stopped
-  std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
   EventLog events_;
   void deliver_events();  // writes, then delivers those whose view is published
   Planner planner_;  // of catalog_
   Observed obs_;     // the environments up, and every instance known
-  std::map<ipam::LeaseKey, Handles> handles_;  // of the instances with something in flight
   bool reconcile_pending_ = false;
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
@@ -353,16 +323,9 @@ class ControlLoop : private runtime::Listener {
   Executor::TimerId store_retry_timer_ = 0;
   PassStats last_pass_;
   Publisher publisher_;  // the read model and the DNS zone
+  Effects fx_;           // what touches the runtimes: launches, stops, probes, timers, the network, uids
   std::map<std::string, Executor::TimerId> follow_timers_;  // env → next refresh
   std::uint64_t reconciles_ = 0;
-  std::uint64_t launches_ = 0;
-  runtime::Network network_;            // the catalog's pool, as runtimes are given it
-  std::optional<runtime::Network> prepared_;  // the network last asked of the runtimes
-  bool network_ready_ = false;          // every runtime has answered for prepared_
-  std::string resolver_;                // berth's name server for instances (port 53), when it answers there
-  std::string resolver_note_;           // why it does not
-  std::map<std::uint64_t, std::unique_ptr<runtime::Cancel>> execs_;  // berth exec in flight
-  std::uint64_t next_exec_ = 0;
 };
 
 }  // namespace berth::control
