@@ -611,9 +611,8 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
   }
   // A copy being reset, or replaced by one of another standard or version, is deleted and made
   // again at the same path: its server must be gone first, not run on a directory being deleted.
-  const std::string k = env + "/" + spec.app;
   const db::Copy* have = d_.databases->find_copy(env, spec.app);
-  const bool reset = db_resets_.count(k) > 0;
+  const bool reset = d_.databases->reset_requested(env, spec.app);
   const bool replaced = have && !(have->standard == spec.database->standard &&
                                   (spec.database->version == 0 || spec.database->version == have->version));
   if (reset || replaced) {
@@ -632,7 +631,6 @@ bool ControlLoop::prepare_database(const std::string& env, App& app, const model
         wait = st.error().message;
         return false;
       }
-      db_resets_.erase(k);
       emit(env, "db-reset", spec.app, -1, "", "copy discarded; a fresh one is being made");
     }
   }
@@ -693,8 +691,9 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
         stop(inst, "its database copy is reset");
       }
   if (running) {
-    // The server stops first; the copy is discarded once it is gone (prepare_database).
-    db_resets_.insert(env + "/" + db);
+    // The server stops first; the copy is discarded once it is gone (prepare_database). The
+    // request is kept with the copy, so a daemon killed before then still discards it.
+    BERTH_TRY(d_.databases->request_reset(env, db));
   } else {
     BERTH_TRY(d_.databases->reset(env, db));
     emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is made at the next up");

@@ -401,7 +401,6 @@ class ControlLoop : private runtime::Listener {
   std::map<std::string, std::string> invalid_documents_;  // name → why it is left out
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
-  std::set<std::string> db_resets_;  // env/db: copies to discard once their server has stopped
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   Executor::TimerId lifetime_timer_ = 0;
   std::map<Subscription, std::function<void(const store::Event&)>> subscribers_;

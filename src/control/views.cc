@@ -159,7 +159,8 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
         if (i.state != "ready" && i.state != "degraded" && i.state != "completed") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
       // Updating while an instance runs older settings or build — or, for a database, another
-      // copy than the current one (also in the moment before a reconcile pass has seen it).
+      // copy than the current one (also in the moment before a reconcile pass has seen it), or
+      // the current one while its reset is owed (after a daemon restart, before the pass stops it).
       const db::Copy* copy = aspec.database && d_.databases ? d_.databases->find_copy(env, aspec.app) : nullptr;
       if (auto e = envs_.find(env); e != envs_.end())
         if (auto it = e->second.apps.find(aspec.app); it != e->second.apps.end())
@@ -168,7 +169,7 @@ Result<EnvStatus> ControlLoop::status(const std::string& env) const {
             if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
             if (!inst.exists()) continue;
             if (!it->second.desired_fp.empty() && inst.fingerprint != it->second.desired_fp) s.updating = true;
-            if (copy && inst.build_id != copy->id()) s.updating = true;
+            if (copy && (inst.build_id != copy->id() || d_.databases->reset_requested(env, aspec.app))) s.updating = true;
           }
       s.apps.push_back(std::move(a));
     } else {
