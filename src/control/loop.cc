@@ -487,9 +487,8 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
   }
   // A copy being reset, or replaced by one of another standard or version, is deleted and made
   // again at the same path: its server must be gone first, not run on a directory being deleted.
-  const std::string k = env + "/" + spec.app;
   const db::Copy* have = d_.databases->find_copy(env, spec.app);
-  const bool reset = db_resets_.count(k) > 0;
+  const bool reset = d_.databases->reset_requested(env, spec.app);
   const bool replaced = have && !(have->standard == spec.database->standard &&
                                   (spec.database->version == 0 || spec.database->version == have->version));
   if (reset || replaced) {
@@ -508,7 +507,6 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
         wait = st.error().message;
         return false;
       }
-      db_resets_.erase(k);
       emit(env, "db-reset", spec.app, -1, "", "copy discarded; a fresh one is being made");
     }
   }
@@ -561,16 +559,16 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
                                 env, version, env, db, spec->database->standard, version));
   if (d_.databases->making_copy(env, db))
     return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
+  AppState* app = obs_.find_app(env, db);
   bool running = false;
-  if (AppState* app = obs_.find_app(env, db))
-    for (auto& [o, sup] : app->instances)
-      if (sup.state().exists()) {
-        running = true;
-        apply(sup, sup.stop("its database copy is reset"));
-      }
+  if (app)
+    for (const auto& [o, sup] : app->instances) running |= sup.state().exists();
   if (running) {
-    // The server stops first; the copy is discarded once it is gone (prepare_database).
-    db_resets_.insert(env + "/" + db);
+    // The server stops first; the copy is discarded once it is gone (prepare_database). The
+    // request is kept with the copy (before anything stops), so a daemon killed before then
+    // still discards it.
+    BERTH_TRY(d_.databases->request_reset(env, db));
+    for (auto& [o, sup] : app->instances) apply(sup, sup.stop("its database copy is reset"));
   } else {
     BERTH_TRY(d_.databases->reset(env, db));
     emit(env, "db-reset", db, -1, "", "copy discarded; a fresh one is made at the next up");

@@ -309,7 +309,6 @@ class ControlLoop : private runtime::Listener {
   std::map<std::string, std::string> invalid_documents_;  // name → why it is left out
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove
-  std::set<std::string> db_resets_;  // env/db: copies to discard once their server has stopped
   Executor::TimerId lifetime_timer_ = 0;
   EventLog events_;
   void deliver_events();  // writes, then delivers those whose view is published

@@ -146,8 +146,10 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
         if (i.state != "ready" && i.state != "degraded" && i.state != "completed") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
       // Updating while an instance runs older settings or build — or, for a database, another
-      // copy than the current one (also in the moment before a reconcile pass has seen it).
+      // copy than the current one (also in the moment before a reconcile pass has seen it), or
+      // the current one while its reset is owed (after a daemon restart, before the pass stops it).
       const db::Copy* copy = aspec.database && in.databases ? in.databases->find_copy(env, aspec.app) : nullptr;
+      const bool reset_owed = copy && in.databases->reset_requested(env, aspec.app);
       if (const AppState* app = in.observed->find_app(env, aspec.app))
         for (const auto& [o, sup] : app->instances) {
           const auto& inst = sup.state();
@@ -155,7 +157,7 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
           if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
           if (!inst.exists()) continue;
           if (!app->desired_fp.empty() && inst.fingerprint != app->desired_fp) s.updating = true;
-          if (copy && inst.build_id != copy->id()) s.updating = true;
+          if (copy && (inst.build_id != copy->id() || reset_owed)) s.updating = true;
         }
       s.apps.push_back(std::move(a));
     } else {

@@ -164,6 +164,7 @@ void Manager::load() {
       c.datadir = c.dir + "/data";
       c.rundir = c.dir + "/run";
       copies_[key(c.env, c.db)] = c;
+      if (fs::exists(d.path() / "reset", ec)) resets_.insert(key(c.env, c.db));
     }
   }
   // Unfinished goldens and imports.
@@ -410,11 +411,30 @@ Status Manager::reset(const std::string& env, const std::string& db) {
   copy_jobs_.erase(k);
   copy_job_for_.erase(k);
   goldens_wanted_.erase(k);  // only speed is owed: the next cold copy restores from the store
+  return discard(k);
+}
+
+Status Manager::request_reset(const std::string& env, const std::string& db) {
+  const std::string k = key(env, db);
+  auto it = copies_.find(k);
+  if (it == copies_.end() || resets_.count(k)) return {};
+  BERTH_TRY(write_file_atomically((fs::path(it->second.dir) / "reset").string(), "requested\n"));
+  resets_.insert(k);
+  return {};
+}
+
+bool Manager::reset_requested(const std::string& env, const std::string& db) const { return resets_.count(key(env, db)) > 0; }
+
+Status Manager::discard(const std::string& k) {
   auto it = copies_.find(k);
   if (it == copies_.end()) return {};
-  Status st = remove_copy(it->second.dir);
+  const std::string dir = it->second.dir;
   copies_.erase(it);
-  return st;
+  resets_.erase(k);
+  std::error_code ec;
+  fs::remove(fs::path(dir) / "copy.json", ec);
+  if (ec) return unavailable(fmt::format("cannot remove {}/copy.json: {}", dir, ec.message()));
+  return remove_copy(dir);
 }
 
 CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec,
@@ -452,8 +472,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
       return {CopyStatus::State::kPreparing, msg, nullptr};
     }
     // Another standard or version asked for: this copy goes (its server is being replaced).
-    (void)remove_copy(c.dir);
-    copies_.erase(it);
+    (void)discard(k);
   }
   if (!any)
     return {CopyStatus::State::kFailed,

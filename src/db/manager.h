@@ -12,9 +12,9 @@
 // is replaced only when the environment asks for another standard or version, or by reset().
 //
 // Layout under `dir`: standards/<name>/<version>.json (the registry), golden/<name>@<version>/,
-// copies/<env>/<db>/{data,copy.json}, logs/. JSON files are written to a temporary name and
-// renamed, so a crash leaves the old or the new file; a copy without copy.json is incomplete and
-// removed at start.
+// copies/<env>/<db>/{data,copy.json[,reset]}, logs/. JSON files are written to a temporary name
+// and renamed, so a crash leaves the old or the new file; a copy without copy.json is incomplete
+// and removed at start (so a copy is removed starting with its copy.json).
 //
 // Threading: every method runs on the owner's loop (the Executor). Long work runs on worker
 // threads, which post their results back to the loop; jobs report progress through atomics.
@@ -135,6 +135,12 @@ class Manager {
   // copy's server first (it must not run on a directory being deleted and made again). Refused
   // while the copy is being made.
   Status reset(const std::string& env, const std::string& db);
+  // A reset asked for while the copy's server runs: it is done (reset()) once the server is
+  // gone. The request is written beside the copy (its file `reset`) before this returns, so a
+  // daemon killed before the server has stopped still resets the copy after its restart, and it
+  // ends with the copy. Without a copy there is nothing to reset.
+  Status request_reset(const std::string& env, const std::string& db);
+  bool reset_requested(const std::string& env, const std::string& db) const;
   // Whether the environment's copy of `db` is being made now.
   bool making_copy(const std::string& env, const std::string& db) const;
   // The server on the environment's copy answers. A copy restored straight from the store (a
@@ -151,6 +157,9 @@ class Manager {
   void load();
   Status save_version(const Version& v) const;
   Status save_copy(const Copy& c) const;
+  // Remove the copy (copy.json first: a daemon killed meanwhile never takes what is left for a
+  // copy, nor loses a requested reset of one it would keep) and forget it.
+  Status discard(const std::string& k);
   Status give_to(const Copy& c, Identity owner) const;  // worker threads
   std::string golden_path(const std::string& standard, int version) const;
   std::string cache_path(const std::string& standard, int version) const;
@@ -168,6 +177,7 @@ class Manager {
   std::map<std::string, std::map<int, Version>> versions_;
   std::map<std::string, int> importing_;  // standard → version being imported
   std::map<std::string, Copy> copies_;    // env/db
+  std::set<std::string> resets_;          // env/db: copies to reset once their server is gone
   std::map<std::string, std::shared_ptr<Job>> copy_jobs_;  // env/db → running or failed job
   std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
   std::set<std::string> chowning_;                         // env/db: being given to a new owner

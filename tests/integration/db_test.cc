@@ -384,3 +384,41 @@ TEST_F(Databases, AServerThatCannotStartOnItsCopySaysWhyAndOtherAppsRun) {
   EXPECT_THAT(log.out, HasSubstr("no-such-option")) << "the server's own words are in its log";
   EXPECT_THAT(d.cli({"events", "e1"}).out, HasSubstr("exited"));
 }
+
+TEST_F(Databases, AResetAcknowledgedBeforeTheDaemonIsKilledIsStillDoneAndOnce) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-reset-kill");
+  ASSERT_EQ(d.apply(catalog("127.124")).exit_code, 0);
+  ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+  auto up = d.cli({"up", "e1"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  const std::string ip = app_of(d.status("e1"), "shopdb")["instances"][0]["ip"];
+  query(d.status("e1"), "INSERT INTO app01.items VALUES (1000001, 'before-the-reset', 'x')");
+  // berth db clone's request, acknowledged; the daemon killed at once, while the old server is
+  // still shutting down. Before, the request lived only in the loop's memory: the restarted
+  // daemon kept the copy and started a server on it again, the row still there.
+  auto reset = d.api().post("/v1/environments/e1/databases/shopdb/reset");
+  ASSERT_TRUE(reset.ok()) << reset.error().message;
+  d.kill9();
+  d.start();
+  ASSERT_TRUE(wait_until([&] {
+    auto s = d.status("e1");
+    return s["ready"].get<bool>() && !s["updating"].get<bool>();
+  }, std::chrono::seconds(120))) << d.status("e1").dump(2);
+  auto s = d.status("e1");
+  EXPECT_EQ(app_of(s, "shopdb")["instances"][0]["ip"], ip) << "the database kept its address";
+  EXPECT_EQ(query(s, "SELECT COUNT(*) FROM app01.items WHERE id = 1000001"), "0") << "the copy was reset";
+  EXPECT_EQ(query(s, "SELECT COUNT(*) FROM app01.items"), "60000");
+  // Once: a row written into the fresh copy survives the next restart of the daemon.
+  query(s, "INSERT INTO app01.items VALUES (1000002, 'after-the-reset', 'x')");
+  d.kill9();
+  d.start();
+  ASSERT_TRUE(wait_until([&] {
+    auto st = d.status("e1");
+    return st["ready"].get<bool>() && !st["updating"].get<bool>();
+  }, std::chrono::seconds(120))) << d.status("e1").dump(2);
+  EXPECT_EQ(query(d.status("e1"), "SELECT COUNT(*) FROM app01.items WHERE id = 1000002"), "1") << "the fresh copy was kept";
+  int servers = 0;
+  for (const auto& p : d.processes()) servers += p.env == "e1" && p.app == "shopdb";
+  EXPECT_EQ(servers, 1);
+}

@@ -179,6 +179,12 @@ std::vector<Daemon::Proc> Daemon::processes() const {
     if (vars["BERTH_HOME"] != dir_) continue;
     // Only instance main processes (group leaders), not probes or children of instances.
     if (getpgid(std::stoi(name)) != std::stoi(name)) continue;
+    // Nor a command run inside an instance (an exec health check, berth exec): it has the
+    // instance's environment and a process group of its own too, but its output goes to a pipe
+    // the daemon reads, where an instance's goes to its log file.
+    std::error_code ec;
+    const std::string stdout_to = fs::read_symlink(entry.path() / "fd" / "1", ec).string();
+    if (ec || stdout_to.starts_with("pipe:")) continue;
     std::ifstream stat(entry.path() / "stat");
     std::string line;
     std::getline(stat, line);

@@ -63,8 +63,9 @@ class Daemon {
   CliResult apply(const std::string& text, const std::string& file_name = "berth.yaml");
   nlohmann::json status(const std::string& env);
   nlohmann::json events(const std::string& env);
-  // pids of live processes started by this daemon (found by BERTH_HOME in /proc/*/environ),
-  // with their BERTH_APP, BERTH_INSTANCE and BERTH_ENV.
+  // pids of the live instances' main processes started by this daemon (found by BERTH_HOME in
+  // /proc/*/environ; process group leaders writing to their log, so neither their children nor
+  // exec health checks or `berth exec` commands), with their BERTH_APP, BERTH_INSTANCE and BERTH_ENV.
   struct Proc {
     pid_t pid;
     std::string env, app, instance, ip;

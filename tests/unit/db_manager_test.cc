@@ -51,6 +51,11 @@ class DbManagerTest : public testing::Test {
     }
     local_ = std::make_unique<blob::LocalStore>((dir_ / "blobs").string());
     faulty_ = std::make_unique<blob::FaultStore>(*local_);
+    start_manager();
+  }
+  // A manager on the test's directory: at SetUp, and again as a restarted daemon's.
+  void start_manager() {
+    m_.reset();
     auto engine = std::make_unique<CopyEngine>();
     engine_ = engine.get();
     db::CloneOptions plain;  // plain copies: the test is about jobs and locks, not clone paths
@@ -154,4 +159,40 @@ TEST_F(DbManagerTest, AStoreFailingDuringARestoreLeavesNoHalfCopy) {
   EXPECT_THAT(failed.message, HasSubstr("berth db clone shopdb --env dev"));
   EXPECT_FALSE(fs::exists(dir_ / "db" / "copies" / "dev" / "shopdb"));
   EXPECT_EQ(m_->find_copy("dev", "shopdb"), nullptr);
+}
+
+TEST_F(DbManagerTest, AResetAskedForWhileTheServerRunsOutlivesADaemonRestartAndEndsWithTheCopy) {
+  import("alpha");
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
+  const std::string copy_dir = m_->find_copy("dev", "shopdb")->dir;
+  std::ofstream(copy_dir + "/data/app01/written") << "by the environment";
+  EXPECT_TRUE(m_->request_reset("nobody", "shopdb").ok()) << "no copy: nothing to reset";
+  EXPECT_FALSE(m_->reset_requested("nobody", "shopdb"));
+  ASSERT_TRUE(m_->request_reset("dev", "shopdb").ok());
+  EXPECT_TRUE(m_->reset_requested("dev", "shopdb"));
+
+  // The daemon killed before the server stopped: the next one still owes the reset (before, the
+  // request lived in the loop's memory only, and the server came back on the old copy).
+  start_manager();
+  ASSERT_NE(m_->find_copy("dev", "shopdb"), nullptr);
+  EXPECT_TRUE(m_->reset_requested("dev", "shopdb"));
+  ASSERT_TRUE(m_->reset("dev", "shopdb").ok());
+  EXPECT_FALSE(m_->reset_requested("dev", "shopdb"));
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
+  EXPECT_FALSE(fs::exists(copy_dir + "/data/app01/written")) << "a fresh copy";
+
+  // Done once: the fresh copy is not reset again by the next daemon.
+  start_manager();
+  ASSERT_NE(m_->find_copy("dev", "shopdb"), nullptr);
+  EXPECT_FALSE(m_->reset_requested("dev", "shopdb"));
+
+  // A reset removes the copy starting with its copy.json: a daemon killed just after that does
+  // not take what is left (whatever the removal had got to, the request file included) for a
+  // copy, and makes a fresh one.
+  ASSERT_TRUE(m_->request_reset("dev", "shopdb").ok());
+  fs::remove(copy_dir + "/copy.json");
+  start_manager();
+  EXPECT_EQ(m_->find_copy("dev", "shopdb"), nullptr);
+  EXPECT_FALSE(m_->reset_requested("dev", "shopdb"));
+  EXPECT_FALSE(fs::exists(copy_dir));
 }
