@@ -29,16 +29,21 @@ void ControlLoop::apply(Supervisor& sup, Step step) {
     const auto* spec = spec_of(key);
     fx_.stop(s, spec ? spec->stop_grace_ms : 5000);
   }
-  Status written;
   switch (step.write) {
     case Step::Write::kNone: break;
-    case Step::Write::kErase: written = d_.store->erase_instance(key); break;
-    case Step::Write::kReadiness: written = d_.store->set_instance_ready(key, s.ready_at); break;
-    case Step::Write::kCompleted:
-      written = d_.store->put_instance({key, "", kCompletedRef, s.fingerprint, s.restarts, d_.clock->wall_ms()});
+    case Step::Write::kErase: record_writes_.push_back({key, true, 0}); break;
+    case Step::Write::kReadiness: record_writes_.push_back({key, false, s.ready_at}); break;
+    case Step::Write::kCompleted: {
+      // Remembered at once: a job run again after a daemon restart would do its work twice.
+      const Status written = d_.store->transaction([&]() -> Status {
+        BERTH_TRY(write_records());
+        return d_.store->put_instance({key, "", kCompletedRef, s.fingerprint, s.restarts, d_.clock->wall_ms()});
+      });
+      if (!written.ok()) emit(key.env, "error", key.app, key.ordinal, s.ip, written.error().message);
       break;
+    }
   }
-  if (!written.ok()) emit(key.env, "error", key.app, key.ordinal, s.ip, written.error().message);
+  if (!record_writes_.empty()) publisher_.schedule();  // (written with the next batch of events)
   if (step.backoff >= 0) fx_.backoff(key, step.backoff);
   if (step.probe) fx_.schedule_probe(s);
   if (step.names) publisher_.touched(key.env);
@@ -56,6 +61,7 @@ Status ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t laun
   // pass commit the address may not be, and a daemon restarted then would give it to another.
   const Status written = d_.store->transaction([&]() -> Status {
     BERTH_TRY(ipam_.resync());
+    BERTH_TRY(write_records());
     return d_.store->put_instance({s.key, s.runtime_name, ref, s.fingerprint, s.restarts, d_.clock->wall_ms()});
   });
   if (!written.ok()) {

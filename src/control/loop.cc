@@ -112,7 +112,7 @@ ControlLoop::ControlLoop(const Deps& deps, ipam::Ipam ipam, std::map<std::string
            }}) {}
 
 ControlLoop::~ControlLoop() {
-  events_.write();  // a daemon that stops keeps its last events
+  write_batch();  // a daemon that stops keeps its last events and records
   for (auto* rt : d_.runtimes) rt->set_listener(nullptr);
   if (d_.builder) d_.builder->set_on_change(nullptr);
   for (auto& [env, timer] : follow_timers_) d_.executor->cancel(timer);
@@ -236,7 +236,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
 }
 
 Result<std::vector<store::Event>> ControlLoop::events(const std::string& env, std::int64_t after_id, int limit) {
-  events_.write();  // what a reader sees is stored: a restarted daemon never numbers another event the same
+  write_batch();  // what a reader sees is stored: a restarted daemon never numbers another event the same
   return d_.store->events(env, after_id, limit);
 }
 
@@ -269,10 +269,27 @@ void ControlLoop::publish_status(const std::string& only) {
 }
 
 void ControlLoop::deliver_events() {
+  write_batch();
   if (!publisher_.pending()) return events_.deliver(nullptr);  // every view is published
   events_.deliver([this](const std::string& env) { return publisher_.shown(env); });
 }
 
+Status ControlLoop::write_records() {
+  // Each write is its own: one that fails (its record gone meanwhile, say) does not undo the others.
+  for (const auto& w : record_writes_) {
+    const Status st = w.erase ? d_.store->erase_instance(w.key) : d_.store->set_instance_ready(w.key, w.ready_at);
+    if (!st.ok()) emit(w.key.env, "error", w.key.app, w.key.ordinal, "", st.error().message);
+  }
+  record_writes_.clear();
+  return {};
+}
+
+void ControlLoop::write_batch() {
+  if (!record_writes_.empty())
+    if (auto st = d_.store->transaction([&] { return write_records(); }); !st.ok())
+      emit("", "error", "", -1, "", "writing instance records: " + st.error().message);
+  events_.write();  // (its own transaction: each event knows whether it was stored)
+}
 // ---- reconcile --------------------------------------------------------------------------------
 
 void ControlLoop::schedule_reconcile(const std::string& env) {
@@ -346,6 +363,7 @@ void ControlLoop::reconcile() {
   Status committed = d_.store->transaction([&]() -> Status {
     // After a failed commit the store may lack addresses memory holds: written again first.
     if (auto st = ipam_.resync(); !st.ok()) emit("", "error", "", -1, "", "re-writing IP leases: " + st.error().message);
+    (void)write_records();  // older than anything this pass writes
     for (const auto& name : names) {
       if (!obs_.up.count(name) && !obs_.envs.count(name)) continue;  // down and nothing left of it
       const PlannedEnv* plan = planner_.desired(name, obs_.up);

@@ -312,6 +312,19 @@ class ControlLoop : private runtime::Listener {
   Executor::TimerId lifetime_timer_ = 0;
   EventLog events_;
   void deliver_events();  // writes, then delivers those whose view is published
+  // Record writes that may wait for the next batch: an instance's readiness, and the erase of a
+  // record whose instance is gone. A daemon killed before the batch loses only what the next one
+  // learns again (recover finds the instance gone; an adopted one is probed at once). Written in
+  // order, and before any other write of the store that could concern the same records (a pass,
+  // an instance's record, a job's completion), so an older write never lands on a newer record.
+  struct RecordWrite {
+    ipam::LeaseKey key;
+    bool erase = false;
+    Millis ready_at = 0;
+  };
+  std::vector<RecordWrite> record_writes_;
+  Status write_records();  // the waiting ones; inside a transaction
+  void write_batch();      // the waiting records, then the events
   Planner planner_;  // of catalog_
   Observed obs_;     // the environments up, and every instance known
   bool reconcile_pending_ = false;

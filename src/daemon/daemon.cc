@@ -273,8 +273,10 @@ int run(const Options& o) {
   std::unique_ptr<SimProber> sim_prober;
   if (o.runtime == "sim") {
     runtimes.clear();
+    runtime::SimBehaviour behaviour = o.sim;
+    behaviour.keep_specs = false;  // (no test inspects this daemon's launches)
     for (const char* name : {"docker", "process"}) {
-      sims.push_back(std::make_unique<runtime::SimRuntime>(executor, name, o.sim, &clock));
+      sims.push_back(std::make_unique<runtime::SimRuntime>(executor, name, behaviour, &clock));
       runtimes.push_back(sims.back().get());
     }
     sim_prober = std::make_unique<SimProber>(executor, std::vector<const runtime::SimRuntime*>{sims[0].get(), sims[1].get()});

@@ -122,7 +122,8 @@ class StateStore : public ipam::LeaseStore {
   virtual Status put_env_uid(const std::string& env, std::uint32_t uid) = 0;
   virtual Status erase_env_uid(const std::string& env) = 0;
 
-  // Runs `body` (calls of this store) as one transaction: all its writes or none. Not nested.
+  // Runs `body` (calls of this store) as one transaction: all its writes or none. Inside another
+  // transaction it is a savepoint: on failure its own writes are undone, the outer ones stay.
   virtual Status transaction(const std::function<Status()>& body) = 0;
 };
 

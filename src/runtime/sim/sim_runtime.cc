@@ -13,7 +13,7 @@ void SimRuntime::prepare_network(const Network& network, std::function<void(Stat
 
 void SimRuntime::launch(const InstanceSpec& spec) {
   BERTH_ASSERT_LOOP(executor_);
-  launched_.push_back(spec.id.app + "#" + std::to_string(spec.id.ordinal));
+  if (behaviour_.keep_specs) launched_.push_back(spec.id.app + "#" + std::to_string(spec.id.ordinal));
   if (auto f = failing_.find(spec.id.app); f != failing_.end()) {
     post([this, id = spec.id, launch = spec.launch, message = f->second] {
       if (listener_) listener_->on_failed(id, launch, "", unavailable(message));
@@ -21,7 +21,15 @@ void SimRuntime::launch(const InstanceSpec& spec) {
     return;
   }
   Ref ref = fmt::format("sim-{}", ++next_);
-  instances_[ref] = Instance{spec, ref};
+  if (behaviour_.keep_specs) {
+    instances_[ref] = Instance{spec, ref};
+  } else {
+    InstanceSpec lean;
+    lean.id = spec.id;
+    lean.launch = spec.launch;
+    lean.ip = spec.ip;
+    instances_[ref] = Instance{std::move(lean), ref};
+  }
   post([this, ref, id = spec.id, launch = spec.launch, ip = spec.ip] {
     Status st = listener_ ? listener_->on_created(id, launch, ref) : internal("no listener");
     auto it = instances_.find(ref);

@@ -36,6 +36,10 @@ struct SimBehaviour {
   Millis mean_time_to_crash_ms = 0; // 0: never crashes by itself
   double hang_fraction = 0;         // of the instances started
   std::uint64_t seed = 1;
+  // Tests inspect every launch (launched(), Instance::spec in full). A daemon on the simulated
+  // runtime keeps only what the simulation needs (the id, launch and address), so a benchmark
+  // measures the daemon's own memory, not the simulation's copies of 30,000 instance specs.
+  bool keep_specs = true;
 };
 
 class SimRuntime final : public Runtime {
