@@ -34,7 +34,7 @@ json to_json(const control::EnvStatus& s) {
                            {"ready_at", nullable_time(i.ready_at)}, {"message", i.message}, {"health", i.health}});
     json deps = json::array();
     for (const auto& d : a.depends_on) deps.push_back({{"app", d.app}, {"soft", d.soft}});
-    json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from},
+    json app = {{"app", a.app}, {"runs_in", a.runs_in}, {"tag", a.tag}, {"build_type", a.build_type}, {"from", a.from ? json(*a.from) : json::object()},
                 {"depends_on", deps}, {"ports", a.ports},
                 {"state", a.state}, {"message", a.message}, {"waiting_for", a.waiting_for}, {"instances", instances}};
     if (!a.build_state.empty())

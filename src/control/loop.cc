@@ -100,7 +100,7 @@ ControlLoop::ControlLoop(const Deps& deps, ipam::Ipam ipam, std::map<std::string
     : d_(deps),
       ipam_(std::move(ipam)),
       events_(*deps.store, *deps.clock, deps.on_event),
-      publisher_(*deps.executor, planner_, deps.on_zone, deps.dns_ns_ip, [this] { status_due(); }),
+      publisher_(*deps.executor, *deps.clock, planner_, deps.on_zone, deps.dns_ns_ip, [this] { status_due(); }),
       fx_(d_, ipam_, std::move(env_uids),
           {[this](const std::string& env, const std::string& type, const std::string& app, int ordinal,
                   const std::string& ip, const std::string& message) { emit(env, type, app, ordinal, ip, message); },

@@ -40,6 +40,23 @@ Planner::Planner(const model::Catalog& catalog) {
       p.apps.push_back(std::move(a));
     }
   }
+  // Provenance as shown, interned: environments of one fleet mostly share their layers' names.
+  std::unordered_map<std::string, std::shared_ptr<const Provenance>> interned;
+  std::string key;
+  for (const auto& e : envs)
+    for (const auto& aspec : e.apps) {
+      key.clear();
+      for (const auto& [k, v] : aspec.from)
+        if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) key.append(k).append(1, '\0').append(v).append(1, '\0');
+      auto& shared = interned[key];
+      if (!shared) {
+        auto p = std::make_shared<Provenance>();
+        for (const auto& [k, v] : aspec.from)
+          if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) p->emplace(k, v);
+        shared = std::move(p);
+      }
+      from_.emplace(&aspec, shared);
+    }
   // A thin environment appears once per environment it falls through to, in catalog order.
   for (auto& p : envs_) {
     std::set<std::string> seen;
@@ -79,6 +96,12 @@ std::vector<ipam::LeaseKey> Planner::desired_instances(const std::set<std::strin
       for (int o = 0; o < a.spec->instances; ++o) out.push_back({e.spec->name, a.spec->app, o});
   }
   return out;
+}
+
+std::shared_ptr<const Provenance> Planner::shown_from(const model::AppSpec& spec) const {
+  static const auto kNone = std::make_shared<const Provenance>();
+  auto it = from_.find(&spec);
+  return it == from_.end() ? kNone : it->second;
 }
 
 const std::vector<std::string>& Planner::thin_of(std::string_view env) const {

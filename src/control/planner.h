@@ -13,12 +13,14 @@
 // keeps both and replaces them together). Any thread may read it; the loop's is read on the loop.
 #pragma once
 
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "control/status.h"
 #include "model/catalog.h"
 #include "net/ipam/ipam.h"
 
@@ -63,10 +65,14 @@ class Planner {
   std::vector<ipam::LeaseKey> desired_instances(const std::set<std::string, std::less<>>& up) const;
   // The thin environments that fall through to `env` (empty when none).
   const std::vector<std::string>& thin_of(std::string_view env) const;
+  // Where each setting of an app of the catalog came from, as a status shows it; one shared copy
+  // per distinct provenance (1,000 environments of one fleet share 30, not 30,000).
+  std::shared_ptr<const Provenance> shown_from(const model::AppSpec& spec) const;
 
  private:
   std::vector<PlannedEnv> envs_;  // in catalog order
   std::unordered_map<std::string, std::size_t> index_;
+  std::unordered_map<const model::AppSpec*, std::shared_ptr<const Provenance>> from_;
 };
 
 }  // namespace berth::control

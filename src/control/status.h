@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,12 +26,16 @@ struct InstanceStatus {
   std::string health;   // last probe result
 };
 
+// Setting → the layer it came from, as a status shows it (no env values, no dependencies):
+// immutable, and shared by every app of every environment whose layers are the same.
+using Provenance = std::map<std::string, std::string>;
+
 struct AppStatus {
   std::string app;
   std::string runs_in;  // the environment whose instances serve this app (itself unless thin)
   std::string tag;
   std::string build_type;
-  std::map<std::string, std::string> from;
+  std::shared_ptr<const Provenance> from;  // never null
   std::string state;
   std::string message;
   std::vector<std::string> waiting_for;  // hard dependencies not yet satisfied

@@ -25,8 +25,7 @@ AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
   a.runs_in = env;
   a.tag = aspec.tag;
   a.build_type = aspec.build_type;
-  for (const auto& [k, v] : aspec.from)
-    if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+  a.from = in.planner->shown_from(aspec);
   for (const auto& dep : aspec.depends_on) a.depends_on.push_back({dep.app, dep.soft});
   a.ports = aspec.ports;
   const Observed& obs = *in.observed;
@@ -164,9 +163,7 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
       // Falls through: shown as the serving environment sees it.
       const auto* serving = catalog.find(where);
       AppStatus a = app_status(in, *serving->find(aspec.app), *serving);
-      a.from = {};
-      for (const auto& [k, v] : aspec.from)
-        if (k.rfind("env.", 0) != 0 && k.rfind("depends_on.", 0) != 0) a.from[k] = v;
+      a.from = in.planner->shown_from(aspec);  // its own layers
       s.apps.push_back(std::move(a));
     }
   }
@@ -264,7 +261,8 @@ void Publisher::catalog_changed() {
 void Publisher::schedule() {
   // Once per kStatusPublishMs at most: a burst of changes is one rebuild of each view it marked.
   if (timer_) return;
-  timer_ = executor_.after(kStatusPublishMs, [this] {
+  const Millis delay = std::clamp(kStatusPublishCostFactor * last_cost_ms_, kStatusPublishMs, kStatusPublishMaxMs);
+  timer_ = executor_.after(delay, [this] {
     timer_ = 0;
     due_();
   });
@@ -304,6 +302,7 @@ void Publisher::publish_status(const ViewInputs& in, const std::string& only) {
     if (!dirty_.empty()) schedule();
   }
   const std::set<std::string>& rebuild = partial ? now : dirty_;
+  const Millis t0 = clock_.monotonic_ms();
   auto snap = std::make_shared<StatusSnapshot>();
   snap->serial = ++serial_;
   if (in.catalog) {
@@ -337,6 +336,7 @@ void Publisher::publish_status(const ViewInputs& in, const std::string& only) {
   all_dirty_ = false;
   if (!partial) dirty_.clear();
   read_model_.publish(std::move(snap));
+  if (!partial) last_cost_ms_ = clock_.monotonic_ms() - t0;
 }
 
 }  // namespace berth::control

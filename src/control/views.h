@@ -38,6 +38,11 @@ namespace berth::control {
 // Rebuilding an environment's view per instance event was half the loop's time at 1,000
 // environments: a burst of events now costs one rebuild per environment.
 inline constexpr Millis kStatusPublishMs = 20;
+// When a publish itself takes long (hundreds of environments changing at once), the next waits
+// this many times as long, so that publishing takes at most about a quarter of the loop's time;
+// never more than kStatusPublishMaxMs.
+inline constexpr Millis kStatusPublishCostFactor = 3;
+inline constexpr Millis kStatusPublishMaxMs = 500;
 
 // What the views are made of: the loop's state, lent for one build.
 struct ViewInputs {
@@ -67,9 +72,14 @@ class Publisher {
  public:
   // `on_zone` receives each new zone (may be empty); `due` runs on the loop when marked views are
   // due to be published (the loop then calls publish_status, or waits for a pass).
-  Publisher(Executor& executor, const Planner& planner, std::function<void(std::shared_ptr<const dns::Zone>)> on_zone,
-            std::uint32_t ns_ip, std::function<void()> due)
-      : executor_(executor), planner_(planner), on_zone_(std::move(on_zone)), ns_ip_(ns_ip), due_(std::move(due)) {}
+  Publisher(Executor& executor, const Clock& clock, const Planner& planner,
+            std::function<void(std::shared_ptr<const dns::Zone>)> on_zone, std::uint32_t ns_ip, std::function<void()> due)
+      : executor_(executor),
+        clock_(clock),
+        planner_(planner),
+        on_zone_(std::move(on_zone)),
+        ns_ip_(ns_ip),
+        due_(std::move(due)) {}
   ~Publisher();
 
   // What an environment shows changed: its names and status (touched), or its status only. Both
@@ -80,7 +90,8 @@ class Publisher {
   void all_changed();
   // A new catalog: every view and every name, in its order.
   void catalog_changed();
-  // Publish the marked views within kStatusPublishMs (one timer at a time).
+  // Publish the marked views within kStatusPublishMs, or longer after a costly publish (one
+  // timer at a time).
   void schedule();
   bool pending() const { return all_dirty_ || !dirty_.empty(); }
   // Whether the published read model shows `env` as of now.
@@ -95,6 +106,7 @@ class Publisher {
 
  private:
   Executor& executor_;
+  const Clock& clock_;
   const Planner& planner_;
   std::function<void(std::shared_ptr<const dns::Zone>)> on_zone_;
   std::uint32_t ns_ip_ = 0;
@@ -113,6 +125,7 @@ class Publisher {
   Executor::TimerId timer_ = 0;
   std::uint64_t view_generation_ = 0;
   std::uint64_t serial_ = 0;
+  Millis last_cost_ms_ = 0;  // of the last publish that rebuilt views
 };
 
 }  // namespace berth::control
