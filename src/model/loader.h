@@ -46,6 +46,7 @@ struct Ctx {
 
   std::string where(const YAML::Node& n) const;
   void error(const YAML::Node& n, const std::string& msg);
+  void add(std::string located);  // an error already located (deduplicated like the others)
 };
 
 // A mapping's entries in file order, with duplicate and non-string keys reported.
