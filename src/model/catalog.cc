@@ -162,6 +162,22 @@ std::string substitute(std::string_view tmpl, const std::map<std::string, std::s
 
 using namespace loader;
 
+namespace loader {
+
+std::string container_on_loopback(const AppSpec& a, const NetworkSpec& net) {
+  return fmt::format("app '{}' runs as a container (image {}) but network.pool {} is loopback, which containers "
+                     "cannot reach; use a private range such as 10.77.0.0/16 (berth makes it a Docker bridge network)",
+                     a.app, a.image_from_build ? "built from source" : a.image, net.pool_text);
+}
+
+std::string pool_too_small(const NetworkSpec& net, std::uint64_t need, const std::string& parts) {
+  return fmt::format("network.pool {} has {} usable addresses (after network, broadcast and excluded) "
+                     "but the environments ask for {} instances ({}); use a larger pool",
+                     net.pool_text, net.usable_count(), need, parts);
+}
+
+}  // namespace loader
+
 namespace {
 
 // node[key], undefined when there is none, without yaml-cpp's exception for a scalar (and const:
@@ -233,9 +249,14 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
 
 Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename, const std::string& base_dir,
                                const std::vector<EnvDocument>& documents) {
+  return parse_guarded(text, filename, base_dir, documents, nullptr);
+}
+
+Result<Catalog> Catalog::parse_guarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                       const std::vector<EnvDocument>& documents, DocumentErrors* lenient) {
   // yaml-cpp reports some misuse by exception; nothing may escape the loader.
   try {
-    return parse_unguarded(text, filename, base_dir, documents);
+    return parse_unguarded(text, filename, base_dir, documents, lenient);
   } catch (const YAML::Exception& e) {
     return invalid(fmt::format("{}:{}:{}: {}", filename, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const std::exception& e) {
@@ -244,8 +265,8 @@ Result<Catalog> Catalog::parse(std::string_view text, const std::string& filenam
 }
 
 Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
-                                         const std::vector<EnvDocument>& documents) {
-  Ctx ctx{filename, {}, {}, base_dir, {}};
+                                         const std::vector<EnvDocument>& documents, DocumentErrors* lenient) {
+  Ctx ctx{filename, {}, {}, base_dir, {}, lenient, {}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -267,7 +288,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     try {
       droot = YAML::Load(d.text);
     } catch (const YAML::Exception& e) {
-      ctx.errors.push_back(fmt::format("{}:{}:{}: YAML syntax error: {}", d.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+      ctx.owner = d.name;
+      ctx.add(fmt::format("{}:{}:{}: YAML syntax error: {}", d.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+      ctx.owner.clear();
       continue;
     }
     if (droot.IsNull()) droot = YAML::Node(YAML::NodeType::Map);  // an empty document: all from its base
@@ -552,18 +575,23 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       declare(name, v, "environments." + name);
     }
   }
+  const std::size_t fleet_envs = decls.size();
   for (const auto& [name, v] : doc_roots) {
+    ctx.owner = name;
     YAML::Node at = v;
     if (!is_dns_label(name))
       ctx.error(at, fmt::format("environment name '{}' must be a DNS label: lowercase letters, digits and '-'", name));
     if (decl_at.count(name)) {
       ctx.error(at, fmt::format("environment '{}' is defined in {} and as its own document; names are unique",
                                 name, filename));
-      continue;
+    } else {
+      check_setting_layer(ctx, v, kEnvDocumentKeys, "environment " + name);
+      declare(name, v, name);
     }
-    check_setting_layer(ctx, v, kEnvDocumentKeys, "environment " + name);
-    declare(name, v, name);
+    ctx.owner.clear();
   }
+  // Whose errors an environment's are: a document's own, or the fleet's (empty).
+  auto owner_of = [&](std::size_t i) { return i < fleet_envs ? std::string() : decls[i].name; };
   std::vector<std::string> env_names;
   for (const auto& d : decls) env_names.push_back(d.name);
 
@@ -588,7 +616,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
         const std::size_t blame = std::min_element(cycle.begin(), cycle.end()) - cycle.begin();
         std::string names;
         for (std::size_t j = 1; j <= cycle.size(); ++j) names += decls[cycle[(blame + j) % cycle.size()]].name + " → ";
+        ctx.owner = owner_of(cycle[blame]);
         ctx.error(base_nodes[cycle[blame]], "base environment cycle: " + names + decls[cycle[(blame + 1) % cycle.size()]].name);
+        ctx.owner.clear();
         end = kBroken;
         break;
       }
@@ -601,9 +631,18 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       std::string base = b.IsScalar() ? b.Scalar() : "";
       auto it = decl_at.find(base);
       if (it == decl_at.end()) {
-        auto hint = closest(base, env_names);
-        ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}; environments: {}", decls[cur].name,
-                                 display(b), hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", join(env_names)));
+        ctx.owner = owner_of(cur);
+        if (lenient && cur >= fleet_envs) {
+          // The environments there are depend on which documents are left out: resolve_catalog
+          // names them (and the closest) in place of kUnknownBase BASE kUnknownBase.
+          ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}{}{}", decls[cur].name, display(b),
+                                   kUnknownBase, base, kUnknownBase));
+        } else {
+          auto hint = closest(base, env_names);
+          ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}; environments: {}", decls[cur].name,
+                                   display(b), hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", join(env_names)));
+        }
+        ctx.owner.clear();
         end = kBroken;
         break;
       }
@@ -736,10 +775,11 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   // Every environment, in file order, with its errors in that order.
   for (std::size_t i = 0; i < decls.size(); ++i) {
     if (state[i] != kGood) continue;
+    ctx.owner = owner_of(i);
     Environment env;
     env.name = decls[i].name;
     if (decls[i].parent >= 0) env.base = decls[decls[i].parent].name;
-    if (const EnvDocument* doc = cat.document(env.name)) {
+    if (const EnvDocument* doc = i >= fleet_envs ? cat.document(env.name) : nullptr) {
       env.own_document = true;
       env.owner = doc->owner;
       read_lifetime(ctx, decls[i].node, env, doc->updated_at);
@@ -756,6 +796,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       env.apps.push_back(spec);
     }
     cat.environments_.push_back(std::move(env));
+    ctx.owner.clear();
   }
   specs.clear();
 
@@ -768,7 +809,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   std::unordered_map<const Environment*, char> served;  // 1: being served (waits for its base), 2: done
   // An environment's own settings; true when it is thin and so needs its base served first.
   auto settle = [&](Environment& env) -> bool {
-    const YAML::Node& node = decls[decl_at.at(env.name)].node;
+    const std::size_t at = decl_at.at(env.name);
+    const YAML::Node& node = decls[at].node;
+    ctx.owner = owner_of(at);
     const YAML::Node deploy = node.IsMap() ? node["deploy"] : YAML::Node();
     std::string mode = deploy && deploy.IsScalar() ? deploy.Scalar() : "all";
     if (mode != "all" && mode != "changed") {
@@ -791,6 +834,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       if (!d || *d < 1000) ctx.error(fi, fmt::format("environments.{}.follow_interval: '{}' must be a duration of at least 1s", env.name, display(fi)));
       else env.follow_interval_ms = *d;
     }
+    ctx.owner.clear();
     if (!env.deploy_changed) {
       for (const auto& a : env.apps) env.served_by[a.app] = env.name;
       return false;
@@ -799,7 +843,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   };
   // A thin environment, once its base is served: what it runs, and who serves the rest.
   auto fall_through = [&](Environment& env) {
-    const YAML::Node& node = decls[decl_at.at(env.name)].node;
+    const std::size_t at = decl_at.at(env.name);
+    const YAML::Node& node = decls[at].node;
+    ctx.owner = owner_of(at);
     Environment* base = by_name[env.base];
     std::set<std::string> run;
     for (std::size_t j = 0; j < env.apps.size(); ++j) {
@@ -832,6 +878,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
     for (const auto& a : env.apps)
       env.served_by[a.app] = run.count(a.app) ? env.name : base->served_by[a.app];
+    ctx.owner.clear();
   };
   // Each environment after its base (without recursion: chains may be thousands long); the
   // errors come in the order a recursive walk from each environment in file order gives.
@@ -852,35 +899,41 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
   }
 
-  // containers cannot reach loopback addresses: their pool must be one a bridge network can have
-  auto first_container = [&]() -> const AppSpec* {
-    for (const auto& env : cat.environments_)
-      for (const auto& a : env.apps)
-        if (a.container() && env.runs(a.app)) return &a;
-    return nullptr;
-  };
-  if (const AppSpec* a = cat.network_.loopback() ? first_container() : nullptr) {
-    YAML::Node net = root["network"];
-    ctx.error(net && net.IsMap() && net["pool"] ? net["pool"] : root,
-              fmt::format("app '{}' runs as a container (image {}) but network.pool {} is loopback, which containers "
-                          "cannot reach; use a private range such as 10.77.0.0/16 (berth makes it a Docker bridge network)",
-                          a->app, a->image_from_build ? "built from source" : a->image, cat.network_.pool_text));
-  }
-
-  // capacity: every environment may be up at once
-  if (ctx.errors.empty()) {
-    std::uint64_t need = 0;
-    std::string parts;
-    for (const auto& env : cat.environments_) {
-      need += static_cast<std::uint64_t>(env.instance_count());
-      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", env.name, env.instance_count());
+  YAML::Node net = root["network"];
+  const YAML::Node pool_node = net && net.IsMap() && net["pool"] ? net["pool"] : root;
+  if (lenient) {
+    // Capacity and containers are resolve_catalog's to check, one document after another; and
+    // whether the fleet's environments stand without the documents left out.
+    lenient->pool_at = ctx.where(pool_node);
+    for (std::size_t i = 0; i < fleet_envs; ++i)
+      if (state[i] != kGood) lenient->fleet_broken = true;
+    std::vector<char> under_fleet(decls.size(), 0);  // a fleet environment is based on it
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      if (const int p = decls[*it].parent; p >= 0 && (*it < fleet_envs || under_fleet[*it])) under_fleet[p] = 1;
+    for (std::size_t i = fleet_envs; i < decls.size(); ++i) {
+      if (under_fleet[i]) lenient->fleet_bases.insert(decls[i].name);
+      if (state[i] == kGood) lenient->resolved.insert(decls[i].name);
     }
-    if (need > cat.network_.usable_count()) {
-      YAML::Node net = root["network"];
-      YAML::Node at = net && net.IsMap() && net["pool"] ? net["pool"] : root;
-      ctx.error(at, fmt::format("network.pool {} has {} usable addresses (after network, broadcast and excluded) "
-                                "but the environments ask for {} instances ({}); use a larger pool",
-                                cat.network_.pool_text, cat.network_.usable_count(), need, parts));
+  } else {
+    // containers cannot reach loopback addresses: their pool must be one a bridge network can have
+    auto first_container = [&]() -> const AppSpec* {
+      for (const auto& env : cat.environments_)
+        for (const auto& a : env.apps)
+          if (a.container() && env.runs(a.app)) return &a;
+      return nullptr;
+    };
+    if (const AppSpec* a = cat.network_.loopback() ? first_container() : nullptr)
+      ctx.error(pool_node, container_on_loopback(*a, cat.network_));
+
+    // capacity: every environment may be up at once
+    if (ctx.errors.empty()) {
+      std::uint64_t need = 0;
+      std::string parts;
+      for (const auto& env : cat.environments_) {
+        need += static_cast<std::uint64_t>(env.instance_count());
+        parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", env.name, env.instance_count());
+      }
+      if (need > cat.network_.usable_count()) ctx.error(pool_node, pool_too_small(cat.network_, need, parts));
     }
   }
 

@@ -29,6 +29,11 @@
 
 namespace berth::model {
 
+namespace loader {
+struct DocumentErrors;
+}
+struct ResolvedCatalog;
+
 enum class HealthType { kNone, kHttp, kTcp, kExec };
 std::string_view to_string(HealthType t);
 
@@ -275,8 +280,15 @@ class Catalog {
   const EnvDocument* document(std::string_view env) const;
 
  private:
+  friend Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename,
+                                                 const std::string& base_dir, const std::vector<EnvDocument>& documents);
+  // `lenient` (resolve_catalog): a document's errors are collected there and its environment
+  // kept in the catalog for the caller to leave out; the catalog fails only for the fleet's own.
+  // Capacity and containers on a loopback pool are then the caller's to check.
+  static Result<Catalog> parse_guarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                       const std::vector<EnvDocument>& documents, loader::DocumentErrors* lenient);
   static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
-                                         const std::vector<EnvDocument>& documents);
+                                         const std::vector<EnvDocument>& documents, loader::DocumentErrors* lenient);
   // Hash indexes and fingerprints, once everything is resolved: lookups by name are O(1).
   void index();
 

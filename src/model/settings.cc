@@ -88,7 +88,11 @@ std::string Ctx::where(const YAML::Node& n) const {
 void Ctx::error(const YAML::Node& n, const std::string& msg) { add(where(n) + ": " + msg); }
 
 void Ctx::add(std::string located) {
-  if (seen.insert(located).second) errors.push_back(std::move(located));
+  if (lenient && !owner.empty()) {
+    if (lenient->seen[owner].insert(located).second) lenient->errors[owner].push_back(std::move(located));
+  } else if (seen.insert(located).second) {
+    errors.push_back(std::move(located));
+  }
 }
 
 std::vector<std::pair<YAML::Node, YAML::Node>> entries(Ctx& ctx, const YAML::Node& map) {
