@@ -28,6 +28,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -183,11 +184,20 @@ std::size_t heap_in_use() {
   return mallinfo2().uordblks;
 }
 
+void memory_of(int n_docs);
+
+// The heap a resolved catalog holds: 1,000 environments × 30 apps (bench/scale_bench.cc's fleet,
+// every environment `{}`), alone and with 200 thin documents that each set an env value for all
+// their apps (so each has 30 AppSpecs of its own).
 void memory() {
   if (!g_only.empty() && g_only != "memory") return;
+  for (int n_docs : {0, 200}) memory_of(n_docs);
+}
+
+void memory_of(int n_docs) {
   const int envs = 1000;
   const std::string text = fleet_catalog(envs);
-  const auto docs = documents(200, envs);
+  const auto docs = documents(n_docs, envs);
   const std::size_t before = heap_in_use();
   const long rss_before = rss_kb();
   std::size_t peak_rss = 0;
@@ -198,12 +208,15 @@ void memory() {
     std::size_t apps = 0;
     for (const auto& e : r->catalog.environments()) apps += e.apps.size();
     peak_rss = static_cast<std::size_t>(rss_kb());
-    fmt::print("  memory   resolved catalog of {} environments + {} documents ({} apps resolved): heap {:.1f} MB "
-               "({:.0f} bytes per app), text {:.1f} MB of it; RSS {} → {} MB\n",
-               envs, docs.size(), apps, static_cast<double>(held) / 1e6, static_cast<double>(held) / static_cast<double>(apps),
-               static_cast<double>(text.size()) / 1e6, rss_before / 1024, peak_rss / 1024);
+    std::set<const berth::model::AppSpec*> distinct;
+    for (const auto& e : r->catalog.environments())
+      for (std::size_t i = 0; i < e.apps.size(); ++i) distinct.insert(e.apps.shared(i).get());
+    fmt::print("  memory   resolved catalog of {} environments + {} documents ({} apps, {} AppSpecs): heap {:.1f} MB "
+               "({:.0f} bytes per app); RSS {} → {} MB\n",
+               envs, docs.size(), apps, distinct.size(), static_cast<double>(held) / 1e6,
+               static_cast<double>(held) / static_cast<double>(apps), rss_before / 1024, peak_rss / 1024);
   }
-  fmt::print("  memory   after it is destroyed: heap {:+.1f} MB against before\n\n",
+  fmt::print("  memory   after it is destroyed: heap {:+.1f} MB against before\n",
              (static_cast<double>(heap_in_use()) - static_cast<double>(before)) / 1e6);
 }
 
