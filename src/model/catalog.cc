@@ -58,9 +58,9 @@ std::string AppSpec::compute_fingerprint() const {
 }
 
 const AppSpec* Environment::find(std::string_view app) const {
-  if (!app_index.empty()) {
-    auto it = app_index.find(std::string(app));
-    return it == app_index.end() ? nullptr : &apps[it->second];
+  if (app_index) {
+    auto it = app_index->find(std::string(app));
+    return it == app_index->end() ? nullptr : &apps[it->second];
   }
   for (const auto& a : apps)
     if (a.app == app) return &a;
@@ -80,6 +80,10 @@ int Environment::instance_count() const {
 }
 
 const EnvDocument* Catalog::document(std::string_view env) const {
+  if (!doc_index_.empty()) {
+    auto it = doc_index_.find(std::string(env));
+    return it == doc_index_.end() ? nullptr : &documents_[it->second];
+  }
   for (const auto& d : documents_)
     if (d.name == env) return &d;
   return nullptr;
@@ -87,14 +91,16 @@ const EnvDocument* Catalog::document(std::string_view env) const {
 
 void Catalog::index() {
   env_index_.clear();
+  doc_index_.clear();
+  for (std::size_t i = 0; i < documents_.size(); ++i) doc_index_.emplace(documents_[i].name, i);
+  // Every environment has every app of the fleet, in the same order: one index serves them all.
+  auto apps = std::make_shared<std::unordered_map<std::string, std::size_t>>();
+  if (!environments_.empty())
+    for (std::size_t j = 0; j < environments_.front().apps.size(); ++j) apps->emplace(environments_.front().apps[j].app, j);
   for (std::size_t i = 0; i < environments_.size(); ++i) {
     Environment& env = environments_[i];
     env_index_[env.name] = i;
-    env.app_index.clear();
-    for (std::size_t j = 0; j < env.apps.size(); ++j) {
-      env.app_index[env.apps[j].app] = j;
-      env.apps[j].fingerprint_ = env.apps[j].compute_fingerprint();
-    }
+    env.app_index = apps;
   }
 }
 
@@ -156,10 +162,32 @@ std::string substitute(std::string_view tmpl, const std::map<std::string, std::s
 
 using namespace loader;
 
+namespace loader {
+
+std::string container_on_loopback(const AppSpec& a, const NetworkSpec& net) {
+  return fmt::format("app '{}' runs as a container (image {}) but network.pool {} is loopback, which containers "
+                     "cannot reach; use a private range such as 10.77.0.0/16 (berth makes it a Docker bridge network)",
+                     a.app, a.image_from_build ? "built from source" : a.image, net.pool_text);
+}
+
+std::string pool_too_small(const NetworkSpec& net, std::uint64_t need, const std::string& parts) {
+  return fmt::format("network.pool {} has {} usable addresses (after network, broadcast and excluded) "
+                     "but the environments ask for {} instances ({}); use a larger pool",
+                     net.pool_text, net.usable_count(), need, parts);
+}
+
+}  // namespace loader
+
 namespace {
 
+// node[key], undefined when there is none, without yaml-cpp's exception for a scalar (and const:
+// a non-const lookup of a missing key adds it to the mapping).
+YAML::Node child(const YAML::Node& node, const char* key) {
+  return node.IsScalar() ? YAML::Node(YAML::NodeType::Undefined) : node[key];
+}
+
 std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, const std::string& app,
-                                          const std::set<std::string>& apps,
+                                          const std::set<std::string>& apps, const std::vector<std::string>& app_list,
                                           std::map<std::string, YAML::Node>& where) {
   std::vector<Dependency> deps;
   YAML::Node list = app_node.IsMap() ? app_node["depends_on"] : YAML::Node();
@@ -168,7 +196,6 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
     ctx.error(list, fmt::format("apps.{}.depends_on must be a list of app codes or {{app: ..., soft: ...}} entries", app));
     return deps;
   }
-  std::vector<std::string> app_list(apps.begin(), apps.end());
   for (const auto& item : list) {
     Dependency d;
     YAML::Node name_node = item;
@@ -222,9 +249,14 @@ std::vector<Dependency> read_dependencies(Ctx& ctx, const YAML::Node& app_node, 
 
 Result<Catalog> Catalog::parse(std::string_view text, const std::string& filename, const std::string& base_dir,
                                const std::vector<EnvDocument>& documents) {
+  return parse_guarded(text, filename, base_dir, documents, nullptr);
+}
+
+Result<Catalog> Catalog::parse_guarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                       const std::vector<EnvDocument>& documents, DocumentErrors* lenient) {
   // yaml-cpp reports some misuse by exception; nothing may escape the loader.
   try {
-    return parse_unguarded(text, filename, base_dir, documents);
+    return parse_unguarded(text, filename, base_dir, documents, lenient);
   } catch (const YAML::Exception& e) {
     return invalid(fmt::format("{}:{}:{}: {}", filename, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const std::exception& e) {
@@ -233,8 +265,8 @@ Result<Catalog> Catalog::parse(std::string_view text, const std::string& filenam
 }
 
 Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
-                                         const std::vector<EnvDocument>& documents) {
-  Ctx ctx{filename, {}, {}, base_dir, {}};
+                                         const std::vector<EnvDocument>& documents, DocumentErrors* lenient) {
+  Ctx ctx{filename, {}, {}, base_dir, {}, lenient, {}};
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
@@ -248,6 +280,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   cat.filename_ = filename;
   cat.base_dir_ = base_dir;
   cat.documents_ = documents;
+  for (std::size_t i = 0; i < cat.documents_.size(); ++i) cat.doc_index_.emplace(cat.documents_[i].name, i);
   // Environment documents: each its own YAML text, its errors located in it.
   std::vector<std::pair<std::string, YAML::Node>> doc_roots;
   for (const auto& d : documents) {
@@ -255,7 +288,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     try {
       droot = YAML::Load(d.text);
     } catch (const YAML::Exception& e) {
-      ctx.errors.push_back(fmt::format("{}:{}:{}: YAML syntax error: {}", d.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+      ctx.owner = d.name;
+      ctx.add(fmt::format("{}:{}:{}: YAML syntax error: {}", d.filename(), e.mark.line + 1, e.mark.column + 1, e.msg));
+      ctx.owner.clear();
       continue;
     }
     if (droot.IsNull()) droot = YAML::Node(YAML::NodeType::Map);  // an empty document: all from its base
@@ -327,6 +362,9 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   YAML::Node apps_node = root["apps"];
   std::set<std::string> app_names;
   std::vector<std::string> app_order;
+  // apps.<A> by name: a YAML mapping is searched key by key (and a non-const lookup of a missing
+  // key adds it), so nothing below looks an app up in the document.
+  std::unordered_map<std::string, YAML::Node> app_nodes;
   if (!apps_node && root["databases"]) {
     // A catalog of databases alone is fine.
   } else if (!apps_node || !apps_node.IsMap() || apps_node.size() == 0) {
@@ -337,6 +375,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
         ctx.error(k, fmt::format("app code '{}' must be a DNS label: lowercase letters, digits and '-', at most 63", k.Scalar()));
       app_names.insert(k.Scalar());
       app_order.push_back(k.Scalar());
+      app_nodes.emplace(k.Scalar(), v);
       check_setting_layer(ctx, v, kAppKeys, "apps." + k.Scalar());
     }
   }
@@ -417,17 +456,23 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
   }
   std::vector<std::string> app_list(app_names.begin(), app_names.end());
+  auto app_node = [&](const std::string& a) {
+    auto it = app_nodes.find(a);
+    return it == app_nodes.end() ? YAML::Node() : it->second;
+  };
 
   // dependencies (a property of the fleet, the same in every environment)
   std::map<std::string, std::vector<Dependency>> deps;
   std::map<std::string, std::map<std::string, YAML::Node>> dep_nodes;
   for (const auto& a : app_order)
-    deps[a] = db_nodes.count(a) ? std::vector<Dependency>{} : read_dependencies(ctx, apps_node[a], a, app_names, dep_nodes[a]);
+    deps[a] = db_nodes.count(a) ? std::vector<Dependency>{}
+                                : read_dependencies(ctx, app_node(a), a, app_names, app_list, dep_nodes[a]);
 
   // kind (a property of the app): a service runs until stopped; a job runs to completion.
   std::set<std::string> jobs;
   for (const auto& a : app_order) {
-    const YAML::Node k = apps_node[a].IsMap() ? apps_node[a]["kind"] : YAML::Node();
+    const YAML::Node n = app_node(a);
+    const YAML::Node k = n.IsMap() ? n["kind"] : YAML::Node();
     if (!k || k.IsNull()) continue;
     const std::string v = k.IsScalar() ? k.Scalar() : "";
     if (v == "job") jobs.insert(a);
@@ -445,18 +490,32 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   std::map<std::string, SourceDecl> sources;
   for (const auto& a : app_order) {
     if (db_nodes.count(a)) continue;
-    YAML::Node src = apps_node[a].IsMap() ? apps_node[a]["source"] : YAML::Node();
+    const YAML::Node n = app_node(a);
+    YAML::Node src = n.IsMap() ? n["source"] : YAML::Node();
     if (src && expect_map(ctx, src, "apps." + a + ".source")) sources[a] = read_source(ctx, src, a, base_dir);
   }
 
-  // Hard-dependency cycles, each reported once with its path.
+  // Hard-dependency cycles, each reported once with its path; `topo` lists every app after its
+  // dependencies. A depth-first walk without recursion: dependency chains may be thousands long.
   std::map<std::string, int> color;  // 0 white, 1 on stack, 2 done
   std::vector<std::string> stack;
   std::vector<std::string> topo;
-  std::function<void(const std::string&)> visit = [&](const std::string& a) {
-    color[a] = 1;
-    stack.push_back(a);
-    for (const auto& d : deps[a]) {
+  for (const auto& a0 : app_list) {
+    if (color[a0] != 0) continue;
+    std::vector<std::size_t> next{0};  // per app on `stack`: its next dependency to look at
+    color[a0] = 1;
+    stack.push_back(a0);
+    while (!stack.empty()) {
+      const std::string a = stack.back();
+      const auto& ds = deps[a];
+      if (next.back() == ds.size()) {
+        stack.pop_back();
+        next.pop_back();
+        color[a] = 2;
+        topo.push_back(a);
+        continue;
+      }
+      const Dependency& d = ds[next.back()++];
       if (d.soft) continue;
       if (color[d.app] == 1) {
         auto from = std::find(stack.begin(), stack.end(), d.app);
@@ -464,20 +523,47 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
         for (auto it = from; it != stack.end(); ++it) path += *it + " → ";
         ctx.error(dep_nodes[a][d.app], "dependency cycle: " + path + d.app);
       } else if (color[d.app] == 0) {
-        visit(d.app);
+        color[d.app] = 1;
+        stack.push_back(d.app);
+        next.push_back(0);
       }
     }
-    stack.pop_back();
-    color[a] = 2;
-    topo.push_back(a);
-  };
-  for (const auto& a : app_list)
-    if (color[a] == 0) visit(a);
+  }
 
-  // environments
+  // environments: the fleet's, then the documents'
+  struct EnvDecl {
+    std::string name;
+    YAML::Node node;
+    std::unordered_map<std::string, YAML::Node> apps;  // environments.<E>.apps.<A>
+    bool sets = false;  // its own layer has a setting (applies to every app)
+    int parent = -1;    // its base
+  };
+  std::vector<EnvDecl> decls;  // in file order (the fleet's, then the documents'); names are unique
+  std::unordered_map<std::string, std::size_t> decl_at;
+  // One environment's mapping: whether it sets anything for every app, and its per-app layers.
+  auto declare = [&](const std::string& name, const YAML::Node& v, const std::string& where) {
+    decl_at.emplace(name, decls.size());
+    EnvDecl& d = decls.emplace_back();
+    d.name = name;
+    d.node.reset(v);
+    if (v.IsMap())
+      for (auto it = v.begin(); it != v.end(); ++it)
+        if (it->first.IsScalar() &&
+            std::find(kSettingKeys.begin(), kSettingKeys.end(), it->first.Scalar()) != kSettingKeys.end())
+          d.sets = true;
+    if (auto per_app = v.IsMap() ? v["apps"] : YAML::Node(); per_app && expect_map(ctx, per_app, where + ".apps")) {
+      for (const auto& [ak, av] : entries(ctx, per_app)) {
+        if (!app_names.count(ak.Scalar())) {
+          auto hint = closest(ak.Scalar(), app_list);
+          ctx.error(ak, fmt::format("{}.apps: unknown app '{}'{}", where, ak.Scalar(),
+                                    hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
+        }
+        check_setting_layer(ctx, av, kEnvAppKeys, fmt::format("{}.apps.{}", where, ak.Scalar()));
+        d.apps.emplace(ak.Scalar(), av);
+      }
+    }
+  };
   YAML::Node envs_node = root["environments"];
-  std::map<std::string, YAML::Node> env_nodes;
-  std::vector<std::string> env_order;
   if (!envs_node || !envs_node.IsMap() || envs_node.size() == 0) {
     ctx.error(envs_node ? envs_node : root, "the catalog needs 'environments': a mapping of name → settings (at least one)");
   } else {
@@ -485,147 +571,247 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       const std::string name = k.Scalar();
       if (!is_dns_label(name))
         ctx.error(k, fmt::format("environment name '{}' must be a DNS label: lowercase letters, digits and '-'", name));
-      env_nodes[name] = v;
-      env_order.push_back(name);
       check_setting_layer(ctx, v, kEnvKeys, "environments." + name);
-      if (auto per_app = v.IsMap() ? v["apps"] : YAML::Node(); per_app && expect_map(ctx, per_app, "environments." + name + ".apps")) {
-        for (const auto& [ak, av] : entries(ctx, per_app)) {
-          if (!app_names.count(ak.Scalar())) {
-            auto hint = closest(ak.Scalar(), app_list);
-            ctx.error(ak, fmt::format("environments.{}.apps: unknown app '{}'{}", name, ak.Scalar(),
-                                      hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
-          }
-          check_setting_layer(ctx, av, kEnvAppKeys, fmt::format("environments.{}.apps.{}", name, ak.Scalar()));
-        }
-      }
+      declare(name, v, "environments." + name);
     }
   }
+  const std::size_t fleet_envs = decls.size();
   for (const auto& [name, v] : doc_roots) {
+    ctx.owner = name;
     YAML::Node at = v;
     if (!is_dns_label(name))
       ctx.error(at, fmt::format("environment name '{}' must be a DNS label: lowercase letters, digits and '-'", name));
-    if (env_nodes.count(name)) {
+    if (decl_at.count(name)) {
       ctx.error(at, fmt::format("environment '{}' is defined in {} and as its own document; names are unique",
                                 name, filename));
-      continue;
+    } else {
+      check_setting_layer(ctx, v, kEnvDocumentKeys, "environment " + name);
+      declare(name, v, name);
     }
-    env_nodes[name] = v;
-    env_order.push_back(name);
-    check_setting_layer(ctx, v, kEnvDocumentKeys, "environment " + name);
-    if (auto per_app = v.IsMap() ? v["apps"] : YAML::Node(); per_app && expect_map(ctx, per_app, name + ".apps")) {
-      for (const auto& [ak, av] : entries(ctx, per_app)) {
-        if (!app_names.count(ak.Scalar())) {
-          auto hint = closest(ak.Scalar(), app_list);
-          ctx.error(ak, fmt::format("{}.apps: unknown app '{}'{}", name, ak.Scalar(),
-                                    hint ? fmt::format(" (did you mean '{}'?)", *hint) : ""));
-        }
-        check_setting_layer(ctx, av, kEnvAppKeys, fmt::format("{}.apps.{}", name, ak.Scalar()));
-      }
-    }
+    ctx.owner.clear();
   }
-  std::vector<std::string> env_names(env_order.begin(), env_order.end());
+  // Whose errors an environment's are: a document's own, or the fleet's (empty).
+  auto owner_of = [&](std::size_t i) { return i < fleet_envs ? std::string() : decls[i].name; };
+  std::vector<std::string> env_names;
+  for (const auto& d : decls) env_names.push_back(d.name);
 
-  // base chains, root first; cycles and unknown bases reported
-  std::map<std::string, std::vector<std::string>> chains;
-  for (const auto& e : env_order) {
-    std::vector<std::string> chain{e};
-    std::string cur = e;
-    bool broken = false;
+  // Base chains: each environment's base looked up once; an unknown base, or a cycle, breaks
+  // the chain of every environment above it (reported once, at the `base:` to blame).
+  enum : char { kUnseen, kOnPath, kGood, kBroken };
+  std::vector<char> state(decls.size(), kUnseen);
+  std::vector<YAML::Node> base_nodes(decls.size());
+  for (std::size_t i = 0; i < decls.size(); ++i) {
+    std::vector<std::size_t> path;
+    std::size_t cur = i;
+    char end = kGood;
     while (true) {
-      YAML::Node b = env_nodes[cur].IsMap() ? env_nodes[cur]["base"] : YAML::Node();
+      if (state[cur] == kGood || state[cur] == kBroken) {
+        end = state[cur];
+        break;
+      }
+      if (state[cur] == kOnPath) {
+        // A cycle: from `cur` along the path back to it. Reported once, at the `base:` of the
+        // member that comes first in the file, the path starting at the environment it names.
+        const std::vector<std::size_t> cycle(std::find(path.begin(), path.end(), cur), path.end());
+        const std::size_t blame = std::min_element(cycle.begin(), cycle.end()) - cycle.begin();
+        std::string names;
+        for (std::size_t j = 1; j <= cycle.size(); ++j) names += decls[cycle[(blame + j) % cycle.size()]].name + " → ";
+        ctx.owner = owner_of(cycle[blame]);
+        ctx.error(base_nodes[cycle[blame]], "base environment cycle: " + names + decls[cycle[(blame + 1) % cycle.size()]].name);
+        ctx.owner.clear();
+        end = kBroken;
+        break;
+      }
+      state[cur] = kOnPath;
+      path.push_back(cur);
+      const YAML::Node& node = decls[cur].node;
+      const YAML::Node b = node.IsMap() ? node["base"] : YAML::Node();
       if (!b || b.IsNull()) break;
+      base_nodes[cur].reset(b);
       std::string base = b.IsScalar() ? b.Scalar() : "";
-      if (!env_nodes.count(base)) {
-        auto hint = closest(base, env_names);
-        ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}; environments: {}", cur, display(b),
-                                 hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", join(env_names)));
-        broken = true;
+      auto it = decl_at.find(base);
+      if (it == decl_at.end()) {
+        ctx.owner = owner_of(cur);
+        if (lenient && cur >= fleet_envs) {
+          // The environments there are depend on which documents are left out: resolve_catalog
+          // names them (and the closest) in place of kUnknownBase BASE kUnknownBase.
+          ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}{}{}", decls[cur].name, display(b),
+                                   kUnknownBase, base, kUnknownBase));
+        } else {
+          auto hint = closest(base, env_names);
+          ctx.error(b, fmt::format("environments.{}.base: unknown environment '{}'{}; environments: {}", decls[cur].name,
+                                   display(b), hint ? fmt::format(" (did you mean '{}'?)", *hint) : "", join(env_names)));
+        }
+        ctx.owner.clear();
+        end = kBroken;
         break;
       }
-      if (auto it = std::find(chain.begin(), chain.end(), base); it != chain.end()) {
-        std::string path;
-        for (auto jt = it; jt != chain.end(); ++jt) path += *jt + " → ";
-        ctx.error(b, "base environment cycle: " + path + base);
-        broken = true;
-        break;
-      }
-      chain.push_back(base);
-      cur = base;
+      decls[cur].parent = static_cast<int>(it->second);
+      cur = it->second;
     }
-    if (broken) continue;
-    std::reverse(chain.begin(), chain.end());
-    chains[e] = chain;
+    for (std::size_t p : path) state[p] = end;
   }
 
-  // resolve every environment
-  for (const auto& e : env_order) {
-    if (!chains.count(e)) continue;
+  // Resolution, bases first: an environment's layers are applied to what its base resolved.
+  std::vector<std::size_t> order;  // good environments, every one after its base
+  {
+    std::vector<char> placed(decls.size(), 0);
+    for (std::size_t i = 0; i < decls.size(); ++i) {
+      if (state[i] != kGood) continue;
+      std::vector<std::size_t> up;
+      for (int cur = static_cast<int>(i); cur >= 0 && !placed[cur]; cur = decls[cur].parent) {
+        placed[cur] = 1;
+        up.push_back(static_cast<std::size_t>(cur));
+      }
+      order.insert(order.end(), up.rbegin(), up.rend());
+    }
+  }
+  std::vector<int> open_children(decls.size(), 0);  // bases wait for their environments
+  for (std::size_t i : order)
+    if (decls[i].parent >= 0) ++open_children[decls[i].parent];
+
+  // An app's flattened layers up to an environment, and the source.repo an environment sets.
+  struct Stack {
+    Flat flat;
+    Leaf repo;
+  };
+  using StackPtr = std::shared_ptr<const Stack>;
+  using SpecPtr = std::shared_ptr<const AppSpec>;
+  const std::size_t n_apps = topo.size();
+  // Errors found while resolving an app are kept with its AppSpec and reported, in file order,
+  // for every environment that has it (those naming the environment carry kEnvMark instead).
+  const std::string kEnvMark = "\x1e" "env" "\x1e";
+  std::unordered_map<const AppSpec*, std::vector<std::string>> spec_errors;
+
+  auto resolve = [&](const std::string& a, const Stack& st) -> SpecPtr {
+    std::vector<std::string> errors;
+    std::set<std::string> seen;
+    std::swap(ctx.errors, errors);
+    std::swap(ctx.seen, seen);
+    AppSpec spec;
+    spec.app = a;
+    if (auto db = db_specs.find(a); db != db_specs.end()) spec.database = db->second;
+    const Flat& flat = st.flat;
+    read_settings(ctx, flat, spec);
+    spec.depends_on = deps[a];
+    spec.job = jobs.count(a) > 0;
+    if (spec.job) {  // part of what the instance is: a change of kind replaces it
+      spec.values["kind"] = "job";
+      spec.from["kind"] = "apps." + a;
+    }
+    // An environment may build an app from another repository (a developer's fork).
+    if (auto src = sources.find(a); src != sources.end()) apply_source(ctx, src->second, kEnvMark, flat, spec, st.repo);
+    else if (!st.repo.layer.empty()) ctx.error(st.repo.node, fmt::format("source.repo of app '{}': the app is not built from source "
+                                                                         "(apps.{}.source is not set)", a, a));
+    else check_no_artifact(ctx, flat, spec);
+    if (spec.container() && !spec.image_from_build && spec.image.empty())
+      ctx.error(flat.at("image").node, fmt::format("image of app '{}' is empty", a));
+    for (const auto& d : spec.depends_on) {
+      std::string key = "depends_on." + d.app;
+      spec.from[key] = "apps." + a;
+      spec.values[key] = fmt::format("{}{}, on_failure: {}", d.soft ? "soft" : "hard",
+                                     d.wait_all ? ", wait_for: all" : d.wait_completed ? ", wait_for: completed" : "",
+                                     to_string(d.on_failure));
+    }
+    spec.fingerprint_ = spec.compute_fingerprint();
+    auto out = std::make_shared<const AppSpec>(std::move(spec));
+    std::swap(ctx.errors, errors);
+    std::swap(ctx.seen, seen);
+    if (!errors.empty()) spec_errors.emplace(out.get(), std::move(errors));
+    return out;
+  };
+
+  // Below every environment: defaults, then the app's own layer (a database's synthesized one).
+  std::vector<StackPtr> root_stacks(n_apps);
+  std::vector<SpecPtr> root_specs(n_apps);  // resolved when an environment inherits it unchanged
+  for (std::size_t k = 0; k < n_apps; ++k) {
+    const std::string& a = topo[k];
+    auto st = std::make_shared<Stack>();
+    flatten(defaults, "defaults", st->flat);
+    if (auto db = db_nodes.find(a); db != db_nodes.end()) flatten(db->second, "databases." + a, st->flat);
+    else flatten(app_node(a), "apps." + a, st->flat);
+    root_stacks[k] = std::move(st);
+  }
+  std::vector<std::vector<StackPtr>> stacks(decls.size());  // while environments based on it wait
+  std::vector<std::vector<SpecPtr>> specs(decls.size());
+  for (std::size_t i : order) {
+    const EnvDecl& d = decls[i];
+    const int p = d.parent;
+    const std::string layer = "environments." + d.name;
+    stacks[i].resize(n_apps);
+    specs[i].resize(n_apps);
+    for (std::size_t k = 0; k < n_apps; ++k) {
+      const std::string& a = topo[k];
+      const StackPtr& below = p >= 0 ? stacks[p][k] : root_stacks[k];
+      auto over = d.apps.find(a);
+      if (!d.sets && over == d.apps.end()) {  // nothing of its own: the app as its base has it
+        stacks[i][k] = below;
+        if (p >= 0) {
+          specs[i][k] = specs[p][k];
+        } else {
+          if (!root_specs[k]) root_specs[k] = resolve(a, *below);
+          specs[i][k] = root_specs[k];
+        }
+        continue;
+      }
+      auto st = std::make_shared<Stack>(*below);
+      flatten(d.node, layer, st->flat);
+      if (over != d.apps.end()) {
+        const std::string app_layer = fmt::format("environments.{}.apps.{}", d.name, a);
+        flatten(over->second, app_layer, st->flat);
+        const YAML::Node& per_app = over->second;
+        const YAML::Node src = per_app.IsMap() ? per_app["source"] : YAML::Node();
+        if (src && src.IsMap() && src["repo"]) st->repo = Leaf(src["repo"], app_layer);
+      }
+      specs[i][k] = resolve(a, *st);
+      stacks[i][k] = std::move(st);
+    }
+    // What nothing waits for any more is dropped: a chain holds two environments' stacks at once.
+    if (p >= 0 && --open_children[p] == 0) stacks[p].clear();
+    if (open_children[i] == 0) stacks[i].clear();
+  }
+  root_stacks.clear();
+
+  // Every environment, in file order, with its errors in that order.
+  for (std::size_t i = 0; i < decls.size(); ++i) {
+    if (state[i] != kGood) continue;
+    ctx.owner = owner_of(i);
     Environment env;
-    env.name = e;
-    if (chains[e].size() > 1) env.base = chains[e][chains[e].size() - 2];
-    if (const EnvDocument* doc = cat.document(e)) {
+    env.name = decls[i].name;
+    if (decls[i].parent >= 0) env.base = decls[decls[i].parent].name;
+    if (const EnvDocument* doc = i >= fleet_envs ? cat.document(env.name) : nullptr) {
       env.own_document = true;
       env.owner = doc->owner;
-      read_lifetime(ctx, env_nodes[e], env, doc->updated_at);
+      read_lifetime(ctx, decls[i].node, env, doc->updated_at);
     }
-    for (const auto& a : topo) {
-      AppSpec spec;
-      spec.app = a;
-      Flat flat;
-      flatten(defaults, "defaults", flat);
-      if (auto db = db_nodes.find(a); db != db_nodes.end()) {
-        spec.database = db_specs[a];
-        flatten(db->second, "databases." + a, flat);
-      } else {
-        flatten(apps_node[a], "apps." + a, flat);
-      }
-      for (const auto& b : chains[e]) {
-        flatten(env_nodes[b], "environments." + b, flat);
-        if (env_nodes[b].IsMap() && env_nodes[b]["apps"] && env_nodes[b]["apps"].IsMap())
-          flatten(env_nodes[b]["apps"][a], fmt::format("environments.{}.apps.{}", b, a), flat);
-      }
-      read_settings(ctx, flat, spec);
-      spec.depends_on = deps[a];
-      spec.job = jobs.count(a) > 0;
-      if (spec.job) {  // part of what the instance is: a change of kind replaces it
-        spec.values["kind"] = "job";
-        spec.from["kind"] = "apps." + a;
-      }
-      // An environment may build an app from another repository (a developer's fork).
-      Leaf repo;  // source.repo set by an environment, and where
-      for (const auto& b : chains[e]) {
-        const YAML::Node per_app = env_nodes[b].IsMap() && env_nodes[b]["apps"] && env_nodes[b]["apps"].IsMap()
-                                       ? env_nodes[b]["apps"][a] : YAML::Node();
-        const YAML::Node src = per_app.IsMap() ? per_app["source"] : YAML::Node();
-        if (src && src.IsMap() && src["repo"]) repo = Leaf(src["repo"], fmt::format("environments.{}.apps.{}", b, a));
-      }
-      if (auto src = sources.find(a); src != sources.end()) apply_source(ctx, src->second, e, flat, spec, repo);
-      else if (!repo.layer.empty()) ctx.error(repo.node, fmt::format("source.repo of app '{}': the app is not built from source "
-                                                           "(apps.{}.source is not set)", a, a));
-      else check_no_artifact(ctx, flat, spec);
-      if (spec.container() && !spec.image_from_build && spec.image.empty())
-        ctx.error(flat.at("image").node, fmt::format("image of app '{}' is empty", a));
-      for (const auto& d : spec.depends_on) {
-        std::string key = "depends_on." + d.app;
-        spec.from[key] = "apps." + a;
-        spec.values[key] = fmt::format("{}{}, on_failure: {}", d.soft ? "soft" : "hard",
-                                       d.wait_all ? ", wait_for: all" : d.wait_completed ? ", wait_for: completed" : "",
-                                       to_string(d.on_failure));
-      }
-      env.apps.push_back(std::move(spec));
+    env.apps.reserve(n_apps);
+    for (std::size_t k = 0; k < n_apps; ++k) {
+      const SpecPtr& spec = specs[i][k];
+      if (auto errs = spec_errors.find(spec.get()); errs != spec_errors.end())
+        for (std::string e : errs->second) {
+          for (auto at = e.find(kEnvMark); at != std::string::npos; at = e.find(kEnvMark, at + env.name.size()))
+            e.replace(at, kEnvMark.size(), env.name);
+          ctx.add(std::move(e));
+        }
+      env.apps.push_back(spec);
     }
     cat.environments_.push_back(std::move(env));
+    ctx.owner.clear();
   }
+  specs.clear();
 
   // thin environments: which apps each runs, and who serves the others
-  std::map<std::string, Environment*> by_name;
+  std::unordered_map<std::string, Environment*> by_name;
   for (auto& env : cat.environments_) by_name[env.name] = &env;
   std::map<std::string, std::vector<std::string>> dependents;  // app → apps that depend on it
   for (const auto& [a, ds] : deps)
     for (const auto& d : ds) dependents[d.app].push_back(a);
-  std::function<void(Environment&)> serve = [&](Environment& env) {
-    if (!env.served_by.empty()) return;
-    const YAML::Node node = env_nodes[env.name];
+  std::unordered_map<const Environment*, char> served;  // 1: being served (waits for its base), 2: done
+  // An environment's own settings; true when it is thin and so needs its base served first.
+  auto settle = [&](Environment& env) -> bool {
+    const std::size_t at = decl_at.at(env.name);
+    const YAML::Node& node = decls[at].node;
+    ctx.owner = owner_of(at);
     const YAML::Node deploy = node.IsMap() ? node["deploy"] : YAML::Node();
     std::string mode = deploy && deploy.IsScalar() ? deploy.Scalar() : "all";
     if (mode != "all" && mode != "changed") {
@@ -638,25 +824,34 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
       mode = "all";
     }
     env.deploy_changed = mode == "changed";
-    if (const YAML::Node f = node["follow"]) {
+    if (const YAML::Node f = child(node, "follow")) {
       std::string v = f.IsScalar() ? f.Scalar() : "";
       if (v != "true" && v != "false") ctx.error(f, fmt::format("environments.{}.follow must be true or false", env.name));
       env.follow = v == "true";
     }
-    if (const YAML::Node fi = node["follow_interval"]) {
+    if (const YAML::Node fi = child(node, "follow_interval")) {
       auto d = fi.IsScalar() ? parse_duration(fi.Scalar()) : std::nullopt;
       if (!d || *d < 1000) ctx.error(fi, fmt::format("environments.{}.follow_interval: '{}' must be a duration of at least 1s", env.name, display(fi)));
       else env.follow_interval_ms = *d;
     }
+    ctx.owner.clear();
     if (!env.deploy_changed) {
       for (const auto& a : env.apps) env.served_by[a.app] = env.name;
-      return;
+      return false;
     }
-    serve(*base);
+    return true;
+  };
+  // A thin environment, once its base is served: what it runs, and who serves the rest.
+  auto fall_through = [&](Environment& env) {
+    const std::size_t at = decl_at.at(env.name);
+    const YAML::Node& node = decls[at].node;
+    ctx.owner = owner_of(at);
+    Environment* base = by_name[env.base];
     std::set<std::string> run;
-    for (const auto& a : env.apps) {
+    for (std::size_t j = 0; j < env.apps.size(); ++j) {
+      const AppSpec& a = env.apps[j];
       const AppSpec* b = base->find(a.app);
-      if (!b || b->values != a.values) run.insert(a.app);
+      if (!b || (b != &a && b->values != a.values)) run.insert(a.app);
     }
     if (const YAML::Node inc = node["include"]) {
       if (!inc.IsSequence()) ctx.error(inc, fmt::format("environments.{}.include must be a list of app codes", env.name));
@@ -683,38 +878,62 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
     for (const auto& a : env.apps)
       env.served_by[a.app] = run.count(a.app) ? env.name : base->served_by[a.app];
+    ctx.owner.clear();
   };
-  for (auto& env : cat.environments_) serve(env);
-
-  // containers cannot reach loopback addresses: their pool must be one a bridge network can have
-  auto first_container = [&]() -> const AppSpec* {
-    for (const auto& env : cat.environments_)
-      for (const auto& a : env.apps)
-        if (a.container() && env.runs(a.app)) return &a;
-    return nullptr;
-  };
-  if (const AppSpec* a = cat.network_.loopback() ? first_container() : nullptr) {
-    YAML::Node net = root["network"];
-    ctx.error(net && net.IsMap() && net["pool"] ? net["pool"] : root,
-              fmt::format("app '{}' runs as a container (image {}) but network.pool {} is loopback, which containers "
-                          "cannot reach; use a private range such as 10.77.0.0/16 (berth makes it a Docker bridge network)",
-                          a->app, a->image_from_build ? "built from source" : a->image, cat.network_.pool_text));
+  // Each environment after its base (without recursion: chains may be thousands long); the
+  // errors come in the order a recursive walk from each environment in file order gives.
+  for (auto& env : cat.environments_) {
+    std::vector<Environment*> waiting;  // thin, their bases being served first
+    for (Environment* cur = &env; cur && !served.count(cur);) {
+      served[cur] = 1;
+      if (!settle(*cur)) {
+        served[cur] = 2;
+        break;
+      }
+      waiting.push_back(cur);
+      cur = by_name[cur->base];
+    }
+    for (auto it = waiting.rbegin(); it != waiting.rend(); ++it) {
+      fall_through(**it);
+      served[*it] = 2;
+    }
   }
 
-  // capacity: every environment may be up at once
-  if (ctx.errors.empty()) {
-    std::uint64_t need = 0;
-    std::string parts;
-    for (const auto& env : cat.environments_) {
-      need += static_cast<std::uint64_t>(env.instance_count());
-      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", env.name, env.instance_count());
+  YAML::Node net = root["network"];
+  const YAML::Node pool_node = net && net.IsMap() && net["pool"] ? net["pool"] : root;
+  if (lenient) {
+    // Capacity and containers are resolve_catalog's to check, one document after another; and
+    // whether the fleet's environments stand without the documents left out.
+    lenient->pool_at = ctx.where(pool_node);
+    for (std::size_t i = 0; i < fleet_envs; ++i)
+      if (state[i] != kGood) lenient->fleet_broken = true;
+    std::vector<char> under_fleet(decls.size(), 0);  // a fleet environment is based on it
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      if (const int p = decls[*it].parent; p >= 0 && (*it < fleet_envs || under_fleet[*it])) under_fleet[p] = 1;
+    for (std::size_t i = fleet_envs; i < decls.size(); ++i) {
+      if (under_fleet[i]) lenient->fleet_bases.insert(decls[i].name);
+      if (state[i] == kGood) lenient->resolved.insert(decls[i].name);
     }
-    if (need > cat.network_.usable_count()) {
-      YAML::Node net = root["network"];
-      YAML::Node at = net && net.IsMap() && net["pool"] ? net["pool"] : root;
-      ctx.error(at, fmt::format("network.pool {} has {} usable addresses (after network, broadcast and excluded) "
-                                "but the environments ask for {} instances ({}); use a larger pool",
-                                cat.network_.pool_text, cat.network_.usable_count(), need, parts));
+  } else {
+    // containers cannot reach loopback addresses: their pool must be one a bridge network can have
+    auto first_container = [&]() -> const AppSpec* {
+      for (const auto& env : cat.environments_)
+        for (const auto& a : env.apps)
+          if (a.container() && env.runs(a.app)) return &a;
+      return nullptr;
+    };
+    if (const AppSpec* a = cat.network_.loopback() ? first_container() : nullptr)
+      ctx.error(pool_node, container_on_loopback(*a, cat.network_));
+
+    // capacity: every environment may be up at once
+    if (ctx.errors.empty()) {
+      std::uint64_t need = 0;
+      std::string parts;
+      for (const auto& env : cat.environments_) {
+        need += static_cast<std::uint64_t>(env.instance_count());
+        parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", env.name, env.instance_count());
+      }
+      if (need > cat.network_.usable_count()) ctx.error(pool_node, pool_too_small(cat.network_, need, parts));
     }
   }
 

@@ -11,8 +11,11 @@
 // from in AppSpec::from, keyed by its dotted path ("tag", "health.interval", "env.LOG_LEVEL").
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <map>
+#include <memory>
 #include <set>
 #include <optional>
 #include <string>
@@ -25,6 +28,11 @@
 #include "model/network.h"
 
 namespace berth::model {
+
+namespace loader {
+struct DocumentErrors;
+}
+struct ResolvedCatalog;
 
 enum class HealthType { kNone, kHttp, kTcp, kExec };
 std::string_view to_string(HealthType t);
@@ -148,6 +156,63 @@ struct AppSpec {
   std::string fingerprint_;  // set by Catalog::parse
 };
 
+// An environment's apps, in dependency order: a read-only sequence of AppSpecs. An AppSpec of a
+// parsed catalog never changes, so environments that inherit an app without changing any of its
+// settings (an environment with nothing of its own, a chain of them) hold the same one: it is
+// resolved and stored once.
+class AppList {
+  using Items = std::vector<std::shared_ptr<const AppSpec>>;
+
+ public:
+  class const_iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = AppSpec;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const AppSpec*;
+    using reference = const AppSpec&;
+    const_iterator() = default;
+    explicit const_iterator(Items::const_iterator it) : it_(it) {}
+    reference operator*() const { return **it_; }
+    pointer operator->() const { return it_->get(); }
+    reference operator[](difference_type n) const { return *it_[n]; }
+    const_iterator& operator++() { ++it_; return *this; }
+    const_iterator operator++(int) { auto t = *this; ++it_; return t; }
+    const_iterator& operator--() { --it_; return *this; }
+    const_iterator operator--(int) { auto t = *this; --it_; return t; }
+    const_iterator& operator+=(difference_type n) { it_ += n; return *this; }
+    const_iterator& operator-=(difference_type n) { it_ -= n; return *this; }
+    friend const_iterator operator+(const_iterator a, difference_type n) { return a += n; }
+    friend const_iterator operator+(difference_type n, const_iterator a) { return a += n; }
+    friend const_iterator operator-(const_iterator a, difference_type n) { return a -= n; }
+    friend difference_type operator-(const const_iterator& a, const const_iterator& b) { return a.it_ - b.it_; }
+    friend bool operator==(const const_iterator& a, const const_iterator& b) { return a.it_ == b.it_; }
+    friend auto operator<=>(const const_iterator& a, const const_iterator& b) { return a.it_ <=> b.it_; }
+
+   private:
+    Items::const_iterator it_;
+  };
+  using iterator = const_iterator;
+  using value_type = AppSpec;
+  using size_type = std::size_t;
+
+  const_iterator begin() const { return const_iterator(items_.begin()); }
+  const_iterator end() const { return const_iterator(items_.end()); }
+  std::size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  const AppSpec& operator[](std::size_t i) const { return *items_[i]; }
+  const AppSpec& front() const { return *items_.front(); }
+  const AppSpec& back() const { return *items_.back(); }
+  void push_back(AppSpec spec) { items_.push_back(std::make_shared<const AppSpec>(std::move(spec))); }
+  void push_back(std::shared_ptr<const AppSpec> spec) { items_.push_back(std::move(spec)); }
+  void reserve(std::size_t n) { items_.reserve(n); }
+  // The i-th app as the catalog holds it: the same object in every environment that shares it.
+  const std::shared_ptr<const AppSpec>& shared(std::size_t i) const { return items_[i]; }
+
+ private:
+  Items items_;
+};
+
 struct Environment {
   std::string name;
   std::string base;                 // empty when none
@@ -160,7 +225,7 @@ struct Environment {
   bool deploy_changed = false;      // `deploy: changed`: a thin environment
   bool follow = false;              // poll branch heads and refresh moved apps
   Millis follow_interval_ms = 30'000;
-  std::vector<AppSpec> apps;        // every app of the fleet, resolved, in dependency order
+  AppList apps;                     // every app of the fleet, resolved, in dependency order
   // app → the environment whose instances serve it for this one: the environment itself for
   // the apps it runs; for the apps a thin environment does not run, the first environment up
   // its base chain that runs them.
@@ -168,7 +233,8 @@ struct Environment {
   const AppSpec* find(std::string_view app) const;
   bool runs(std::string_view app) const;
   // app → its position in `apps`; built when the catalog is parsed (find() scans without it).
-  std::unordered_map<std::string, std::size_t> app_index;
+  // Every environment of a catalog has the same apps in the same order: they share one index.
+  std::shared_ptr<const std::unordered_map<std::string, std::size_t>> app_index;
   int instance_count() const;       // of the apps it runs
 };
 
@@ -214,12 +280,20 @@ class Catalog {
   const EnvDocument* document(std::string_view env) const;
 
  private:
+  friend Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename,
+                                                 const std::string& base_dir, const std::vector<EnvDocument>& documents);
+  // `lenient` (resolve_catalog): a document's errors are collected there and its environment
+  // kept in the catalog for the caller to leave out; the catalog fails only for the fleet's own.
+  // Capacity and containers on a loopback pool are then the caller's to check.
+  static Result<Catalog> parse_guarded(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                       const std::vector<EnvDocument>& documents, loader::DocumentErrors* lenient);
   static Result<Catalog> parse_unguarded(std::string_view text, const std::string& filename, const std::string& base_dir,
-                                         const std::vector<EnvDocument>& documents);
+                                         const std::vector<EnvDocument>& documents, loader::DocumentErrors* lenient);
   // Hash indexes and fingerprints, once everything is resolved: lookups by name are O(1).
   void index();
 
   std::unordered_map<std::string, std::size_t> env_index_;  // environment → position
+  std::unordered_map<std::string, std::size_t> doc_index_;  // environment document → position
   std::string text_;
   std::string filename_;
   std::string base_dir_;

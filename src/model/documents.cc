@@ -80,33 +80,168 @@ std::string why(const Error& e) {
 }
 }  // namespace
 
-Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename, const std::string& base_dir,
-                                        const std::vector<EnvDocument>& documents) {
-  auto all = Catalog::parse(text, filename, base_dir, documents);
-  if (all.ok()) return ResolvedCatalog{std::move(all.value()), {}};
-  auto fleet = Catalog::parse(text, filename, base_dir);
-  if (!fleet.ok()) return fleet.error();
-  std::map<std::string, std::string> invalid;
-  // Bases first: a document whose base is left out is left out too.
+namespace {
+
+// The documents bases first (a document whose base is left out is left out too), and each one's
+// base as its text names it.
+struct BaseOrder {
+  std::vector<const EnvDocument*> order;
+  std::map<std::string, std::string> base;
+};
+BaseOrder base_order(const std::vector<EnvDocument>& documents) {
+  BaseOrder out;
   std::map<std::string, const EnvDocument*> by_name;
   for (const auto& d : documents) by_name[d.name] = &d;
-  auto base_of = [](const EnvDocument& d) -> std::string {
+  for (const auto& d : documents) {
+    std::string base;
     try {
       YAML::Node n = YAML::Load(d.text);
-      if (n.IsMap() && n["base"] && n["base"].IsScalar()) return n["base"].Scalar();
+      if (n.IsMap() && n["base"] && n["base"].IsScalar()) base = n["base"].Scalar();
     } catch (const YAML::Exception&) {
     }
-    return "";
-  };
-  std::vector<const EnvDocument*> order;
+    out.base[d.name] = base;
+  }
   std::set<std::string> placed;
   std::function<void(const EnvDocument&, int)> place = [&](const EnvDocument& d, int depth) {
     if (placed.count(d.name) || depth > 64) return;
     placed.insert(d.name);
-    if (auto b = by_name.find(base_of(d)); b != by_name.end()) place(*b->second, depth + 1);
-    order.push_back(&d);
+    if (auto b = by_name.find(out.base[d.name]); b != by_name.end()) place(*b->second, depth + 1);
+    out.order.push_back(&d);
   };
   for (const auto& d : documents) place(d, 0);
+  return out;
+}
+
+// A document's "unknown environment" error names the environments there are when it is added to
+// the fleet and the documents kept before it (and the closest of them).
+void name_environments(std::string& error, const std::vector<std::string>& names, const std::string& doc) {
+  const auto at = error.find(kUnknownBase);
+  if (at == std::string::npos) return;
+  const auto end = error.find(kUnknownBase, at + 1);
+  if (end == std::string::npos) return;
+  std::vector<std::string> all = names;
+  all.push_back(doc);
+  const std::string base = error.substr(at + 1, end - at - 1);
+  auto hint = closest(base, all);
+  error.replace(at, end + 1 - at, fmt::format("{}; environments: {}", hint ? fmt::format(" (did you mean '{}'?)", *hint) : "",
+                                              join(all)));
+}
+
+std::string joined(const std::vector<std::string>& errors) {
+  std::string out;
+  for (const auto& e : errors) out += (out.empty() ? "" : "\n") + e;
+  return out;
+}
+
+}  // namespace
+
+Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string& filename, const std::string& base_dir,
+                                        const std::vector<EnvDocument>& documents) {
+  // One parse in which each document's errors are its own; then, only when some document has
+  // errors or the pool cannot hold them all, one document after another (bases first) as adding
+  // them one at a time to the fleet would: left out with its errors, because its base is, or
+  // because it would run a container on a loopback pool or overflow the pool.
+  DocumentErrors found;
+  auto all = Catalog::parse_guarded(text, filename, base_dir, documents, &found);
+  if (all.ok() && !found.fleet_broken) {
+    Catalog& cat = all.value();
+    const NetworkSpec& net = cat.network();
+    auto first_container = [&](const Environment& e) -> const AppSpec* {
+      if (net.loopback())
+        for (const auto& a : e.apps)
+          if (a.container() && e.runs(a.app)) return &a;
+      return nullptr;
+    };
+    std::uint64_t need = 0;
+    bool containers = false;
+    for (const auto& e : cat.environments()) {
+      need += static_cast<std::uint64_t>(e.instance_count());
+      containers = containers || first_container(e);
+    }
+    if (found.errors.empty() && !containers && need <= net.usable_count()) return ResolvedCatalog{std::move(cat), {}};
+    const BaseOrder bo = base_order(documents);
+    bool unsure = false;  // what only adding them one at a time can tell (a fleet that needs a document)
+    need = 0;
+    std::string parts;               // "NAME COUNT, ..." of what the pool holds
+    std::vector<std::string> names;  // the environments there are: the fleet's, the documents kept
+    auto document_env = [&](const std::string& name) { return found.resolved.count(name) ? cat.find(name) : nullptr; };
+    for (const auto& e : cat.environments()) {
+      if (document_env(e.name)) continue;
+      names.push_back(e.name);
+      unsure = unsure || first_container(e);
+      need += static_cast<std::uint64_t>(e.instance_count());
+      parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", e.name, e.instance_count());
+    }
+    unsure = unsure || need > net.usable_count();
+    std::map<std::string, std::string> left_out;
+    std::vector<const EnvDocument*> kept;
+    std::set<std::string> kept_names;
+    std::set<std::string> doc_names;
+    for (const auto& d : documents) doc_names.insert(d.name);
+    for (const EnvDocument* d : bo.order) {
+      if (unsure) break;
+      const std::string& base = bo.base.at(d->name);
+      const Environment* e = document_env(d->name);
+      if (left_out.count(base)) {
+        left_out[d->name] = fmt::format("its base environment '{}' is invalid", base);
+      } else if (doc_names.count(base) && base != d->name && !kept_names.count(base)) {
+        unsure = true;  // its base is not decided yet (bases in a cycle, or deeper than the order goes)
+      } else if (auto errs = found.errors.find(d->name); errs != found.errors.end()) {
+        std::vector<std::string> why = errs->second;
+        for (auto& w : why) name_environments(w, names, d->name);
+        if (const AppSpec* a = e ? first_container(*e) : nullptr)
+          why.push_back(found.pool_at + ": " + container_on_loopback(*a, net));
+        left_out[d->name] = joined(why);
+      } else if (!e) {
+        unsure = true;  // left out of the parse without an error of its own (a cycle blamed on another)
+      } else if (const AppSpec* a = first_container(*e)) {
+        left_out[d->name] = found.pool_at + ": " + container_on_loopback(*a, net);
+      } else if (const auto n = static_cast<std::uint64_t>(e->instance_count()); need + n > net.usable_count()) {
+        left_out[d->name] = found.pool_at + ": " + pool_too_small(net, need + n, fmt::format("{}{}{} {}", parts,
+                                                                                             parts.empty() ? "" : ", ",
+                                                                                             d->name, n));
+      } else {
+        need += n;
+        parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", d->name, n);
+        kept.push_back(d);
+        kept_names.insert(d->name);
+        names.push_back(d->name);
+      }
+    }
+    for (const auto& name : found.fleet_bases) unsure = unsure || left_out.count(name);
+    if (!unsure) {
+      // The fleet's environments, then the documents kept in that order: what parsing the fleet
+      // with them gives.
+      std::map<std::string, Environment*> by_name;
+      for (auto& e : cat.environments_)
+        if (found.resolved.count(e.name)) by_name[e.name] = &e;
+      std::vector<Environment> envs;
+      envs.reserve(cat.environments_.size());
+      for (auto& e : cat.environments_)
+        if (!found.resolved.count(e.name)) envs.push_back(std::move(e));
+      std::vector<EnvDocument> docs;
+      for (const EnvDocument* d : kept) {
+        envs.push_back(std::move(*by_name.at(d->name)));
+        docs.push_back(*d);
+      }
+      cat.environments_ = std::move(envs);
+      cat.documents_ = std::move(docs);
+      cat.index();
+      return ResolvedCatalog{std::move(cat), std::move(left_out)};
+    }
+  }
+
+  // What one parse could not tell: the fleet alone, then the documents added one at a time.
+  if (!all.ok())  // the fleet's own errors: does it stand alone?
+    if (auto fleet = Catalog::parse(text, filename, base_dir); !fleet.ok()) return fleet.error();
+  all = Catalog::parse(text, filename, base_dir, documents);
+  if (all.ok()) return ResolvedCatalog{std::move(all.value()), {}};
+  auto fleet = Catalog::parse(text, filename, base_dir);
+  if (!fleet.ok()) return fleet.error();
+  std::map<std::string, std::string> invalid;
+  const BaseOrder bo = base_order(documents);
+  const std::vector<const EnvDocument*>& order = bo.order;
+  auto base_of = [&](const EnvDocument& d) { return bo.base.at(d.name); };
   // First guess: the documents the errors are located in (and those based on them); then each
   // remaining document added one at a time only if that guess was not enough.
   std::set<std::string> suspect;
@@ -161,7 +296,7 @@ void each_secret(YAML::Node node, std::vector<std::string>& path,
 }  // namespace
 
 Status check_member_document(const EnvDocument& doc, const std::vector<std::string>& allowed_repos) {
-  Ctx ctx{doc.filename(), {}, {}, "", {}};
+  Ctx ctx{doc.filename(), {}, {}, "", {}, nullptr, {}};
   YAML::Node root;
   try {
     root = YAML::Load(doc.text);

@@ -34,6 +34,20 @@ extern const std::vector<std::string> kDatabaseKeys;
 std::string join(const std::vector<std::string>& v, std::string_view sep = ", ");
 bool is_dns_label(std::string_view s);
 
+// resolve_catalog's way of reading environment documents: an error found while a document's
+// environment is read or resolved is the document's own (it is left out), not the catalog's.
+struct DocumentErrors {
+  std::map<std::string, std::vector<std::string>> errors;  // document → its errors, in the order found
+  std::map<std::string, std::set<std::string>> seen;
+  bool fleet_broken = false;          // a fleet environment's base chain is broken by a document
+  std::set<std::string> fleet_bases;  // documents some fleet environment is based on
+  std::set<std::string> resolved;     // documents whose environments are in the catalog
+  std::string pool_at;                // where capacity and container errors are located ("berth.yaml:2:9")
+};
+// Marks the unknown base in a document's "unknown environment" error, for the caller to name the
+// environments there are: "...unknown environment 'x'" kUnknownBase "x" kUnknownBase.
+inline constexpr std::string_view kUnknownBase = "\x1d";
+
 // Collects located errors (deduplicated: a bad value in `defaults` is reported once, not once
 // per environment and app that inherits it).
 struct Ctx {
@@ -43,9 +57,13 @@ struct Ctx {
   std::string base_dir;  // relative host paths (sources, bind mounts) are resolved against it
   // Environment documents parsed apart from the fleet document: a node in one is located in it.
   std::vector<std::pair<YAML::Node, std::string>> documents;
+  // With `lenient`, errors go to the document named `owner` while it is set.
+  DocumentErrors* lenient = nullptr;
+  std::string owner;
 
   std::string where(const YAML::Node& n) const;
   void error(const YAML::Node& n, const std::string& msg);
+  void add(std::string located);  // an error already located (deduplicated like the others)
 };
 
 // A mapping's entries in file order, with duplicate and non-string keys reported.
@@ -101,6 +119,10 @@ void apply_source(Ctx& ctx, const SourceDecl& source, const std::string& env, co
 void read_lifetime(Ctx& ctx, const YAML::Node& doc, Environment& env, Millis written_at);
 // A repository as given, resolved against `base_dir` when it is a relative path.
 std::string resolve_repo(const std::string& repo, const std::string& base_dir);
+// The error of an app that runs as a container when network.pool is loopback (located at the pool).
+std::string container_on_loopback(const AppSpec& a, const NetworkSpec& net);
+// The error of environments that ask for more addresses than the pool has; `parts`: "NAME COUNT, ...".
+std::string pool_too_small(const NetworkSpec& net, std::uint64_t need, const std::string& parts);
 // An app without a source must not use ${artifact}.
 void check_no_artifact(Ctx& ctx, const Flat& flat, const AppSpec& spec);
 

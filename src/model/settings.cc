@@ -85,9 +85,14 @@ std::string Ctx::where(const YAML::Node& n) const {
   return fmt::format("{}:{}:{}", in, m.line + 1, m.column + 1);
 }
 
-void Ctx::error(const YAML::Node& n, const std::string& msg) {
-  std::string e = where(n) + ": " + msg;
-  if (seen.insert(e).second) errors.push_back(std::move(e));
+void Ctx::error(const YAML::Node& n, const std::string& msg) { add(where(n) + ": " + msg); }
+
+void Ctx::add(std::string located) {
+  if (lenient && !owner.empty()) {
+    if (lenient->seen[owner].insert(located).second) lenient->errors[owner].push_back(std::move(located));
+  } else if (seen.insert(located).second) {
+    errors.push_back(std::move(located));
+  }
 }
 
 std::vector<std::pair<YAML::Node, YAML::Node>> entries(Ctx& ctx, const YAML::Node& map) {

@@ -321,3 +321,153 @@ TEST(Catalog, DatabaseErrorsAreLocated) {
   EXPECT_THAT(errors_of(replaced_once(kGood, "  users: {instances: 2}", "  users: {instances: 2, standard: shop}")),
               HasSubstr("'standard' is a setting of databases; 'users' is an app"));
 }
+
+// ---- scale: long base chains, many apps, environments sharing what they inherit -----------
+
+namespace {
+
+// `n` environments, each based on the one before; each sets LEVEL for every app, every 100th
+// also orders' tag; `thin`: deploy: changed.
+std::string chain_catalog(int n, bool thin, const std::string& first_base = "") {
+  std::string y =
+      "defaults:\n  command: svc ${ip}\n  ports: {http: 8080}\napps:\n  users: {}\n  orders: {depends_on: [users]}\n"
+      "  web: {depends_on: [orders]}\nenvironments:\n";
+  for (int e = 0; e < n; ++e) {
+    std::string base = e > 0 ? "env-" + std::to_string(e - 1) : first_base;
+    y += "  env-" + std::to_string(e) + ":\n";
+    if (!base.empty()) y += "    base: " + base + "\n";
+    if (e == 0) y += "    tag: root\n";
+    if (thin && e > 0) y += "    deploy: changed\n";
+    if (!thin) y += "    env: {LEVEL: '" + std::to_string(e) + "'}\n";
+    if (e % 100 == 0) y += "    apps: {orders: {tag: t" + std::to_string(e) + "}}\n";
+  }
+  return y;
+}
+
+}  // namespace
+
+TEST(CatalogScale, ALongBaseChainResolvesWithEveryLayersProvenance) {
+  auto c = Catalog::parse(chain_catalog(2000, false), "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* top = c->find("env-1999");
+  ASSERT_NE(top, nullptr);
+  EXPECT_EQ(top->base, "env-1998");
+  const auto* users = top->find("users");
+  EXPECT_EQ(users->env.at("LEVEL"), "1999");
+  EXPECT_EQ(users->from.at("env.LEVEL"), "environments.env-1999");
+  EXPECT_EQ(users->tag, "root");
+  EXPECT_EQ(users->from.at("tag"), "environments.env-0");
+  EXPECT_EQ(users->from.at("command"), "defaults");
+  const auto* orders = top->find("orders");
+  EXPECT_EQ(orders->tag, "t1900");
+  EXPECT_EQ(orders->from.at("tag"), "environments.env-1900.apps.orders");
+  EXPECT_EQ(c->find("env-1234")->find("orders")->from.at("tag"), "environments.env-1200.apps.orders");
+  EXPECT_EQ(c->find("env-1234")->find("web")->values.at("env.LEVEL"), "1234");
+  EXPECT_EQ(c->find("env-0")->find("orders")->from.at("tag"), "environments.env-0.apps.orders");
+}
+
+TEST(CatalogScale, ALongThinChainFallsThroughToWhereEachAppLastChanged) {
+  auto c = Catalog::parse(chain_catalog(2000, true), "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* e = c->find("env-1999");
+  ASSERT_TRUE(e->deploy_changed);
+  // orders changed at env-1900; web calls it, so it runs there too; users comes from the root.
+  EXPECT_EQ(e->served_by.at("orders"), "env-1900");
+  EXPECT_EQ(e->served_by.at("web"), "env-1900");
+  EXPECT_EQ(e->served_by.at("users"), "env-0");
+  EXPECT_EQ(c->find("env-1900")->served_by.at("orders"), "env-1900");
+  EXPECT_EQ(e->find("orders")->from.at("tag"), "environments.env-1900.apps.orders");
+  // Nothing changed from env-1900 up: one AppSpec serves all of them.
+  EXPECT_EQ(e->apps.shared(1), c->find("env-1901")->apps.shared(1));
+  EXPECT_EQ(e->find("orders")->fingerprint(), c->find("env-1900")->find("orders")->fingerprint());
+}
+
+TEST(CatalogScale, ACycleInALongChainIsReportedOnceAtTheBaseThatClosesIt) {
+  // env-0's base is the top of a 2,000-long chain: every environment is in the cycle.
+  const std::string y = chain_catalog(2000, false, "env-1999");
+  auto c = Catalog::parse(y, "berth.yaml");
+  ASSERT_FALSE(c.ok());
+  ASSERT_EQ(c.error().details.size(), 1u) << c.error().details.front().substr(0, 300);
+  const std::string& e = c.error().details.front();
+  // Located at env-0's `base: env-1999` (line 10, column 11), the path around from there.
+  EXPECT_THAT(e, testing::StartsWith("berth.yaml:10:11: base environment cycle: env-1999 → env-1998 → "));
+  EXPECT_THAT(e, testing::EndsWith("env-1 → env-0 → env-1999"));
+  EXPECT_EQ(y.substr(y.find("  env-0:\n") + 9, 19), "    base: env-1999\n");
+}
+
+TEST(CatalogScale, AnUnknownBaseBreaksTheChainAboveItOnce) {
+  std::string y = chain_catalog(500, false);
+  y = replaced_once(y, "    base: env-249\n", "    base: env-2499\n");
+  auto c = Catalog::parse(y, "berth.yaml");
+  ASSERT_FALSE(c.ok());
+  ASSERT_EQ(c.error().details.size(), 1u);
+  EXPECT_THAT(c.error().details.front(),
+              HasSubstr("environments.env-250.base: unknown environment 'env-2499' (did you mean 'env-249'?)"));
+}
+
+TEST(CatalogScale, EnvironmentsThatChangeNothingShareTheAppSpecTheyInherit) {
+  auto c = Catalog::parse(R"(defaults: {command: svc, env: {A: "1"}}
+apps:
+  users: {}
+  orders: {depends_on: [users]}
+environments:
+  one: {}
+  two: {description: nothing of its own}
+  beta: {base: one}
+  gamma: {base: beta, apps: {orders: {tag: x}}}
+  delta: {base: gamma, env: {A: "2"}}
+)", "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto shared = [&](const char* env, std::size_t i) { return c->find(env)->apps.shared(i).get(); };
+  EXPECT_EQ(shared("one", 0), shared("two", 0));
+  EXPECT_EQ(shared("one", 1), shared("beta", 1));
+  EXPECT_EQ(shared("beta", 0), shared("gamma", 0));  // gamma changes orders only
+  EXPECT_NE(shared("beta", 1), shared("gamma", 1));
+  EXPECT_NE(shared("gamma", 0), shared("delta", 0));  // delta changes every app
+  EXPECT_EQ(c->find("gamma")->find("orders")->from.at("tag"), "environments.gamma.apps.orders");
+  EXPECT_EQ(c->find("delta")->find("orders")->from.at("tag"), "environments.gamma.apps.orders");
+  EXPECT_EQ(c->find("delta")->find("users")->from.at("env.A"), "environments.delta");
+  EXPECT_EQ(c->find("beta")->find("users")->from.at("env.A"), "defaults");
+  EXPECT_EQ(&*c->find("two")->apps.begin(), c->find("two")->find("users"));
+}
+
+TEST(CatalogScale, AnErrorNamingTheEnvironmentIsReportedForEveryEnvironmentThatHasIt) {
+  // The recipe error names the environment; `one` and `two` share the app's resolution.
+  auto c = Catalog::parse(R"(defaults: {command: "svc ${artifact}", build_type: weird}
+apps:
+  users: {source: {repo: /r, recipes: {release: {command: make, artifact: out}}}}
+environments:
+  one: {}
+  two: {}
+  three: {base: two}
+)", "berth.yaml");
+  ASSERT_FALSE(c.ok());
+  ASSERT_EQ(c.error().details.size(), 3u) << c.error().message;
+  EXPECT_THAT(c.error().details[0], HasSubstr("app 'users' in environment 'one' has build_type 'weird'"));
+  EXPECT_THAT(c.error().details[1], HasSubstr("app 'users' in environment 'two' has build_type 'weird'"));
+  EXPECT_THAT(c.error().details[2], HasSubstr("app 'users' in environment 'three' has build_type 'weird'"));
+}
+
+TEST(CatalogScale, AnEnvironmentWrittenAsAScalarIsReportedNotThrown) {
+  // It used to escape as yaml-cpp's "operator[] call on a scalar" and hide every other error.
+  const std::string e = errors_of(replaced_once(kGood, "  beta-8:\n    base: beta-7\n", "  beta-8: oops\n"));
+  EXPECT_THAT(e, HasSubstr("environments.beta-8 must be a mapping"));
+  EXPECT_THAT(e, testing::Not(HasSubstr("operator[]")));
+}
+
+TEST(CatalogScale, FourThousandAppsInOneDependencyChainAreOrderedWithoutRecursion) {
+  std::string y = "defaults: {command: svc}\napps:\n  app0: {}\n";
+  for (int a = 1; a < 4000; ++a) y += "  app" + std::to_string(a) + ": {depends_on: [app" + std::to_string(a - 1) + "]}\n";
+  y += "environments:\n  one: {}\n";
+  auto c = Catalog::parse(y, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto& apps = c->find("one")->apps;
+  ASSERT_EQ(apps.size(), 4000u);
+  for (int a = 0; a < 4000; a += 333) EXPECT_EQ(apps[a].app, "app" + std::to_string(a));
+  EXPECT_EQ(c->find("one")->find("app3999")->from.at("depends_on.app3998"), "apps.app3999");
+  // A cycle closing the chain is still found and printed.
+  y = replaced_once(y, "  app0: {}", "  app0: {depends_on: [app3999]}");
+  auto bad = Catalog::parse(y, "berth.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("dependency cycle: app0 → app3999 → app3998"));
+}

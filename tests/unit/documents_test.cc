@@ -126,6 +126,63 @@ TEST(EnvDocuments, ResolveLeavesOutOnlyTheInvalidOnes) {
   EXPECT_THAT(r->invalid.at("on-bad"), HasSubstr("'bad' is invalid"));
 }
 
+TEST(EnvDocuments, ResolveLeavesOutEachInvalidOneWithItsOwnErrorsInOneGo) {
+  std::vector<model::EnvDocument> docs;
+  for (int i = 0; i < 200; ++i) docs.push_back(doc("dev-" + std::to_string(i), "base: baseline\ntag: t" + std::to_string(i) + "\n"));
+  docs[10].text = "base: baseline\napps: {ordrs: {tag: x}}\n";   // an unknown app
+  docs[20].text = "base: dev-10\n";                               // based on it
+  docs[30].text = "base: nowhere\n";                              // an unknown base
+  docs[40].text = "base: baseline\nttl: soon\n";                 // a bad lifetime
+  docs[50].text = "base: dev-30\ndeploy: changed\n";              // based on an unknown base
+  std::string fleet = kFleet;
+  fleet.replace(fleet.find("10.19.0.0/24"), 12, "10.19.0.0/16");  // room for all
+  auto r = model::resolve_catalog(fleet, "berth.yaml", "", docs);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->invalid.size(), 5u);
+  EXPECT_THAT(r->invalid.at("dev-10"), HasSubstr("environments/dev-10.yaml:2:8: dev-10.apps: unknown app 'ordrs' (did you mean 'orders'?)"));
+  EXPECT_EQ(r->invalid.at("dev-20"), "its base environment 'dev-10' is invalid");
+  // The environments named are those there are: the fleet's and the documents kept before it.
+  EXPECT_THAT(r->invalid.at("dev-30"), HasSubstr("environments.dev-30.base: unknown environment 'nowhere'; environments: "
+                                                  "baseline, dev-0, dev-1, "));
+  EXPECT_THAT(r->invalid.at("dev-30"), testing::Not(HasSubstr("dev-10,")));
+  EXPECT_THAT(r->invalid.at("dev-40"), HasSubstr("ttl 'soon' must be a duration"));
+  EXPECT_EQ(r->invalid.at("dev-50"), "its base environment 'dev-30' is invalid");
+  ASSERT_EQ(r->catalog.environments().size(), 196u);
+  EXPECT_EQ(r->catalog.environments().front().name, "baseline");
+  EXPECT_EQ(r->catalog.find("dev-199")->find("users")->tag, "t199");
+  EXPECT_EQ(r->catalog.find("dev-10"), nullptr);
+  EXPECT_EQ(r->catalog.documents().size(), 195u);
+  EXPECT_EQ(r->catalog.document("dev-20"), nullptr);
+  EXPECT_NE(r->catalog.document("dev-21"), nullptr);
+}
+
+TEST(EnvDocuments, ResolveAddsDocumentsUntilThePoolIsFullAsOneAtATimeWould) {
+  std::string fleet = kFleet;
+  fleet.replace(fleet.find("10.19.0.0/24"), 12, "10.19.0.0/28");  // 13 addresses to give out; baseline takes 2
+  auto r = model::resolve_catalog(fleet, "berth.yaml", "",
+                                  {doc("a", "base: baseline\ninstances: 3\n"), doc("b", "base: baseline\ninstances: 4\n"),
+                                   doc("c", "base: baseline\ninstances: 2\n"), doc("d", "base: c\n")});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  // a (6) fits, b (8) does not, c (4) still does, d (4) does not.
+  EXPECT_NE(r->catalog.find("a"), nullptr);
+  EXPECT_NE(r->catalog.find("c"), nullptr);
+  EXPECT_EQ(r->invalid.count("a") + r->invalid.count("c"), 0u);
+  EXPECT_THAT(r->invalid.at("b"), testing::StartsWith("berth.yaml:1:17: network.pool 10.19.0.0/28 has "));
+  EXPECT_THAT(r->invalid.at("b"), HasSubstr("ask for 16 instances (baseline 2, a 6, b 8); use a larger pool"));
+  EXPECT_THAT(r->invalid.at("d"), HasSubstr("ask for 16 instances (baseline 2, a 6, c 4, d 4)"));
+}
+
+TEST(EnvDocuments, ResolveLeavesOutADocumentRunningAContainerOnALoopbackPool) {
+  std::string fleet = kFleet;
+  fleet.replace(fleet.find("10.19.0.0/24"), 12, "127.19.0.0/24");
+  auto r = model::resolve_catalog(fleet, "berth.yaml", "",
+                                  {doc("box", "base: baseline\napps: {users: {image: 'users:1'}}\n"), doc("ok", "base: baseline\n")});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_THAT(r->invalid.at("box"), HasSubstr("app 'users' runs as a container (image users:1) but network.pool 127.19.0.0/24 "
+                                              "is loopback"));
+  EXPECT_NE(r->catalog.find("ok"), nullptr);
+}
+
 namespace {
 
 class DocumentLoopTest : public testing::Test {
