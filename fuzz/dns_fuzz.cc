@@ -22,13 +22,13 @@ berth::dns::Zone make_zone() {
     many.ready.push_back(i % 3 != 0);
   }
   base->apps["many"] = many;
-  z.envs["baseline"] = base;
+  z.envs.set("baseline", base);
   auto thin = std::make_shared<EnvRecords>();
   thin->apps["orders"] = {"beta-7", {0x7F4D0014}, {true}, {{"http", 8080}}};
   thin->fall_through["users"] = "baseline";
   thin->fall_through["many"] = "baseline";
   thin->fall_through["ghost"] = "nowhere";
-  z.envs["beta-7"] = thin;
+  z.envs.set("beta-7", thin);
   return z;
 }
 

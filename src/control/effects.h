@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/executor.h"
@@ -126,7 +127,7 @@ class Effects {
   Hooks hooks_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
-  std::map<ipam::LeaseKey, Handles> handles_;      // of the instances with something in flight
+  std::unordered_map<ipam::LeaseKey, Handles, ipam::LeaseKeyHash> handles_;  // of the instances with something in flight
   std::uint64_t launches_ = 0;
   runtime::Network network_;                  // the catalog's pool, as runtimes are given it
   std::optional<runtime::Network> prepared_;  // the network last asked of the runtimes

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "control/planner.h"
 #include "control/reconciler.h"
@@ -37,12 +38,12 @@ struct AppState {
 };
 
 struct EnvState {
-  std::map<std::string, AppState> apps;
+  std::unordered_map<std::string, AppState> apps;
 };
 
 struct Observed {
-  std::set<std::string, std::less<>> up;  // environments requested up (as stored)
-  std::map<std::string, EnvState> envs;   // every environment with something of it left
+  std::set<std::string, std::less<>> up;           // environments requested up (as stored)
+  std::unordered_map<std::string, EnvState> envs;  // every environment with something of it left
 
   Supervisor* find(const ipam::LeaseKey& key);
   const Supervisor* find(const ipam::LeaseKey& key) const;

@@ -3,7 +3,7 @@
 namespace berth::control {
 
 const PlannedApp* PlannedEnv::find(std::string_view app) const {
-  auto it = index.find(std::string(app));
+  auto it = index.find(app);
   return it == index.end() ? nullptr : &apps[it->second];
 }
 
@@ -68,7 +68,7 @@ Planner::Planner(const model::Catalog& catalog) {
 }
 
 const PlannedEnv* Planner::find(std::string_view env) const {
-  auto it = index_.find(std::string(env));
+  auto it = index_.find(env);
   return it == index_.end() ? nullptr : &envs_[it->second];
 }
 

@@ -26,6 +26,14 @@
 
 namespace berth::control {
 
+// Hash lookups by string_view without making a string.
+struct NameHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using NameMap = std::unordered_map<std::string, V, NameHash, std::equal_to<>>;
+
 // One dependency of an app, as its start sees it.
 struct Gate {
   const model::Dependency* dep = nullptr;
@@ -43,7 +51,7 @@ struct PlannedEnv {
   std::vector<PlannedApp> apps;    // the apps it runs itself, in dependency order
   std::vector<std::string> thin;   // environments that fall through to it for some app
   const PlannedApp* find(std::string_view app) const;
-  std::unordered_map<std::string, std::size_t> index;  // app → position in `apps`
+  NameMap<std::size_t> index;  // app → position in `apps`
 };
 
 class Planner {
@@ -71,7 +79,7 @@ class Planner {
 
  private:
   std::vector<PlannedEnv> envs_;  // in catalog order
-  std::unordered_map<std::string, std::size_t> index_;
+  NameMap<std::size_t> index_;
   std::unordered_map<const model::AppSpec*, std::shared_ptr<const Provenance>> from_;
 };
 

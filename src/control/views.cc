@@ -271,10 +271,13 @@ void Publisher::schedule() {
 void Publisher::publish_zone(const ViewInputs& in) {
   if (!on_zone_ || !in.catalog) return;
   if (!dns_all_dirty_ && dns_dirty_.empty()) return;
-  if (dns_all_dirty_) env_records_.clear();
-  for (const auto& espec : in.catalog->environments())
-    if (dns_all_dirty_ || dns_dirty_.count(espec.name) || !env_records_.count(espec.name))
-      env_records_[espec.name] = env_records(in, espec);
+  if (dns_all_dirty_) {
+    env_records_.clear();  // (and so forget removed environments)
+    for (const auto& espec : in.catalog->environments()) env_records_.set(espec.name, env_records(in, espec));
+  } else {
+    for (const auto& name : dns_dirty_)
+      if (const auto* espec = in.catalog->find(name)) env_records_.set(name, env_records(in, *espec));
+  }
   dns_all_dirty_ = false;
   dns_dirty_.clear();
   auto zone = std::make_shared<dns::Zone>();
@@ -283,7 +286,7 @@ void Publisher::publish_zone(const ViewInputs& in) {
   zone->negative_ttl = static_cast<std::uint32_t>(in.catalog->dns().negative_ttl_ms / 1000);
   zone->serial = ++zone_serial_;
   zone->ns_ip = ns_ip_;
-  for (const auto& [name, rec] : env_records_) zone->envs[name] = rec;
+  zone->envs = env_records_;  // (64 shared shards)
   on_zone_(std::move(zone));
 }
 

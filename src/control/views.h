@@ -112,7 +112,7 @@ class Publisher {
   std::uint32_t ns_ip_ = 0;
   std::function<void()> due_;
   // DNS: per-environment records, rebuilt when their environment is marked.
-  std::map<std::string, std::shared_ptr<const dns::EnvRecords>> env_records_;
+  dns::EnvTable env_records_;
   std::set<std::string> dns_dirty_;
   bool dns_all_dirty_ = true;
   std::uint32_t zone_serial_ = 0;

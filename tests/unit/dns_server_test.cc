@@ -24,7 +24,7 @@ std::shared_ptr<const dns::Zone> zone() {
   auto z = std::make_shared<dns::Zone>();
   auto env = std::make_shared<dns::EnvRecords>();
   env->apps["users"] = {"baseline", {ip("127.77.0.10")}, {true}, {{"http", 8080}}};
-  z->envs["baseline"] = env;
+  z->envs.set("baseline", env);
   return z;
 }
 

@@ -135,12 +135,12 @@ Zone zone() {
     many.ready.push_back(true);
   }
   base->apps["many"] = many;
-  z.envs["baseline"] = base;
+  z.envs.set("baseline", base);
   auto beta = std::make_shared<EnvRecords>();
   beta->apps["orders"] = {"beta-7", {ip("127.77.0.20"), ip("127.77.0.21")}, {true, true}, {{"http", 8080}}};
   beta->fall_through["users"] = "baseline";
   beta->fall_through["many"] = "baseline";
-  z.envs["beta-7"] = beta;
+  z.envs.set("beta-7", beta);
   return z;
 }
 

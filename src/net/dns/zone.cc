@@ -54,7 +54,7 @@ class Answerer {
       return z_.ns_ip ? nodata() : nxdomain();
     }
     std::string env(r.labels[0]);
-    if (!z_.envs.count(env)) return nxdomain();
+    if (!z_.envs.contains(env)) return nxdomain();
     if (r.count == 1) return nodata();  // the environment: an empty non-terminal
     const AppRecords* found = z_.find(env, std::string(r.labels[1]));
     if (!found) return nxdomain();
@@ -148,16 +148,38 @@ class Answerer {
 
 }  // namespace
 
+const EnvRecords* EnvTable::find(const std::string& env) const {
+  const auto& shard = shards_[shard_of(env)];
+  if (!shard) return nullptr;
+  auto it = shard->find(env);
+  return it == shard->end() ? nullptr : it->second.get();
+}
+
+void EnvTable::set(const std::string& env, std::shared_ptr<const EnvRecords> records) {
+  auto& shard = shards_[shard_of(env)];
+  auto copy = shard ? std::make_shared<Shard>(*shard) : std::make_shared<Shard>();
+  (*copy)[env] = std::move(records);
+  shard = std::move(copy);
+}
+
+void EnvTable::erase(const std::string& env) {
+  auto& shard = shards_[shard_of(env)];
+  if (!shard || !shard->count(env)) return;
+  auto copy = std::make_shared<Shard>(*shard);
+  copy->erase(env);
+  shard = std::move(copy);
+}
+
 const AppRecords* Zone::find(const std::string& env, const std::string& app) const {
-  auto e = envs.find(env);
-  if (e == envs.end() || !e->second) return nullptr;
-  if (auto a = e->second->apps.find(app); a != e->second->apps.end()) return &a->second;
-  auto f = e->second->fall_through.find(app);
-  if (f == e->second->fall_through.end()) return nullptr;
-  auto served = envs.find(f->second);
-  if (served == envs.end() || !served->second) return nullptr;
-  auto a = served->second->apps.find(app);
-  return a == served->second->apps.end() ? nullptr : &a->second;
+  const EnvRecords* e = envs.find(env);
+  if (!e) return nullptr;
+  if (auto a = e->apps.find(app); a != e->apps.end()) return &a->second;
+  auto f = e->fall_through.find(app);
+  if (f == e->fall_through.end()) return nullptr;
+  const EnvRecords* served = envs.find(f->second);
+  if (!served) return nullptr;
+  auto a = served->apps.find(app);
+  return a == served->apps.end() ? nullptr : &a->second;
 }
 
 std::size_t answer(const Zone& zone, const Query& q, std::span<std::uint8_t> out, std::size_t max_size) {

@@ -16,6 +16,7 @@
 // Everything else under Z is NXDOMAIN; names outside Z are REFUSED (no recursion).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -42,13 +43,31 @@ struct EnvRecords {
   std::unordered_map<std::string, std::string> fall_through;  // app → serving environment
 };
 
+// Every environment's records, by name, in shards: a copy shares every shard, and set() copies
+// only the one it changes, so a zone that differs from the last in a few environments costs a
+// few small copies, not one entry per environment (1,000 environments at every reconcile pass).
+class EnvTable {
+ public:
+  static constexpr std::size_t kShards = 64;
+  const EnvRecords* find(const std::string& env) const;
+  bool contains(const std::string& env) const { return find(env) != nullptr; }
+  void set(const std::string& env, std::shared_ptr<const EnvRecords> records);
+  void erase(const std::string& env);
+  void clear() { shards_ = {}; }
+
+ private:
+  using Shard = std::unordered_map<std::string, std::shared_ptr<const EnvRecords>>;
+  static std::size_t shard_of(const std::string& env) { return std::hash<std::string>{}(env) % kShards; }
+  std::array<std::shared_ptr<const Shard>, kShards> shards_;
+};
+
 struct Zone {
   std::string apex = "berth.test";  // lower case, no trailing dot
   std::uint32_t ttl = 2;            // seconds, positive answers
   std::uint32_t negative_ttl = 2;   // seconds, NODATA/NXDOMAIN (SOA minimum)
   std::uint32_t serial = 1;
   std::uint32_t ns_ip = 0;          // address of ns.<apex>, 0 if none
-  std::unordered_map<std::string, std::shared_ptr<const EnvRecords>> envs;
+  EnvTable envs;
 
   // The records answering for `app` in `env` (following fall-through), or nullptr.
   const AppRecords* find(const std::string& env, const std::string& app) const;

@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <functional>
 #include <vector>
 
 #include "base/clock.h"
@@ -32,6 +33,15 @@ struct LeaseKey {
   std::string app;
   int ordinal = 0;
   auto operator<=>(const LeaseKey&) const = default;
+};
+
+// For unordered containers of keys.
+struct LeaseKeyHash {
+  std::size_t operator()(const LeaseKey& k) const noexcept {
+    std::size_t h = std::hash<std::string>{}(k.env);
+    h ^= std::hash<std::string>{}(k.app) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h ^ (static_cast<std::size_t>(k.ordinal) * 0x9e3779b97f4a7c15ULL);
+  }
 };
 
 struct Lease {
