@@ -52,25 +52,48 @@ void ControlLoop::apply(Supervisor& sup, Step step) {
   if (step.reconcile) schedule_reconcile(key.env);
 }
 
-Status ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) {
-  Supervisor* sup = find(id);
-  if (!sup) return conflict("this launch is no longer wanted");
-  BERTH_TRY(sup->created(launch));
-  const auto& s = sup->state();
-  // The record and the instance's address are stored together before it may run: after a failed
-  // pass commit the address may not be, and a daemon restarted then would give it to another.
+void ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
+                             std::function<void(Status)> recorded) {
+  created_.push_back({{id.env, id.app, id.ordinal}, launch, ref, std::move(recorded)});
+  if (record_posted_) return;
+  record_posted_ = true;
+  // After the work already queued: the instances created meanwhile share one transaction.
+  d_.executor->post(guarded([this] {
+    record_posted_ = false;
+    record_created();
+  }));
+}
+
+void ControlLoop::record_created() {
+  std::vector<Created> batch;
+  batch.swap(created_);
+  if (batch.empty()) return;
+  std::vector<Status> outcome(batch.size());
+  // Each record is stored with the instance's address before it may run: after a failed pass
+  // commit the address may not be, and a daemon restarted then would give it to another.
   const Status written = d_.store->transaction([&]() -> Status {
     BERTH_TRY(ipam_.resync());
     BERTH_TRY(write_records());
-    return d_.store->put_instance({s.key, s.runtime_name, ref, s.fingerprint, s.restarts, d_.clock->wall_ms()});
+    const Millis now_wall = d_.clock->wall_ms();
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const Supervisor* sup = find(batch[i].key);
+      outcome[i] = sup ? sup->created(batch[i].launch) : conflict("this launch is no longer wanted");
+      if (!outcome[i].ok()) continue;
+      const auto& s = sup->state();
+      outcome[i] = d_.store->put_instance({s.key, s.runtime_name, batch[i].ref, s.fingerprint, s.restarts, now_wall});
+    }
+    return {};
   });
   if (!written.ok()) {
     ipam_.suspect();
     retry_store();
-    return written.error();
   }
-  sup->record_written(ref);
-  return {};
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const Status st = written.ok() ? outcome[i] : written;
+    if (st.ok())
+      if (Supervisor* sup = find(batch[i].key)) sup->record_written(batch[i].ref);
+    batch[i].recorded(st);  // (the runtime may answer on_started or on_failed before it returns)
+  }
 }
 
 void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,

@@ -276,7 +276,11 @@ class ControlLoop : private runtime::Listener {
   }
   void on_recovered(const std::vector<runtime::Recovered>& recovered);
   // runtime::Listener
-  Status on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref) override;
+  void on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
+                  std::function<void(Status)> recorded) override;
+  // The records of created instances, in one transaction with their addresses (written again
+  // first if the store may lack them), then each runtime answered: only then may they run.
+  void record_created();
   void on_started(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,
                   const runtime::Observed& observed) override;
   void on_failed(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref, const Error& error) override;
@@ -323,6 +327,15 @@ class ControlLoop : private runtime::Listener {
     Millis ready_at = 0;
   };
   std::vector<RecordWrite> record_writes_;
+  // Instances created by their runtimes, waiting for their records' batch (record_created).
+  struct Created {
+    ipam::LeaseKey key;
+    std::uint64_t launch = 0;
+    runtime::Ref ref;
+    std::function<void(Status)> recorded;
+  };
+  std::vector<Created> created_;
+  bool record_posted_ = false;
   Status write_records();  // the waiting ones; inside a transaction
   void write_batch();      // the waiting records, then the events
   Planner planner_;  // of catalog_

@@ -151,7 +151,7 @@ Step Supervisor::rerun() {
 
 // ---- what its runtime says --------------------------------------------------------------------
 
-Status Supervisor::created(std::uint64_t launch) {
+Status Supervisor::created(std::uint64_t launch) const {
   if (s_.launch != launch) return conflict("this launch is no longer wanted");
   if (s_.phase == Phase::kStopping) return conflict("stopped before it started");
   return {};

@@ -142,7 +142,7 @@ class Supervisor {
 
   // ---- what its runtime says ----
   // Created: true when it may run (its record is then written by the owner).
-  Status created(std::uint64_t launch);
+  Status created(std::uint64_t launch) const;
   void record_written(const runtime::Ref& ref) { s_.ref = ref; }
   Step started(const runtime::Observed& observed, bool observed_ip, const model::AppSpec* spec, Now now);
   Step failed(const runtime::Ref& ref, const Error& error, const model::AppSpec* spec, Now now);

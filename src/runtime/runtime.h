@@ -8,7 +8,8 @@
 //
 // Launching is asynchronous and keeps one guarantee: nothing runs unrecorded.
 //   launch(spec) → the runtime creates the instance without running anything of it
-//                → Listener::on_created(ref): the loop records ref; only if that succeeds
+//                → Listener::on_created(ref, recorded): the loop records ref (with others, in one
+//                  write) and answers through `recorded`; only if that says ok
 //                → the runtime starts it → on_started (or on_failed, after which nothing of it is left)
 //                → later on_exited, once it is gone (a container is removed by then).
 // If the daemon dies between create and record, the created instance never runs: a gated child
@@ -138,9 +139,13 @@ struct Capabilities {
 class Listener {
  public:
   virtual ~Listener() = default;
-  // The instance exists but runs nothing. Record `ref` durably and return ok to let it run;
-  // any error makes the runtime destroy it (on_failed follows).
-  virtual Status on_created(const InstanceId& id, std::uint64_t launch, const Ref& ref) = 0;
+  // The instance exists but runs nothing. The listener records `ref` durably, then calls
+  // `recorded` — later, on the loop, never from inside this call (records are written in
+  // batches): ok lets it run; an error makes the runtime destroy it (on_failed follows). A
+  // listener that goes away first never calls it: the instance must then never run (the next
+  // daemon's recover removes what is left of it).
+  virtual void on_created(const InstanceId& id, std::uint64_t launch, const Ref& ref,
+                          std::function<void(Status)> recorded) = 0;
   virtual void on_started(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Observed& observed) = 0;
   // The launch failed; nothing of the instance is left. `ref` is empty if it was never created.
   virtual void on_failed(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Error& error) = 0;

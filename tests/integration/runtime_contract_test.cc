@@ -45,10 +45,12 @@ struct Recorder : runtime::Listener {
   };
   std::vector<Event> events;
   std::function<Status(const runtime::Ref&)> on_record = [](const runtime::Ref&) { return Status{}; };
+  Executor* executor = nullptr;  // answers go through it, as the loop's do: never from inside on_created
 
-  Status on_created(const runtime::InstanceId&, std::uint64_t, const runtime::Ref& ref) override {
+  void on_created(const runtime::InstanceId&, std::uint64_t, const runtime::Ref& ref,
+                  std::function<void(Status)> recorded) override {
     events.push_back({"created", ref, {}, ""});
-    return on_record(ref);
+    executor->post([this, ref, recorded = std::move(recorded)] { recorded(on_record(ref)); });
   }
   void on_started(const runtime::InstanceId&, std::uint64_t, const runtime::Ref& ref, const runtime::Observed&) override {
     events.push_back({"started", ref, {}, ""});
@@ -99,6 +101,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
       ASSERT_TRUE(d.ok()) << d.error().message;
       runtime_ = std::move(d.value());
     }
+    rec_.executor = &executor_;
     runtime_->set_listener(&rec_);
   }
 

@@ -12,10 +12,12 @@ namespace {
 
 struct Recorder : runtime::Listener {
   std::vector<std::string> events;  // "created", "started", "exited <code> <signal>"
-  Status on_created(const runtime::InstanceId&, std::uint64_t, const runtime::Ref&) override {
+  void on_created(const runtime::InstanceId&, std::uint64_t, const runtime::Ref&,
+                  std::function<void(Status)> recorded) override {
     events.push_back("created");
-    return {};
+    executor->post([recorded = std::move(recorded)] { recorded({}); });
   }
+  Executor* executor = nullptr;
   void on_started(const runtime::InstanceId&, std::uint64_t, const runtime::Ref&, const runtime::Observed&) override {
     events.push_back("started");
   }
@@ -39,6 +41,7 @@ class SimRuntimeTest : public testing::Test {
  protected:
   void make(runtime::SimBehaviour b) {
     sim_ = std::make_unique<runtime::SimRuntime>(exec_, "process", b, &clock_);
+    rec_.executor = &exec_;
     sim_->set_listener(&rec_);
   }
   ManualClock clock_;

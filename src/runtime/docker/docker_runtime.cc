@@ -344,10 +344,15 @@ void DockerRuntime::created(const std::string& name, const Ref& ref) {
   c.ref = ref;
   c.state = Container::State::kCreated;
   names_[ref] = name;
-  Status st = listener_ ? listener_->on_created(c.id, c.launch, ref) : internal("no listener");
-  if (!st.ok()) return fail_launch(name, st.error());
-  if (c.stop_requested) return begin_exit(name, std::nullopt, false);  // recorded, never started
-  start_container(name);
+  auto recorded = [this, name, ref](Status st) {
+    auto it = containers_.find(name);
+    if (it == containers_.end() || it->second->ref != ref) return;  // (gone meanwhile)
+    if (!st.ok()) return fail_launch(name, st.error());
+    if (it->second->stop_requested) return begin_exit(name, std::nullopt, false);  // recorded, never started
+    start_container(name);
+  };
+  if (!listener_) return recorded(internal("no listener"));
+  listener_->on_created(c.id, c.launch, ref, std::move(recorded));
 }
 
 void DockerRuntime::start_container(const std::string& name) {

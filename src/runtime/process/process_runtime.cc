@@ -204,19 +204,22 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
   w->identity = o.identity;
   // The child waits at its gate until the loop has recorded it.
   executor_.post([this, w, s = *spawned, launch = spec.launch, ip = spec.ip]() mutable {
-    Status st = listener_ ? listener_->on_created(w->id, launch, w->ref) : internal("no listener");
-    if (!st.ok()) {
-      ::kill(-w->proc.pgid, SIGKILL);
-      close(s.gate_fd);
-      close(s.pidfd);
-      waitpid(w->proc.pid, nullptr, 0);
-      if (listener_) listener_->on_failed(w->id, launch, w->ref, st.error());
-      return;
-    }
-    // A failed release makes the child see EOF and exit; that exit is reported as usual.
-    (void)release_gate(s);
-    watch(w, s.pidfd);
-    if (listener_) listener_->on_started(w->id, launch, w->ref, {ip, fmt::format("pid {}", w->proc.pid), w->proc.pid});
+    auto recorded = [this, w, s, launch, ip](Status st) mutable {
+      if (!st.ok()) {
+        ::kill(-w->proc.pgid, SIGKILL);
+        close(s.gate_fd);
+        close(s.pidfd);
+        waitpid(w->proc.pid, nullptr, 0);
+        if (listener_) listener_->on_failed(w->id, launch, w->ref, st.error());
+        return;
+      }
+      // A failed release makes the child see EOF and exit; that exit is reported as usual.
+      (void)release_gate(s);
+      watch(w, s.pidfd);
+      if (listener_) listener_->on_started(w->id, launch, w->ref, {ip, fmt::format("pid {}", w->proc.pid), w->proc.pid});
+    };
+    if (!listener_) return recorded(internal("no listener"));
+    listener_->on_created(w->id, launch, w->ref, std::move(recorded));
   });
 }
 

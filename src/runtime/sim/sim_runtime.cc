@@ -30,23 +30,30 @@ void SimRuntime::launch(const InstanceSpec& spec) {
     lean.ip = spec.ip;
     instances_[ref] = Instance{std::move(lean), ref};
   }
-  post([this, ref, id = spec.id, launch = spec.launch, ip = spec.ip] {
-    Status st = listener_ ? listener_->on_created(id, launch, ref) : internal("no listener");
-    auto it = instances_.find(ref);
-    if (it == instances_.end()) return;
-    if (!st.ok()) {
-      instances_.erase(it);
-      if (listener_) listener_->on_failed(id, launch, ref, st.error());
+  post([this, ref, id = spec.id, launch = spec.launch] {
+    if (!listener_) {  // nobody to record it: it never runs
+      instances_.erase(ref);
       return;
     }
-    if (it->second.stopping) {  // stopped between create and start: it never runs
-      instances_.erase(it);
-      if (listener_) listener_->on_exited(id, ref, Exit{true, 0, 0, "stopped before it started"});
-      return;
-    }
-    it->second.recorded = true;
-    if (behaviour_.start_latency_ms > 0) it->second.timer = executor_.after(behaviour_.start_latency_ms, [this, ref] { start(ref); });
-    else start(ref);
+    listener_->on_created(id, launch, ref, [this, ref, id, launch](Status st) {
+      auto it = instances_.find(ref);
+      if (it == instances_.end()) return;
+      if (!st.ok()) {
+        instances_.erase(it);
+        if (listener_) listener_->on_failed(id, launch, ref, st.error());
+        return;
+      }
+      if (it->second.stopping) {  // stopped between create and start: it never runs
+        instances_.erase(it);
+        if (listener_) listener_->on_exited(id, ref, Exit{true, 0, 0, "stopped before it started"});
+        return;
+      }
+      it->second.recorded = true;
+      if (behaviour_.start_latency_ms > 0)
+        it->second.timer = executor_.after(behaviour_.start_latency_ms, [this, ref] { start(ref); });
+      else
+        start(ref);
+    });
   });
 }
 

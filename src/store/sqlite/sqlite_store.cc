@@ -445,19 +445,34 @@ Status SqliteStore::erase_env_uid(const std::string& env) {
   return run(s, "forget an environment's user id");
 }
 
+namespace {
+// Transaction control, prepared once (a pass, a batch of records or events each begin and end one).
+constexpr const char* kBegin = "BEGIN IMMEDIATE";
+constexpr const char* kCommit = "COMMIT";
+constexpr const char* kRollback = "ROLLBACK";
+constexpr const char* kSavepoint = "SAVEPOINT nested";
+constexpr const char* kRollbackTo = "ROLLBACK TO nested";
+constexpr const char* kRelease = "RELEASE nested";
+}  // namespace
+
+Status SqliteStore::control(const char* sql) {
+  Stmt s(db_, sql, *cache_);
+  return run(s, sql);
+}
+
 Status SqliteStore::transaction(const std::function<Status()>& body) {
   if (!sqlite3_get_autocommit(db_)) {
     // Inside another transaction: a savepoint, so this body alone is undone on failure.
-    BERTH_TRY(exec("SAVEPOINT nested"));
+    BERTH_TRY(control(kSavepoint));
     Status st = body();
-    if (!st.ok()) (void)exec("ROLLBACK TO nested");
-    (void)exec("RELEASE nested");
+    if (!st.ok()) (void)control(kRollbackTo);
+    (void)control(kRelease);
     return st;
   }
-  BERTH_TRY(exec("BEGIN IMMEDIATE"));
+  BERTH_TRY(control(kBegin));
   Status st = body();
-  if (st.ok()) st = exec("COMMIT");
-  if (!st.ok()) (void)exec("ROLLBACK");
+  if (st.ok()) st = control(kCommit);
+  if (!st.ok()) (void)control(kRollback);
   return st;
 }
 

@@ -55,6 +55,7 @@ class SqliteStore final : public StateStore {
  private:
   explicit SqliteStore(sqlite3* db);
   Status exec(const std::string& sql);
+  Status control(const char* sql);  // BEGIN, COMMIT...: a prepared statement kept for the next time
   Status migrate(const std::string& path);
   Status trim_events(const std::string& env);
   sqlite3* db_;
