@@ -230,9 +230,12 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
   if (!resolver_.empty()) rs.resolver = {resolver_, domain};
   rs.labels = {{"berth.env", key.env}, {"berth.app", key.app}, {"berth.ordinal", std::to_string(key.ordinal)}};
 
-  std::error_code ec;
-  fs::path dir = fs::path(d_.data_dir) / "logs" / key.env;
-  fs::create_directories(dir, ec);
+  const fs::path dir = fs::path(d_.data_dir) / "logs" / key.env;
+  if (!log_dirs_.count(key.env)) {  // (once per environment, not one mkdir per launch)
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (!ec) log_dirs_.insert(key.env);
+  }
   rs.log_path = (dir / fmt::format("{}.{}.log", key.app, key.ordinal)).string();
   return rs;
 }

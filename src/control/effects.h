@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -129,6 +130,7 @@ class Effects {
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   std::unordered_map<ipam::LeaseKey, Handles, ipam::LeaseKeyHash> handles_;  // of the instances with something in flight
   std::uint64_t launches_ = 0;
+  mutable std::set<std::string> log_dirs_;  // environments whose log directory exists
   runtime::Network network_;                  // the catalog's pool, as runtimes are given it
   std::optional<runtime::Network> prepared_;  // the network last asked of the runtimes
   bool network_ready_ = false;                // every runtime has answered for prepared_

@@ -49,7 +49,7 @@ void ControlLoop::apply(Supervisor& sup, Step step) {
   if (step.names) publisher_.touched(key.env);
   else if (step.shown) publisher_.status_changed(key.env);
   if (step.database_ready && d_.databases) d_.databases->server_ready(key.env, key.app);
-  if (step.reconcile) schedule_reconcile(key.env);
+  if (step.reconcile) schedule_reconcile(key.env, key.app);
 }
 
 void ControlLoop::on_created(const runtime::InstanceId& id, std::uint64_t launch, const runtime::Ref& ref,

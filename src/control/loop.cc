@@ -299,6 +299,13 @@ void ControlLoop::schedule_reconcile(const std::string& env) {
   post_pass();
 }
 
+void ControlLoop::schedule_reconcile(const std::string& env, const std::string& app) {
+  dirty_apps_[env].insert(app);
+  for (const auto& [e, a] : planner_.dependents(env, app)) dirty_apps_[e].insert(a);
+  publisher_.status_changed(env);
+  post_pass();
+}
+
 void ControlLoop::post_pass() {
   if (reconcile_pending_) return;
   reconcile_pending_ = true;
@@ -346,7 +353,8 @@ void ControlLoop::reconcile() {
   ++reconciles_;
   const auto t0 = std::chrono::steady_clock::now();
   const bool full = full_dirty_;
-  std::set<std::string> names;
+  std::set<std::string> names;  // visited whole
+  std::map<std::string, std::set<std::string>> apps;  // visited app by app
   if (full) {
     names.insert(obs_.up.begin(), obs_.up.end());
     for (const auto& [n, e] : obs_.envs) names.insert(n);
@@ -355,8 +363,23 @@ void ControlLoop::reconcile() {
     arm_full_pass();
   } else {
     names.swap(dirty_);
+    apps.swap(dirty_apps_);
+    // An app's own visit is enough while its environment runs it; otherwise (the environment
+    // down, the app scaled away or gone) the environment is visited whole, to stop what is left.
+    for (auto it = apps.begin(); it != apps.end();) {
+      const PlannedEnv* plan = planner_.desired(it->first, obs_.up);
+      bool whole = names.count(it->first) > 0 || !plan;
+      for (const auto& a : it->second) whole = whole || !plan->find(a);
+      if (whole) {
+        names.insert(it->first);
+        it = apps.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
   dirty_.clear();  // (a full pass visits them all)
+  dirty_apps_.clear();
   // The pass's writes (leases, records it forgets) are one transaction, committed before
   // anything it launched can run: a runtime lets an instance run only once on_created has
   // recorded it, which is posted and so comes after the pass.
@@ -375,6 +398,11 @@ void ControlLoop::reconcile() {
           if (auto st = fx_.release_uid(name); !st.ok()) emit(name, "error", "", -1, "", st.error().message);
       }
     }
+    for (const auto& [name, which] : apps) {
+      const PlannedEnv* plan = planner_.desired(name, obs_.up);
+      EnvState& env = obs_.envs[name];
+      for (const auto& app : which) reconcile_app(name, env.apps[app], *plan->find(app), *plan->spec);
+    }
     return {};
   });
   if (!committed.ok()) {
@@ -390,7 +418,7 @@ void ControlLoop::reconcile() {
   publisher_.publish_zone(view_inputs());
   if (publisher_.pending()) publisher_.schedule();
   last_pass_ = {std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
-                names.size(), full};
+                names.size() + apps.size(), full};
 }
 
 void ControlLoop::reconcile_env(const std::string& name, EnvState& env, const PlannedEnv* plan) {

@@ -248,6 +248,10 @@ class ControlLoop : private runtime::Listener {
   // may be waiting for one), and every kFullPassMs as the level-triggered safety net.
   void schedule_reconcile();                        // full
   void schedule_reconcile(const std::string& env);  // env and what falls through to it
+  // An instance of `app` changed (it became ready, exited...): the app itself, and the apps
+  // whose gates wait on it (in `env` and the thin environments falling through), not the
+  // whole environment.
+  void schedule_reconcile(const std::string& env, const std::string& app);
   void reconcile();
   void post_pass();  // one pass posted at a time
   void arm_full_pass();
@@ -343,7 +347,8 @@ class ControlLoop : private runtime::Listener {
   bool reconcile_pending_ = false;
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
-  std::set<std::string> dirty_;
+  std::set<std::string> dirty_;  // environments the next pass visits whole
+  std::map<std::string, std::set<std::string>> dirty_apps_;  // env → apps it visits on their own
   Executor::TimerId full_pass_timer_ = 0;
   Executor::TimerId store_retry_timer_ = 0;
   PassStats last_pass_;

@@ -57,6 +57,9 @@ Planner::Planner(const model::Catalog& catalog) {
       }
       from_.emplace(&aspec, shared);
     }
+  for (const auto& p : envs_)
+    for (const auto& a : p.apps)
+      for (const auto& g : a.gates) dependents_[g.env + "/" + g.dep->app].emplace_back(p.spec->name, a.spec->app);
   // A thin environment appears once per environment it falls through to, in catalog order.
   for (auto& p : envs_) {
     std::set<std::string> seen;
@@ -102,6 +105,15 @@ std::shared_ptr<const Provenance> Planner::shown_from(const model::AppSpec& spec
   static const auto kNone = std::make_shared<const Provenance>();
   auto it = from_.find(&spec);
   return it == from_.end() ? kNone : it->second;
+}
+
+const Planner::Dependents& Planner::dependents(std::string_view env, std::string_view app) const {
+  static const Dependents kNone;
+  std::string key;
+  key.reserve(env.size() + 1 + app.size());
+  key.append(env).append(1, '/').append(app);
+  auto it = dependents_.find(key);
+  return it == dependents_.end() ? kNone : it->second;
 }
 
 const std::vector<std::string>& Planner::thin_of(std::string_view env) const {

@@ -73,6 +73,10 @@ class Planner {
   std::vector<ipam::LeaseKey> desired_instances(const std::set<std::string, std::less<>>& up) const;
   // The thin environments that fall through to `env` (empty when none).
   const std::vector<std::string>& thin_of(std::string_view env) const;
+  // The apps whose starts wait on `app` as `env` runs it: (environment, app) pairs, in `env` and
+  // in the thin environments falling through to it (empty when none).
+  using Dependents = std::vector<std::pair<std::string, std::string>>;
+  const Dependents& dependents(std::string_view env, std::string_view app) const;
   // Where each setting of an app of the catalog came from, as a status shows it; one shared copy
   // per distinct provenance (1,000 environments of one fleet share 30, not 30,000).
   std::shared_ptr<const Provenance> shown_from(const model::AppSpec& spec) const;
@@ -81,6 +85,7 @@ class Planner {
   std::vector<PlannedEnv> envs_;  // in catalog order
   NameMap<std::size_t> index_;
   std::unordered_map<const model::AppSpec*, std::shared_ptr<const Provenance>> from_;
+  NameMap<Dependents> dependents_;  // "env/app" → who waits on it
 };
 
 }  // namespace berth::control

@@ -96,3 +96,12 @@ TEST_F(PlannerTest, GatesSayWhereADependencyIsServedAndHowManyMustBeReady) {
   EXPECT_EQ(web->gates[0].env, "baseline");
   EXPECT_EQ(web->gates[0].dep->app, "api");
 }
+
+TEST_F(PlannerTest, ThoseWhoWaitOnAnAppAreItsDependentsHereAndInTheThinEnvironments) {
+  using Pairs = Planner::Dependents;
+  EXPECT_EQ(planner_.dependents("baseline", "api"), (Pairs{{"baseline", "web"}, {"beta-7", "web"}}));
+  EXPECT_EQ(planner_.dependents("baseline", "db"), (Pairs{{"baseline", "migrate"}, {"baseline", "api"}}));
+  EXPECT_EQ(planner_.dependents("baseline", "cache"), (Pairs{{"baseline", "api"}}));  // soft ones too
+  EXPECT_TRUE(planner_.dependents("baseline", "web").empty());
+  EXPECT_TRUE(planner_.dependents("beta-7", "api").empty());  // beta-7 does not run api
+}

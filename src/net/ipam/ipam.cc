@@ -141,6 +141,7 @@ std::optional<Ipv4> Ipam::lookup(const LeaseKey& key) const {
 std::vector<Lease> Ipam::leases() const {
   std::vector<Lease> out;
   for (const auto& [k, l] : by_key_) out.push_back(l);
+  std::sort(out.begin(), out.end(), [](const Lease& a, const Lease& b) { return a.key < b.key; });
   return out;
 }
 

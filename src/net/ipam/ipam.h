@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 #include <functional>
 #include <vector>
 
@@ -87,7 +88,7 @@ class Ipam {
   Status resync();
 
   std::optional<Ipv4> lookup(const LeaseKey& key) const;
-  std::vector<Lease> leases() const;
+  std::vector<Lease> leases() const;  // by key
   void set_network(model::NetworkSpec network) {
     network_ = std::move(network);
     hint_ = 0;
@@ -104,7 +105,7 @@ class Ipam {
   model::NetworkSpec network_;
   LeaseStore* store_;
   const Clock* clock_;
-  std::map<LeaseKey, Lease> by_key_;
+  std::unordered_map<LeaseKey, Lease, LeaseKeyHash> by_key_;
   std::map<Ipv4, LeaseKey> by_ip_;
   std::set<Ipv4> taken_elsewhere_;  // refused by the store: leased through another connection
   bool suspect_ = false;            // the store may differ from by_key_ (see suspect())
