@@ -234,6 +234,7 @@ EnvSummary env_summary(const ViewInputs& in, const model::Environment& espec) {
 
 Publisher::~Publisher() {
   if (timer_) executor_.cancel(timer_);
+  if (zone_timer_) executor_.cancel(zone_timer_);
 }
 
 void Publisher::touched(const std::string& env) {
@@ -271,6 +272,15 @@ void Publisher::schedule() {
 void Publisher::publish_zone(const ViewInputs& in) {
   if (!on_zone_ || !in.catalog) return;
   if (!dns_all_dirty_ && dns_dirty_.empty()) return;
+  const Millis t0 = clock_.monotonic_ms();
+  if (t0 < zone_next_at_) {
+    if (!zone_timer_)
+      zone_timer_ = executor_.after(zone_next_at_ - t0, [this] {
+        zone_timer_ = 0;
+        zone_due_();
+      });
+    return;
+  }
   if (dns_all_dirty_) {
     env_records_.clear();  // (and so forget removed environments)
     for (const auto& espec : in.catalog->environments()) env_records_.set(espec.name, env_records(in, espec));
@@ -288,6 +298,7 @@ void Publisher::publish_zone(const ViewInputs& in) {
   zone->ns_ip = ns_ip_;
   zone->envs = env_records_;  // (64 shared shards)
   on_zone_(std::move(zone));
+  zone_next_at_ = t0 + kStatusPublishCostFactor * (clock_.monotonic_ms() - t0);
 }
 
 void Publisher::publish_status(const ViewInputs& in, const std::string& only) {

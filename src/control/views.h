@@ -72,14 +72,17 @@ class Publisher {
  public:
   // `on_zone` receives each new zone (may be empty); `due` runs on the loop when marked views are
   // due to be published (the loop then calls publish_status, or waits for a pass).
+  // `zone_due` runs on the loop when a zone publish put off (see publish_zone) is due.
   Publisher(Executor& executor, const Clock& clock, const Planner& planner,
-            std::function<void(std::shared_ptr<const dns::Zone>)> on_zone, std::uint32_t ns_ip, std::function<void()> due)
+            std::function<void(std::shared_ptr<const dns::Zone>)> on_zone, std::uint32_t ns_ip, std::function<void()> due,
+            std::function<void()> zone_due)
       : executor_(executor),
         clock_(clock),
         planner_(planner),
         on_zone_(std::move(on_zone)),
         ns_ip_(ns_ip),
-        due_(std::move(due)) {}
+        due_(std::move(due)),
+        zone_due_(std::move(zone_due)) {}
   ~Publisher();
 
   // What an environment shows changed: its names and status (touched), or its status only. Both
@@ -97,7 +100,9 @@ class Publisher {
   // Whether the published read model shows `env` as of now.
   bool shown(const std::string& env) const { return !all_dirty_ && !dirty_.count(env); }
 
-  // A zone with the marked environments' records rebuilt, if any are marked.
+  // A zone with the marked environments' records rebuilt, if any are marked: at once, unless the
+  // last one cost time and was published less than three times that long ago (passes in quick
+  // succession while hundreds of environments come up); then when that time is over.
   void publish_zone(const ViewInputs& in);
   // A status snapshot with the marked views rebuilt. With `only`, a write that concerns one
   // environment: its views (and those falling through to it) now, the rest when due.
@@ -111,6 +116,9 @@ class Publisher {
   std::function<void(std::shared_ptr<const dns::Zone>)> on_zone_;
   std::uint32_t ns_ip_ = 0;
   std::function<void()> due_;
+  std::function<void()> zone_due_;
+  Millis zone_next_at_ = 0;  // monotonic: a zone publish before then is put off
+  Executor::TimerId zone_timer_ = 0;
   // DNS: per-environment records, rebuilt when their environment is marked.
   dns::EnvTable env_records_;
   std::set<std::string> dns_dirty_;
