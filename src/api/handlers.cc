@@ -230,6 +230,23 @@ Result<int> ordinal_param(const std::string& text) {
 
 }  // namespace
 
+void Api::answer_apply(const std::string& filename, Result<control::Plan> plan, const Reply& reply) {
+  if (!plan.ok()) return reply(error_response(plan.error()));
+  json envs = json::array();
+  if (plan->applied)
+    for (const auto& e : loop_.catalog()->environments())
+      envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()},
+                      {"document", e.own_document}});
+  json changed = json::array();
+  for (const auto& c : plan->changed)
+    changed.push_back({{"environment", c.env}, {"app", c.app}, {"settings", c.settings}, {"replaced", c.replaced}});
+  loop_.publish_status();  // what the apply changed is in the next read
+  reply(ok({{"applied", plan->applied ? json(filename) : json(nullptr)}, {"version", plan->version},
+            {"environments", envs},
+            {"plan", {{"added", plan->added}, {"removed", plan->removed}, {"changed", changed},
+                      {"replaced", plan->replaced}, {"invalidated", plan->invalidated}, {"notes", plan->notes}}}}));
+}
+
 bool Api::route_async(const Request& req, const auth::Principal& who, Reply& reply) {
   const Target t = parse_target(req.target);  // not a structured binding: lambdas capture these
   const std::vector<std::string>& parts = t.parts;
@@ -238,6 +255,46 @@ bool Api::route_async(const Request& req, const auth::Principal& who, Reply& rep
     reply(error_response(e));
     return true;
   };
+  if (req.method == "PUT" && parts.size() == 2 && parts[0] == "v1" && parts[1] == "catalog") {
+    // Validated on the loop's worker: the loop answers other requests meanwhile.
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object())
+      return fail(invalid("request body: expected a JSON object {\"filename\": ..., \"text\": ...}"));
+    if (!body.contains("text") || !body["text"].is_string())
+      return fail(invalid("request body: field 'text' (the catalog's YAML) must be a string"));
+    control::ControlLoop::FleetApply apply;
+    apply.text = body["text"].get<std::string>();
+    apply.filename = "berth.yaml";
+    apply.user = who.user;
+    if (body.contains("filename")) {
+      if (!body["filename"].is_string()) return fail(invalid("request body: field 'filename' must be a string"));
+      apply.filename = body["filename"].get<std::string>();
+    }
+    if (body.contains("base_dir")) {
+      if (!body["base_dir"].is_string()) return fail(invalid("request body: field 'base_dir' must be a string"));
+      apply.base_dir = body["base_dir"].get<std::string>();
+    }
+    for (const char* f : {"dry_run", "force", "move_base_dir"})
+      if (body.contains(f) && !body[f].is_boolean())
+        return fail(invalid(fmt::format("request body: field '{}' must be true or false", f)));
+    if (body.contains("based_on")) {
+      if (!body["based_on"].is_number_integer() || body["based_on"].get<std::int64_t>() < 0)
+        return fail(invalid("request body: field 'based_on' must be the fleet version the change was made from"));
+      apply.based_on = body["based_on"].get<std::int64_t>();
+    }
+    apply.dry_run = body.value("dry_run", false);
+    apply.force = body.value("force", false);
+    apply.move_base_dir = body.value("move_base_dir", false);
+    const std::string filename = apply.filename;
+    loop_.apply_fleet_async(std::move(apply), [this, req, filename, reply = std::move(reply)](Result<control::Plan> plan) {
+      try {
+        answer_apply(filename, std::move(plan), reply);
+      } catch (const std::exception& e) {
+        reply(failure(req, e));
+      }
+    });
+    return true;
+  }
   const bool instance_path = parts.size() == 8 && parts[0] == "v1" && parts[1] == "environments" && parts[3] == "apps" &&
                              parts[5] == "instances";
   if (!instance_path) return false;
@@ -285,48 +342,6 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});
   if (auto r = route_documents(req, who)) return std::move(*r);
 
-  if (route("PUT", {"v1", "catalog"})) {
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object())
-      return error_response(invalid("request body: expected a JSON object {\"filename\": ..., \"text\": ...}"));
-    if (!body.contains("text") || !body["text"].is_string())
-      return error_response(invalid("request body: field 'text' (the catalog's YAML) must be a string"));
-    std::string filename = "berth.yaml";
-    if (body.contains("filename")) {
-      if (!body["filename"].is_string()) return error_response(invalid("request body: field 'filename' must be a string"));
-      filename = body["filename"].get<std::string>();
-    }
-    std::string base_dir;
-    if (body.contains("base_dir")) {
-      if (!body["base_dir"].is_string()) return error_response(invalid("request body: field 'base_dir' must be a string"));
-      base_dir = body["base_dir"].get<std::string>();
-    }
-    for (const char* f : {"dry_run", "force", "move_base_dir"})
-      if (body.contains(f) && !body[f].is_boolean())
-        return error_response(invalid(fmt::format("request body: field '{}' must be true or false", f)));
-    std::int64_t based_on = -1;
-    if (body.contains("based_on")) {
-      if (!body["based_on"].is_number_integer() || body["based_on"].get<std::int64_t>() < 0)
-        return error_response(invalid("request body: field 'based_on' must be the fleet version the change was made from"));
-      based_on = body["based_on"].get<std::int64_t>();
-    }
-    auto plan = loop_.apply_fleet(body["text"].get<std::string>(), filename, base_dir, who.user, based_on,
-                                  body.value("dry_run", false), body.value("force", false),
-                                  body.value("move_base_dir", false));
-    if (!plan.ok()) return error_response(plan.error());
-    json envs = json::array();
-    if (plan->applied)
-      for (const auto& e : loop_.catalog()->environments())
-        envs.push_back({{"name", e.name}, {"apps", e.apps.size()}, {"instances", e.instance_count()},
-                        {"document", e.own_document}});
-    json changed = json::array();
-    for (const auto& c : plan->changed)
-      changed.push_back({{"environment", c.env}, {"app", c.app}, {"settings", c.settings}, {"replaced", c.replaced}});
-    return ok({{"applied", plan->applied ? json(filename) : json(nullptr)}, {"version", plan->version},
-               {"environments", envs},
-               {"plan", {{"added", plan->added}, {"removed", plan->removed}, {"changed", changed},
-                         {"replaced", plan->replaced}, {"invalidated", plan->invalidated}, {"notes", plan->notes}}}});
-  }
 
   // ---- standard databases ----
   if (parts.size() >= 2 && parts[0] == "v1" && (parts[1] == "standards" || parts[1] == "jobs" ||

@@ -90,6 +90,8 @@ class Api {
   Status authorize(const auth::Principal& who, const Request& request) const;
   // Requests answered later; false if `request` is not one of them.
   bool route_async(const Request& request, const auth::Principal& who, Reply& reply);
+  // PUT /v1/catalog's answer, once the loop has applied (or refused) the document.
+  void answer_apply(const std::string& filename, Result<control::Plan> plan, const Reply& reply);
   Response route(const Request& request, const auth::Principal& who);
   // Environment documents, tokens, audit (api/documents.cc); nullopt: not one of these routes.
   std::optional<Response> route_documents(const Request& request, const auth::Principal& who);

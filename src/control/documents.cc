@@ -49,26 +49,82 @@ Result<Plan> ControlLoop::apply_fleet(const std::string& text, const std::string
                                       const std::string& user, std::int64_t based_on, bool dry_run, bool force,
                                       bool move_base_dir) {
   BERTH_ASSERT_LOOP(*d_.executor);
-  if (based_on >= 0 && based_on != fleet_version_)
+  FleetApply req{text, filename, base_dir_in, user, based_on, dry_run, force, move_base_dir};
+  auto prepared = prepare_fleet(req);
+  if (!prepared.ok()) return prepared.error();
+  return finish_fleet(req, std::move(*prepared), parse_fleet(req.text, req.filename, prepared->base_dir, documents_));
+}
+
+void ControlLoop::apply_fleet_async(FleetApply req, std::function<void(Result<Plan>)> done) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  auto prepared = prepare_fleet(req);
+  if (!prepared.ok()) return done(prepared.error());
+  if (!d_.worker) return done(finish_fleet(req, std::move(*prepared), parse_fleet(req.text, req.filename, prepared->base_dir, documents_)));
+  // Parsed and validated on the worker (a catalog of thousands of environments takes a while);
+  // the loop goes on meanwhile and installs it once it is back, unless what it was made from
+  // changed (then it starts over).
+  const std::uint64_t generation = documents_generation_;
+  // (The job reads only its own copies; it reaches the loop through the executor, and only while
+  // the loop is alive.)
+  auto back = guarded([this, generation](FleetApply again, PreparedFleet made, Result<model::ResolvedCatalog> parsed,
+                                        std::function<void(Result<Plan>)> answer) {
+    if (generation != documents_generation_ || made.version != fleet_version_)
+      return apply_fleet_async(std::move(again), std::move(answer));  // (a stale based_on is refused then)
+    answer(finish_fleet(again, std::move(made), std::move(parsed)));
+  });
+  d_.worker->post([executor = d_.executor, back = std::move(back), req = std::move(req), prepared = std::move(*prepared),
+                   docs = documents_, done = std::move(done)]() mutable {
+    auto parsed = parse_fleet(req.text, req.filename, prepared.base_dir, docs);
+    executor->post([back = std::move(back), req = std::move(req), prepared = std::move(prepared), parsed = std::move(parsed),
+                    done = std::move(done)]() mutable {
+      back(std::move(req), std::move(prepared), std::move(parsed), std::move(done));
+    });
+  });
+}
+
+Result<ControlLoop::PreparedFleet> ControlLoop::prepare_fleet(const FleetApply& req) const {
+  if (req.based_on >= 0 && req.based_on != fleet_version_)
     return conflict(fmt::format("the fleet document was applied since version {} you based this on: it is version {} now, "
                                 "applied by {} at {}; nothing was changed",
-                                based_on, fleet_version_, fleet_ && !fleet_->applied_by.empty() ? fleet_->applied_by : "someone",
+                                req.based_on, fleet_version_,
+                                fleet_ && !fleet_->applied_by.empty() ? fleet_->applied_by : "someone",
                                 fleet_ ? rfc3339_ms(fleet_->applied_at) : "-"));
-  Plan plan;
+  PreparedFleet p;
+  p.version = fleet_version_;
   // Relative repositories resolve where the fleet document was first applied, not wherever the
   // applier happens to stand (another checkout would build baseline from its own commits).
-  std::string base_dir = base_dir_in;
-  if (fleet_ && !move_base_dir && !fleet_->base_dir.empty() && base_dir != fleet_->base_dir) {
-    if (!base_dir.empty())
-      plan.notes.push_back(fmt::format("relative source repositories resolve against {} (where the fleet document was "
-                                       "first applied), not {}; berth apply --move-base-dir moves them",
-                                       fleet_->base_dir, base_dir));
-    base_dir = fleet_->base_dir;
+  p.base_dir = req.base_dir;
+  if (fleet_ && !req.move_base_dir && !fleet_->base_dir.empty() && p.base_dir != fleet_->base_dir) {
+    if (!p.base_dir.empty())
+      p.notes.push_back(fmt::format("relative source repositories resolve against {} (where the fleet document was "
+                                    "first applied), not {}; berth apply --move-base-dir moves them",
+                                    fleet_->base_dir, p.base_dir));
+    p.base_dir = fleet_->base_dir;
   }
-  auto fleet_only = model::Catalog::parse(text, filename, base_dir);
-  if (!fleet_only.ok()) return fleet_only.error();
-  auto resolved = model::resolve_catalog(text, filename, base_dir, documents_);
+  return p;
+}
+
+Result<model::ResolvedCatalog> ControlLoop::parse_fleet(const std::string& text, const std::string& filename,
+                                                        const std::string& base_dir,
+                                                        const std::vector<model::EnvDocument>& docs) {
+  try {
+    auto fleet_only = model::Catalog::parse(text, filename, base_dir);
+    if (!fleet_only.ok()) return fleet_only.error();
+    return model::resolve_catalog(text, filename, base_dir, docs);
+  } catch (const std::exception& e) {  // (a library's, on the worker: an error, not the daemon's end)
+    return internal(fmt::format("validating {}: {}", filename, e.what()));
+  }
+}
+
+Result<Plan> ControlLoop::finish_fleet(const FleetApply& req, PreparedFleet prepared, Result<model::ResolvedCatalog> resolved) {
   if (!resolved.ok()) return resolved.error();
+  const std::string& text = req.text;
+  const std::string& filename = req.filename;
+  const std::string& base_dir = prepared.base_dir;
+  const std::string& user = req.user;
+  const bool dry_run = req.dry_run, force = req.force;
+  Plan plan;
+  plan.notes = std::move(prepared.notes);
   model::Catalog& next = resolved->catalog;
   for (const auto& [name, why] : resolved->invalid)
     if (!invalid_documents_.count(name)) plan.invalidated[name] = why;
@@ -203,6 +259,7 @@ Result<model::EnvDocument> ControlLoop::put_document(const DocumentWrite& w) {
   });
   if (!written.ok()) return written.error();
   documents_ = std::move(docs);
+  ++documents_generation_;
   auto invalid_now = invalid_documents_;
   invalid_now.erase(doc.name);
   install(std::move(parsed.value()), std::move(invalid_now));
@@ -263,6 +320,7 @@ Result<std::vector<std::string>> ControlLoop::delete_document(const std::string&
   });
   if (!written.ok()) return written.error();
   documents_.erase(it);
+  ++documents_generation_;
   if (!dbs.empty()) drop_copies_[name] = dbs;
   if (!obs_.envs.count(name)) drop_copies(name);  // nothing of it runs
   std::vector<model::EnvDocument> valid;

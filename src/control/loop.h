@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "base/executor.h"
 #include "base/result.h"
+#include "base/worker.h"
 #include "build/builder.h"
 #include "control/effects.h"
 #include "control/event_log.h"
@@ -82,6 +83,9 @@ struct Deps {
   // deleted this long after.
   Millis expiry_warning_ms = 3'600'000;
   Millis expiry_grace_ms = 86'400'000;
+  // Slow, pure work the loop must not wait for (validating a fleet document); without one it
+  // runs on the loop.
+  Worker* worker = nullptr;
   // A root daemon's ids for instances (base/identity.h): each environment's process instances
   // and database servers run as a uid of their own from it, unless an app says `user:`. Unset:
   // instances run as the daemon's user (a daemon that is not root cannot switch).
@@ -143,6 +147,14 @@ class ControlLoop : private runtime::Listener {
   Result<Plan> apply_fleet(const std::string& text, const std::string& filename, const std::string& base_dir,
                            const std::string& user, std::int64_t based_on, bool dry_run, bool force,
                            bool move_base_dir = false);
+  // The same, with the parsing and validation of the document on Deps::worker, so the loop
+  // answers meanwhile; `done` runs on the loop. A document written meanwhile makes it start over.
+  struct FleetApply {
+    std::string text, filename, base_dir, user;
+    std::int64_t based_on = -1;
+    bool dry_run = false, force = false, move_base_dir = false;
+  };
+  void apply_fleet_async(FleetApply request, std::function<void(Result<Plan>)> done);
   std::int64_t fleet_version() const { return fleet_version_; }
   Millis now_wall_ms() const { return d_.clock->wall_ms(); }
 
@@ -230,6 +242,18 @@ class ControlLoop : private runtime::Listener {
   // The catalog of the fleet document and every valid environment document; the documents left
   // out are in invalid_documents_.
   Status load(const store::StoredCatalog& fleet, const std::vector<model::EnvDocument>& docs);
+  // An apply of the fleet document in three steps: what it is based on (loop), the parse and
+  // validation (pure: on the worker when there is one), the plan, store and install (loop).
+  struct PreparedFleet {
+    std::int64_t version = 0;  // of the fleet document it was made against
+    std::string base_dir;      // where relative repositories resolve
+    std::vector<std::string> notes;
+  };
+  Result<PreparedFleet> prepare_fleet(const FleetApply& request) const;
+  static Result<model::ResolvedCatalog> parse_fleet(const std::string& text, const std::string& filename,
+                                                    const std::string& base_dir,
+                                                    const std::vector<model::EnvDocument>& docs);
+  Result<Plan> finish_fleet(const FleetApply& request, PreparedFleet prepared, Result<model::ResolvedCatalog> resolved);
   // A new catalog in force: network, names, reconcile.
   void install(model::Catalog catalog, std::map<std::string, std::string> invalid);
   // Environment lifetimes: warn, take down, delete; then schedule the next check.
@@ -314,6 +338,7 @@ class ControlLoop : private runtime::Listener {
   std::optional<store::StoredCatalog> fleet_;  // the fleet document as stored
   std::int64_t fleet_version_ = 0;
   std::vector<model::EnvDocument> documents_;  // every stored one, valid or not
+  std::uint64_t documents_generation_ = 0;     // changes with documents_
   std::map<std::string, std::string> invalid_documents_;  // name → why it is left out
   std::set<std::string> expiry_warned_;
   std::map<std::string, std::vector<std::string>> drop_copies_;  // deleted env → its database copies to remove

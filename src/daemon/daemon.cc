@@ -332,6 +332,8 @@ int run(const Options& o) {
   deps.executor = &executor;
   deps.runtimes = runtimes;
   deps.prober = prober;
+  Worker worker("catalog");  // validates fleet documents off the loop (outlives the loop: declared first)
+  deps.worker = &worker;
   deps.store = store->get();
   deps.data_dir = data_dir;
   deps.builder = &builder;

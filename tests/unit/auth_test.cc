@@ -12,6 +12,7 @@
 
 #include "api/handlers.h"
 #include "auth/auth.h"
+#include "base/worker.h"
 #include "fake_prober.h"
 #include "runtime/sim/sim_runtime.h"
 #include "store/sqlite/sqlite_store.h"
@@ -97,6 +98,7 @@ class ApiAuthTest : public testing::Test {
     d.prober = &prober_;
     d.store = store_.get();
     d.data_dir = testing::TempDir();
+    d.worker = worker_.get();
     loop_ = std::move(control::ControlLoop::create(d).value());
     ASSERT_TRUE(loop_->apply(kFleet, "berth.yaml").ok());
     tokens_ = std::move(auth::Tokens::load(*store_, clock_).value());
@@ -119,6 +121,7 @@ class ApiAuthTest : public testing::Test {
     return out;
   }
 
+  std::unique_ptr<Worker> worker_;  // (set before SetUp by the fixtures that validate off the loop)
   ManualClock clock_;
   ManualExecutor exec_{clock_};
   runtime::SimRuntime rt_{exec_};
@@ -314,9 +317,10 @@ class ApiThreadsTest : public ApiAuthTest {
     drained.get_future().wait();
   }
   // handle() on the transport's thread; the answer arrives there too (checked).
-  std::future<api::Response> send(const std::string& user, const std::string& method, const std::string& target) {
+  std::future<api::Response> send(const std::string& user, const std::string& method, const std::string& target,
+                                  const std::string& body = "") {
     auto answer = std::make_shared<std::promise<api::Response>>();
-    api::Request r{method, target, "", "Bearer " + secret_[user], "", "", "127.0.0.1:7700", "application/json"};
+    api::Request r{method, target, body, "Bearer " + secret_[user], "", "", "127.0.0.1:7700", "application/json"};
     transport_.post([this, r, answer] {
       api_->handle(r, [this, answer](api::Response res) {
         if (std::this_thread::get_id() != transport_.id()) res.status = 599;  // answered on the wrong thread
@@ -447,4 +451,44 @@ TEST_F(ApiThreadsTest, EventStreamsCrossFromTheLoopToTheTransport) {
   flushed.get_future().wait();
   std::lock_guard<std::mutex> held(mu);
   EXPECT_EQ(frames.size(), seen);
+}
+
+// A fleet document is validated on the worker: the loop answers meanwhile, and installs it after.
+class ApiWorkerTest : public ApiThreadsTest {
+ protected:
+  void SetUp() override {
+    worker_ = std::make_unique<Worker>("test");
+    ApiThreadsTest::SetUp();
+  }
+};
+
+TEST_F(ApiWorkerTest, TheLoopAnswersWhileAFleetDocumentIsValidated) {
+  // The worker is busy with something else until the test says so: the validation waits behind it.
+  std::promise<void> go;
+  worker_->post([f = go.get_future().share()] { f.wait(); });
+  struct Release {  // (whatever happens below: a worker that waits forever would hang the test's end)
+    std::promise<void>& go;
+    bool done = false;
+    void operator()() {
+      if (!done) go.set_value();
+      done = true;
+    }
+    ~Release() { (*this)(); }
+  } release{go};
+  std::string fleet = kFleet;
+  fleet += "  qa: {}\n";
+  auto apply = send("admin", "PUT", "/v1/catalog", nlohmann::json{{"text", fleet}, {"filename", "berth.yaml"}}.dump());
+  auto up = send("admin", "POST", "/v1/environments/baseline/up");
+  EXPECT_EQ(pump(up).status, 202);  // answered while the document waits for its validation
+  EXPECT_EQ(apply.wait_for(std::chrono::milliseconds(20)), std::future_status::timeout);
+  EXPECT_FALSE(loop_->catalog()->find("qa"));
+  release();
+  auto applied = pump(apply);
+  ASSERT_EQ(applied.status, 200) << applied.body;
+  EXPECT_THAT(applied.body, HasSubstr(R"("added":["qa"])"));
+  EXPECT_TRUE(loop_->catalog()->find("qa"));
+  // An invalid one is refused the same way, nothing changed.
+  auto bad = send("admin", "PUT", "/v1/catalog", nlohmann::json{{"text", "apps: [\n"}}.dump());
+  EXPECT_EQ(pump(bad).status, 400);
+  EXPECT_TRUE(loop_->catalog()->find("qa"));
 }
