@@ -7,9 +7,10 @@
 // own loopback address, health-checked with GET /healthcheck every 2 s (timeout 1 s). Prints,
 // per N:
 //   - bring-up: from the first `up` request to every instance ready, and its cost per instance;
-//   - false restarts during bring-up: nothing kills an instance here, so every `unhealthy`,
-//     `restarting`, `exited` or `start-failed` event and every restart an instance's status
-//     counts is one the daemon caused (read from GET /v1/environments/NAME and its events);
+//   - false restarts during bring-up: nothing kills an instance here, so every restart an
+//     instance's status counts (GET /v1/environments/NAME) is one the daemon caused; with the
+//     `unhealthy`, `restarting`, `exited` and `start-failed` events that say why (read through
+//     the loop for at most 2 minutes: a loop that is far behind answers them slowly);
 //   - the same during --load-seconds (30) of --clients (50) concurrent API clients (half read one
 //     environment, half a page of the summary list; each its own keep-alive connection, all on
 //     one asynchronous client thread that does not parse the answers), with their latency;
@@ -151,13 +152,17 @@ std::vector<pid_t> our_instances(const std::string& data_dir) {
   return out;
 }
 
-// Ready environments and instances, through the paged summary.
-bool count_ready(Client& c, int* envs_ready, int* instances_ready) {
+// Ready environments and instances, through the paged summary; false (and why) when the API
+// did not answer.
+bool count_ready(Client& c, int* envs_ready, int* instances_ready, std::string* error) {
   int ready = 0, inst = 0;
   std::string after;
   for (;;) {
     auto r = c.get("/v1/environments?summary=1&limit=1000" + (after.empty() ? "" : "&after=" + after));
-    if (!r.ok()) return false;
+    if (!r.ok()) {
+      *error = r.error().message;
+      return false;
+    }
     for (const auto& e : (*r)["environments"]) {
       ready += e["ready"].get<bool>() ? 1 : 0;
       inst += e["ready_instances"].get<int>();
@@ -170,26 +175,30 @@ bool count_ready(Client& c, int* envs_ready, int* instances_ready) {
   return true;
 }
 
-// What the daemon did to instances nobody touched: per event type, and the restarts their
-// statuses count.
+// What the daemon did to instances nobody touched: the restarts their statuses count, and the
+// events that say why.
 struct Trouble {
-  std::map<std::string, int> events;  // unhealthy, restarting, exited, start-failed, probe-error
+  long restarts = 0;                         // sum over instances of status "restarts"
+  int not_ready = 0;                         // instances not ready when read
+  std::map<std::string, int> events;         // unhealthy, restarting, exited, start-failed, probe-error
   std::map<std::string, int> instances_hit;  // per type: distinct instances
-  long restarts = 0;                  // sum over instances of status "restarts"
-  int not_ready = 0;                  // instances not ready when read
-  std::string example;                // one event's text, to say what happened
-  int total() const {
-    int n = 0;
-    for (const auto& [t, k] : events)
-      if (t != "probe-error") n += k;
-    return n;
-  }
+  int envs_read = 0;                         // environments whose events were read (within the time allowed)
+  std::string example;                       // one event's text, to say what happened
 };
 
-// Reads every environment's events after `after[env]` (and moves it on) and its status.
-Trouble read_trouble(Client& c, int envs, std::map<std::string, std::int64_t>& after) {
+// Every environment's status (from the read model: fast), then its events after `after[env]`
+// (moved on), through the loop: at most `budget_ms` for those, a busy loop answers slowly.
+Trouble read_trouble(Client& c, int envs, std::map<std::string, std::int64_t>& after, double budget_ms) {
   Trouble t;
-  for (int e = 0; e < envs; ++e) {
+  for (int e = 0; e < envs; ++e)
+    if (auto s = c.get(fmt::format("/v1/environments/env-{}", e)); s.ok())
+      for (const auto& a : (*s)["apps"])
+        for (const auto& i : a["instances"]) {
+          t.restarts += i["restarts"].get<long>();
+          if (i["state"] != "ready") ++t.not_ready;
+        }
+  const auto t0 = Clock::now();
+  for (int e = 0; e < envs && ms_since(t0) < budget_ms; ++e) {
     const std::string env = fmt::format("env-{}", e);
     std::map<std::string, std::set<std::string>> hit;
     for (;;) {
@@ -202,29 +211,27 @@ Trouble read_trouble(Client& c, int envs, std::map<std::string, std::int64_t>& a
             type != "probe-error")
           continue;
         ++t.events[type];
-        if (!ev["app"].is_null())
-          hit[type].insert(fmt::format("{}#{}", ev["app"].get<std::string>(), ev["ordinal"].is_null() ? -1 : ev["ordinal"].get<int>()));
-        if (t.example.empty() || type == "unhealthy")
-          t.example = fmt::format("{} {} {}#{}: {}", env, type, ev["app"].is_null() ? "-" : ev["app"].get<std::string>(),
-                                  ev["ordinal"].is_null() ? -1 : ev["ordinal"].get<int>(), ev["message"].get<std::string>());
+        const std::string who = fmt::format("{}#{}", ev["app"].is_null() ? "-" : ev["app"].get<std::string>(),
+                                            ev["ordinal"].is_null() ? -1 : ev["ordinal"].get<int>());
+        hit[type].insert(who);
+        if (t.example.empty() || (type == "unhealthy" && t.example.find(" unhealthy ") == std::string::npos))
+          t.example = fmt::format("{} {} {}: {}", env, type, who, ev["message"].get<std::string>());
       }
     }
     for (const auto& [type, set] : hit) t.instances_hit[type] += static_cast<int>(set.size());
-    if (auto s = c.get("/v1/environments/" + env); s.ok())
-      for (const auto& a : (*s)["apps"])
-        for (const auto& i : a["instances"]) {
-          t.restarts += i["restarts"].get<long>();
-          if (i["state"] != "ready") ++t.not_ready;
-        }
+    ++t.envs_read;
   }
   return t;
 }
 
-std::string describe(const Trouble& t, long restarts_before) {
-  std::string s = fmt::format("{} (restarts counted {}", t.total(), t.restarts - restarts_before);
+std::string describe(const Trouble& t, long restarts_before, int envs) {
+  std::string s = fmt::format("{} restarts", t.restarts - restarts_before);
+  std::string ev;
   for (const auto& [type, n] : t.events)
-    s += fmt::format("; {} {} on {} instance(s)", n, type, t.instances_hit.count(type) ? t.instances_hit.at(type) : 0);
-  s += ")";
+    ev += fmt::format("{}{} {} on {} instance(s)", ev.empty() ? "" : "; ", n, type,
+                      t.instances_hit.count(type) ? t.instances_hit.at(type) : 0);
+  s += fmt::format(" ({}{})", ev.empty() ? "no unhealthy, restarting, exited or start-failed event" : ev,
+                   t.envs_read < envs ? fmt::format("; events of {} of {} environments read", t.envs_read, envs) : "");
   return s;
 }
 
@@ -304,7 +311,7 @@ struct Figures {
   bool complete = false;     // every instance became ready
   double bring_up_ms = 0;
   double per_instance_ms = 0;
-  int bring_up_false = 0, load_false = 0;
+  int bring_up_false = 0, load_false = 0;  // restarts counted
   std::string bring_up_said, load_said;
   double idle_us = 0;        // µs of daemon CPU per instance per second
   double rss_peak_mb = 0, rss_mb = 0;
@@ -358,11 +365,15 @@ Figures run_size(const Options& o, int envs) {
   int ready_envs = 0, ready_inst = 0;
   double said = 0;
   const double limit_ms = std::max(300'000.0, f.instances * 100.0);
-  while (!count_ready(c, &ready_envs, &ready_inst) || ready_envs < envs) {
+  std::string error;
+  for (;;) {
+    const bool read = count_ready(c, &ready_envs, &ready_inst, &error);
+    if (read && ready_envs == envs) break;
     if (ms_since(t0) > limit_ms) break;
     if (ms_since(t0) - said >= 5'000) {
       said = ms_since(t0);
-      fmt::print("  {:6.1f} s: {} of {} instances ready\n", said / 1000, ready_inst, f.instances);
+      fmt::print("  {:6.1f} s: {} of {} instances ready{}\n", said / 1000, ready_inst, f.instances,
+                 read ? "" : " (the summary did not answer: " + error + ")");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
@@ -373,9 +384,9 @@ Figures run_size(const Options& o, int envs) {
              f.complete ? "" : " INCOMPLETE", f.bring_up_ms / 1000, posted, f.per_instance_ms);
 
   std::map<std::string, std::int64_t> after;
-  Trouble up = read_trouble(c, envs, after);
-  f.bring_up_false = up.total();
-  f.bring_up_said = describe(up, 0);
+  Trouble up = read_trouble(c, envs, after, 120'000);
+  f.bring_up_false = static_cast<int>(up.restarts);
+  f.bring_up_said = describe(up, 0, envs);
   fmt::print("  false restarts, bring-up  {}\n", f.bring_up_said);
   if (!up.example.empty()) fmt::print("    e.g. {}\n", up.example);
 
@@ -389,9 +400,9 @@ Figures run_size(const Options& o, int envs) {
                lat[0].size() / double(o.load_seconds), percentile(lat[1], 0.5), percentile(lat[1], 0.99),
                lat[1].size() / double(o.load_seconds), failed ? fmt::format(" ({} failed)", failed) : "");
     fmt::print("  load average after load   {}\n", loadavg());
-    Trouble load = read_trouble(c, envs, after);
-    f.load_false = load.total();
-    f.load_said = describe(load, up.restarts);
+    Trouble load = read_trouble(c, envs, after, 120'000);
+    f.load_false = static_cast<int>(load.restarts - up.restarts);
+    f.load_said = describe(load, up.restarts, envs);
     fmt::print("  false restarts, load      {}\n", f.load_said);
     if (!load.example.empty()) fmt::print("    e.g. {}\n", load.example);
 
@@ -465,10 +476,10 @@ int main(int argc, char** argv) {
   for (int n : o.sizes) all.push_back(run_size(o, n));
 
   fmt::print("\nsummary ({:.0f} s in all)\n", ms_since(t0) / 1000);
-  fmt::print("  {:>5} {:>6} {:>10} {:>12} {:>9} {:>9} {:>11} {:>8} {:>8}  {}\n", "envs", "inst", "bring-up", "ms/instance",
-             "false up", "false load", "idle µs/i/s", "RSS MB", "peak MB", "load average");
+  fmt::print("  {:>5} {:>6} {:>10} {:>12} {:>11} {:>13} {:>11} {:>8} {:>8}  {}\n", "envs", "inst", "bring-up", "ms/instance",
+             "restarts up", "restarts load", "idle µs/i/s", "RSS MB", "peak MB", "load average");
   for (const auto& f : all)
-    fmt::print("  {:>5} {:>6} {:>9.1f}s {:>12.2f} {:>9} {:>9} {:>11.1f} {:>8.0f} {:>8.0f}  {}{}\n", f.envs, f.instances,
+    fmt::print("  {:>5} {:>6} {:>9.1f}s {:>12.2f} {:>11} {:>13} {:>11.1f} {:>8.0f} {:>8.0f}  {}{}\n", f.envs, f.instances,
                f.bring_up_ms / 1000, f.per_instance_ms, f.bring_up_false, f.load_false, f.idle_us, f.rss_mb,
                f.rss_peak_mb, f.load_end, f.complete ? "" : "  (not all ready)");
   if (all.size() >= 2) {
