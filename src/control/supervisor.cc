@@ -33,8 +33,8 @@ std::string public_state(const Supervisor::State& s) {
     case Phase::kLaunching:
     case Phase::kStarting: return "starting";
     case Phase::kReady: return s.degraded ? "degraded" : "ready";
+    case Phase::kBackoff: return s.at_limit ? "waiting" : "failed";
     case Phase::kUnhealthy:
-    case Phase::kBackoff:
     case Phase::kFailed: return "failed";
     case Phase::kStopping: return s.exists() ? "stopping" : "stopped";
     case Phase::kStopped: return s.exists() ? "starting" : "stopped";
@@ -85,6 +85,8 @@ Step Supervisor::wait(const std::string& why, bool announce) {
 }
 
 Step Supervisor::launching(const Launch& l, Now now) {
+  restarts_before_launch_ = s_.restarts;
+  started_before_launch_ = s_.started_before;
   if (s_.started_before) ++s_.restarts;
   s_.started_before = true;
   s_.launch = l.id;
@@ -161,6 +163,7 @@ Step Supervisor::started(const runtime::Observed& observed, bool observed_ip, co
   Step st;
   st.names = true;
   s_.launch = 0;
+  s_.at_limit = false;
   s_.pid = observed.pid;
   s_.detail = observed.detail;
   if (observed_ip && !observed.ip.empty()) s_.ip = observed.ip;
@@ -200,6 +203,20 @@ Step Supervisor::failed(const runtime::Ref& ref, const Error& error, const model
     st.events.push_back({"stopped", s_.message});
     return st;
   }
+  if (error.code == ErrorCode::kExhausted && spec) {
+    // The daemon's own limit (open files, processes), not the instance's doing: it waits, with
+    // the reason (which limit, how to raise it) said once rather than a start-failed event per
+    // attempt, and is launched again in kLimitRetryMs; neither a restart nor a crash is counted.
+    s_.restarts = restarts_before_launch_;
+    s_.started_before = started_before_launch_;
+    if (!s_.at_limit) st.events.push_back({"waiting", error.message});
+    s_.at_limit = true;
+    s_.phase = Phase::kBackoff;
+    st.backoff = kLimitRetryMs;
+    s_.message = fmt::format("waiting: {}; trying again in {}", error.message, format_duration(kLimitRetryMs));
+    return st;
+  }
+  s_.at_limit = false;
   st.events.push_back({"start-failed", error.message});
   if (!spec) {
     s_.phase = Phase::kStopped;

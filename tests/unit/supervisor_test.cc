@@ -133,6 +133,37 @@ TEST_F(SupervisorTest, AJobCompletesOnStatusZeroAndIsRecordedSoUntilItRunsAgain)
   EXPECT_EQ(st.write, Step::Write::kErase);
 }
 
+TEST_F(SupervisorTest, ALaunchRefusedByTheDaemonsOwnLimitWaitsSaidOnceAndCountsNoRestart) {
+  run(0);
+  sup_.exited({true, 1, 0, "exited with status 1"}, &spec_, {10, 0});
+  sup_.backoff_elapsed();
+  ASSERT_EQ(sup_.state().restarts, 0);
+  const int crashes = sup_.state().crashes;
+  const Error limit = exhausted("berth's open files limit (1024) is reached (pipe: Too many open files): raise it");
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    sup_.launching({++launch_, "process", "svc", "fp", "", false}, {attempt * 10'000, 0});
+    Step st = sup_.failed("", limit, &spec_, {attempt * 10'000, 0});
+    // Said once, as a wait (not start-failed), with the limit and how to raise it.
+    EXPECT_EQ(types(st), attempt == 1 ? std::vector<std::string>{"waiting"} : std::vector<std::string>{});
+    EXPECT_EQ(st.backoff, control::kLimitRetryMs);  // not the crash backoff
+    EXPECT_EQ(control::public_state(sup_.state()), "waiting");
+    EXPECT_EQ(sup_.state().message, "waiting: " + limit.message + "; trying again in 5s");
+    EXPECT_EQ(sup_.state().restarts, 0);
+    EXPECT_EQ(sup_.state().crashes, crashes);
+    sup_.backoff_elapsed();
+  }
+  // Launched at last: that is its first restart, and any other failure is one again.
+  run(40'000);
+  EXPECT_EQ(sup_.state().restarts, 1);
+  EXPECT_FALSE(sup_.state().at_limit);
+  sup_.exited({true, 1, 0, "exited with status 1"}, &spec_, {40'010, 0});
+  sup_.backoff_elapsed();
+  sup_.launching({++launch_, "process", "svc", "fp", "", false}, {50'000, 0});
+  Step st = sup_.failed("", unavailable("image 'svc' is not on this host"), &spec_, {50'000, 0});
+  EXPECT_EQ(types(st), std::vector<std::string>{"start-failed"});
+  EXPECT_EQ(control::public_state(sup_.state()), "failed");
+}
+
 TEST_F(SupervisorTest, AStopBeforeItWasCreatedRefusesTheCreationAndAsksNoRuntime) {
   sup_.launching({1, "process", "svc", "fp", "", false}, {0, 0});
   Step st = sup_.stop("environment down");
