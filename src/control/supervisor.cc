@@ -24,6 +24,11 @@ void then(Step& a, Step b) {
   a.database_ready |= b.database_ready;
 }
 
+// Its probes' spread once ready (health/tracker.h): from its name, the same in every run.
+std::uint64_t probe_seed(const ipam::LeaseKey& key) {
+  return health::Tracker::seed_of(fmt::format("{}/{}/{}", key.env, key.app, key.ordinal));
+}
+
 }  // namespace
 
 std::string public_state(const Supervisor::State& s) {
@@ -182,7 +187,7 @@ Step Supervisor::started(const runtime::Observed& observed, bool observed_ip, co
     then(st, ready("no health check: ready once started", spec, now));
     return st;
   }
-  s_.tracker.emplace(spec->health, s_.started_mono);
+  s_.tracker.emplace(spec->health, s_.started_mono, probe_seed(s_.key));
   st.probe = true;
   return st;
 }
@@ -302,7 +307,7 @@ Step Supervisor::recovered(const runtime::Recovered& r, const model::AppSpec* sp
     then(st, ready("no health check: ready once adopted", spec, now));
     return st;
   }
-  s_.tracker.emplace(spec->health, s_.started_mono);
+  s_.tracker.emplace(spec->health, s_.started_mono, probe_seed(s_.key));
   if (s_.ready_at != 0) {
     // Ready when the previous daemon died: it stays ready (and answers in DNS) while it is
     // probed again at once; failures count against failure_threshold as for any ready one.
