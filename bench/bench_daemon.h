@@ -24,7 +24,9 @@ struct BenchDaemon {
 
   std::string dir;
 
-  explicit BenchDaemon(const std::string& data_dir, std::vector<std::string> extra = {}) : dir(data_dir) {
+  // `bin`: the daemon binary (another build's, to compare).
+  explicit BenchDaemon(const std::string& data_dir, std::vector<std::string> extra = {}, std::string bin = BERTH_BIN)
+      : dir(data_dir) {
     pid = fork();
     if (pid == 0) {
       int fd = ::open((dir + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -32,13 +34,13 @@ struct BenchDaemon {
       dup2(fd, 2);
       std::string path = std::string(DEMO_SVC_DIR) + ":" + std::getenv("PATH");
       setenv("PATH", path.c_str(), 1);
-      std::vector<std::string> args{BERTH_BIN, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--dns-listen",
+      std::vector<std::string> args{bin, "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--dns-listen",
                                     "127.0.0.1:0"};
       args.insert(args.end(), extra.begin(), extra.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
-      execv(BERTH_BIN, argv.data());
+      execv(bin.c_str(), argv.data());
       _exit(127);
     }
     while (!std::filesystem::exists(dir + "/api.addr")) std::this_thread::sleep_for(std::chrono::milliseconds(5));

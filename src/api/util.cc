@@ -19,6 +19,7 @@ int http_status(ErrorCode c) {
     case ErrorCode::kInternal: return 500;
     case ErrorCode::kUnauthenticated: return 401;
     case ErrorCode::kForbidden: return 403;
+    case ErrorCode::kExhausted: return 503;
   }
   return 500;
 }

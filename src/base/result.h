@@ -23,6 +23,9 @@ enum class ErrorCode {
   kInternal,    // a bug or an unexpected system failure
   kUnauthenticated,  // no valid credentials (HTTP 401)
   kForbidden,   // authenticated, but not allowed to do this (HTTP 403)
+  // A limit of the daemon's own ran out (open files, processes, memory): says nothing about the
+  // request or the instance; the same thing works once the limit is raised or load goes down.
+  kExhausted,
 };
 
 struct Error {
@@ -49,6 +52,7 @@ inline Error unavailable(std::string m) { return {ErrorCode::kUnavailable, std::
 inline Error internal(std::string m) { return {ErrorCode::kInternal, std::move(m)}; }
 inline Error unauthenticated(std::string m) { return {ErrorCode::kUnauthenticated, std::move(m)}; }
 inline Error forbidden(std::string m) { return {ErrorCode::kForbidden, std::move(m)}; }
+inline Error exhausted(std::string m) { return {ErrorCode::kExhausted, std::move(m)}; }
 
 template <class T>
 class [[nodiscard]] Result {

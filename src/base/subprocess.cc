@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 #include <grp.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -88,6 +89,34 @@ std::map<std::string, std::string> base_environment() {
   return env;
 }
 
+namespace {
+
+// Why `what` (pipe, open, fork, pidfd_open) failed with `err`: the daemon's own limit (a
+// kExhausted error naming it and what to raise), or something else.
+Error spawn_error(const std::string& what, int err) {
+  const std::string said = fmt::format("{}: {}", what, std::strerror(err));
+  rlimit lim{};
+  if (err == EMFILE) {
+    const bool known = getrlimit(RLIMIT_NOFILE, &lim) == 0;
+    return exhausted(fmt::format("berth's open files limit{} is reached ({}): raise it (ulimit -n before berth serve, "
+                                 "LimitNOFILE= in its systemd unit)",
+                                 known ? fmt::format(" ({})", static_cast<unsigned long long>(lim.rlim_cur)) : "", said));
+  }
+  if (err == ENFILE)
+    return exhausted(fmt::format("the system's open files limit is reached ({}): raise fs.file-max (sysctl)", said));
+  if (err == EAGAIN && what == "fork") {
+    const bool known = getrlimit(RLIMIT_NPROC, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY;
+    return exhausted(fmt::format("berth's process limit is reached ({}): raise it (ulimit -u{}, LimitNPROC= and "
+                                 "TasksMax= in its systemd unit, pids.max of its cgroup) or kernel.pid_max and "
+                                 "kernel.threads-max (sysctl)",
+                                 said, known ? fmt::format(", now {}", static_cast<unsigned long long>(lim.rlim_cur)) : ""));
+  }
+  if (err == ENOMEM || err == EAGAIN) return exhausted(fmt::format("the host is out of memory ({})", said));
+  return unavailable(said);
+}
+
+}  // namespace
+
 Result<Spawned> spawn(const SpawnOptions& o) {
   // Everything the child needs is prepared before fork: after fork only async-signal-safe calls.
   std::string script = "exec " + o.command;
@@ -128,13 +157,23 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   int out_pipe[2] = {-1, -1};
   int log_fd = -1;
   if (o.capture_output) {
-    if (pipe2(out_pipe, O_CLOEXEC) != 0) return unavailable(fmt::format("pipe: {}", std::strerror(errno)));
+    if (pipe2(out_pipe, O_CLOEXEC) != 0) return spawn_error("pipe", errno);
     log_fd = out_pipe[1];
   } else {
     log_fd = open(o.log_path.empty() ? "/dev/null" : o.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) return unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(errno)));
+    if (log_fd < 0) {
+      const int err = errno;
+      return err == EMFILE || err == ENFILE ? spawn_error("open", err)
+                                            : unavailable(fmt::format("cannot open log file {}: {}", o.log_path, std::strerror(err)));
+    }
   }
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) {
+    const int err = errno;
+    close(log_fd);
+    if (out_pipe[0] >= 0) close(out_pipe[0]);
+    return spawn_error("open", err);
+  }
   int gate[2] = {-1, -1};
   int sync[2] = {-1, -1};  // the child closes its end once it has dropped every inherited descriptor
   auto close_all = [&] {
@@ -144,14 +183,14 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   if ((o.gate && pipe2(gate, O_CLOEXEC) != 0) || pipe2(sync, O_CLOEXEC) != 0) {
     int err = errno;
     close_all();
-    return unavailable(fmt::format("pipe: {}", std::strerror(err)));
+    return spawn_error("pipe", err);
   }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = errno;
     close_all();
-    return unavailable(fmt::format("fork: {}", std::strerror(err)));
+    return spawn_error("fork", err);
   }
   if (pid == 0) {
     setpgid(0, 0);
@@ -168,12 +207,16 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
-    // Move the two pipe ends out of the way first, so placing them cannot clobber each other.
-    int high_gate = o.gate ? fcntl(gate[0], F_DUPFD, 10) : -1;
-    int high_sync = fcntl(sync[1], F_DUPFD, 10);
+    // The gate to 3 and the sync pipe to 4 with dup2 only, which needs no free descriptor (the
+    // daemon may be at its open files limit, and so this copy of its table): whatever else sits
+    // at 3, 4 or 5 is not needed any more. The one order that needs a third place is a swap.
+    int g = o.gate ? gate[0] : -1, y = sync[1];
+    if (g == 4 && y == 3) y = dup2(y, 5);
+    if (y == 3) y = dup2(y, 4);
+    if (g >= 0 && g != 3) g = dup2(g, 3);
+    if (y != 4) y = dup2(y, 4);
+    (void)g;
     int gate_fd = o.gate ? 3 : -1;
-    if (o.gate) dup2(high_gate, 3);
-    dup2(high_sync, 4);
     close_range(5, ~0U, 0);
     if (!o.gate) close(3);
     close(4);  // tells the parent: nothing of the daemon's is held here any more
@@ -239,7 +282,7 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     if (s.gate_fd >= 0) close(s.gate_fd);
     if (s.output_fd >= 0) close(s.output_fd);
     waitpid(pid, nullptr, 0);
-    return unavailable(fmt::format("pidfd_open: {}", std::strerror(err)));
+    return spawn_error("pidfd_open", err);
   }
   return s;
 }

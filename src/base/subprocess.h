@@ -49,6 +49,9 @@ struct Spawned {
   unsigned long long start_ticks = 0;
 };
 
+// A failure for want of the daemon's own descriptors or processes (EMFILE, ENFILE, EAGAIN and
+// ENOMEM from pipe, open, fork, pidfd_open) is ErrorCode::kExhausted, its message naming the
+// limit and how to raise it; other failures are kUnavailable or kNotFound.
 Result<Spawned> spawn(const SpawnOptions& options);
 // Let a gated child exec its command.
 Status release_gate(Spawned& spawned);

@@ -24,6 +24,11 @@ void then(Step& a, Step b) {
   a.database_ready |= b.database_ready;
 }
 
+// Its probes' spread once ready (health/tracker.h): from its name, the same in every run.
+std::uint64_t probe_seed(const ipam::LeaseKey& key) {
+  return health::Tracker::seed_of(fmt::format("{}/{}/{}", key.env, key.app, key.ordinal));
+}
+
 }  // namespace
 
 std::string public_state(const Supervisor::State& s) {
@@ -33,8 +38,8 @@ std::string public_state(const Supervisor::State& s) {
     case Phase::kLaunching:
     case Phase::kStarting: return "starting";
     case Phase::kReady: return s.degraded ? "degraded" : "ready";
+    case Phase::kBackoff: return s.at_limit ? "waiting" : "failed";
     case Phase::kUnhealthy:
-    case Phase::kBackoff:
     case Phase::kFailed: return "failed";
     case Phase::kStopping: return s.exists() ? "stopping" : "stopped";
     case Phase::kStopped: return s.exists() ? "starting" : "stopped";
@@ -85,6 +90,8 @@ Step Supervisor::wait(const std::string& why, bool announce) {
 }
 
 Step Supervisor::launching(const Launch& l, Now now) {
+  restarts_before_launch_ = s_.restarts;
+  started_before_launch_ = s_.started_before;
   if (s_.started_before) ++s_.restarts;
   s_.started_before = true;
   s_.launch = l.id;
@@ -161,6 +168,7 @@ Step Supervisor::started(const runtime::Observed& observed, bool observed_ip, co
   Step st;
   st.names = true;
   s_.launch = 0;
+  s_.at_limit = false;
   s_.pid = observed.pid;
   s_.detail = observed.detail;
   if (observed_ip && !observed.ip.empty()) s_.ip = observed.ip;
@@ -179,7 +187,7 @@ Step Supervisor::started(const runtime::Observed& observed, bool observed_ip, co
     then(st, ready("no health check: ready once started", spec, now));
     return st;
   }
-  s_.tracker.emplace(spec->health, s_.started_mono);
+  s_.tracker.emplace(spec->health, s_.started_mono, probe_seed(s_.key));
   st.probe = true;
   return st;
 }
@@ -200,6 +208,20 @@ Step Supervisor::failed(const runtime::Ref& ref, const Error& error, const model
     st.events.push_back({"stopped", s_.message});
     return st;
   }
+  if (error.code == ErrorCode::kExhausted && spec) {
+    // The daemon's own limit (open files, processes), not the instance's doing: it waits, with
+    // the reason (which limit, how to raise it) said once rather than a start-failed event per
+    // attempt, and is launched again in kLimitRetryMs; neither a restart nor a crash is counted.
+    s_.restarts = restarts_before_launch_;
+    s_.started_before = started_before_launch_;
+    if (!s_.at_limit) st.events.push_back({"waiting", error.message});
+    s_.at_limit = true;
+    s_.phase = Phase::kBackoff;
+    st.backoff = kLimitRetryMs;
+    s_.message = fmt::format("waiting: {}; trying again in {}", error.message, format_duration(kLimitRetryMs));
+    return st;
+  }
+  s_.at_limit = false;
   st.events.push_back({"start-failed", error.message});
   if (!spec) {
     s_.phase = Phase::kStopped;
@@ -285,7 +307,7 @@ Step Supervisor::recovered(const runtime::Recovered& r, const model::AppSpec* sp
     then(st, ready("no health check: ready once adopted", spec, now));
     return st;
   }
-  s_.tracker.emplace(spec->health, s_.started_mono);
+  s_.tracker.emplace(spec->health, s_.started_mono, probe_seed(s_.key));
   if (s_.ready_at != 0) {
     // Ready when the previous daemon died: it stays ready (and answers in DNS) while it is
     // probed again at once; failures count against failure_threshold as for any ready one.

@@ -35,6 +35,9 @@ enum class Phase { kStopped, kWaiting, kRecovering, kLaunching, kStarting, kRead
 
 // An instance ready this long has its crash count (and so its restart backoff) reset.
 inline constexpr Millis kStableAfterMs = 10'000;
+// An instance that could not be launched for want of the daemon's own descriptors or processes
+// (ErrorCode::kExhausted) is launched again this long after.
+inline constexpr Millis kLimitRetryMs = 5'000;
 // What the instances table holds, runtime "", for a job that completed.
 inline constexpr const char* kCompletedRef = "completed";
 
@@ -95,6 +98,7 @@ class Supervisor {
     std::string message;
     std::string last_probe;
     bool probe_trouble = false;  // the last probe was inconclusive (the daemon's own error), announced
+    bool at_limit = false;       // its last launch hit the daemon's own limit (kExhausted): it waits, announced
     // Something of it exists in its runtime (or may: a launch in flight).
     bool exists() const { return launch != 0 || !ref.empty(); }
     // Counts as ready for whoever depends on it.
@@ -161,6 +165,9 @@ class Supervisor {
   Millis back_off(const model::RestartSpec& restart, bool immediately);
 
   State s_;
+  // Before the launch in flight, to undo its count when the daemon's own limit refused it.
+  int restarts_before_launch_ = 0;
+  bool started_before_launch_ = false;
 };
 
 // What an instance's state is called in the status and the API.

@@ -18,12 +18,29 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+using SteadyClock = std::chrono::steady_clock;
+
+// A probe's timeout counts only time its thread could run it. The timer ticks every kTick (or
+// less, up to the deadline); a tick that fires more than kLate after it was due shows that the
+// thread was blocked or busy meanwhile (forking a thousand instances, building views), and that
+// lag is added to the deadline. A late tick never ends a probe: it is followed by one due at
+// once, which runs after whatever I/O completed meanwhile, so an answer that was already in the
+// socket buffer is read before the probe can time out. Blocked time shorter than kLate, or
+// before the last tick and not reaching it, is counted: the instance gets at least
+// timeout - kTick of the thread's time. A probe of an instance that never answers still ends,
+// once the thread has been free for `timeout` in all.
+constexpr auto kTick = std::chrono::milliseconds(100);
+constexpr auto kLate = std::chrono::milliseconds(5);
+
 // State of one probe in flight. Shared by the async handlers; `finish` runs the callback once.
 struct Probe : std::enable_shared_from_this<Probe> {
   explicit Probe(asio::io_context& io) : socket(io), timer(io) {}
 
   tcp::socket socket;
   asio::steady_timer timer;
+  Millis timeout = 0;
+  SteadyClock::time_point deadline;  // moved later by the time the thread was found blocked
+  SteadyClock::duration blocked{};   // by how much
   asio::streambuf buffer{4096};  // a status line longer than this is not an HTTP answer
   std::string request;
   std::function<void(ProbeResult)> done;
@@ -45,6 +62,26 @@ struct Probe : std::enable_shared_from_this<Probe> {
     boost::system::error_code ignored;
     timer.cancel();
     socket.close(ignored);
+  }
+  // The next tick, due at `due`.
+  void tick(SteadyClock::time_point due) {
+    timer.expires_at(due);
+    timer.async_wait([p = shared_from_this(), due](const boost::system::error_code& ec) {
+      if (ec || !p->done) return;
+      const auto now = SteadyClock::now();
+      if (now - due > kLate) {
+        p->deadline += now - due;
+        p->blocked += now - due;
+        return p->tick(now);
+      }
+      if (now >= p->deadline) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(p->blocked).count();
+        return p->finish(false, fmt::format("{} → timed out after {}{}", p->what, format_duration(p->timeout),
+                                            ms > 0 ? fmt::format(" (not counting {} berth was busy)", format_duration(ms))
+                                                   : ""));
+      }
+      p->tick(std::min(p->deadline, now + kTick));
+    });
   }
 };
 
@@ -121,11 +158,10 @@ void start_tcp(const std::shared_ptr<Probe>& p, const ProbeTarget& t) {
 std::unique_ptr<ProbeHandle> AsioProber::probe(const ProbeTarget& target, std::function<void(ProbeResult)> done) {
   auto p = std::make_shared<Probe>(io_);
   p->done = std::move(done);
-  p->timer.expires_after(std::chrono::milliseconds(target.spec.timeout_ms));
-  Millis timeout = target.spec.timeout_ms;
-  p->timer.async_wait([p, timeout](const boost::system::error_code& ec) {
-    if (!ec) p->finish(false, fmt::format("{} → timed out after {}", p->what, format_duration(timeout)));
-  });
+  p->timeout = target.spec.timeout_ms;
+  const auto now = SteadyClock::now();
+  p->deadline = now + std::chrono::milliseconds(target.spec.timeout_ms);
+  p->tick(std::min(p->deadline, now + kTick));
   switch (target.spec.type) {
     case model::HealthType::kHttp: start_http(p, target); break;
     case model::HealthType::kTcp: start_tcp(p, target); break;

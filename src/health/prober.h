@@ -5,7 +5,9 @@
 // 200", "connection refused"). Exec checks run inside the instance, through its runtime
 // (runtime::Runtime::exec). The control loop owns scheduling (health/tracker.h); a Prober only
 // probes. AsioProber runs on the loop's io_context and reads at most one status line of a
-// bounded length; tests use their own fakes.
+// bounded length; its timeout counts only time that thread was free to run the probe (time it
+// was blocked, seen as its timer firing late, moves the deadline: asio_prober.cc). Tests use
+// their own fakes.
 #pragma once
 
 #include <functional>

@@ -2,8 +2,24 @@
 
 namespace berth::health {
 
-Tracker::Tracker(const model::HealthSpec& spec, Millis started_at)
-    : spec_(spec), started_at_(started_at), next_probe_(started_at) {}
+Tracker::Tracker(const model::HealthSpec& spec, Millis started_at, std::uint64_t seed)
+    : spec_(spec), offset_(offset_for(spec.interval_ms, seed)), started_at_(started_at), next_probe_(started_at) {}
+
+std::uint64_t Tracker::seed_of(std::string_view who) {
+  // FNV-1a, then splitmix64's finalizer: names that differ in one character land far apart.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : who) h = (h ^ c) * 0x100000001b3ull;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h == 0 ? 1 : h;
+}
+
+Millis Tracker::offset_for(Millis interval, std::uint64_t seed) {
+  const Millis spread = interval / 10;
+  if (seed == 0 || spread <= 0) return 0;
+  return static_cast<Millis>(seed % static_cast<std::uint64_t>(2 * spread + 1)) - spread;
+}
 
 Tracker::Change Tracker::record(bool ok, Millis now) {
   Change change = Change::kNone;
@@ -27,7 +43,7 @@ Tracker::Change Tracker::record(bool ok, Millis now) {
       change = Change::kBecameUnhealthy;
     }
   }
-  next_probe_ = now + (phase_ == Phase::kReady ? spec_.interval_ms : spec_.start_interval_ms);
+  next_probe_ = now + (phase_ == Phase::kReady ? ready_interval() : spec_.start_interval_ms);
   return change;
 }
 

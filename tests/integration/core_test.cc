@@ -15,10 +15,12 @@
 #include <gtest/gtest.h>
 
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -505,4 +507,65 @@ TEST(Core, ASimulatedFleetComesUpAndIsListedInPages) {
   for (const auto& a : s["apps"])
     for (const auto& i : a["instances"]) ips.insert(i["ip"].get<std::string>());
   EXPECT_EQ(ips.size(), 5u);
+}
+
+TEST(Core, TheDaemonsOpenFilesLimitMakesInstancesWaitNotCrashLoop) {
+  // The daemon's open files limit lowered under it (prlimit) to about 30 descriptors more than
+  // it holds: an environment of 40 instances, each holding a pidfd, hits it. Those that cannot
+  // be launched wait, saying which limit and how to raise it, once; nothing crash-loops, no
+  // restart is counted, the daemon keeps serving; once the limit is back, all come up.
+  Daemon d("nofile");
+  const std::string y = "network: {pool: 127.125.0.0/24}\n"
+                        "defaults:\n"
+                        "  command: berth-demo-svc --listen ${ip}:${port.http}\n"
+                        "  ports: {http: 8080}\n"
+                        "  health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 1s}\n"
+                        "  env: {DEMO_WARMUP_MS: \"0\"}\n"
+                        "apps:\n  svc: {instances: 40}\n"
+                        "environments:\n  fleet: {}\n";
+  ASSERT_EQ(d.apply(y).exit_code, 0);
+  ASSERT_TRUE(d.api().get("/v1/environments/fleet").ok());  // (its connection is open before the limit)
+  const auto held = std::distance(std::filesystem::directory_iterator(fmt::format("/proc/{}/fd", d.pid())),
+                                  std::filesystem::directory_iterator());
+  rlimit was{};
+  ASSERT_EQ(::prlimit(d.pid(), RLIMIT_NOFILE, nullptr, &was), 0);
+  rlimit low = was;
+  low.rlim_cur = static_cast<rlim_t>(held + 30);
+  ASSERT_EQ(::prlimit(d.pid(), RLIMIT_NOFILE, &low, nullptr), 0);
+  ASSERT_TRUE(d.api().post("/v1/environments/fleet/up").ok());
+
+  auto count = [&](const json& s, const std::string& state) {
+    int n = 0;
+    for (const auto& i : app_of(s, "svc")["instances"]) n += i["state"] == state ? 1 : 0;
+    return n;
+  };
+  json s;
+  ASSERT_TRUE(wait_until([&] {
+    auto r = d.api().get("/v1/environments/fleet");
+    if (!r.ok()) return false;
+    s = *r;
+    return count(s, "ready") > 0 && count(s, "waiting") > 0 && count(s, "ready") + count(s, "waiting") == 40;
+  }, std::chrono::seconds(60))) << s.dump(2);
+  for (const auto& i : app_of(s, "svc")["instances"])
+    if (i["state"] == "waiting") {
+      EXPECT_THAT(i["message"].get<std::string>(), HasSubstr("berth's open files limit"));
+      EXPECT_THAT(i["message"].get<std::string>(), HasSubstr("ulimit -n"));
+    }
+  // The scenario, not a wait for state: two retry periods (5 s each) at the limit.
+  std::this_thread::sleep_for(std::chrono::seconds(11));
+  EXPECT_EQ(::kill(d.pid(), 0), 0);  // the daemon runs
+
+  ASSERT_EQ(::prlimit(d.pid(), RLIMIT_NOFILE, &was, nullptr), 0);
+  ASSERT_TRUE(wait_until([&] { return all_ready(d, "fleet"); }, std::chrono::seconds(60))) << d.status("fleet").dump(2);
+  std::map<int, int> waits;
+  int failed = 0;
+  for (const auto& e : d.events("fleet")) {
+    if (e["app"] != "svc" || e["ordinal"].is_null()) continue;
+    if (e["type"] == "waiting") ++waits[e["ordinal"].get<int>()];
+    if (e["type"] == "start-failed" || e["type"] == "restarting" || e["type"] == "exited") ++failed;
+  }
+  EXPECT_FALSE(waits.empty());  // the limit was hit
+  for (const auto& [ordinal, n] : waits) EXPECT_EQ(n, 1) << "instance " << ordinal;
+  EXPECT_EQ(failed, 0);
+  for (const auto& i : app_of(d.status("fleet"), "svc")["instances"]) EXPECT_EQ(i["restarts"], 0);
 }

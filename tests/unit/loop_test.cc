@@ -177,12 +177,15 @@ TEST_F(LoopTest, DependencyFailureMarksOrRestartsDependents) {
 
   // db stops answering: after two failed probes it is unhealthy and restarted.
   prober_.healthy.erase(ip("db"));
-  prober_.healthy.erase(ip("api"));
   exec_.advance(3000);
   // api depends on db with policy mark: degraded, still running, told by an event.
   auto api_events = event_types("api");
   EXPECT_NE(std::find(api_events.begin(), api_events.end(), "dependency-failed"), api_events.end());
-  // web depends on api with policy restart: its old process was stopped.
+  // Then api (each instance probes on a schedule of its own: one after the other, not in the
+  // same millisecond) stops answering too: web depends on it with policy restart, its old
+  // process was stopped.
+  prober_.healthy.erase(ip("api"));
+  exec_.advance(3000);
   EXPECT_NE(rt_.ref_of("dev", "web", 0), web_ref);
 
   prober_.healthy.insert(ip("db"));
@@ -528,6 +531,31 @@ TEST_F(LoopTest, FailedLaunchSaysWhyAndBacksOff) {
   EXPECT_EQ(app("cron").state, "ready");
   auto types = event_types("cron");
   EXPECT_NE(std::find(types.begin(), types.end(), "start-failed"), types.end());
+}
+
+TEST_F(LoopTest, ALaunchRefusedByTheDaemonsOwnLimitWaitsWithOneEventNotACrashLoop) {
+  // What the process runtime says when fork or pipe hit EMFILE (base/subprocess.cc).
+  all_healthy();
+  rt_.fail_launches("cron", exhausted("berth's open files limit (1024) is reached (pipe: Too many open files): raise it "
+                                      "(ulimit -n before berth serve, LimitNOFILE= in its systemd unit)"));
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(60'000);  // a minute at the limit
+  EXPECT_EQ(app("cron").state, "waiting");
+  EXPECT_THAT(app("cron").instances.at(0).message, HasSubstr("waiting: berth's open files limit (1024) is reached"));
+  EXPECT_THAT(app("cron").instances.at(0).message, HasSubstr("ulimit -n"));
+  EXPECT_EQ(app("cron").instances.at(0).restarts, 0);
+  EXPECT_EQ(app("db").state, "ready");  // the rest of the environment runs
+  auto types = event_types("cron");
+  EXPECT_EQ(std::count(types.begin(), types.end(), "waiting"), 1);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "start-failed"), 0);
+  // Tried again every kLimitRetryMs, not faster.
+  const auto tries = std::count(rt_.launched().begin(), rt_.launched().end(), "cron#0");
+  EXPECT_GE(tries, 60'000 / control::kLimitRetryMs);
+  EXPECT_LE(tries, 60'000 / control::kLimitRetryMs + 1);
+  rt_.fail_launches("cron", "");  // (the limit raised, or instances gone)
+  exec_.advance(control::kLimitRetryMs + 100);
+  EXPECT_EQ(app("cron").state, "ready");
+  EXPECT_EQ(app("cron").instances.at(0).restarts, 0);
 }
 
 TEST_F(LoopTest, ExecHealthChecksRunInsideTheInstance) {

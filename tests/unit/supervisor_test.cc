@@ -62,7 +62,8 @@ TEST_F(SupervisorTest, ReadyOnItsFirstPassingProbeAndRecordedSo) {
   EXPECT_TRUE(st.reconcile);  // its dependents may start
   EXPECT_TRUE(st.names);      // it answers in DNS now
   EXPECT_TRUE(st.probe);
-  EXPECT_EQ(sup_.state().tracker->next_probe_at(), 1000);
+  // Every interval, shifted by its own offset, from its name (health/tracker.h).
+  EXPECT_EQ(sup_.state().tracker->next_probe_at(), 1000 + health::Tracker::offset_for(1000, health::Tracker::seed_of("dev/api/0")));
 }
 
 TEST_F(SupervisorTest, AFailingHealthCheckStopsItAndItsRestartBacksOff) {
@@ -131,6 +132,37 @@ TEST_F(SupervisorTest, AJobCompletesOnStatusZeroAndIsRecordedSoUntilItRunsAgain)
   st = sup_.rerun();
   EXPECT_EQ(sup_.state().phase, Phase::kStopped);
   EXPECT_EQ(st.write, Step::Write::kErase);
+}
+
+TEST_F(SupervisorTest, ALaunchRefusedByTheDaemonsOwnLimitWaitsSaidOnceAndCountsNoRestart) {
+  run(0);
+  sup_.exited({true, 1, 0, "exited with status 1"}, &spec_, {10, 0});
+  sup_.backoff_elapsed();
+  ASSERT_EQ(sup_.state().restarts, 0);
+  const int crashes = sup_.state().crashes;
+  const Error limit = exhausted("berth's open files limit (1024) is reached (pipe: Too many open files): raise it");
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    sup_.launching({++launch_, "process", "svc", "fp", "", false}, {attempt * 10'000, 0});
+    Step st = sup_.failed("", limit, &spec_, {attempt * 10'000, 0});
+    // Said once, as a wait (not start-failed), with the limit and how to raise it.
+    EXPECT_EQ(types(st), attempt == 1 ? std::vector<std::string>{"waiting"} : std::vector<std::string>{});
+    EXPECT_EQ(st.backoff, control::kLimitRetryMs);  // not the crash backoff
+    EXPECT_EQ(control::public_state(sup_.state()), "waiting");
+    EXPECT_EQ(sup_.state().message, "waiting: " + limit.message + "; trying again in 5s");
+    EXPECT_EQ(sup_.state().restarts, 0);
+    EXPECT_EQ(sup_.state().crashes, crashes);
+    sup_.backoff_elapsed();
+  }
+  // Launched at last: that is its first restart, and any other failure is one again.
+  run(40'000);
+  EXPECT_EQ(sup_.state().restarts, 1);
+  EXPECT_FALSE(sup_.state().at_limit);
+  sup_.exited({true, 1, 0, "exited with status 1"}, &spec_, {40'010, 0});
+  sup_.backoff_elapsed();
+  sup_.launching({++launch_, "process", "svc", "fp", "", false}, {50'000, 0});
+  Step st = sup_.failed("", unavailable("image 'svc' is not on this host"), &spec_, {50'000, 0});
+  EXPECT_EQ(types(st), std::vector<std::string>{"start-failed"});
+  EXPECT_EQ(control::public_state(sup_.state()), "failed");
 }
 
 TEST_F(SupervisorTest, AStopBeforeItWasCreatedRefusesTheCreationAndAsksNoRuntime) {

@@ -15,8 +15,8 @@ void SimRuntime::launch(const InstanceSpec& spec) {
   BERTH_ASSERT_LOOP(executor_);
   if (behaviour_.keep_specs) launched_.push_back(spec.id.app + "#" + std::to_string(spec.id.ordinal));
   if (auto f = failing_.find(spec.id.app); f != failing_.end()) {
-    post([this, id = spec.id, launch = spec.launch, message = f->second] {
-      if (listener_) listener_->on_failed(id, launch, "", unavailable(message));
+    post([this, id = spec.id, launch = spec.launch, error = f->second] {
+      if (listener_) listener_->on_failed(id, launch, "", error);
     });
     return;
   }
@@ -159,8 +159,10 @@ int SimRuntime::running(const std::string& app) const {
 
 void SimRuntime::fail_launches(const std::string& app, const std::string& message) {
   if (message.empty()) failing_.erase(app);
-  else failing_[app] = message;
+  else failing_[app] = unavailable(message);
 }
+
+void SimRuntime::fail_launches(const std::string& app, Error error) { failing_[app] = std::move(error); }
 
 std::unique_ptr<Cancel> SimRuntime::exec(const Ref& ref, const ExecRequest& request,
                                          std::function<void(Result<ExecResult>)> done) {

@@ -83,8 +83,10 @@ class SimRuntime final : public Runtime {
   const std::map<Ref, Instance>& instances() const { return instances_; }
   // Every launch asked for, "app#ordinal", in order.
   const std::vector<std::string>& launched() const { return launched_; }
-  // Launches of `app` fail with `message` until cleared (empty message).
+  // Launches of `app` fail with `message` (kUnavailable), or `error` (say kExhausted: the
+  // daemon's own limit), until cleared (empty message).
   void fail_launches(const std::string& app, const std::string& message);
+  void fail_launches(const std::string& app, Error error);
   // How exec requests are answered; default: exit status 0, no output.
   void on_exec(std::function<ExecResult(const Instance&, const ExecRequest&)> fn) { exec_ = std::move(fn); }
   void set_capabilities(Capabilities c) { capabilities_ = std::move(c); }
@@ -105,7 +107,7 @@ class SimRuntime final : public Runtime {
   Capabilities capabilities_;
   std::map<Ref, Instance> instances_;
   std::vector<std::string> launched_;
-  std::map<std::string, std::string> failing_;  // app → message
+  std::map<std::string, Error> failing_;  // app → what its launches fail with
   std::function<ExecResult(const Instance&, const ExecRequest&)> exec_;
   std::vector<Network> networks_;
   std::uint64_t next_ = 0;
