@@ -1,6 +1,7 @@
 #include "base/subprocess.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <linux/close_range.h>
@@ -16,6 +17,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <new>
 #include <sstream>
 #include <vector>
 
@@ -117,9 +120,100 @@ Error spawn_error(const std::string& what, int err) {
 
 }  // namespace
 
+namespace {
+
+// What the child does between clone and exec, prepared by the parent: the child shares the
+// parent's memory (CLONE_VM) and may call nothing that allocates, locks or touches another
+// thread's state — only system calls on what is here.
+struct ChildPlan {
+  const SpawnOptions* o = nullptr;
+  pid_t parent = 0;
+  const char* program = nullptr;
+  const char* const* argv = nullptr;
+  const char* const* envp = nullptr;
+  int null_fd = -1, log_fd = -1, gate_fd = -1;
+  const char* identity_message = nullptr;
+  std::size_t identity_message_size = 0;
+};
+
+constexpr char kResolvMessage[] = "berth: could not give this instance its resolver (/etc/resolv.conf)\n";
+
+// (Not instrumented: a sanitizer's bookkeeping here would be done on the parent's behalf.)
+__attribute__((no_sanitize("address", "thread", "undefined"))) int child_main(void* arg) {
+  const ChildPlan& c = *static_cast<const ChildPlan*>(arg);
+  const SpawnOptions& o = *c.o;
+  // Signals first: the parent blocked them all around clone; handlers it installed (they would
+  // run on its memory) go back to the default, what it ignores (SIGPIPE) too.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction sa {};
+    sa.sa_handler = SIG_DFL;
+    (void)sigaction(sig, &sa, nullptr);
+  }
+  setpgid(0, 0);
+  if (o.die_with_parent) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != c.parent) _exit(127);
+  }
+  // Inside another instance (exec): its mount namespace, so its resolver and mounts.
+  if (o.join_mount_ns_of >= 0 && setns(o.join_mount_ns_of, CLONE_NEWNS) != 0) _exit(126);
+  // Drop every descriptor inherited from the daemon: not all are close-on-exec (Boost.Asio's
+  // are not), and while a copy lives the kernel keeps the daemon's epoll registration of it
+  // alive, so a descriptor the daemon closes and reuses would receive this stale registration's
+  // events. The daemon is suspended until this child has exec'd (CLONE_VFORK), so by the time
+  // it runs again no copy is left. Keep only stdio and the gate (as fd 3).
+  dup2(c.null_fd, 0);
+  dup2(c.log_fd, 1);
+  dup2(c.log_fd, 2);
+  // The gate to 3 with dup2, which needs no free descriptor (the daemon may be at its open files
+  // limit, and so this copy of its table); whatever else sits at 3 is not needed any more.
+  if (c.gate_fd >= 0) {
+    if (c.gate_fd != 3) dup2(c.gate_fd, 3);
+    close_range(4, ~0U, 0);
+  } else {
+    close_range(3, ~0U, 0);
+  }
+  if (!o.resolv_conf.empty()) {
+    // Its own view of /etc/resolv.conf; mounts made later by the daemon still propagate in.
+    const bool ok = unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) == 0 &&
+                    mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) == 0;
+    if (!ok) {
+      ssize_t ignored = write(2, kResolvMessage, sizeof kResolvMessage - 1);
+      (void)ignored;
+    }
+  }
+  if (o.identity) {
+    // Raw system calls: glibc's wrappers would apply the change to every thread of the daemon,
+    // whose memory this child shares. Group first: once the uid is not root, it cannot change.
+    const gid_t gid = o.identity->gid;
+    const uid_t uid = o.identity->uid;
+    const bool ok = syscall(SYS_setgroups, 1, &gid) == 0 && syscall(SYS_setresgid, gid, gid, gid) == 0 &&
+                    syscall(SYS_setresuid, uid, uid, uid) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+    if (!ok) {
+      ssize_t ignored = write(2, c.identity_message, c.identity_message_size);
+      (void)ignored;
+      _exit(126);
+    }
+  }
+  umask(022);
+  if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  execve(c.program, const_cast<char* const*>(c.argv), const_cast<char* const*>(c.envp));
+  _exit(127);
+}
+
+// The shell's part of the gate (SpawnOptions::gate): it waits for release_gate()'s line on fd 3
+// and runs nothing unless it gets it.
+constexpr char kGate[] = "read -r berth_gate <&3 && [ \"$berth_gate\" = go ] || exit 127; exec 3<&-; ";
+
+}  // namespace
+
 Result<Spawned> spawn(const SpawnOptions& o) {
-  // Everything the child needs is prepared before fork: after fork only async-signal-safe calls.
-  std::string script = "exec " + o.command;
+  // Everything the child needs is prepared here: between clone and exec it shares this
+  // process's memory and may only make system calls.
+  std::string script = (o.gate ? kGate : "") + std::string("exec ") + o.command;
   std::vector<std::string> env_strings;
   for (const auto& [k, v] : o.env) env_strings.push_back(k + "=" + v);
   std::vector<char*> envp;
@@ -130,10 +224,9 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   if (o.argv.empty()) {
     argv = {"/bin/sh", "-c", script.c_str()};
   } else {
-    for (const auto& a : o.argv) argv.push_back(a.c_str());
     program = o.argv.front();
     if (program.find('/') == std::string::npos) {
-      // Search the child's PATH here: after fork only async-signal-safe calls are allowed.
+      // Search the child's PATH here, not in the child.
       std::string path = o.env.count("PATH") ? o.env.at("PATH") : "/usr/local/bin:/usr/bin:/bin";
       for (std::size_t i = 0; i <= path.size();) {
         auto j = path.find(':', i);
@@ -148,9 +241,17 @@ Result<Spawned> spawn(const SpawnOptions& o) {
       if (program.find('/') == std::string::npos)
         return not_found(fmt::format("{}: command not found in PATH {}", program, path));
     }
+    if (o.gate) {
+      // sh -c 'GATE exec "$@"' PROGRAM ARGS...: the gate in the shell, then the argv as given.
+      static const std::string gated = std::string(kGate) + "exec \"$@\"";
+      argv = {"/bin/sh", "-c", gated.c_str(), program.c_str()};
+      for (std::size_t i = 1; i < o.argv.size(); ++i) argv.push_back(o.argv[i].c_str());
+      program = "/bin/sh";
+    } else {
+      for (const auto& a : o.argv) argv.push_back(a.c_str());
+    }
   }
   argv.push_back(nullptr);
-  static constexpr char kResolvMessage[] = "berth: could not give this instance its resolver (/etc/resolv.conf)\n";
   const std::string identity_message =
       o.identity ? fmt::format("berth: could not switch to uid {} gid {}; not started\n", o.identity->uid, o.identity->gid) : "";
 
@@ -175,96 +276,57 @@ Result<Spawned> spawn(const SpawnOptions& o) {
     return spawn_error("open", err);
   }
   int gate[2] = {-1, -1};
-  int sync[2] = {-1, -1};  // the child closes its end once it has dropped every inherited descriptor
   auto close_all = [&] {
-    for (int fd : {log_fd, null_fd, out_pipe[0], gate[0], gate[1], sync[0], sync[1]})
+    for (int fd : {log_fd, null_fd, out_pipe[0], gate[0], gate[1]})
       if (fd >= 0) close(fd);
   };
-  if ((o.gate && pipe2(gate, O_CLOEXEC) != 0) || pipe2(sync, O_CLOEXEC) != 0) {
+  if (o.gate && pipe2(gate, O_CLOEXEC) != 0) {
     int err = errno;
     close_all();
     return spawn_error("pipe", err);
   }
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) {
-    int err = errno;
+  // The child's stack while it shares our memory: one per spawning thread, kept (the child is
+  // done with it once it has exec'd, before clone returns here; unmapping it each time would
+  // cost a TLB shootdown on every core running one of our threads).
+  constexpr std::size_t kStack = 256 << 10;
+  thread_local std::unique_ptr<char[]> stack;
+  if (!stack) stack.reset(new (std::nothrow) char[kStack]);
+  if (!stack) {
     close_all();
-    return spawn_error("fork", err);
+    return spawn_error("fork", ENOMEM);
   }
-  if (pid == 0) {
-    setpgid(0, 0);
-    if (o.die_with_parent) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (getppid() != parent) _exit(127);
-    }
-    // Inside another instance (exec): its mount namespace, so its resolver and mounts.
-    if (o.join_mount_ns_of >= 0 && setns(o.join_mount_ns_of, CLONE_NEWNS) != 0) _exit(126);
-    // First of all, drop every descriptor inherited from the daemon. Not all are close-on-exec
-    // (Boost.Asio's are not), and while a copy lives here the kernel keeps the daemon's epoll
-    // registration of it alive: a descriptor the daemon closes and reuses would then receive
-    // this stale registration's events. Keep only stdio, the gate (as fd 3) and the sync pipe (fd 4).
-    dup2(null_fd, 0);
-    dup2(log_fd, 1);
-    dup2(log_fd, 2);
-    // The gate to 3 and the sync pipe to 4 with dup2 only, which needs no free descriptor (the
-    // daemon may be at its open files limit, and so this copy of its table): whatever else sits
-    // at 3, 4 or 5 is not needed any more. The one order that needs a third place is a swap.
-    int g = o.gate ? gate[0] : -1, y = sync[1];
-    if (g == 4 && y == 3) y = dup2(y, 5);
-    if (y == 3) y = dup2(y, 4);
-    if (g >= 0 && g != 3) g = dup2(g, 3);
-    if (y != 4) y = dup2(y, 4);
-    (void)g;
-    int gate_fd = o.gate ? 3 : -1;
-    close_range(5, ~0U, 0);
-    if (!o.gate) close(3);
-    close(4);  // tells the parent: nothing of the daemon's is held here any more
-    // Reset what the daemon changed for itself.
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, nullptr);
-    signal(SIGPIPE, SIG_DFL);
-    if (o.gate) {
-      char go = 0;
-      ssize_t n;
-      do { n = read(gate_fd, &go, 1); } while (n < 0 && errno == EINTR);
-      if (n != 1) _exit(127);  // the daemon died before recording us: run nothing
-      close(gate_fd);
-    }
-    if (!o.resolv_conf.empty()) {
-      // Its own view of /etc/resolv.conf; mounts made later by the daemon still propagate in.
-      bool ok = unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) == 0 &&
-                mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) == 0;
-      if (!ok) {
-        ssize_t ignored = write(2, kResolvMessage, sizeof kResolvMessage - 1);
-        (void)ignored;
-      }
-    }
-    if (o.identity) {
-      // Group first: once the uid is not root, the group can no longer be changed.
-      gid_t gid = o.identity->gid;
-      bool ok = setgroups(1, &gid) == 0 && setresgid(gid, gid, gid) == 0 &&
-                setresuid(o.identity->uid, o.identity->uid, o.identity->uid) == 0 &&
-                prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
-      if (!ok) {
-        ssize_t ignored = write(2, identity_message.data(), identity_message.size());
-        (void)ignored;
-        _exit(126);
-      }
-    }
-    umask(022);
-    if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
-    execve(program.c_str(), const_cast<char* const*>(argv.data()), envp.data());
-    _exit(127);
+  ChildPlan plan;
+  plan.o = &o;
+  plan.parent = getpid();
+  plan.program = program.c_str();
+  plan.argv = argv.data();
+  plan.envp = envp.data();
+  plan.null_fd = null_fd;
+  plan.log_fd = log_fd;
+  plan.gate_fd = gate[0];
+  plan.identity_message = identity_message.data();
+  plan.identity_message_size = identity_message.size();
+  // CLONE_VM | CLONE_VFORK, as posix_spawn: no copy of the daemon's page tables and no
+  // copy-on-write faults afterwards (with fork, every child waiting at its gate made each write
+  // of the daemon to a shared page a fault, a copy and a TLB shootdown: two thirds of the loop's
+  // time while thousands of instances started). This thread waits until the child has exec'd
+  // (or exited); signals stay blocked meanwhile so no handler of ours runs in the child.
+  // A child that changes its uid resets the dumpable flag of the memory it shares, ours: saved
+  // here and set back after (as Go's and systemd's spawns do), or the daemon would lose its core
+  // dumps and its /proc files' ownership for good.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  const int dumpable = o.identity ? prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) : -1;
+  const pid_t pid = clone(child_main, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  const int clone_err = errno;
+  if (dumpable >= 0) prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) {
+    close_all();
+    return spawn_error("fork", clone_err);
   }
-  // Wait until the child has dropped its copies of our descriptors (EOF on the sync pipe).
-  close(sync[1]);
-  char ignored;
-  while (read(sync[0], &ignored, 1) < 0 && errno == EINTR) {
-  }
-  close(sync[0]);
-  setpgid(pid, pid);  // also from the parent: no race with a kill(-pgid) right after
+  setpgid(pid, pid);  // (the child did; after its exec this may fail, harmlessly)
   close(log_fd);
   close(null_fd);
   Spawned s;
@@ -289,12 +351,13 @@ Result<Spawned> spawn(const SpawnOptions& o) {
 
 Status release_gate(Spawned& s) {
   if (s.gate_fd < 0) return {};
-  char go = 1;
+  static constexpr char kGo[] = "go\n";  // the line kGate waits for
   ssize_t n;
-  do { n = write(s.gate_fd, &go, 1); } while (n < 0 && errno == EINTR);
+  do { n = write(s.gate_fd, kGo, sizeof kGo - 1); } while (n < 0 && errno == EINTR);
+  const int err = errno;
   close(s.gate_fd);
   s.gate_fd = -1;
-  if (n != 1) return unavailable(fmt::format("releasing child {}: {}", s.pid, std::strerror(errno)));
+  if (n != static_cast<ssize_t>(sizeof kGo - 1)) return unavailable(fmt::format("releasing child {}: {}", s.pid, std::strerror(err)));
   return {};
 }
 

@@ -1,12 +1,16 @@
 // base/subprocess.h — starting and identifying child processes.
 //
-// spawn() forks and execs `/bin/sh -c "exec COMMAND"` (or an argv, without a shell) in its own
-// process group with stdout and stderr appended to a log file or sent to a pipe, umask 022
-// (whatever the daemon's own), optionally as another user (SpawnOptions::identity). With `gate`, the child waits after fork until release_gate():
-// the parent records the pid durably in between, and if the parent dies first the child sees
-// EOF on the gate and exits without running anything — so no process can exist that the state
-// store does not know of. Each spawned process comes with a pidfd, which becomes readable when
-// it exits; callers poll it on their event loop.
+// spawn() starts `/bin/sh -c "exec COMMAND"` (or an argv, without a shell) in its own process
+// group with stdout and stderr appended to a log file or sent to a pipe, umask 022 (whatever the
+// daemon's own), optionally as another user (SpawnOptions::identity). The child is made like
+// posix_spawn makes one (clone with CLONE_VM | CLONE_VFORK), not by fork: the calling thread is
+// suspended until the child has exec'd, with no copy of the caller's page tables and no
+// copy-on-write faults afterwards, which fork costs a large process per child. With `gate`, the
+// shell waits on a pipe before it execs the command until release_gate(): the parent records the
+// pid durably in between, and if the parent dies first the shell sees EOF on the gate and exits
+// without running anything — so no process can exist that the state store does not know of.
+// Each spawned process comes with a pidfd, which becomes readable when it exits; callers poll it
+// on their event loop.
 #pragma once
 
 #include <sys/types.h>

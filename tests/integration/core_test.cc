@@ -515,7 +515,7 @@ TEST(Core, TheDaemonsOpenFilesLimitMakesInstancesWaitNotCrashLoop) {
   // be launched wait, saying which limit and how to raise it, once; nothing crash-loops, no
   // restart is counted, the daemon keeps serving; once the limit is back, all come up.
   Daemon d("nofile");
-  const std::string y = "network: {pool: 127.125.0.0/24}\n"
+  const std::string y = "network: {pool: 127.141.0.0/24}\n"
                         "defaults:\n"
                         "  command: berth-demo-svc --listen ${ip}:${port.http}\n"
                         "  ports: {http: 8080}\n"
