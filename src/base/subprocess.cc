@@ -138,70 +138,99 @@ struct ChildPlan {
 
 constexpr char kResolvMessage[] = "berth: could not give this instance its resolver (/etc/resolv.conf)\n";
 
+// System calls without libc's wrappers: the child runs on the parent's memory and thread-local
+// storage, where a sanitizer's interceptor (TSan wraps close, dup2, write, sigaction...) would do
+// its bookkeeping on the parent's behalf, and glibc's set*id wrappers would change every thread
+// of the daemon.
+__attribute__((no_sanitize("address", "thread", "undefined"))) inline long sys(long nr, long a = 0, long b = 0, long c = 0,
+                                                                             long d = 0, long e = 0) {
+  return syscall(nr, a, b, c, d, e);
+}
+
+// Puts `from` at `to` without close-on-exec (dup3 refuses from == to: then only the flag).
+__attribute__((no_sanitize("address", "thread", "undefined"))) void place_fd(int from, int to) {
+  if (from == to) {
+    sys(SYS_fcntl, to, F_SETFD, 0);
+  } else {
+    sys(SYS_dup3, from, to, 0);
+  }
+}
+
+// The kernel's struct sigaction (no sa_restorer needed for SIG_DFL).
+struct KernelSigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  unsigned long mask;
+};
+
+[[noreturn]] __attribute__((no_sanitize("address", "thread", "undefined"))) void child_exit(int code) {
+  for (;;) sys(SYS_exit_group, code);
+}
+
+__attribute__((no_sanitize("address", "thread", "undefined"))) void child_say(const char* text, std::size_t size) {
+  (void)sys(SYS_write, 2, reinterpret_cast<long>(text), static_cast<long>(size));
+}
+
 // (Not instrumented: a sanitizer's bookkeeping here would be done on the parent's behalf.)
 __attribute__((no_sanitize("address", "thread", "undefined"))) int child_main(void* arg) {
   const ChildPlan& c = *static_cast<const ChildPlan*>(arg);
   const SpawnOptions& o = *c.o;
   // Signals first: the parent blocked them all around clone; handlers it installed (they would
-  // run on its memory) go back to the default, what it ignores (SIGPIPE) too.
+  // run on its memory) go back to the default, what it ignores (SIGPIPE) too. (Its own table:
+  // no CLONE_SIGHAND.) Signals the kernel refuses (SIGKILL, SIGSTOP, libc's own) are skipped.
   for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    struct sigaction sa {};
-    sa.sa_handler = SIG_DFL;
-    (void)sigaction(sig, &sa, nullptr);
+    KernelSigaction dfl{SIG_DFL, 0, nullptr, 0};
+    (void)sys(SYS_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, sizeof dfl.mask);
   }
-  setpgid(0, 0);
+  sys(SYS_setpgid, 0, 0);
   if (o.die_with_parent) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != c.parent) _exit(127);
+    sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+    if (sys(SYS_getppid) != c.parent) child_exit(127);
   }
   // Inside another instance (exec): its mount namespace, so its resolver and mounts.
-  if (o.join_mount_ns_of >= 0 && setns(o.join_mount_ns_of, CLONE_NEWNS) != 0) _exit(126);
+  if (o.join_mount_ns_of >= 0 && sys(SYS_setns, o.join_mount_ns_of, CLONE_NEWNS) != 0) child_exit(126);
   // Drop every descriptor inherited from the daemon: not all are close-on-exec (Boost.Asio's
   // are not), and while a copy lives the kernel keeps the daemon's epoll registration of it
   // alive, so a descriptor the daemon closes and reuses would receive this stale registration's
   // events. The daemon is suspended until this child has exec'd (CLONE_VFORK), so by the time
   // it runs again no copy is left. Keep only stdio and the gate (as fd 3).
-  dup2(c.null_fd, 0);
-  dup2(c.log_fd, 1);
-  dup2(c.log_fd, 2);
-  // The gate to 3 with dup2, which needs no free descriptor (the daemon may be at its open files
+  place_fd(c.null_fd, 0);
+  place_fd(c.log_fd, 1);
+  place_fd(c.log_fd, 2);
+  // The gate to 3 with dup3, which needs no free descriptor (the daemon may be at its open files
   // limit, and so this copy of its table); whatever else sits at 3 is not needed any more.
   if (c.gate_fd >= 0) {
-    if (c.gate_fd != 3) dup2(c.gate_fd, 3);
-    close_range(4, ~0U, 0);
+    place_fd(c.gate_fd, 3);
+    sys(SYS_close_range, 4, ~0U, 0);
   } else {
-    close_range(3, ~0U, 0);
+    sys(SYS_close_range, 3, ~0U, 0);
   }
   if (!o.resolv_conf.empty()) {
     // Its own view of /etc/resolv.conf; mounts made later by the daemon still propagate in.
-    const bool ok = unshare(CLONE_NEWNS) == 0 && mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) == 0 &&
-                    mount(o.resolv_conf.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) == 0;
-    if (!ok) {
-      ssize_t ignored = write(2, kResolvMessage, sizeof kResolvMessage - 1);
-      (void)ignored;
-    }
+    const bool ok = sys(SYS_unshare, CLONE_NEWNS) == 0 &&
+                    sys(SYS_mount, 0, reinterpret_cast<long>("/"), 0, MS_REC | MS_SLAVE, 0) == 0 &&
+                    sys(SYS_mount, reinterpret_cast<long>(o.resolv_conf.c_str()), reinterpret_cast<long>("/etc/resolv.conf"), 0,
+                        MS_BIND, 0) == 0;
+    if (!ok) child_say(kResolvMessage, sizeof kResolvMessage - 1);
   }
   if (o.identity) {
-    // Raw system calls: glibc's wrappers would apply the change to every thread of the daemon,
-    // whose memory this child shares. Group first: once the uid is not root, it cannot change.
+    // Group first: once the uid is not root, it cannot change.
     const gid_t gid = o.identity->gid;
     const uid_t uid = o.identity->uid;
-    const bool ok = syscall(SYS_setgroups, 1, &gid) == 0 && syscall(SYS_setresgid, gid, gid, gid) == 0 &&
-                    syscall(SYS_setresuid, uid, uid, uid) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+    const bool ok = sys(SYS_setgroups, 1, reinterpret_cast<long>(&gid)) == 0 && sys(SYS_setresgid, gid, gid, gid) == 0 &&
+                    sys(SYS_setresuid, uid, uid, uid) == 0 && sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
     if (!ok) {
-      ssize_t ignored = write(2, c.identity_message, c.identity_message_size);
-      (void)ignored;
-      _exit(126);
+      child_say(c.identity_message, c.identity_message_size);
+      child_exit(126);
     }
   }
-  umask(022);
-  if (!o.cwd.empty() && chdir(o.cwd.c_str()) != 0) _exit(126);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  execve(c.program, const_cast<char* const*>(c.argv), const_cast<char* const*>(c.envp));
-  _exit(127);
+  sys(SYS_umask, 022);
+  if (!o.cwd.empty() && sys(SYS_chdir, reinterpret_cast<long>(o.cwd.c_str())) != 0) child_exit(126);
+  const unsigned long none = 0;
+  sys(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&none), 0, sizeof none);
+  sys(SYS_execve, reinterpret_cast<long>(c.program), reinterpret_cast<long>(c.argv), reinterpret_cast<long>(c.envp));
+  child_exit(127);
 }
 
 // The shell's part of the gate (SpawnOptions::gate): it waits for release_gate()'s line on fd 3

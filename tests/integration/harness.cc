@@ -185,6 +185,11 @@ std::vector<Daemon::Proc> Daemon::processes() const {
     std::error_code ec;
     const std::string stdout_to = fs::read_symlink(entry.path() / "fd" / "1", ec).string();
     if (ec || stdout_to.starts_with("pipe:")) continue;
+    // Nor a shell still waiting at its gate (base/subprocess.h): nothing of the instance runs
+    // yet, and it exits without running anything if its daemon dies before recording it.
+    std::ifstream cmdline_in(entry.path() / "cmdline");
+    const std::string cmdline((std::istreambuf_iterator<char>(cmdline_in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("berth_gate") != std::string::npos) continue;
     std::ifstream stat(entry.path() / "stat");
     std::string line;
     std::getline(stat, line);
