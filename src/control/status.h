@@ -24,6 +24,8 @@ struct InstanceStatus {
   Millis ready_at = 0;  // wall; 0 = not ready
   std::string message;
   std::string health;   // last probe result
+
+  bool operator==(const InstanceStatus&) const = default;
 };
 
 // Setting → the layer it came from, as a status shows it (no env values, no dependencies):
@@ -42,6 +44,8 @@ struct AppStatus {
   struct Dep {
     std::string app;
     bool soft = false;
+
+    bool operator==(const Dep&) const = default;
   };
   std::vector<Dep> depends_on;
   std::map<std::string, int> ports;  // name → port, on each instance's address
@@ -58,6 +62,9 @@ struct AppStatus {
   std::string copy_method;  // reflink | overlay | copy | restore
   Millis copy_ms = 0;       // cloning the golden, or restoring from the store (method restore)
   std::string datadir;
+
+  // (`from` compares by identity: the planner interns provenance maps, so equal layers share one.)
+  bool operator==(const AppStatus&) const = default;
 };
 
 struct EnvStatus {
@@ -68,6 +75,8 @@ struct EnvStatus {
   bool updating = false;  // a build in progress, or instances still to be replaced by a newer one
   std::vector<AppStatus> apps;
   std::vector<std::string> notes;  // what the environment's instances lack, and why (their resolver)
+
+  bool operator==(const EnvStatus&) const = default;
 };
 
 // An environment in a few numbers (GET /v1/environments?summary=1): cheap to make, no texts.
@@ -80,6 +89,8 @@ struct EnvSummary {
   int apps = 0;           // apps it runs itself
   int instances = 0;      // of those
   int ready_instances = 0;
+
+  bool operator==(const EnvSummary&) const = default;
 };
 
 }  // namespace berth::control

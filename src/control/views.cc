@@ -328,21 +328,26 @@ void Publisher::publish_status(const ViewInputs& in, const std::string& only) {
       view_index_ = std::move(index);
       all_dirty_ = true;
     }
-    if (all_dirty_) views_.clear();  // (and so forget removed environments)
     snap->has_catalog = true;
     snap->index = view_index_;
     snap->envs.reserve(envs.size());
     for (const auto& espec : envs) {
       auto& view = views_[espec.name];
-      if (!view || rebuild.count(espec.name)) {
+      if (!view || all_dirty_ || rebuild.count(espec.name)) {
         auto v = std::make_shared<EnvView>();
-        v->generation = ++view_generation_;
         if (auto st = env_status(in, espec.name); st.ok()) v->status = std::move(st.value());
         v->summary = env_summary(in, espec);
-        view = std::move(v);
+        // A view that shows what the last one showed stays the last one, generation and all:
+        // readers keep what they rendered of it (a pass marks more than it changes).
+        if (!view || view->status != v->status || view->summary != v->summary) {
+          v->generation = ++view_generation_;
+          view = std::move(v);
+        }
       }
       snap->envs.push_back(view);
     }
+    if (views_.size() > envs.size())  // forget removed environments
+      std::erase_if(views_, [&](const auto& kv) { return !view_index_->count(kv.first); });
   } else {
     views_.clear();
     view_index_.reset();
