@@ -41,6 +41,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include "base/gzip.h"
 #include "bench_daemon.h"
 #include "client/client.h"
 #include "net/dns/wire.h"
@@ -159,7 +160,8 @@ std::vector<double> reconcile_ms(Client& c, int n) {
 }
 
 // `clients` connections, each sending GET `path_of(i)` again as soon as the last answer is in,
-// for `seconds`; latencies in ms of the answers that were 200. All on one thread of asynchronous
+// for `seconds`, accepting gzip; latencies in ms of the answers that were 200, inflated when
+// compressed (a client pays for that too). All on one thread of asynchronous
 // Beast connections that read the body without parsing it: on two shared cores, 200 client
 // threads parsing JSON would measure the clients' own scheduling, not the daemon.
 struct Hammer {
@@ -185,6 +187,7 @@ struct Hammer {
     c.req = {http::verb::get, path_of(id * 7919 + c.n++), 11};
     c.req.set(http::field::host, host);
     c.req.set(http::field::authorization, "Bearer " + token);
+    c.req.set(http::field::accept_encoding, "gzip");  // as browsers and the CLI do
     c.req.keep_alive(true);
     c.res.emplace();
     c.res->body_limit(64u << 20);
@@ -193,7 +196,11 @@ struct Hammer {
       if (ec) return (void)++failed;
       http::async_read(c.stream, c.buffer, *c.res, [this, &c, id](beast::error_code rec, std::size_t) {
         if (rec) return (void)++failed;
-        if (c.res->get().result_int() == 200) latencies.push_back(ms_since(c.t0));
+        // A compressed answer is inflated, as a client must before it can read it.
+        bool ok = c.res->get().result_int() == 200;
+        if (ok && beast::iequals(c.res->get()[http::field::content_encoding], "gzip"))
+          ok = berth::gunzip(c.res->get().body(), 64u << 20).ok();
+        if (ok) latencies.push_back(ms_since(c.t0));
         else ++failed;
         next(c, id);
       });
@@ -222,6 +229,41 @@ std::vector<double> hammer(const std::string& addr, const std::string& token, in
   h.io.run();
   if (h.failed) fmt::print("  ({} requests failed or were not 200)\n", h.failed);
   return std::move(h.latencies);
+}
+
+// The size of an API answer, as JSON text.
+std::size_t get_text_size(berth::client::Client& c, const std::string& path) {
+  auto r = c.get(path);
+  return r.ok() ? r->dump().size() : 0;
+}
+
+// One GET without a token, its body ("" unless 200).
+std::string get_text(const std::string& addr, const std::string& path) {
+  boost::asio::io_context io;
+  beast::tcp_stream stream(io);
+  const auto colon = addr.rfind(':');
+  beast::error_code ec;
+  stream.socket().connect({boost::asio::ip::make_address(addr.substr(0, colon)),
+                           static_cast<unsigned short>(std::stoi(addr.substr(colon + 1)))},
+                          ec);
+  if (ec) return "";
+  http::request<http::empty_body> req{http::verb::get, path, 11};
+  req.set(http::field::host, addr);
+  http::write(stream, req, ec);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(stream, buffer, res, ec);
+  return !ec && res.result_int() == 200 ? res.body() : "";
+}
+
+// The web UI's script, an answer about the size of one environment's status that reads no
+// state: the transport's floor for that size. "" if the daemon has no UI built in.
+std::string ui_script(const std::string& addr) {
+  const std::string page = get_text(addr, "/");
+  const auto at = page.find("/assets/");
+  if (at == std::string::npos) return "";
+  const auto end = page.find('"', at);
+  return end == std::string::npos ? "" : page.substr(at, end - at);
 }
 
 // UDP queries per second for `name`, 64 in flight, for `seconds`.
@@ -331,12 +373,38 @@ int main(int argc, char** argv) {
   auto floor = hammer(daemon.api, daemon.token, clients, seconds, [](int) { return std::string("/v1/health"); });
   fmt::print("  GET /v1/health (peer), {} clients p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s)\n", clients,
              percentile(floor, 0.5), percentile(floor, 0.99), floor.size() / double(seconds));
-  auto one_env = hammer(daemon.api, daemon.token, clients, seconds,
-                        [envs](int i) { return fmt::format("/v1/environments/env-{}", i % envs); });
+  // The peer of the same size: a static answer as large as one environment's status.
+  const std::string script = ui_script(daemon.api);
+  const std::size_t env_size = get_text_size(c, "/v1/environments/env-0");
+  std::size_t env_gz_size = 0;
+  if (auto r = c.get("/v1/environments/env-0"); r.ok())
+    if (auto z = berth::gzip(r->dump()); z.ok()) env_gz_size = z->size();
+  std::vector<double> same_size;
+  if (!script.empty()) {
+    same_size = hammer(daemon.api, daemon.token, clients, seconds, [&](int) { return script; });
+    const std::string file = get_text(daemon.api, script);
+    const auto file_gz = berth::gzip(file);
+    fmt::print("  GET {:.0f} KB static file (peer), {} clients p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s; sent gzipped, "
+               "{:.0f} KB)\n",
+               file.size() / 1024.0, clients, percentile(same_size, 0.5), percentile(same_size, 0.99),
+               same_size.size() / double(seconds), file_gz.ok() ? file_gz->size() / 1024.0 : 0.0);
+    fmt::print("    (one environment's status is {:.0f} KB, {:.0f} KB gzipped)\n", env_size / 1024.0, env_gz_size / 1024.0);
+  }
+  // First with the daemon's texts cold (each environment's status rendered and compressed at its
+  // first read, as after a change to all of them), then as read again (rendered once per change).
+  auto env_path = [envs](int i) { return fmt::format("/v1/environments/env-{}", i % envs); };
+  auto cold = hammer(daemon.api, daemon.token, clients, seconds, env_path);
+  fmt::print("  GET one environment, first reads    p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s; each status rendered at its "
+             "first read)\n",
+             percentile(cold, 0.5), percentile(cold, 0.99), cold.size() / double(seconds));
+  auto one_env = hammer(daemon.api, daemon.token, clients, seconds, env_path);
   fmt::print("  GET one environment, {} clients   p50 {:7.2f} ms  p99 {:7.2f} ms  ({:.0f}/s; target p99 ≤ 20 ms: {})\n",
              clients, percentile(one_env, 0.5), percentile(one_env, 0.99), one_env.size() / double(seconds),
              percentile(one_env, 0.99) <= 20 ? "met" : "NOT met");
-  fmt::print("    p99 ratio to the peer              {:7.2f}x\n", percentile(one_env, 0.99) / percentile(floor, 0.99));
+  fmt::print("    p99 ratio to the peer              {:7.2f}x{}\n", percentile(one_env, 0.99) / percentile(floor, 0.99),
+             same_size.empty() ? ""
+                               : fmt::format(", to the static file of its size {:.2f}x",
+                                             percentile(one_env, 0.99) / percentile(same_size, 0.99)));
   auto paged = hammer(daemon.api, daemon.token, clients, seconds, [envs](int i) {
     int from = (i % std::max(1, envs / 100)) * 100;
     return fmt::format("/v1/environments?summary=1&limit=100{}", from ? fmt::format("&after=env-{}", from - 1) : "");

@@ -79,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string rest = nl == std::string::npos ? "" : input.substr(nl + 1);
   auto sp = line.find(' ');
   api::Request req{line.substr(0, sp), sp == std::string::npos ? "/" : line.substr(sp + 1), "", "", "", "", "",
-                   "application/json"};
+                   "application/json", "gzip"};  // (large answers take the compressed path)
   std::string as = "admin";
   while (rest.rfind("@", 0) == 0) {
     auto end = rest.find('\n');

@@ -11,6 +11,7 @@
 
 #include "api/util.h"
 #include "ui/assets.h"
+#include "base/gzip.h"
 #include "base/text.h"
 
 namespace berth::api {
@@ -125,8 +126,17 @@ void Api::handle(const Request& req, Reply reply) {
       const ui::Asset* a = ui::find_asset(path);
       if (!a) return reply(error_response(not_found(fmt::format("no page {} (the web UI is at /)", path.substr(0, 200)))));
       Response r;
-      r.body = std::string(a->data);
       r.content_type = std::string(a->content_type);
+      if (a->data.size() >= 1024 && accepts_gzip(req.accept_encoding)) {
+        auto [it, fresh] = assets_gz_.try_emplace(path);
+        if (fresh)
+          if (auto z = gzip(a->data); z.ok()) it->second = std::move(z.value());
+        if (!it->second.empty() && it->second.size() < a->data.size()) {
+          r.body = it->second;
+          r.content_encoding = "gzip";
+        }
+      }
+      if (r.content_encoding.empty()) r.body = std::string(a->data);
       // Vite names assets by their content: cached for good; the page itself never.
       r.cache_control = path.rfind("/assets/", 0) == 0 ? "public, max-age=31536000, immutable" : "no-store";
       return reply(std::move(r));

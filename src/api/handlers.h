@@ -35,7 +35,7 @@ struct Request {
   std::string target;  // path with query, e.g. /v1/environments/beta-7/events?after=12
   std::string body;
   // The headers the API looks at (empty when absent).
-  std::string authorization, if_match, origin, host, content_type;
+  std::string authorization, if_match, origin, host, content_type, accept_encoding;
 };
 
 struct Response {
@@ -44,6 +44,7 @@ struct Response {
   std::string etag;  // sent as ETag when set (the version of a document, quoted)
   std::string content_type;  // empty: application/json
   std::string cache_control;  // empty: no-store
+  std::string content_encoding;  // "gzip" when `body` is compressed (sent with Vary: Accept-Encoding)
   // A response that stays open (server-sent events, text/event-stream) instead of `body`: the
   // transport calls `stream` once its headers are out, with `send` (false once the connection is
   // gone or too far behind); `stream` returns what the transport calls when the connection
@@ -104,14 +105,18 @@ class Api {
   // any other request (the loop then publishes everything that changed).
   static std::string environment_action(const Request& request);
   Response route_status(const Request& request);
-  // The JSON of a view, rendered once per view (cached by environment under its generation).
-  const std::string& rendered(const control::EnvView& view, bool summary = false);
+  // The JSON of a view, rendered once per view (cached by environment under its generation);
+  // `gz`: the status gzipped, also once per view ("" if compressing failed).
+  const std::string& rendered(const control::EnvView& view, bool summary = false, bool gz = false);
   struct Rendered {
     std::uint64_t generation = 0;
     std::string body;     // the status
+    std::string body_gz;  // the same, gzipped (made at the first request that accepts it)
     std::string summary;  // its summary form
   };
   std::unordered_map<std::string, Rendered> rendered_;
+  // The web UI's files gzipped, by path (they never change while the daemon runs).
+  std::unordered_map<std::string, std::string> assets_gz_;
   control::ControlLoop& loop_;
   auth::Tokens& tokens_;
   Options options_;

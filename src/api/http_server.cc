@@ -111,7 +111,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto header = [&](http::field f) { return std::string(req[f]); };
     Request r{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
               header(http::field::authorization), header(http::field::if_match), header(http::field::origin),
-              header(http::field::host), header(http::field::content_type)};
+              header(http::field::host), header(http::field::content_type), header(http::field::accept_encoding)};
     // The next request on this connection is read once this one is answered (maybe later).
     api_.handle(r, [self = shared_from_this(), version = req.version(), keep_alive = req.keep_alive()](Response out) {
       if (out.stream) return self->start_stream(std::move(out.stream));
@@ -127,6 +127,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         res->set("X-Frame-Options", "DENY");
       }
       if (!out.etag.empty()) res->set(http::field::etag, out.etag);
+      if (!out.content_encoding.empty()) res->set(http::field::content_encoding, out.content_encoding);
+      if (!out.content_encoding.empty() || out.body.size() >= 1024) res->set(http::field::vary, "Accept-Encoding");
       res->keep_alive(keep_alive);
       res->body() = std::move(out.body);
       res->prepare_payload();

@@ -6,6 +6,7 @@
 
 #include "api/handlers.h"
 #include "api/util.h"
+#include "base/gzip.h"
 #include "base/text.h"
 
 namespace berth::api {
@@ -68,12 +69,15 @@ std::string Api::environment_action(const Request& req) {
   return action == "up" || action == "down" || action == "restart" || action == "refresh" ? t.parts[2] : "";
 }
 
-const std::string& Api::rendered(const control::EnvView& view, bool summary) {
+const std::string& Api::rendered(const control::EnvView& view, bool summary, bool gz) {
   Rendered& r = rendered_[view.status.env];
-  if (r.generation != view.generation) r = {view.generation, "", ""};
+  if (r.generation != view.generation) r = {view.generation, "", "", ""};
   std::string& text = summary ? r.summary : r.body;
   if (text.empty()) text = summary ? dump(summary_json(view.summary)) : dump(to_json(view.status));
-  return text;
+  if (!gz || summary) return text;
+  if (r.body_gz.empty())
+    if (auto z = gzip(text); z.ok()) r.body_gz = std::move(z.value());
+  return r.body_gz;
 }
 
 Response Api::route_status(const Request& req) {
@@ -92,8 +96,17 @@ Response Api::route_status(const Request& req) {
       return error_response(not_found(fmt::format("no environment '{}'{}", t.parts[2],
                                                   hint ? fmt::format(" (did you mean '{}'?)", *hint) : "")));
     }
+    // An environment's status is about 1 KB per app, mostly the same provenance again and again:
+    // gzipped (once per view) to a fifteenth for whoever accepts it, which is every browser.
     Response r;
-    r.body = rendered(*v);
+    const bool gz = accepts_gzip(req.accept_encoding);
+    const std::string& zipped = gz ? rendered(*v, false, true) : rendered(*v);
+    if (gz && !zipped.empty()) {
+      r.body = zipped;
+      r.content_encoding = "gzip";
+    } else {
+      r.body = rendered(*v);
+    }
     return r;
   }
 

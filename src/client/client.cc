@@ -16,6 +16,8 @@
 #include <fstream>
 #include <optional>
 
+#include "base/gzip.h"
+
 namespace berth::client {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -142,6 +144,7 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
       req.set(http::field::host, ep->host_port);
       req.set(http::field::content_type, "application/json");
       if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+      req.set(http::field::accept_encoding, "gzip");
       if (if_match > 0) req.set(http::field::if_match, fmt::format("\"{}\"", if_match));
       req.keep_alive(true);
       req.body() = body;
@@ -149,10 +152,16 @@ Result<nlohmann::json> Client::call(const std::string& method, const std::string
       conn_->with([&](auto& stream) { http::write(stream, req); });
       beast::flat_buffer buffer;
       http::response_parser<http::string_body> parser;
-      parser.body_limit(64 * 1024 * 1024);
+      constexpr std::size_t kMaxBody = 64 * 1024 * 1024;
+      parser.body_limit(kMaxBody);
       conn_->with([&](auto& stream) { http::read(stream, buffer, parser); });
       auto res = parser.release();
       if (!res.keep_alive()) conn_->reset();
+      if (beast::iequals(res[http::field::content_encoding], "gzip")) {
+        auto inflated = gunzip(res.body(), kMaxBody);
+        if (!inflated.ok()) return unavailable(fmt::format("the daemon's answer to {} {}: {}", method, target, inflated.error().message));
+        res.body() = std::move(inflated.value());
+      }
       auto j = nlohmann::json::parse(res.body(), nullptr, false);
       int status = static_cast<int>(res.result_int());
       if (status >= 200 && status < 300) {

@@ -12,6 +12,7 @@
 
 #include "api/handlers.h"
 #include "auth/auth.h"
+#include "base/gzip.h"
 #include "base/worker.h"
 #include "fake_prober.h"
 #include "runtime/sim/sim_runtime.h"
@@ -112,7 +113,7 @@ class ApiAuthTest : public testing::Test {
   api::Response call(const std::string& user, const std::string& method, const std::string& target,
                      const std::string& body = "", const std::string& if_match = "") {
     api::Request r{method, target, body, user.empty() ? "" : "Bearer " + secret_[user], if_match, "",
-                   "127.0.0.1:7700", "application/json"};
+                   "127.0.0.1:7700", "application/json", ""};
     return call(r);
   }
   api::Response call(const api::Request& r) {
@@ -145,7 +146,7 @@ TEST_F(ApiAuthTest, EveryRequestButHealthNeedsAToken) {
 
 TEST_F(ApiAuthTest, BrowsersElsewhereAreRefused) {
   api::Request r{"POST", "/v1/environments/baseline/down", "", "Bearer " + secret_["admin"], "", "", "127.0.0.1:7700",
-                 "application/json"};
+                 "application/json", ""};
   r.origin = "http://evil.example";
   EXPECT_EQ(call(r).status, 403);
   r.origin = "http://127.0.0.1:7700";
@@ -253,6 +254,36 @@ TEST_F(ApiAuthTest, TheWebUiIsPublicItsApiIsNot) {
     }
 }
 
+TEST_F(ApiAuthTest, LargeAnswersAreGzippedForWhoeverAcceptsIt) {
+  ASSERT_EQ(call("admin", "POST", "/v1/environments/baseline/up").status, 202);
+  api::Request r{"GET", "/v1/environments/baseline", "", "Bearer " + secret_["anna"], "", "", "127.0.0.1:7700", "", ""};
+  const auto plain = call(r);
+  ASSERT_EQ(plain.status, 200);
+  EXPECT_EQ(plain.content_encoding, "");
+  r.accept_encoding = "gzip, deflate, br";
+  const auto zipped = call(r);
+  ASSERT_EQ(zipped.status, 200);
+  EXPECT_EQ(zipped.content_encoding, "gzip");
+  EXPECT_LT(zipped.body.size(), plain.body.size());
+  auto inflated = gunzip(zipped.body, 1 << 20);
+  ASSERT_TRUE(inflated.ok()) << inflated.error().message;
+  EXPECT_EQ(*inflated, plain.body);
+  // Asked again: the same bytes (compressed once per view of the environment).
+  EXPECT_EQ(call(r).body, zipped.body);
+  // Refused by the client: plain.
+  r.accept_encoding = "gzip;q=0";
+  EXPECT_EQ(call(r).content_encoding, "");
+  // The web UI's larger files too.
+  for (const auto& a : ui::assets())
+    if (a.data.size() >= 4096) {
+      api::Request get{"GET", std::string(a.path), "", "", "", "", "127.0.0.1:7700", "", "gzip"};
+      auto res = call(get);
+      ASSERT_EQ(res.status, 200) << a.path;
+      EXPECT_EQ(res.content_encoding, "gzip") << a.path;
+      EXPECT_EQ(gunzip(res.body, 64 << 20).value(), a.data) << a.path;
+    }
+}
+
 // The API with its transport on a thread of its own (as berth serve runs it): status reads are
 // answered there from the read model without the loop, everything else crosses to the loop and
 // back. The test's main thread is the loop's (ManualExecutor); run under ThreadSanitizer in CI.
@@ -320,7 +351,7 @@ class ApiThreadsTest : public ApiAuthTest {
   std::future<api::Response> send(const std::string& user, const std::string& method, const std::string& target,
                                   const std::string& body = "") {
     auto answer = std::make_shared<std::promise<api::Response>>();
-    api::Request r{method, target, body, "Bearer " + secret_[user], "", "", "127.0.0.1:7700", "application/json"};
+    api::Request r{method, target, body, "Bearer " + secret_[user], "", "", "127.0.0.1:7700", "application/json", ""};
     transport_.post([this, r, answer] {
       api_->handle(r, [this, answer](api::Response res) {
         if (std::this_thread::get_id() != transport_.id()) res.status = 599;  // answered on the wrong thread
