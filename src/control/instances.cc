@@ -80,7 +80,7 @@ void ControlLoop::record_created() {
       outcome[i] = sup ? sup->created(batch[i].launch) : conflict("this launch is no longer wanted");
       if (!outcome[i].ok()) continue;
       const auto& s = sup->state();
-      outcome[i] = d_.store->put_instance({s.key, s.runtime_name, batch[i].ref, s.fingerprint, s.restarts, now_wall});
+      outcome[i] = d_.store->put_instance({s.key, s.runtime_name, batch[i].ref, sup->recorded_fingerprint(), s.restarts, now_wall});
     }
     return {};
   });

@@ -221,16 +221,24 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
       return conflict(fmt::format("environment '{}' does not run {}: it falls through to {}; restart it there", env,
                                   app_name, spec->served_by.count(app_name) ? spec->served_by.at(app_name) : "its base"));
   }
-  int n = 0;
+  // The request is kept with the records of the instances it replaces before it is
+  // acknowledged (all or none): a daemon killed meanwhile still replaces them when it adopts them.
+  std::vector<Supervisor*> chosen;
   if (auto e = obs_.envs.find(env); e != obs_.envs.end())
     for (auto& [name, app] : e->second.apps) {
       if (!app_name.empty() && name != app_name) continue;
       if (!spec->runs(name)) continue;
-      for (auto& [o, sup] : app.instances) {
-        ++n;
-        apply(sup, sup.restart());
-      }
+      for (auto& [o, sup] : app.instances) chosen.push_back(&sup);
     }
+  const Status kept = d_.store->transaction([&]() -> Status {
+    for (const Supervisor* sup : chosen)
+      if (!sup->state().ref.empty())
+        BERTH_TRY(d_.store->set_instance_fingerprint(sup->state().key, std::string(kRestartMark) + sup->state().fingerprint));
+    return {};
+  });
+  if (!kept.ok()) return kept;
+  const int n = static_cast<int>(chosen.size());
+  for (Supervisor* sup : chosen) apply(*sup, sup->restart());
   emit(env, "restart", app_name, -1, "", fmt::format("{} instance(s) restarted one at a time, by {}", n, user));
   schedule_reconcile(env);
   return {};

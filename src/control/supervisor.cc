@@ -55,6 +55,10 @@ void Supervisor::recorded(const Recorded& r) {
   s_.runtime_name = r.runtime;
   s_.ref = r.ref;
   s_.fingerprint = r.fingerprint;
+  if (s_.fingerprint.starts_with(kRestartMark)) {
+    s_.fingerprint.erase(0, kRestartMark.size());
+    s_.restart_requested = true;
+  }
   // The fingerprint is the settings' hash, then ":" and the build or database copy it runs.
   if (auto colon = r.fingerprint.find(':'); colon != std::string::npos) s_.build_id = r.fingerprint.substr(colon + 1);
   s_.restarts = r.restarts;

@@ -40,6 +40,10 @@ inline constexpr Millis kStableAfterMs = 10'000;
 inline constexpr Millis kLimitRetryMs = 5'000;
 // What the instances table holds, runtime "", for a job that completed.
 inline constexpr const char* kCompletedRef = "completed";
+// berth restart is kept with the instance's record until it is replaced: the recorded
+// fingerprint is prefixed with this, so a daemon killed after acknowledging the restart still
+// replaces the instance when it adopts it.
+inline constexpr std::string_view kRestartMark = "restart!";
 
 // Both readings of the injected clock at one moment.
 struct Now {
@@ -108,6 +112,10 @@ class Supervisor {
   Supervisor() = default;
   explicit Supervisor(ipam::LeaseKey key) { s_.key = std::move(key); }
   const State& state() const { return s_; }
+  // The fingerprint its record keeps (with kRestartMark while a restart is requested).
+  std::string recorded_fingerprint() const {
+    return s_.restart_requested ? std::string(kRestartMark) + s_.fingerprint : s_.fingerprint;
+  }
 
   // ---- what the loop decides ----
   // A record of the previous daemon: kept as recorded (kRecovering, or kCompleted for a job that

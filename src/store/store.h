@@ -95,6 +95,9 @@ class StateStore : public ipam::LeaseStore {
   virtual Status erase_instance(const ipam::LeaseKey& key) = 0;
   // When a recorded instance became ready (0: it is not ready now); nothing if there is no record.
   virtual Status set_instance_ready(const ipam::LeaseKey& key, Millis ready_at) = 0;
+  // The settings a recorded instance runs (InstanceRecord::fingerprint); nothing if there is no
+  // record. (berth restart marks it, so a restarted daemon still replaces the instance.)
+  virtual Status set_instance_fingerprint(const ipam::LeaseKey& key, const std::string& fingerprint) = 0;
 
   // Appends and returns the event with its id set: the store numbers it when `event.id` is 0,
   // else it keeps the id given (which must be greater than every stored one).

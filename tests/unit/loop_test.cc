@@ -436,6 +436,36 @@ TEST_F(LoopTest, RestartedLoopRecoversInstancesInsteadOfStartingSecondOnes) {
   EXPECT_NE(std::find(types.begin(), types.end(), "adopted"), types.end());
 }
 
+TEST_F(LoopTest, ARestartAcknowledgedBeforeTheDaemonDiedIsStillCarriedOut) {
+  std::string two = kCatalog;
+  two.replace(two.find("  cron: {}"), 10, "  cron: {instances: 2}");
+  ASSERT_TRUE(loop_->apply(two, "t.yaml").ok());
+  all_healthy();
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(300);
+  ASSERT_TRUE(loop_->status("dev")->ready);
+  const std::string db_ref = rt_.ref_of("dev", "db", 0);
+  std::vector<std::string> old_refs{rt_.ref_of("dev", "cron", 0), rt_.ref_of("dev", "cron", 1)};
+  ASSERT_TRUE(loop_->restart("dev", "cron", "anna").ok());
+  loop_.reset();  // killed right after acknowledging it: nothing was replaced yet
+  for (int o = 0; o < 2; ++o) EXPECT_EQ(rt_.ref_of("dev", "cron", o), old_refs[static_cast<std::size_t>(o)]);
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+  EXPECT_TRUE(loop_->status("dev")->updating);  // adopted, still to be restarted
+  exec_.advance(3000);
+  for (int o = 0; o < 2; ++o) EXPECT_NE(rt_.ref_of("dev", "cron", o), old_refs[static_cast<std::size_t>(o)]) << o;
+  EXPECT_EQ(rt_.ref_of("dev", "db", 0), db_ref);  // only what was asked for
+  auto s = loop_->status("dev");
+  EXPECT_TRUE(s->ready);
+  EXPECT_FALSE(s->updating);
+  // Replaced, the mark is gone: the next daemon adopts them as they are.
+  const auto refs_now = std::vector<std::string>{rt_.ref_of("dev", "cron", 0), rt_.ref_of("dev", "cron", 1)};
+  loop_.reset();
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+  exec_.advance(3000);
+  for (int o = 0; o < 2; ++o) EXPECT_EQ(rt_.ref_of("dev", "cron", o), refs_now[static_cast<std::size_t>(o)]) << o;
+  EXPECT_FALSE(loop_->status("dev")->updating);
+}
+
 TEST_F(LoopTest, AReadyInstanceIsAdoptedReadyAndKeepsItsName) {
   std::shared_ptr<const dns::Zone> zone;
   auto with_zone = [&] {

@@ -9,7 +9,8 @@ std::string_view FaultStore::name(Op op) {
       "load_catalog", "save_catalog", "up_environments", "set_up", "load_instances", "put_instance",
       "erase_instance", "set_instance_ready", "append_event", "events", "last_event_id", "load_leases",
       "put_lease", "erase_lease", "load_documents", "put_document", "erase_document", "append_audit",
-      "audit", "load_tokens", "put_token", "load_env_uids", "put_env_uid", "erase_env_uid", "transaction"};
+      "audit", "load_tokens", "put_token", "load_env_uids", "put_env_uid", "erase_env_uid", "transaction",
+      "set_instance_fingerprint"};
   return kNames[index(op)];
 }
 
@@ -84,6 +85,10 @@ Status FaultStore::erase_instance(const ipam::LeaseKey& key) {
 }
 Status FaultStore::set_instance_ready(const ipam::LeaseKey& key, Millis ready_at) {
   return run<Status>(Op::kSetInstanceReady, [&] { return inner_.set_instance_ready(key, ready_at); });
+}
+
+Status FaultStore::set_instance_fingerprint(const ipam::LeaseKey& key, const std::string& fingerprint) {
+  return run<Status>(Op::kSetInstanceFingerprint, [&] { return inner_.set_instance_fingerprint(key, fingerprint); });
 }
 Result<Event> FaultStore::append_event(Event event) {
   return run<Result<Event>>(Op::kAppendEvent, [&] { return inner_.append_event(std::move(event)); });

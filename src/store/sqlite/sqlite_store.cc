@@ -284,6 +284,12 @@ Status SqliteStore::set_instance_ready(const ipam::LeaseKey& k, Millis ready_at)
   return run(s, "record instance readiness");
 }
 
+Status SqliteStore::set_instance_fingerprint(const ipam::LeaseKey& k, const std::string& fingerprint) {
+  Stmt s(db_, "UPDATE instances SET fingerprint = ? WHERE env = ? AND app = ? AND ordinal = ?", *cache_);
+  s.bind(1, fingerprint).bind(2, k.env).bind(3, k.app).bind(4, k.ordinal);
+  return run(s, "record what an instance runs");
+}
+
 Status SqliteStore::erase_instance(const ipam::LeaseKey& k) {
   Stmt s(db_, "DELETE FROM instances WHERE env = ? AND app = ? AND ordinal = ?", *cache_);
   s.bind(1, k.env).bind(2, k.app).bind(3, k.ordinal);

@@ -32,6 +32,7 @@ class SqliteStore final : public StateStore {
   Status put_instance(const InstanceRecord& record) override;
   Status erase_instance(const ipam::LeaseKey& key) override;
   Status set_instance_ready(const ipam::LeaseKey& key, Millis ready_at) override;
+  Status set_instance_fingerprint(const ipam::LeaseKey& key, const std::string& fingerprint) override;
   Result<Event> append_event(Event event) override;
   Result<std::vector<Event>> events(const std::string& env, std::int64_t after_id, int limit) override;
   Result<std::int64_t> last_event_id() override;
