@@ -6,9 +6,12 @@
 //   - the time to bring all N up and the placements per second;
 //   - one environment's up time when it is the only one vs. when N-1 others are up (ratio);
 //   - a reconcile pass with nothing to change, and one after a single instance changed;
-//   - API latency, p50/p99, of GET one environment and of the paged summary list, with C
-//     concurrent clients (each its own keep-alive connection, all driven by one asynchronous
-//     client thread that does not parse the answers);
+//   - API latency, p50/p99, of GET one environment (its first reads, then again) and of the
+//     paged summary list, with C concurrent clients (each its own keep-alive connection, all
+//     driven by one asynchronous client thread that asks for gzip and inflates what is
+//     compressed, but does not parse the JSON), against two peers in the same run: GET
+//     /v1/health (reads no state) and the web UI's script (a static file about the size of one
+//     environment's status);
 //   - DNS queries per second with 1 environment up and with N (same run);
 //   - the daemon's RSS (peak and now) and its CPU while idle; the load average.
 // Targets (issue 10): all up ≤ 30 s, ≥ 10,000 placements/s, incremental pass ≤ 5 ms, full pass
