@@ -567,5 +567,6 @@ TEST(Core, TheDaemonsOpenFilesLimitMakesInstancesWaitNotCrashLoop) {
   EXPECT_FALSE(waits.empty());  // the limit was hit
   for (const auto& [ordinal, n] : waits) EXPECT_EQ(n, 1) << "instance " << ordinal;
   EXPECT_EQ(failed, 0);
-  for (const auto& i : app_of(d.status("fleet"), "svc")["instances"]) EXPECT_EQ(i["restarts"], 0);
+  const auto status = d.status("fleet");  // (app_of refers into it: it must outlive the loop)
+  for (const auto& i : app_of(status, "svc")["instances"]) EXPECT_EQ(i["restarts"], 0);
 }
