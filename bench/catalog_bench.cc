@@ -36,6 +36,7 @@
 
 #include <fmt/format.h>
 
+#include "bench_util.h"
 #include "model/catalog.h"
 
 using berth::model::Catalog;
@@ -93,15 +94,8 @@ constexpr int kPerLevel = 6;
 
 std::string fleet_catalog(int envs) {
   std::string y = kHeader;
-  y += "apps:\n";
-  for (int l = 0; l < kLevels; ++l)
-    for (int i = 0; i < kPerLevel; ++i) {
-      y += fmt::format("  l{}-app{}:\n", l, i);
-      if (l > 0) y += fmt::format("    depends_on: [l{}-app{}, l{}-app{}]\n", l - 1, i, l - 1, (i + 1) % kPerLevel);
-      else y += "    {}\n";
-    }
-  y += "environments:\n";
-  for (int e = 0; e < envs; ++e) y += fmt::format("  env-{}: {{}}\n", e);
+  y += bench::leveled_apps(kLevels, kPerLevel);
+  y += bench::numbered_environments(envs);
   return y;
 }
 

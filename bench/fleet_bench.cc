@@ -54,10 +54,16 @@
 #include <fmt/format.h>
 
 #include "bench_daemon.h"
+#include "bench_util.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::cpu_seconds;
+using bench::loadavg;
+using bench::ms_since;
+using bench::percentile;
+using bench::status_kb;
 using berth::client::Client;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -76,55 +82,11 @@ std::string catalog(int envs, int warmup_ms) {
       "  ports: {{http: 8080}}\n"
       "  health: {{type: http, path: /healthcheck, interval: 2s, timeout: 1s, start_interval: 50ms, start_period: 60s}}\n"
       "  stop_grace: 5s\n"
-      "  env: {{DEMO_WARMUP_MS: \"{}\"}}\n"
-      "apps:\n",
+      "  env: {{DEMO_WARMUP_MS: \"{}\"}}\n",
       warmup_ms);
-  for (int l = 0; l < kLevels; ++l)
-    for (int i = 0; i < kPerLevel; ++i) {
-      y += fmt::format("  l{}-app{}:\n", l, i);
-      if (l > 0) y += fmt::format("    depends_on: [l{}-app{}, l{}-app{}]\n", l - 1, i, l - 1, (i + 1) % kPerLevel);
-      else y += "    {}\n";
-    }
-  y += "environments:\n";
-  for (int e = 0; e < envs; ++e) y += fmt::format("  env-{}: {{}}\n", e);
+  y += bench::leveled_apps(kLevels, kPerLevel);
+  y += bench::numbered_environments(envs);
   return y;
-}
-
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
-
-long status_kb(pid_t pid, const char* field) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::string(field).size()));
-  return -1;
-}
-
-double cpu_seconds(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string s((std::istreambuf_iterator<char>(in)), {});
-  std::istringstream rest(s.substr(s.rfind(')') + 2));
-  std::string f;
-  long utime = 0, stime = 0;
-  for (int i = 3; i <= 15; ++i) {
-    rest >> f;
-    if (i == 14) utime = std::stol(f);
-    if (i == 15) stime = std::stol(f);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-std::string loadavg() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return a + " " + b + " " + c;
 }
 
 // The berth-demo-svc processes started by the daemon of `data_dir` (BERTH_HOME in their

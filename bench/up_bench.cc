@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 
 #include "bench_daemon.h"
+#include "bench_util.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
@@ -43,18 +44,9 @@ std::string catalog(int envs) {
                   "  ports: {http: 8080}\n"
                   "  health: {type: http, path: /healthcheck, start_interval: 10ms, interval: 5s, start_period: 60s}\n"
                   "  stop_grace: 2s\n"
-                  "  env: {DEMO_WARMUP_MS: \"" + std::to_string(kWarmupMs) + "\"}\n"
-                  "apps:\n";
-  for (int l = 0; l < kLevels; ++l)
-    for (int i = 0; i < kPerLevel; ++i) {
-      y += fmt::format("  l{}-app{}:\n", l, i);
-      if (l > 0)
-        y += fmt::format("    depends_on: [l{}-app{}, l{}-app{}]\n", l - 1, i, l - 1, (i + 1) % kPerLevel);
-      else
-        y += "    {}\n";
-    }
-  y += "environments:\n";
-  for (int e = 0; e < envs; ++e) y += fmt::format("  env-{}: {{}}\n", e);
+                  "  env: {DEMO_WARMUP_MS: \"" + std::to_string(kWarmupMs) + "\"}\n";
+  y += bench::leveled_apps(kLevels, kPerLevel);
+  y += bench::numbered_environments(envs);
   return y;
 }
 
