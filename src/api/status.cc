@@ -99,14 +99,13 @@ Response Api::route_status(const Request& req) {
     // An environment's status is about 1 KB per app, mostly the same provenance again and again:
     // gzipped (once per view) to a fifteenth for whoever accepts it, which is every browser.
     Response r;
-    const bool gz = accepts_gzip(req.accept_encoding);
-    const std::string& zipped = gz ? rendered(*v, false, true) : rendered(*v);
-    if (gz && !zipped.empty()) {
-      r.body = zipped;
-      r.content_encoding = "gzip";
-    } else {
-      r.body = rendered(*v);
-    }
+    if (accepts_gzip(req.accept_encoding))
+      if (const std::string& zipped = rendered(*v, false, true); !zipped.empty()) {
+        r.body = zipped;
+        r.content_encoding = "gzip";
+        return r;
+      }
+    r.body = rendered(*v);
     return r;
   }
 

@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <linux/close_range.h>
 #include <sys/mount.h>
-#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>

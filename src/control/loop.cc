@@ -233,7 +233,7 @@ Status ControlLoop::restart(const std::string& env, const std::string& app_name,
   const Status kept = d_.store->transaction([&]() -> Status {
     for (const Supervisor* sup : chosen)
       if (!sup->state().ref.empty())
-        BERTH_TRY(d_.store->set_instance_fingerprint(sup->state().key, std::string(kRestartMark) + sup->state().fingerprint));
+        BERTH_TRY(d_.store->set_instance_fingerprint(sup->state().key, Supervisor::restart_marked(sup->state().fingerprint)));
     return {};
   });
   if (!kept.ok()) return kept;

@@ -112,10 +112,9 @@ class Supervisor {
   Supervisor() = default;
   explicit Supervisor(ipam::LeaseKey key) { s_.key = std::move(key); }
   const State& state() const { return s_; }
-  // The fingerprint its record keeps (with kRestartMark while a restart is requested).
-  std::string recorded_fingerprint() const {
-    return s_.restart_requested ? std::string(kRestartMark) + s_.fingerprint : s_.fingerprint;
-  }
+  // The fingerprint its record keeps: marked (kRestartMark) while a restart is requested.
+  std::string recorded_fingerprint() const { return s_.restart_requested ? restart_marked(s_.fingerprint) : s_.fingerprint; }
+  static std::string restart_marked(const std::string& fingerprint) { return std::string(kRestartMark) + fingerprint; }
 
   // ---- what the loop decides ----
   // A record of the previous daemon: kept as recorded (kRecovering, or kCompleted for a job that
