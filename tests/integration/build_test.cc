@@ -13,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/files.h"
 #include "harness.h"
 
 using namespace berth::it;
@@ -27,8 +28,7 @@ void sh(const std::string& cmd) { ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 std::set<std::string> sleepers(const std::vector<std::string>& seconds, const std::string& dir = "") {
   std::set<std::string> pids;
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-    std::ifstream in(e.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string cmd = berth::testing_files::read_proc(e.path() / "cmdline");
     std::error_code ec;
     const std::string cwd = std::filesystem::read_symlink(e.path() / "cwd", ec).string();
     for (const auto& s : seconds)

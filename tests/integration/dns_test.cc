@@ -16,6 +16,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "common/files.h"
 #include "harness.h"
 
 using namespace berth::it;
@@ -174,8 +175,7 @@ TEST(Dns, ThinEnvironmentFallsThroughToItsBase) {
   bool found = false;
   for (const auto& p : d.processes())
     if (p.env == "beta-7" && p.app == "orders") {
-      std::ifstream in("/proc/" + std::to_string(p.pid) + "/environ");
-      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string env = berth::testing_files::read_proc("/proc/" + std::to_string(p.pid) + "/environ");
       EXPECT_THAT(env, HasSubstr("BERTH_DNS=" + d.dns_address()));
       EXPECT_THAT(env, HasSubstr("BERTH_DOMAIN=beta-7.berth.test"));
       found = true;

@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "common/files.h"
+
 namespace berth::it {
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -164,8 +166,7 @@ std::vector<Daemon::Proc> Daemon::processes() const {
   for (const auto& entry : fs::directory_iterator("/proc")) {
     std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "environ");
-    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string env = berth::testing_files::read_proc(entry.path() / "environ");
     std::map<std::string, std::string> vars;
     std::size_t i = 0;
     while (i < env.size()) {
@@ -187,13 +188,10 @@ std::vector<Daemon::Proc> Daemon::processes() const {
     if (ec || stdout_to.starts_with("pipe:")) continue;
     // Nor a shell still waiting at its gate (base/subprocess.h): nothing of the instance runs
     // yet, and it exits without running anything if its daemon dies before recording it.
-    std::ifstream cmdline_in(entry.path() / "cmdline");
-    const std::string cmdline((std::istreambuf_iterator<char>(cmdline_in)), std::istreambuf_iterator<char>());
+    const std::string cmdline = berth::testing_files::read_proc(entry.path() / "cmdline");
     if (cmdline.find("berth_gate") != std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    if (line.find(") Z") != std::string::npos) continue;  // zombie
+    const std::string line = berth::testing_files::read_proc(entry.path() / "stat");
+    if (line.empty() || line.find(") Z") != std::string::npos) continue;  // gone, or a zombie
     out.push_back({std::stoi(name), vars["BERTH_ENV"], vars["BERTH_APP"], vars["BERTH_INSTANCE"], vars["BERTH_IP"]});
   }
   return out;
