@@ -1,9 +1,15 @@
-// The runtime contract (runtime/runtime.h), one suite run against every implementation that
-// runs real things: the process runtime, and the Docker runtime against a real dockerd (in its
-// network namespace; the suite skips that one where there is none). Each case drives a Runtime
-// directly on a real io_context and checks what the loop relies on: nothing runs before it is
-// recorded, a refused record leaves nothing, exits and stops are reported with their status,
-// a restarted daemon re-finds what runs, logs and exec work, a failed start says why.
+// The runtime contract (runtime/runtime.h), one suite run against every implementation: the
+// process runtime, the Docker runtime against a real dockerd (in its network namespace; the suite
+// skips that one where there is none) and the simulated runtime the scale benchmark and the loop's
+// tests run on. Each case drives a Runtime directly on a real io_context and checks what the loop
+// relies on: nothing runs before it is recorded, a refused record leaves nothing, exits and stops
+// are reported with their status, a restarted daemon re-finds what runs, logs and exec work, a
+// failed start says why.
+//
+// What a case makes the workload do (exit with a status, ignore SIGTERM, print, fail to start) is
+// a shell script for the real runtimes; the simulated runtime's instances run nothing, so there
+// the same acts go through its steering (SimRuntime::exit, hang, fail_launches, on_exec), and what
+// the real runtimes show by a marker file or a health answer it shows by its own state.
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,6 +33,7 @@
 #include "harness.h"
 #include "runtime/docker/docker_runtime.h"
 #include "runtime/process/process_runtime.h"
+#include "runtime/sim/sim_runtime.h"
 
 using namespace berth;
 using namespace berth::it;
@@ -87,14 +94,19 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
   }
   void TearDown() override {
     runtime_.reset();
+    sim_.reset();
     if (docker_env_) docker_env_->remove_all(data_id_);  // nothing of this test may stay behind
     if (!HasFailure()) fs::remove_all(dir_);
   }
 
-  // A new runtime object, as a restarted daemon makes one.
+  // A new runtime object, as a restarted daemon makes one. The simulated runtime's instances live
+  // in its object (they outlive a ControlLoop, not the process): a restarted loop on the same
+  // object stands for a restarted daemon.
   void make_runtime() {
     runtime_.reset();
-    if (GetParam() == "process") {
+    if (sim()) {
+      if (!sim_) sim_ = std::make_unique<runtime::SimRuntime>(executor_);
+    } else if (GetParam() == "process") {
       runtime_ = std::make_unique<runtime::ProcessRuntime>(io_, executor_, dir_ + "/run");
     } else {
       auto d = runtime::docker::DockerRuntime::create(executor_, {docker_env_->host(), data_id_, dir_ + "/run/docker"});
@@ -102,7 +114,24 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
       runtime_ = std::move(d.value());
     }
     rec_.executor = &executor_;
-    runtime_->set_listener(&rec_);
+    rt().set_listener(&rec_);
+  }
+  runtime::Runtime& rt() { return sim_ ? *sim_ : *runtime_; }
+  bool sim() const { return GetParam() == "sim"; }
+
+  // Whether the instance of `s` has run its script (the marker it makes) or, simulated, started.
+  bool ran(const runtime::InstanceSpec& s) const {
+    return sim() ? !sim_->ref_of(s.id.env, s.id.app, s.id.ordinal).empty() : fs::exists(marker());
+  }
+  // Whether the instance at `s`'s address answers its health check.
+  bool answers(const runtime::InstanceSpec& s) const {
+    if (sim()) return sim_->answers(s.ip);
+    return std::system(fmt::format("curl -sf -m 1 http://{}:8080/healthcheck >/dev/null", s.ip).c_str()) == 0;
+  }
+  // The workload ends by itself with status 3 (berth-demo-svc's /crash).
+  void crash(const runtime::InstanceSpec& s, const runtime::Ref& ref) {
+    if (sim()) sim_->exit(ref, 3);
+    else ASSERT_GE(std::system(fmt::format("curl -s -m 2 -X POST http://{}:8080/crash >/dev/null", s.ip).c_str()), 0);
   }
 
   // Runs the loop until `cond` holds (or 60 s pass).
@@ -158,7 +187,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
   std::string marker() const { return dir_ + "/shared/marker"; }
   runtime::Ref launch_and_start(const runtime::InstanceSpec& s) {
     const std::size_t before = rec_.events.size();
-    runtime_->launch(s);
+    rt().launch(s);
     const Recorder::Event* outcome = nullptr;
     EXPECT_TRUE(run_until([&] {
       for (std::size_t i = before; i < rec_.events.size(); ++i)
@@ -183,32 +212,38 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
   AsioExecutor executor_{io_};
   Recorder rec_;
   std::unique_ptr<runtime::Runtime> runtime_;
+  std::unique_ptr<runtime::SimRuntime> sim_;  // the "sim" case's runtime, in place of runtime_
   std::optional<DockerEnv> docker_env_;
   std::string dir_, data_id_;
 };
 
 TEST_P(RuntimeContract, NothingRunsBeforeItIsRecorded) {
+  const auto s = spec(fmt::format(": > {}; exec sleep 600", marker()));
   bool ran_before_record = true;
   rec_.on_record = [&](const runtime::Ref&) {
-    ran_before_record = fs::exists(marker());
+    ran_before_record = ran(s);
     return Status{};
   };
-  auto ref = launch_and_start(spec(fmt::format(": > {}; exec sleep 600", marker())));
+  auto ref = launch_and_start(s);
   ASSERT_FALSE(ref.empty());
   EXPECT_EQ(rec_.events.front().kind, "created");
   EXPECT_FALSE(ran_before_record);
-  EXPECT_TRUE(run_until([&] { return fs::exists(marker()); }));  // and it runs once recorded
-  runtime_->stop(ref, 1000);
+  EXPECT_TRUE(run_until([&] { return ran(s); }));  // and it runs once recorded
+  rt().stop(ref, 1000);
   EXPECT_TRUE(stopped(ref));
 }
 
 TEST_P(RuntimeContract, ARefusedRecordLeavesNothing) {
   rec_.on_record = [](const runtime::Ref&) { return Status(unavailable("disk full")); };
-  runtime_->launch(spec(fmt::format(": > {}; exec sleep 600", marker())));
+  const auto s = spec(fmt::format(": > {}; exec sleep 600", marker()));
+  rt().launch(s);
   ASSERT_TRUE(run_until([&] { return rec_.last("failed") != nullptr; }));
   EXPECT_THAT(rec_.last("failed")->error, HasSubstr("disk full"));
   EXPECT_EQ(rec_.last("started"), nullptr);
-  EXPECT_FALSE(fs::exists(marker()));
+  EXPECT_FALSE(ran(s));
+  if (sim()) {
+    EXPECT_TRUE(sim_->instances().empty()) << "the created instance was not destroyed";
+  }
   if (docker_env_) {
     EXPECT_TRUE(docker_env_->containers(data_id_).empty()) << "the created container was not removed";
   }
@@ -219,11 +254,8 @@ TEST_P(RuntimeContract, ReadinessAndAnExitWithItsStatus) {
   auto ref = launch_and_start(s);
   ASSERT_FALSE(ref.empty());
   // Its own address answers (the daemon probes instances directly).
-  ASSERT_TRUE(run_until([&] {
-    auto r = std::system(fmt::format("curl -sf -m 1 http://{}:8080/healthcheck >/dev/null", s.ip).c_str());
-    return r == 0;
-  }));
-  ASSERT_EQ(std::system(fmt::format("curl -s -m 2 -X POST http://{}:8080/crash >/dev/null", s.ip).c_str()) >= 0, true);
+  ASSERT_TRUE(run_until([&] { return answers(s); }));
+  crash(s, ref);
   ASSERT_TRUE(stopped(ref));
   const auto* e = rec_.last("exited");
   EXPECT_TRUE(e->exit.status_known);
@@ -237,17 +269,18 @@ TEST_P(RuntimeContract, StopAsksFirstAndForcesAfterTheGrace) {
   auto stubborn = launch_and_start(spec("trap '' TERM; exec sleep 600", 3));  // ignores it
   ASSERT_FALSE(polite.empty());
   ASSERT_FALSE(stubborn.empty());
-  ASSERT_TRUE(run_until([&] {
-    return std::system(fmt::format("curl -sf -m 1 http://{}:8080/healthcheck >/dev/null", polite_spec.ip).c_str()) == 0;
-  }));
-  runtime_->stop(polite, 10'000);
-  runtime_->stop(stubborn, 500);
+  if (sim()) sim_->hang(stubborn);  // the script's trap, simulated
+  ASSERT_TRUE(run_until([&] { return answers(polite_spec); }));
+  rt().stop(polite, 10'000);
+  rt().stop(stubborn, 500);
   ASSERT_TRUE(stopped(polite));
   ASSERT_TRUE(stopped(stubborn));
   for (const auto& e : rec_.events) {
     if (e.kind != "exited") continue;
     if (e.ref == polite) {
-      EXPECT_EQ(e.exit.code, 0) << e.exit.description;
+      EXPECT_NE(e.exit.signal, SIGKILL) << e.exit.description;
+      // berth-demo-svc ends with status 0 on SIGTERM; a simulated instance is ended by it.
+      EXPECT_EQ(sim() ? e.exit.signal : e.exit.code, sim() ? SIGTERM : 0) << e.exit.description;
     }
     if (e.ref == stubborn) {
       EXPECT_EQ(e.exit.signal, SIGKILL) << e.exit.description << " " << e.exit.code;
@@ -260,12 +293,12 @@ TEST_P(RuntimeContract, ARestartedDaemonRecoversWhatRunsAndForgetsWhatDoesNot) {
   auto ref = launch_and_start(s);
   ASSERT_FALSE(ref.empty());
   auto gone = launch_and_start(spec("exec sleep 600", 3));
-  runtime_->stop(gone, 500);
+  rt().stop(gone, 500);
   ASSERT_TRUE(stopped(gone));
   make_runtime();  // the daemon died; its instances did not
   std::vector<runtime::Recovered> got;
   bool answered = false;
-  runtime_->recover({{s.id, ref}, {{"contract", "app", 3}, gone}}, [&](std::vector<runtime::Recovered> r) {
+  rt().recover({{s.id, ref}, {{"contract", "app", 3}, gone}}, [&](std::vector<runtime::Recovered> r) {
     got = std::move(r);
     answered = true;
   });
@@ -274,7 +307,7 @@ TEST_P(RuntimeContract, ARestartedDaemonRecoversWhatRunsAndForgetsWhatDoesNot) {
   EXPECT_TRUE(got[0].alive) << got[0].exit.description << " " << ref;
   EXPECT_FALSE(got[1].alive);
   // Adopted: watched like its own, stopped like its own.
-  runtime_->stop(ref, 5000);
+  rt().stop(ref, 5000);
   EXPECT_TRUE(stopped(ref));
 }
 
@@ -282,10 +315,19 @@ TEST_P(RuntimeContract, OutputIsInItsLogsAndExecRunsInside) {
   auto s = spec("echo to-stdout; echo to-stderr >&2; exec berth-demo-svc");
   auto ref = launch_and_start(s);
   ASSERT_FALSE(ref.empty());
+  if (sim()) {  // what the script prints, written where a real runtime's instance writes it
+    std::ofstream(s.log_path) << "to-stdout\nto-stderr\nlistening on " << s.ip << ":8080\n";
+    sim_->on_exec([](const runtime::SimRuntime::Instance& i, const runtime::ExecRequest&) {
+      runtime::ExecResult r;
+      r.exit = {true, 2, 0, "exited with status 2"};
+      r.output = "inside " + i.spec.env.at("BERTH_APP") + "\noops\n";
+      return r;
+    });
+  }
   std::string text;
   ASSERT_TRUE(run_until([&] {
     bool done = false;
-    runtime_->logs(s.id, s.log_path, 0, 1 << 20, [&](Result<runtime::LogChunk> c) {
+    rt().logs(s.id, s.log_path, 0, 1 << 20, [&](Result<runtime::LogChunk> c) {
       if (c.ok()) text = c->text;
       done = true;
     });
@@ -296,27 +338,34 @@ TEST_P(RuntimeContract, OutputIsInItsLogsAndExecRunsInside) {
   std::optional<Result<runtime::ExecResult>> r;
   runtime::ExecRequest req;
   req.argv = {"/bin/sh", "-c", "echo inside $BERTH_APP; echo oops >&2; exit 2"};
-  auto handle = runtime_->exec(ref, req, [&](Result<runtime::ExecResult> x) { r = std::move(x); });
+  auto handle = rt().exec(ref, req, [&](Result<runtime::ExecResult> x) { r = std::move(x); });
   ASSERT_TRUE(run_until([&] { return r.has_value(); }));
   ASSERT_TRUE(r->ok()) << r->error().message;
   EXPECT_EQ((*r)->exit.code, 2);
   EXPECT_THAT((*r)->output, HasSubstr("inside app"));
   EXPECT_THAT((*r)->output, HasSubstr("oops"));
-  runtime_->stop(ref, 5000);
+  rt().stop(ref, 5000);
   EXPECT_TRUE(stopped(ref));
 }
 
 TEST_P(RuntimeContract, AFailedStartSaysWhy) {
   auto s = spec("exec berth-demo-svc");
-  if (GetParam() == "process") s.log_path = "/nonexistent/dir/app.log";
-  else s.workload = runtime::ImageWorkload{"berth-no-such-image:1", std::nullopt, std::nullopt, "", ""};
-  runtime_->launch(s);
+  std::string why;
+  if (GetParam() == "process") {
+    s.log_path = why = "/nonexistent/dir/app.log";
+  } else if (sim()) {
+    sim_->fail_launches("app", why = "no such image: berth-no-such-image:1");
+  } else {
+    s.workload = runtime::ImageWorkload{"berth-no-such-image:1", std::nullopt, std::nullopt, "", ""};
+    why = "berth-no-such-image:1";
+  }
+  rt().launch(s);
   ASSERT_TRUE(run_until([&] { return rec_.last("failed") != nullptr; }));
   EXPECT_EQ(rec_.last("started"), nullptr);
-  EXPECT_THAT(rec_.last("failed")->error, HasSubstr(GetParam() == "process" ? "/nonexistent/dir/app.log" : "berth-no-such-image:1"));
+  EXPECT_THAT(rec_.last("failed")->error, HasSubstr(why));
 }
 
-INSTANTIATE_TEST_SUITE_P(Runtimes, RuntimeContract, testing::Values("process", "docker"),
+INSTANTIATE_TEST_SUITE_P(Runtimes, RuntimeContract, testing::Values("process", "docker", "sim"),
                          [](const auto& param_info) { return param_info.param; });
 
 // Docker only: a container created by a daemon that died before recording it never runs, and

@@ -146,6 +146,10 @@ void SimRuntime::exit(const Ref& ref, int code, int signal) {
   });
 }
 
+void SimRuntime::hang(const Ref& ref) {
+  if (auto it = instances_.find(ref); it != instances_.end() && it->second.started) it->second.hung = true;
+}
+
 Ref SimRuntime::ref_of(const std::string& env, const std::string& app, int ordinal) const {
   for (const auto& [ref, i] : instances_)
     if (i.started && i.spec.id.env == env && i.spec.id.app == app && i.spec.id.ordinal == ordinal) return ref;

@@ -1,7 +1,8 @@
 // runtime/sim/sim_runtime.h — a simulated runtime: instances that exist only in memory.
 //
 // It keeps the whole contract of runtime/runtime.h (create → record → start, exits, recover,
-// stop with grace, exec, logs) without running anything, so the control loop can be tested on
+// stop with grace, exec, logs; tests/integration/runtime_contract_test.cc runs the contract suite
+// on it as on the process and Docker runtimes) without running anything, so the control loop can be tested on
 // virtual time and at a scale no machine runs for real (a fuzzer must not fork either). Its
 // instances outlive a ControlLoop, like processes outlive a daemon: a new loop on the same
 // SimRuntime recovers them. Tests steer it: make an instance exit, make launches of an app
@@ -77,6 +78,9 @@ class SimRuntime final : public Runtime {
   bool answers(const std::string& ip) const;
   // The instance ends as if its main process exited with `code` (or was killed by `signal`).
   void exit(const Ref& ref, int code, int signal = 0);
+  // The running instance hangs from now on: it stops answering and ignores SIGTERM (a stop kills
+  // it after the grace), as a `hang_fraction` instance does from its start.
+  void hang(const Ref& ref);
   // The running instance of (env, app, ordinal), or "" when none.
   Ref ref_of(const std::string& env, const std::string& app, int ordinal) const;
   int running(const std::string& app) const;  // started, of any environment
