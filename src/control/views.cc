@@ -328,26 +328,37 @@ void Publisher::publish_status(const ViewInputs& in, const std::string& only) {
       view_index_ = std::move(index);
       all_dirty_ = true;
     }
+    auto rebuild_view = [&](std::size_t i) {
+      const model::Environment& espec = envs[i];
+      auto& view = views_[i];
+      auto v = std::make_shared<EnvView>();
+      if (auto st = env_status(in, espec.name); st.ok()) v->status = std::move(st.value());
+      v->summary = env_summary(in, espec);
+      // A view that shows what the last one showed stays the last one, generation and all:
+      // readers keep what they rendered of it (a pass marks more than it changes).
+      if (!view || view->status != v->status || view->summary != v->summary) {
+        v->generation = ++view_generation_;
+        view = std::move(v);
+      }
+    };
+    if (all_dirty_ || views_.size() != envs.size()) {
+      // A new catalog (new order): views of environments still in it are kept by name.
+      std::unordered_map<std::string, std::shared_ptr<const EnvView>> old;
+      old.reserve(views_.size());
+      for (auto& v : views_)
+        if (v) old.emplace(v->status.env, std::move(v));
+      views_.assign(envs.size(), nullptr);
+      for (std::size_t i = 0; i < envs.size(); ++i) {
+        if (auto o = old.find(envs[i].name); o != old.end()) views_[i] = std::move(o->second);
+        rebuild_view(i);
+      }
+    } else {
+      for (const auto& name : rebuild)
+        if (auto i = view_index_->find(name); i != view_index_->end()) rebuild_view(i->second);
+    }
     snap->has_catalog = true;
     snap->index = view_index_;
-    snap->envs.reserve(envs.size());
-    for (const auto& espec : envs) {
-      auto& view = views_[espec.name];
-      if (!view || all_dirty_ || rebuild.count(espec.name)) {
-        auto v = std::make_shared<EnvView>();
-        if (auto st = env_status(in, espec.name); st.ok()) v->status = std::move(st.value());
-        v->summary = env_summary(in, espec);
-        // A view that shows what the last one showed stays the last one, generation and all:
-        // readers keep what they rendered of it (a pass marks more than it changes).
-        if (!view || view->status != v->status || view->summary != v->summary) {
-          v->generation = ++view_generation_;
-          view = std::move(v);
-        }
-      }
-      snap->envs.push_back(view);
-    }
-    if (views_.size() > envs.size())  // forget removed environments
-      std::erase_if(views_, [&](const auto& kv) { return !view_index_->count(kv.first); });
+    snap->envs = views_;
   } else {
     views_.clear();
     view_index_.reset();

@@ -126,7 +126,8 @@ class Publisher {
   std::uint32_t zone_serial_ = 0;
   // The read model: the views of the last snapshot, rebuilt when their environment is marked.
   ReadModel read_model_;
-  std::unordered_map<std::string, std::shared_ptr<const EnvView>> views_;
+  // In the catalog's order (view_index_ maps a name to its place); copied into each snapshot.
+  std::vector<std::shared_ptr<const EnvView>> views_;
   std::shared_ptr<const std::unordered_map<std::string, std::size_t>> view_index_;  // of this catalog
   std::set<std::string> dirty_;
   bool all_dirty_ = true;

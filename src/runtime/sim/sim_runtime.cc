@@ -65,7 +65,7 @@ void SimRuntime::start(const Ref& ref) {
   inst.started = true;
   inst.started_at = now();
   inst.hung = behaviour_.hang_fraction > 0 && std::bernoulli_distribution(behaviour_.hang_fraction)(random_);
-  by_ip_[inst.spec.ip] = ref;
+  by_ip_[inst.spec.ip] = &inst;
   if (behaviour_.mean_time_to_crash_ms > 0) {
     std::exponential_distribution<double> crash(1.0 / static_cast<double>(behaviour_.mean_time_to_crash_ms));
     inst.timer = executor_.after(static_cast<Millis>(crash(random_)) + 1, [this, ref] {
@@ -79,9 +79,8 @@ void SimRuntime::start(const Ref& ref) {
 bool SimRuntime::answers(const std::string& ip) const {
   auto r = by_ip_.find(ip);
   if (r == by_ip_.end()) return false;
-  auto it = instances_.find(r->second);
-  return it != instances_.end() && it->second.started && !it->second.hung && !it->second.stopping &&
-         now() - it->second.started_at >= behaviour_.ready_after_ms;
+  const Instance& i = *r->second;
+  return i.started && !i.hung && !i.stopping && now() - i.started_at >= behaviour_.ready_after_ms;
 }
 
 void SimRuntime::recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) {
@@ -99,8 +98,14 @@ void SimRuntime::recover(const std::vector<Record>& records, std::function<void(
     out.push_back(std::move(rec));
   }
   // What it has no record of is destroyed, as a real runtime does with leftovers.
-  for (auto it = instances_.begin(); it != instances_.end();)
-    it = known.count(it->first) ? std::next(it) : instances_.erase(it);
+  for (auto it = instances_.begin(); it != instances_.end();) {
+    if (known.count(it->first)) {
+      ++it;
+      continue;
+    }
+    forget_address(it->second);
+    it = instances_.erase(it);
+  }
   post([done = std::move(done), out = std::move(out)]() mutable { done(std::move(out)); });
 }
 
@@ -136,7 +141,7 @@ void SimRuntime::exit(const Ref& ref, int code, int signal) {
   if (it == instances_.end() || !it->second.started) return;
   InstanceId id = it->second.spec.id;
   if (it->second.timer) executor_.cancel(it->second.timer);
-  if (auto b = by_ip_.find(it->second.spec.ip); b != by_ip_.end() && b->second == ref) by_ip_.erase(b);
+  forget_address(it->second);
   Ref gone = ref;  // `ref` may be the erased entry's own key
   instances_.erase(it);
   Exit e{true, code, signal, ""};
@@ -144,6 +149,10 @@ void SimRuntime::exit(const Ref& ref, int code, int signal) {
   post([this, id, gone, e] {
     if (listener_) listener_->on_exited(id, gone, e);
   });
+}
+
+void SimRuntime::forget_address(const Instance& inst) {
+  if (auto b = by_ip_.find(inst.spec.ip); b != by_ip_.end() && b->second == &inst) by_ip_.erase(b);
 }
 
 void SimRuntime::hang(const Ref& ref) {

@@ -99,6 +99,7 @@ class SimRuntime final : public Runtime {
  private:
   void post(std::function<void()> fn) { executor_.post(std::move(fn)); }
   void start(const Ref& ref);
+  void forget_address(const Instance& inst);  // before `inst` is erased
   Millis now() const { return clock_ ? clock_->monotonic_ms() : 0; }
 
   Executor& executor_;
@@ -106,7 +107,7 @@ class SimRuntime final : public Runtime {
   SimBehaviour behaviour_;
   const Clock* clock_;
   std::mt19937_64 random_;
-  std::unordered_map<std::string, Ref> by_ip_;  // started instances
+  std::unordered_map<std::string, const Instance*> by_ip_;  // started instances (nodes of instances_)
   Listener* listener_ = nullptr;
   Capabilities capabilities_;
   std::map<Ref, Instance> instances_;
