@@ -132,7 +132,7 @@ Status Ipam::resync() {
   return {};
 }
 
-std::optional<Ipv4> Ipam::lookup(const LeaseKey& key) const {
+std::optional<Ipv4> Ipam::lookup(const LeaseKeyRef& key) const {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return std::nullopt;
   return it->second.ip;

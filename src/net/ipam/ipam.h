@@ -16,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <functional>
@@ -36,12 +37,29 @@ struct LeaseKey {
   auto operator<=>(const LeaseKey&) const = default;
 };
 
-// For unordered containers of keys.
+// A key by reference, to look one up without copying its names.
+struct LeaseKeyRef {
+  LeaseKeyRef(std::string_view e, std::string_view a, int o) : env(e), app(a), ordinal(o) {}
+  LeaseKeyRef(const LeaseKey& k) : env(k.env), app(k.app), ordinal(k.ordinal) {}  // NOLINT: implicit on purpose
+  std::string_view env;
+  std::string_view app;
+  int ordinal = 0;
+};
+
+// For unordered containers of keys; transparent: they find a LeaseKeyRef too.
 struct LeaseKeyHash {
-  std::size_t operator()(const LeaseKey& k) const noexcept {
-    std::size_t h = std::hash<std::string>{}(k.env);
-    h ^= std::hash<std::string>{}(k.app) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+  using is_transparent = void;
+  std::size_t operator()(const LeaseKey& k) const noexcept { return (*this)(LeaseKeyRef(k)); }
+  std::size_t operator()(const LeaseKeyRef& k) const noexcept {
+    std::size_t h = std::hash<std::string_view>{}(k.env);
+    h ^= std::hash<std::string_view>{}(k.app) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
     return h ^ (static_cast<std::size_t>(k.ordinal) * 0x9e3779b97f4a7c15ULL);
+  }
+};
+struct LeaseKeyEqual {
+  using is_transparent = void;
+  bool operator()(const LeaseKeyRef& x, const LeaseKeyRef& y) const noexcept {
+    return x.ordinal == y.ordinal && x.app == y.app && x.env == y.env;
   }
 };
 
@@ -87,7 +105,7 @@ class Ipam {
   // and call suspect() again if that transaction fails.
   Status resync();
 
-  std::optional<Ipv4> lookup(const LeaseKey& key) const;
+  std::optional<Ipv4> lookup(const LeaseKeyRef& key) const;
   std::vector<Lease> leases() const;  // by key
   void set_network(model::NetworkSpec network) {
     network_ = std::move(network);
@@ -105,7 +123,7 @@ class Ipam {
   model::NetworkSpec network_;
   LeaseStore* store_;
   const Clock* clock_;
-  std::unordered_map<LeaseKey, Lease, LeaseKeyHash> by_key_;
+  std::unordered_map<LeaseKey, Lease, LeaseKeyHash, LeaseKeyEqual> by_key_;
   std::map<Ipv4, LeaseKey> by_ip_;
   std::set<Ipv4> taken_elsewhere_;  // refused by the store: leased through another connection
   bool suspect_ = false;            // the store may differ from by_key_ (see suspect())
