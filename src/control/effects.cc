@@ -100,14 +100,21 @@ Result<std::optional<Identity>> Effects::identity_for(const std::string& env, co
   }
   const IdRange& ids = *d_.instance_ids;
   if (auto it = env_uids_.find(env); it != env_uids_.end()) return std::optional<Identity>(Identity{it->second, ids.group()});
-  std::set<std::uint32_t> taken;
-  for (const auto& [e, uid] : env_uids_) taken.insert(uid);
-  std::uint32_t uid = ids.first + 1;
-  while (uid <= ids.last && taken.count(uid)) ++uid;
+  if (!uids_indexed_) {  // the lowest free id is the lowest gap below the highest taken, else the one above it
+    std::set<std::uint32_t> taken;
+    for (const auto& [e, uid] : env_uids_)
+      if (uid > ids.first && uid <= ids.last) taken.insert(uid);
+    next_uid_ = taken.empty() ? ids.first + 1 : *taken.rbegin() + 1;
+    for (std::uint32_t u = ids.first + 1; u < next_uid_; ++u)
+      if (!taken.count(u)) free_uids_.insert(u);
+    uids_indexed_ = true;
+  }
+  const std::uint32_t uid = free_uids_.empty() ? next_uid_ : *free_uids_.begin();
   if (uid > ids.last)
     return unavailable(fmt::format("every instance id of {}-{} is taken ({} environments); widen berth serve --instance-ids",
                                    ids.first, ids.last, env_uids_.size()));
   BERTH_TRY(d_.store->put_env_uid(env, uid));
+  if (free_uids_.erase(uid) == 0) ++next_uid_;
   env_uids_[env] = uid;
   return std::optional<Identity>(Identity{uid, ids.group()});
 }
@@ -117,6 +124,7 @@ Status Effects::release_uid(const std::string& env) {
   if (it == env_uids_.end()) return {};
   if (d_.databases && d_.databases->has_copies(env)) return {};  // kept data stays its own
   BERTH_TRY(d_.store->erase_env_uid(env));
+  if (uids_indexed_ && it->second < next_uid_ && it->second > d_.instance_ids->first) free_uids_.insert(it->second);
   env_uids_.erase(it);
   return {};
 }

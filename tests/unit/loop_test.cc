@@ -710,6 +710,18 @@ TEST_F(LoopTest, EachEnvironmentRunsAsAUserOfItsOwn) {
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->at("dev"), dev_uid);
   EXPECT_EQ(stored->size(), 2u);
+
+  const auto qa_uid = who("qa", "api")->uid;
+
+  // Restarted with a wider range: the stored ids stay, and the waiting environment gets the
+  // lowest id neither has.
+  loop_.reset();
+  d.instance_ids = IdRange{500000, 500003};
+  loop_ = std::move(control::ControlLoop::create(d).value());
+  exec_.advance(300);
+  ASSERT_NE(rt_.ref_of("third", "db", 0), "");
+  EXPECT_EQ(who("dev", "api")->uid, dev_uid);
+  EXPECT_EQ(who("third", "db")->uid, 500003u) << "dev " << dev_uid << ", qa " << qa_uid;
 }
 
 TEST_F(LoopTest, ANamedUserIsLookedUpAndAMissingOneSaysSo) {
