@@ -54,10 +54,10 @@ class SimProber final : public health::Prober {
   std::unique_ptr<health::ProbeHandle> probe(const health::ProbeTarget& target,
                                              std::function<void(health::ProbeResult)> done) override {
     auto live = std::make_shared<bool>(true);
-    executor_.post([this, live, target, done = std::move(done)] {
+    executor_.post([this, live, ip = target.ip, done = std::move(done)] {
       if (!*live) return;
       bool ok = false;
-      for (const auto* sim : sims_) ok = ok || sim->answers(target.ip);
+      for (const auto* sim : sims_) ok = ok || sim->answers(ip);
       done({ok, ok ? "simulated: answers" : "simulated: no answer", false});
     });
     return std::make_unique<Handle>(std::move(live));
