@@ -1,10 +1,11 @@
 // bench/bench_daemon.h — start `berth serve` for a benchmark: scratch data directory, ephemeral
 // API and DNS ports (read back from api.addr / dns.addr), the demo service on PATH. Owns the
-// directory: stopping the daemon removes it.
+// directory: stopping the daemon removes it. The daemon gets SIGTERM if the bench dies first.
 #pragma once
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,8 +28,13 @@ struct BenchDaemon {
   // `bin`: the daemon binary (another build's, to compare).
   explicit BenchDaemon(const std::string& data_dir, std::vector<std::string> extra = {}, std::string bin = BERTH_BIN)
       : dir(data_dir) {
+    const pid_t bench = getpid();
     pid = fork();
     if (pid == 0) {
+      // A bench that dies (Ctrl-C, or `| head` closing its output) takes its daemon along, not
+      // leaving 30,000 simulated instances to skew the next run's figures.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != bench) _exit(127);
       int fd = ::open((dir + "/daemon.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       dup2(fd, 1);
       dup2(fd, 2);
