@@ -28,7 +28,17 @@ std::vector<std::string> substituted(const std::vector<std::string>& words, cons
 }  // namespace
 
 Effects::Effects(const Deps& deps, const ipam::Ipam& ipam, std::map<std::string, std::uint32_t> env_uids, Hooks hooks)
-    : d_(deps), ipam_(ipam), hooks_(std::move(hooks)), env_uids_(std::move(env_uids)) {}
+    : d_(deps), ipam_(ipam), hooks_(std::move(hooks)), env_uids_(std::move(env_uids)) {
+  if (!d_.instance_ids) return;
+  // The lowest free id is the lowest gap below the highest one taken, else the one above it.
+  const IdRange& ids = *d_.instance_ids;
+  std::set<std::uint32_t> taken;
+  for (const auto& [env, uid] : env_uids_)
+    if (uid > ids.first && uid <= ids.last) taken.insert(uid);
+  next_uid_ = taken.empty() ? ids.first + 1 : *taken.rbegin() + 1;
+  for (std::uint32_t u = ids.first + 1; u < next_uid_; ++u)
+    if (!taken.count(u)) free_uids_.insert(u);
+}
 
 Effects::~Effects() {
   for (auto& [key, h] : handles_) {
@@ -100,15 +110,6 @@ Result<std::optional<Identity>> Effects::identity_for(const std::string& env, co
   }
   const IdRange& ids = *d_.instance_ids;
   if (auto it = env_uids_.find(env); it != env_uids_.end()) return std::optional<Identity>(Identity{it->second, ids.group()});
-  if (!uids_indexed_) {  // the lowest free id is the lowest gap below the highest taken, else the one above it
-    std::set<std::uint32_t> taken;
-    for (const auto& [e, uid] : env_uids_)
-      if (uid > ids.first && uid <= ids.last) taken.insert(uid);
-    next_uid_ = taken.empty() ? ids.first + 1 : *taken.rbegin() + 1;
-    for (std::uint32_t u = ids.first + 1; u < next_uid_; ++u)
-      if (!taken.count(u)) free_uids_.insert(u);
-    uids_indexed_ = true;
-  }
   const std::uint32_t uid = free_uids_.empty() ? next_uid_ : *free_uids_.begin();
   if (uid > ids.last)
     return unavailable(fmt::format("every instance id of {}-{} is taken ({} environments); widen berth serve --instance-ids",
@@ -124,7 +125,7 @@ Status Effects::release_uid(const std::string& env) {
   if (it == env_uids_.end()) return {};
   if (d_.databases && d_.databases->has_copies(env)) return {};  // kept data stays its own
   BERTH_TRY(d_.store->erase_env_uid(env));
-  if (uids_indexed_ && it->second < next_uid_ && it->second > d_.instance_ids->first) free_uids_.insert(it->second);
+  if (d_.instance_ids && it->second > d_.instance_ids->first && it->second < next_uid_) free_uids_.insert(it->second);
   env_uids_.erase(it);
   return {};
 }

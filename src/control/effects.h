@@ -129,10 +129,9 @@ class Effects {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::map<std::string, std::uint32_t> env_uids_;  // env → the uid its instances run as (Deps::instance_ids)
   // The ids of Deps::instance_ids not in env_uids_: every one from next_uid_ up, and these below it
-  // (built at the first assignment; then each new environment's id is found in O(log n)).
+  // (built at construction; then each new environment's id is found in O(log n)).
   std::set<std::uint32_t> free_uids_;
   std::uint32_t next_uid_ = 0;
-  bool uids_indexed_ = false;
   std::unordered_map<ipam::LeaseKey, Handles, ipam::LeaseKeyHash> handles_;  // of the instances with something in flight
   std::uint64_t launches_ = 0;
   mutable std::set<std::string> log_dirs_;  // environments whose log directory exists

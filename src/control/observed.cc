@@ -20,10 +20,8 @@ AppState* Observed::find_app(const std::string& env, const std::string& app) {
 }
 
 const AppState* Observed::find_app(const std::string& env, const std::string& app) const {
-  auto e = envs.find(env);
-  if (e == envs.end()) return nullptr;
-  auto a = e->second.apps.find(app);
-  return a == e->second.apps.end() ? nullptr : &a->second;
+  const EnvState* e = find_env(env);
+  return e ? e->find_app(app) : nullptr;
 }
 
 int Observed::ready_count(const std::string& env, const std::string& app) const {

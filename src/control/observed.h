@@ -39,6 +39,10 @@ struct AppState {
 
 struct EnvState {
   std::unordered_map<std::string, AppState> apps;
+  const AppState* find_app(const std::string& app) const {
+    auto a = apps.find(app);
+    return a == apps.end() ? nullptr : &a->second;
+  }
 };
 
 struct Observed {
@@ -47,6 +51,10 @@ struct Observed {
 
   Supervisor* find(const ipam::LeaseKey& key);
   const Supervisor* find(const ipam::LeaseKey& key) const;
+  const EnvState* find_env(const std::string& env) const {
+    auto e = envs.find(env);
+    return e == envs.end() ? nullptr : &e->second;
+  }
   AppState* find_app(const std::string& env, const std::string& app);
   const AppState* find_app(const std::string& env, const std::string& app) const;
   // Its instances that are ready (or, for a job, completed).

@@ -174,8 +174,7 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
 
 std::shared_ptr<const dns::EnvRecords> env_records(const ViewInputs& in, const model::Environment& espec) {
   auto rec = std::make_shared<dns::EnvRecords>();
-  const auto observed = in.observed->envs.find(espec.name);
-  const EnvState* env = observed == in.observed->envs.end() ? nullptr : &observed->second;
+  const EnvState* env = in.observed->find_env(espec.name);  // (once, not once per app)
   for (const auto& aspec : espec.apps) {
     const std::string& where = espec.served_by.at(aspec.app);
     if (where != espec.name) {
@@ -187,9 +186,7 @@ std::shared_ptr<const dns::EnvRecords> env_records(const ViewInputs& in, const m
     a.ips.assign(static_cast<std::size_t>(aspec.instances), 0);
     a.ready.assign(static_cast<std::size_t>(aspec.instances), false);
     for (const auto& [name, port] : aspec.ports) a.ports.emplace_back(name, static_cast<std::uint16_t>(port));
-    const AppState* app = nullptr;
-    if (env)
-      if (auto it = env->apps.find(aspec.app); it != env->apps.end()) app = &it->second;
+    const AppState* app = env ? env->find_app(aspec.app) : nullptr;
     for (int o = 0; o < aspec.instances; ++o) {
       if (auto ip = in.ipam->lookup({espec.name, aspec.app, o})) a.ips[static_cast<std::size_t>(o)] = *ip;
       if (app)

@@ -1,9 +1,10 @@
 // runtime/sim/sim_runtime.h — a simulated runtime: instances that exist only in memory.
 //
 // It keeps the whole contract of runtime/runtime.h (create → record → start, exits, recover,
-// stop with grace, exec, logs; tests/integration/runtime_contract_test.cc runs the contract suite
-// on it as on the process and Docker runtimes) without running anything, so the control loop can be tested on
-// virtual time and at a scale no machine runs for real (a fuzzer must not fork either). Its
+// stop with grace, exec, logs; tests/integration/runtime_contract_test.cc runs the contract
+// suite on it as on the process and Docker runtimes) without running anything, so the control
+// loop can be tested on virtual time and at a scale no machine runs for real (a fuzzer must not
+// fork either). Its
 // instances outlive a ControlLoop, like processes outlive a daemon: a new loop on the same
 // SimRuntime recovers them. Tests steer it: make an instance exit, make launches of an app
 // fail, answer exec requests.
