@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -123,24 +124,41 @@ Daemon::~Daemon() {
 CliResult Daemon::cli(const std::vector<std::string>& args) { return cli_as(admin_token_, args); }
 
 CliResult Daemon::cli_as(const std::string& token, const std::vector<std::string>& args) {
-  std::string out_file = dir_ + "/cli.out", err_file = dir_ + "/cli.err";
+  // Each call has files of its own: tests run CLIs from several threads at once.
+  static std::atomic<unsigned> calls{0};
+  const unsigned call = calls.fetch_add(1);
+  const std::string out_file = fmt::format("{}/cli-{}.out", dir_, call);
+  const std::string err_file = fmt::format("{}/cli-{}.err", dir_, call);
+  // Everything the child needs is built before fork(): between fork and exec a child of a
+  // threaded process may only make async-signal-safe calls (no setenv, no allocation).
+  std::vector<std::string> env_strings{"BERTH_ADDR=" + addr_, "BERTH_TOKEN=" + token};
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    if (!kv.starts_with("BERTH_ADDR=") && !kv.starts_with("BERTH_TOKEN=")) env_strings.emplace_back(kv);
+  }
+  std::vector<char*> envp;
+  for (auto& kv : env_strings) envp.push_back(kv.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv{const_cast<char*>(BERTH_BIN)};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
-    int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0 || err < 0) _exit(126);
     dup2(out, 1);
     dup2(err, 2);
-    setenv("BERTH_ADDR", addr_.c_str(), 1);
-    setenv("BERTH_TOKEN", token.c_str(), 1);
-    std::vector<char*> argv{const_cast<char*>(BERTH_BIN)};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(BERTH_BIN, argv.data());
+    execve(BERTH_BIN, argv.data(), envp.data());
     _exit(127);
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file), read_file(err_file)};
+  CliResult result{WIFEXITED(status) ? WEXITSTATUS(status) : 128, read_file(out_file), read_file(err_file)};
+  std::error_code ignored;
+  fs::remove(out_file, ignored);
+  fs::remove(err_file, ignored);
+  return result;
 }
 
 CliResult Daemon::apply(const std::string& text, const std::string& file_name) {
