@@ -5,7 +5,8 @@
 //     5 × 200 ms; the ratio up-time / critical-path is the number to watch (target ≤ 1.05× +
 //     100 ms). Measured from the `up` request to the status reporting every instance ready.
 //     The same 50 apps are also brought up by a direct launcher measured in the same run: no
-//     control plane, each app spawned (posix_spawn, no gate, no store) as soon as its two
+//     control plane, each app spawned (posix_spawn of `sh -c "exec COMMAND"` as berth runs a
+//     command, but no gate, no store, no user switch) as soon as its two
 //     dependencies answer their health check, polled every 10 ms as berth does. Its time is
 //     what this machine takes to start these processes at all; berth's overhead over it is
 //     what berth itself costs.
@@ -150,9 +151,10 @@ double direct_up_ms() {
         App& a = apps[l * kPerLevel + i];
         if (a.pid < 0 && deps_ready(l, i)) {
           a.ip = fmt::format("127.91.{}.{}", l + 1, i + 2);
-          std::string listen = a.ip + ":8080";
-          std::vector<char*> argv{const_cast<char*>(program.c_str()), const_cast<char*>("--listen"), listen.data(), nullptr};
-          if (posix_spawn(&a.pid, program.c_str(), &quiet, nullptr, argv.data(), envp.data()) != 0) failed = true;
+          // Through the shell, as berth runs a `command:`.
+          std::string script = fmt::format("exec {} --listen {}:8080", program, a.ip);
+          std::vector<char*> argv{const_cast<char*>("/bin/sh"), const_cast<char*>("-c"), script.data(), nullptr};
+          if (posix_spawn(&a.pid, "/bin/sh", &quiet, nullptr, argv.data(), envp.data()) != 0) failed = true;
           a.next_probe = Clock::now() + std::chrono::milliseconds(10);
         } else if (a.pid > 0 && !a.ready && Clock::now() >= a.next_probe) {
           if (healthy(a.ip)) {

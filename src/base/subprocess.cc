@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <sstream>
 #include <vector>
@@ -175,25 +176,15 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) void child_say(co
 __attribute__((no_sanitize("address", "thread", "undefined"))) int child_main(void* arg) {
   const ChildPlan& c = *static_cast<const ChildPlan*>(arg);
   const SpawnOptions& o = *c.o;
-  // Signals first: the parent blocked them all around clone; handlers it installed (they would
-  // run on its memory) go back to the default, what it ignores (SIGPIPE) too. (Its own table:
-  // no CLONE_SIGHAND.) Signals the kernel refuses (SIGKILL, SIGSTOP, libc's own) are skipped.
-  for (int sig = 1; sig < NSIG; ++sig) {
-    KernelSigaction dfl{SIG_DFL, 0, nullptr, 0};
-    (void)sys(SYS_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, sizeof dfl.mask);
-  }
-  sys(SYS_setpgid, 0, 0);
-  if (o.die_with_parent) {
-    sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
-    if (sys(SYS_getppid) != c.parent) child_exit(127);
-  }
-  // Inside another instance (exec): its mount namespace, so its resolver and mounts.
+  // Inside another instance (exec): its mount namespace, so its resolver and mounts. (Before
+  // the descriptors go: the namespace is named by one.)
   if (o.join_mount_ns_of >= 0 && sys(SYS_setns, o.join_mount_ns_of, CLONE_NEWNS) != 0) child_exit(126);
-  // Drop every descriptor inherited from the daemon: not all are close-on-exec (Boost.Asio's
-  // are not), and while a copy lives the kernel keeps the daemon's epoll registration of it
-  // alive, so a descriptor the daemon closes and reuses would receive this stale registration's
-  // events. The daemon is suspended until this child has exec'd (CLONE_VFORK), so by the time
-  // it runs again no copy is left. Keep only stdio and the gate (as fd 3).
+  // Drop every descriptor inherited from the daemon, first thing: not all are close-on-exec
+  // (Boost.Asio's are not), and while a copy lives the kernel keeps the daemon's epoll
+  // registration of it alive, so a descriptor the daemon closes and reuses would receive this
+  // stale registration's events. The thread that cloned is suspended until this child has
+  // exec'd (CLONE_VFORK), but the daemon's other threads are not. Keep only stdio and the gate
+  // (as fd 3).
   place_fd(c.null_fd, 0);
   place_fd(c.log_fd, 1);
   place_fd(c.log_fd, 2);
@@ -204,6 +195,18 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) int child_main(vo
     sys(SYS_close_range, 4, ~0U, 0);
   } else {
     sys(SYS_close_range, 3, ~0U, 0);
+  }
+  // Signals: the parent blocked them all around clone; handlers it installed (they would run on
+  // its memory) go back to the default, what it ignores (SIGPIPE) too. (Its own table: no
+  // CLONE_SIGHAND.) Signals the kernel refuses (SIGKILL, SIGSTOP, libc's own) are skipped.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    KernelSigaction dfl{SIG_DFL, 0, nullptr, 0};
+    (void)sys(SYS_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, sizeof dfl.mask);
+  }
+  sys(SYS_setpgid, 0, 0);
+  if (o.die_with_parent) {
+    sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
+    if (sys(SYS_getppid) != c.parent) child_exit(127);
   }
   if (!o.resolv_conf.empty()) {
     // Its own view of /etc/resolv.conf; mounts made later by the daemon still propagate in.
@@ -345,10 +348,16 @@ Result<Spawned> spawn(const SpawnOptions& o) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  // The flag is the process's: two threads spawning as other users at once would each save
+  // what the other's child had just cleared.
+  static std::mutex dumpable_mu;
+  std::unique_lock<std::mutex> dumpable_lock(dumpable_mu, std::defer_lock);
+  if (o.identity) dumpable_lock.lock();
   const int dumpable = o.identity ? prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) : -1;
   const pid_t pid = clone(child_main, stack.get() + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_err = errno;
   if (dumpable >= 0) prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0);
+  if (dumpable_lock.owns_lock()) dumpable_lock.unlock();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (pid < 0) {
     close_all();

@@ -11,6 +11,10 @@
 // without running anything — so no process can exist that the state store does not know of.
 // Each spawned process comes with a pidfd, which becomes readable when it exits; callers poll it
 // on their event loop.
+//
+// Threads: spawn() may be called from several threads at once (each has its own child stack).
+// Only the calling thread is suspended; the others go on, and the child closes its copies of
+// their descriptors first thing.
 #pragma once
 
 #include <sys/types.h>

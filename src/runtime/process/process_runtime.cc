@@ -118,9 +118,10 @@ struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
 };
 
 ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::string run_dir)
-    : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0) {}
+    : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0), spawner_("spawner") {}
 
 ProcessRuntime::~ProcessRuntime() {
+  *alive_ = false;  // (spawns still posted back find it so and stop their children)
   // A pending wait on a pidfd holds its Watched and this runtime: closing the descriptor
   // completes it as aborted, so it never runs on a destroyed runtime (as it did when a process
   // exited after a restarted daemon's runtime was replaced). The instances go on running.
@@ -191,36 +192,57 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
     if (!file.ok()) return fail(spec, file.error());
     o.resolv_conf = *file;
   }
-  auto spawned = spawn(o);
-  if (!spawned.ok()) return fail(spec, spawned.error());
+  // The clone waits for the child's exec, a millisecond or more on a busy host: on the spawner
+  // thread, so the loop goes on deciding meanwhile. Launches are spawned in the order made.
+  spawner_.post([this, alive = alive_, o = std::move(o), id = spec.id, launch = spec.launch, ip = spec.ip]() mutable {
+    auto spawned = std::make_shared<Result<Spawned>>(spawn(o));
+    executor_.post([this, alive, spawned, o = std::move(o), id, launch, ip]() mutable {
+      if (!*alive) {
+        // This runtime is gone (the daemon stops): the child never passes its gate.
+        if (spawned->ok()) abandon(**spawned);
+        return;
+      }
+      if (!spawned->ok()) {
+        if (listener_) listener_->on_failed(id, launch, "", spawned->error());
+        return;
+      }
+      started(std::move(o), id, launch, ip, **spawned);
+    });
+  });
+}
 
+void ProcessRuntime::abandon(Spawned& s) {
+  ::kill(-s.pid, SIGKILL);
+  if (s.gate_fd >= 0) close(s.gate_fd);
+  close(s.pidfd);
+  waitpid(s.pid, nullptr, 0);
+}
+
+void ProcessRuntime::started(SpawnOptions o, const InstanceId& id, std::uint64_t launch, const std::string& ip,
+                             const Spawned& spawned) {
+  BERTH_ASSERT_LOOP(executor_);
   auto w = std::make_shared<Watched>();
-  w->proc = {spawned->pid, spawned->pid, spawned->start_ticks};
+  w->proc = {spawned.pid, spawned.pid, spawned.start_ticks};
   w->ref = fmt::format("{}:{}:{}", w->proc.pid, w->proc.pgid, w->proc.start_ticks);
-  w->id = spec.id;
+  w->id = id;
   w->child = true;
   w->own_mount_ns = !o.resolv_conf.empty();
   w->env = std::move(o.env);
   w->identity = o.identity;
   // The child waits at its gate until the loop has recorded it.
-  executor_.post([this, w, s = *spawned, launch = spec.launch, ip = spec.ip]() mutable {
-    auto recorded = [this, w, s, launch, ip](Status st) mutable {
-      if (!st.ok()) {
-        ::kill(-w->proc.pgid, SIGKILL);
-        close(s.gate_fd);
-        close(s.pidfd);
-        waitpid(w->proc.pid, nullptr, 0);
-        if (listener_) listener_->on_failed(w->id, launch, w->ref, st.error());
-        return;
-      }
-      // A failed release makes the child see EOF and exit; that exit is reported as usual.
-      (void)release_gate(s);
-      watch(w, s.pidfd);
-      if (listener_) listener_->on_started(w->id, launch, w->ref, {ip, fmt::format("pid {}", w->proc.pid), w->proc.pid});
-    };
-    if (!listener_) return recorded(internal("no listener"));
-    listener_->on_created(w->id, launch, w->ref, std::move(recorded));
-  });
+  auto recorded = [this, w, s = spawned, launch, ip](Status st) mutable {
+    if (!st.ok()) {
+      abandon(s);
+      if (listener_) listener_->on_failed(w->id, launch, w->ref, st.error());
+      return;
+    }
+    // A failed release makes the child see EOF and exit; that exit is reported as usual.
+    (void)release_gate(s);
+    watch(w, s.pidfd);
+    if (listener_) listener_->on_started(w->id, launch, w->ref, {ip, fmt::format("pid {}", w->proc.pid), w->proc.pid});
+  };
+  if (!listener_) return recorded(internal("no listener"));
+  listener_->on_created(w->id, launch, w->ref, std::move(recorded));
 }
 
 void ProcessRuntime::watch(std::shared_ptr<Watched> w, int pidfd) {

@@ -15,7 +15,10 @@
 // An address that is not loopback and not yet local (a pool shared with containers) is added
 // to the loopback device as a /32 first (root).
 //
-// Threading: the loop's thread only (see runtime/runtime.h). fork happens on it.
+// Threading: the loop's thread only (see runtime/runtime.h). Instances are cloned on a spawner
+// thread of the runtime's own (the clone waits for the child's exec: a millisecond or more on a
+// busy host, thousands of times in a fleet's bring-up), which posts each result back to the
+// loop; everything else, the checks run by exec() included, happens on the loop's thread.
 #pragma once
 
 #include <map>
@@ -26,6 +29,8 @@
 #include <boost/asio/io_context.hpp>
 
 #include "base/executor.h"
+#include "base/subprocess.h"
+#include "base/worker.h"
 #include "runtime/runtime.h"
 
 namespace berth::runtime {
@@ -53,6 +58,11 @@ class ProcessRuntime final : public Runtime {
   void watch(std::shared_ptr<Watched> w, int pidfd);
   void arm(const std::shared_ptr<Watched>& w);
   void fail(const InstanceSpec& spec, const Error& error);
+  // On the loop, once the spawner has cloned an instance: watch it once the loop recorded it.
+  void started(SpawnOptions options, const InstanceId& id, std::uint64_t launch, const std::string& ip,
+               const Spawned& spawned);
+  // A child held at its gate that will never be released: killed and reaped.
+  static void abandon(Spawned& spawned);
   Result<std::string> resolver_file(const Resolver& resolver);
 
   boost::asio::io_context& io_;
@@ -62,6 +72,9 @@ class ProcessRuntime final : public Runtime {
   Listener* listener_ = nullptr;
   std::unordered_map<Ref, std::shared_ptr<Watched>> watched_;
   std::map<std::string, std::string> resolver_files_;  // search domain → contents written
+  // False once this runtime is destroyed: spawns posted back after that stop their children.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Worker spawner_;  // last: destroyed (joined) first, before what its jobs use
 };
 
 }  // namespace berth::runtime
