@@ -92,10 +92,6 @@ std::map<std::string, std::string> base_environment() {
   return env;
 }
 
-namespace {
-
-// Why `what` (pipe, open, fork, pidfd_open) failed with `err`: the daemon's own limit (a
-// kExhausted error naming it and what to raise), or something else.
 Error spawn_error(const std::string& what, int err) {
   const std::string said = fmt::format("{}: {}", what, std::strerror(err));
   rlimit lim{};
@@ -117,8 +113,6 @@ Error spawn_error(const std::string& what, int err) {
   if (err == ENOMEM || err == EAGAIN) return exhausted(fmt::format("the host is out of memory ({})", said));
   return unavailable(said);
 }
-
-}  // namespace
 
 namespace {
 

@@ -61,6 +61,9 @@ struct Spawned {
 // ENOMEM from pipe, open, fork, pidfd_open) is ErrorCode::kExhausted, its message naming the
 // limit and how to raise it; other failures are kUnavailable or kNotFound.
 Result<Spawned> spawn(const SpawnOptions& options);
+// Why `what` (pipe, open, fork, pidfd_open, fcntl...) failed with errno `err`, said the way
+// spawn() says it: the daemon's own limit as kExhausted, naming it and how to raise it.
+Error spawn_error(const std::string& what, int err);
 // Let a gated child exec its command.
 Status release_gate(Spawned& spawned);
 

@@ -213,8 +213,8 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
 
 void ProcessRuntime::abandon(Spawned& s) {
   ::kill(-s.pid, SIGKILL);
-  if (s.gate_fd >= 0) close(s.gate_fd);
-  close(s.pidfd);
+  for (int fd : {s.gate_fd, s.output_fd, s.pidfd})
+    if (fd >= 0) close(fd);
   waitpid(s.pid, nullptr, 0);
 }
 
@@ -332,24 +332,39 @@ std::unique_ptr<Cancel> ProcessRuntime::exec(const Ref& ref, const ExecRequest& 
   o.capture_output = true;
   o.die_with_parent = true;
   o.identity = w.identity;
-  if (w.own_mount_ns) o.join_mount_ns_of = w.pidfd->native_handle();
-  auto s = spawn(o);
-  if (!s.ok()) return reply_later(std::move(done), s.error());
-
+  if (w.own_mount_ns) {
+    // The spawner's own copy of the descriptor naming the namespace: the loop closes the
+    // instance's when it exits, and the number could be reused meanwhile.
+    o.join_mount_ns_of = fcntl(w.pidfd->native_handle(), F_DUPFD_CLOEXEC, 0);
+    if (o.join_mount_ns_of < 0) return reply_later(std::move(done), spawn_error("fcntl", errno));
+  }
   auto op = std::make_shared<ExecOp>(io_);
-  op->pid = s->pid;
   op->max = req.max_output;
   op->done = std::move(done);
-  op->pidfd = std::make_unique<asio::posix::stream_descriptor>(io_, s->pidfd);
-  op->output = std::make_unique<asio::posix::stream_descriptor>(io_, s->output_fd);
-  op->read_more();
-  // Always waited for to the end, also after a timeout or cancel, so the child is reaped.
-  op->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [op](const boost::system::error_code&) { op->exited(); });
-  op->timer.expires_after(std::chrono::milliseconds(req.timeout_ms));
-  op->timer.async_wait([op](const boost::system::error_code& ec) {
-    if (ec || op->pid <= 0) return;
-    op->result.timed_out = true;
-    ::kill(-op->pid, SIGKILL);
+  spawner_.post([this, alive = alive_, op, o = std::move(o), timeout = req.timeout_ms]() mutable {
+    auto s = std::make_shared<Result<Spawned>>(spawn(o));
+    if (o.join_mount_ns_of >= 0) close(o.join_mount_ns_of);
+    // (op moves on: its timer is the loop's, and the last reference may not drop here.)
+    executor_.post([this, alive, op = std::move(op), s, timeout] {
+      if (s->ok() && (!*alive || !op->done)) return abandon(**s);  // gone, or cancelled meanwhile
+      if (!*alive) return;
+      if (!s->ok()) {
+        if (auto cb = std::move(op->done)) cb(s->error());
+        return;
+      }
+      op->pid = (*s)->pid;
+      op->pidfd = std::make_unique<asio::posix::stream_descriptor>(io_, (*s)->pidfd);
+      op->output = std::make_unique<asio::posix::stream_descriptor>(io_, (*s)->output_fd);
+      op->read_more();
+      // Always waited for to the end, also after a timeout or cancel, so the child is reaped.
+      op->pidfd->async_wait(asio::posix::stream_descriptor::wait_read, [op](const boost::system::error_code&) { op->exited(); });
+      op->timer.expires_after(std::chrono::milliseconds(timeout));
+      op->timer.async_wait([op](const boost::system::error_code& ec) {
+        if (ec || op->pid <= 0) return;
+        op->result.timed_out = true;
+        ::kill(-op->pid, SIGKILL);
+      });
+    });
   });
   return cancel_with([op] { op->cancel(); });
 }

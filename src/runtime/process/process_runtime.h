@@ -15,10 +15,11 @@
 // An address that is not loopback and not yet local (a pool shared with containers) is added
 // to the loopback device as a /32 first (root).
 //
-// Threading: the loop's thread only (see runtime/runtime.h). Instances are cloned on a spawner
-// thread of the runtime's own (the clone waits for the child's exec: a millisecond or more on a
-// busy host, thousands of times in a fleet's bring-up), which posts each result back to the
-// loop; everything else, the checks run by exec() included, happens on the loop's thread.
+// Threading: the loop's thread only (see runtime/runtime.h). Instances and exec()'s commands
+// are cloned on a spawner thread of the runtime's own (a clone waits for the child's exec: a
+// millisecond or more on a busy host, thousands of times in a fleet's bring-up), in the order
+// asked; it takes copies of what it needs and posts each result back to the loop, where
+// everything else happens. A spawn posted back after the runtime is destroyed kills its child.
 #pragma once
 
 #include <map>
