@@ -69,10 +69,21 @@ class ManualExecutor final : public Executor {
       for (auto& fn : batch) fn();
     }
   }
-  // Move time forward, firing due timers in order.
-  void advance(Millis ms) {
+  // Move time forward, firing due timers in order, each after the posted work before it.
+  void advance(Millis ms) { move_time(ms, true); }
+  // The same, but posted work waits (for run_ready()): the timers due fire while it is queued,
+  // as on a busy loop whose queue is never empty.
+  void fire_timers(Millis ms) { move_time(ms, false); }
+  std::size_t pending_timers() const { return timers_.size(); }
+
+ private:
+  struct Timer {
+    Millis due;
+    std::function<void()> fn;
+  };
+  void move_time(Millis ms, bool run_posted) {
     Millis target = clock_.monotonic_ms() + ms;
-    run_ready();
+    if (run_posted) run_ready();
     while (true) {
       auto next = timers_.end();
       for (auto it = timers_.begin(); it != timers_.end(); ++it)
@@ -82,17 +93,11 @@ class ManualExecutor final : public Executor {
       auto fn = std::move(next->second.fn);
       timers_.erase(next);
       fn();
-      run_ready();
+      if (run_posted) run_ready();
     }
     if (target > clock_.monotonic_ms()) clock_.advance(target - clock_.monotonic_ms());
   }
-  std::size_t pending_timers() const { return timers_.size(); }
 
- private:
-  struct Timer {
-    Millis due;
-    std::function<void()> fn;
-  };
   ManualClock& clock_;
   std::thread::id thread_ = std::this_thread::get_id();
   TimerId next_ = 0;

@@ -370,6 +370,7 @@ class ControlLoop : private runtime::Listener {
   Planner planner_;  // of catalog_
   Observed obs_;     // the environments up, and every instance known
   bool reconcile_pending_ = false;
+  bool publish_after_pass_ = false;  // the views fell due while a pass was queued: it publishes them
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)
   std::set<std::string> dirty_;  // environments the next pass visits whole

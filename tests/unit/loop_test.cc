@@ -827,6 +827,23 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   EXPECT_GT(loop_->read_model().current()->serial, old->serial);
 }
 
+// A loop under steady load always has a pass queued when the views fall due. They are
+// published when that pass ends, not put off again (which held them back for as long as the
+// load lasted: 15 s at 6,000 real instances in berth_fleet_bench).
+TEST_F(LoopTest, ViewsDueWhileAPassIsQueuedArePublishedWhenItEnds) {
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.advance(control::kStatusPublishMs);
+  ASSERT_TRUE(loop_->read_model().current()->find("dev")->status.up);
+  ASSERT_TRUE(loop_->down("dev").ok());
+  exec_.run_ready();  // the pass that stops it; its views are due in kStatusPublishMs
+  EXPECT_TRUE(loop_->read_model().current()->find("dev")->status.up) << "published before kStatusPublishMs";
+  loop_->poke();  // another pass queued, not run yet
+  exec_.fire_timers(control::kStatusPublishMs);
+  EXPECT_TRUE(loop_->read_model().current()->find("dev")->status.up) << "published with a pass queued";
+  exec_.run_ready();  // that pass, and no more time
+  EXPECT_FALSE(loop_->read_model().current()->find("dev")->status.up);
+}
+
 // Paging over a snapshot: catalog order, `after` a name, `next` empty on the last page.
 TEST_F(LoopTest, TheReadModelPagesInCatalogOrder) {
   std::string many = kCatalog;
