@@ -122,6 +122,10 @@ ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::st
 
 ProcessRuntime::~ProcessRuntime() {
   *alive_ = false;  // (spawns still posted back find it so and stop their children)
+  {
+    std::lock_guard<std::mutex> lock(launches_mu_);
+    launches_.clear();  // not cloned yet: none will be
+  }
   // A pending wait on a pidfd holds its Watched and this runtime: closing the descriptor
   // completes it as aborted, so it never runs on a destroyed runtime (as it did when a process
   // exited after a restarted daemon's runtime was replaced). The instances go on running.
@@ -194,21 +198,51 @@ void ProcessRuntime::launch(const InstanceSpec& spec) {
   }
   // The clone waits for the child's exec, a millisecond or more on a busy host: on the spawner
   // thread, so the loop goes on deciding meanwhile. Launches are spawned in the order made.
-  spawner_.post([this, alive = alive_, o = std::move(o), id = spec.id, launch = spec.launch, ip = spec.ip]() mutable {
-    auto spawned = std::make_shared<Result<Spawned>>(spawn(o));
-    executor_.post([this, alive, spawned, o = std::move(o), id, launch, ip]() mutable {
-      if (!*alive) {
-        // This runtime is gone (the daemon stops): the child never passes its gate.
-        if (spawned->ok()) abandon(**spawned);
+  bool post;
+  {
+    std::lock_guard<std::mutex> lock(launches_mu_);
+    launches_.push_back({std::move(o), spec.id, spec.launch, spec.ip, Spawned{}, {}});
+    post = !drain_posted_;
+    drain_posted_ = true;
+  }
+  if (post) spawner_.post([this] { spawn_launches(); });
+}
+
+void ProcessRuntime::spawn_launches() {
+  // Results go back to the loop a batch at a time: a pass's launches are then recorded in one
+  // transaction (on_created batches what arrives together), not one each. A batch is cut short
+  // after kBatch spawns so that the first children do not wait at their gates for the last.
+  constexpr std::size_t kBatch = 32;
+  for (;;) {
+    std::vector<Launch> batch;
+    {
+      std::lock_guard<std::mutex> lock(launches_mu_);
+      if (launches_.empty()) {
+        drain_posted_ = false;
         return;
       }
-      if (!spawned->ok()) {
-        if (listener_) listener_->on_failed(id, launch, "", spawned->error());
-        return;
+      const std::size_t n = std::min(kBatch, launches_.size());
+      batch.assign(std::make_move_iterator(launches_.begin()), std::make_move_iterator(launches_.begin() + static_cast<std::ptrdiff_t>(n)));
+      launches_.erase(launches_.begin(), launches_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    for (auto& l : batch) {
+      auto r = spawn(l.options);
+      if (r.ok()) l.spawned = *r;
+      else l.error = r.error();
+    }
+    executor_.post([this, alive = alive_, batch = std::move(batch)]() mutable {
+      for (auto& l : batch) {
+        if (!*alive) {
+          // This runtime is gone (the daemon stops): the child never passes its gate.
+          if (!l.error) abandon(l.spawned);
+        } else if (l.error) {
+          if (listener_) listener_->on_failed(l.id, l.launch, "", *l.error);
+        } else {
+          started(std::move(l.options), l.id, l.launch, l.ip, l.spawned);
+        }
       }
-      started(std::move(o), id, launch, ip, **spawned);
     });
-  });
+  }
 }
 
 void ProcessRuntime::abandon(Spawned& s) {

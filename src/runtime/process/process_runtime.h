@@ -24,6 +24,9 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
 #include <string>
 #include <unordered_map>
 
@@ -59,6 +62,18 @@ class ProcessRuntime final : public Runtime {
   void watch(std::shared_ptr<Watched> w, int pidfd);
   void arm(const std::shared_ptr<Watched>& w);
   void fail(const InstanceSpec& spec, const Error& error);
+  // A launch on its way through the spawner: asked on the loop, cloned on the spawner thread,
+  // handed back to the loop.
+  struct Launch {
+    SpawnOptions options;
+    InstanceId id;
+    std::uint64_t launch = 0;
+    std::string ip;
+    Spawned spawned;             // once cloned
+    std::optional<Error> error;  // or why not
+  };
+  // On the spawner thread: clone the queued launches, posting their results back in batches.
+  void spawn_launches();
   // On the loop, once the spawner has cloned an instance: watch it once the loop recorded it.
   void started(SpawnOptions options, const InstanceId& id, std::uint64_t launch, const std::string& ip,
                const Spawned& spawned);
@@ -73,6 +88,9 @@ class ProcessRuntime final : public Runtime {
   Listener* listener_ = nullptr;
   std::unordered_map<Ref, std::shared_ptr<Watched>> watched_;
   std::map<std::string, std::string> resolver_files_;  // search domain → contents written
+  std::mutex launches_mu_;            // guards the two below (loop and spawner thread)
+  std::vector<Launch> launches_;      // asked, not yet taken by the spawner
+  bool drain_posted_ = false;         // the spawner has a spawn_launches() job queued or running
   // False once this runtime is destroyed: spawns posted back after that stop their children.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   Worker spawner_;  // last: destroyed (joined) first, before what its jobs use
