@@ -180,6 +180,11 @@ int run(int argc, char** argv) {
   serve->add_option("--listen", serve_opts.listen, "API address ADDR:PORT")->capture_default_str();
   serve->add_option("--data-dir", serve_opts.data_dir, "state directory (SQLite database, logs)")->required();
   serve->add_option("--build-parallel", serve_opts.build_parallel, "builds at once (0: one per core)")->capture_default_str();
+  serve->add_option("--max-starting", serve_opts.max_starting,
+                    "process instances starting at once, launched but not yet ready; the rest wait in line "
+                    "(0: 8 per core)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   std::string store_max = "2GiB";
   serve->add_option("--artifact-store-max", store_max, "artifact store size before least recently used artifacts no "
                                                        "instance runs are evicted (e.g. 500MiB, 2GiB)")

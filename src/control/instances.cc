@@ -15,14 +15,27 @@ namespace berth::control {
 
 void ControlLoop::start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec,
                         const Artifact& artifact, const std::string& fingerprint) {
+  if (runtime::Runtime* rt = fx_.runtime_for(spec, nullptr); rt && !slots_.take(sup.state().key, rt->name())) {
+    const std::string& name = rt->name();
+    return apply(sup, sup.wait(fmt::format("waiting for a start slot: {} instances are starting in the {} runtime, at "
+                                           "most {} at once; {} in line",
+                                           slots_.starting(name), name, slots_.limit(name), slots_.in_line()),
+                               false));
+  }
   auto launched = fx_.launch(sup.state(), spec, espec, *catalog_, artifact, fingerprint);
   if (!launched.ok()) return apply(sup, sup.wait(launched.error().message, false));
   apply(sup, sup.launching(*launched, now()));
 }
 
+void ControlLoop::start_next_in_line() {
+  for (const auto& key : slots_.next_in_line()) schedule_reconcile(key.env, key.app);
+}
+
 void ControlLoop::apply(Supervisor& sup, Step step) {
   const auto& s = sup.state();
   const ipam::LeaseKey key = s.key;  // (a copy: emit and timers outlive nothing, but be plain)
+  // A start slot is held from the launch until the instance is ready or no longer starting.
+  if (s.phase != Phase::kLaunching && s.phase != Phase::kStarting && slots_.release(key)) start_next_in_line();
   for (const auto& e : step.events) emit(key.env, e.type, key.app, e.whole_app ? -1 : key.ordinal, s.ip, e.message);
   if (step.cancel) fx_.cancel(key);
   if (step.stop) {

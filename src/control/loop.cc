@@ -111,7 +111,9 @@ ControlLoop::ControlLoop(const Deps& deps, ipam::Ipam ipam, std::map<std::string
            [this](const ipam::LeaseKey& key, const health::ProbeResult& r) { on_probe(key, r); },
            [this](const ipam::LeaseKey& key) {
              if (Supervisor* sup = find(key)) apply(*sup, sup->backoff_elapsed());
-           }}) {}
+           }}) {
+  for (auto* rt : d_.runtimes) slots_.set_limit(rt->name(), rt->capabilities().max_starting);
+}
 
 ControlLoop::~ControlLoop() {
   write_batch();  // a daemon that stops keeps its last events and records
@@ -431,6 +433,7 @@ void ControlLoop::reconcile() {
   // The zone now; the views within kStatusPublishMs, those marked by what changed (the triggers of
   // this pass marked their environments; what the pass did marked its own): a full pass that
   // changes nothing rebuilds none.
+  start_next_in_line();
   publisher_.publish_zone(view_inputs());
   if (std::exchange(publish_after_pass_, false)) publish_status();
   else if (publisher_.pending()) publisher_.schedule();

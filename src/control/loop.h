@@ -40,6 +40,7 @@
 #include "control/planner.h"
 #include "control/read_model.h"
 #include "control/reconciler.h"
+#include "control/start_slots.h"
 #include "control/status.h"
 #include "control/supervisor.h"
 #include "control/views.h"
@@ -295,6 +296,8 @@ class ControlLoop : private runtime::Listener {
   bool prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
   bool prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  // Reconcile the apps of those in line for a start slot, as many as there are free slots.
+  void start_next_in_line();
   void start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,
              const std::string& fingerprint);
   // Carry out what an instance's supervisor asks (its events, record, timers, probe, stop...).
@@ -370,6 +373,7 @@ class ControlLoop : private runtime::Listener {
   Planner planner_;  // of catalog_
   Observed obs_;     // the environments up, and every instance known
   bool reconcile_pending_ = false;
+  StartSlots slots_;  // instances starting at once, per runtime (Capabilities::max_starting)
   bool publish_after_pass_ = false;  // the views fell due while a pass was queued: it publishes them
   bool full_dirty_ = true;
   bool address_waiters_ = false;  // an instance found the pool exhausted (since the last full pass)

@@ -133,6 +133,9 @@ struct Capabilities {
   bool direct_probe = true;   // the daemon reaches instance addresses (http/tcp probes from the daemon)
   bool private_resolver = true;  // instances can be given InstanceSpec::resolver
   std::string resolver_note;     // why not, when they cannot
+  // Instances launching or starting (not yet ready) at once in this runtime; the loop makes the
+  // others wait in line (control/start_slots.h). 0: no limit.
+  int max_starting = 0;
 };
 
 // Receives what happens to instances. Called on the loop's thread.

@@ -827,6 +827,42 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
   EXPECT_GT(loop_->read_model().current()->serial, old->serial);
 }
 
+// A runtime with a limit of instances starting at once (Capabilities::max_starting): the others
+// wait in line, saying why, and start as slots free up, until all are ready.
+TEST_F(LoopTest, AtMostMaxStartingInstancesStartAtOnceAndTheRestWaitInLine) {
+  loop_.reset();
+  runtime::Capabilities caps;
+  caps.max_starting = 2;
+  rt_.set_capabilities(caps);
+  loop_ = std::move(control::ControlLoop::create(deps({&rt_})).value());
+  ASSERT_TRUE(loop_->apply(kCatalog, "t.yaml").ok());
+  ASSERT_TRUE(loop_->up("dev").ok());
+  exec_.run_ready();
+  auto starting = [&] {
+    int n = 0;
+    const auto status = loop_->status("dev");  // (named: a temporary would dangle in the range-for)
+    for (const auto& a : status->apps)
+      for (const auto& i : a.instances) n += i.state == "starting" || i.state == "launching";
+    return n;
+  };
+  // db, cron and worker have nothing to wait for: two start, the third waits for a slot.
+  EXPECT_EQ(rt_.running("db") + rt_.running("cron") + rt_.running("worker"), 2);
+  EXPECT_EQ(starting(), 2);
+  int waiting_for_slot = 0;
+  const auto status = loop_->status("dev");
+  for (const auto& a : status->apps)
+    if (a.message.find("waiting for a start slot: 2 instances are starting in the process runtime, at most 2") !=
+        std::string::npos)
+      ++waiting_for_slot;
+  EXPECT_EQ(waiting_for_slot, 1);
+  all_healthy();
+  for (int i = 0; i < 40 && !loop_->status("dev")->ready; ++i) {
+    exec_.advance(50);
+    EXPECT_LE(starting(), 2);
+  }
+  EXPECT_TRUE(loop_->status("dev")->ready);
+}
+
 // A loop under steady load always has a pass queued when the views fall due. They are
 // published when that pass ends, not put off again (which held them back for as long as the
 // load lasted: 15 s at 6,000 real instances in berth_fleet_bench).

@@ -117,8 +117,9 @@ struct ProcessRuntime::ExecOp : std::enable_shared_from_this<ExecOp> {
   }
 };
 
-ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::string run_dir)
-    : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0), spawner_("spawner") {}
+ProcessRuntime::ProcessRuntime(asio::io_context& io, Executor& executor, std::string run_dir, int max_starting)
+    : io_(io), executor_(executor), run_dir_(std::move(run_dir)), root_(geteuid() == 0), max_starting_(max_starting),
+      spawner_("spawner") {}
 
 ProcessRuntime::~ProcessRuntime() {
   *alive_ = false;  // (spawns still posted back find it so and stop their children)
@@ -138,6 +139,7 @@ ProcessRuntime::~ProcessRuntime() {
 
 Capabilities ProcessRuntime::capabilities() const {
   Capabilities c;
+  c.max_starting = max_starting_;
   c.private_resolver = root_;
   if (!root_)
     c.resolver_note = "berth is not running as root, so process instances cannot be given their own /etc/resolv.conf: "

@@ -41,7 +41,8 @@ namespace berth::runtime {
 
 class ProcessRuntime final : public Runtime {
  public:
-  ProcessRuntime(boost::asio::io_context& io, Executor& executor, std::string run_dir);
+  // `max_starting`: Capabilities::max_starting (0: no limit).
+  ProcessRuntime(boost::asio::io_context& io, Executor& executor, std::string run_dir, int max_starting = 0);
   ~ProcessRuntime() override;
 
   std::string name() const override { return "process"; }
@@ -85,6 +86,7 @@ class ProcessRuntime final : public Runtime {
   Executor& executor_;
   std::string run_dir_;
   bool root_;
+  int max_starting_;
   Listener* listener_ = nullptr;
   std::unordered_map<Ref, std::shared_ptr<Watched>> watched_;
   std::map<std::string, std::string> resolver_files_;  // search domain → contents written
