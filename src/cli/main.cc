@@ -182,7 +182,7 @@ int run(int argc, char** argv) {
   serve->add_option("--build-parallel", serve_opts.build_parallel, "builds at once (0: one per core)")->capture_default_str();
   serve->add_option("--max-starting", serve_opts.max_starting,
                     "process instances starting at once, launched but not yet ready; the rest wait in line "
-                    "(0: 8 per core)")
+                    "(0: no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   std::string store_max = "2GiB";

@@ -288,8 +288,7 @@ int run(const Options& o) {
   boost::asio::io_context io(1);
   OffsetClock clock;  // moves only with --test-clock
   AsioExecutor executor(io);
-  const int max_starting = o.max_starting > 0 ? o.max_starting : 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  runtime::ProcessRuntime processes(io, executor, data_dir + "/run", max_starting);
+  runtime::ProcessRuntime processes(io, executor, data_dir + "/run", o.max_starting);
   // Runtimes prepare a network in this order: a Docker bridge network first gives the pool's
   // gateway its address.
   std::vector<runtime::Runtime*> runtimes;
