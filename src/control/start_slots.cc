@@ -13,9 +13,10 @@ int StartSlots::starting(const std::string& runtime) const {
 }
 
 bool StartSlots::take(const ipam::LeaseKey& key, const std::string& runtime) {
-  if (holders_.count(key)) return true;
   const int max = limit(runtime);
-  if (max > 0 && starting(runtime) >= max) {
+  if (max <= 0) return true;  // no limit: nothing to count (every launch passes here)
+  if (holders_.count(key)) return true;
+  if (starting(runtime) >= max) {
     if (line_set_.insert(key).second) line_[runtime].push_back(key);
     return false;
   }

@@ -28,6 +28,7 @@ class StartSlots {
   // `limit` slots for `runtime` (0: no limit, the default).
   void set_limit(const std::string& runtime, int limit) { limits_[runtime] = limit; }
   int limit(const std::string& runtime) const;
+  // Slots held in `runtime` (a runtime without a limit keeps no count: 0).
   int starting(const std::string& runtime) const;
 
   // Takes a slot of `runtime` for `key` if one is free (true), or if it holds one already.

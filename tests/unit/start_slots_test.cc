@@ -18,6 +18,7 @@ TEST(StartSlots, AtMostTheLimitHoldASlotAndTheRestWaitInLineInOrder) {
   EXPECT_FALSE(slots.take(c, "process")) << "still full";
   EXPECT_EQ(slots.in_line(), 2u) << "c is in line once";
   EXPECT_TRUE(slots.take(c, "docker")) << "another runtime, without a limit";
+  EXPECT_EQ(slots.starting("docker"), 0) << "no count is kept without a limit";
   EXPECT_TRUE(slots.next_in_line().empty()) << "no free slot";
 
   EXPECT_TRUE(slots.release(a));
