@@ -126,6 +126,15 @@ std::string shell_quote(std::string_view s) {
   return out;
 }
 
+std::string percent_encode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
+    else out += fmt::format("%{:02X}", c);
+  }
+  return out;
+}
+
 std::string format_bytes(std::uint64_t n) {
   if (n >= (1ull << 30)) return fmt::format("{:.1f} GB", static_cast<double>(n) / (1ull << 30));
   if (n >= (1ull << 20)) return fmt::format("{:.0f} MB", static_cast<double>(n) / (1ull << 20));

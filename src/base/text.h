@@ -34,6 +34,10 @@ std::string format_bytes(std::uint64_t n);
 // Quote for POSIX sh: abc → 'abc', it's → 'it'\''s'.
 std::string shell_quote(std::string_view s);
 
+// As one path segment or query value of a URL: every byte but RFC 3986's unreserved ones
+// (letters, digits, - _ . ~) as %XX. "a b/c" → "a%20b%2Fc".
+std::string percent_encode(std::string_view s);
+
 // Split a command line into words the way sh (and Compose's string form) does, without running
 // anything: blanks separate words, '...' and "..." quote, backslash escapes (outside '...').
 // No expansion of any kind. Error: the message says what is unbalanced.

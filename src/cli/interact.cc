@@ -30,15 +30,6 @@ int fail(const berth::Error& e) {
   return 1;
 }
 
-std::string url_encode(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
-    else out += fmt::format("%{:02X}", c);
-  }
-  return out;
-}
-
 namespace {
 
 berth::Millis now_ms() {
@@ -55,7 +46,7 @@ int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Mil
   std::string last_summary;
   int rc = -1;
   auto check = [&]() {
-    auto status = c.get("/v1/environments/" + url_encode(env));
+    auto status = c.get("/v1/environments/" + percent_encode(env));
     if (!status.ok()) {
       rc = fail(status.error());
       return false;
@@ -78,7 +69,7 @@ int follow(bc::Client& c, const std::string& env, std::int64_t after, berth::Mil
     return true;
   };
   if (!check()) return rc;
-  berth::Status st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", url_encode(env), after), [&](const json* e) {
+  berth::Status st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", percent_encode(env), after), [&](const json* e) {
     if (e && !quiet) fmt::print("{}\n", berth::cli::event_line(*e));
     std::fflush(stdout);
     return check();
@@ -94,7 +85,7 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
   std::uint64_t done0 = 0;                    // bytes done when it started
   std::string last_phase;
   while (true) {
-    auto r = c.get("/v1/jobs/" + url_encode(id));
+    auto r = c.get("/v1/jobs/" + percent_encode(id));
     if (!r.ok()) return fail(r.error());
     const json& j = *r;
     if (j["phase"] != last_phase) {
@@ -157,11 +148,11 @@ int logs_command(bc::Client& c, const std::string& env, const std::vector<std::s
   auto source = [&](const std::string& app, int n) {
     Source src;
     src.label = fmt::format("{}#{}", app, n);
-    src.target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", url_encode(env), url_encode(app), n);
+    src.target = fmt::format("/v1/environments/{}/apps/{}/instances/{}/log", percent_encode(env), percent_encode(app), n);
     return src;
   };
   if (ordinal >= 0 && apps_asked.size() == 1) return logs_of(c, {source(apps_asked.front(), ordinal)}, false, tail_lines, follow);
-  auto status = c.get("/v1/environments/" + url_encode(env));
+  auto status = c.get("/v1/environments/" + percent_encode(env));
   if (!status.ok()) return fail(status.error());
   const std::set<std::string> wanted(apps_asked.begin(), apps_asked.end());
   std::set<std::string> missing = wanted;
@@ -250,7 +241,7 @@ std::string read_file(const std::string& path) {
 // `berth env edit`: the document in $VISUAL/$EDITOR; on save it is validated by the daemon and,
 // when refused, reopened with the errors on top as comments. Saved unchanged: nothing is sent.
 int edit_document(bc::Client& c, const std::string& name) {
-  auto doc = c.get("/v1/environments/" + url_encode(name) + "/document");
+  auto doc = c.get("/v1/environments/" + percent_encode(name) + "/document");
   if (!doc.ok()) return fail(doc.error());
   std::int64_t version = (*doc)["version"].get<std::int64_t>();
   const std::string original = (*doc)["text"].get<std::string>();
@@ -281,7 +272,7 @@ int edit_document(bc::Client& c, const std::string& name) {
       fmt::print(stderr, "berth: saved unchanged after the errors; nothing was changed\n");
       break;
     }
-    auto r = c.put("/v1/environments/" + url_encode(name) + "/document", {{"text", edited}}, version);
+    auto r = c.put("/v1/environments/" + percent_encode(name) + "/document", {{"text", edited}}, version);
     if (r.ok()) {
       fmt::print("{}: version {}\n", name, (*r)["version"].get<std::int64_t>());
       rc = 0;

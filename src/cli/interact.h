@@ -23,8 +23,6 @@ namespace berth::cli {
 
 // Print `e` (and its details) as "berth: ..." on stderr; returns 1.
 int fail(const Error& e);
-// `s` as one path segment or query value of a URL.
-std::string url_encode(const std::string& s);
 
 // Follow the environment's event stream from event `after` until `done(status)` holds,
 // printing events as they happen (unless `quiet`); the status is checked after each event and

@@ -33,7 +33,7 @@ using berth::cli::follow_job;
 using berth::cli::logs_command;
 using berth::cli::read_file;
 using berth::cli::settings_of;
-using berth::cli::url_encode;
+using berth::percent_encode;
 
 std::optional<std::uint64_t> parse_size(const std::string& text) {
   std::size_t i = 0;
@@ -88,7 +88,7 @@ berth::Millis parse_timeout(const std::string& text) {
 int env_command(bc::Client& c, CLI::App* cmd, const std::string& name, const std::string& base,
                 const std::vector<std::string>& kvs, bool thin, const std::string& ttl, const std::string& against,
                 bool keep_data, const std::string& output, const std::string& doc_output) {
-  const std::string doc_path = "/v1/environments/" + url_encode(name) + "/document";
+  const std::string doc_path = "/v1/environments/" + percent_encode(name) + "/document";
   auto current_version = [&]() -> berth::Result<std::int64_t> {
     auto d = c.get(doc_path);
     if (!d.ok()) return d.error();
@@ -144,7 +144,7 @@ int env_command(bc::Client& c, CLI::App* cmd, const std::string& name, const std
     return 0;
   }
   if (sub("diff")) {
-    auto r = c.get("/v1/environments/" + url_encode(name) + "/diff" + (against.empty() ? "" : "?against=" + url_encode(against)));
+    auto r = c.get("/v1/environments/" + percent_encode(name) + "/diff" + (against.empty() ? "" : "?against=" + percent_encode(against)));
     if (!r.ok()) return fail(r.error());
     if (output == "json") fmt::print("{}\n", r->dump(2));
     else fmt::print("{}", berth::cli::diff_table(*r));
@@ -460,7 +460,7 @@ int run(int argc, char** argv) {
     }
     if (up->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);
-      auto r = c.post("/v1/environments/" + url_encode(env) + "/up");
+      auto r = c.post("/v1/environments/" + percent_encode(env) + "/up");
       if (!r.ok()) return fail(r.error());
       if (no_wait) return 0;
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet,
@@ -469,7 +469,7 @@ int run(int argc, char** argv) {
     }
     if (down->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);
-      auto r = c.post("/v1/environments/" + url_encode(env) + "/down" + (force ? "?force=1" : ""));
+      auto r = c.post("/v1/environments/" + percent_encode(env) + "/down" + (force ? "?force=1" : ""));
       if (!r.ok()) return fail(r.error());
       if (no_wait) return 0;
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&env](const json& s) {
@@ -483,8 +483,8 @@ int run(int argc, char** argv) {
     }
     if (restart->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);
-      auto r = c.post("/v1/environments/" + url_encode(env) + "/restart" +
-                      (app_code.empty() ? "" : "?app=" + url_encode(app_code)));
+      auto r = c.post("/v1/environments/" + percent_encode(env) + "/restart" +
+                      (app_code.empty() ? "" : "?app=" + percent_encode(app_code)));
       if (!r.ok()) return fail(r.error());
       // Done once no replacement is pending (the daemon counts asked-for ones as updating) and
       // everything is ready.
@@ -494,7 +494,7 @@ int run(int argc, char** argv) {
     }
     if (refresh->parsed()) {
       berth::Millis timeout = parse_timeout(timeout_text);
-      auto r = c.post("/v1/environments/" + url_encode(env) + "/refresh");
+      auto r = c.post("/v1/environments/" + percent_encode(env) + "/refresh");
       if (!r.ok()) return fail(r.error());
       // Refreshed when nothing is being built or replaced any more and everything is ready.
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
@@ -506,7 +506,7 @@ int run(int argc, char** argv) {
     }
     if (exec_cmd->parsed()) {
       if (!exec_argv.empty() && exec_argv.front() == "--") exec_argv.erase(exec_argv.begin());
-      auto r = c.post(fmt::format("/v1/environments/{}/apps/{}/instances/{}/exec", url_encode(exec_env), url_encode(exec_app),
+      auto r = c.post(fmt::format("/v1/environments/{}/apps/{}/instances/{}/exec", percent_encode(exec_env), percent_encode(exec_app),
                                   exec_ordinal),
                       {{"command", exec_argv}, {"timeout", exec_timeout}});
       if (!r.ok()) return fail(r.error());
@@ -521,7 +521,7 @@ int run(int argc, char** argv) {
     }
     if (logs->parsed()) return logs_command(c, env, log_apps, ordinal, tail_lines, follow_logs);
     if (build_logs->parsed()) {
-      auto s = c.get("/v1/environments/" + url_encode(build_env));
+      auto s = c.get("/v1/environments/" + percent_encode(build_env));
       if (!s.ok()) return fail(s.error());
       std::string id;
       for (const auto& a : (*s)["apps"])
@@ -554,12 +554,12 @@ int run(int argc, char** argv) {
         fmt::print(stderr, "berth db import: say where from: --from-server, --from-datadir or --from-dump\n");
         return 2;
       }
-      auto r = c.post("/v1/standards/" + url_encode(standard) + "/import", body);
+      auto r = c.post("/v1/standards/" + percent_encode(standard) + "/import", body);
       if (!r.ok()) return fail(r.error());
       return follow_job(c, (*r)["id"].get<std::string>(), quiet);
     }
     if (db_versions->parsed()) {
-      auto r = standard.empty() ? c.get("/v1/standards") : c.get("/v1/standards/" + url_encode(standard));
+      auto r = standard.empty() ? c.get("/v1/standards") : c.get("/v1/standards/" + percent_encode(standard));
       if (!r.ok()) return fail(r.error());
       if (output == "json") fmt::print("{}\n", r->dump(2));
       else fmt::print("{}", berth::cli::versions_table(*r));
@@ -570,9 +570,9 @@ int run(int argc, char** argv) {
       std::string name = db_name, version;
       if (auto at = db_name.find('@'); at != std::string::npos) {
         name = db_name.substr(0, at);
-        version = "?version=" + url_encode(db_name.substr(at + 1));
+        version = "?version=" + percent_encode(db_name.substr(at + 1));
       }
-      auto r = c.post(fmt::format("/v1/environments/{}/databases/{}/reset{}", url_encode(env), url_encode(name), version));
+      auto r = c.post(fmt::format("/v1/environments/{}/databases/{}/reset{}", percent_encode(env), percent_encode(name), version));
       if (!r.ok()) return fail(r.error());
       // Done when the server runs on the new copy and is ready.
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [&name](const json& s) {
@@ -588,7 +588,7 @@ int run(int argc, char** argv) {
         fmt::print(stderr, "berth db rm: name the version: STANDARD@VERSION (see berth db versions)\n");
         return 2;
       }
-      auto r = c.del(fmt::format("/v1/standards/{}/versions/{}", url_encode(standard.substr(0, at)), url_encode(standard.substr(at + 1))));
+      auto r = c.del(fmt::format("/v1/standards/{}/versions/{}", percent_encode(standard.substr(0, at)), percent_encode(standard.substr(at + 1))));
       if (!r.ok()) return fail(r.error());
       fmt::print("removed {}\n", standard);
       return 0;
@@ -608,7 +608,7 @@ int run(int argc, char** argv) {
       return 0;
     }
     if (token_revoke->parsed()) {
-      auto r = c.del("/v1/tokens/" + url_encode(token_id));
+      auto r = c.del("/v1/tokens/" + percent_encode(token_id));
       if (!r.ok()) return fail(r.error());
       fmt::print("revoked token {} of {}\n", token_id, (*r)["user"].get<std::string>());
       return 0;
@@ -622,9 +622,9 @@ int run(int argc, char** argv) {
     }
     if (audit->parsed()) {
       std::string q = "?limit=100000";
-      if (!env.empty()) q += "&env=" + url_encode(env);
-      if (!audit_user.empty()) q += "&user=" + url_encode(audit_user);
-      if (!since.empty()) q += "&since=" + url_encode(since);
+      if (!env.empty()) q += "&env=" + percent_encode(env);
+      if (!audit_user.empty()) q += "&user=" + percent_encode(audit_user);
+      if (!since.empty()) q += "&since=" + percent_encode(since);
       auto r = c.get("/v1/audit" + q);
       if (!r.ok()) return fail(r.error());
       if (output == "json") fmt::print("{}\n", r->dump(2));
@@ -632,7 +632,7 @@ int run(int argc, char** argv) {
       return 0;
     }
     if (status->parsed()) {
-      auto r = env.empty() ? c.get("/v1/environments") : c.get("/v1/environments/" + url_encode(env));
+      auto r = env.empty() ? c.get("/v1/environments") : c.get("/v1/environments/" + percent_encode(env));
       if (!r.ok()) return fail(r.error());
       if (output == "json") {
         fmt::print("{}\n", r->dump(2));
@@ -644,8 +644,8 @@ int run(int argc, char** argv) {
       return 0;
     }
     if (config->parsed()) {
-      std::string target = "/v1/environments/" + url_encode(env) + "/config";
-      if (!app_code.empty()) target += "?app=" + url_encode(app_code);
+      std::string target = "/v1/environments/" + percent_encode(env) + "/config";
+      if (!app_code.empty()) target += "?app=" + percent_encode(app_code);
       auto r = c.get(target);
       if (!r.ok()) return fail(r.error());
       if (output == "json") fmt::print("{}\n", r->dump(2));
@@ -657,7 +657,7 @@ int run(int argc, char** argv) {
       json all = json::array();
       // What is stored, page by page; then, with -f, the stream from the last one on.
       while (true) {
-        auto r = c.get(fmt::format("/v1/environments/{}/events?after={}", url_encode(env), after));
+        auto r = c.get(fmt::format("/v1/environments/{}/events?after={}", percent_encode(env), after));
         if (!r.ok()) return fail(r.error());
         for (const auto& e : *r) {
           after = e["id"].get<std::int64_t>();
@@ -669,7 +669,7 @@ int run(int argc, char** argv) {
       if (output == "json") fmt::print("{}\n", all.dump(2));
       if (!follow_events) return 0;
       std::fflush(stdout);
-      auto st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", url_encode(env), after), [&](const json* e) {
+      auto st = c.stream(fmt::format("/v1/events/stream?env={}&after={}", percent_encode(env), after), [&](const json* e) {
         if (e) fmt::print("{}\n", output == "json" ? e->dump() : berth::cli::event_line(*e));
         std::fflush(stdout);
         return true;

@@ -38,3 +38,9 @@ TEST(Text, FormatBytes) {
   EXPECT_EQ(berth::format_bytes(202ull << 20), "202 MB");
   EXPECT_EQ(berth::format_bytes(1932735283ull), "1.8 GB");
 }
+
+TEST(Text, PercentEncodeKeepsOnlyUnreservedBytes) {
+  EXPECT_EQ(berth::percent_encode("env-1_a.b~c"), "env-1_a.b~c");
+  EXPECT_EQ(berth::percent_encode("a b/c?d=é"), "a%20b%2Fc%3Fd%3D%C3%A9");
+  EXPECT_EQ(berth::percent_encode(R"({"label":["x=y"]})"), "%7B%22label%22%3A%5B%22x%3Dy%22%5D%7D");
+}

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "runtime/docker/internal.h"
 
 namespace berth::runtime::docker {
@@ -56,15 +57,6 @@ Exit exit_of(std::optional<int> code, bool oom) {
   if (*code > 128 && *code < 128 + 65) e.signal = *code - 128;
   e.description = describe(e) + (oom ? " (out of memory)" : "");
   return e;
-}
-
-std::string query_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') out += static_cast<char>(c);
-    else out += fmt::format("%{:02X}", c);
-  }
-  return out;
 }
 
 DockerRuntime::DockerRuntime(Executor& loop, DockerOptions options, std::unique_ptr<Engine> engine)
@@ -317,7 +309,7 @@ void DockerRuntime::create_container(const std::string& name, bool retried) {
   if (w.command) body["Cmd"] = *w.command;
   if (!w.user.empty()) body["User"] = w.user;
   if (!w.workdir.empty()) body["WorkingDir"] = w.workdir;
-  call({"POST", "/containers/create?name=" + query_escape(name), body.dump(), "", "application/json", 60'000},
+  call({"POST", "/containers/create?name=" + percent_encode(name), body.dump(), "", "application/json", 60'000},
        [this, name, retried](Result<Response> r) {
          if (!containers_.count(name)) return;
          if (!r.ok()) return fail_launch(name, r.error());
@@ -412,7 +404,7 @@ void DockerRuntime::watch_events() {
   json filters = {{"type", json::array({"container"})},
                   {"label", json::array({"berth.data=" + options_.data_id})},
                   {"event", json::array({"die", "oom", "destroy"})}};
-  std::string target = "/events?filters=" + query_escape(filters.dump());
+  std::string target = "/events?filters=" + percent_encode(filters.dump());
   if (!events_since_.empty()) target += "&since=" + events_since_;  // replay what a broken stream missed
   auto lines = std::make_shared<Lines>(1 << 20);
   auto alive = std::weak_ptr<bool>(alive_);

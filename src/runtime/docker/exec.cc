@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "runtime/docker/internal.h"
 
 namespace berth::runtime::docker {
@@ -124,7 +125,7 @@ void DockerRuntime::build_image(const std::string& context_tar, const std::strin
   };
   auto b = std::make_shared<Build>();
   b->fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  const std::string target = fmt::format("/build?t={}&dockerfile={}&rm=1&forcerm=1", query_escape(tag), query_escape(dockerfile));
+  const std::string target = fmt::format("/build?t={}&dockerfile={}&rm=1&forcerm=1", percent_encode(tag), percent_encode(dockerfile));
   const std::uint64_t build = ++next_build_;
   builds_[build] = engine_->stream(
       {"POST", target, "", context_tar, "application/x-tar", timeout_ms},

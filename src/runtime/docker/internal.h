@@ -17,7 +17,6 @@ std::string short_id(const std::string& id);
 std::string since_after(std::string_view rfc3339);
 // A container's exit code as the shell would report it: above 128 it was killed by a signal.
 Exit exit_of(std::optional<int> code, bool oom);
-std::string query_escape(const std::string& s);
 
 struct DockerRuntime::Container {
   enum class State { kCreating, kCreated, kStarting, kRunning, kExiting };

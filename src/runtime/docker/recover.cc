@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "runtime/docker/internal.h"
 
 namespace berth::runtime::docker {
@@ -57,7 +58,7 @@ std::string DockerRuntime::resume_point(const Ref& ref) const {
 // while dockerd did not answer.
 void DockerRuntime::resync() {
   json filters = {{"label", json::array({"berth.data=" + options_.data_id})}};
-  call({"GET", "/containers/json?all=1&filters=" + query_escape(filters.dump()), "", "", "application/json", 30'000},
+  call({"GET", "/containers/json?all=1&filters=" + percent_encode(filters.dump()), "", "", "application/json", 30'000},
        [this](Result<Response> r) {
          if (!r.ok() || !r->ok()) return;
          json list = json::parse(r->body, nullptr, false);
@@ -84,7 +85,7 @@ void DockerRuntime::resync() {
 
 void DockerRuntime::recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) {
   json filters = {{"label", json::array({"berth.data=" + options_.data_id})}};
-  call({"GET", "/containers/json?all=1&filters=" + query_escape(filters.dump()), "", "", "application/json", 60'000},
+  call({"GET", "/containers/json?all=1&filters=" + percent_encode(filters.dump()), "", "", "application/json", 60'000},
        [this, records, done = std::move(done)](Result<Response> r) {
          std::vector<Recovered> out;
          struct Seen {
