@@ -14,7 +14,6 @@
 #include <iterator>
 #include <mutex>
 #include <thread>
-#include <algorithm>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
