@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -90,6 +92,30 @@ std::map<std::string, std::string> base_environment() {
     if (const char* v = std::getenv(name)) env[name] = v;
   if (!env.count("PATH")) env["PATH"] = "/usr/local/bin:/usr/bin:/bin";
   return env;
+}
+
+unsigned long long descriptor_reserve(unsigned long long limit) { return std::clamp(limit / 8, 16ull, 512ull); }
+
+Status descriptor_headroom() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > INT_MAX) return {};
+  const unsigned long long limit = lim.rlim_cur, reserve = descriptor_reserve(limit);
+  bool free = false;
+  if (limit > reserve + 1) {
+    const int mark = static_cast<int>(limit - reserve - 1);  // taken by the one more: `reserve` above it
+    // Any open descriptor will do as the one to duplicate: the daemon's stderr is its log.
+    int fd = -1;
+    for (int from : {STDERR_FILENO, STDOUT_FILENO, STDIN_FILENO})
+      if ((fd = fcntl(from, F_DUPFD_CLOEXEC, mark)) >= 0 || errno != EBADF) break;
+    if (fd < 0 && errno == EBADF) return {};  // nothing to duplicate: say nothing rather than guess
+    free = fd == mark;
+    if (fd >= 0) close(fd);
+  }
+  if (free) return {};
+  return exhausted(fmt::format("berth's open files limit ({}) is nearly reached: the last {} descriptors are kept for "
+                               "API connections, health probes and the state store; raise it (ulimit -n before berth "
+                               "serve, LimitNOFILE= in its systemd unit)",
+                               limit, reserve));
 }
 
 Error spawn_error(const std::string& what, int err) {

@@ -67,6 +67,17 @@ Error spawn_error(const std::string& what, int err);
 // Let a gated child exec its command.
 Status release_gate(Spawned& spawned);
 
+// The descriptors kept for the daemon's own work (API connections, health probes, its store)
+// at an open files limit of `limit`: an eighth of it, at least 16 and at most 512.
+unsigned long long descriptor_reserve(unsigned long long limit);
+// Whether one more long-lived descriptor (an instance's) leaves descriptor_reserve() of them
+// free: descriptor number limit − reserve − 1 must be unused. Descriptors are handed out lowest
+// first, so a number that high is taken only once nearly all below it were; a freed hole
+// below it makes this refuse early, never late. O(1): one fcntl and one close. The limit is
+// read each call (it can be changed under a running daemon with prlimit). Thread-safe.
+// Error: kExhausted, naming the limit, the reserve and how to raise the limit.
+Status descriptor_headroom();
+
 // Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22), or nullopt when no
 // such process exists. Together with the pid it identifies a process across pid reuse.
 std::optional<unsigned long long> process_start_ticks(pid_t pid);

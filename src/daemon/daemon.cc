@@ -27,6 +27,7 @@
 #include "base/files.h"
 #include "base/identity.h"
 #include "base/log_rotate.h"
+#include "base/subprocess.h"
 #include "base/text.h"
 #include "blob/open_store.h"
 #include "build/builder.h"
@@ -268,11 +269,12 @@ int run(const Options& o) {
       lim.rlim_cur = lim.rlim_max;
       (void)::setrlimit(RLIMIT_NOFILE, &lim);
     }
-    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0)
-      fmt::print(stderr, "berth serve: open files limit {} (about {} process instances: 2 descriptors each, 512 API "
-                         "connections and probes kept apart)\n",
-                 static_cast<unsigned long long>(lim.rlim_cur),
-                 lim.rlim_cur > 1024 ? static_cast<unsigned long long>((lim.rlim_cur - 1024) / 2) : 0ull);
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+      const unsigned long long limit = lim.rlim_cur, reserve = descriptor_reserve(limit), floor = 64;
+      fmt::print(stderr, "berth serve: open files limit {} (about {} process instances, a descriptor each; {} kept for API "
+                         "connections, health probes and the state store)\n",
+                 limit, limit > reserve + floor ? limit - reserve - floor : 0, reserve);
+    }
   }
 
   auto store = store::SqliteStore::open((fs::path(data_dir) / "state.db").string());

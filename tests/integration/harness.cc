@@ -109,6 +109,20 @@ void Daemon::kill9() {
 }
 
 Daemon::~Daemon() {
+  // A failed test shows what the daemon said last (CI keeps no data directories).
+  if (testing::Test::HasFailure()) {
+    std::string log = read_file(dir_ + "/daemon.log");
+    constexpr std::size_t kTail = 6000;
+    if (log.size() > kTail) log = "[...]" + log.substr(log.size() - kTail);
+    int status = 0;
+    const bool exited = pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_;
+    std::string state = pid_ <= 0 ? "was stopped by the test" : "still runs";
+    if (exited)
+      state = WIFSIGNALED(status) ? fmt::format("died of signal {}", WTERMSIG(status))
+                                  : fmt::format("exited with status {}", WEXITSTATUS(status));
+    fmt::print(stderr, "--- the daemon (pid {}) {}; the end of {}/daemon.log:\n{}\n---\n", pid_, state, dir_, log);
+    if (exited) pid_ = -1;
+  }
   if (pid_ > 0) {
     if (auto envs = client_->get("/v1/environments"); envs.ok())
       for (const auto& e : *envs)

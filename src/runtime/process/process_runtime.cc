@@ -228,6 +228,13 @@ void ProcessRuntime::spawn_launches() {
       launches_.erase(launches_.begin(), launches_.begin() + static_cast<std::ptrdiff_t>(n));
     }
     for (auto& l : batch) {
+      // An instance holds its pidfd for as long as it runs: the last descriptors stay for the
+      // API and the probes, or a full table would make every health check of every instance
+      // fail and lock out whoever comes to look.
+      if (auto room = descriptor_headroom(); !room.ok()) {
+        l.error = room.error();
+        continue;
+      }
       auto r = spawn(l.options);
       if (r.ok()) l.spawned = *r;
       else l.error = r.error();
