@@ -16,11 +16,15 @@
 //     one asynchronous client thread that does not parse the answers), with their latency;
 //   - the daemon's CPU while idle (nothing asked of it; its probes run), in µs per instance per
 //     second over --idle-seconds (10); its RSS (peak and now); the load average;
+//   - the peer (--no-peer leaves it out): the same processes brought up right after by the
+//     direct launcher (direct_launcher.h: no control plane, the same levels, warm-up and
+//     probe interval), and berth's time over it;
 // and at the end the ratio of the per-instance bring-up cost at the largest N to the smallest
-// (target ≤ 1.3: linear). Ratios are measured in the same run; nothing is asserted.
+// (target ≤ 1.3: linear), and the direct launcher's (how much of the growth is this machine's).
+// Ratios are measured in the same run; nothing is asserted.
 //
 // Usage: berth_fleet_bench [--sizes 50,100,200] [--clients 50] [--load-seconds 30]
-//        [--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep]
+//        [--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer]
 // --berth: the daemon binary (default: this build's), to measure another build with the same
 // bench. --keep: leave each size's data directory (daemon.log, instance logs) in /tmp.
 // Needs root and a few thousand processes' worth of memory (about 2 MB each); uses
@@ -55,6 +59,7 @@
 
 #include "bench_daemon.h"
 #include "bench_util.h"
+#include "direct_launcher.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
@@ -281,6 +286,8 @@ struct Figures {
   double teardown_s = 0;
   int left = 0;              // instances left after the teardown (killed by the bench)
   std::string dir;           // its data directory
+  double direct_ms = 0;      // the direct launcher's bring-up of the same processes (0: not run)
+  double direct_per_instance_ms = 0;
 };
 
 struct Options {
@@ -288,6 +295,7 @@ struct Options {
   int clients = 50, load_seconds = 30, idle_seconds = 10, warmup_ms = 100;
   std::string berth = BERTH_BIN;
   bool keep = false;
+  bool peer = true;  // also bring the same processes up with the direct launcher
 };
 
 // Every environment down, then wait until none of this daemon's instances is left (killing any
@@ -390,6 +398,29 @@ Figures run_size(const Options& o, int envs) {
              f.left ? fmt::format("; {} instance(s) still there after 3 min were killed", f.left) : "");
   daemon->dir.clear();  // (removed at the end of the run, see main)
   daemon.reset();       // stops the daemon
+
+  // The peer, on the same machine right after: the same processes, levels, warm-up and probe
+  // interval (berth's start_interval here) without a control plane (direct_launcher.h).
+  if (o.peer) {
+    bench::DirectFleet peer;
+    peer.program = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
+    peer.envs = envs;
+    peer.levels = kLevels;
+    peer.per_level = kPerLevel;
+    peer.warmup_ms = o.warmup_ms;
+    peer.probe_every = std::chrono::milliseconds(50);
+    peer.timeout = std::chrono::seconds(900);
+    peer.ip = [](int e, int l, int i) {
+      const int n = e * kApps + l * kPerLevel + i;
+      return fmt::format("127.142.{}.{}", 1 + n / 250, 1 + n % 250);
+    };
+    f.direct_ms = bench::direct_up_ms(peer);
+    f.direct_per_instance_ms = f.direct_ms / f.instances;
+    if (f.direct_ms < 0) fmt::print("  direct launcher (peer)    did not bring them all up\n");
+    else
+      fmt::print("  direct launcher (peer)    {:9.1f} s  ({:.2f} ms per instance; berth / direct {:.2f}x)\n",
+                 f.direct_ms / 1000, f.direct_per_instance_ms, f.bring_up_ms / f.direct_ms);
+  }
   return f;
 }
 
@@ -413,9 +444,10 @@ int main(int argc, char** argv) {
     else if (f == "--warmup-ms") o.warmup_ms = std::atoi(value().c_str());
     else if (f == "--berth") o.berth = value();
     else if (f == "--keep") o.keep = true;
+    else if (f == "--no-peer") o.peer = false;
     else {
       fmt::print(stderr, "usage: berth_fleet_bench [--sizes 50,100,200] [--clients 50] [--load-seconds 30] "
-                         "[--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep]\n");
+                         "[--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer]\n");
       return 2;
     }
   }
@@ -447,6 +479,12 @@ int main(int argc, char** argv) {
     const double r = b.per_instance_ms / a.per_instance_ms;
     fmt::print("  per-instance bring-up cost, {} vs {} environments: ratio {:.2f} (target ≤ 1.3: {})\n", b.envs, a.envs, r,
                r <= 1.3 ? "met" : "NOT met");
+    if (a.direct_ms > 0 && b.direct_ms > 0) {
+      const double d = b.direct_per_instance_ms / a.direct_per_instance_ms;
+      fmt::print("  the direct launcher's, {} vs {} environments: ratio {:.2f} (this machine's own growth); berth's "
+                 "over it {:.2f}\n",
+                 b.envs, a.envs, d, r / d);
+    }
     if (a.idle_us > 0)
       fmt::print("  idle CPU per instance, {} vs {} environments: ratio {:.2f}\n", b.envs, a.envs, b.idle_us / a.idle_us);
   }

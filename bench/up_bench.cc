@@ -15,13 +15,6 @@
 //
 // Usage: berth_up_bench [--envs N] [--runs N]. Needs nothing but the built binaries; uses
 // 127.90.0.0/16 and a scratch data directory.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +29,7 @@
 
 #include "bench_daemon.h"
 #include "bench_util.h"
+#include "direct_launcher.h"
 #include "client/client.h"
 
 namespace fs = std::filesystem;
@@ -97,82 +91,17 @@ bool wait_down(berth::client::Client& c, const std::string& env) {
   return false;
 }
 
-// One HTTP health check of IP:8080, as a probe would: true on a 200.
-bool healthy(const std::string& ip) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  timeval tv{1, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(8080);
-  inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
-  bool ok = false;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
-    constexpr std::string_view req = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    char buf[64] = {};
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()) && ::read(fd, buf, sizeof buf - 1) > 0)
-      ok = std::string_view(buf).starts_with("HTTP/1.1 200");
-  }
-  ::close(fd);
-  return ok;
-}
-
-// The direct launcher: the same apps, levels and warm-up without a control plane. Returns the
-// milliseconds from the first spawn to every app answering its health check, or -1.
+// The direct launcher (direct_launcher.h): the same apps, levels and warm-up without a control
+// plane, probed every 10 ms. Returns the milliseconds from the first spawn to every app
+// answering its health check, or -1.
 double direct_up_ms() {
-  struct App {
-    pid_t pid = -1;
-    bool ready = false;
-    Clock::time_point next_probe;
-    std::string ip;
-  };
-  std::vector<App> apps(kLevels * kPerLevel);
-  const std::string program = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
-  std::vector<std::string> env_strings{"DEMO_WARMUP_MS=" + std::to_string(kWarmupMs), "PATH=/usr/bin:/bin"};
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t quiet;
-  posix_spawn_file_actions_init(&quiet);
-  posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&quiet, 2, "/dev/null", O_WRONLY, 0);
-  auto deps_ready = [&](int l, int i) {
-    return l == 0 || (apps[(l - 1) * kPerLevel + i].ready && apps[(l - 1) * kPerLevel + (i + 1) % kPerLevel].ready);
-  };
-  const auto t0 = Clock::now();
-  const auto deadline = t0 + std::chrono::seconds(60);
-  int ready = 0;
-  bool failed = false;
-  while (ready < static_cast<int>(apps.size()) && !failed) {
-    if (Clock::now() > deadline) failed = true;
-    for (int l = 0; l < kLevels; ++l)
-      for (int i = 0; i < kPerLevel; ++i) {
-        App& a = apps[l * kPerLevel + i];
-        if (a.pid < 0 && deps_ready(l, i)) {
-          a.ip = fmt::format("127.91.{}.{}", l + 1, i + 2);
-          // Through the shell, as berth runs a `command:`.
-          std::string script = fmt::format("exec {} --listen {}:8080", program, a.ip);
-          std::vector<char*> argv{const_cast<char*>("/bin/sh"), const_cast<char*>("-c"), script.data(), nullptr};
-          if (posix_spawn(&a.pid, "/bin/sh", &quiet, nullptr, argv.data(), envp.data()) != 0) failed = true;
-          a.next_probe = Clock::now() + std::chrono::milliseconds(10);
-        } else if (a.pid > 0 && !a.ready && Clock::now() >= a.next_probe) {
-          if (healthy(a.ip)) {
-            a.ready = true;
-            ++ready;
-          }
-          a.next_probe = Clock::now() + std::chrono::milliseconds(10);
-        }
-      }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a scheduler's tick, not a wait for state)
-  }
-  const double took = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  posix_spawn_file_actions_destroy(&quiet);
-  for (auto& a : apps)
-    if (a.pid > 0) ::kill(a.pid, SIGTERM);
-  for (auto& a : apps)
-    if (a.pid > 0) waitpid(a.pid, nullptr, 0);
-  return failed ? -1 : took;
+  bench::DirectFleet f;
+  f.program = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
+  f.levels = kLevels;
+  f.per_level = kPerLevel;
+  f.warmup_ms = kWarmupMs;
+  f.ip = [](int, int l, int i) { return fmt::format("127.91.{}.{}", l + 1, i + 2); };
+  return bench::direct_up_ms(f);
 }
 
 double median(std::vector<double> v) {
