@@ -6,7 +6,7 @@
 // Each app is berth-demo-svc run through `sh -c "exec ..."` as berth runs a `command:`, on
 // its own loopback address, started as soon as its two dependencies of the level below (in
 // its environment) answered GET /healthcheck with a 200, and probed every `probe_every`
-// until it does itself. Probes are blocking and one at a time (a loopback connection is
+// until it does itself, then every `interval` if one is set. Probes are blocking and one at a time (a loopback connection is
 // refused at once, a warming-up service answers 503 at once). Header-only; one thread.
 #pragma once
 
@@ -60,6 +60,9 @@ struct DirectFleet {
   int per_level = 6;
   int warmup_ms = 0;
   std::chrono::milliseconds probe_every{10};
+  // Once ready, an app is probed again every `interval` (as a platform keeps checking what runs;
+  // 0: never), until every app is ready.
+  std::chrono::milliseconds interval{0};
   std::chrono::seconds timeout{60};
   // The address of app (level, i) of environment `env`; distinct for every one.
   std::function<std::string(int env, int level, int i)> ip;
@@ -112,8 +115,13 @@ inline double direct_up_ms(const DirectFleet& f) {
             if (healthy(a.ip)) {
               a.ready = true;
               ++ready;
+              a.next_probe = Clock::now() + f.interval;
+            } else {
+              a.next_probe = Clock::now() + f.probe_every;
             }
-            a.next_probe = Clock::now() + f.probe_every;
+          } else if (a.ready && f.interval.count() > 0 && Clock::now() >= a.next_probe) {
+            (void)healthy(a.ip);  // (its answer changes nothing here: nothing in this peer fails)
+            a.next_probe = Clock::now() + f.interval;
           }
         }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a scheduler's tick, not a wait for state)

@@ -16,15 +16,16 @@
 //     one asynchronous client thread that does not parse the answers), with their latency;
 //   - the daemon's CPU while idle (nothing asked of it; its probes run), in µs per instance per
 //     second over --idle-seconds (10); its RSS (peak and now); the load average;
-//   - the peer (--no-peer leaves it out): the same processes brought up right after by the
-//     direct launcher (direct_launcher.h: no control plane, the same levels, warm-up and
-//     probe interval), and berth's time over it;
+//   - the peer (--no-peer leaves it out, --peer-only runs it alone): the same processes brought
+//     up right after by the direct launcher (direct_launcher.h: no control plane, the same
+//     levels, warm-up and probe intervals: every 50 ms until ready, every 2 s once ready), and
+//     berth's time over it;
 // and at the end the ratio of the per-instance bring-up cost at the largest N to the smallest
 // (target ≤ 1.3: linear), and the direct launcher's (how much of the growth is this machine's).
 // Ratios are measured in the same run; nothing is asserted.
 //
 // Usage: berth_fleet_bench [--sizes 50,100,200] [--clients 50] [--load-seconds 30]
-//        [--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer]
+//        [--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer | --peer-only]
 // --berth: the daemon binary (default: this build's), to measure another build with the same
 // bench. --keep: leave each size's data directory (daemon.log, instance logs) in /tmp.
 // Needs root and a few thousand processes' worth of memory (about 2 MB each); uses
@@ -296,7 +297,33 @@ struct Options {
   std::string berth = BERTH_BIN;
   bool keep = false;
   bool peer = true;  // also bring the same processes up with the direct launcher
+  bool peer_only = false;
 };
+
+// The peer, on the same machine right after berth: the same processes, levels, warm-up and
+// probe intervals (berth's start_interval and interval here) without a control plane.
+void run_peer(const Options& o, int envs, Figures& f) {
+  bench::DirectFleet peer;
+  peer.program = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
+  peer.envs = envs;
+  peer.levels = kLevels;
+  peer.per_level = kPerLevel;
+  peer.warmup_ms = o.warmup_ms;
+  peer.probe_every = std::chrono::milliseconds(50);
+  peer.interval = std::chrono::milliseconds(2000);
+  peer.timeout = std::chrono::seconds(900);
+  peer.ip = [](int e, int l, int i) {
+    const int n = e * kApps + l * kPerLevel + i;
+    return fmt::format("127.142.{}.{}", 1 + n / 250, 1 + n % 250);
+  };
+  f.direct_ms = bench::direct_up_ms(peer);
+  f.direct_per_instance_ms = f.direct_ms / f.instances;
+  if (f.direct_ms < 0) fmt::print("  direct launcher (peer)    did not bring them all up\n");
+  else
+    fmt::print("  direct launcher (peer)    {:9.1f} s  ({:.2f} ms per instance{})\n", f.direct_ms / 1000,
+               f.direct_per_instance_ms,
+               f.bring_up_ms > 0 ? fmt::format("; berth / direct {:.2f}x", f.bring_up_ms / f.direct_ms) : "");
+}
 
 // Every environment down, then wait until none of this daemon's instances is left (killing any
 // still there after 3 minutes). Returns how many had to be killed.
@@ -399,28 +426,7 @@ Figures run_size(const Options& o, int envs) {
   daemon->dir.clear();  // (removed at the end of the run, see main)
   daemon.reset();       // stops the daemon
 
-  // The peer, on the same machine right after: the same processes, levels, warm-up and probe
-  // interval (berth's start_interval here) without a control plane (direct_launcher.h).
-  if (o.peer) {
-    bench::DirectFleet peer;
-    peer.program = std::string(DEMO_SVC_DIR) + "/berth-demo-svc";
-    peer.envs = envs;
-    peer.levels = kLevels;
-    peer.per_level = kPerLevel;
-    peer.warmup_ms = o.warmup_ms;
-    peer.probe_every = std::chrono::milliseconds(50);
-    peer.timeout = std::chrono::seconds(900);
-    peer.ip = [](int e, int l, int i) {
-      const int n = e * kApps + l * kPerLevel + i;
-      return fmt::format("127.142.{}.{}", 1 + n / 250, 1 + n % 250);
-    };
-    f.direct_ms = bench::direct_up_ms(peer);
-    f.direct_per_instance_ms = f.direct_ms / f.instances;
-    if (f.direct_ms < 0) fmt::print("  direct launcher (peer)    did not bring them all up\n");
-    else
-      fmt::print("  direct launcher (peer)    {:9.1f} s  ({:.2f} ms per instance; berth / direct {:.2f}x)\n",
-                 f.direct_ms / 1000, f.direct_per_instance_ms, f.bring_up_ms / f.direct_ms);
-  }
+  if (o.peer) run_peer(o, envs, f);
   return f;
 }
 
@@ -445,9 +451,10 @@ int main(int argc, char** argv) {
     else if (f == "--berth") o.berth = value();
     else if (f == "--keep") o.keep = true;
     else if (f == "--no-peer") o.peer = false;
+    else if (f == "--peer-only") o.peer_only = true;
     else {
       fmt::print(stderr, "usage: berth_fleet_bench [--sizes 50,100,200] [--clients 50] [--load-seconds 30] "
-                         "[--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer]\n");
+                         "[--idle-seconds 10] [--warmup-ms 100] [--berth PATH] [--keep] [--no-peer | --peer-only]\n");
       return 2;
     }
   }
@@ -464,7 +471,19 @@ int main(int argc, char** argv) {
              kApps, kLevels, o.warmup_ms, o.berth);
   const auto t0 = Clock::now();
   std::vector<Figures> all;
-  for (int n : o.sizes) all.push_back(run_size(o, n));
+  for (int n : o.sizes) {
+    if (!o.peer_only) {
+      all.push_back(run_size(o, n));
+      continue;
+    }
+    Figures f;
+    f.envs = n;
+    f.instances = n * kApps;
+    fmt::print("\n{} environments × {} apps = {} processes, the direct launcher only (load average {})\n", n, kApps,
+               f.instances, loadavg());
+    run_peer(o, n, f);
+    all.push_back(f);
+  }
 
   fmt::print("\nsummary ({:.0f} s in all)\n", ms_since(t0) / 1000);
   fmt::print("  {:>5} {:>6} {:>10} {:>12} {:>11} {:>13} {:>11} {:>8} {:>8}  {}\n", "envs", "inst", "bring-up", "ms/instance",
@@ -476,14 +495,14 @@ int main(int argc, char** argv) {
   if (all.size() >= 2) {
     const auto& a = all.front();
     const auto& b = all.back();
-    const double r = b.per_instance_ms / a.per_instance_ms;
-    fmt::print("  per-instance bring-up cost, {} vs {} environments: ratio {:.2f} (target ≤ 1.3: {})\n", b.envs, a.envs, r,
-               r <= 1.3 ? "met" : "NOT met");
+    const double r = a.per_instance_ms > 0 ? b.per_instance_ms / a.per_instance_ms : 0;
+    if (r > 0)
+      fmt::print("  per-instance bring-up cost, {} vs {} environments: ratio {:.2f} (target ≤ 1.3: {})\n", b.envs, a.envs,
+                 r, r <= 1.3 ? "met" : "NOT met");
     if (a.direct_ms > 0 && b.direct_ms > 0) {
       const double d = b.direct_per_instance_ms / a.direct_per_instance_ms;
-      fmt::print("  the direct launcher's, {} vs {} environments: ratio {:.2f} (this machine's own growth); berth's "
-                 "over it {:.2f}\n",
-                 b.envs, a.envs, d, r / d);
+      fmt::print("  the direct launcher's, {} vs {} environments: ratio {:.2f} (this machine's own growth){}\n", b.envs,
+                 a.envs, d, r > 0 ? fmt::format("; berth's over it {:.2f}", r / d) : "");
     }
     if (a.idle_us > 0)
       fmt::print("  idle CPU per instance, {} vs {} environments: ratio {:.2f}\n", b.envs, a.envs, b.idle_us / a.idle_us);
