@@ -109,6 +109,12 @@ std::string query(const json& status, const std::string& q) {
   return out;
 }
 
+// `berth db import shop` from the golden server; a failure says what the CLI said.
+void import_golden(Daemon& d, const std::string& sock) {
+  auto r = d.cli({"db", "import", "shop", "--from-server", sock, "--user", "root", "-q"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+}
+
 bool ready(Daemon& d, const std::string& env) {
   auto s = d.status(env);
   return s["ready"].get<bool>();
@@ -261,7 +267,7 @@ TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
   {
     Daemon d("db-reflink", {"--db-dir", mnt.string()});
     ASSERT_EQ(d.apply(catalog("127.107")).exit_code, 0);
-    ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(import_golden(d, golden_->sock()));
     auto up = d.cli({"up", "e1"});
     ASSERT_EQ(up.exit_code, 0) << up.err;
     auto s = d.status("e1");
@@ -344,7 +350,7 @@ TEST_F(Databases, ADiskFullDuringACopyLeavesNothingAndOtherAppsRun) {
     Daemon d("db-full", {"--db-dir", mnt.string(), "--db-no-overlay"});
     std::string cat = replaced(catalog("127.109"), "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
     ASSERT_EQ(d.apply(cat).exit_code, 0);
-    ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(import_golden(d, golden_->sock()));
     // Leave 20 MB: the golden is far larger, so copying it runs out of space.
     auto [rc, avail] = sh(fmt::format("df -B1 --output=avail {} | tail -1", mnt.string()));
     ASSERT_EQ(rc, 0);
@@ -372,7 +378,7 @@ TEST_F(Databases, AServerThatCannotStartOnItsCopySaysWhyAndOtherAppsRun) {
   std::string cat = replaced(catalog("127.110"), "innodb_log_file_size: 16M", "innodb_log_file_size: 16M, no_such_option: 1");
   cat = replaced(cat, "apps:\n", "apps:\n  clock:\n    command: sleep 100000\n");
   ASSERT_EQ(d.apply(cat).exit_code, 0);
-  ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(import_golden(d, golden_->sock()));
   ASSERT_EQ(d.cli({"up", "e1", "--no-wait"}).exit_code, 0);
   ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "shopdb")["instances"][0]["restarts"].get<int>() >= 1; }))
       << d.status("e1").dump(2);
@@ -389,7 +395,7 @@ TEST_F(Databases, AResetAcknowledgedBeforeTheDaemonIsKilledIsStillDoneAndOnce) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-reset-kill");
   ASSERT_EQ(d.apply(catalog("127.124")).exit_code, 0);
-  ASSERT_EQ(d.cli({"db", "import", "shop", "--from-server", golden_->sock(), "--user", "root", "-q"}).exit_code, 0);
+  ASSERT_NO_FATAL_FAILURE(import_golden(d, golden_->sock()));
   auto up = d.cli({"up", "e1"});
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   const std::string ip = app_of(d.status("e1"), "shopdb")["instances"][0]["ip"];
