@@ -100,7 +100,7 @@ Status descriptor_headroom() {
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > INT_MAX) return {};
   const unsigned long long limit = lim.rlim_cur, reserve = descriptor_reserve(limit);
-  bool free = false;
+  bool room = false;
   if (limit > reserve + 1) {
     const int mark = static_cast<int>(limit - reserve - 1);  // taken by the one more: `reserve` above it
     // Any open descriptor will do as the one to duplicate: the daemon's stderr is its log.
@@ -108,10 +108,10 @@ Status descriptor_headroom() {
     for (int from : {STDERR_FILENO, STDOUT_FILENO, STDIN_FILENO})
       if ((fd = fcntl(from, F_DUPFD_CLOEXEC, mark)) >= 0 || errno != EBADF) break;
     if (fd < 0 && errno == EBADF) return {};  // nothing to duplicate: say nothing rather than guess
-    free = fd == mark;
+    room = fd == mark;
     if (fd >= 0) close(fd);
   }
-  if (free) return {};
+  if (room) return {};
   return exhausted(fmt::format("berth's open files limit ({}) is nearly reached: the last {} descriptors are kept for "
                                "API connections, health probes and the state store; raise it (ulimit -n before berth "
                                "serve, LimitNOFILE= in its systemd unit)",

@@ -276,6 +276,12 @@ struct EnvDecl {
 
 enum BaseChain : char { kUnseen, kOnPath, kGood, kBroken };
 
+// Whose errors the environment declared at `i` are: a document's own (its name), or the
+// fleet's (empty) for the first `fleet_envs`, those of the fleet's file.
+std::string owner_of(const std::vector<EnvDecl>& decls, std::size_t fleet_envs, std::size_t i) {
+  return i < fleet_envs ? std::string() : decls[i].name;
+}
+
 // Base chains: each environment's base looked up once (EnvDecl::parent); an unknown base, or a
 // cycle, breaks the chain of every environment above it (reported once, at the `base:` to
 // blame). Per environment: kGood or kBroken. Those from fleet_envs on are documents, whose
@@ -283,7 +289,6 @@ enum BaseChain : char { kUnseen, kOnPath, kGood, kBroken };
 std::vector<char> link_bases(Ctx& ctx, std::vector<EnvDecl>& decls,
                              const std::unordered_map<std::string, std::size_t>& decl_at, std::size_t fleet_envs,
                              bool lenient, const std::vector<std::string>& env_names) {
-  auto owner_of = [&](std::size_t i) { return i < fleet_envs ? std::string() : decls[i].name; };
   std::vector<char> state(decls.size(), kUnseen);
   std::vector<YAML::Node> base_nodes(decls.size());
   for (std::size_t i = 0; i < decls.size(); ++i) {
@@ -302,7 +307,7 @@ std::vector<char> link_bases(Ctx& ctx, std::vector<EnvDecl>& decls,
         const std::size_t blame = std::min_element(cycle.begin(), cycle.end()) - cycle.begin();
         std::string names;
         for (std::size_t j = 1; j <= cycle.size(); ++j) names += decls[cycle[(blame + j) % cycle.size()]].name + " → ";
-        ctx.owner = owner_of(cycle[blame]);
+        ctx.owner = owner_of(decls, fleet_envs, cycle[blame]);
         ctx.error(base_nodes[cycle[blame]], "base environment cycle: " + names + decls[cycle[(blame + 1) % cycle.size()]].name);
         ctx.owner.clear();
         end = kBroken;
@@ -317,7 +322,7 @@ std::vector<char> link_bases(Ctx& ctx, std::vector<EnvDecl>& decls,
       std::string base = b.IsScalar() ? b.Scalar() : "";
       auto it = decl_at.find(base);
       if (it == decl_at.end()) {
-        ctx.owner = owner_of(cur);
+        ctx.owner = owner_of(decls, fleet_envs, cur);
         if (lenient && cur >= fleet_envs) {
           // The environments there are depend on which documents are left out: resolve_catalog
           // names them (and the closest) in place of kUnknownBase BASE kUnknownBase.
@@ -347,7 +352,6 @@ void serve_environments(Ctx& ctx, std::vector<Environment>& envs, const std::vec
                         const std::unordered_map<std::string, std::size_t>& decl_at, std::size_t fleet_envs,
                         const std::map<std::string, std::vector<Dependency>>& deps, const std::set<std::string>& app_names,
                         const std::vector<std::string>& app_list) {
-  auto owner_of = [&](std::size_t i) { return i < fleet_envs ? std::string() : decls[i].name; };
   std::unordered_map<std::string, Environment*> by_name;
   for (auto& env : envs) by_name[env.name] = &env;
   std::map<std::string, std::vector<std::string>> dependents;  // app → apps that depend on it
@@ -358,7 +362,7 @@ void serve_environments(Ctx& ctx, std::vector<Environment>& envs, const std::vec
   auto settle = [&](Environment& env) -> bool {
     const std::size_t at = decl_at.at(env.name);
     const YAML::Node& node = decls[at].node;
-    ctx.owner = owner_of(at);
+    ctx.owner = owner_of(decls, fleet_envs, at);
     const YAML::Node deploy = node.IsMap() ? node["deploy"] : YAML::Node();
     std::string mode = deploy && deploy.IsScalar() ? deploy.Scalar() : "all";
     if (mode != "all" && mode != "changed") {
@@ -392,7 +396,7 @@ void serve_environments(Ctx& ctx, std::vector<Environment>& envs, const std::vec
   auto fall_through = [&](Environment& env) {
     const std::size_t at = decl_at.at(env.name);
     const YAML::Node& node = decls[at].node;
-    ctx.owner = owner_of(at);
+    ctx.owner = owner_of(decls, fleet_envs, at);
     Environment* base = by_name[env.base];
     std::set<std::string> run;
     for (std::size_t j = 0; j < env.apps.size(); ++j) {
@@ -676,8 +680,6 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
     }
     ctx.owner.clear();
   }
-  // Whose errors an environment's are: a document's own, or the fleet's (empty).
-  auto owner_of = [&](std::size_t i) { return i < fleet_envs ? std::string() : decls[i].name; };
   std::vector<std::string> env_names;
   for (const auto& d : decls) env_names.push_back(d.name);
 
@@ -806,7 +808,7 @@ Result<Catalog> Catalog::parse_unguarded(std::string_view text, const std::strin
   // Every environment, in file order, with its errors in that order.
   for (std::size_t i = 0; i < decls.size(); ++i) {
     if (state[i] != kGood) continue;
-    ctx.owner = owner_of(i);
+    ctx.owner = owner_of(decls, fleet_envs, i);
     Environment env;
     env.name = decls[i].name;
     if (decls[i].parent >= 0) env.base = decls[decls[i].parent].name;
