@@ -18,12 +18,14 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -165,19 +167,68 @@ http::response<http::string_body> handle(const http::request<http::string_body>&
   return res;
 }
 
-void serve(tcp::socket socket) {
+// A connection whose request calls the dependencies (GET /: blocking calls, up to 2 s each) is
+// served from then on by a thread of its own, synchronously.
+void serve_blocking(tcp::socket socket, beast::flat_buffer buf, http::request<http::string_body> req) {
   beast::error_code ec;
-  beast::flat_buffer buf;
   while (true) {
-    http::request<http::string_body> req;
-    http::read(socket, buf, req, ec);
-    if (ec) break;
     auto res = handle(req);
     res.keep_alive(req.keep_alive());
     http::write(socket, res, ec);
     if (ec || !req.keep_alive()) break;
+    req = {};
+    http::read(socket, buf, req, ec);
+    if (ec) break;
   }
   socket.shutdown(tcp::socket::shutdown_send, ec);
+}
+
+// Every other request (health checks above all: a platform sends thousands) is answered on the
+// one thread that accepts: no thread is created per connection.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  explicit Session(tcp::socket socket) : socket_(std::move(socket)) {}
+
+  void read() {
+    req_ = {};
+    http::async_read(socket_, buf_, req_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->close();
+      if (self->req_.target() == "/") {
+        // (The socket leaves this thread's io_context for good: the thread only blocks on it.)
+        std::thread(serve_blocking, std::move(self->socket_), std::move(self->buf_), std::move(self->req_)).detach();
+        return;
+      }
+      self->res_ = handle(self->req_);
+      self->res_.keep_alive(self->req_.keep_alive());
+      http::async_write(self->socket_, self->res_, [self](beast::error_code wec, std::size_t) {
+        if (wec || !self->res_.keep_alive()) return self->close();
+        self->read();
+      });
+    });
+  }
+
+ private:
+  void close() {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+  }
+
+  tcp::socket socket_;
+  beast::flat_buffer buf_;
+  http::request<http::string_body> req_;
+  http::response<http::string_body> res_;
+};
+
+void accept(tcp::acceptor& acceptor, asio::steady_timer& pause) {
+  acceptor.async_accept([&](beast::error_code ec, tcp::socket socket) {
+    if (!ec) {
+      std::make_shared<Session>(std::move(socket))->read();
+      return accept(acceptor, pause);
+    }
+    // Out of descriptors, say: try again a little later rather than spin.
+    pause.expires_after(std::chrono::milliseconds(50));
+    pause.async_wait([&](beast::error_code) { accept(acceptor, pause); });
+  });
 }
 
 }  // namespace
@@ -205,11 +256,10 @@ int main(int argc, char** argv) {
     tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address(cfg.ip), static_cast<unsigned short>(std::stoi(cfg.port))));
     std::cerr << cfg.app << "#" << cfg.instance << " in " << cfg.env << " listening on " << cfg.ip << ":" << cfg.port
               << " (warm-up " << cfg.warmup_ms << " ms)" << std::endl;
-    while (true) {
-      tcp::socket socket(io);
-      acceptor.accept(socket);
-      std::thread(serve, std::move(socket)).detach();
-    }
+    asio::steady_timer pause(io);
+    accept(acceptor, pause);
+    io.run();
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "berth-demo-svc: " << e.what() << std::endl;
     return 1;
