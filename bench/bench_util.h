@@ -81,4 +81,22 @@ inline std::string loadavg() {
   return a + " " + b + " " + c;
 }
 
+// A counter of this network namespace's TCP (/proc/net/snmp "Tcp:" lines: "ActiveOpens", the
+// connections this host's programs opened, refused ones included; "PassiveOpens", those its
+// listeners accepted); -1 if absent.
+inline long tcp_counter(const std::string& name) {
+  std::ifstream in("/proc/net/snmp");
+  std::string names, values, line;
+  while (std::getline(in, line))
+    if (line.rfind("Tcp:", 0) == 0) {
+      if (names.empty()) names = line;
+      else values = line;
+    }
+  std::istringstream n(names), v(values);
+  std::string key, value;
+  while (n >> key && v >> value)
+    if (key == name) return std::stol(value);
+  return -1;
+}
+
 }  // namespace bench

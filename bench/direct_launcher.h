@@ -6,8 +6,11 @@
 // Each app is berth-demo-svc run through `sh -c "exec ..."` as berth runs a `command:`, on
 // its own loopback address, started as soon as its two dependencies of the level below (in
 // its environment) answered GET /healthcheck with a 200, and probed every `probe_every`
-// until it does itself, then every `interval` if one is set. Probes are blocking and one at a time (a loopback connection is
-// refused at once, a warming-up service answers 503 at once). Header-only; one thread.
+// until it does itself: blocking, one at a time, by the launching thread (a loopback
+// connection is refused at once, a warming-up service answers 503 at once). Once ready, if
+// `interval` is set, it is checked again every `interval` by a second thread that runs those
+// checks concurrently (Boost.Beast, each with a 1 s timeout), as a platform keeps checking
+// what runs, so that these checks cost the apps what berth's cost them. Header-only.
 #pragma once
 
 #include <arpa/inet.h>
@@ -20,12 +23,21 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <atomic>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
 #include <fmt/format.h>
 
 #include "bench_util.h"
@@ -53,6 +65,64 @@ inline bool healthy(const std::string& ip) {
   return ok;
 }
 
+// Checks every address given to add() every `interval`, concurrently, on a thread of its own
+// until destroyed; counts the checks. Any thread may call add().
+class ReadyChecker {
+ public:
+  explicit ReadyChecker(std::chrono::milliseconds interval)
+      : interval_(interval), work_(io_.get_executor()), thread_([this] { io_.run(); }) {}
+  ~ReadyChecker() {
+    io_.stop();
+    thread_.join();
+  }
+  void add(const std::string& ip) {
+    boost::asio::post(io_, [this, ip] { std::make_shared<Check>(*this, ip)->wait(); });
+  }
+  long checks() const { return checks_; }
+
+ private:
+  struct Check : std::enable_shared_from_this<Check> {
+    Check(ReadyChecker& c, const std::string& ip)
+        : owner(c), timer(c.io_), stream(c.io_),
+          to(boost::asio::ip::make_address(ip), 8080) {}
+    void wait() {
+      timer.expires_after(owner.interval_);
+      timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        if (!ec) self->probe();
+      });
+    }
+    void probe() {
+      ++owner.checks_;
+      stream.expires_after(std::chrono::seconds(1));
+      stream.async_connect(to, [self = shared_from_this()](boost::system::error_code ec) {
+        if (ec) return self->done();
+        static constexpr std::string_view req = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        boost::asio::async_write(self->stream, boost::asio::buffer(req),
+                                 [self](boost::system::error_code wec, std::size_t) {
+                                   if (wec) return self->done();
+                                   self->stream.async_read_some(boost::asio::buffer(self->buf),
+                                                                [self](boost::system::error_code, std::size_t) { self->done(); });
+                                 });
+      });
+    }
+    void done() {
+      stream.close();
+      wait();
+    }
+    ReadyChecker& owner;
+    boost::asio::steady_timer timer;
+    boost::beast::tcp_stream stream;
+    boost::asio::ip::tcp::endpoint to;
+    char buf[64];
+  };
+
+  std::chrono::milliseconds interval_;
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::atomic<long> checks_{0};
+  std::thread thread_;
+};
+
 struct DirectFleet {
   std::string program;  // berth-demo-svc
   int envs = 1;
@@ -60,8 +130,8 @@ struct DirectFleet {
   int per_level = 6;
   int warmup_ms = 0;
   std::chrono::milliseconds probe_every{10};
-  // Once ready, an app is probed again every `interval` (as a platform keeps checking what runs;
-  // 0: never), until every app is ready.
+  // Once ready, an app is checked again every `interval` (as a platform keeps checking what
+  // runs; 0: never), until every app is ready: by a ReadyChecker, on a thread of its own.
   std::chrono::milliseconds interval{0};
   std::chrono::seconds timeout{60};
   // The address of app (level, i) of environment `env`; distinct for every one.
@@ -70,7 +140,9 @@ struct DirectFleet {
 
 // Milliseconds from the first spawn to every app answering its health check, or -1 (a spawn
 // failed or the timeout passed). Every process is stopped (SIGTERM) and reaped before it returns.
-inline double direct_up_ms(const DirectFleet& f) {
+// `instances_cpu_s`, if given: the CPU seconds the apps themselves used until then (all together);
+// `ready_checks`: how many checks of ready apps the second thread made.
+inline double direct_up_ms(const DirectFleet& f, double* instances_cpu_s = nullptr, long* ready_checks = nullptr) {
   struct App {
     pid_t pid = -1;
     bool ready = false;
@@ -91,6 +163,8 @@ inline double direct_up_ms(const DirectFleet& f) {
   auto deps_ready = [&](int e, int l, int i) {
     return l == 0 || (at(e, l - 1, i).ready && at(e, l - 1, (i + 1) % f.per_level).ready);
   };
+  std::optional<ReadyChecker> checker;
+  if (f.interval.count() > 0) checker.emplace(f.interval);
   const auto t0 = Clock::now();
   const auto deadline = t0 + f.timeout;
   int ready = 0;
@@ -115,19 +189,23 @@ inline double direct_up_ms(const DirectFleet& f) {
             if (healthy(a.ip)) {
               a.ready = true;
               ++ready;
-              a.next_probe = Clock::now() + f.interval;
+              if (checker) checker->add(a.ip);  // (its answers change nothing here: nothing in this peer fails)
             } else {
               a.next_probe = Clock::now() + f.probe_every;
             }
-          } else if (a.ready && f.interval.count() > 0 && Clock::now() >= a.next_probe) {
-            (void)healthy(a.ip);  // (its answer changes nothing here: nothing in this peer fails)
-            a.next_probe = Clock::now() + f.interval;
           }
         }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // (a scheduler's tick, not a wait for state)
   }
   const double took = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (checker && ready_checks) *ready_checks = checker->checks();
+  checker.reset();
   posix_spawn_file_actions_destroy(&quiet);
+  if (instances_cpu_s) {
+    *instances_cpu_s = 0;
+    for (auto& a : apps)
+      if (a.pid > 0) *instances_cpu_s += cpu_seconds(a.pid);
+  }
   for (auto& a : apps)
     if (a.pid > 0) ::kill(a.pid, SIGTERM);
   for (auto& a : apps)

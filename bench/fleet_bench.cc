@@ -7,6 +7,8 @@
 // own loopback address, health-checked with GET /healthcheck every 2 s (timeout 1 s). Prints,
 // per N:
 //   - bring-up: from the first `up` request to every instance ready, and its cost per instance;
+//     the TCP connections opened meanwhile (health checks, mostly) per instance; the CPU the
+//     daemon and the instances used;
 //   - false restarts during bring-up: nothing kills an instance here, so every restart an
 //     instance's status counts (GET /v1/environments/NAME) is one the daemon caused; with the
 //     `unhealthy`, `restarting`, `exited` and `start-failed` events that say why (read through
@@ -15,10 +17,12 @@
 //     environment, half a page of the summary list; each its own keep-alive connection, all on
 //     one asynchronous client thread that does not parse the answers), with their latency;
 //   - the daemon's CPU while idle (nothing asked of it; its probes run), in µs per instance per
-//     second over --idle-seconds (10); its RSS (peak and now); the load average;
+//     second over --idle-seconds (10), and the instances' own meanwhile (answering checks); its
+//     RSS (peak and now); the load average;
 //   - the peer (--no-peer leaves it out, --peer-only runs it alone): the same processes brought
 //     up right after by the direct launcher (direct_launcher.h: no control plane, the same
-//     levels, warm-up and probe intervals: every 50 ms until ready, every 2 s once ready), and
+//     levels, warm-up and probe intervals: every 50 ms until ready, every 2 s once ready), its
+//     connections and its instances' CPU, and
 //     berth's time over it;
 // and at the end the ratio of the per-instance bring-up cost at the largest N to the smallest
 // (target ≤ 1.3: linear), and the direct launcher's (how much of the growth is this machine's).
@@ -282,12 +286,16 @@ struct Figures {
   int bring_up_false = 0, load_false = 0;  // restarts counted
   std::string bring_up_said, load_said;
   double idle_us = 0;        // µs of daemon CPU per instance per second
+  double instances_idle = 0; // the instances' CPU meanwhile, in cores
   double rss_peak_mb = 0, rss_mb = 0;
   std::string load_end;
   double teardown_s = 0;
   int left = 0;              // instances left after the teardown (killed by the bench)
   std::string dir;           // its data directory
+  double instances_cpu_s = 0;  // the instances' own CPU until all were ready (their probes' cost, mostly)
   double direct_ms = 0;      // the direct launcher's bring-up of the same processes (0: not run)
+  double direct_cpu_s = 0;   // its instances' CPU until then
+  long checks = 0, direct_checks = 0;  // TCP connections opened meanwhile (health checks, mostly)
   double direct_per_instance_ms = 0;
 };
 
@@ -316,13 +324,19 @@ void run_peer(const Options& o, int envs, Figures& f) {
     const int n = e * kApps + l * kPerLevel + i;
     return fmt::format("127.142.{}.{}", 1 + n / 250, 1 + n % 250);
   };
-  f.direct_ms = bench::direct_up_ms(peer);
+  const long opens = bench::tcp_counter("ActiveOpens");
+  long ready_checks = 0;
+  f.direct_ms = bench::direct_up_ms(peer, &f.direct_cpu_s, &ready_checks);
+  f.direct_checks = bench::tcp_counter("ActiveOpens") - opens;
   f.direct_per_instance_ms = f.direct_ms / f.instances;
   if (f.direct_ms < 0) fmt::print("  direct launcher (peer)    did not bring them all up\n");
   else
-    fmt::print("  direct launcher (peer)    {:9.1f} s  ({:.2f} ms per instance{})\n", f.direct_ms / 1000,
-               f.direct_per_instance_ms,
-               f.bring_up_ms > 0 ? fmt::format("; berth / direct {:.2f}x", f.bring_up_ms / f.direct_ms) : "");
+    fmt::print("  direct launcher (peer)    {:9.1f} s  ({:.2f} ms per instance{}); {:.1f} connections per instance "
+               "({:.1f} checks of ready ones); the instances' CPU {:.1f} s{}\n",
+               f.direct_ms / 1000, f.direct_per_instance_ms,
+               f.bring_up_ms > 0 ? fmt::format("; berth / direct {:.2f}x", f.bring_up_ms / f.direct_ms) : "",
+               double(f.direct_checks) / f.instances, double(ready_checks) / f.instances, f.direct_cpu_s,
+               f.instances_cpu_s > 0 ? fmt::format(" (berth's {:.2f}x)", f.instances_cpu_s / f.direct_cpu_s) : "");
 }
 
 // Every environment down, then wait until none of this daemon's instances is left (killing any
@@ -358,6 +372,7 @@ Figures run_size(const Options& o, int envs) {
   }
 
   // Bring-up.
+  const long opens = bench::tcp_counter("ActiveOpens");
   const auto t0 = Clock::now();
   for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/up", e));
   const double posted = ms_since(t0);
@@ -379,8 +394,13 @@ Figures run_size(const Options& o, int envs) {
   f.bring_up_ms = ms_since(t0);
   f.complete = ready_envs == envs;
   f.per_instance_ms = f.bring_up_ms / f.instances;
-  fmt::print("  bring-up{}             {:9.1f} s  (up requests {:.0f} ms; {:.2f} ms per instance)\n",
-             f.complete ? "" : " INCOMPLETE", f.bring_up_ms / 1000, posted, f.per_instance_ms);
+  f.checks = bench::tcp_counter("ActiveOpens") - opens;
+  const double daemon_cpu_s = cpu_seconds(daemon->pid);
+  for (pid_t pid : our_instances(dir)) f.instances_cpu_s += cpu_seconds(pid);
+  fmt::print("  bring-up{}             {:9.1f} s  (up requests {:.0f} ms; {:.2f} ms per instance); {:.1f} connections "
+             "per instance; CPU: the daemon {:.1f} s, the instances {:.1f} s\n",
+             f.complete ? "" : " INCOMPLETE", f.bring_up_ms / 1000, posted, f.per_instance_ms,
+             double(f.checks) / f.instances, daemon_cpu_s, f.instances_cpu_s);
 
   std::map<std::string, std::int64_t> after;
   Trouble up = read_trouble(c, envs, after, 120'000);
@@ -407,12 +427,23 @@ Figures run_size(const Options& o, int envs) {
 
     // Idle: nothing asked of the daemon, its probes run.
     std::this_thread::sleep_for(std::chrono::seconds(2));
-    const double cpu0 = cpu_seconds(daemon->pid);
+    const auto instances = our_instances(dir);
+    auto instances_cpu = [&] {
+      double s = 0;
+      for (pid_t pid : instances) s += cpu_seconds(pid);
+      return s;
+    };
+    const double cpu0 = cpu_seconds(daemon->pid), icpu0 = instances_cpu();
     const auto i0 = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(o.idle_seconds));
-    const double idle = (cpu_seconds(daemon->pid) - cpu0) / (ms_since(i0) / 1000);
+    const double secs = ms_since(i0) / 1000;
+    const double idle = (cpu_seconds(daemon->pid) - cpu0) / secs;
     f.idle_us = idle * 1e6 / f.instances;
+    f.instances_idle = (instances_cpu() - icpu0) / secs;
     fmt::print("  daemon CPU idle           {:9.1f} % of a core, {:.1f} µs per instance per second\n", idle * 100, f.idle_us);
+    fmt::print("  the instances' CPU idle   {:9.1f} % of a core (answering their health checks; {:.0f} µs each at one "
+               "check per 2 s)\n",
+               f.instances_idle * 100, f.instances_idle * 1e6 * 2 / f.instances);
   }
   f.rss_peak_mb = status_kb(daemon->pid, "VmHWM:") / 1024.0;
   f.rss_mb = status_kb(daemon->pid, "VmRSS:") / 1024.0;
