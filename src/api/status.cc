@@ -19,7 +19,7 @@ namespace {
 json summary_json(const control::EnvSummary& s) {
   return {{"environment", s.env}, {"base", s.base.empty() ? json(nullptr) : json(s.base)}, {"up", s.up},
           {"ready", s.ready}, {"updating", s.updating}, {"apps", s.apps}, {"instances", s.instances},
-          {"ready_instances", s.ready_instances}};
+          {"running_instances", s.running_instances}, {"ready_instances", s.ready_instances}};
 }
 
 }  // namespace

@@ -88,6 +88,7 @@ struct EnvSummary {
   bool updating = false;  // an instance being replaced, or running other settings than wanted
   int apps = 0;           // apps it runs itself
   int instances = 0;      // of those
+  int running_instances = 0;  // launched and not stopped: ready or not
   int ready_instances = 0;
 
   bool operator==(const EnvSummary&) const = default;

@@ -37,6 +37,7 @@ AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
     for (const auto& gate : papp->gates)
       if (!gate.dep->soft && !obs.satisfied(gate)) a.waiting_for.push_back(gate.dep->app);
   std::map<std::string, int> counts;
+  a.instances.reserve(static_cast<std::size_t>(std::max(aspec.instances, 0)));
   for (int o = 0; o < aspec.instances; ++o) {
     InstanceStatus is;
     is.ordinal = o;
@@ -137,6 +138,7 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
                                   in.resolver_note.empty() ? "berth's name server does not answer on the pool's gateway"
                                                            : in.resolver_note));
   if (processes && !in.resolver.empty() && !in.process_resolver_note.empty()) s.notes.push_back(in.process_resolver_note);
+  s.apps.reserve(spec->apps.size());
   for (const auto& aspec : spec->apps) {
     const std::string& where = spec->served_by.at(aspec.app);
     if (where == env) {
@@ -222,6 +224,7 @@ EnvSummary env_summary(const ViewInputs& in, const model::Environment& espec) {
         const auto& inst = sup.state();
         if (inst.serving()) ++ready;
         if (!own) continue;
+        if (inst.exists()) ++s.running_instances;
         if (inst.restart_requested || (inst.replacing && inst.phase != Phase::kReady)) s.updating = true;
         if (inst.exists() && !app->desired_fp.empty() && inst.fingerprint != app->desired_fp) s.updating = true;
       }

@@ -799,6 +799,8 @@ TEST_F(LoopTest, TheReadModelIsPublishedByTheLoopAndRebuildsOnlyWhatChanged) {
     EXPECT_TRUE(v->status.up);
     EXPECT_EQ(state_of(*v, "db"), "starting");
     EXPECT_EQ(state_of(*v, "api"), "waiting");
+    EXPECT_EQ(v->summary.running_instances, 3) << "db, worker (its dependency is soft) and cron are launched; api and web wait";
+    EXPECT_EQ(v->summary.ready_instances, 0);
     EXPECT_EQ(view("qa").second->generation, qa_before) << "qa did not change: its view is reused";
   }
   // A probe's new answer alone (no state change) is published too.
