@@ -22,8 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -44,6 +44,9 @@
 
 namespace bench {
 
+// What every check of the direct launcher sends, as berth's prober does.
+inline constexpr std::string_view kHealthRequest = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
 // One HTTP health check of IP:8080, as a probe would: true on a 200.
 inline bool healthy(const std::string& ip) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -56,9 +59,9 @@ inline bool healthy(const std::string& ip) {
   inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
   bool ok = false;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
-    constexpr std::string_view req = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     char buf[64] = {};
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size()) && ::read(fd, buf, sizeof buf - 1) > 0)
+    if (::write(fd, kHealthRequest.data(), kHealthRequest.size()) == static_cast<ssize_t>(kHealthRequest.size()) &&
+        ::read(fd, buf, sizeof buf - 1) > 0)
       ok = std::string_view(buf).starts_with("HTTP/1.1 200");
   }
   ::close(fd);
@@ -96,8 +99,7 @@ class ReadyChecker {
       stream.expires_after(std::chrono::seconds(1));
       stream.async_connect(to, [self = shared_from_this()](boost::system::error_code ec) {
         if (ec) return self->done();
-        static constexpr std::string_view req = "GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        boost::asio::async_write(self->stream, boost::asio::buffer(req),
+        boost::asio::async_write(self->stream, boost::asio::buffer(kHealthRequest),
                                  [self](boost::system::error_code wec, std::size_t) {
                                    if (wec) return self->done();
                                    self->stream.async_read_some(boost::asio::buffer(self->buf),

@@ -22,8 +22,7 @@
 //   - the peer (--no-peer leaves it out, --peer-only runs it alone): the same processes brought
 //     up right after by the direct launcher (direct_launcher.h: no control plane, the same
 //     levels, warm-up and probe intervals: every 50 ms until ready, every 2 s once ready), its
-//     connections and its instances' CPU, and
-//     berth's time over it;
+//     connections and its instances' CPU, and berth's time over it;
 // and at the end the ratio of the per-instance bring-up cost at the largest N to the smallest
 // (target ≤ 1.3: linear), and the direct launcher's (how much of the growth is this machine's).
 // Ratios are measured in the same run; nothing is asserted.
@@ -66,6 +65,7 @@
 #include "bench_util.h"
 #include "direct_launcher.h"
 #include "client/client.h"
+#include "fleet_counts.h"
 
 namespace fs = std::filesystem;
 using bench::Clock;
@@ -122,29 +122,6 @@ std::vector<pid_t> our_instances(const std::string& data_dir) {
   }
   closedir(d);
   return out;
-}
-
-// Ready environments and instances, through the paged summary; false (and why) when the API
-// did not answer.
-bool count_ready(Client& c, int* envs_ready, int* instances_ready, std::string* error) {
-  int ready = 0, inst = 0;
-  std::string after;
-  for (;;) {
-    auto r = c.get("/v1/environments?summary=1&limit=1000" + (after.empty() ? "" : "&after=" + after));
-    if (!r.ok()) {
-      *error = r.error().message;
-      return false;
-    }
-    for (const auto& e : (*r)["environments"]) {
-      ready += e["ready"].get<bool>() ? 1 : 0;
-      inst += e["ready_instances"].get<int>();
-    }
-    if ((*r)["next"].is_null()) break;
-    after = (*r)["next"];
-  }
-  *envs_ready = ready;
-  *instances_ready = inst;
-  return true;
 }
 
 // What the daemon did to instances nobody touched: the restarts their statuses count, and the
@@ -376,23 +353,23 @@ Figures run_size(const Options& o, int envs) {
   const auto t0 = Clock::now();
   for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/up", e));
   const double posted = ms_since(t0);
-  int ready_envs = 0, ready_inst = 0;
+  bench::FleetCounts counts;
   double said = 0;
   const double limit_ms = std::max(300'000.0, f.instances * 100.0);
   std::string error;
   for (;;) {
-    const bool read = count_ready(c, &ready_envs, &ready_inst, &error);
-    if (read && ready_envs == envs) break;
+    const bool read = bench::fleet_counts(c, &counts, &error);
+    if (read && counts.envs_ready == envs) break;
     if (ms_since(t0) > limit_ms) break;
     if (ms_since(t0) - said >= 5'000) {
       said = ms_since(t0);
-      fmt::print("  {:6.1f} s: {} of {} instances ready{}\n", said / 1000, ready_inst, f.instances,
+      fmt::print("  {:6.1f} s: {} of {} instances ready{}\n", said / 1000, counts.ready, f.instances,
                  read ? "" : " (the summary did not answer: " + error + ")");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   f.bring_up_ms = ms_since(t0);
-  f.complete = ready_envs == envs;
+  f.complete = counts.envs_ready == envs;
   f.per_instance_ms = f.bring_up_ms / f.instances;
   f.checks = bench::tcp_counter("ActiveOpens") - opens;
   const double daemon_cpu_s = cpu_seconds(daemon->pid);

@@ -50,6 +50,7 @@
 #include "bench_daemon.h"
 #include "bench_util.h"
 #include "client/client.h"
+#include "fleet_counts.h"
 #include "net/dns/wire.h"
 
 namespace fs = std::filesystem;
@@ -79,23 +80,6 @@ std::string catalog(int envs, int levels = kLevels, int per_level = kPerLevel) {
   return y;
 }
 
-// Instances running (launched, ready or not) and ready, through the paged summary; false if the
-// API did not answer.
-bool instance_counts(Client& c, int* running, int* ready) {
-  *running = *ready = 0;
-  std::string after;
-  for (;;) {
-    auto r = c.get("/v1/environments?summary=1&limit=1000" + (after.empty() ? "" : "&after=" + after));
-    if (!r.ok()) return false;
-    for (const auto& e : (*r)["environments"]) {
-      *running += e["running_instances"].get<int>();
-      *ready += e["ready_instances"].get<int>();
-    }
-    if ((*r)["next"].is_null()) return true;
-    after = (*r)["next"];
-  }
-}
-
 // Placements: N environments × 30 apps with no dependencies, on a daemon of their own, so that
 // every instance can be placed as soon as its environment's up request is in — from the first
 // up request to every instance launched (its address assigned, the launch recorded, the runtime
@@ -119,14 +103,14 @@ void placements(int envs, int apps, const std::string& dir) {
     const double cpu0 = cpu_seconds(daemon.pid);
     const auto t0 = Clock::now();
     for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/up", e));
-    int running = 0, ready = 0;
+    bench::FleetCounts n;
     while (ms_since(t0) < 600'000) {
-      if (instance_counts(c, &running, &ready)) {
-        if (launched_ms < 0 && running + ready >= instances) {
+      if (bench::fleet_counts(c, &n)) {
+        if (launched_ms < 0 && n.running >= instances) {  // (ready ones are running too)
           launched_ms = ms_since(t0);
           cpu_s = cpu_seconds(daemon.pid) - cpu0;
         }
-        if (ready >= instances) {
+        if (n.ready >= instances) {
           ready_ms = ms_since(t0);
           break;
         }
@@ -143,24 +127,6 @@ void placements(int envs, int apps, const std::string& dir) {
              instances, launched_ms, ready_ms);
   fmt::print("  placements per second              {:9.0f}     (target ≥ 10,000: {}; daemon CPU {:.0f} µs per placement)\n",
              rate, rate >= 10'000 ? "met" : "NOT met", cpu_s * 1e6 / instances);
-}
-
-// Ready environments, through the paged summary.
-int ready_count(Client& c, int* instances_ready = nullptr) {
-  int ready = 0, inst = 0;
-  std::string after;
-  for (;;) {
-    auto r = c.get("/v1/environments?summary=1&limit=1000" + (after.empty() ? "" : "&after=" + after));
-    if (!r.ok()) return -1;
-    for (const auto& e : (*r)["environments"]) {
-      ready += e["ready"].get<bool>() ? 1 : 0;
-      inst += e["ready_instances"].get<int>();
-    }
-    if ((*r)["next"].is_null()) break;
-    after = (*r)["next"];
-  }
-  if (instances_ready) *instances_ready = inst;
-  return ready;
 }
 
 bool env_ready(Client& c, const std::string& env) {
@@ -381,10 +347,10 @@ int main(int argc, char** argv) {
   t0 = Clock::now();
   for (int e = 0; e < envs; ++e) (void)c.post(fmt::format("/v1/environments/env-{}/up", e));
   const double posted = ms_since(t0);
-  int ready_inst = 0;
-  while (ready_count(c, &ready_inst) < envs) {
+  bench::FleetCounts counts;
+  while (!bench::fleet_counts(c, &counts) || counts.envs_ready < envs) {
     if (ms_since(t0) > 600'000) {
-      fmt::print(stderr, "not all ready after 600 s: {} of {} instances\n", ready_inst, instances);
+      fmt::print(stderr, "not all ready after 600 s: {} of {} instances\n", counts.ready, instances);
       return 1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
