@@ -1,6 +1,8 @@
 #include "control/views.h"
 
 #include <algorithm>
+#include <array>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -8,19 +10,18 @@
 
 namespace berth::control {
 
-namespace {
-
-AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const model::Environment& espec);
-
-}  // namespace
-
 // ---- status -----------------------------------------------------------------------------------
 
 namespace {
 
-AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const model::Environment& espec) {
+// The states an app shows, most telling first: its state is the first any of its instances is in.
+constexpr std::array<std::string_view, 8> kAppStates = {"failed",  "starting", "waiting", "stopping",
+                                                        "degraded", "stopped", "completed", "ready"};
+
+// Fills `a`, a fresh AppStatus already in its environment's list (built in place: a status is
+// rebuilt at every change its environment shows, thousands of times a second at fleet scale).
+void fill_app_status(const ViewInputs& in, const model::AppSpec& aspec, const model::Environment& espec, AppStatus& a) {
   const std::string& env = espec.name;
-  AppStatus a;
   a.app = aspec.app;
   a.runs_in = env;
   a.tag = aspec.tag;
@@ -36,12 +37,15 @@ AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
   if (up && papp)
     for (const auto& gate : papp->gates)
       if (!gate.dep->soft && !obs.satisfied(gate)) a.waiting_for.push_back(gate.dep->app);
-  std::map<std::string, int> counts;
+  std::array<int, kAppStates.size()> counts{};
+  const std::string& zone = in.catalog->dns().zone;
   a.instances.reserve(static_cast<std::size_t>(std::max(aspec.instances, 0)));
   for (int o = 0; o < aspec.instances; ++o) {
-    InstanceStatus is;
+    InstanceStatus& is = a.instances.emplace_back();
     is.ordinal = o;
-    is.dns = fmt::format("{}.{}.{}.{}", o, aspec.app, env, in.catalog->dns().zone);
+    const std::string ordinal = std::to_string(o);
+    is.dns.reserve(ordinal.size() + aspec.app.size() + env.size() + zone.size() + 3);
+    is.dns.append(ordinal).append(1, '.').append(aspec.app).append(1, '.').append(env).append(1, '.').append(zone);
     const Supervisor::State* inst = nullptr;
     if (app)
       if (auto it = app->instances.find(o); it != app->instances.end()) inst = &it->second.state();
@@ -65,12 +69,12 @@ AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
       is.state = up ? "waiting" : "stopped";
     }
     if (is.runtime.empty()) is.runtime = aspec.container() ? "docker" : "process";
-    ++counts[is.state];
-    a.instances.push_back(std::move(is));
+    if (auto st = std::find(kAppStates.begin(), kAppStates.end(), is.state); st != kAppStates.end())
+      ++counts[static_cast<std::size_t>(st - kAppStates.begin())];
   }
-  for (const char* st : {"failed", "starting", "waiting", "stopping", "degraded", "stopped", "completed", "ready"})
-    if (counts.count(st)) {
-      a.state = st;
+  for (std::size_t i = 0; i < kAppStates.size(); ++i)
+    if (counts[i]) {
+      a.state = kAppStates[i];
       break;
     }
   if (aspec.source && app) {
@@ -109,7 +113,6 @@ AppStatus app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
         a.message = i.message;
         break;
       }
-  return a;
 }
 
 }  // namespace
@@ -142,7 +145,8 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
   for (const auto& aspec : spec->apps) {
     const std::string& where = spec->served_by.at(aspec.app);
     if (where == env) {
-      AppStatus a = app_status(in, aspec, *spec);
+      AppStatus& a = s.apps.emplace_back();
+      fill_app_status(in, aspec, *spec, a);
       for (const auto& i : a.instances)
         if (i.state != "ready" && i.state != "degraded" && i.state != "completed") s.ready = false;
       if (!a.build_state.empty() && a.build_state != "built" && a.build_state != "build-failed") s.updating = true;
@@ -160,13 +164,12 @@ Result<EnvStatus> env_status(const ViewInputs& in, const std::string& env) {
           if (!app->desired_fp.empty() && inst.fingerprint != app->desired_fp) s.updating = true;
           if (copy && (inst.build_id != copy->id() || reset_owed)) s.updating = true;
         }
-      s.apps.push_back(std::move(a));
     } else {
       // Falls through: shown as the serving environment sees it.
       const auto* serving = catalog.find(where);
-      AppStatus a = app_status(in, *serving->find(aspec.app), *serving);
+      AppStatus& a = s.apps.emplace_back();
+      fill_app_status(in, *serving->find(aspec.app), *serving, a);
       a.from = in.planner->shown_from(aspec);  // its own layers
-      s.apps.push_back(std::move(a));
     }
   }
   return s;

@@ -27,7 +27,17 @@ std::optional<Ipv4> parse_ipv4(std::string_view text) {
 }
 
 std::string format_ipv4(Ipv4 ip) {
-  return fmt::format("{}.{}.{}.{}", ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255);
+  // (By hand: every status view formats every instance's address.)
+  char buf[16];
+  char* p = buf;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    const unsigned octet = (ip >> shift) & 255;
+    if (octet >= 100) *p++ = static_cast<char>('0' + octet / 100);
+    if (octet >= 10) *p++ = static_cast<char>('0' + octet / 10 % 10);
+    *p++ = static_cast<char>('0' + octet % 10);
+    if (shift) *p++ = '.';
+  }
+  return std::string(buf, p);
 }
 
 std::optional<IpRange> parse_range(std::string_view text) {

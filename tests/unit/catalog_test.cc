@@ -193,6 +193,11 @@ TEST(Catalog, SubstituteQuotesValues) {
             "run 'a' --tag='it'\\''s' ${unknown}");
 }
 
+TEST(Network, FormatsEveryOctetWidth) {
+  for (const char* text : {"0.0.0.0", "255.255.255.255", "10.100.9.200", "192.168.10.1", "1.20.255.0"})
+    EXPECT_EQ(berth::model::format_ipv4(*berth::model::parse_ipv4(text)), text);
+}
+
 TEST(Network, ParsesRangesAndCountsUsable) {
   berth::model::NetworkSpec n;
   n.pool = *berth::model::parse_range("10.0.0.0/28");
