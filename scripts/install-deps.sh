@@ -8,6 +8,7 @@ packages=(
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl openssl procps iproute2 bind9-dnsutils libc-ares-dev libzstd-dev libssl-dev libcurl4-openssl-dev zlib1g-dev git
+  libjemalloc-dev  # the daemon's allocator (CMakeLists.txt: BERTH_JEMALLOC)
   # Real servers the integration tests run against: MariaDB (standard databases) and an
   # OpenStack Swift all-in-one with s3api (blob stores; scripts/swift.sh), XFS for reflink clones.
   mariadb-server mariadb-client mariadb-backup
