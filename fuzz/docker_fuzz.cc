@@ -1,14 +1,14 @@
-// Fuzz what the Docker runtime reads from dockerd and from the programs in containers: the
+// Fuzz what berth reads from dockerd (engine/stream.h) and from the programs in containers: the
 // multiplexed output stream (fed in pieces of the sizes the input's first byte picks), lines,
 // log timestamps, event and build-progress JSON.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "runtime/docker/stream.h"
+#include "engine/stream.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  using namespace berth::runtime::docker;
+  using namespace berth::engine;
   if (size == 0) return 0;
   const std::size_t piece = 1 + data[0] % 64;
   std::string_view input(reinterpret_cast<const char*>(data + 1), size - 1);

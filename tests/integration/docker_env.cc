@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "harness.h"
-#include "runtime/docker/engine.h"
+#include "engine/engine.h"
 
 namespace berth::it {
 
@@ -56,11 +56,11 @@ bool DockerEnv::enter() {
 }
 
 Result<EngineAnswer> DockerEnv::call(const std::string& method, const std::string& target, const std::string& body) {
-  auto engine = runtime::docker::Engine::open(host_);
+  auto engine = engine::Engine::open(host_);
   if (!engine.ok()) return engine.error();
-  std::promise<Result<runtime::docker::Response>> p;
+  std::promise<Result<engine::Response>> p;
   (*engine)->request({method, target, body, "", "application/json", 60'000},
-                     [&](Result<runtime::docker::Response> r) { p.set_value(std::move(r)); });
+                     [&](Result<engine::Response> r) { p.set_value(std::move(r)); });
   auto r = p.get_future().get();
   if (!r.ok()) return r.error();
   return EngineAnswer{r->status, r->body};

@@ -30,10 +30,17 @@
 #include <string>
 
 #include "base/executor.h"
-#include "runtime/docker/engine.h"
+#include "engine/engine.h"
 #include "runtime/runtime.h"
 
 namespace berth::runtime::docker {
+
+// The Engine API client (engine/engine.h), shared with the cluster.
+using engine::Call;
+using engine::Engine;
+using engine::error_message;
+using engine::Response;
+using engine::StreamHandle;
 
 struct DockerOptions {
   std::string host;       // unix:///path/to/docker.sock

@@ -7,9 +7,18 @@
 #include <string_view>
 
 #include "runtime/docker/docker_runtime.h"
-#include "runtime/docker/stream.h"
+#include "engine/stream.h"
 
 namespace berth::runtime::docker {
+
+// Parsers of what dockerd streams (engine/stream.h).
+using engine::BuildMessage;
+using engine::ContainerEvent;
+using engine::Demux;
+using engine::Lines;
+using engine::parse_build_message;
+using engine::parse_container_event;
+using engine::split_timestamp;
 
 std::string short_id(const std::string& id);
 // "2026-12-02T05:20:53.488428753Z" → "1764652853.488428754": the Engine's `since` takes Unix

@@ -1,4 +1,4 @@
-// runtime/docker/stream.h — reading what dockerd streams: multiplexed output, JSON lines,
+// engine/stream.h — reading what dockerd streams: multiplexed output, JSON lines,
 // container events. Pure parsers over untrusted input (dockerd, and whatever runs in the
 // containers writing their output); fuzzed (fuzz/docker_fuzz.cc). No I/O, no shared state: a
 // Demux or Lines object belongs to whoever feeds it (the Engine's thread), the functions are
@@ -14,7 +14,7 @@
 
 #include "base/result.h"
 
-namespace berth::runtime::docker {
+namespace berth::engine {
 
 // The multiplexed stream of a container without a TTY (logs, attach, exec): frames of an 8-byte
 // header [stream: 0 stdin, 1 stdout, 2 stderr][0 0 0][payload size, big-endian u32] and the
@@ -68,4 +68,4 @@ struct BuildMessage {
 };
 BuildMessage parse_build_message(std::string_view line);
 
-}  // namespace berth::runtime::docker
+}  // namespace berth::engine

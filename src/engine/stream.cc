@@ -1,9 +1,9 @@
-#include "runtime/docker/stream.h"
+#include "engine/stream.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-namespace berth::runtime::docker {
+namespace berth::engine {
 using nlohmann::json;
 
 Status Demux::feed(std::string_view data, const std::function<void(int, std::string_view)>& out) {
@@ -116,4 +116,4 @@ BuildMessage parse_build_message(std::string_view line) {
   return m;
 }
 
-}  // namespace berth::runtime::docker
+}  // namespace berth::engine

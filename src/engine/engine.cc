@@ -1,4 +1,4 @@
-#include "runtime/docker/engine.h"
+#include "engine/engine.h"
 
 #include <array>
 #include <atomic>
@@ -16,7 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-namespace berth::runtime::docker {
+namespace berth::engine {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -261,4 +261,4 @@ std::string error_message(const Response& r) {
   return text.empty() ? fmt::format("HTTP {}", r.status) : text;
 }
 
-}  // namespace berth::runtime::docker
+}  // namespace berth::engine

@@ -1,4 +1,4 @@
-// runtime/docker/engine.h — an asynchronous client for the Docker Engine API (v1.41) on its
+// engine/engine.h — an asynchronous client for the Docker Engine API (v1.41) on its
 // unix socket, with Boost.Beast.
 //
 // The Engine owns one I/O thread with its own io_context; every request is a connection of its
@@ -10,6 +10,9 @@
 // stream is handed over in pieces of at most 64 KiB as it arrives (the consumer bounds what it
 // keeps). Destroying the Engine stops the thread; callbacks not yet run are dropped, and a
 // StreamHandle may outlive it.
+//
+// Shared by the Docker runtime (runtime/docker: containers on one host) and the cluster
+// (cluster/swarm: the Swarm's hosts and nodes), each with Engines of its own.
 #pragma once
 
 #include <functional>
@@ -21,7 +24,7 @@
 #include "base/clock.h"
 #include "base/result.h"
 
-namespace berth::runtime::docker {
+namespace berth::engine {
 
 struct Response {
   unsigned status = 0;
@@ -74,4 +77,4 @@ class Engine {
 // The "message" of an Engine API error body ({"message": "..."}), or the body itself.
 std::string error_message(const Response& response);
 
-}  // namespace berth::runtime::docker
+}  // namespace berth::engine
