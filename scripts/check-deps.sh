@@ -19,6 +19,8 @@ rules=(
   "runtime/process|base/ runtime/runtime.h"
   "runtime/sim|base/ runtime/runtime.h"
   "engine|base/"
+  "cluster|base/"
+  "cluster/swarm|base/ cluster/cluster.h engine/"
   "runtime/docker|base/ runtime/runtime.h engine/"
   "blob|base/"
   "blob/http|base/"

@@ -1,0 +1,179 @@
+// A real Docker Swarm of three hosts (scripts/cluster.sh: three dockerds, each in a network
+// namespace of its own behind a bridge in a hub namespace; nothing on the machine's network),
+// driven by berth's Swarm client: create, join, list, tune the heartbeat, label, drain, lose a
+// host and remove it.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "base/asio_executor.h"
+#include "cluster/swarm/swarm.h"
+#include "harness.h"
+
+namespace berth::it {
+namespace {
+
+using ::testing::HasSubstr;
+
+class Cluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "the cluster tests need root (network namespaces, dockerd)";
+    if (std::system("command -v dockerd >/dev/null && command -v docker >/dev/null") != 0)
+      GTEST_SKIP() << "the cluster tests need dockerd and the docker CLI (docker.io; scripts/install-deps.sh)";
+    name_ = fmt::format("berth-it-cl{}", getpid());
+    ASSERT_EQ(script("start 3 >/dev/null"), 0) << "scripts/cluster.sh start 3 failed";
+    started_ = true;
+    for (int k = 1; k <= 3; ++k) hosts_.push_back(fmt::format("unix:///run/{}-{}/docker.sock", name_, k));
+  }
+  void TearDown() override {
+    if (started_) {
+      EXPECT_EQ(script("stop"), 0) << "scripts/cluster.sh stop failed";
+    }
+  }
+
+  int script(const std::string& args) const {
+    return std::system(fmt::format("BERTH_CLUSTER_NAME={} {}/scripts/cluster.sh {}", name_, SOURCE_DIR, args).c_str());
+  }
+  static std::string addr(int k) { return fmt::format("10.231.0.{}", 10 + k); }
+
+  // Runs the loop until the client's answer comes (the client posts every answer to it).
+  template <typename T, typename Start>
+  Result<T> await(Start start) {
+    std::optional<Result<T>> got;
+    start([&](Result<T> r) { got.emplace(std::move(r)); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!got && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_one_for(std::chrono::milliseconds(200));
+    }
+    if (!got) return unavailable("no answer from the Swarm client within 90 s");
+    return std::move(*got);
+  }
+
+  std::vector<cluster::Node> nodes(const std::string& manager) {
+    auto n = await<std::vector<cluster::Node>>([&](auto done) { client_.nodes(manager, done); });
+    EXPECT_TRUE(n.ok()) << n.error().message;
+    return n.ok() ? *n : std::vector<cluster::Node>{};
+  }
+  const cluster::Node* node_named(const std::vector<cluster::Node>& all, int k) const {
+    for (const auto& n : all)
+      if (n.hostname == fmt::format("{}-{}", name_, k)) return &n;
+    return nullptr;
+  }
+
+  std::string name_;
+  bool started_ = false;
+  std::vector<std::string> hosts_;
+  boost::asio::io_context io_;
+  AsioExecutor loop_{io_};
+  cluster::SwarmClient client_{loop_};
+};
+
+TEST_F(Cluster, SwarmOfThreeHostsIsMadeListedTunedAndLosesAHost) {
+  // Three fresh dockerds, in no Swarm.
+  for (const auto& h : hosts_) {
+    auto info = await<cluster::LocalInfo>([&](auto done) { client_.info(h, done); });
+    ASSERT_TRUE(info.ok()) << info.error().message;
+    EXPECT_EQ(info->swarm_state, "inactive");
+    EXPECT_GT(info->cpus, 0);
+    EXPECT_GT(info->memory_bytes, 0);
+  }
+
+  // Host 1 creates the Swarm with a 1 s heartbeat; 2 and 3 join as workers.
+  auto id = await<std::string>([&](auto done) { client_.create(hosts_[0], addr(1), 1000, done); });
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  for (int k = 2; k <= 3; ++k) {
+    auto joined = await<cluster::LocalInfo>(
+        [&](auto done) { client_.join(hosts_[static_cast<std::size_t>(k - 1)], hosts_[0], addr(k), false, done); });
+    ASSERT_TRUE(joined.ok()) << joined.error().message;
+    EXPECT_EQ(joined->swarm_state, "active");
+    EXPECT_FALSE(joined->manager);
+    EXPECT_EQ(joined->node_addr, addr(k));
+  }
+
+  auto all = nodes(hosts_[0]);
+  ASSERT_EQ(all.size(), 3u);
+  for (int k = 1; k <= 3; ++k) {
+    const auto* n = node_named(all, k);
+    ASSERT_NE(n, nullptr) << "host " << k << " is not among the Swarm's nodes";
+    EXPECT_EQ(n->role, k == 1 ? "manager" : "worker");
+    EXPECT_EQ(n->leader, k == 1);
+    EXPECT_EQ(n->availability, "active");
+    EXPECT_GT(n->nano_cpus, 0);
+    EXPECT_GT(n->memory_bytes, 0);
+    EXPECT_EQ(n->addr, addr(k));
+  }
+  EXPECT_EQ(node_named(all, 1)->id, *id);
+  // Workers join as "unknown" and become ready at their first heartbeat.
+  EXPECT_TRUE(wait_until([&] {
+    auto now = nodes(hosts_[0]);
+    return now.size() == 3 && std::all_of(now.begin(), now.end(), [](const auto& n) { return n.state == "ready"; });
+  }, std::chrono::seconds(60)));
+
+  // The heartbeat, read and changed.
+  auto swarm = await<cluster::SwarmInfo>([&](auto done) { client_.swarm(hosts_[0], done); });
+  ASSERT_TRUE(swarm.ok()) << swarm.error().message;
+  EXPECT_EQ(swarm->heartbeat_ms, 1000);
+  EXPECT_FALSE(swarm->worker_token.empty());
+  auto tuned = await<cluster::SwarmInfo>([&](auto done) { client_.set_heartbeat(hosts_[0], 2000, done); });
+  ASSERT_TRUE(tuned.ok()) << tuned.error().message;
+  EXPECT_EQ(tuned->heartbeat_ms, 2000);
+  EXPECT_GT(tuned->version, swarm->version);
+  tuned = await<cluster::SwarmInfo>([&](auto done) { client_.set_heartbeat(hosts_[0], 1000, done); });
+  ASSERT_TRUE(tuned.ok()) << tuned.error().message;
+  EXPECT_EQ(tuned->heartbeat_ms, 1000);
+
+  // A worker is not a manager: asking it for the nodes is an error that names it.
+  auto from_worker = await<std::vector<cluster::Node>>([&](auto done) { client_.nodes(hosts_[1], done); });
+  ASSERT_FALSE(from_worker.ok());
+  EXPECT_EQ(from_worker.error().code, ErrorCode::kUnavailable);
+  EXPECT_THAT(from_worker.error().message, HasSubstr(hosts_[1]));
+
+  // Labels and availability of host 2.
+  const std::string two = node_named(all, 2)->id;
+  auto labelled = await<cluster::Node>([&](auto done) {
+    client_.update_node(hosts_[0], two, std::nullopt, std::map<std::string, std::string>{{"rack", "b"}}, done);
+  });
+  ASSERT_TRUE(labelled.ok()) << labelled.error().message;
+  EXPECT_EQ(labelled->labels.at("rack"), "b");
+  EXPECT_EQ(labelled->availability, "active");
+  auto drained = await<cluster::Node>([&](auto done) { client_.update_node(hosts_[0], two, "drain", std::nullopt, done); });
+  ASSERT_TRUE(drained.ok()) << drained.error().message;
+  EXPECT_EQ(drained->availability, "drain");
+  EXPECT_EQ(drained->labels.at("rack"), "b");  // kept
+  auto bad = await<cluster::Node>([&](auto done) { client_.update_node(hosts_[0], two, "asleep", std::nullopt, done); });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("'asleep': give active, pause or drain"));
+
+  // Host 3's dockerd dies: the Swarm marks it down within a few heartbeats.
+  const std::string three = node_named(all, 3)->id;
+  ASSERT_EQ(script("kill 3"), 0);
+  std::string state;
+  EXPECT_TRUE(wait_until([&] {
+    auto now = nodes(hosts_[0]);
+    const auto* n = node_named(now, 3);
+    state = n ? n->state : "absent";
+    return state == "down";
+  }, std::chrono::seconds(60))) << "host 3 is still " << state;
+  auto gone = await<cluster::LocalInfo>([&](auto done) { client_.info(hosts_[2], done); });
+  EXPECT_FALSE(gone.ok());  // its Engine does not answer
+
+  // Removed from the Swarm, it is no longer listed.
+  auto removed = await<bool>([&](auto done) { client_.remove_node(hosts_[0], three, true, done); });
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  all = nodes(hosts_[0]);
+  EXPECT_EQ(all.size(), 2u);
+  EXPECT_EQ(node_named(all, 3), nullptr);
+}
+
+}  // namespace
+}  // namespace berth::it
