@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "base/asio_executor.h"
+#include "base/clock.h"
 #include "cluster/swarm/swarm.h"
 #include "harness.h"
 
@@ -75,7 +77,8 @@ class Cluster : public ::testing::Test {
   std::vector<std::string> hosts_;
   boost::asio::io_context io_;
   AsioExecutor loop_{io_};
-  cluster::SwarmClient client_{loop_};
+  SystemClock clock_;
+  cluster::SwarmClient client_{loop_, clock_};
 };
 
 TEST_F(Cluster, SwarmOfThreeHostsIsMadeListedTunedAndLosesAHost) {
@@ -173,6 +176,33 @@ TEST_F(Cluster, SwarmOfThreeHostsIsMadeListedTunedAndLosesAHost) {
   all = nodes(hosts_[0]);
   EXPECT_EQ(all.size(), 2u);
   EXPECT_EQ(node_named(all, 3), nullptr);
+}
+
+TEST_F(Cluster, AnImageReachesEveryHostWithoutARegistry) {
+  // The demo image, made in host 1 only (as a build would), then saved once and loaded on 2 and 3.
+  ASSERT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0], SOURCE_DIR,
+                                    DEMO_SVC_DIR)
+                            .c_str()),
+            0);
+  char tmpl[] = "/tmp/berth-it-image.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string work = tmpl;
+  auto copied = await<cluster::SwarmClient::ImageCopy>(
+      [&](auto done) { client_.distribute_image(hosts_[0], {hosts_[1], hosts_[2]}, "berth-demo:latest", work, done); });
+  ASSERT_TRUE(copied.ok()) << copied.error().message;
+  EXPECT_THAT(copied->image_id, ::testing::StartsWith("sha256:"));
+  EXPECT_GT(copied->bytes, 1 << 20);  // a binary and its libraries
+  std::printf("image of %.1f MB: saved in %lld ms, loaded on 2 hosts in %lld ms\n", static_cast<double>(copied->bytes) / 1e6,
+              static_cast<long long>(copied->save_ms), static_cast<long long>(copied->load_ms));
+  // The tar is gone; an image that is not there is an error naming it and the host.
+  EXPECT_TRUE(std::filesystem::is_empty(work));
+  auto missing = await<cluster::SwarmClient::ImageCopy>(
+      [&](auto done) { client_.distribute_image(hosts_[1], {hosts_[2]}, "no-such-image:1", work, done); });
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+  EXPECT_THAT(missing.error().message, HasSubstr("no-such-image:1"));
+  EXPECT_THAT(missing.error().message, HasSubstr(hosts_[1]));
+  std::filesystem::remove_all(work);
 }
 
 }  // namespace

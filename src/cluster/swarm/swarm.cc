@@ -1,6 +1,13 @@
 #include "cluster/swarm/swarm.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 namespace berth::cluster {
@@ -31,19 +38,25 @@ std::string with_swarm_port(const std::string& addr) {
 
 SwarmClient::~SwarmClient() { *alive_ = false; }
 
-void SwarmClient::call(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop) {
+Result<engine::Engine*> SwarmClient::engine_of(const std::string& host) {
   auto it = engines_.find(host);
   if (it == engines_.end()) {
     auto opened = engine::Engine::open(host);
-    if (!opened.ok()) {
-      loop_.post([alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop), e = opened.error()]() mutable {
-        if (auto a = alive.lock(); a && *a) on_loop(std::move(e));
-      });
-      return;
-    }
+    if (!opened.ok()) return opened.error();
     it = engines_.emplace(host, std::move(opened.value())).first;
   }
-  it->second->request(std::move(c), [this, alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop)](
+  return it->second.get();
+}
+
+void SwarmClient::call(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop) {
+  auto engine = engine_of(host);
+  if (!engine.ok()) {
+    loop_.post([alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop), e = engine.error()]() mutable {
+      if (auto a = alive.lock(); a && *a) on_loop(std::move(e));
+    });
+    return;
+  }
+  (*engine)->request(std::move(c), [this, alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop)](
                                         Result<engine::Response> r) mutable {
     if (!alive.lock()) return;
     loop_.post([alive, on_loop = std::move(on_loop), r = std::move(r)]() mutable {
@@ -191,6 +204,126 @@ void SwarmClient::remove_node(const std::string& manager, const std::string& nod
   call_ok(manager, std::move(c), [done = std::move(done)](Result<engine::Response> r) {
     if (!r.ok()) return done(r.error());
     done(true);
+  });
+}
+
+namespace {
+
+// Where a saved image goes, written on the saving Engine's thread only.
+struct TarSink {
+  int fd = -1;
+  std::int64_t bytes = 0;
+  std::string error;
+  ~TarSink() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool write(std::string_view piece) {
+    if (!error.empty()) return false;
+    if (bytes + static_cast<std::int64_t>(piece.size()) > SwarmClient::kMaxImageBytes) {
+      error = fmt::format("the image is larger than {} GiB", SwarmClient::kMaxImageBytes >> 30);
+      return false;
+    }
+    while (!piece.empty()) {
+      const ssize_t n = ::write(fd, piece.data(), piece.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        error = std::strerror(errno);
+        return false;
+      }
+      piece.remove_prefix(static_cast<std::size_t>(n));
+      bytes += n;
+    }
+    return true;
+  }
+};
+
+// The part of an image's name that may go into a file name.
+std::string file_safe(std::string_view name) {
+  std::string out;
+  for (char c : name.substr(0, 64)) out += std::isalnum(static_cast<unsigned char>(c)) ? c : '-';
+  return out;
+}
+
+}  // namespace
+
+void SwarmClient::distribute_image(const std::string& from, const std::vector<std::string>& to, const std::string& image,
+                                   const std::string& work_dir, Done<ImageCopy> done) {
+  const Millis t0 = clock_.monotonic_ms();
+  call_ok(from, get(fmt::format("/images/{}/json", image)), [=, this, done = std::move(done)](Result<engine::Response> r) mutable {
+    if (!r.ok()) return done(r.error());
+    auto doc = document(*r, "GET /images/{name}/json");
+    if (!doc.ok()) return done(doc.error());
+    const json id = (*doc)["Id"];
+    if (!id.is_string() || id.get<std::string>().empty()) return done(invalid(fmt::format("{} gave no id for image '{}'", from, image)));
+    ImageCopy copy;
+    copy.image_id = id.get<std::string>();
+    // A private file of its own (0600, never an existing one).
+    const std::string path = fmt::format("{}/image-{}-{}.tar", work_dir, file_safe(image), ++next_stream_);
+    auto sink = std::make_shared<TarSink>();
+    sink->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (sink->fd < 0) return done(unavailable(fmt::format("cannot create {}: {}", path, std::strerror(errno))));
+    auto engine = engine_of(from);
+    if (!engine.ok()) {
+      ::unlink(path.c_str());
+      return done(engine.error());
+    }
+    const std::uint64_t stream_id = next_stream_;
+    // Saved: each host loads the file at once; when all have, each is asked for the image.
+    auto saved = [=, this, done = std::move(done)](Result<engine::Response> end) mutable {
+      streams_.erase(stream_id);
+      if (end.ok() && !end->ok()) end = unavailable(fmt::format("{}: {}", end->status, engine::error_message(*end)));
+      if (end.ok() && !sink->error.empty()) end = unavailable(sink->error);
+      copy.bytes = sink->bytes;
+      sink.reset();  // (its writer is done)
+      if (!end.ok()) {
+        ::unlink(path.c_str());
+        return done(Error{end.error().code, fmt::format("saving image '{}' from {}: {}", image, from, end.error().message)});
+      }
+      copy.save_ms = clock_.monotonic_ms() - t0;
+      struct Pending {
+        std::size_t left = 0;
+        std::vector<std::string> errors;
+      };
+      auto pending = std::make_shared<Pending>();
+      pending->left = to.size();
+      const Millis t1 = clock_.monotonic_ms();
+      auto finish = [=, this, done = std::move(done)]() mutable {
+        ::unlink(path.c_str());
+        if (!pending->errors.empty())
+          return done(unavailable(fmt::format("loading image '{}': {}", image, fmt::join(pending->errors, "; "))));
+        copy.load_ms = clock_.monotonic_ms() - t1;
+        done(copy);
+      };
+      if (to.empty()) return finish();
+      auto shared_finish = std::make_shared<decltype(finish)>(std::move(finish));
+      for (const auto& host : to) {
+        engine::Call load{"POST", "/images/load?quiet=1", "", path, "application/x-tar", 600'000};
+        call_ok(host, std::move(load), [=, this](Result<engine::Response> l) {
+          auto verified = [=](Result<engine::Response> v) {
+            if (!v.ok()) {
+              pending->errors.push_back(v.error().message);
+            } else {
+              json got = json::parse(v->body, nullptr, false);
+              if (!got.is_object() || got.value("Id", "") != copy.image_id)
+                pending->errors.push_back(fmt::format("{} has another image under '{}' after loading it", host, copy.image_id));
+            }
+            if (--pending->left == 0) (*shared_finish)();
+          };
+          if (!l.ok()) return verified(l.error());
+          call_ok(host, get(fmt::format("/images/{}/json", copy.image_id)), verified);
+        });
+      }
+    };
+    engine::Call save{"GET", fmt::format("/images/{}/get", copy.image_id), "", "", "application/json", 0};
+    auto handle = (*engine)->stream(
+        std::move(save), [sink](std::string_view piece) { return sink->write(piece); },
+        [this, alive = std::weak_ptr<bool>(alive_), saved = std::move(saved)](Result<engine::Response> end) mutable {
+          if (!alive.lock()) return;
+          loop_.post([alive, saved = std::move(saved), end = std::move(end)]() mutable {
+            if (auto a = alive.lock(); a && *a) saved(std::move(end));
+          });
+        });
+    streams_.emplace(stream_id, std::move(handle));
   });
 }
 

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "base/clock.h"
 #include "base/executor.h"
 #include "base/result.h"
 #include "cluster/cluster.h"
@@ -30,7 +31,7 @@ class SwarmClient {
   template <typename T>
   using Done = std::function<void(Result<T>)>;
 
-  explicit SwarmClient(Executor& loop) : loop_(loop) {}
+  SwarmClient(Executor& loop, const Clock& clock) : loop_(loop), clock_(clock) {}
   ~SwarmClient();
   SwarmClient(const SwarmClient&) = delete;
   SwarmClient& operator=(const SwarmClient&) = delete;
@@ -60,6 +61,20 @@ class SwarmClient {
   // held — an overlay address among others — can be used elsewhere.
   void remove_node(const std::string& manager, const std::string& node_id, bool force, Done<bool> done);
 
+  // An image copied to other hosts without a registry: saved once from `from` (the Engine API's
+  // GET /images/{id}/get, a tar streamed into a private file under `work_dir`, at most
+  // kMaxImageBytes) and loaded on every host of `to` at once (POST /images/load); then each
+  // host is asked for the image and must have the same id. The file is removed at the end.
+  struct ImageCopy {
+    std::string image_id;    // sha256:...
+    std::int64_t bytes = 0;  // of the saved tar
+    Millis save_ms = 0;      // saving it from `from`
+    Millis load_ms = 0;      // loading it on every host of `to`, in parallel
+  };
+  static constexpr std::int64_t kMaxImageBytes = 16LL << 30;
+  void distribute_image(const std::string& from, const std::vector<std::string>& to, const std::string& image,
+                        const std::string& work_dir, Done<ImageCopy> done);
+
  private:
   // One Engine API call on `host`; the answer (any status) on the loop.
   void call(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
@@ -67,7 +82,13 @@ class SwarmClient {
   void call_ok(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
 
   Executor& loop_;
+  const Clock& clock_;
+  // The Engine of `host`, opened at its first use.
+  Result<engine::Engine*> engine_of(const std::string& host);
+
   std::map<std::string, std::unique_ptr<engine::Engine>> engines_;
+  std::map<std::uint64_t, std::unique_ptr<engine::StreamHandle>> streams_;  // under way (image saves)
+  std::uint64_t next_stream_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
