@@ -15,9 +15,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <future>
+
+#include <nlohmann/json.hpp>
+
 #include "base/asio_executor.h"
 #include "base/clock.h"
 #include "cluster/swarm/swarm.h"
+#include "engine/engine.h"
 #include "harness.h"
 
 namespace berth::it {
@@ -59,6 +64,54 @@ class Cluster : public ::testing::Test {
     }
     if (!got) return unavailable("no answer from the Swarm client within 90 s");
     return std::move(*got);
+  }
+
+  // One Engine API call on a host, synchronously (a test may block); a body that is JSON or "".
+  struct Answer {
+    unsigned status = 0;
+    nlohmann::json body;
+    std::string text;
+  };
+  Answer engine_call(const std::string& host, const std::string& method, const std::string& target,
+                     const nlohmann::json& body = nullptr, Millis timeout_ms = 60'000) {
+    auto engine = engine::Engine::open(host);
+    if (!engine.ok()) return {0, nullptr, engine.error().message};
+    std::promise<Result<engine::Response>> p;
+    (*engine)->request({method, target, body.is_null() ? "" : body.dump(), "", "application/json", timeout_ms},
+                       [&](Result<engine::Response> r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    if (!r.ok()) return {0, nullptr, r.error().message};
+    return {r->status, nlohmann::json::parse(r->body, nullptr, false), r->body};
+  }
+
+  // Hosts 1 (manager, heartbeat 1 s), 2 and 3 (workers) in one Swarm, all ready.
+  void make_swarm() {
+    auto id = await<std::string>([&](auto done) { client_.create(hosts_[0], addr(1), 1000, done); });
+    ASSERT_TRUE(id.ok()) << id.error().message;
+    for (int k = 2; k <= 3; ++k) {
+      auto joined = await<cluster::LocalInfo>(
+          [&](auto done) { client_.join(hosts_[static_cast<std::size_t>(k - 1)], hosts_[0], addr(k), false, done); });
+      ASSERT_TRUE(joined.ok()) << joined.error().message;
+    }
+    ASSERT_TRUE(wait_until([&] {
+      auto now = nodes(hosts_[0]);
+      return now.size() == 3 && std::all_of(now.begin(), now.end(), [](const auto& n) { return n.state == "ready"; });
+    }, std::chrono::seconds(60)));
+  }
+
+  // The demo image on every host (made on host 1, copied to the others); its id.
+  std::string image_everywhere() {
+    EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
+                                      SOURCE_DIR, DEMO_SVC_DIR)
+                              .c_str()),
+              0);
+    char tmpl[] = "/tmp/berth-it-image.XXXXXX";
+    EXPECT_NE(mkdtemp(tmpl), nullptr);
+    auto copied = await<cluster::SwarmClient::ImageCopy>(
+        [&](auto done) { client_.distribute_image(hosts_[0], {hosts_[1], hosts_[2]}, "berth-demo:latest", tmpl, done); });
+    std::filesystem::remove_all(tmpl);
+    EXPECT_TRUE(copied.ok()) << copied.error().message;
+    return copied.ok() ? copied->image_id : "";
   }
 
   std::vector<cluster::Node> nodes(const std::string& manager) {
@@ -203,6 +256,75 @@ TEST_F(Cluster, AnImageReachesEveryHostWithoutARegistry) {
   EXPECT_THAT(missing.error().message, HasSubstr("no-such-image:1"));
   EXPECT_THAT(missing.error().message, HasSubstr(hosts_[1]));
   std::filesystem::remove_all(work);
+}
+
+// What the failover design rests on (docs/cluster.md), verified on this kernel: a container
+// created with a fixed address on an attachable overlay answers there from another host; once
+// its host is lost and removed from the Swarm, the same address can be given to a container on
+// another host, and answers from there.
+TEST_F(Cluster, AFixedOverlayAddressAnswersAcrossHostsAndMovesWhenItsHostIsLost) {
+  make_swarm();
+  const std::string image = image_everywhere();
+  ASSERT_FALSE(image.empty());
+  // berth's pool as the subnet, Docker's own addresses fenced into a slice berth never assigns.
+  auto net = engine_call(hosts_[0], "POST", "/networks/create",
+                         {{"Name", "berth-ovl"}, {"Driver", "overlay"}, {"Attachable", true}, {"CheckDuplicate", true},
+                          {"IPAM", {{"Config", {{{"Subnet", "10.232.0.0/24"}, {"IPRange", "10.232.0.240/28"},
+                                                 {"Gateway", "10.232.0.1"}}}}}}});
+  ASSERT_EQ(net.status, 201u) << net.text;
+
+  // A container on `host` at `ip`, running `cmd`; its id ("" and a failure if it could not start).
+  auto run = [&](int host, const std::string& name, const std::string& ip, std::vector<std::string> cmd) -> std::string {
+    const std::string& h = hosts_[static_cast<std::size_t>(host - 1)];
+    auto created = engine_call(h, "POST", "/containers/create?name=" + name,
+                               {{"Image", image},
+                                {"Cmd", cmd},
+                                {"HostConfig", {{"NetworkMode", "berth-ovl"}}},
+                                {"NetworkingConfig", {{"EndpointsConfig", {{"berth-ovl", {{"IPAMConfig", {{"IPv4Address", ip}}}}}}}}}});
+    if (created.status != 201) {
+      ADD_FAILURE() << "creating " << name << " on host " << host << ": " << created.status << " " << created.text;
+      return "";
+    }
+    const std::string id = created.body["Id"].get<std::string>();
+    auto started = engine_call(h, "POST", "/containers/" + id + "/start", nullptr, 120'000);
+    if (started.status != 204) {
+      ADD_FAILURE() << "starting " << name << " on host " << host << ": " << started.status << " " << started.text;
+      return "";
+    }
+    return id;
+  };
+  // Whether a client on `host` gets an answer from `ip` (a container that curls it, then exits).
+  auto answers = [&](int host, const std::string& name, const std::string& ip, const std::string& from_ip) {
+    const std::string id = run(host, name, from_ip,
+                               {"/bin/sh", "-c",
+                                fmt::format("n=0; while [ $n -lt 60 ]; do "
+                                            "curl -sf --max-time 2 http://{}:8080/healthcheck && exit 0; n=$((n+1)); sleep 0.5; "
+                                            "done; exit 1",
+                                            ip)});
+    if (id.empty()) return false;
+    auto waited = engine_call(hosts_[static_cast<std::size_t>(host - 1)], "POST", "/containers/" + id + "/wait", nullptr, 90'000);
+    return waited.status == 200 && waited.body.is_object() && waited.body.value("StatusCode", -1) == 0;
+  };
+
+  ASSERT_FALSE(run(2, "srv", "10.232.0.10", {"/usr/local/bin/berth-demo-svc", "--listen", "0.0.0.0:8080"}).empty());
+  EXPECT_TRUE(answers(3, "probe-1", "10.232.0.10", "10.232.0.11")) << "10.232.0.10 on host 2 did not answer host 3";
+
+  // Host 2 is lost: marked down, then removed from the Swarm.
+  auto all = nodes(hosts_[0]);
+  const auto* two = node_named(all, 2);
+  ASSERT_NE(two, nullptr);
+  const std::string two_id = two->id;
+  ASSERT_EQ(script("kill 2"), 0);
+  ASSERT_TRUE(wait_until([&] {
+    const auto* n = node_named(nodes(hosts_[0]), 2);
+    return n && n->state == "down";
+  }, std::chrono::seconds(60)));
+  auto removed = await<bool>([&](auto done) { client_.remove_node(hosts_[0], two_id, true, done); });
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+
+  // The address, given again on host 3, answers from there (to a client on host 1).
+  EXPECT_FALSE(run(3, "srv-moved", "10.232.0.10", {"/usr/local/bin/berth-demo-svc", "--listen", "0.0.0.0:8080"}).empty());
+  EXPECT_TRUE(answers(1, "probe-2", "10.232.0.10", "10.232.0.12")) << "10.232.0.10, moved to host 3, did not answer host 1";
 }
 
 }  // namespace
