@@ -56,10 +56,10 @@ void SwarmClient::call(const std::string& host, engine::Call c, std::function<vo
     });
     return;
   }
-  (*engine)->request(std::move(c), [this, alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop)](
+  (*engine)->request(std::move(c), [&loop = loop_, alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop)](
                                         Result<engine::Response> r) mutable {
     if (!alive.lock()) return;
-    loop_.post([alive, on_loop = std::move(on_loop), r = std::move(r)]() mutable {
+    loop.post([alive, on_loop = std::move(on_loop), r = std::move(r)]() mutable {
       if (auto a = alive.lock(); a && *a) on_loop(std::move(r));
     });
   });
@@ -317,9 +317,9 @@ void SwarmClient::distribute_image(const std::string& from, const std::vector<st
     engine::Call save{"GET", fmt::format("/images/{}/get", copy.image_id), "", "", "application/json", 0};
     auto handle = (*engine)->stream(
         std::move(save), [sink](std::string_view piece) { return sink->write(piece); },
-        [this, alive = std::weak_ptr<bool>(alive_), saved = std::move(saved)](Result<engine::Response> end) mutable {
+        [&loop = loop_, alive = std::weak_ptr<bool>(alive_), saved = std::move(saved)](Result<engine::Response> end) mutable {
           if (!alive.lock()) return;
-          loop_.post([alive, saved = std::move(saved), end = std::move(end)]() mutable {
+          loop.post([alive, saved = std::move(saved), end = std::move(end)]() mutable {
             if (auto a = alive.lock(); a && *a) saved(std::move(end));
           });
         });
