@@ -37,8 +37,8 @@ class Cluster : public ::testing::Test {
     if (std::system("command -v dockerd >/dev/null && command -v docker >/dev/null") != 0)
       GTEST_SKIP() << "the cluster tests need dockerd and the docker CLI (docker.io; scripts/install-deps.sh)";
     name_ = fmt::format("berth-it-cl{}", getpid());
+    started_ = true;  // (a start that fails half-way is cleaned up too)
     ASSERT_EQ(script("start 3 >/dev/null"), 0) << "scripts/cluster.sh start 3 failed";
-    started_ = true;
     for (int k = 1; k <= 3; ++k) hosts_.push_back(fmt::format("unix:///run/{}-{}/docker.sock", name_, k));
   }
   void TearDown() override {
