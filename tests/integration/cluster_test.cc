@@ -15,14 +15,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <future>
-
 #include <nlohmann/json.hpp>
 
 #include "base/asio_executor.h"
 #include "base/clock.h"
 #include "cluster/swarm/swarm.h"
-#include "engine/engine.h"
+#include "docker_env.h"
 #include "harness.h"
 
 namespace berth::it {
@@ -66,22 +64,17 @@ class Cluster : public ::testing::Test {
     return std::move(*got);
   }
 
-  // One Engine API call on a host, synchronously (a test may block); a body that is JSON or "".
+  // One Engine API call on a host (docker_env.h); the answer's JSON, or null and the error.
   struct Answer {
     unsigned status = 0;
     nlohmann::json body;
     std::string text;
   };
-  Answer engine_call(const std::string& host, const std::string& method, const std::string& target,
-                     const nlohmann::json& body = nullptr, Millis timeout_ms = 60'000) {
-    auto engine = engine::Engine::open(host);
-    if (!engine.ok()) return {0, nullptr, engine.error().message};
-    std::promise<Result<engine::Response>> p;
-    (*engine)->request({method, target, body.is_null() ? "" : body.dump(), "", "application/json", timeout_ms},
-                       [&](Result<engine::Response> r) { p.set_value(std::move(r)); });
-    auto r = p.get_future().get();
+  static Answer engine_call(const std::string& host, const std::string& method, const std::string& target,
+                            const nlohmann::json& body = nullptr, Millis timeout_ms = 60'000) {
+    auto r = it::engine_call(host, method, target, body.is_null() ? "" : body.dump(), timeout_ms);
     if (!r.ok()) return {0, nullptr, r.error().message};
-    return {r->status, nlohmann::json::parse(r->body, nullptr, false), r->body};
+    return {r->status, r->json(), r->body};
   }
 
   // Hosts 1 (manager, heartbeat 1 s), 2 and 3 (workers) in one Swarm, all ready.

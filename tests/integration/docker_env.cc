@@ -55,15 +55,20 @@ bool DockerEnv::enter() {
   return made;
 }
 
-Result<EngineAnswer> DockerEnv::call(const std::string& method, const std::string& target, const std::string& body) {
-  auto engine = engine::Engine::open(host_);
+Result<EngineAnswer> engine_call(const std::string& host, const std::string& method, const std::string& target,
+                                 const std::string& body, Millis timeout_ms) {
+  auto engine = engine::Engine::open(host);
   if (!engine.ok()) return engine.error();
   std::promise<Result<engine::Response>> p;
-  (*engine)->request({method, target, body, "", "application/json", 60'000},
+  (*engine)->request({method, target, body, "", "application/json", timeout_ms},
                      [&](Result<engine::Response> r) { p.set_value(std::move(r)); });
   auto r = p.get_future().get();
   if (!r.ok()) return r.error();
   return EngineAnswer{r->status, r->body};
+}
+
+Result<EngineAnswer> DockerEnv::call(const std::string& method, const std::string& target, const std::string& body) {
+  return engine_call(host_, method, target, body);
 }
 
 namespace {

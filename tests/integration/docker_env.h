@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
 #include "base/result.h"
 
 namespace berth::it {
@@ -22,6 +23,11 @@ struct EngineAnswer {
   std::string body;
   nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
 };
+
+// One Engine API call on the dockerd at `host` (unix:///...), synchronously (a test is allowed
+// to block).
+Result<EngineAnswer> engine_call(const std::string& host, const std::string& method, const std::string& target,
+                                 const std::string& body = "", Millis timeout_ms = 60'000);
 
 class DockerEnv {
  public:
