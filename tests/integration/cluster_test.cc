@@ -112,6 +112,8 @@ class Cluster : public ::testing::Test {
     EXPECT_TRUE(n.ok()) << n.error().message;
     return n.ok() ? *n : std::vector<cluster::Node>{};
   }
+  // (Not of a temporary list: the pointer would outlive it.)
+  const cluster::Node* node_named(std::vector<cluster::Node>&&, int) const = delete;
   const cluster::Node* node_named(const std::vector<cluster::Node>& all, int k) const {
     for (const auto& n : all)
       if (n.hostname == fmt::format("{}-{}", name_, k)) return &n;
@@ -309,7 +311,8 @@ TEST_F(Cluster, AFixedOverlayAddressAnswersAcrossHostsAndMovesWhenItsHostIsLost)
   const std::string two_id = two->id;
   ASSERT_EQ(script("kill 2"), 0);
   ASSERT_TRUE(wait_until([&] {
-    const auto* n = node_named(nodes(hosts_[0]), 2);
+    const auto now = nodes(hosts_[0]);
+    const auto* n = node_named(now, 2);
     return n && n->state == "down";
   }, std::chrono::seconds(60)));
   auto removed = await<bool>([&](auto done) { client_.remove_node(hosts_[0], two_id, true, done); });
