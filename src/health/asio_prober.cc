@@ -162,6 +162,20 @@ std::unique_ptr<ProbeHandle> AsioProber::probe(const ProbeTarget& target, std::f
   const auto now = SteadyClock::now();
   p->deadline = now + std::chrono::milliseconds(target.spec.timeout_ms);
   p->tick(std::min(p->deadline, now + kTick));
+  if (open_ && (target.spec.type == model::HealthType::kHttp || target.spec.type == model::HealthType::kTcp)) {
+    auto fd = open_();
+    if (!fd.ok()) {
+      p->finish(false, fmt::format("berth could not probe: {}", fd.error().message), true);
+      return std::make_unique<Handle>(p);
+    }
+    boost::system::error_code ec;
+    p->socket.assign(tcp::v4(), *fd, ec);
+    if (ec) {
+      ::close(*fd);
+      p->finish(false, fmt::format("berth could not probe: {}", ec.message()), true);
+      return std::make_unique<Handle>(p);
+    }
+  }
   switch (target.spec.type) {
     case model::HealthType::kHttp: start_http(p, target); break;
     case model::HealthType::kTcp: start_tcp(p, target); break;

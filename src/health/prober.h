@@ -18,6 +18,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "base/clock.h"
+#include "base/result.h"
 #include "model/catalog.h"
 
 namespace berth::health {
@@ -51,11 +52,18 @@ class Prober {
 
 class AsioProber final : public Prober {
  public:
+  // Makes a TCP socket (a descriptor) for a probe: in another network namespace, say
+  // (base/netns.h), when instances live on a network the daemon is not part of.
+  using SocketOpener = std::function<Result<int>()>;
+
   explicit AsioProber(boost::asio::io_context& io) : io_(io) {}
   std::unique_ptr<ProbeHandle> probe(const ProbeTarget& target, std::function<void(ProbeResult)> done) override;
+  // From now on probes connect from sockets `open` makes (nullptr: the daemon's own). Loop thread.
+  void set_socket_opener(SocketOpener open) { open_ = std::move(open); }
 
  private:
   boost::asio::io_context& io_;
+  SocketOpener open_;
 };
 
 }  // namespace berth::health
