@@ -16,7 +16,8 @@
 // Among the hosts that pass (schedulable: ready and active; enough CPU and memory left of what
 // they report once the instances already placed there are counted; every constraint), the
 // instance goes where its app has the fewest instances, then where the fewest CPUs and memory
-// are taken (as a share of the host's), then to the first by name: the same inputs give the same
+// are taken (as a share of the host's), then where the fewest instances run, then to the first
+// by name: the same inputs give the same
 // host, so a restarted daemon decides as the one before.
 //
 // Pure values and functions: any thread. Parsing a constraint names what is wrong and what would

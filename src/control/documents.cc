@@ -39,7 +39,7 @@ void ControlLoop::install(model::Catalog catalog, std::map<std::string, std::str
   catalog_ = std::move(catalog);
   planner_ = Planner(*catalog_);  // (it points into catalog_)
   invalid_documents_ = std::move(invalid);
-  ipam_.set_network(catalog_->network());
+  ipam_.set_network(with_reserved(catalog_->network(), d_.reserved_pool_tail));
   prepare_network();
   publisher_.catalog_changed();
   schedule_reconcile();

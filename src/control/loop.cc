@@ -25,7 +25,8 @@ Result<std::unique_ptr<ControlLoop>> ControlLoop::create(const Deps& d) {
     if (!r.ok()) return r.error().wrap("the stored catalog no longer parses");
     resolved = std::move(r.value());
   }
-  auto ipam = ipam::Ipam::create(resolved ? resolved->catalog.network() : model::NetworkSpec{}, *d.store, *d.clock);
+  auto ipam = ipam::Ipam::create(with_reserved(resolved ? resolved->catalog.network() : model::NetworkSpec{}, d.reserved_pool_tail),
+                                 *d.store, *d.clock);
   if (!ipam.ok()) return ipam.error();
   auto last_event = d.store->last_event_id();
   if (!last_event.ok()) return last_event.error();

@@ -61,6 +61,9 @@ struct Deps {
   // The runtimes, by name(): "process" runs apps without an image, "docker" apps with one.
   // A network is prepared by them in this order.
   std::vector<runtime::Runtime*> runtimes;
+  // The pool's last this many addresses are a runtime's own and never an instance's (a cluster's
+  // overlay leaves them to Docker's endpoints: runtime/cluster). 0: none.
+  int reserved_pool_tail = 0;
   health::Prober* prober = nullptr;
   store::StateStore* store = nullptr;
   std::string data_dir;     // instance logs go to <data_dir>/logs/<env>/<app>.<ordinal>.log
@@ -125,6 +128,13 @@ struct DocumentStatus {
   model::EnvDocument doc;
   std::string error;  // why it is left out of the catalog (an apply of the fleet made it invalid)
 };
+
+// `network` with its last `tail` addresses excluded too (Deps::reserved_pool_tail).
+inline model::NetworkSpec with_reserved(model::NetworkSpec network, int tail) {
+  if (tail > 0 && network.pool.last - network.pool.first >= static_cast<model::Ipv4>(tail) * 4)
+    network.exclude.push_back({network.pool.last - static_cast<model::Ipv4>(tail - 1), network.pool.last});
+  return network;
+}
 
 // The level-triggered safety net: a full reconcile pass at least this often.
 inline constexpr Millis kFullPassMs = 5'000;

@@ -271,6 +271,14 @@ Step Supervisor::exited(const runtime::Exit& exit, const model::AppSpec* spec, N
     st.events.push_back({"completed", s_.message});
     return st;
   }
+  if (spec && exit.host_lost) {
+    // Not the instance's doing: back at once, on another host, whatever the policy says.
+    s_.phase = Phase::kBackoff;
+    s_.message = fmt::format("{}; re-created on another host", exit.description);
+    st.backoff = 0;
+    st.events.push_back({"moving", exit.description});
+    return st;
+  }
   const auto policy = spec ? spec->restart.policy : model::RestartPolicy::kNever;
   const bool restart = policy == model::RestartPolicy::kAlways || (policy == model::RestartPolicy::kOnFailure && !exit.success());
   if (!restart) {

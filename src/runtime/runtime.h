@@ -118,6 +118,9 @@ struct Exit {
   int code = 0;               // exit status; for a signal 128 + signal, as a shell reports it
   int signal = 0;             // the signal that killed it, if any
   std::string description;    // "exited with status 1", "killed by SIGKILL", "ended"
+  // Its host was lost (runtime/cluster): not the instance's failure. The loop re-creates it at
+  // once, whatever its restart policy, and the runtime places it on another host.
+  bool host_lost = false;
   bool success() const { return status_known && signal == 0 && code == 0; }
 };
 

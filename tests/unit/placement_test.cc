@@ -1,9 +1,13 @@
 // Placement (cluster/placement.h): spreading, resources, hosts that cannot take instances, and
 // each constraint operator, placing instances one after another as the loop would.
+#include <map>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "cluster/placement.h"
+#include "control/loop.h"
+#include "runtime/docker/docker_runtime.h"
 
 namespace berth::cluster {
 namespace {
@@ -78,6 +82,15 @@ TEST(Placement, SpreadsAnAppThenFillsTheLeastLoaded) {
   EXPECT_EQ(place_all(r, 4, hosts, placed), (std::vector<std::string>{"h2", "h3", "h1", "h2"}));
 }
 
+TEST(Placement, AppsThatAskForNoResourcesSpreadByInstanceCount) {
+  std::vector<HostSlot> hosts{host("h1"), host("h2"), host("h3")};
+  std::vector<Placed> placed;
+  std::map<std::string, int> per_host;
+  for (const char* app : {"e/a", "e/b", "e/c", "e/d", "e/e", "e/f"})
+    for (const auto& h : place_all(Request{app, 0, 0, 0, {}}, 1, hosts, placed)) ++per_host[h];
+  EXPECT_EQ(per_host, (std::map<std::string, int>{{"h1", 2}, {"h2", 2}, {"h3", 2}}));
+}
+
 TEST(Placement, CountsResourcesAndSaysWhyNoHostFits) {
   std::vector<HostSlot> hosts{host("h1", {}, 2 * kCpu), host("h2", {}, 1 * kCpu, 1 * kGiB), host("h3")};
   hosts[2].schedulable = false;
@@ -143,3 +156,26 @@ TEST(Placement, ClusterLikeAndUnlike) {
 
 }  // namespace
 }  // namespace berth::cluster
+
+// The overlay's slice for Docker's own endpoints (runtime/docker) and berth's IPAM leaving it
+// alone (control/loop.h).
+TEST(OverlayFence, IsThePoolsLastAddressesAndNeverAnInstances) {
+  EXPECT_EQ(*berth::runtime::docker::fence_range("10.77.0.0/16", 16), "10.77.255.240/28");
+  EXPECT_EQ(*berth::runtime::docker::fence_range("10.233.0.0/24", 16), "10.233.0.240/28");
+  EXPECT_EQ(*berth::runtime::docker::fence_range("10.233.0.77/24", 4), "10.233.0.252/30");  // host bits ignored
+  auto small = berth::runtime::docker::fence_range("10.1.0.0/27", 16);
+  ASSERT_FALSE(small.ok());
+  EXPECT_NE(small.error().message.find("/26 or larger"), std::string::npos) << small.error().message;
+  EXPECT_FALSE(berth::runtime::docker::fence_range("10.1.0.0/24", 12).ok());
+  EXPECT_FALSE(berth::runtime::docker::fence_range("10.1.0.0", 16).ok());
+  EXPECT_FALSE(berth::runtime::docker::fence_range("10.1.0.0/33", 16).ok());
+
+  berth::model::NetworkSpec n;
+  n.pool = *berth::model::parse_range("10.233.0.0/24");
+  const auto fenced = berth::control::with_reserved(n, 16);
+  for (berth::model::Ipv4 ip = n.pool.first; ip <= n.pool.last; ++ip) {
+    const bool in_fence = ip >= n.pool.last - 15;
+    EXPECT_EQ(fenced.usable(ip), n.usable(ip) && !in_fence) << berth::model::format_ipv4(ip);
+  }
+  EXPECT_EQ(fenced.usable_count(), n.usable_count() - 15);  // (the broadcast address was never usable)
+}

@@ -252,3 +252,26 @@ TEST_F(SupervisorTest, WaitingIsAnnouncedOnceAndOnlyAChangedReasonIsShown) {
   EXPECT_TRUE(st.events.empty());
   EXPECT_TRUE(st.shown);
 }
+
+TEST_F(SupervisorTest, AnInstanceWhoseHostIsLostComesBackAtOnceWhateverItsPolicy) {
+  spec_.restart.policy = model::RestartPolicy::kNever;
+  run(0);
+  probe(true, 0);
+  const int crashes = sup_.state().crashes;
+  runtime::Exit lost;
+  lost.description = "its host h-2 was lost (the Swarm calls it down)";
+  lost.host_lost = true;
+  Step st = sup_.exited(lost, &spec_, {50, 0});
+  EXPECT_EQ(st.backoff, 0);
+  EXPECT_EQ(sup_.state().phase, Phase::kBackoff);
+  EXPECT_EQ(sup_.state().crashes, crashes) << "not the instance's failure";
+  EXPECT_EQ(types(st), (std::vector<std::string>{"exited", "moving"}));
+  EXPECT_NE(sup_.state().message.find("re-created on another host"), std::string::npos) << sup_.state().message;
+  // The same exit without host_lost: policy never keeps it down.
+  sup_.backoff_elapsed();
+  run(100);
+  probe(true, 100);
+  lost.host_lost = false;
+  st = sup_.exited(lost, &spec_, {150, 0});
+  EXPECT_EQ(sup_.state().phase, Phase::kFailed);
+}

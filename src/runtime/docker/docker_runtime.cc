@@ -2,9 +2,12 @@
 // DockerRuntime is in recover.cc (adoption after a restart) and exec.cc (exec, image builds).
 #include "runtime/docker/docker_runtime.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -111,6 +114,31 @@ void DockerRuntime::prepare_network(const Network& network, std::function<void(S
   ensure_network(network, std::move(done));
 }
 
+Result<std::string> fence_range(const std::string& subnet, int size) {
+  const auto slash = subnet.find('/');
+  in_addr a{};
+  int len = -1;
+  if (slash != std::string::npos) {
+    const std::string bits = subnet.substr(slash + 1);
+    if (!bits.empty() && bits.size() <= 2 && std::all_of(bits.begin(), bits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      len = std::stoi(bits);
+  }
+  if (slash == std::string::npos || len < 0 || len > 32 || ::inet_pton(AF_INET, subnet.substr(0, slash).c_str(), &a) != 1)
+    return invalid(fmt::format("pool {}: not a.b.c.d/len", subnet));
+  if (size < 4 || (size & (size - 1)) != 0) return invalid(fmt::format("fence of {} addresses: not a power of two ≥ 4", size));
+  const std::uint64_t span = std::uint64_t{1} << (32 - len);
+  if (span < static_cast<std::uint64_t>(size) * 4)
+    return invalid(fmt::format("pool {} has {} addresses: too small to spare the last {} for Docker's own endpoints (a /{} "
+                               "or larger is needed)",
+                               subnet, span, size, 32 - std::countr_zero(static_cast<unsigned>(size)) - 2));
+  const std::uint32_t mask = len == 0 ? 0 : ~std::uint32_t{0} << (32 - len);
+  const std::uint32_t first = (ntohl(a.s_addr) & mask) + static_cast<std::uint32_t>(span - static_cast<std::uint64_t>(size));
+  in_addr f{htonl(first)};
+  char text[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &f, text, sizeof text);
+  return fmt::format("{}/{}", text, 32 - std::countr_zero(static_cast<unsigned>(size)));
+}
+
 void DockerRuntime::ensure_network(const Network& network, std::function<void(Status)> done) {
   const std::string name = network_name(network);
   auto& ns = networks_[name];
@@ -123,6 +151,13 @@ void DockerRuntime::ensure_network(const Network& network, std::function<void(St
   if (ns->working) return;
   ns->working = true;
   ns->network = network;
+  if (options_.overlay_fence > 0 && !options_.manages_network) {
+    // A worker's: the manager made it; it appears here with the first container on it.
+    loop_.post([this, alive = std::weak_ptr<bool>(alive_), name] {
+      if (auto a = alive.lock(); a && *a) network_done(name, {});
+    });
+    return;
+  }
   call({"GET", "/networks/" + name, "", "", "application/json", 30'000}, [this, name, network](Result<Response> r) {
     if (!r.ok()) return network_done(name, r.error());
     if (r->status == 404) return create_network(network);
@@ -142,14 +177,22 @@ void DockerRuntime::ensure_network(const Network& network, std::function<void(St
 
 void DockerRuntime::create_network(const Network& network) {
   const std::string name = network_name(network);
-  // The gateway alone as the dynamic range: Docker never picks an address berth might assign.
+  // A bridge: the gateway alone as the dynamic range, so Docker never picks an address berth
+  // might assign. An overlay: the fence, since every host's load balancer endpoint takes one.
+  std::string range = network.gateway + "/32";
+  if (options_.overlay_fence > 0) {
+    auto fence = fence_range(network.subnet, options_.overlay_fence);
+    if (!fence.ok()) return network_done(name, fence.error());
+    range = *fence;
+  }
   json body = {{"Name", name},
-               {"Driver", "bridge"},
+               {"Driver", options_.overlay_fence > 0 ? "overlay" : "bridge"},
                {"CheckDuplicate", true},
                {"IPAM", {{"Driver", "default"},
                          {"Config", json::array({{{"Subnet", network.subnet}, {"Gateway", network.gateway},
-                                                  {"IPRange", network.gateway + "/32"}}})}}},
+                                                  {"IPRange", range}}})}}},
                {"Labels", {{"berth.data", options_.data_id}, {"berth.pool", network.subnet}}}};
+  if (options_.overlay_fence > 0) body["Attachable"] = true;
   call({"POST", "/networks/create", body.dump(), "", "application/json", 30'000}, [this, name, network](Result<Response> r) {
     if (!r.ok()) return network_done(name, r.error());
     if (r->status == 409) {  // made meanwhile by someone else: check it as it is

@@ -46,7 +46,20 @@ struct DockerOptions {
   std::string host;       // unix:///path/to/docker.sock
   std::string data_id;    // this data directory's id (names and labels)
   std::string state_dir;  // log positions: <data-dir>/run/docker
+  // 0: the pool is a bridge network of this dockerd. Otherwise it is an attachable overlay
+  // network of the Docker Swarm this dockerd is in (runtime/cluster), and Docker's own
+  // endpoints (a load balancer's per host: moby/moby#38251) take their addresses from the
+  // pool's last `overlay_fence` addresses, which berth never assigns (a power of two ≥ 4).
+  int overlay_fence = 0;
+  // With an overlay: whether this dockerd makes the network (a manager) or uses it by name, as
+  // a manager made it (a worker sees it once a container of its own is on it).
+  bool manages_network = true;
 };
+
+// The CIDR of the last `size` addresses of `subnet` ("10.77.0.0/16", 16 → "10.77.255.240/28"),
+// or an error when the subnet is not "a.b.c.d/len", `size` not a power of two ≥ 4, or the
+// subnet too small to spare it.
+Result<std::string> fence_range(const std::string& subnet, int size);
 
 class DockerRuntime final : public Runtime {
  public:
