@@ -22,6 +22,7 @@ rules=(
   "cluster|base/"
   "cluster/swarm|base/ cluster/cluster.h engine/"
   "runtime/docker|base/ runtime/runtime.h engine/"
+  "runtime/cluster|base/ runtime/runtime.h runtime/docker/docker_runtime.h engine/ cluster/"
   "blob|base/"
   "blob/http|base/"
   "blob/local|base/ blob/blob_store.h"

@@ -5,7 +5,28 @@
 #   scripts/make-images.sh DEMO_SVC [TAG]    TAG defaults to berth-demo:latest
 # DOCKER_HOST names the dockerd (e.g. unix:///run/berth-docker/docker.sock). Idempotent: an
 # image of the same contents is not imported again (its content hash is a tag of its own).
+#   scripts/make-images.sh --sandbox BERTH_PAUSE [TAG]
+#                                            a cluster's sandbox image (runtime/cluster): the
+#                                            static berth-pause alone, as /pause; TAG defaults
+#                                            to berth-pause:latest
 set -euo pipefail
+if [ "${1:-}" = --sandbox ]; then
+  pause=${2:?usage: make-images.sh --sandbox PATH/TO/berth-pause [TAG]}
+  tag=${3:-berth-pause:latest}
+  : "${DOCKER_HOST:?set DOCKER_HOST to the dockerd to build in}"
+  root=$(mktemp -d /tmp/berth-sandbox.XXXXXX)
+  trap 'rm -rf "$root" "$root.tar"' EXIT
+  install -m 0755 "$pause" "$root/pause"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$root" -cf "$root.tar" .
+  sum=$(sha256sum "$root.tar" | cut -c1-12)
+  repo=${tag%%:*}
+  if ! docker image inspect "$repo:$sum" >/dev/null 2>&1; then
+    docker import -c 'CMD ["/pause"]' "$root.tar" "$repo:$sum" >/dev/null
+  fi
+  docker tag "$repo:$sum" "$tag"
+  echo "$tag"
+  exit 0
+fi
 svc=${1:?usage: make-images.sh PATH/TO/berth-demo-svc [TAG]}
 tag=${2:-berth-demo:latest}
 : "${DOCKER_HOST:?set DOCKER_HOST to the dockerd to build in}"

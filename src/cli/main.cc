@@ -208,6 +208,18 @@ int run(int argc, char** argv) {
   serve->add_option("--docker-host", serve_opts.docker_host,
                     "run apps that have an image as containers of this dockerd: unix:///path/to/docker.sock "
                     "(default $DOCKER_HOST if it is a unix socket; none: such apps wait)");
+  serve->add_option("--cluster-host", serve_opts.cluster_hosts,
+                    "run apps that have an image on the hosts of a Docker Swarm, each instance at its own address on "
+                    "an overlay network and moved with it when its host is lost (docs/cluster.md): a host's Engine API "
+                    "(unix:///path/to/docker.sock), once per host; the first is a manager this daemon runs on");
+  std::string heartbeat_text = "1s";
+  serve->add_option("--cluster-heartbeat", heartbeat_text,
+                    "the Swarm's heartbeat berth sets: how soon a silent host is called down and its instances move")
+      ->capture_default_str();
+  serve->add_option("--sandbox-image", serve_opts.sandbox_image,
+                    "with --cluster-host: the image of berth's own container on the overlay (scripts/make-images.sh "
+                    "--sandbox)")
+      ->capture_default_str();
 
   std::string file;
   auto* exec_cmd = app.add_subcommand("exec", "run a command inside a running instance (its container or its process's namespace)");
@@ -430,6 +442,12 @@ int run(int argc, char** argv) {
       return 2;
     }
     serve_opts.sim = *sim;
+    auto heartbeat = berth::parse_duration(heartbeat_text);
+    if (!heartbeat || *heartbeat < 100) {
+      fmt::print(stderr, "berth serve: --cluster-heartbeat '{}': write a duration of at least 100ms, like 1s\n", heartbeat_text);
+      return 2;
+    }
+    serve_opts.cluster_heartbeat_ms = *heartbeat;
     return berth::daemon::run(serve_opts);
   }
 

@@ -37,6 +37,7 @@
 #include "health/prober.h"
 #include "model/network.h"
 #include "net/dns/server.h"
+#include "runtime/cluster/cluster_runtime.h"
 #include "runtime/docker/docker_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "store/sqlite/sqlite_store.h"
@@ -293,20 +294,38 @@ int run(const Options& o) {
   // Runtimes prepare a network in this order: a Docker bridge network first gives the pool's
   // gateway its address.
   std::vector<runtime::Runtime*> runtimes;
-  std::unique_ptr<runtime::docker::DockerRuntime> docker;
-  if (!o.docker_host.empty()) {
+  std::unique_ptr<runtime::docker::DockerRuntime> docker;  // one host's containers; in a cluster, its image builds
+  std::unique_ptr<runtime::cluster::ClusterRuntime> cluster;
+  const std::string docker_host = o.cluster_hosts.empty() ? o.docker_host : o.cluster_hosts.front();
+  if (!docker_host.empty()) {
     auto id = data_id(data_dir);
     if (!id.ok()) {
       fmt::print(stderr, "berth serve: {}\n", id.error().message);
       return 1;
     }
-    auto d = runtime::docker::DockerRuntime::create(executor, {o.docker_host, *id, data_dir + "/run/docker"});
+    auto d = runtime::docker::DockerRuntime::create(executor, {docker_host, *id, data_dir + "/run/docker"});
     if (!d.ok()) {
       fmt::print(stderr, "berth serve: {}\n", d.error().message);
       return 1;
     }
     docker = std::move(d.value());
-    runtimes.push_back(docker.get());
+    if (!o.cluster_hosts.empty()) {
+      runtime::cluster::ClusterOptions co;
+      co.hosts = o.cluster_hosts;
+      co.data_id = *id;
+      co.state_dir = data_dir + "/run/cluster";
+      co.heartbeat_ms = o.cluster_heartbeat_ms;
+      co.sandbox_image = o.sandbox_image;
+      auto c = runtime::cluster::ClusterRuntime::create(executor, clock, co);
+      if (!c.ok()) {
+        fmt::print(stderr, "berth serve: --cluster-host: {}\n", c.error().message);
+        return 1;
+      }
+      cluster = std::move(c.value());
+      runtimes.push_back(cluster.get());
+    } else {
+      runtimes.push_back(docker.get());
+    }
   }
   health::AsioProber asio_prober(io);
   health::Prober* prober = &asio_prober;
@@ -373,6 +392,7 @@ int run(const Options& o) {
   deps.clock = &clock;
   deps.executor = &executor;
   deps.runtimes = runtimes;
+  if (cluster) deps.reserved_pool_tail = runtime::cluster::ClusterOptions{}.fence;
   deps.prober = prober;
   Worker worker("catalog");  // validates fleet documents off the loop (outlives the loop: declared first)
   deps.worker = &worker;
@@ -423,6 +443,34 @@ int run(const Options& o) {
     fmt::print(stderr, "berth serve: instances' resolver: DNS on {}\n", listen);
   };
   network_ready = listen_on_gateway;
+  if (cluster) {
+    // Instances are on the Swarm's overlay, which the daemon is not on: its probes connect from,
+    // and the instances' name server listens in, the network namespace of berth's sandbox
+    // container there (runtime/cluster), at the sandbox's address.
+    network_ready = nullptr;
+    cluster->set_on_gateway([&, loop_ptr](const Netns& netns, const std::string& ip) {
+      asio_prober.set_socket_opener([c = cluster.get()]() -> Result<int> {
+        const Netns* sandbox = c->gateway();
+        if (!sandbox) return unavailable("the cluster's sandbox is not up");
+        return sandbox->socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
+      });
+      const std::string listen = ip + ":53";
+      if (gateway_dns && gateway_dns->address() == listen) return;
+      gateway_dns.reset();
+      Result<std::unique_ptr<dns::Server>> server = internal("not started");
+      Status entered = netns.run_in([&] { server = dns::Server::start(listen, latest_zone); });
+      if (!entered.ok()) server = entered.error();
+      if (!server.ok()) {
+        fmt::print(stderr, "berth serve: {}; instances will not resolve short names through their system resolver\n",
+                   server.error().message);
+        loop_ptr->set_resolver("", server.error().message);
+        return;
+      }
+      gateway_dns = std::move(server.value());
+      loop_ptr->set_resolver(ip, "");
+      fmt::print(stderr, "berth serve: instances' resolver: DNS on {} (the cluster's overlay)\n", listen);
+    });
+  }
   auto tokens = auth::Tokens::load(**store, clock);
   if (!tokens.ok()) {
     fmt::print(stderr, "berth serve: {}\n", tokens.error().message);

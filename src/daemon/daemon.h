@@ -23,6 +23,11 @@ struct Options {
   std::string db_dir;       // goldens and copies of standard databases; empty: <data-dir>/db
   bool db_overlay = true;   // let copies use overlayfs when reflinks are not possible
   std::string docker_host;  // unix:///path/docker.sock: apps with an image run there; empty: they wait
+  // Apps with an image run on the hosts of a Docker Swarm instead (runtime/cluster): their
+  // Engine API endpoints, the first a manager this daemon runs on. Empty: one host (docker_host).
+  std::vector<std::string> cluster_hosts;
+  Millis cluster_heartbeat_ms = 1000;  // the Swarm dispatcher's heartbeat berth sets
+  std::string sandbox_image = "berth-pause:latest";
   std::vector<std::string> member_repos;  // source.repo prefixes members may use
   std::vector<std::string> import_dirs;   // directories standards may be imported from
   std::string tls_cert, tls_key;          // PEM files: the API over HTTPS; empty: plain HTTP

@@ -325,3 +325,166 @@ TEST_F(Cluster, AFixedOverlayAddressAnswersAcrossHostsAndMovesWhenItsHostIsLost)
 
 }  // namespace
 }  // namespace berth::it
+
+namespace berth::it {
+namespace {
+
+// Ten container apps (three with two instances), dependencies four deep, each finding the
+// others by plain name through the system resolver: berth's name server in its sandbox on the
+// overlay.
+std::string cluster_fleet() {
+  return R"(network:
+  pool: 10.233.0.0/24
+defaults:
+  image: berth-demo:latest
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 1s, start_period: 60s}
+  stop_grace: 2s
+  env: {DEMO_WARMUP_MS: "100", DEMO_RESOLVER: system}
+apps:
+  gateway: {depends_on: [orders, search]}
+  orders: {instances: 2, depends_on: [users, payments]}
+  payments: {depends_on: [ledger, fx]}
+  ledger: {}
+  fx: {}
+  users: {instances: 2, depends_on: [profiles]}
+  profiles: {}
+  search: {instances: 2, depends_on: [catalog]}
+  catalog: {depends_on: [media]}
+  media: {}
+environments:
+  beta: {}
+)";
+}
+
+class ClusterDaemon : public Cluster {
+ protected:
+  // Every berth container of the daemon on host `k` (1-based): name → {ip, running}.
+  struct Seen {
+    std::string ip;
+    bool running = false;
+  };
+  std::map<std::string, Seen> containers_on(int k, const std::string& data_id) {
+    std::map<std::string, Seen> out;
+    const std::string filters = R"({"label":["berth.data=)" + data_id + R"("]})";
+    std::string encoded;
+    for (char c : filters) encoded += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : fmt::format("%{:02X}", c);
+    auto list = engine_call(hosts_[static_cast<std::size_t>(k - 1)], "GET", "/containers/json?all=1&filters=" + encoded);
+    if (list.status != 200 || !list.body.is_array()) return out;
+    for (const auto& c : list.body) {
+      Seen s;
+      s.running = c.value("State", "") == "running";
+      for (const auto& [net, v] : c["NetworkSettings"]["Networks"].items()) s.ip = v.value("IPAddress", "");
+      out[c["Names"][0].get<std::string>().substr(1)] = s;
+    }
+    return out;
+  }
+  // app/ordinal → {host's name, ip} from berth status.
+  std::map<std::string, std::pair<std::string, std::string>> placement(Daemon& d) {
+    std::map<std::string, std::pair<std::string, std::string>> out;
+    auto s = d.status("beta");
+    for (const auto& a : s["apps"])
+      for (const auto& i : a["instances"]) {
+        const std::string detail = i["detail"].is_string() ? i["detail"].get<std::string>() : "";
+        const auto on = detail.rfind(" on ");
+        out[fmt::format("{}/{}", a["app"].get<std::string>(), i["ordinal"].get<int>())] = {
+            on == std::string::npos ? "" : detail.substr(on + 4), i["ip"].is_string() ? i["ip"].get<std::string>() : ""};
+      }
+    return out;
+  }
+  bool all_ready(Daemon& d) {
+    auto r = d.api().get("/v1/environments/beta");
+    return r.ok() && (*r)["ready"].get<bool>();
+  }
+};
+
+TEST_F(ClusterDaemon, AnEnvironmentSpreadOverThreeHostsKeepsEveryAddressAndNameWhenAHostDies) {
+  make_swarm();
+  // The images on host 1 only: berth copies the app's image to the hosts it places instances on.
+  ASSERT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
+                                    SOURCE_DIR, DEMO_SVC_DIR).c_str()), 0);
+  ASSERT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh --sandbox {} >/dev/null", hosts_[0], SOURCE_DIR,
+                                    BERTH_PAUSE).c_str()), 0);
+  std::vector<std::string> args;
+  for (const auto& h : hosts_) args.insert(args.end(), {"--cluster-host", h});
+  auto d = std::make_unique<Daemon>("cl-fleet", args);
+  const std::string data_id = data_id_of(d->data_dir());
+  ASSERT_EQ(d->apply(cluster_fleet()).exit_code, 0);
+  auto up = d->cli({"up", "beta", "--timeout", "150s"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+
+  // Spread over the three hosts; each container on the address berth status gives it.
+  auto before = placement(*d);
+  ASSERT_EQ(before.size(), 13u);
+  std::map<std::string, int> per_host;
+  for (const auto& [inst, where] : before) ++per_host[where.first];
+  EXPECT_EQ(per_host.size(), 3u) << "instances on " << per_host.size() << " hosts";
+  for (const auto& [host, n] : per_host) EXPECT_GE(n, 3) << host;
+  for (int k = 1; k <= 3; ++k)
+    for (const auto& [name, seen] : containers_on(k, data_id)) {
+      const std::string prefix = fmt::format("berth-{}-beta-", data_id);
+      ASSERT_EQ(name.rfind(prefix, 0), 0u) << name;
+      const std::string rest = name.substr(prefix.size());
+      const std::string inst = rest.substr(0, rest.rfind('-')) + "/" + rest.substr(rest.rfind('-') + 1);
+      EXPECT_EQ(before[inst].first, fmt::format("{}-{}", name_, k)) << inst;
+      EXPECT_EQ(before[inst].second, seen.ip) << inst;
+    }
+  // Names through the system resolver, and a call chain across hosts.
+  auto chain = d->cli({"exec", "beta", "gateway", "--", "curl", "-s", "http://gateway:8080/"});
+  ASSERT_EQ(chain.exit_code, 0) << chain.out << chain.err;
+  auto c = nlohmann::json::parse(chain.out, nullptr, false);
+  ASSERT_TRUE(c.is_object()) << chain.out;
+  EXPECT_EQ(c["calls"][0]["app"], "orders") << chain.out;
+  EXPECT_FALSE(c["calls"][0]["calls"][0].contains("error")) << chain.out;
+
+  // Host 2's dockerd dies (not host 1: this daemon's own). Its instances come back on hosts 1
+  // and 3, each at its old address and name.
+  int on_two = 0;
+  for (const auto& [inst, where] : before) on_two += where.first == fmt::format("{}-2", name_);
+  ASSERT_GT(on_two, 0);
+  ASSERT_EQ(script("kill 2"), 0);
+  ASSERT_TRUE(wait_until([&] {
+    if (!all_ready(*d)) return false;
+    for (const auto& [inst, where] : placement(*d))
+      if (where.first == fmt::format("{}-2", name_) || where.first.empty()) return false;
+    return true;
+  }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  auto after = placement(*d);
+  for (const auto& [inst, where] : before) EXPECT_EQ(after[inst].second, where.second) << inst << " moved address";
+  // The call chain works again, every hop found by name. (Once in five runs, a moved container's
+  // first lookups failed for a few seconds after it was ready — the overlay settling after the
+  // node's removal — so this waits, and says how long it took.)
+  const auto moved = std::chrono::steady_clock::now();
+  CliResult again;
+  const bool chain_works = wait_until([&] {
+    again = d->cli({"exec", "beta", "gateway", "--", "curl", "-s", "http://gateway:8080/"});
+    return again.exit_code == 0 && again.out.find("\"calls\"") != std::string::npos &&
+           again.out.find("error") == std::string::npos;
+  }, std::chrono::seconds(30));
+  EXPECT_TRUE(chain_works) << again.out << again.err << "\n"
+                           << d->cli({"exec", "beta", "orders", "--", "cat", "/etc/resolv.conf"}).out
+                           << d->cli({"exec", "beta", "orders", "--", "getent", "hosts", "users"}).out;
+  std::fprintf(stderr, "the call chain worked again %.1f s after every instance was ready\n",
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - moved).count());
+
+  // Host 2 returns: its stale containers are gone before it takes instances again, and no
+  // instance has a container on two hosts.
+  ASSERT_EQ(script("restart 2"), 0);
+  ASSERT_TRUE(wait_until([&] { return containers_on(2, data_id).empty(); }, std::chrono::seconds(60)))
+      << containers_on(2, data_id).size() << " berth containers left on host 2";
+  std::map<std::string, int> copies;
+  std::map<std::string, int> ips;
+  for (int k = 1; k <= 3; ++k)
+    for (const auto& [name, seen] : containers_on(k, data_id)) {
+      ++copies[name];
+      ++ips[seen.ip];
+    }
+  EXPECT_EQ(copies.size(), 13u);
+  for (const auto& [name, n] : copies) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
+  for (const auto& [ip, n] : ips) EXPECT_EQ(n, 1) << ip << " on " << n << " containers";
+  ASSERT_EQ(d->cli({"down", "beta", "-q", "--timeout", "60s"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace berth::it

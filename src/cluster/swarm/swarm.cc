@@ -10,6 +10,8 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
+
 namespace berth::cluster {
 
 namespace {
@@ -246,6 +248,17 @@ std::string file_safe(std::string_view name) {
 
 }  // namespace
 
+void SwarmClient::image_id(const std::string& host, const std::string& image, Done<std::string> done) {
+  call_ok(host, get(fmt::format("/images/{}/json", image)), [host, image, done = std::move(done)](Result<engine::Response> r) {
+    if (!r.ok()) return done(r.error());
+    auto doc = document(*r, "GET /images/{name}/json");
+    if (!doc.ok()) return done(doc.error());
+    const json id = (*doc)["Id"];
+    if (!id.is_string() || id.get<std::string>().empty()) return done(invalid(fmt::format("{} gave no id for image '{}'", host, image)));
+    done(id.get<std::string>());
+  });
+}
+
 void SwarmClient::distribute_image(const std::string& from, const std::vector<std::string>& to, const std::string& image,
                                    const std::string& work_dir, Done<ImageCopy> done) {
   const Millis t0 = clock_.monotonic_ms();
@@ -314,7 +327,9 @@ void SwarmClient::distribute_image(const std::string& from, const std::vector<st
         });
       }
     };
-    engine::Call save{"GET", fmt::format("/images/{}/get", copy.image_id), "", "", "application/json", 0};
+    // Saved by the name asked for, so that the hosts know it by that name too (a name:tag);
+    // the ids are compared after the load.
+    engine::Call save{"GET", "/images/get?names=" + percent_encode(image), "", "", "application/json", 0};
     auto handle = (*engine)->stream(
         std::move(save), [sink](std::string_view piece) { return sink->write(piece); },
         [&loop = loop_, alive = std::weak_ptr<bool>(alive_), saved = std::move(saved)](Result<engine::Response> end) mutable {

@@ -61,8 +61,12 @@ class SwarmClient {
   // held — an overlay address among others — can be used elsewhere.
   void remove_node(const std::string& manager, const std::string& node_id, bool force, Done<bool> done);
 
+  // The id of image `image` (a name or an id) on `host`; an error with ErrorCode::kNotFound when
+  // the host does not have it.
+  void image_id(const std::string& host, const std::string& image, Done<std::string> done);
+
   // An image copied to other hosts without a registry: saved once from `from` (the Engine API's
-  // GET /images/{id}/get, a tar streamed into a private file under `work_dir`, at most
+  // GET /images/get?names={image}, a tar streamed into a private file under `work_dir`, at most
   // kMaxImageBytes) and loaded on every host of `to` at once (POST /images/load); then each
   // host is asked for the image and must have the same id. The file is removed at the end.
   struct ImageCopy {

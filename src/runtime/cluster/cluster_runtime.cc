@@ -1,0 +1,612 @@
+#include "runtime/cluster/cluster_runtime.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <utility>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/text.h"
+#include "cluster/placement.h"
+
+namespace berth::runtime::cluster {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+namespace bc = ::berth::cluster;
+
+struct ClusterRuntime::Host {
+  enum class State { kUnreachable, kUp, kLost, kFencing };
+  std::string endpoint;
+  std::string hostname;  // as the Swarm knows it (its dockerd's /info Name)
+  std::string addr;      // what it advertises to the Swarm, to join again
+  bc::Node node;
+  State state = State::kUnreachable;
+  std::unique_ptr<docker::DockerRuntime> rt;
+  std::unique_ptr<HostListener> listener;
+  std::map<std::string, std::string> images;  // images known to be there → id
+  bool asking = false;                         // an /info of a lost host under way
+};
+
+// What a host's DockerRuntime says, passed on with the host in the refs.
+class ClusterRuntime::HostListener final : public Listener {
+ public:
+  HostListener(ClusterRuntime& c, std::size_t host) : c_(c), host_(host) {}
+  ~HostListener() override { *alive_ = false; }
+  void on_created(const InstanceId& id, std::uint64_t launch, const Ref& ref, std::function<void(Status)> recorded) override {
+    const Ref ours = c_.wrap(host_, ref);
+    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.host == host_) w->second.ref = ours;
+    // The host's runtime goes with its host (lose()): an answer after that reaches nothing.
+    auto guarded = [alive = std::weak_ptr<bool>(alive_), recorded = std::move(recorded)](Status st) {
+      if (auto a = alive.lock(); a && *a) recorded(std::move(st));
+    };
+    if (c_.listener_) c_.listener_->on_created(id, launch, ours, std::move(guarded));
+  }
+  void on_started(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Observed& observed) override {
+    Observed o = observed;
+    o.detail = fmt::format("{} on {}", observed.detail, c_.hosts_[host_]->hostname);
+    if (c_.listener_) c_.listener_->on_started(id, launch, c_.wrap(host_, ref), o);
+  }
+  void on_failed(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Error& error) override {
+    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.host == host_ && w->second.launch == launch)
+      c_.placed_.erase(w);
+    if (c_.listener_) c_.listener_->on_failed(id, launch, ref.empty() ? ref : c_.wrap(host_, ref), error);
+  }
+  void on_exited(const InstanceId& id, const Ref& ref, const Exit& exit) override {
+    const Ref ours = c_.wrap(host_, ref);
+    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.ref == ours) c_.placed_.erase(w);
+    if (c_.listener_) c_.listener_->on_exited(id, ours, exit);
+  }
+
+ private:
+  ClusterRuntime& c_;
+  std::size_t host_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+Result<std::unique_ptr<ClusterRuntime>> ClusterRuntime::create(Executor& loop, const Clock& clock, ClusterOptions options) {
+  if (options.hosts.empty()) return invalid("a cluster needs at least one host (its first: a Swarm manager this daemon runs on)");
+  std::error_code ec;
+  fs::create_directories(options.state_dir, ec);
+  if (ec) return unavailable(fmt::format("cannot create {}: {}", options.state_dir, ec.message()));
+  fs::permissions(options.state_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  auto engine = engine::Engine::open(options.hosts[0]);
+  if (!engine.ok()) return engine.error();
+  std::unique_ptr<ClusterRuntime> rt(new ClusterRuntime(loop, clock, std::move(options), std::move(engine.value())));
+  rt->start();
+  return rt;
+}
+
+ClusterRuntime::ClusterRuntime(Executor& loop, const Clock& clock, ClusterOptions options,
+                               std::unique_ptr<engine::Engine> manager)
+    : loop_(loop), clock_(clock), options_(std::move(options)), swarm_(loop, clock), manager_engine_(std::move(manager)) {
+  for (const auto& endpoint : options_.hosts) {
+    auto h = std::make_unique<Host>();
+    h->endpoint = endpoint;
+    hosts_.push_back(std::move(h));
+  }
+}
+
+ClusterRuntime::~ClusterRuntime() {
+  *alive_ = false;
+  if (poll_timer_) loop_.cancel(poll_timer_);
+  for (auto& h : hosts_) h->rt.reset();
+  manager_engine_.reset();  // joins its thread
+}
+
+Capabilities ClusterRuntime::capabilities() const { return {}; }
+
+Ref ClusterRuntime::wrap(std::size_t host, const Ref& inner) const { return hosts_[host]->hostname + "/" + inner; }
+
+bool ClusterRuntime::unwrap(const Ref& ref, std::size_t* host, Ref* inner) const {
+  const auto slash = ref.find('/');
+  if (slash == std::string::npos) return false;
+  const std::size_t i = host_named(ref.substr(0, slash));
+  if (i == hosts_.size() || !hosts_[i]->rt) return false;
+  *host = i;
+  *inner = ref.substr(slash + 1);
+  return true;
+}
+
+std::size_t ClusterRuntime::host_named(const std::string& hostname) const {
+  for (std::size_t i = 0; i < hosts_.size(); ++i)
+    if (!hosts_[i]->hostname.empty() && hosts_[i]->hostname == hostname) return i;
+  return hosts_.size();
+}
+
+// ---- start and the node watch -------------------------------------------------------------------
+
+void ClusterRuntime::when_started(std::function<void()> fn) {
+  if (started_) return fn();
+  pending_.push_back(std::move(fn));
+}
+
+Status ClusterRuntime::open_host(std::size_t i) {
+  Host& h = *hosts_[i];
+  docker::DockerOptions o;
+  o.host = h.endpoint;
+  o.data_id = options_.data_id;
+  o.state_dir = fmt::format("{}/host-{}", options_.state_dir, h.hostname);
+  o.overlay_fence = options_.fence;
+  o.manages_network = i == 0;
+  auto rt = docker::DockerRuntime::create(loop_, o);
+  if (!rt.ok()) return rt.error();
+  h.rt = std::move(rt.value());
+  h.listener = std::make_unique<HostListener>(*this, i);
+  h.rt->set_listener(h.listener.get());
+  return {};
+}
+
+// The Swarm's heartbeat first (how soon a host is called down), then each host's own account of
+// itself: its name in the Swarm, its node, the address it joined from.
+void ClusterRuntime::start() {
+  if (started_ || starting_) return;
+  starting_ = true;
+  swarm_.set_heartbeat(options_.hosts[0], options_.heartbeat_ms, [this](Result<bc::SwarmInfo> s) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "berth: cluster: setting the Swarm's heartbeat on %s: %s; trying again\n",
+                   options_.hosts[0].c_str(), s.error().message.c_str());
+      starting_ = false;
+      poll_timer_ = loop_.after(std::max<Millis>(options_.poll_ms, 1000), [this] { poll_timer_ = 0; start(); });
+      return;
+    }
+    auto left = std::make_shared<std::size_t>(hosts_.size());
+    for (std::size_t i = 0; i < hosts_.size(); ++i) {
+      swarm_.info(hosts_[i]->endpoint, [this, i, left](Result<bc::LocalInfo> info) {
+        Host& h = *hosts_[i];
+        if (!info.ok()) {
+          std::fprintf(stderr, "berth: cluster: host %s does not answer (%s); it takes no instances until it does\n",
+                       h.endpoint.c_str(), info.error().message.c_str());
+        } else if (info->swarm_state != "active" || info->node_id.empty()) {
+          std::fprintf(stderr, "berth: cluster: host %s (%s) is not in the Swarm (state %s); join it to the manager's Swarm\n",
+                       h.endpoint.c_str(), info->hostname.c_str(), info->swarm_state.c_str());
+          h.hostname = info->hostname;
+        } else {
+          h.hostname = info->hostname;
+          h.addr = info->node_addr;
+          h.node.id = info->node_id;
+          if (auto st = open_host(i); !st.ok())
+            std::fprintf(stderr, "berth: cluster: host %s: %s\n", h.endpoint.c_str(), st.error().message.c_str());
+          else
+            h.state = Host::State::kUp;
+        }
+        if (--*left > 0) return;
+        if (hosts_[0]->state != Host::State::kUp) {
+          std::fprintf(stderr, "berth: cluster: the first host (%s) must be an active manager, trying again\n",
+                       hosts_[0]->endpoint.c_str());
+          for (auto& other : hosts_) other->rt.reset(), other->state = Host::State::kUnreachable;
+          starting_ = false;
+          poll_timer_ = loop_.after(std::max<Millis>(options_.poll_ms, 1000), [this] { poll_timer_ = 0; start(); });
+          return;
+        }
+        started_ = true;
+        starting_ = false;
+        auto pending = std::move(pending_);
+        for (auto& fn : pending) fn();
+        poll();
+      });
+    }
+  });
+}
+
+void ClusterRuntime::poll() {
+  if (polling_) return;
+  polling_ = true;
+  swarm_.nodes(options_.hosts[0], [this](Result<std::vector<bc::Node>> nodes) {
+    polling_ = false;
+    if (nodes.ok()) on_nodes(std::move(nodes.value()));
+    else std::fprintf(stderr, "berth: cluster: listing the Swarm's nodes: %s\n", nodes.error().message.c_str());
+    // Hosts berth lost (or never reached): fenced once they answer.
+    for (std::size_t i = 0; i < hosts_.size(); ++i) {
+      Host& h = *hosts_[i];
+      if ((h.state != Host::State::kLost && h.state != Host::State::kUnreachable) || h.asking) continue;
+      h.asking = true;
+      swarm_.info(h.endpoint, [this, i](Result<bc::LocalInfo> info) {
+        Host& back = *hosts_[i];
+        back.asking = false;
+        if (!info.ok() || (back.state != Host::State::kLost && back.state != Host::State::kUnreachable)) return;
+        if (back.hostname.empty()) back.hostname = info->hostname;
+        if (back.addr.empty()) back.addr = info->node_addr;
+        fence(i);
+      });
+    }
+    poll_timer_ = loop_.after(options_.poll_ms, [this] { poll_timer_ = 0; poll(); });
+  });
+}
+
+void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    Host& h = *hosts_[i];
+    if (h.state != Host::State::kUp) continue;
+    const bc::Node* n = nullptr;
+    for (const auto& node : nodes)
+      if (node.id == h.node.id) n = &node;
+    if (!n) {
+      if (i != 0) lose(i, "it is no longer a node of the Swarm");
+      continue;
+    }
+    h.node = *n;
+    if (n->state == "down" && i != 0)
+      lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
+  }
+}
+
+// The host's instances are gone as far as berth is concerned: its node leaves the Swarm (so its
+// addresses may be used elsewhere), then each instance is reported gone, host lost.
+void ClusterRuntime::lose(std::size_t i, const std::string& why) {
+  Host& h = *hosts_[i];
+  h.state = Host::State::kLost;
+  h.rt.reset();  // nothing more from it: its containers are fenced when it returns
+  h.listener.reset();
+  h.images.clear();
+  std::vector<std::pair<InstanceId, Where>> gone;
+  for (auto it = placed_.begin(); it != placed_.end();) {
+    if (it->second.host == i) {
+      gone.emplace_back(it->first, it->second);
+      it = placed_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::fprintf(stderr, "berth: cluster: host %s lost: %s; its %zu instance(s) move to the other hosts\n", h.hostname.c_str(),
+               why.c_str(), gone.size());
+  const std::string description = fmt::format("its host {} was lost ({})", h.hostname, why);
+  swarm_.remove_node(options_.hosts[0], h.node.id, true, [this, gone = std::move(gone), description](Result<bool> r) {
+    if (!r.ok() && r.error().code != ErrorCode::kNotFound)
+      std::fprintf(stderr, "berth: cluster: removing the lost node: %s (its addresses may stay taken)\n", r.error().message.c_str());
+    for (const auto& [id, where] : gone) {
+      if (!listener_) break;
+      if (where.ref.empty()) {
+        listener_->on_failed(id, where.launch, "", unavailable(description));
+      } else {
+        Exit e;
+        e.description = description;
+        e.host_lost = true;
+        listener_->on_exited(id, where.ref, e);
+      }
+    }
+  });
+}
+
+// A lost host answers again: every berth container on it goes (none of them is recorded any
+// more), then it joins the Swarm again.
+void ClusterRuntime::fence(std::size_t i) {
+  Host& h = *hosts_[i];
+  if (h.hostname.empty()) return;
+  h.state = Host::State::kFencing;
+  if (auto st = open_host(i); !st.ok()) {
+    h.state = Host::State::kLost;
+    return;
+  }
+  std::fprintf(stderr, "berth: cluster: host %s answers again; removing what berth left on it\n", h.hostname.c_str());
+  h.rt->recover({}, [this, i](std::vector<Recovered>) { rejoin(i); });
+}
+
+void ClusterRuntime::rejoin(std::size_t i) {
+  swarm_.nodes(options_.hosts[0], [this, i](Result<std::vector<bc::Node>> nodes) {
+    Host& h = *hosts_[i];
+    if (nodes.ok())
+      for (const auto& n : *nodes)
+        if (n.id == h.node.id && n.state == "ready") {  // never removed (unreachable at start): as it is
+          h.node = n;
+          h.state = Host::State::kUp;
+          return;
+        }
+    swarm_.leave(h.endpoint, true, [this, i](Result<bool>) { join_again(i); });
+  });
+}
+
+void ClusterRuntime::join_again(std::size_t i) {
+  swarm_.join(hosts_[i]->endpoint, options_.hosts[0], hosts_[i]->addr, false, [this, i](Result<bc::LocalInfo> joined) {
+    Host& h = *hosts_[i];
+    if (!joined.ok()) {
+      std::fprintf(stderr, "berth: cluster: host %s could not join the Swarm again: %s\n", h.hostname.c_str(),
+                   joined.error().message.c_str());
+      h.rt.reset();
+      h.listener.reset();
+      h.state = Host::State::kLost;
+      return;
+    }
+    h.node = {};
+    h.node.id = joined->node_id;
+    h.node.state = "ready";
+    h.state = Host::State::kUp;
+    std::fprintf(stderr, "berth: cluster: host %s is back in the Swarm (node %s)\n", h.hostname.c_str(), joined->node_id.c_str());
+  });
+}
+
+std::vector<HostView> ClusterRuntime::hosts() const {
+  std::vector<HostView> out;
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    const Host& h = *hosts_[i];
+    HostView v{h.endpoint, h.hostname, "", h.node, 0};
+    switch (h.state) {
+      case Host::State::kUp: v.state = "up"; break;
+      case Host::State::kLost: v.state = "lost"; break;
+      case Host::State::kFencing: v.state = "fencing"; break;
+      case Host::State::kUnreachable: v.state = "unreachable"; break;
+    }
+    for (const auto& [id, w] : placed_)
+      if (w.host == i) ++v.instances;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+// ---- networks and the sandbox -------------------------------------------------------------------
+
+void ClusterRuntime::prepare_network(const Network& network, std::function<void(Status)> done) {
+  when_started([this, network, done = std::move(done)]() mutable {
+    hosts_[0]->rt->prepare_network(network, [this, network, done = std::move(done)](Status st) mutable {
+      if (!st.ok()) return done(st);
+      ensure_sandbox(network, std::move(done));
+    });
+  });
+}
+
+void ClusterRuntime::sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop) {
+  manager_engine_->request(std::move(c), [this, alive = std::weak_ptr<bool>(alive_), on_loop = std::move(on_loop)](
+                                             Result<engine::Response> r) mutable {
+    if (!alive.lock()) return;
+    loop_.post([alive, on_loop = std::move(on_loop), r = std::move(r)]() mutable {
+      if (auto a = alive.lock(); a && *a) on_loop(std::move(r));
+    });
+  });
+}
+
+// berth's own container on the overlay, on this daemon's host: nothing runs in it but a pause
+// program; the daemon borrows its network namespace. Labelled berth.sandbox (not berth.data, so
+// no host runtime takes it for an instance).
+void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(Status)> done) {
+  const std::string net = hosts_[0]->rt->network_name(network);
+  const std::string name = fmt::format("berth-{}-sandbox-{}", options_.data_id, network.name);
+  auto adopt = [this, net, name, done](Result<engine::Response> r) {
+    if (!r.ok()) return done(r.error());
+    if (!r->ok()) return done(unavailable(fmt::format("inspecting {}: {}", name, engine::error_message(*r))));
+    json j = json::parse(r->body, nullptr, false);
+    const json* state = j.is_object() && j.contains("State") && j["State"].is_object() ? &j["State"] : nullptr;
+    const int pid = state && (*state)["Pid"].is_number_integer() ? (*state)["Pid"].get<int>() : 0;
+    std::string ip;
+    if (j.is_object() && j.contains("NetworkSettings") && j["NetworkSettings"].is_object() &&
+        j["NetworkSettings"].contains("Networks") && j["NetworkSettings"]["Networks"].is_object() &&
+        j["NetworkSettings"]["Networks"].contains(net) && j["NetworkSettings"]["Networks"][net].is_object())
+      ip = j["NetworkSettings"]["Networks"][net].value("IPAddress", "");
+    if (pid <= 0 || ip.empty()) return done(unavailable(fmt::format("{} runs nothing on {}", name, net)));
+    auto ns = Netns::of_process(pid);
+    if (!ns.ok()) return done(ns.error().wrap(fmt::format("the sandbox {} (is this daemon on host {}?)", name, options_.hosts[0])));
+    sandbox_netns_ = std::move(ns.value());
+    sandbox_ip_ = ip;
+    std::fprintf(stderr, "berth: cluster: the daemon reaches network %s through its sandbox %s at %s\n", net.c_str(),
+                 name.c_str(), ip.c_str());
+    if (on_gateway_) on_gateway_(*sandbox_netns_, sandbox_ip_);
+    done({});
+  };
+  auto create = [this, net, name, done, adopt]() {
+    json body = {{"Image", options_.sandbox_image},
+                 {"Cmd", json::array({"/pause"})},
+                 {"Labels", {{"berth.sandbox", options_.data_id}}},
+                 {"HostConfig", {{"NetworkMode", net}, {"CapDrop", json::array({"ALL"})}, {"ReadonlyRootfs", true},
+                                 {"SecurityOpt", json::array({"no-new-privileges"})}}}};
+    sandbox_call({"POST", "/containers/create?name=" + name, body.dump(), "", "application/json", 60'000},
+                 [this, name, done, adopt](Result<engine::Response> r) {
+                   if (!r.ok()) return done(r.error());
+                   if (r->status == 404)
+                     return done(not_found(fmt::format("the sandbox image {} is not on {}: make it there with "
+                                                       "scripts/make-images.sh --sandbox (a static pause program)",
+                                                       options_.sandbox_image, options_.hosts[0])));
+                   if (!r->ok()) return done(unavailable(fmt::format("creating {}: {}", name, engine::error_message(*r))));
+                   sandbox_call({"POST", "/containers/" + name + "/start", "", "", "application/json", 120'000},
+                                [this, name, done, adopt](Result<engine::Response> s) {
+                                  if (!s.ok()) return done(s.error());
+                                  if (!s->ok())
+                                    return done(unavailable(fmt::format("starting {}: {}", name, engine::error_message(*s))));
+                                  sandbox_call({"GET", "/containers/" + name + "/json", "", "", "application/json", 30'000}, adopt);
+                                });
+                 });
+  };
+  sandbox_call({"GET", "/containers/" + name + "/json", "", "", "application/json", 30'000},
+               [this, name, create, adopt](Result<engine::Response> r) {
+                 if (r.ok() && r->status == 404) return create();
+                 json j = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
+                 const bool running = j.is_object() && j.contains("State") && j["State"].is_object() &&
+                                      j["State"].value("Running", false);
+                 if (running) return adopt(std::move(r));
+                 // Left from before (stopped, or not inspectable): made again.
+                 sandbox_call({"DELETE", "/containers/" + name + "?force=1", "", "", "application/json", 60'000},
+                              [create](Result<engine::Response>) { create(); });
+               });
+}
+
+// ---- instances ------------------------------------------------------------------------------------
+
+Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
+  std::vector<bc::HostSlot> slots;
+  for (const auto& h : hosts_) {
+    bc::HostSlot s;
+    s.name = h->hostname.empty() ? h->endpoint : h->hostname;
+    s.labels = h->node.labels;
+    s.nano_cpus = h->node.nano_cpus;
+    s.memory_bytes = h->node.memory_bytes;
+    s.schedulable = h->state == Host::State::kUp && h->rt && h->node.availability != "drain" && h->node.availability != "pause";
+    if (!s.schedulable)
+      s.why_not = h->state != Host::State::kUp ? "not up" : fmt::format("availability {}", h->node.availability);
+    slots.push_back(std::move(s));
+  }
+  std::vector<bc::Placed> placed;
+  for (const auto& [id, w] : placed_) {
+    if (id == spec.id) continue;
+    placed.push_back({slots[w.host].name, id.env + "/" + id.app, id.ordinal, w.nano_cpus, w.memory_bytes});
+  }
+  bc::Request req;
+  req.app = spec.id.env + "/" + spec.id.app;
+  req.ordinal = spec.id.ordinal;
+  req.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
+  req.memory_bytes = static_cast<std::int64_t>(spec.resources.memory_bytes);
+  auto chosen = bc::place(req, slots, placed);
+  if (!chosen.ok()) return chosen.error();
+  for (std::size_t i = 0; i < slots.size(); ++i)
+    if (slots[i].name == *chosen) return i;
+  return internal("placement chose a host berth does not know: " + *chosen);
+}
+
+void ClusterRuntime::launch(const InstanceSpec& spec) {
+  BERTH_ASSERT_LOOP(loop_);
+  when_started([this, spec] {
+    auto fail = [this, spec](const Error& e) {
+      loop_.post([this, alive = std::weak_ptr<bool>(alive_), spec, e] {
+        if (auto a = alive.lock(); a && *a && listener_) listener_->on_failed(spec.id, spec.launch, "", e);
+      });
+    };
+    const auto* image = std::get_if<ImageWorkload>(&spec.workload);
+    if (!image) return fail(invalid("in a cluster every app runs as a container: give it an image"));
+    auto host = place(spec);
+    if (!host.ok()) return fail(host.error());
+    Where w;
+    w.host = *host;
+    w.launch = spec.launch;
+    w.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
+    w.memory_bytes = static_cast<std::int64_t>(spec.resources.memory_bytes);
+    placed_[spec.id] = w;
+    ensure_image(*host, image->image, [this, spec, h = *host](Status st) {
+      auto it = placed_.find(spec.id);
+      if (it == placed_.end() || it->second.host != h || it->second.launch != spec.launch) return;  // lost meanwhile
+      if (!st.ok() || !hosts_[h]->rt) {
+        placed_.erase(it);
+        if (listener_)
+          listener_->on_failed(spec.id, spec.launch, "",
+                               st.ok() ? unavailable(fmt::format("host {} was lost", hosts_[h]->hostname)) : st.error());
+        return;
+      }
+      hosts_[h]->rt->launch(spec);
+    });
+  });
+}
+
+// The image on `host`, copied from a host that has it when it is not (the first host first).
+void ClusterRuntime::ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done) {
+  if (hosts_[host]->images.count(image)) {
+    loop_.post([done = std::move(done)] { done({}); });
+    return;
+  }
+  const std::string key = fmt::format("{}|{}", host, image);
+  auto& waiters = image_waiters_[key];
+  waiters.push_back(std::move(done));
+  if (waiters.size() > 1) return;
+  auto finish = [this, key, host, image](Status st, const std::string& id) {
+    if (st.ok()) hosts_[host]->images[image] = id;
+    auto w = std::move(image_waiters_[key]);
+    image_waiters_.erase(key);
+    for (auto& fn : w) fn(st);
+  };
+  swarm_.image_id(hosts_[host]->endpoint, image, [this, host, image, finish](Result<std::string> here) {
+    if (here.ok()) return finish({}, *here);
+    if (here.error().code != ErrorCode::kNotFound) return finish(here.error(), "");
+    // Not there: from the first other host that has it.
+    auto sources = std::make_shared<std::vector<std::size_t>>();
+    for (std::size_t i = 0; i < hosts_.size(); ++i)
+      if (i != host && hosts_[i]->state == Host::State::kUp) sources->push_back(i);
+    auto next = std::make_shared<std::function<void(std::size_t)>>();
+    *next = [this, host, image, finish, sources, next](std::size_t k) {
+      if (k == sources->size())
+        return finish(not_found(fmt::format("no host of the cluster has image {}", image)), "");
+      const std::string& from = hosts_[(*sources)[k]]->endpoint;
+      swarm_.image_id(from, image, [this, host, image, finish, sources, next, k, from](Result<std::string> there) {
+        if (!there.ok()) return (*next)(k + 1);
+        swarm_.distribute_image(from, {hosts_[host]->endpoint}, image, options_.state_dir,
+                                [this, host, image, finish, next](Result<bc::SwarmClient::ImageCopy> copied) {
+                                  *next = nullptr;  // (breaks the cycle)
+                                  if (!copied.ok()) return finish(copied.error(), "");
+                                  std::fprintf(stderr, "berth: cluster: image %s copied to %s (%lld bytes, saved in %s, loaded in %s)\n",
+                                               image.c_str(), hosts_[host]->hostname.c_str(),
+                                               static_cast<long long>(copied->bytes),
+                                               format_duration(copied->save_ms).c_str(), format_duration(copied->load_ms).c_str());
+                                  finish({}, copied->image_id);
+                                });
+      });
+    };
+    (*next)(0);
+  });
+}
+
+void ClusterRuntime::recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) {
+  when_started([this, records, done = std::move(done)] {
+    std::vector<std::vector<Record>> by_host(hosts_.size());
+    auto out = std::make_shared<std::vector<Recovered>>();
+    for (const auto& r : records) {
+      std::size_t h = 0;
+      Ref inner;
+      if (unwrap(r.ref, &h, &inner)) {
+        by_host[h].push_back({r.id, inner});
+        continue;
+      }
+      const auto slash = r.ref.find('/');
+      Recovered gone{r.id, r.ref, false, {}, {}};
+      gone.exit.host_lost = true;
+      gone.exit.description = fmt::format("its host {} does not answer", slash == std::string::npos ? r.ref : r.ref.substr(0, slash));
+      out->push_back(std::move(gone));
+    }
+    auto left = std::make_shared<std::size_t>(0);
+    for (std::size_t i = 0; i < hosts_.size(); ++i)
+      if (hosts_[i]->rt) ++*left;
+    if (*left == 0) return done(std::move(*out));
+    for (std::size_t i = 0; i < hosts_.size(); ++i) {
+      if (!hosts_[i]->rt) continue;
+      hosts_[i]->rt->recover(by_host[i], [this, i, out, left, done](std::vector<Recovered> got) {
+        for (auto& r : got) {
+          r.ref = wrap(i, r.ref);
+          if (r.alive) {
+            Where w;
+            w.host = i;
+            w.ref = r.ref;
+            placed_[r.id] = w;
+            r.observed.detail = fmt::format("{} on {}", r.observed.detail, hosts_[i]->hostname);
+          }
+          out->push_back(std::move(r));
+        }
+        if (--*left == 0) done(std::move(*out));
+      });
+    }
+  });
+}
+
+void ClusterRuntime::stop(const Ref& ref, Millis grace_ms) {
+  std::size_t h = 0;
+  Ref inner;
+  if (unwrap(ref, &h, &inner)) return hosts_[h]->rt->stop(inner, grace_ms);
+  // On a host that is gone: so is the instance.
+  for (auto it = placed_.begin(); it != placed_.end(); ++it) {
+    if (it->second.ref != ref) continue;
+    const InstanceId id = it->first;
+    placed_.erase(it);
+    loop_.post([this, alive = std::weak_ptr<bool>(alive_), id, ref] {
+      if (auto a = alive.lock(); !a || !*a || !listener_) return;
+      Exit e;
+      e.description = "its host is gone";
+      listener_->on_exited(id, ref, e);
+    });
+    return;
+  }
+}
+
+std::unique_ptr<Cancel> ClusterRuntime::exec(const Ref& ref, const ExecRequest& request,
+                                             std::function<void(Result<ExecResult>)> done) {
+  std::size_t h = 0;
+  Ref inner;
+  if (unwrap(ref, &h, &inner)) return hosts_[h]->rt->exec(inner, request, std::move(done));
+  auto alive = std::make_shared<bool>(true);
+  loop_.post([alive, ref, done = std::move(done)] {
+    if (*alive) done(unavailable(fmt::format("{}: its host is not reachable", ref)));
+  });
+  return cancel_with([alive] { *alive = false; });
+}
+
+void ClusterRuntime::logs(const InstanceId&, const std::string& log_path, std::int64_t offset, std::size_t max,
+                          std::function<void(Result<LogChunk>)> done) {
+  // Output is appended to the log file on this host, whichever host the instance runs on.
+  auto chunk = read_log_file(log_path, offset, max);
+  loop_.post([chunk = std::move(chunk), done = std::move(done)]() mutable { done(std::move(chunk)); });
+}
+
+}  // namespace berth::runtime::cluster

@@ -1,0 +1,146 @@
+// runtime/cluster/cluster_runtime.h — instances as Docker containers spread over the hosts of a
+// Docker Swarm, each at its berth address on an overlay network, moved with that address and
+// name when its host is lost.
+//
+// berth drives the Swarm (cluster/swarm) and never a cluster of its own: which hosts exist and
+// whether they are up is what the Swarm's manager says. What the Swarm cannot do — a chosen
+// address per container, moby/moby#24170 — berth does with standalone containers:
+//   - one DockerRuntime per host (runtime/docker), all on one attachable overlay network whose
+//     subnet is berth's pool; Docker's own endpoints (a load balancer's per host) take their
+//     addresses from the pool's last `fence` addresses, which berth never assigns;
+//   - placement (cluster/placement.h): an app's instances spread over the schedulable hosts,
+//     within what each host has; the image copied to a host without it (save/load, no registry);
+//   - a Ref is "<hostname>/<container id>", so a restarted daemon asks each host for its own;
+//   - the sandbox: a container of berth's own (image `sandbox_image`, a static pause program)
+//     on the overlay on the first host, the one this daemon runs on. The daemon reaches the
+//     overlay through its network namespace (base/netns.h): health probes connect from it and
+//     the instances' name server listens in it, at the sandbox's address;
+//   - host loss: the manager's node list, asked every `poll_ms`, says a host is down (after
+//     the dispatcher's heartbeat berth sets, `heartbeat_ms`); berth removes the node from the
+//     Swarm (only then may its addresses be used elsewhere: Docker refuses them while the dead
+//     node holds them) and reports its instances gone with Exit::host_lost, so the loop
+//     re-creates them at once on other hosts, at the same addresses and names;
+//   - fencing: a lost host is asked for its containers until it answers again; before it can
+//     take instances again every berth container on it is removed (a dockerd that restarts
+//     kills its own containers, but a host that was cut off by the network keeps them running),
+//     then it leaves and joins the Swarm again as a new node.
+//
+// Threading: every method on the loop's thread, every answer posted to it; the Engines' threads
+// touch nothing of this object. It outlives the ControlLoop, like every Runtime.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/executor.h"
+#include "base/netns.h"
+#include "cluster/cluster.h"
+#include "cluster/swarm/swarm.h"
+#include "engine/engine.h"
+#include "runtime/docker/docker_runtime.h"
+#include "runtime/runtime.h"
+
+namespace berth::runtime::cluster {
+
+struct ClusterOptions {
+  // The hosts' Engine API endpoints. The first is a manager of the Swarm and the host this
+  // daemon runs on (its sandbox runs there); every host is in that Swarm already.
+  std::vector<std::string> hosts;
+  std::string data_id;
+  std::string state_dir;       // <data-dir>/run/cluster: log positions, images being copied
+  Millis heartbeat_ms = 1000;  // set on the Swarm: how soon its managers call a silent host down
+  Millis poll_ms = 500;        // how often berth asks the manager for its nodes
+  int fence = 16;              // the pool's last addresses, left to Docker
+  std::string sandbox_image = "berth-pause:latest";
+};
+
+// One host as berth sees it (berth status, berth cluster ls).
+struct HostView {
+  std::string endpoint;
+  std::string hostname;
+  std::string state;  // "up", "lost", "fencing", "unreachable"
+  ::berth::cluster::Node node;  // as the manager last said
+  int instances = 0;            // placed there now
+};
+
+class ClusterRuntime final : public Runtime {
+ public:
+  static Result<std::unique_ptr<ClusterRuntime>> create(Executor& loop, const Clock& clock, ClusterOptions options);
+  ~ClusterRuntime() override;
+
+  std::string name() const override { return "docker"; }
+  Capabilities capabilities() const override;
+  void set_listener(Listener* listener) override { listener_ = listener; }
+  void prepare_network(const Network& network, std::function<void(Status)> done) override;
+  void launch(const InstanceSpec& spec) override;
+  void recover(const std::vector<Record>& records, std::function<void(std::vector<Recovered>)> done) override;
+  void stop(const Ref& ref, Millis grace_ms) override;
+  std::unique_ptr<Cancel> exec(const Ref& ref, const ExecRequest& request,
+                               std::function<void(Result<ExecResult>)> done) override;
+  void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
+            std::function<void(Result<LogChunk>)> done) override;
+
+  // Called on the loop each time the sandbox is up at an address (again): the daemon connects
+  // its probes from `netns` and serves the instances' names at `ip`.
+  void set_on_gateway(std::function<void(const Netns& netns, const std::string& ip)> fn) { on_gateway_ = std::move(fn); }
+  // The sandbox's namespace, once it is up; nullptr before.
+  const Netns* gateway() const { return sandbox_netns_.get(); }
+  std::vector<HostView> hosts() const;
+
+ private:
+  struct Host;
+  class HostListener;
+  struct Where {
+    std::size_t host = 0;
+    std::uint64_t launch = 0;
+    Ref ref;  // "<hostname>/<container id>" once created
+    std::int64_t nano_cpus = 0;
+    std::int64_t memory_bytes = 0;
+  };
+  ClusterRuntime(Executor& loop, const Clock& clock, ClusterOptions options, std::unique_ptr<engine::Engine> manager);
+
+  void start();
+  void when_started(std::function<void()> fn);
+  Status open_host(std::size_t i);
+  void poll();
+  void on_nodes(std::vector<::berth::cluster::Node> nodes);
+  void lose(std::size_t i, const std::string& why);
+  void fence(std::size_t i);
+  void rejoin(std::size_t i);
+  void join_again(std::size_t i);
+  void ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done);
+  void ensure_sandbox(const Network& network, std::function<void(Status)> done);
+  void sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
+  Result<std::size_t> place(const InstanceSpec& spec) const;
+  std::size_t host_named(const std::string& hostname) const;  // hosts_.size(): none
+  Ref wrap(std::size_t host, const Ref& inner) const;
+  // The host and the host runtime's ref of one of ours; false when the host is unknown or lost.
+  bool unwrap(const Ref& ref, std::size_t* host, Ref* inner) const;
+
+  Executor& loop_;
+  const Clock& clock_;
+  ClusterOptions options_;
+  ::berth::cluster::SwarmClient swarm_;
+  std::unique_ptr<engine::Engine> manager_engine_;  // the sandbox's calls
+  Listener* listener_ = nullptr;
+  std::vector<std::unique_ptr<Host>> hosts_;
+  std::map<InstanceId, Where> placed_;
+  bool started_ = false;
+  bool starting_ = false;
+  std::vector<std::function<void()>> pending_;  // until started
+  Executor::TimerId poll_timer_ = 0;
+  bool polling_ = false;
+  std::map<std::string, std::vector<std::function<void(Status)>>> image_waiters_;  // "<host>|<image>"
+  std::unique_ptr<Netns> sandbox_netns_;
+  std::string sandbox_ip_;
+  std::function<void(const Netns&, const std::string&)> on_gateway_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace berth::runtime::cluster
