@@ -4,14 +4,20 @@
 // host and remove it.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -397,22 +403,99 @@ class ClusterDaemon : public Cluster {
     auto r = d.api().get("/v1/environments/beta");
     return r.ok() && (*r)["ready"].get<bool>();
   }
+  // The Swarm, the images on host 1 only (berth copies an app's image to the hosts it places
+  // instances on), and a daemon on the three hosts with `catalog` applied and its environment up.
+  std::unique_ptr<Daemon> berth_on_cluster(const std::string& name, const std::string& catalog) {
+    make_swarm();
+    EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
+                                      SOURCE_DIR, DEMO_SVC_DIR).c_str()), 0);
+    EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh --sandbox {} >/dev/null", hosts_[0],
+                                      SOURCE_DIR, BERTH_PAUSE).c_str()), 0);
+    std::vector<std::string> args;
+    for (const auto& h : hosts_) args.insert(args.end(), {"--cluster-host", h});
+    auto d = std::make_unique<Daemon>(name, args);
+    data_id_ = data_id_of(d->data_dir());
+    EXPECT_EQ(d->apply(catalog).exit_code, 0);
+    auto up = d->cli({"up", "beta", "--timeout", "150s"});
+    EXPECT_EQ(up.exit_code, 0) << up.out << up.err;
+    return d;
+  }
+  // Whether every instance is ready and none is on host `k`.
+  bool moved_off(Daemon& d, int k) {
+    if (!all_ready(d)) return false;
+    for (const auto& [inst, where] : placement(d))
+      if (where.first == fmt::format("{}-{}", name_, k) || where.first.empty()) return false;
+    return true;
+  }
+  // Running berth containers, counted by address over every host that answers: the addresses
+  // that run on more than one.
+  std::set<std::string> doubled_addresses() {
+    std::map<std::string, int> ips;
+    for (int k = 1; k <= 3; ++k)
+      for (const auto& [name, seen] : containers_on(k, data_id_))
+        if (seen.running && !seen.ip.empty()) ++ips[seen.ip];  // (a container being attached has none yet)
+    std::set<std::string> out;
+    for (const auto& [ip, n] : ips)
+      if (n > 1) out.insert(ip);
+    return out;
+  }
+  // Samples doubled_addresses() on a thread of its own until stopped; what it ever saw.
+  class DoubleWatch {
+   public:
+    explicit DoubleWatch(ClusterDaemon& t) : thread_([this, &t](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        auto d = t.doubled_addresses();
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          seen_.insert(d.begin(), d.end());
+          ++samples_;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // (a sampling period, not a wait for state)
+      }
+    }) {}
+    std::pair<std::set<std::string>, int> stop() {
+      thread_.request_stop();
+      thread_.join();
+      std::lock_guard<std::mutex> lock(mu_);
+      return {seen_, samples_};
+    }
+
+   private:
+    std::mutex mu_;
+    std::set<std::string> seen_;
+    int samples_ = 0;
+    std::jthread thread_;
+  };
+  // Every berth container over the hosts, by name: on how many hosts.
+  std::map<std::string, int> copies() {
+    std::map<std::string, int> out;
+    for (int k = 1; k <= 3; ++k)
+      for (const auto& [name, seen] : containers_on(k, data_id_)) ++out[name];
+    return out;
+  }
+  std::string data_id_;
 };
 
+// Six single-instance apps, no dependencies.
+std::string small_fleet() {
+  return R"(network:
+  pool: 10.233.0.0/24
+defaults:
+  image: berth-demo:latest
+  command: berth-demo-svc --listen ${ip}:${port.http}
+  ports: {http: 8080}
+  health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 1s, start_period: 60s}
+  stop_grace: 2s
+apps: {a: {}, b: {}, c: {}, d: {}, e: {}, f: {}}
+environments:
+  beta: {}
+)";
+}
+
 TEST_F(ClusterDaemon, AnEnvironmentSpreadOverThreeHostsKeepsEveryAddressAndNameWhenAHostDies) {
-  make_swarm();
-  // The images on host 1 only: berth copies the app's image to the hosts it places instances on.
-  ASSERT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
-                                    SOURCE_DIR, DEMO_SVC_DIR).c_str()), 0);
-  ASSERT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh --sandbox {} >/dev/null", hosts_[0], SOURCE_DIR,
-                                    BERTH_PAUSE).c_str()), 0);
-  std::vector<std::string> args;
-  for (const auto& h : hosts_) args.insert(args.end(), {"--cluster-host", h});
-  auto d = std::make_unique<Daemon>("cl-fleet", args);
-  const std::string data_id = data_id_of(d->data_dir());
-  ASSERT_EQ(d->apply(cluster_fleet()).exit_code, 0);
-  auto up = d->cli({"up", "beta", "--timeout", "150s"});
-  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  auto d = berth_on_cluster("cl-fleet", cluster_fleet());
+  ASSERT_FALSE(HasFailure());
+  const std::string data_id = data_id_;
 
   // Spread over the three hosts; each container on the address berth status gives it.
   auto before = placement(*d);
@@ -444,12 +527,7 @@ TEST_F(ClusterDaemon, AnEnvironmentSpreadOverThreeHostsKeepsEveryAddressAndNameW
   for (const auto& [inst, where] : before) on_two += where.first == fmt::format("{}-2", name_);
   ASSERT_GT(on_two, 0);
   ASSERT_EQ(script("kill 2"), 0);
-  ASSERT_TRUE(wait_until([&] {
-    if (!all_ready(*d)) return false;
-    for (const auto& [inst, where] : placement(*d))
-      if (where.first == fmt::format("{}-2", name_) || where.first.empty()) return false;
-    return true;
-  }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 2); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
   auto after = placement(*d);
   for (const auto& [inst, where] : before) EXPECT_EQ(after[inst].second, where.second) << inst << " moved address";
   // The call chain works again, every hop found by name. (Once in five runs, a moved container's
@@ -484,6 +562,59 @@ TEST_F(ClusterDaemon, AnEnvironmentSpreadOverThreeHostsKeepsEveryAddressAndNameW
   for (const auto& [name, n] : copies) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
   for (const auto& [ip, n] : ips) EXPECT_EQ(n, 1) << ip << " on " << n << " containers";
   ASSERT_EQ(d->cli({"down", "beta", "-q", "--timeout", "60s"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace berth::it
+
+namespace berth::it {
+namespace {
+
+TEST_F(ClusterDaemon, AHostCutOffByTheNetworkIsFencedBeforeItsAddressesAreUsedElsewhere) {
+  auto d = berth_on_cluster("cl-cut", small_fleet());
+  ASSERT_FALSE(HasFailure());
+  auto before = placement(*d);
+  int on_three = 0;
+  for (const auto& [inst, where] : before) on_three += where.first == fmt::format("{}-3", name_);
+  ASSERT_GT(on_three, 0);
+
+  // From the cut to the healed host back in the Swarm, no address ever runs on two hosts.
+  DoubleWatch watch(*this);
+  ASSERT_EQ(script("cut 3"), 0);
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 3); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  for (const auto& [inst, where] : placement(*d)) EXPECT_EQ(where.second, before[inst].second) << inst << " moved address";
+  ASSERT_EQ(script("heal 3"), 0);
+  ASSERT_TRUE(wait_until([&] {
+    const auto now = nodes(hosts_[0]);
+    return std::any_of(now.begin(), now.end(), [&](const auto& n) {
+      return n.hostname == fmt::format("{}-3", name_) && n.state == "ready";
+    });
+  }, std::chrono::seconds(90))) << "host 3 did not join the Swarm again";
+  auto [doubled, samples] = watch.stop();
+  EXPECT_GT(samples, 10);
+  EXPECT_TRUE(doubled.empty()) << "addresses running on two hosts at once: " << fmt::format("{}", fmt::join(doubled, ", "));
+  for (const auto& [name, n] : copies()) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
+}
+
+TEST_F(ClusterDaemon, ADaemonKilledDuringAFailoverConvergesWithOneContainerPerInstance) {
+  auto d = berth_on_cluster("cl-crash", small_fleet());
+  ASSERT_FALSE(HasFailure());
+  auto before = placement(*d);
+  ASSERT_EQ(script("kill 2"), 0);
+  // The moment berth starts moving host 2's instances, the daemon is killed.
+  ASSERT_TRUE(wait_until([&] { return read_file(d->data_dir() + "/daemon.log").find(" lost: ") != std::string::npos; },
+                         std::chrono::seconds(60)));
+  d->kill9();
+  d->start();
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 2); }, std::chrono::seconds(120))) << d->cli({"status", "beta"}).out;
+  for (const auto& [inst, where] : placement(*d)) EXPECT_EQ(where.second, before[inst].second) << inst << " moved address";
+  ASSERT_EQ(script("restart 2"), 0);
+  ASSERT_TRUE(wait_until([&] { return containers_on(2, data_id_).empty(); }, std::chrono::seconds(60)))
+      << containers_on(2, data_id_).size() << " berth containers left on host 2";
+  auto all = copies();
+  EXPECT_EQ(all.size(), 6u);
+  for (const auto& [name, n] : all) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
+  EXPECT_TRUE(doubled_addresses().empty());
 }
 
 }  // namespace

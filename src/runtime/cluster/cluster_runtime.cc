@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "base/files.h"
 #include "base/text.h"
 #include "cluster/placement.h"
 
@@ -26,6 +29,7 @@ struct ClusterRuntime::Host {
   State state = State::kUnreachable;
   std::unique_ptr<docker::DockerRuntime> rt;
   std::unique_ptr<HostListener> listener;
+  std::unique_ptr<docker::DockerRuntime> fencer;  // removing what is left on it once it is lost
   std::map<std::string, std::string> images;  // images known to be there → id
   bool asking = false;                         // an /info of a lost host under way
 };
@@ -87,6 +91,36 @@ ClusterRuntime::ClusterRuntime(Executor& loop, const Clock& clock, ClusterOption
     h->endpoint = endpoint;
     hosts_.push_back(std::move(h));
   }
+  load_hosts();
+}
+
+// What berth learnt of each host (its name, node and address) outlives the daemon: a host that
+// does not answer a restarted daemon is still known by the refs recorded on it.
+void ClusterRuntime::load_hosts() {
+  std::ifstream in(options_.state_dir + "/hosts.json");
+  if (!in) return;
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > (1 << 20)) return;
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_array()) return;
+  for (const auto& e : j) {
+    if (!e.is_object() || !e["endpoint"].is_string()) continue;
+    for (auto& h : hosts_)
+      if (h->endpoint == e["endpoint"].get<std::string>()) {
+        h->hostname = e.value("hostname", "");
+        h->node.id = e.value("node_id", "");
+        h->addr = e.value("addr", "");
+      }
+  }
+}
+
+void ClusterRuntime::save_hosts() const {
+  json j = json::array();
+  for (const auto& h : hosts_)
+    if (!h->hostname.empty())
+      j.push_back({{"endpoint", h->endpoint}, {"hostname", h->hostname}, {"node_id", h->node.id}, {"addr", h->addr}});
+  if (Status st = write_file_atomically(options_.state_dir + "/hosts.json", j.dump(), 0600); !st.ok())
+    std::fprintf(stderr, "berth: cluster: %s\n", st.error().message.c_str());
 }
 
 ClusterRuntime::~ClusterRuntime() {
@@ -157,8 +191,9 @@ void ClusterRuntime::start() {
       swarm_.info(hosts_[i]->endpoint, [this, i, left](Result<bc::LocalInfo> info) {
         Host& h = *hosts_[i];
         if (!info.ok()) {
-          std::fprintf(stderr, "berth: cluster: host %s does not answer (%s); it takes no instances until it does\n",
-                       h.endpoint.c_str(), info.error().message.c_str());
+          std::fprintf(stderr, "berth: cluster: host %s%s does not answer (%s); it takes no instances until it does\n",
+                       h.endpoint.c_str(), h.hostname.empty() ? "" : (" (" + h.hostname + ")").c_str(),
+                       info.error().message.c_str());
         } else if (info->swarm_state != "active" || info->node_id.empty()) {
           std::fprintf(stderr, "berth: cluster: host %s (%s) is not in the Swarm (state %s); join it to the manager's Swarm\n",
                        h.endpoint.c_str(), info->hostname.c_str(), info->swarm_state.c_str());
@@ -181,6 +216,7 @@ void ClusterRuntime::start() {
           poll_timer_ = loop_.after(std::max<Millis>(options_.poll_ms, 1000), [this] { poll_timer_ = 0; start(); });
           return;
         }
+        save_hosts();
         started_ = true;
         starting_ = false;
         auto pending = std::move(pending_);
@@ -216,29 +252,32 @@ void ClusterRuntime::poll() {
   });
 }
 
+// A host that is up, or that this daemon never reached but knows from before, is lost once the
+// Swarm calls its node down or no longer lists it. (The first host, this daemon's, never is.)
 void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
-  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+  for (std::size_t i = 1; i < hosts_.size(); ++i) {
     Host& h = *hosts_[i];
-    if (h.state != Host::State::kUp) continue;
+    if (h.state != Host::State::kUp && (h.state != Host::State::kUnreachable || h.node.id.empty())) continue;
     const bc::Node* n = nullptr;
     for (const auto& node : nodes)
       if (node.id == h.node.id) n = &node;
     if (!n) {
-      if (i != 0) lose(i, "it is no longer a node of the Swarm");
+      lose(i, "it is no longer a node of the Swarm");
       continue;
     }
     h.node = *n;
-    if (n->state == "down" && i != 0)
-      lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
+    if (n->state == "down") lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
   }
 }
 
-// The host's instances are gone as far as berth is concerned: its node leaves the Swarm (so its
-// addresses may be used elsewhere), then each instance is reported gone, host lost.
+// The host's instances are gone as far as berth is concerned. Before their addresses are given
+// again: what berth has on the host is removed if its Engine API still answers (a host cut off
+// from the Swarm but not from berth), waiting at most kFenceFirstMs for that; its node leaves the
+// Swarm (until then Docker holds its addresses); then each instance is reported gone, host lost.
 void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   Host& h = *hosts_[i];
   h.state = Host::State::kLost;
-  h.rt.reset();  // nothing more from it: its containers are fenced when it returns
+  h.rt.reset();
   h.listener.reset();
   h.images.clear();
   std::vector<std::pair<InstanceId, Where>> gone;
@@ -253,35 +292,76 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   std::fprintf(stderr, "berth: cluster: host %s lost: %s; its %zu instance(s) move to the other hosts\n", h.hostname.c_str(),
                why.c_str(), gone.size());
   const std::string description = fmt::format("its host {} was lost ({})", h.hostname, why);
-  swarm_.remove_node(options_.hosts[0], h.node.id, true, [this, gone = std::move(gone), description](Result<bool> r) {
-    if (!r.ok() && r.error().code != ErrorCode::kNotFound)
-      std::fprintf(stderr, "berth: cluster: removing the lost node: %s (its addresses may stay taken)\n", r.error().message.c_str());
-    for (const auto& [id, where] : gone) {
-      if (!listener_) break;
-      if (where.ref.empty()) {
-        listener_->on_failed(id, where.launch, "", unavailable(description));
-      } else {
-        Exit e;
-        e.description = description;
-        e.host_lost = true;
-        listener_->on_exited(id, where.ref, e);
+  auto go = std::make_shared<std::function<void()>>([this, i, gone = std::move(gone), description] {
+    swarm_.remove_node(options_.hosts[0], hosts_[i]->node.id, true, [this, gone, description](Result<bool> r) {
+      if (!r.ok() && r.error().code != ErrorCode::kNotFound)
+        std::fprintf(stderr, "berth: cluster: removing the lost node: %s (its addresses may stay taken)\n",
+                     r.error().message.c_str());
+      for (const auto& [id, where] : gone) {
+        if (!listener_) break;
+        if (where.ref.empty()) {
+          listener_->on_failed(id, where.launch, "", unavailable(description));
+        } else {
+          Exit e;
+          e.description = description;
+          e.host_lost = true;
+          listener_->on_exited(id, where.ref, e);
+        }
       }
-    }
+    });
+  });
+  auto once = [go] {
+    if (!*go) return;
+    auto fn = std::move(*go);
+    *go = nullptr;
+    fn();
+  };
+  docker::DockerOptions o;
+  o.host = h.endpoint;
+  o.data_id = options_.data_id;
+  o.state_dir = fmt::format("{}/host-{}", options_.state_dir, h.hostname);
+  o.overlay_fence = options_.fence;
+  o.manages_network = false;
+  auto fencer = docker::DockerRuntime::create(loop_, o);
+  if (!fencer.ok()) return once();
+  h.fencer = std::move(fencer.value());
+  loop_.after(kFenceFirstMs, once);
+  h.fencer->recover({}, [this, i, once](std::vector<Recovered>) {
+    once();
+    // (Not from inside the fencer's own callback.)
+    loop_.post([this, alive = std::weak_ptr<bool>(alive_), i] {
+      if (auto a = alive.lock(); a && *a) hosts_[i]->fencer.reset();
+    });
   });
 }
 
-// A lost host answers again: every berth container on it goes (none of them is recorded any
-// more), then it joins the Swarm again.
+// A host that was lost, or never reached, answers: berth asks it for the instances it still
+// counts there (none, for a lost host), which removes every other berth container on it; those
+// that ended are reported gone; then it joins the Swarm again (or, still a ready node, is up).
 void ClusterRuntime::fence(std::size_t i) {
   Host& h = *hosts_[i];
   if (h.hostname.empty()) return;
   h.state = Host::State::kFencing;
+  h.fencer.reset();
   if (auto st = open_host(i); !st.ok()) {
     h.state = Host::State::kLost;
     return;
   }
-  std::fprintf(stderr, "berth: cluster: host %s answers again; removing what berth left on it\n", h.hostname.c_str());
-  h.rt->recover({}, [this, i](std::vector<Recovered>) { rejoin(i); });
+  std::vector<Record> records;
+  for (const auto& [id, w] : placed_)
+    if (w.host == i) records.push_back({id, w.ref.substr(w.ref.find('/') + 1)});
+  std::fprintf(stderr, "berth: cluster: host %s answers; removing what berth no longer counts there (%zu instance(s) kept)\n",
+               h.hostname.c_str(), records.size());
+  h.rt->recover(records, [this, i](std::vector<Recovered> got) {
+    for (auto& r : got) {
+      const Ref ours = wrap(i, r.ref);
+      auto it = placed_.find(r.id);
+      if (r.alive || it == placed_.end() || it->second.ref != ours) continue;
+      placed_.erase(it);
+      if (listener_) listener_->on_exited(r.id, ours, r.exit);
+    }
+    rejoin(i);
+  });
 }
 
 void ClusterRuntime::rejoin(std::size_t i) {
@@ -292,6 +372,7 @@ void ClusterRuntime::rejoin(std::size_t i) {
         if (n.id == h.node.id && n.state == "ready") {  // never removed (unreachable at start): as it is
           h.node = n;
           h.state = Host::State::kUp;
+          save_hosts();
           return;
         }
     swarm_.leave(h.endpoint, true, [this, i](Result<bool>) { join_again(i); });
@@ -313,6 +394,7 @@ void ClusterRuntime::join_again(std::size_t i) {
     h.node.id = joined->node_id;
     h.node.state = "ready";
     h.state = Host::State::kUp;
+    save_hosts();
     std::fprintf(stderr, "berth: cluster: host %s is back in the Swarm (node %s)\n", h.hostname.c_str(), joined->node_id.c_str());
   });
 }
@@ -542,6 +624,21 @@ void ClusterRuntime::recover(const std::vector<Record>& records, std::function<v
         continue;
       }
       const auto slash = r.ref.find('/');
+      if (slash != std::string::npos) {
+        // On a host this daemon knows but cannot reach: counted there, as running, until the
+        // Swarm says the host is down (then it moves) or the host answers (then it is asked).
+        const std::size_t k = host_named(r.ref.substr(0, slash));
+        if (k < hosts_.size() && hosts_[k]->state == Host::State::kUnreachable) {
+          Where w;
+          w.host = k;
+          w.ref = r.ref;
+          placed_[r.id] = w;
+          Recovered kept{r.id, r.ref, true, {}, {}};
+          kept.observed.detail = fmt::format("on {}, which does not answer", hosts_[k]->hostname);
+          out->push_back(std::move(kept));
+          continue;
+        }
+      }
       Recovered gone{r.id, r.ref, false, {}, {}};
       gone.exit.host_lost = true;
       gone.exit.description = fmt::format("its host {} does not answer", slash == std::string::npos ? r.ref : r.ref.substr(0, slash));

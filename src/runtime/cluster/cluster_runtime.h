@@ -20,10 +20,15 @@
 //     Swarm (only then may its addresses be used elsewhere: Docker refuses them while the dead
 //     node holds them) and reports its instances gone with Exit::host_lost, so the loop
 //     re-creates them at once on other hosts, at the same addresses and names;
-//   - fencing: a lost host is asked for its containers until it answers again; before it can
-//     take instances again every berth container on it is removed (a dockerd that restarts
-//     kills its own containers, but a host that was cut off by the network keeps them running),
-//     then it leaves and joins the Swarm again as a new node.
+//   - fencing: when a host is lost and its Engine API still answers (a host cut off from the
+//     Swarm, not from berth), its berth containers are removed before their addresses are given
+//     again; otherwise the host is asked until it answers, and before it can take instances
+//     again every berth container on it is removed (a dockerd that restarts kills its own
+//     containers, but a host that was cut off by the network keeps them running); then it
+//     leaves and joins the Swarm again as a new node;
+//   - what berth learnt of each host (name, node, address) is kept in <state_dir>/hosts.json,
+//     so a restarted daemon that cannot reach a host still knows the instances recorded there:
+//     counted as running until the Swarm calls that host down (then they move) or it answers.
 //
 // Threading: every method on the loop's thread, every answer posted to it; the Engines' threads
 // touch nothing of this object. It outlives the ControlLoop, like every Runtime.
@@ -105,7 +110,12 @@ class ClusterRuntime final : public Runtime {
   };
   ClusterRuntime(Executor& loop, const Clock& clock, ClusterOptions options, std::unique_ptr<engine::Engine> manager);
 
+  // How long berth waits for a lost host's containers to be removed, when its Engine API still
+  // answers, before giving their addresses again.
+  static constexpr Millis kFenceFirstMs = 2000;
   void start();
+  void load_hosts();
+  void save_hosts() const;
   void when_started(std::function<void()> fn);
   Status open_host(std::size_t i);
   void poll();
