@@ -305,6 +305,26 @@ bool Api::route_async(const Request& req, const auth::Principal& who, Reply& rep
     });
     return true;
   }
+  // ---- the cluster (berth serve --cluster-host): read by anyone, drained by admins ----
+  if (parts.size() >= 2 && parts[0] == "v1" && parts[1] == "cluster") {
+    if (!options_.cluster_hosts) return fail(not_found("this daemon runs no cluster (berth serve --cluster-host)"));
+    if (req.method == "GET" && parts.size() == 2) {
+      reply(ok({{"hosts", options_.cluster_hosts()}}));
+      return true;
+    }
+    if (req.method == "POST" && parts.size() == 5 && parts[2] == "hosts" && (parts[4] == "drain" || parts[4] == "undrain")) {
+      const bool drain = parts[4] == "drain";
+      (void)loop_.audit(who.user, drain ? "cluster.drain" : "cluster.undrain", parts[3], "", "");
+      options_.cluster_drain(parts[3], drain, [this, reply = std::move(reply)](Status st) {
+        if (!st.ok()) return reply(error_response(st.error()));
+        reply(ok({{"hosts", options_.cluster_hosts()}}));
+      });
+      return true;
+    }
+    return fail(not_found(fmt::format("{} {}: the cluster's routes are GET /v1/cluster and POST "
+                                      "/v1/cluster/hosts/HOST/drain|undrain",
+                                      req.method, req.target.substr(0, 200))));
+  }
   const bool instance_path = parts.size() == 8 && parts[0] == "v1" && parts[1] == "environments" && parts[3] == "apps" &&
                              parts[5] == "instances";
   if (!instance_path) return false;

@@ -67,6 +67,11 @@ struct Options {
   // how to run a function on the transport's thread. Both set, or neither.
   Executor* loop_executor = nullptr;
   std::function<void(std::function<void()>)> to_transport;
+  // berth serve --cluster-host (runtime/cluster): the hosts as JSON (GET /v1/cluster), and
+  // draining a host or making it active again (`done` once the Swarm took it). Both on the loop.
+  // Unset: the daemon runs no cluster.
+  std::function<nlohmann::json()> cluster_hosts;
+  std::function<void(const std::string& host, bool drain, std::function<void(Status)> done)> cluster_drain;
 };
 
 class Api {

@@ -396,6 +396,16 @@ int run(int argc, char** argv) {
   auto* token_ls = token_cmd->add_subcommand("ls", "list tokens (never their secrets)");
   auto* token_revoke = token_cmd->add_subcommand("revoke", "revoke a token by its id");
   token_revoke->add_option("id", token_id)->required();
+  auto* cluster_cmd = app.add_subcommand("cluster", "the hosts of a daemon's Swarm (berth serve --cluster-host)");
+  cluster_cmd->require_subcommand(1);
+  std::string cluster_host;
+  auto* cluster_ls = cluster_cmd->add_subcommand("ls", "each host: its state, capacity, instances and labels");
+  cluster_ls->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
+  auto* cluster_drain = cluster_cmd->add_subcommand("drain", "move every instance off a host, one at a time, each ready "
+                                                              "at its address elsewhere before the next (admins)");
+  cluster_drain->add_option("host", cluster_host, "the host's name")->required();
+  auto* cluster_undrain = cluster_cmd->add_subcommand("undrain", "let a drained host take instances again (admins)");
+  cluster_undrain->add_option("host", cluster_host, "the host's name")->required();
   auto* whoami = app.add_subcommand("whoami", "the user and role of your token");
 
   auto* audit = app.add_subcommand("audit", "who changed what, and when");
@@ -629,6 +639,20 @@ int run(int argc, char** argv) {
       auto r = c.del("/v1/tokens/" + percent_encode(token_id));
       if (!r.ok()) return fail(r.error());
       fmt::print("revoked token {} of {}\n", token_id, (*r)["user"].get<std::string>());
+      return 0;
+    }
+    if (cluster_ls->parsed()) {
+      auto r = c.get("/v1/cluster");
+      if (!r.ok()) return fail(r.error());
+      if (output == "json") fmt::print("{}\n", r->dump(2));
+      else fmt::print("{}", berth::cli::cluster_table(*r));
+      return 0;
+    }
+    if (cluster_drain->parsed() || cluster_undrain->parsed()) {
+      const std::string verb = cluster_drain->parsed() ? "drain" : "undrain";
+      auto r = c.post("/v1/cluster/hosts/" + percent_encode(cluster_host) + "/" + verb, json::object());
+      if (!r.ok()) return fail(r.error());
+      fmt::print("{}", berth::cli::cluster_table(*r));
       return 0;
     }
     if (whoami->parsed()) {

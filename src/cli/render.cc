@@ -217,6 +217,23 @@ std::string tokens_table(const json& tokens) {
   return table(rows);
 }
 
+std::string cluster_table(const json& c) {
+  std::vector<std::vector<std::string>> rows = {{"HOST", "STATE", "SWARM", "AVAILABILITY", "ROLE", "CPUS", "MEMORY", "INSTANCES", "LABELS"}};
+  for (const auto& h : c["hosts"]) {
+    const json& sw = h["swarm"];
+    std::string labels;
+    if (h["labels"].is_object())
+      for (const auto& [k, v] : h["labels"].items()) labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k, v.is_string() ? v.get<std::string>() : v.dump());
+    const double cpus = h["nano_cpus"].is_number() ? h["nano_cpus"].get<double>() / 1e9 : 0;
+    const double mem = h["memory_bytes"].is_number() ? h["memory_bytes"].get<double>() : 0;
+    rows.push_back({str(h, "host"), str(h, "state"), str(sw, "state"), str(sw, "availability"),
+                    str(sw, "role") + (sw.value("leader", false) ? " (leader)" : ""), cpus > 0 ? fmt::format("{:g}", cpus) : "",
+                    mem > 0 ? fmt::format("{:.1f} GiB", mem / (1024.0 * 1024 * 1024)) : "",
+                    std::to_string(h["instances"].is_array() ? h["instances"].size() : 0), labels});
+  }
+  return table(rows);
+}
+
 std::string config_table(const json& c) {
   std::string out;
   for (const auto& a : c["apps"]) {

@@ -25,6 +25,9 @@ std::vector<std::string> root_causes(const nlohmann::json& status);
 std::string progress_summary(const nlohmann::json& status);
 // The table of `berth db versions [STANDARD]`.
 std::string versions_table(const nlohmann::json& versions);
+// `berth cluster ls`: each host, berth's state of it and the Swarm's, its capacity, how many
+// instances berth placed there, its labels.
+std::string cluster_table(const nlohmann::json& cluster);
 // `berth env ls`: environment documents, owner, base, thin, version, expiry, why left out.
 std::string documents_table(const nlohmann::json& documents);
 // `berth env diff`: each setting that differs, with both values and their layers.

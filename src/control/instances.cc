@@ -153,7 +153,12 @@ void ControlLoop::on_probe(const ipam::LeaseKey& key, const health::ProbeResult&
   const model::AppSpec* spec = spec_of(key);
   if (!sup || !spec || !sup->probing()) return;
   fx_.probe_done(key);
+  const bool was_ready = sup->state().phase == Phase::kReady;
   apply(*sup, sup->probed(r, *spec, now()));
+  // Runtimes that move instances one at a time (a cluster's drain) wait for this.
+  if (!was_ready && sup->state().phase == Phase::kReady)
+    if (runtime::Runtime* rt = fx_.runtime_for(*spec, nullptr))
+      rt->instance_ready({key.env, key.app, key.ordinal}, sup->state().ref);
 }
 
 // ---- exec and logs ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "api/handlers.h"
 #include "api/http_server.h"
@@ -487,6 +488,29 @@ int run(const Options& o) {
   }
   api_options.member_repos = o.member_repos;
   for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
+  if (cluster) {
+    api_options.cluster_hosts = [c = cluster.get()] {
+      nlohmann::json hosts = nlohmann::json::array();
+      for (const auto& h : c->hosts()) {
+        nlohmann::json instances = nlohmann::json::array();
+        for (const auto& id : h.instances) instances.push_back(fmt::format("{}/{}#{}", id.env, id.app, id.ordinal));
+        hosts.push_back({{"host", h.hostname},
+                         {"endpoint", h.endpoint},
+                         {"state", h.state},
+                         {"swarm", {{"node", h.node.id}, {"state", h.node.state}, {"availability", h.node.availability},
+                                    {"role", h.node.role}, {"leader", h.node.leader}, {"addr", h.node.addr},
+                                    {"message", h.node.message}, {"engine", h.node.engine_version}}},
+                         {"nano_cpus", h.node.nano_cpus},
+                         {"memory_bytes", h.node.memory_bytes},
+                         {"labels", h.node.labels},
+                         {"instances", instances}});
+      }
+      return hosts;
+    };
+    api_options.cluster_drain = [c = cluster.get()](const std::string& host, bool drain, std::function<void(Status)> done) {
+      c->drain(host, drain, std::move(done));
+    };
+  }
   api_options.loop_executor = &executor;
   api_options.to_transport = [&api_io](std::function<void()> fn) { boost::asio::post(api_io, std::move(fn)); };
   api::Api api(**loop, **tokens, api_options);

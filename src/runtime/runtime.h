@@ -223,6 +223,10 @@ class Runtime {
   // bytes; also after it ended. `log_path` is the InstanceSpec's.
   virtual void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
                     std::function<void(Result<LogChunk>)> done) = 0;
+  // The instance passed its health check: it is ready (again). For runtimes that move instances
+  // one at a time and wait for each to be ready at its new place (a cluster's drain); nothing by
+  // default.
+  virtual void instance_ready(const InstanceId& /*id*/, const Ref& /*ref*/) {}
 };
 
 // "exited with status 1", "killed by SIGKILL".

@@ -619,3 +619,65 @@ TEST_F(ClusterDaemon, ADaemonKilledDuringAFailoverConvergesWithOneContainerPerIn
 
 }  // namespace
 }  // namespace berth::it
+
+namespace berth::it {
+namespace {
+
+TEST_F(ClusterDaemon, ADrainMovesAHostsInstancesOneAtATimeEachReadyBeforeTheNext) {
+  auto d = berth_on_cluster("cl-drain", small_fleet());
+  ASSERT_FALSE(HasFailure());
+  const std::string two = fmt::format("{}-2", name_);
+  auto ls = d->cli({"cluster", "ls", "-o", "json"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  auto hosts = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(hosts.is_object()) << ls.out;
+  ASSERT_EQ(hosts["hosts"].size(), 3u) << ls.out;
+  std::size_t on_two = 0, placed = 0;
+  for (const auto& h : hosts["hosts"]) {
+    EXPECT_EQ(h["state"], "up") << h.dump();
+    EXPECT_EQ(h["swarm"]["state"], "ready") << h.dump();
+    EXPECT_GT(h["nano_cpus"].get<std::int64_t>(), 0) << h.dump();
+    placed += h["instances"].size();
+    if (h["host"] == two) on_two = h["instances"].size();
+  }
+  EXPECT_EQ(placed, 6u) << ls.out;
+  ASSERT_GE(on_two, 2u) << ls.out;
+  // The table a person reads.
+  auto table = d->cli({"cluster", "ls"});
+  EXPECT_NE(table.out.find("AVAILABILITY"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(two), std::string::npos) << table.out;
+
+  auto before = placement(*d);
+  auto drained = d->cli({"cluster", "drain", two});
+  ASSERT_EQ(drained.exit_code, 0) << drained.out << drained.err;
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 2); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  for (const auto& [inst, where] : placement(*d)) EXPECT_EQ(where.second, before[inst].second) << inst << " moved address";
+
+  // One at a time: each move starts after the one before it was ready again.
+  std::vector<std::pair<std::int64_t, std::string>> moves, readies;
+  for (const auto& e : d->events("beta")) {
+    if (e["app"].is_null()) continue;
+    const std::string who = fmt::format("{}#{}", e["app"].get<std::string>(), e["ordinal"].is_null() ? 0 : e["ordinal"].get<int>());
+    if (e["type"] == "moving") moves.emplace_back(e["id"].get<std::int64_t>(), who);
+    if (e["type"] == "ready") readies.emplace_back(e["id"].get<std::int64_t>(), who);
+  }
+  ASSERT_EQ(moves.size(), on_two);
+  for (std::size_t k = 1; k < moves.size(); ++k) {
+    const auto& [prev_at, prev] = moves[k - 1];
+    const bool ready_between = std::any_of(readies.begin(), readies.end(), [&](const auto& r) {
+      return r.second == prev && r.first > prev_at && r.first < moves[k].first;
+    });
+    EXPECT_TRUE(ready_between) << moves[k].second << " moved before " << prev << " was ready again";
+  }
+  auto after = nlohmann::json::parse(d->cli({"cluster", "ls", "-o", "json"}).out, nullptr, false);
+  for (const auto& h : after["hosts"])
+    if (h["host"] == two) {
+      EXPECT_EQ(h["swarm"]["availability"], "drain");
+      EXPECT_TRUE(h["instances"].empty()) << h.dump();
+    }
+  EXPECT_EQ(d->cli({"cluster", "undrain", two}).exit_code, 0);
+  EXPECT_NE(d->cli({"cluster", "drain", "no-such-host"}).err.find("no host 'no-such-host'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace berth::it

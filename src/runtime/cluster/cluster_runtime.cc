@@ -60,8 +60,15 @@ class ClusterRuntime::HostListener final : public Listener {
   }
   void on_exited(const InstanceId& id, const Ref& ref, const Exit& exit) override {
     const Ref ours = c_.wrap(host_, ref);
-    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.ref == ours) c_.placed_.erase(w);
-    if (c_.listener_) c_.listener_->on_exited(id, ours, exit);
+    Exit e = exit;
+    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.ref == ours) {
+      c_.placed_.erase(w);
+      if (c_.moving_ == id) {  // stopped to leave a drained host: back at once, elsewhere
+        e.host_lost = true;
+        e.description = fmt::format("moved off {}, which is drained", c_.hosts_[host_]->hostname);
+      }
+    }
+    if (c_.listener_) c_.listener_->on_exited(id, ours, e);
   }
 
  private:
@@ -255,19 +262,65 @@ void ClusterRuntime::poll() {
 // A host that is up, or that this daemon never reached but knows from before, is lost once the
 // Swarm calls its node down or no longer lists it. (The first host, this daemon's, never is.)
 void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
-  for (std::size_t i = 1; i < hosts_.size(); ++i) {
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
     Host& h = *hosts_[i];
     if (h.state != Host::State::kUp && (h.state != Host::State::kUnreachable || h.node.id.empty())) continue;
     const bc::Node* n = nullptr;
     for (const auto& node : nodes)
       if (node.id == h.node.id) n = &node;
-    if (!n) {
-      lose(i, "it is no longer a node of the Swarm");
-      continue;
-    }
-    h.node = *n;
-    if (n->state == "down") lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
+    if (n) h.node = *n;
+    if (i == 0) continue;
+    if (!n) lose(i, "it is no longer a node of the Swarm");
+    else if (n->state == "down") lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
   }
+  next_move();
+}
+
+// ---- drains ---------------------------------------------------------------------------------------
+
+void ClusterRuntime::drain(const std::string& host, bool drain, std::function<void(Status)> done) {
+  when_started([this, host, drain, done = std::move(done)] {
+    std::size_t i = 0;
+    while (i < hosts_.size() && hosts_[i]->hostname != host && hosts_[i]->endpoint != host) ++i;
+    if (i == hosts_.size()) {
+      std::string known;
+      for (const auto& h : hosts_) known += (known.empty() ? "" : ", ") + (h->hostname.empty() ? h->endpoint : h->hostname);
+      return done(not_found(fmt::format("no host '{}' in the cluster; its hosts: {}", host, known)));
+    }
+    if (hosts_[i]->node.id.empty() || hosts_[i]->state != Host::State::kUp)
+      return done(conflict(fmt::format("host '{}' is not up in the Swarm", host)));
+    swarm_.update_node(options_.hosts[0], hosts_[i]->node.id, drain ? "drain" : "active", std::nullopt,
+                       [this, i, done](Result<bc::Node> n) {
+                         if (!n.ok()) return done(n.error());
+                         hosts_[i]->node = *n;
+                         next_move();
+                         done({});
+                       });
+  });
+}
+
+// One instance at a time leaves the drained hosts: stopped (its exit then reads host_lost), it is
+// re-created elsewhere, and the next one goes once that one is ready (instance_ready).
+void ClusterRuntime::next_move() {
+  // One under way: being stopped, between its exit and its launch, or not yet ready elsewhere.
+  if (moving_) return;
+  for (const auto& [id, w] : placed_) {
+    Host& h = *hosts_[w.host];
+    if (h.node.availability != "drain" || h.state != Host::State::kUp || !h.rt || w.ref.empty()) continue;
+    moving_ = id;
+    std::fprintf(stderr, "berth: cluster: %s/%s#%d leaves %s, which is drained\n", id.env.c_str(), id.app.c_str(), id.ordinal,
+                 h.hostname.c_str());
+    h.rt->stop(w.ref.substr(w.ref.find('/') + 1), 10'000);
+    return;
+  }
+}
+
+void ClusterRuntime::instance_ready(const InstanceId& id, const Ref&) {
+  if (moving_ != id) return;
+  auto it = placed_.find(id);
+  if (it == placed_.end() || hosts_[it->second.host]->node.availability == "drain") return;
+  moving_.reset();
+  next_move();
 }
 
 // The host's instances are gone as far as berth is concerned. Before their addresses are given
@@ -403,7 +456,7 @@ std::vector<HostView> ClusterRuntime::hosts() const {
   std::vector<HostView> out;
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     const Host& h = *hosts_[i];
-    HostView v{h.endpoint, h.hostname, "", h.node, 0};
+    HostView v{h.endpoint, h.hostname, "", h.node, {}};
     switch (h.state) {
       case Host::State::kUp: v.state = "up"; break;
       case Host::State::kLost: v.state = "lost"; break;
@@ -411,7 +464,7 @@ std::vector<HostView> ClusterRuntime::hosts() const {
       case Host::State::kUnreachable: v.state = "unreachable"; break;
     }
     for (const auto& [id, w] : placed_)
-      if (w.host == i) ++v.instances;
+      if (w.host == i) v.instances.push_back(id);
     out.push_back(std::move(v));
   }
   return out;

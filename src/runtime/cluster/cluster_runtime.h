@@ -38,6 +38,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -71,7 +72,7 @@ struct HostView {
   std::string hostname;
   std::string state;  // "up", "lost", "fencing", "unreachable"
   ::berth::cluster::Node node;  // as the manager last said
-  int instances = 0;            // placed there now
+  std::vector<InstanceId> instances;  // placed there now
 };
 
 class ClusterRuntime final : public Runtime {
@@ -90,6 +91,13 @@ class ClusterRuntime final : public Runtime {
                                std::function<void(Result<ExecResult>)> done) override;
   void logs(const InstanceId& id, const std::string& log_path, std::int64_t offset, std::size_t max,
             std::function<void(Result<LogChunk>)> done) override;
+  void instance_ready(const InstanceId& id, const Ref& ref) override;
+
+  // Drains host `host` (its hostname or endpoint) through the Swarm, or makes it active again.
+  // A drained host takes no new instance, and its instances move, one at a time: each is
+  // stopped, re-created elsewhere at its address (Exit::host_lost, "moving"), and the next goes
+  // once it is ready there. A host drained with `docker node update` is drained the same way.
+  void drain(const std::string& host, bool drain, std::function<void(Status)> done);
 
   // Called on the loop each time the sandbox is up at an address (again): the daemon connects
   // its probes from `netns` and serves the instances' names at `ip`.
@@ -124,6 +132,7 @@ class ClusterRuntime final : public Runtime {
   void fence(std::size_t i);
   void rejoin(std::size_t i);
   void join_again(std::size_t i);
+  void next_move();
   void ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done);
   void ensure_sandbox(const Network& network, std::function<void(Status)> done);
   void sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
@@ -141,6 +150,7 @@ class ClusterRuntime final : public Runtime {
   Listener* listener_ = nullptr;
   std::vector<std::unique_ptr<Host>> hosts_;
   std::map<InstanceId, Where> placed_;
+  std::optional<InstanceId> moving_;  // off a drained host, until it is ready elsewhere
   bool started_ = false;
   bool starting_ = false;
   std::vector<std::function<void()>> pending_;  // until started
