@@ -19,7 +19,7 @@ rules=(
   "runtime/process|base/ runtime/runtime.h"
   "runtime/sim|base/ runtime/runtime.h"
   "engine|base/"
-  "cluster|base/"
+  "cluster|base/ model/constraint.h"
   "cluster/swarm|base/ cluster/cluster.h engine/"
   "runtime/docker|base/ runtime/runtime.h engine/"
   "runtime/cluster|base/ runtime/runtime.h runtime/docker/docker_runtime.h engine/ cluster/"

@@ -32,23 +32,12 @@
 #include <vector>
 
 #include "base/result.h"
+#include "model/constraint.h"
 
 namespace berth::cluster {
 
-struct Constraint {
-  enum class Op { kUnique, kCluster, kGroupBy, kMaxPer, kLike, kUnlike };
-  std::string field;  // "hostname" or a label
-  Op op = Op::kUnique;
-  std::string value;  // CLUSTER/IS, LIKE/UNLIKE (the pattern); GROUP_BY/MAX_PER: the number as written
-  int count = 0;      // GROUP_BY (0: as many values as there are), MAX_PER
-  std::shared_ptr<const std::regex> pattern;  // LIKE/UNLIKE
-
-  // As the catalog would write it: ["rack", "GROUP_BY", "3"].
-  std::vector<std::string> words() const;
-};
-
-// ["hostname", "UNIQUE"], ["rack", "GROUP_BY", "3"], ["zone", "LIKE", "eu-.*"]...
-Result<Constraint> parse_constraint(const std::vector<std::string>& words);
+using model::Constraint;
+using model::parse_constraint;
 
 // A host as placement sees it.
 struct HostSlot {

@@ -234,6 +234,7 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
     rs.workload = runtime::ProcessWorkload{command};
   }
   rs.resources = {spec.resources.cpus, spec.resources.memory_bytes};
+  for (const auto& c : spec.constraints) rs.constraints.push_back(c.words());
   rs.ip = inst.ip;
   rs.network = network_;
   if (!resolver_.empty()) rs.resolver = {resolver_, domain};

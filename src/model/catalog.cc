@@ -47,6 +47,7 @@ std::string AppSpec::compute_fingerprint() const {
   }
   for (const auto& a : args) f += fmt::format("arg {}\n", a);
   if (resources.cpus || resources.memory_bytes) f += fmt::format("resources {} {}\n", resources.cpus, resources.memory_bytes);
+  for (const auto& c : constraints) f += fmt::format("constraint {}\n", fmt::join(c.words(), "\x1f"));
   if (database) f += fmt::format("database {}@{} {} {}\n", database->standard, database->version, database->user, database->password);
   for (const auto& [k, v] : ports) f += fmt::format("port {}={}\n", k, v);
   for (const auto& [k, v] : env) f += fmt::format("env {}={}\n", k, v);

@@ -25,6 +25,7 @@
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "model/constraint.h"
 #include "model/network.h"
 
 namespace berth::model {
@@ -123,6 +124,9 @@ struct AppSpec {
   std::string workdir;  // containers: instead of the image's WORKDIR
   std::vector<VolumeSpec> volumes;
   ResourceSpec resources;
+  // Where its instances may run in a cluster (runtime/cluster), Marathon's way:
+  // [[hostname, UNIQUE], [rack, GROUP_BY, 3]]. On one host: ignored.
+  std::vector<Constraint> constraints;
   int instances = 1;
   std::map<std::string, int> ports;
   HealthSpec health;
@@ -317,7 +321,7 @@ Result<ResolvedCatalog> resolve_catalog(std::string_view text, const std::string
 // follow, lifetime and editors, and per app (or for all apps) tag, build_type, instances, env
 // values, a database's standard version, and source.repo when it starts with one of
 // `allowed_repos` (prefixes). Everything else — commands, images, ports, health, volumes,
-// resources — is the fleet maintainers'. The error lists every key refused, located.
+// resources, constraints — is the fleet maintainers'. The error lists every key refused, located.
 Status check_member_document(const EnvDocument& doc, const std::vector<std::string>& allowed_repos);
 
 // The document's YAML with `key: value` set (dotted: "orders.tag", "tag" for every app,

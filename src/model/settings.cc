@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "base/text.h"
 #include "model/loader.h"
@@ -21,7 +22,7 @@ const std::vector<std::string> kDnsKeys = {"zone", "ttl", "negative_ttl"};
 const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
                                                "health", "restart", "stop_grace", "env", "standard",
                                                "image", "entrypoint", "args", "user", "workdir", "volumes",
-                                               "resources"};
+                                               "resources", "constraints"};
 const std::vector<std::string> kResourceKeys = {"cpus", "memory"};
 const std::vector<std::string> kHealthKeys = {"type", "port", "path", "expect", "command", "interval",
                                               "timeout", "start_period", "start_interval",
@@ -175,6 +176,18 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
   for (const char* scalar : {"tag", "build_type", "instances", "stop_grace", "standard", "image", "user", "workdir"})
     if (auto s = layer[scalar]; s && !s.IsScalar())
       ctx.error(s, fmt::format("{}.{} must be a single value", where, scalar));
+  if (auto c = layer["constraints"]; c && !c.IsNull()) {
+    bool ok = c.IsSequence();
+    for (const auto& item : c) {
+      bool words = item.IsSequence();
+      for (const auto& w : item) words = words && w.IsScalar();
+      ok = ok && words;
+    }
+    if (!ok)
+      ctx.error(c, fmt::format("{}.constraints must be a list of [field, OPERATOR] or [field, OPERATOR, value] lists, "
+                               "like [[hostname, UNIQUE], [rack, GROUP_BY, 3]]",
+                               where));
+  }
   for (const char* words : {"command", "entrypoint", "args", "volumes"}) {
     auto w = layer[words];
     if (!w || w.IsScalar() || w.IsNull()) continue;
@@ -596,6 +609,22 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
     else
       spec.resources.memory_bytes = *bytes;
     r.record("resources.memory", text);
+  }
+
+  // Placement in a cluster.
+  if (const Leaf* l = r.leaf("constraints"); l && l->node.IsSequence()) {
+    std::string shown;
+    for (const auto& item : l->node) {
+      if (!item.IsSequence()) continue;
+      std::vector<std::string> words;
+      for (const auto& w : item)
+        if (w.IsScalar()) words.push_back(w.Scalar());
+      auto c = parse_constraint(words);
+      if (!c.ok()) ctx.error(item, fmt::format("constraints of app '{}': {}", spec.app, c.error().message));
+      else spec.constraints.push_back(std::move(*c));
+      shown += fmt::format("{}[{}]", shown.empty() ? "" : ", ", fmt::join(words, ", "));
+    }
+    r.record("constraints", "[" + shown + "]");
   }
 
   // Health.

@@ -96,6 +96,9 @@ struct InstanceSpec {
   std::map<std::string, int> ports;        // named ports the instance listens on at its address
   std::vector<Mount> mounts;
   Resources resources;
+  // Where it may run, in a runtime with several hosts: [field, OPERATOR, value?] each
+  // (model/constraint.h; runtime/cluster). Others ignore them.
+  std::vector<std::vector<std::string>> constraints;
   std::string ip;   // the instance's fixed address (runtimes with Capabilities::fixed_ip)
   Network network;
   Resolver resolver;

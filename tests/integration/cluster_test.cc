@@ -476,7 +476,7 @@ class ClusterDaemon : public Cluster {
   std::string data_id_;
 };
 
-// Six single-instance apps, no dependencies.
+// Six single-instance apps, no dependencies; f only on host 1 (a constraint).
 std::string small_fleet() {
   return R"(network:
   pool: 10.233.0.0/24
@@ -486,7 +486,7 @@ defaults:
   ports: {http: 8080}
   health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 1s, start_period: 60s}
   stop_grace: 2s
-apps: {a: {}, b: {}, c: {}, d: {}, e: {}, f: {}}
+apps: {a: {}, b: {}, c: {}, d: {}, e: {}, f: {constraints: [[hostname, LIKE, ".*-1"]]}}
 environments:
   beta: {}
 )";
@@ -648,6 +648,7 @@ TEST_F(ClusterDaemon, ADrainMovesAHostsInstancesOneAtATimeEachReadyBeforeTheNext
   EXPECT_NE(table.out.find(two), std::string::npos) << table.out;
 
   auto before = placement(*d);
+  EXPECT_EQ(before["f/0"].first, fmt::format("{}-1", name_)) << "f's constraint";
   auto drained = d->cli({"cluster", "drain", two});
   ASSERT_EQ(drained.exit_code, 0) << drained.out << drained.err;
   ASSERT_TRUE(wait_until([&] { return moved_off(*d, 2); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;

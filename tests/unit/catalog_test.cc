@@ -476,3 +476,23 @@ TEST(CatalogScale, FourThousandAppsInOneDependencyChainAreOrderedWithoutRecursio
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.error().message, HasSubstr("dependency cycle: app0 → app3999 → app3998"));
 }
+
+TEST(Catalog, ConstraintsAreLayeredSettingsAndBadOnesAreLocated) {
+  std::string y = replaced_once(kGood, "  orders:\n", "  orders:\n    constraints: [[hostname, UNIQUE], [rack, GROUP_BY, 3]]\n");
+  auto c = Catalog::parse(y, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto* orders = c->find("beta-7")->find("orders");
+  ASSERT_EQ(orders->constraints.size(), 2u);
+  EXPECT_EQ(orders->constraints[0].words(), (std::vector<std::string>{"hostname", "UNIQUE"}));
+  EXPECT_EQ(orders->constraints[1].count, 3);
+  EXPECT_EQ(orders->from.at("constraints"), "apps.orders");
+  EXPECT_EQ(orders->values.at("constraints"), "[[hostname, UNIQUE], [rack, GROUP_BY, 3]]");
+  // They change where instances run: a change replaces them.
+  auto plain = Catalog::parse(kGood, "berth.yaml");
+  EXPECT_NE(plain->find("beta-7")->find("orders")->fingerprint(), orders->fingerprint());
+
+  EXPECT_THAT(errors_of(replaced_once(kGood, "  orders:\n", "  orders:\n    constraints: [[rack, SPREAD]]\n")),
+              HasSubstr("berth.yaml:13:19: constraints of app 'orders': constraint operator 'SPREAD': give UNIQUE"));
+  EXPECT_THAT(errors_of(replaced_once(kGood, "  orders:\n", "  orders:\n    constraints: [hostname, UNIQUE]\n")),
+              HasSubstr("apps.orders.constraints must be a list of [field, OPERATOR] or [field, OPERATOR, value] lists"));
+}

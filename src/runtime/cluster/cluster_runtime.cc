@@ -579,6 +579,11 @@ Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   req.ordinal = spec.id.ordinal;
   req.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
   req.memory_bytes = static_cast<std::int64_t>(spec.resources.memory_bytes);
+  for (const auto& words : spec.constraints) {
+    auto c = bc::parse_constraint(words);  // (the catalog checked them)
+    if (!c.ok()) return c.error();
+    req.constraints.push_back(std::move(*c));
+  }
   auto chosen = bc::place(req, slots, placed);
   if (!chosen.ok()) return chosen.error();
   for (std::size_t i = 0; i < slots.size(); ++i)
