@@ -9,6 +9,7 @@
 #include "api/handlers.h"
 #include "api/util.h"
 #include "base/text.h"
+#include "k8s/k8s.h"
 
 namespace berth::api {
 using nlohmann::json;
@@ -263,6 +264,21 @@ std::optional<Response> Api::route_documents(const Request& req, const auth::Pri
                          {"against_value", o->runs(a.app)}, {"against_from", o->name}});
     }
     return ok({{"environment", e->name}, {"against", against}, {"differences", diffs}});
+  }
+
+  // ---- an environment as Kubernetes manifests, on paper (k8s/k8s.h) ----
+  if (parts.size() == 5 && parts[0] == "v1" && parts[1] == "environments" && parts[3] == "export" && parts[4] == "k8s" &&
+      req.method == "GET") {
+    const auto* catalog = loop_.catalog();
+    if (!catalog) return error_response(not_found("no catalog has been applied"));
+    std::map<std::string, std::string> ips;
+    if (auto st = loop_.status(parts[2]); st.ok())
+      for (const auto& a : st->apps)
+        for (const auto& i : a.instances)
+          if (!i.ip.empty()) ips[fmt::format("{}/{}", a.app, i.ordinal)] = i.ip;
+    auto exported = k8s::manifests(*catalog, parts[2], ips);
+    if (!exported.ok()) return error_response(exported.error());
+    return ok({{"environment", parts[2]}, {"yaml", exported->yaml}, {"notes", exported->notes}});
   }
 
   // ---- tokens (admins; authorize() checked) ----
