@@ -20,6 +20,7 @@ rules=(
   "runtime/sim|base/ runtime/runtime.h"
   "engine|base/"
   "cluster|base/ model/constraint.h"
+  "k8s|base/ model/"
   "cluster/swarm|base/ cluster/cluster.h engine/"
   "runtime/docker|base/ runtime/runtime.h engine/"
   "runtime/cluster|base/ runtime/runtime.h runtime/docker/docker_runtime.h engine/ cluster/"
@@ -36,7 +37,7 @@ rules=(
   "control|base/ model/ net/ipam/ipam.h net/dns/zone.h net/dns/wire.h store/store.h health/prober.h health/tracker.h runtime/runtime.h build/builder.h db/manager.h db/clone.h db/engine.h blob/blob_store.h"
   "auth|base/ model/ store/store.h"
   "ui|"
-  "api|base/ auth/ ui/ control/ model/ runtime/runtime.h store/store.h net/ net/dns/zone.h health/ build/builder.h db/ blob/blob_store.h"
+  "api|base/ auth/ ui/ k8s/ control/ model/ runtime/runtime.h store/store.h net/ net/dns/zone.h health/ build/builder.h db/ blob/blob_store.h"
   "client|base/"
   "cli|base/ client/ daemon/daemon.h"
   "daemon|"  # wires everything together

@@ -406,6 +406,13 @@ int run(int argc, char** argv) {
   cluster_drain->add_option("host", cluster_host, "the host's name")->required();
   auto* cluster_undrain = cluster_cmd->add_subcommand("undrain", "let a drained host take instances again (admins)");
   cluster_undrain->add_option("host", cluster_host, "the host's name")->required();
+  auto* export_cmd = app.add_subcommand("export", "write an environment for another platform");
+  export_cmd->require_subcommand(1);
+  std::string export_env, export_out;
+  auto* export_k8s = export_cmd->add_subcommand("k8s", "Kubernetes manifests: a StatefulSet and a headless Service per "
+                                                        "app, dependencies as init containers (docs/kubernetes.md)");
+  export_k8s->add_option("env", export_env, "the environment")->required();
+  export_k8s->add_option("-o,--output", export_out, "write the manifests to this file (default: stdout)");
   auto* whoami = app.add_subcommand("whoami", "the user and role of your token");
 
   auto* audit = app.add_subcommand("audit", "who changed what, and when");
@@ -639,6 +646,21 @@ int run(int argc, char** argv) {
       auto r = c.del("/v1/tokens/" + percent_encode(token_id));
       if (!r.ok()) return fail(r.error());
       fmt::print("revoked token {} of {}\n", token_id, (*r)["user"].get<std::string>());
+      return 0;
+    }
+    if (export_k8s->parsed()) {
+      auto r = c.get("/v1/environments/" + percent_encode(export_env) + "/export/k8s");
+      if (!r.ok()) return fail(r.error());
+      const std::string yaml = (*r)["yaml"].get<std::string>();
+      if (export_out.empty()) {
+        fmt::print("{}", yaml);
+      } else {
+        std::ofstream f(export_out, std::ios::binary | std::ios::trunc);
+        f << yaml;
+        if (!f.flush()) return fail(berth::unavailable("cannot write " + export_out));
+      }
+      // What the manifests cannot do, on stderr: the YAML on stdout stays clean for kubectl.
+      for (const auto& n : (*r)["notes"]) fmt::print(stderr, "note: {}\n", n.get<std::string>());
       return 0;
     }
     if (cluster_ls->parsed()) {

@@ -47,12 +47,14 @@ Result<std::string> place(const Request& request, const std::vector<HostSlot>& h
   struct Load {
     std::int64_t cpus = 0, memory = 0;
     int same_app = 0;
+    int starting = 0;
     int instances = 0;
   };
   std::unordered_map<std::string, Load> load;
   for (const auto& p : placed) {
     Load& l = load[p.host];
     ++l.instances;
+    l.starting += p.starting ? 1 : 0;
     l.cpus += p.nano_cpus;
     l.memory += p.memory_bytes;
     if (p.app == request.app) ++l.same_app;
@@ -126,10 +128,10 @@ Result<std::string> place(const Request& request, const std::vector<HostSlot>& h
   };
 
   // The fewest of this app, then the least taken (the larger of its CPU and memory shares), then
-  // the fewest instances in all (apps that ask for no resources spread too), then the first by
-  // name.
+  // the fewest still starting, then the fewest instances in all (apps that ask for no resources
+  // spread too), then the first by name.
   const HostSlot* best = nullptr;
-  std::tuple<int, double, int, std::string> best_key;
+  std::tuple<int, double, int, int, std::string> best_key;
   std::vector<std::string> refused;
   for (const auto& h : hosts) {
     if (std::string why = refusal(h); !why.empty()) {
@@ -139,7 +141,7 @@ Result<std::string> place(const Request& request, const std::vector<HostSlot>& h
     const Load& l = load[h.name];
     const double cpu_share = h.nano_cpus > 0 ? static_cast<double>(l.cpus) / static_cast<double>(h.nano_cpus) : 0;
     const double mem_share = h.memory_bytes > 0 ? static_cast<double>(l.memory) / static_cast<double>(h.memory_bytes) : 0;
-    auto key = std::make_tuple(l.same_app, std::max(cpu_share, mem_share), l.instances, h.name);
+    auto key = std::make_tuple(l.same_app, std::max(cpu_share, mem_share), l.starting, l.instances, h.name);
     if (!best || key < best_key) {
       best = &h;
       best_key = std::move(key);

@@ -16,8 +16,9 @@
 // Among the hosts that pass (schedulable: ready and active; enough CPU and memory left of what
 // they report once the instances already placed there are counted; every constraint), the
 // instance goes where its app has the fewest instances, then where the fewest CPUs and memory
-// are taken (as a share of the host's), then where the fewest instances run, then to the first
-// by name: the same inputs give the same
+// are taken (as a share of the host's), then where the fewest instances are still starting (a
+// host sets up its containers' overlay endpoints one after another: many moved at once start
+// sooner spread out), then where the fewest instances run, then to the first by name: the same inputs give the same
 // host, so a restarted daemon decides as the one before.
 //
 // Pure values and functions: any thread. Parsing a constraint names what is wrong and what would
@@ -56,6 +57,7 @@ struct Placed {
   int ordinal = 0;
   std::int64_t nano_cpus = 0;  // what it asked for (0: no request)
   std::int64_t memory_bytes = 0;
+  bool starting = false;  // launched there and not yet running
 };
 
 // The instance to place.

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -317,6 +319,9 @@ int run(const Options& o) {
       co.state_dir = data_dir + "/run/cluster";
       co.heartbeat_ms = o.cluster_heartbeat_ms;
       co.sandbox_image = o.sandbox_image;
+      // Docker's own addresses on the overlay: a load balancer endpoint and an anchor (or the
+      // sandbox) per host, with room to spare.
+      co.fence = std::max<int>(16, static_cast<int>(std::bit_ceil(2 * o.cluster_hosts.size() + 4)));
       auto c = runtime::cluster::ClusterRuntime::create(executor, clock, co);
       if (!c.ok()) {
         fmt::print(stderr, "berth serve: --cluster-host: {}\n", c.error().message);
@@ -393,7 +398,7 @@ int run(const Options& o) {
   deps.clock = &clock;
   deps.executor = &executor;
   deps.runtimes = runtimes;
-  if (cluster) deps.reserved_pool_tail = runtime::cluster::ClusterOptions{}.fence;
+  if (cluster) deps.reserved_pool_tail = cluster->fence();
   deps.prober = prober;
   Worker worker("catalog");  // validates fleet documents off the loop (outlives the loop: declared first)
   deps.worker = &worker;

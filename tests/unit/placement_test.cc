@@ -179,3 +179,21 @@ TEST(OverlayFence, IsThePoolsLastAddressesAndNeverAnInstances) {
   }
   EXPECT_EQ(fenced.usable_count(), n.usable_count() - 15);  // (the broadcast address was never usable)
 }
+
+namespace berth::cluster {
+
+TEST(Placement, InstancesStillStartingSpreadBeforeCountsDo) {
+  // h2 runs nothing; h1 runs two, both up. Two instances moved at once: the first goes to h2,
+  // the second to h1, where nothing is starting, rather than queueing behind the first on h2.
+  std::vector<HostSlot> hosts{host("h1"), host("h2")};
+  std::vector<Placed> placed{{"h1", "e/a", 0, 0, 0, false}, {"h1", "e/b", 0, 0, 0, false}};
+  auto first = place(Request{"e/c", 0, 0, 0, {}}, hosts, placed);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(*first, "h2");
+  placed.push_back({*first, "e/c", 0, 0, 0, true});
+  auto second = place(Request{"e/d", 0, 0, 0, {}}, hosts, placed);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*second, "h1");
+}
+
+}  // namespace berth::cluster

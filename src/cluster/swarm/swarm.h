@@ -79,9 +79,10 @@ class SwarmClient {
   void distribute_image(const std::string& from, const std::vector<std::string>& to, const std::string& image,
                         const std::string& work_dir, Done<ImageCopy> done);
 
- private:
   // One Engine API call on `host`; the answer (any status) on the loop.
   void call(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
+
+ private:
   // The same, with anything but a 2xx status turned into an error naming the host and the call.
   void call_ok(const std::string& host, engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
 

@@ -49,6 +49,7 @@ class ClusterRuntime::HostListener final : public Listener {
     if (c_.listener_) c_.listener_->on_created(id, launch, ours, std::move(guarded));
   }
   void on_started(const InstanceId& id, std::uint64_t launch, const Ref& ref, const Observed& observed) override {
+    if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.host == host_) w->second.running = true;
     Observed o = observed;
     o.detail = fmt::format("{} on {}", observed.detail, c_.hosts_[host_]->hostname);
     if (c_.listener_) c_.listener_->on_started(id, launch, c_.wrap(host_, ref), o);
@@ -426,6 +427,7 @@ void ClusterRuntime::rejoin(std::size_t i) {
           h.node = n;
           h.state = Host::State::kUp;
           save_hosts();
+          anchor(i);
           return;
         }
     swarm_.leave(h.endpoint, true, [this, i](Result<bool>) { join_again(i); });
@@ -448,6 +450,7 @@ void ClusterRuntime::join_again(std::size_t i) {
     h.node.state = "ready";
     h.state = Host::State::kUp;
     save_hosts();
+    anchor(i);
     std::fprintf(stderr, "berth: cluster: host %s is back in the Swarm (node %s)\n", h.hostname.c_str(), joined->node_id.c_str());
   });
 }
@@ -476,6 +479,9 @@ void ClusterRuntime::prepare_network(const Network& network, std::function<void(
   when_started([this, network, done = std::move(done)]() mutable {
     hosts_[0]->rt->prepare_network(network, [this, network, done = std::move(done)](Status st) mutable {
       if (!st.ok()) return done(st);
+      network_ = network;
+      for (std::size_t i = 1; i < hosts_.size(); ++i)
+        if (hosts_[i]->state == Host::State::kUp) anchor(i);
       ensure_sandbox(network, std::move(done));
     });
   });
@@ -554,6 +560,41 @@ void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(S
                });
 }
 
+// A pause container of berth's own on the overlay on host `i` (made again each time the host
+// comes up: leaving the Swarm took its network away), so that the host has the network before
+// an instance needs it. Labelled berth.sandbox: no fence removes it. Failures are said, not fatal.
+void ClusterRuntime::anchor(std::size_t i) {
+  if (!network_ || i == 0) return;
+  const std::string net = hosts_[0]->rt->network_name(*network_);
+  const std::string name = fmt::format("berth-{}-anchor-{}", options_.data_id, network_->name);
+  ensure_image(i, options_.sandbox_image, [this, i, net, name](Status st) {
+    Host& h = *hosts_[i];
+    auto say = [&h](const std::string& what) {
+      std::fprintf(stderr, "berth: cluster: the overlay's anchor on %s: %s (its first instance will wait for the network)\n",
+                   h.hostname.c_str(), what.c_str());
+    };
+    if (!st.ok()) return say(st.error().message);
+    swarm_.call(h.endpoint, {"DELETE", "/containers/" + name + "?force=1", "", "", "application/json", 60'000},
+                [this, i, net, name, say](Result<engine::Response>) {
+      json body = {{"Image", options_.sandbox_image},
+                   {"Cmd", json::array({"/pause"})},
+                   {"Labels", {{"berth.sandbox", options_.data_id}}},
+                   {"HostConfig", {{"NetworkMode", net}, {"CapDrop", json::array({"ALL"})}, {"ReadonlyRootfs", true},
+                                   {"SecurityOpt", json::array({"no-new-privileges"})}}}};
+      swarm_.call(hosts_[i]->endpoint, {"POST", "/containers/create?name=" + name, body.dump(), "", "application/json", 60'000},
+                  [this, i, name, say](Result<engine::Response> r) {
+        if (!r.ok()) return say(r.error().message);
+        if (!r->ok()) return say(engine::error_message(*r));
+        swarm_.call(hosts_[i]->endpoint, {"POST", "/containers/" + name + "/start", "", "", "application/json", 120'000},
+                    [say](Result<engine::Response> s) {
+          if (!s.ok()) return say(s.error().message);
+          if (!s->ok() && s->status != 304) say(engine::error_message(*s));
+        });
+      });
+    });
+  });
+}
+
 // ---- instances ------------------------------------------------------------------------------------
 
 Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
@@ -572,7 +613,7 @@ Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   std::vector<bc::Placed> placed;
   for (const auto& [id, w] : placed_) {
     if (id == spec.id) continue;
-    placed.push_back({slots[w.host].name, id.env + "/" + id.app, id.ordinal, w.nano_cpus, w.memory_bytes});
+    placed.push_back({slots[w.host].name, id.env + "/" + id.app, id.ordinal, w.nano_cpus, w.memory_bytes, !w.running});
   }
   bc::Request req;
   req.app = spec.id.env + "/" + spec.id.app;
@@ -690,6 +731,7 @@ void ClusterRuntime::recover(const std::vector<Record>& records, std::function<v
           Where w;
           w.host = k;
           w.ref = r.ref;
+          w.running = true;
           placed_[r.id] = w;
           Recovered kept{r.id, r.ref, true, {}, {}};
           kept.observed.detail = fmt::format("on {}, which does not answer", hosts_[k]->hostname);
@@ -715,6 +757,7 @@ void ClusterRuntime::recover(const std::vector<Record>& records, std::function<v
             Where w;
             w.host = i;
             w.ref = r.ref;
+            w.running = true;
             placed_[r.id] = w;
             r.observed.detail = fmt::format("{} on {}", r.observed.detail, hosts_[i]->hostname);
           }

@@ -15,6 +15,9 @@
 //     on the overlay on the first host, the one this daemon runs on. The daemon reaches the
 //     overlay through its network namespace (base/netns.h): health probes connect from it and
 //     the instances' name server listens in it, at the sandbox's address;
+//   - anchors: every other host keeps a pause container of berth's own on the overlay, so the
+//     network is there before an instance needs it (a host's first container on an overlay
+//     waits seconds for it to be set up);
 //   - host loss: the manager's node list, asked every `poll_ms`, says a host is down (after
 //     the dispatcher's heartbeat berth sets, `heartbeat_ms`); berth removes the node from the
 //     Swarm (only then may its addresses be used elsewhere: Docker refuses them while the dead
@@ -61,8 +64,10 @@ struct ClusterOptions {
   std::string data_id;
   std::string state_dir;       // <data-dir>/run/cluster: log positions, images being copied
   Millis heartbeat_ms = 1000;  // set on the Swarm: how soon its managers call a silent host down
-  Millis poll_ms = 500;        // how often berth asks the manager for its nodes
-  int fence = 16;              // the pool's last addresses, left to Docker
+  Millis poll_ms = 250;        // how often berth asks the manager for its nodes
+  // The pool's last addresses, left to Docker: a load balancer endpoint and an anchor (or the
+  // sandbox) per host take one each. A power of two.
+  int fence = 16;
   std::string sandbox_image = "berth-pause:latest";
 };
 
@@ -105,6 +110,7 @@ class ClusterRuntime final : public Runtime {
   // The sandbox's namespace, once it is up; nullptr before.
   const Netns* gateway() const { return sandbox_netns_.get(); }
   std::vector<HostView> hosts() const;
+  int fence() const { return options_.fence; }  // the pool's last addresses left to Docker
 
  private:
   struct Host;
@@ -115,6 +121,7 @@ class ClusterRuntime final : public Runtime {
     Ref ref;  // "<hostname>/<container id>" once created
     std::int64_t nano_cpus = 0;
     std::int64_t memory_bytes = 0;
+    bool running = false;  // started (or adopted)
   };
   ClusterRuntime(Executor& loop, const Clock& clock, ClusterOptions options, std::unique_ptr<engine::Engine> manager);
 
@@ -133,6 +140,7 @@ class ClusterRuntime final : public Runtime {
   void rejoin(std::size_t i);
   void join_again(std::size_t i);
   void next_move();
+  void anchor(std::size_t i);
   void ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done);
   void ensure_sandbox(const Network& network, std::function<void(Status)> done);
   void sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
@@ -157,6 +165,7 @@ class ClusterRuntime final : public Runtime {
   Executor::TimerId poll_timer_ = 0;
   bool polling_ = false;
   std::map<std::string, std::vector<std::function<void(Status)>>> image_waiters_;  // "<host>|<image>"
+  std::optional<Network> network_;  // once prepared
   std::unique_ptr<Netns> sandbox_netns_;
   std::string sandbox_ip_;
   std::function<void(const Netns&, const std::string&)> on_gateway_;
