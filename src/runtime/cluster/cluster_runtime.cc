@@ -364,8 +364,9 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
       }
     });
   });
-  auto once = [go] {
-    if (!*go) return;
+  auto once = [go, alive = std::weak_ptr<bool>(alive_)] {
+    auto a = alive.lock();
+    if (!a || !*a || !*go) return;  // (the timer may outlive the runtime)
     auto fn = std::move(*go);
     *go = nullptr;
     fn();
@@ -688,16 +689,16 @@ void ClusterRuntime::ensure_image(std::size_t host, const std::string& image, st
     auto sources = std::make_shared<std::vector<std::size_t>>();
     for (std::size_t i = 0; i < hosts_.size(); ++i)
       if (i != host && hosts_[i]->state == Host::State::kUp) sources->push_back(i);
+    // (The function holds itself weakly; each answer it waits for holds it strongly.)
     auto next = std::make_shared<std::function<void(std::size_t)>>();
-    *next = [this, host, image, finish, sources, next](std::size_t k) {
+    *next = [this, host, image, finish, sources, self = std::weak_ptr(next)](std::size_t k) {
       if (k == sources->size())
         return finish(not_found(fmt::format("no host of the cluster has image {}", image)), "");
       const std::string& from = hosts_[(*sources)[k]]->endpoint;
-      swarm_.image_id(from, image, [this, host, image, finish, sources, next, k, from](Result<std::string> there) {
+      swarm_.image_id(from, image, [this, host, image, finish, next = self.lock(), k, from](Result<std::string> there) {
         if (!there.ok()) return (*next)(k + 1);
         swarm_.distribute_image(from, {hosts_[host]->endpoint}, image, options_.state_dir,
-                                [this, host, image, finish, next](Result<bc::SwarmClient::ImageCopy> copied) {
-                                  *next = nullptr;  // (breaks the cycle)
+                                [this, host, image, finish](Result<bc::SwarmClient::ImageCopy> copied) {
                                   if (!copied.ok()) return finish(copied.error(), "");
                                   std::fprintf(stderr, "berth: cluster: image %s copied to %s (%lld bytes, saved in %s, loaded in %s)\n",
                                                image.c_str(), hosts_[host]->hostname.c_str(),
