@@ -431,11 +431,16 @@ int run(const Options& o) {
   databases.set_on_change([l = loop->get()] { l->poke(); });
   // Instances resolve names through berth's name server on their pool's gateway, port 53.
   auto* loop_ptr = loop->get();
-  auto listen_on_gateway = [&, loop_ptr](const runtime::Network& net) {
-    const std::string listen = net.gateway + ":53";
+  // The instances' name server at `ip`:53, in `netns` when given (a cluster's overlay): at most
+  // one at a time, moved when the address changes; the loop passes its address to instances.
+  auto serve_instances_dns = [&, loop_ptr](const std::string& ip, const Netns* netns) {
+    const std::string listen = ip + ":53";
     if (gateway_dns && gateway_dns->address() == listen) return;
     gateway_dns.reset();
-    auto server = dns::Server::start(listen, latest_zone);
+    Result<std::unique_ptr<dns::Server>> server = internal("not started");
+    if (!netns) server = dns::Server::start(listen, latest_zone);
+    else if (Status entered = netns->run_in([&] { server = dns::Server::start(listen, latest_zone); }); !entered.ok())
+      server = entered.error();
     if (!server.ok()) {
       fmt::print(stderr, "berth serve: {}; instances will not resolve short names through their system resolver\n",
                  server.error().message);
@@ -443,38 +448,25 @@ int run(const Options& o) {
       return;
     }
     gateway_dns = std::move(server.value());
-    loop_ptr->set_resolver(net.gateway, "");
+    loop_ptr->set_resolver(ip, "");
     if (Status st = write_file_atomically((fs::path(data_dir) / "resolver.addr").string(), listen); !st.ok())
       fmt::print(stderr, "berth serve: {}\n", st.error().message);
-    fmt::print(stderr, "berth serve: instances' resolver: DNS on {}\n", listen);
+    fmt::print(stderr, "berth serve: instances' resolver: DNS on {}{}\n", listen, netns ? " (the cluster's overlay)" : "");
   };
-  network_ready = listen_on_gateway;
+  // On one host: on the pool's gateway, once its network is there.
+  network_ready = [&](const runtime::Network& net) { serve_instances_dns(net.gateway, nullptr); };
   if (cluster) {
     // Instances are on the Swarm's overlay, which the daemon is not on: its probes connect from,
     // and the instances' name server listens in, the network namespace of berth's sandbox
     // container there (runtime/cluster), at the sandbox's address.
     network_ready = nullptr;
-    cluster->set_on_gateway([&, loop_ptr](const Netns& netns, const std::string& ip) {
+    cluster->set_on_gateway([&](const Netns& netns, const std::string& ip) {
       asio_prober.set_socket_opener([c = cluster.get()]() -> Result<int> {
         const Netns* sandbox = c->gateway();
         if (!sandbox) return unavailable("the cluster's sandbox is not up");
         return sandbox->socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
       });
-      const std::string listen = ip + ":53";
-      if (gateway_dns && gateway_dns->address() == listen) return;
-      gateway_dns.reset();
-      Result<std::unique_ptr<dns::Server>> server = internal("not started");
-      Status entered = netns.run_in([&] { server = dns::Server::start(listen, latest_zone); });
-      if (!entered.ok()) server = entered.error();
-      if (!server.ok()) {
-        fmt::print(stderr, "berth serve: {}; instances will not resolve short names through their system resolver\n",
-                   server.error().message);
-        loop_ptr->set_resolver("", server.error().message);
-        return;
-      }
-      gateway_dns = std::move(server.value());
-      loop_ptr->set_resolver(ip, "");
-      fmt::print(stderr, "berth serve: instances' resolver: DNS on {} (the cluster's overlay)\n", listen);
+      serve_instances_dns(ip, &netns);
     });
   }
   auto tokens = auth::Tokens::load(**store, clock);
