@@ -14,18 +14,6 @@ namespace berth::cluster {
 
 namespace {
 
-const char* name_of(Constraint::Op op) {
-  switch (op) {
-    case Constraint::Op::kUnique: return "UNIQUE";
-    case Constraint::Op::kCluster: return "CLUSTER";
-    case Constraint::Op::kGroupBy: return "GROUP_BY";
-    case Constraint::Op::kMaxPer: return "MAX_PER";
-    case Constraint::Op::kLike: return "LIKE";
-    case Constraint::Op::kUnlike: return "UNLIKE";
-  }
-  return "?";
-}
-
 std::string cpus(std::int64_t nano) { return fmt::format("{:g}", static_cast<double>(nano) / 1e9); }
 std::string mib(std::int64_t bytes) { return fmt::format("{} MiB", bytes / (1024 * 1024)); }
 
@@ -87,7 +75,7 @@ Result<std::string> place(const Request& request, const std::vector<HostSlot>& h
     for (std::size_t i = 0; i < request.constraints.size(); ++i) {
       const Constraint& c = request.constraints[i];
       const auto v = field_of(h.name, c.field);
-      const std::string rule = fmt::format("{} {}{}", c.field, name_of(c.op), c.value.empty() ? "" : " " + c.value);
+      const std::string rule = fmt::format("{} {}{}", c.field, model::to_string(c.op), c.value.empty() ? "" : " " + c.value);
       if (!v) {
         if (c.op == Constraint::Op::kUnlike) continue;
         return fmt::format("has no label '{}' ({})", c.field, rule);

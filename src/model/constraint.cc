@@ -14,18 +14,6 @@ namespace {
 constexpr std::size_t kMaxPattern = 256;  // a LIKE/UNLIKE pattern (std::regex recurses per character)
 constexpr int kMaxCount = 10'000;
 
-const char* name_of(Constraint::Op op) {
-  switch (op) {
-    case Constraint::Op::kUnique: return "UNIQUE";
-    case Constraint::Op::kCluster: return "CLUSTER";
-    case Constraint::Op::kGroupBy: return "GROUP_BY";
-    case Constraint::Op::kMaxPer: return "MAX_PER";
-    case Constraint::Op::kLike: return "LIKE";
-    case Constraint::Op::kUnlike: return "UNLIKE";
-  }
-  return "?";
-}
-
 bool valid_field(const std::string& f) {
   return !f.empty() && f.size() <= 128 && std::all_of(f.begin(), f.end(), [](unsigned char c) {
     return std::isalnum(c) || c == '_' || c == '-' || c == '.' || c == '/';
@@ -39,11 +27,22 @@ std::optional<int> count_of(const std::string& text) {
   return n;
 }
 
-
 }  // namespace
 
+const char* to_string(Constraint::Op op) {
+  switch (op) {
+    case Constraint::Op::kUnique: return "UNIQUE";
+    case Constraint::Op::kCluster: return "CLUSTER";
+    case Constraint::Op::kGroupBy: return "GROUP_BY";
+    case Constraint::Op::kMaxPer: return "MAX_PER";
+    case Constraint::Op::kLike: return "LIKE";
+    case Constraint::Op::kUnlike: return "UNLIKE";
+  }
+  return "?";
+}
+
 std::vector<std::string> Constraint::words() const {
-  std::vector<std::string> w{field, name_of(op)};
+  std::vector<std::string> w{field, to_string(op)};
   if (!value.empty()) w.push_back(value);
   return w;
 }

@@ -27,6 +27,9 @@ struct Constraint {
   std::vector<std::string> words() const;
 };
 
+// "UNIQUE", "CLUSTER", "GROUP_BY", "MAX_PER", "LIKE", "UNLIKE".
+const char* to_string(Constraint::Op op);
+
 // ["hostname", "UNIQUE"], ["rack", "GROUP_BY", "3"], ["zone", "LIKE", "eu-.*"]...
 Result<Constraint> parse_constraint(const std::vector<std::string>& words);
 
