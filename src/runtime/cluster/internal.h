@@ -1,0 +1,29 @@
+// runtime/cluster/internal.h — what the cluster runtime's source files share: a host as the
+// runtime keeps it. Not an interface: only runtime/cluster/*.cc include it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "cluster/cluster.h"
+#include "runtime/cluster/cluster_runtime.h"
+#include "runtime/docker/docker_runtime.h"
+
+namespace berth::runtime::cluster {
+
+struct ClusterRuntime::Host {
+  enum class State { kUnreachable, kUp, kLost, kFencing };
+  std::string endpoint;
+  std::string hostname;  // as the Swarm knows it (its dockerd's /info Name)
+  std::string addr;      // what it advertises to the Swarm, to join again
+  ::berth::cluster::Node node;
+  State state = State::kUnreachable;
+  std::unique_ptr<docker::DockerRuntime> rt;
+  std::unique_ptr<HostListener> listener;
+  std::unique_ptr<docker::DockerRuntime> fencer;  // removing what is left on it once it is lost
+  std::map<std::string, std::string> images;  // images known to be there → id
+  bool asking = false;                         // an /info of a lost host under way
+};
+
+}  // namespace berth::runtime::cluster
