@@ -25,7 +25,7 @@ apps:
     volumes: ["orders-data:/data"]
     resources: {cpus: 0.5, memory: 256M}
   ledger: {}
-  tool: {image: "", command: "sleep 1000"}
+  tool: {image: "", command: "tool --serve"}
 environments:
   beta: {tag: main}
 )";
