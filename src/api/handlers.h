@@ -18,6 +18,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -67,11 +68,19 @@ struct Options {
   // how to run a function on the transport's thread. Both set, or neither.
   Executor* loop_executor = nullptr;
   std::function<void(std::function<void()>)> to_transport;
-  // berth serve --cluster-host (runtime/cluster): the hosts as JSON (GET /v1/cluster), and
-  // draining a host or making it active again (`done` once the Swarm took it). Both on the loop.
-  // Unset: the daemon runs no cluster.
+  // berth serve --cluster-host (runtime/cluster): the hosts as JSON (GET /v1/cluster); draining
+  // a host or making it active again (`done` once the Swarm took it); adding a host (`done`
+  // with the host as JSON once it takes instances); a host leaving (`done` once that started).
+  // All on the loop. Unset: the daemon runs no cluster.
+  struct ClusterHost {
+    std::string endpoint;   // its Engine API
+    std::string advertise;  // its address in the Swarm ("": dockerd picks)
+    std::map<std::string, std::string> labels;
+  };
   std::function<nlohmann::json()> cluster_hosts;
   std::function<void(const std::string& host, bool drain, std::function<void(Status)> done)> cluster_drain;
+  std::function<void(ClusterHost host, std::function<void(Result<nlohmann::json>)> done)> cluster_add;
+  std::function<void(const std::string& host, bool force, std::function<void(Status)> done)> cluster_remove;
 };
 
 class Api {

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "base/text.h"
+#include "cli/cluster_cmd.h"
 #include "cli/interact.h"
 #include "cli/render.h"
 #include "client/client.h"
@@ -216,6 +217,14 @@ int run(int argc, char** argv) {
   serve->add_option("--cluster-heartbeat", heartbeat_text,
                     "the Swarm's heartbeat berth sets: how soon a silent host is called down and its instances move")
       ->capture_default_str();
+  serve->add_option("--cluster-advertise", serve_opts.cluster_advertise,
+                    "with --cluster-host: the first host's address for the Swarm berth creates when it is in none "
+                    "(default: what dockerd picks)");
+  serve->add_option("--cluster-max-hosts", serve_opts.cluster_max_hosts,
+                    "with --cluster-host: how many hosts the overlay has room for (Docker's own endpoints take two "
+                    "addresses per host at the pool's end); fixed once the overlay is made")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   serve->add_option("--sandbox-image", serve_opts.sandbox_image,
                     "with --cluster-host: the image of berth's own container on the overlay (scripts/make-images.sh "
                     "--sandbox)")
@@ -396,16 +405,8 @@ int run(int argc, char** argv) {
   auto* token_ls = token_cmd->add_subcommand("ls", "list tokens (never their secrets)");
   auto* token_revoke = token_cmd->add_subcommand("revoke", "revoke a token by its id");
   token_revoke->add_option("id", token_id)->required();
-  auto* cluster_cmd = app.add_subcommand("cluster", "the hosts of a daemon's Swarm (berth serve --cluster-host)");
-  cluster_cmd->require_subcommand(1);
-  std::string cluster_host;
-  auto* cluster_ls = cluster_cmd->add_subcommand("ls", "each host: its state, capacity, instances and labels");
-  cluster_ls->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
-  auto* cluster_drain = cluster_cmd->add_subcommand("drain", "move every instance off a host, one at a time, each ready "
-                                                              "at its address elsewhere before the next (admins)");
-  cluster_drain->add_option("host", cluster_host, "the host's name")->required();
-  auto* cluster_undrain = cluster_cmd->add_subcommand("undrain", "let a drained host take instances again (admins)");
-  cluster_undrain->add_option("host", cluster_host, "the host's name")->required();
+  berth::cli::ClusterCommands cluster_cmds;
+  berth::cli::add_cluster_commands(app, cluster_cmds);
   auto* export_cmd = app.add_subcommand("export", "write an environment for another platform");
   export_cmd->require_subcommand(1);
   std::string export_env, export_out;
@@ -663,20 +664,7 @@ int run(int argc, char** argv) {
       for (const auto& n : (*r)["notes"]) fmt::print(stderr, "note: {}\n", n.get<std::string>());
       return 0;
     }
-    if (cluster_ls->parsed()) {
-      auto r = c.get("/v1/cluster");
-      if (!r.ok()) return fail(r.error());
-      if (output == "json") fmt::print("{}\n", r->dump(2));
-      else fmt::print("{}", berth::cli::cluster_table(*r));
-      return 0;
-    }
-    if (cluster_drain->parsed() || cluster_undrain->parsed()) {
-      const std::string verb = cluster_drain->parsed() ? "drain" : "undrain";
-      auto r = c.post("/v1/cluster/hosts/" + percent_encode(cluster_host) + "/" + verb, json::object());
-      if (!r.ok()) return fail(r.error());
-      fmt::print("{}", berth::cli::cluster_table(*r));
-      return 0;
-    }
+    if (auto code = berth::cli::run_cluster_command(c, cluster_cmds)) return *code;
     if (whoami->parsed()) {
       auto r = c.get("/v1/whoami");
       if (!r.ok()) return fail(r.error());

@@ -319,9 +319,11 @@ int run(const Options& o) {
       co.state_dir = data_dir + "/run/cluster";
       co.heartbeat_ms = o.cluster_heartbeat_ms;
       co.sandbox_image = o.sandbox_image;
+      co.advertise = o.cluster_advertise;
       // Docker's own addresses on the overlay: a load balancer endpoint and an anchor (or the
-      // sandbox) per host, with room to spare.
-      co.fence = std::max<int>(16, static_cast<int>(std::bit_ceil(2 * o.cluster_hosts.size() + 4)));
+      // sandbox) per host, with room to spare; fixed once the overlay is made.
+      const std::size_t room = std::max<std::size_t>(o.cluster_hosts.size(), static_cast<std::size_t>(std::max(1, o.cluster_max_hosts)));
+      co.fence = std::max<int>(16, static_cast<int>(std::bit_ceil(2 * room + 4)));
       auto c = runtime::cluster::ClusterRuntime::create(executor, clock, co);
       if (!c.ok()) {
         fmt::print(stderr, "berth serve: --cluster-host: {}\n", c.error().message);
@@ -486,23 +488,36 @@ int run(const Options& o) {
   api_options.member_repos = o.member_repos;
   for (const auto& d : o.import_dirs) api_options.import_dirs.push_back(fs::absolute(d).string());
   if (cluster) {
-    api_options.cluster_hosts = [c = cluster.get()] {
+    auto host_json = [](const runtime::cluster::HostView& h) {
+      nlohmann::json instances = nlohmann::json::array();
+      for (const auto& id : h.instances) instances.push_back(fmt::format("{}/{}#{}", id.env, id.app, id.ordinal));
+      return nlohmann::json{{"host", h.hostname},
+                            {"endpoint", h.endpoint},
+                            {"state", h.state},
+                            {"leaving", h.leaving},
+                            {"swarm", {{"node", h.node.id}, {"state", h.node.state}, {"availability", h.node.availability},
+                                       {"role", h.node.role}, {"leader", h.node.leader}, {"addr", h.node.addr},
+                                       {"message", h.node.message}, {"engine", h.node.engine_version}}},
+                            {"nano_cpus", h.node.nano_cpus},
+                            {"memory_bytes", h.node.memory_bytes},
+                            {"labels", h.node.labels},
+                            {"instances", instances}};
+    };
+    api_options.cluster_hosts = [c = cluster.get(), host_json] {
       nlohmann::json hosts = nlohmann::json::array();
-      for (const auto& h : c->hosts()) {
-        nlohmann::json instances = nlohmann::json::array();
-        for (const auto& id : h.instances) instances.push_back(fmt::format("{}/{}#{}", id.env, id.app, id.ordinal));
-        hosts.push_back({{"host", h.hostname},
-                         {"endpoint", h.endpoint},
-                         {"state", h.state},
-                         {"swarm", {{"node", h.node.id}, {"state", h.node.state}, {"availability", h.node.availability},
-                                    {"role", h.node.role}, {"leader", h.node.leader}, {"addr", h.node.addr},
-                                    {"message", h.node.message}, {"engine", h.node.engine_version}}},
-                         {"nano_cpus", h.node.nano_cpus},
-                         {"memory_bytes", h.node.memory_bytes},
-                         {"labels", h.node.labels},
-                         {"instances", instances}});
-      }
+      for (const auto& h : c->hosts()) hosts.push_back(host_json(h));
       return hosts;
+    };
+    api_options.cluster_add = [c = cluster.get(), host_json](api::Options::ClusterHost host,
+                                                             std::function<void(Result<nlohmann::json>)> done) {
+      c->add_host({std::move(host.endpoint), std::move(host.advertise), std::move(host.labels)},
+                  [host_json, done = std::move(done)](Result<runtime::cluster::HostView> added) {
+                    if (!added.ok()) return done(added.error());
+                    done(host_json(*added));
+                  });
+    };
+    api_options.cluster_remove = [c = cluster.get()](const std::string& host, bool force, std::function<void(Status)> done) {
+      c->remove_host(host, force, std::move(done));
     };
     api_options.cluster_drain = [c = cluster.get()](const std::string& host, bool drain, std::function<void(Status)> done) {
       c->drain(host, drain, std::move(done));

@@ -680,5 +680,81 @@ TEST_F(ClusterDaemon, ADrainMovesAHostsInstancesOneAtATimeEachReadyBeforeTheNext
   EXPECT_NE(d->cli({"cluster", "drain", "no-such-host"}).err.find("no host 'no-such-host'"), std::string::npos);
 }
 
+// berth makes the Swarm itself: the daemon starts on one host in no Swarm, two more are added
+// with `berth cluster add`, and one leaves with `berth cluster rm` (its instances first, at their
+// addresses); a restarted daemon keeps the host it was given by the API, not the one that left.
+TEST_F(ClusterDaemon, HostsJoinWithClusterAddAndLeaveWithClusterRmOnceTheirInstancesMoved) {
+  EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
+                                    SOURCE_DIR, DEMO_SVC_DIR).c_str()), 0);
+  EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh --sandbox {} >/dev/null", hosts_[0],
+                                    SOURCE_DIR, BERTH_PAUSE).c_str()), 0);
+  auto d = std::make_unique<Daemon>("cl-members", std::vector<std::string>{"--cluster-host", hosts_[0],
+                                                                           "--cluster-advertise", addr(1)});
+  data_id_ = data_id_of(d->data_dir());
+  auto ls = [&] {
+    auto r = d->cli({"cluster", "ls", "-o", "json"});
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_object() ? j["hosts"] : nlohmann::json::array();
+  };
+  auto host = [&](int k) -> nlohmann::json {
+    for (const auto& h : ls())
+      if (h["host"] == fmt::format("{}-{}", name_, k)) return h;
+    return nullptr;
+  };
+  // The first host was in no Swarm: berth made one there, with itself the manager.
+  ASSERT_TRUE(wait_until([&] { auto h = host(1); return !h.is_null() && h["state"] == "up"; }, std::chrono::seconds(60)))
+      << ls().dump();
+  EXPECT_EQ(host(1)["swarm"]["role"], "manager");
+
+  auto added = d->cli({"cluster", "add", hosts_[1], "--advertise", addr(2), "--label", "rack=r2"});
+  ASSERT_EQ(added.exit_code, 0) << added.out << added.err;
+  EXPECT_THAT(added.out, HasSubstr(fmt::format("{}-2", name_)));
+  added = d->cli({"cluster", "add", hosts_[2], "--advertise", addr(3)});
+  ASSERT_EQ(added.exit_code, 0) << added.out << added.err;
+  ASSERT_EQ(nodes(hosts_[0]).size(), 3u);
+  EXPECT_EQ(host(2)["labels"]["rack"], "r2") << host(2).dump();
+  // Refused, and said why.
+  EXPECT_THAT(d->cli({"cluster", "add", hosts_[1]}).err, HasSubstr("is a host of the cluster already"));
+  EXPECT_THAT(d->cli({"cluster", "add", "unix:///run/berth-no-such-host/docker.sock"}).err, HasSubstr("does not answer"));
+  EXPECT_THAT(d->cli({"cluster", "rm", fmt::format("{}-1", name_)}).err, HasSubstr("cannot leave the cluster"));
+  EXPECT_THAT(d->cli({"cluster", "rm", "no-such-host"}).err, HasSubstr("no host 'no-such-host'"));
+  auto bad = d->api().post("/v1/cluster/hosts", {{"endpoint", 7}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error().message, HasSubstr("field 'endpoint'"));
+
+  ASSERT_EQ(d->apply(small_fleet()).exit_code, 0);
+  auto up = d->cli({"up", "beta", "--timeout", "150s"});
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  auto before = placement(*d);
+  const std::string three = fmt::format("{}-3", name_);
+  ASSERT_GE(std::count_if(before.begin(), before.end(), [&](const auto& p) { return p.second.first == three; }), 1)
+      << d->cli({"status", "beta"}).out;
+
+  auto removed = d->cli({"cluster", "rm", three, "--timeout", "120s"});
+  ASSERT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  EXPECT_THAT(removed.out, HasSubstr("has left the cluster"));
+  EXPECT_TRUE(host(3).is_null()) << ls().dump();
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 3); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  for (const auto& [inst, where] : placement(*d)) EXPECT_EQ(where.second, before[inst].second) << inst << " moved address";
+  // Out of the Swarm, and nothing of berth's left on it (its anchor included).
+  for (const auto& n : nodes(hosts_[0])) EXPECT_NE(n.hostname, three);
+  auto info = await<cluster::LocalInfo>([&](auto done) { client_.info(hosts_[2], done); });
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->swarm_state, "inactive");
+  auto left = engine_call(hosts_[2], "GET", "/containers/json?all=1");
+  EXPECT_TRUE(left.body.is_array() && left.body.empty()) << left.text;
+
+  // A restarted daemon: host 2 (added through the API) is still a host; host 3 is not.
+  d->kill9();
+  d->start();
+  ASSERT_TRUE(wait_until([&] { auto h = host(2); return !h.is_null() && h["state"] == "up"; }, std::chrono::seconds(60)))
+      << ls().dump();
+  EXPECT_EQ(ls().size(), 2u) << ls().dump();
+  ASSERT_TRUE(wait_until([&] { return all_ready(*d); }, std::chrono::seconds(60))) << d->cli({"status", "beta"}).out;
+  // And the host that left can come back.
+  added = d->cli({"cluster", "add", hosts_[2], "--advertise", addr(3)});
+  EXPECT_EQ(added.exit_code, 0) << added.out << added.err;
+}
+
 }  // namespace
 }  // namespace berth::it

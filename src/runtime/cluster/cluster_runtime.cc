@@ -53,7 +53,8 @@ class ClusterRuntime::HostListener final : public Listener {
       c_.placed_.erase(w);
       if (c_.moving_ == id) {  // stopped to leave a drained host: back at once, elsewhere
         e.host_lost = true;
-        e.description = fmt::format("moved off {}, which is drained", c_.hosts_[host_]->hostname);
+        e.description = fmt::format("moved off {}, which is {}", c_.hosts_[host_]->hostname,
+                                    c_.hosts_[host_]->leaving ? "leaving the cluster" : "drained");
       }
     }
     if (c_.listener_) c_.listener_->on_exited(id, ours, e);
@@ -89,35 +90,6 @@ ClusterRuntime::ClusterRuntime(Executor& loop, const Clock& clock, ClusterOption
   load_hosts();
 }
 
-// What berth learnt of each host (its name, node and address) outlives the daemon: a host that
-// does not answer a restarted daemon is still known by the refs recorded on it.
-void ClusterRuntime::load_hosts() {
-  std::ifstream in(options_.state_dir + "/hosts.json");
-  if (!in) return;
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.size() > (1 << 20)) return;
-  json j = json::parse(text, nullptr, false);
-  if (!j.is_array()) return;
-  for (const auto& e : j) {
-    if (!e.is_object() || !e["endpoint"].is_string()) continue;
-    for (auto& h : hosts_)
-      if (h->endpoint == e["endpoint"].get<std::string>()) {
-        h->hostname = e.value("hostname", "");
-        h->node.id = e.value("node_id", "");
-        h->addr = e.value("addr", "");
-      }
-  }
-}
-
-void ClusterRuntime::save_hosts() const {
-  json j = json::array();
-  for (const auto& h : hosts_)
-    if (!h->hostname.empty())
-      j.push_back({{"endpoint", h->endpoint}, {"hostname", h->hostname}, {"node_id", h->node.id}, {"addr", h->addr}});
-  if (Status st = write_file_atomically(options_.state_dir + "/hosts.json", j.dump(), 0600); !st.ok())
-    std::fprintf(stderr, "berth: cluster: %s\n", st.error().message.c_str());
-}
-
 ClusterRuntime::~ClusterRuntime() {
   *alive_ = false;
   if (poll_timer_) loop_.cancel(poll_timer_);
@@ -141,7 +113,7 @@ bool ClusterRuntime::unwrap(const Ref& ref, std::size_t* host, Ref* inner) const
 
 std::size_t ClusterRuntime::host_named(const std::string& hostname) const {
   for (std::size_t i = 0; i < hosts_.size(); ++i)
-    if (!hosts_[i]->hostname.empty() && hosts_[i]->hostname == hostname) return i;
+    if (!hosts_[i]->hostname.empty() && hosts_[i]->hostname == hostname && hosts_[i]->state != Host::State::kRemoved) return i;
   return hosts_.size();
 }
 
@@ -168,58 +140,12 @@ Status ClusterRuntime::open_host(std::size_t i) {
   return {};
 }
 
-// The Swarm's heartbeat first (how soon a host is called down), then each host's own account of
-// itself: its name in the Swarm, its node, the address it joined from.
-void ClusterRuntime::start() {
-  if (started_ || starting_) return;
-  starting_ = true;
-  swarm_.set_heartbeat(options_.hosts[0], options_.heartbeat_ms, [this](Result<bc::SwarmInfo> s) {
-    if (!s.ok()) {
-      std::fprintf(stderr, "berth: cluster: setting the Swarm's heartbeat on %s: %s; trying again\n",
-                   options_.hosts[0].c_str(), s.error().message.c_str());
-      starting_ = false;
-      poll_timer_ = loop_.after(std::max<Millis>(options_.poll_ms, 1000), [this] { poll_timer_ = 0; start(); });
-      return;
-    }
-    auto left = std::make_shared<std::size_t>(hosts_.size());
-    for (std::size_t i = 0; i < hosts_.size(); ++i) {
-      swarm_.info(hosts_[i]->endpoint, [this, i, left](Result<bc::LocalInfo> info) {
-        Host& h = *hosts_[i];
-        if (!info.ok()) {
-          std::fprintf(stderr, "berth: cluster: host %s%s does not answer (%s); it takes no instances until it does\n",
-                       h.endpoint.c_str(), h.hostname.empty() ? "" : (" (" + h.hostname + ")").c_str(),
-                       info.error().message.c_str());
-        } else if (info->swarm_state != "active" || info->node_id.empty()) {
-          std::fprintf(stderr, "berth: cluster: host %s (%s) is not in the Swarm (state %s); join it to the manager's Swarm\n",
-                       h.endpoint.c_str(), info->hostname.c_str(), info->swarm_state.c_str());
-          h.hostname = info->hostname;
-        } else {
-          h.hostname = info->hostname;
-          h.addr = info->node_addr;
-          h.node.id = info->node_id;
-          if (auto st = open_host(i); !st.ok())
-            std::fprintf(stderr, "berth: cluster: host %s: %s\n", h.endpoint.c_str(), st.error().message.c_str());
-          else
-            h.state = Host::State::kUp;
-        }
-        if (--*left > 0) return;
-        if (hosts_[0]->state != Host::State::kUp) {
-          std::fprintf(stderr, "berth: cluster: the first host (%s) must be an active manager, trying again\n",
-                       hosts_[0]->endpoint.c_str());
-          for (auto& other : hosts_) other->rt.reset(), other->state = Host::State::kUnreachable;
-          starting_ = false;
-          poll_timer_ = loop_.after(std::max<Millis>(options_.poll_ms, 1000), [this] { poll_timer_ = 0; start(); });
-          return;
-        }
-        save_hosts();
-        started_ = true;
-        starting_ = false;
-        auto pending = std::move(pending_);
-        for (auto& fn : pending) fn();
-        poll();
-      });
-    }
-  });
+ClusterRuntime::Host::Host() = default;
+ClusterRuntime::Host::~Host() = default;
+
+void ClusterRuntime::close_host(Host& h) {
+  h.rt.reset();
+  h.listener.reset();
 }
 
 void ClusterRuntime::poll() {
@@ -253,6 +179,7 @@ void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     Host& h = *hosts_[i];
     if (h.state != Host::State::kUp && (h.state != Host::State::kUnreachable || h.node.id.empty())) continue;
+    if (h.finishing) continue;  // leaving the Swarm on purpose
     const bc::Node* n = nullptr;
     for (const auto& node : nodes)
       if (node.id == h.node.id) n = &node;
@@ -268,14 +195,9 @@ void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
 
 void ClusterRuntime::drain(const std::string& host, bool drain, std::function<void(Status)> done) {
   when_started([this, host, drain, done = std::move(done)] {
-    std::size_t i = 0;
-    while (i < hosts_.size() && hosts_[i]->hostname != host && hosts_[i]->endpoint != host) ++i;
-    if (i == hosts_.size()) {
-      std::string known;
-      for (const auto& h : hosts_) known += (known.empty() ? "" : ", ") + (h->hostname.empty() ? h->endpoint : h->hostname);
-      return done(not_found(fmt::format("no host '{}' in the cluster; its hosts: {}", host, known)));
-    }
-    if (hosts_[i]->node.id.empty() || hosts_[i]->state != Host::State::kUp)
+    const std::size_t i = find_host(host);
+    if (i == hosts_.size()) return done(no_host(host));
+    if (hosts_[i]->node.id.empty() || hosts_[i]->state != Host::State::kUp || hosts_[i]->finishing)
       return done(conflict(fmt::format("host '{}' is not up in the Swarm", host)));
     swarm_.update_node(options_.hosts[0], hosts_[i]->node.id, drain ? "drain" : "active", std::nullopt,
                        [this, i, done](Result<bc::Node> n) {
@@ -291,15 +213,22 @@ void ClusterRuntime::drain(const std::string& host, bool drain, std::function<vo
 // re-created elsewhere, and the next one goes once that one is ready (instance_ready).
 void ClusterRuntime::next_move() {
   // One under way: being stopped, between its exit and its launch, or not yet ready elsewhere.
-  if (moving_) return;
-  for (const auto& [id, w] : placed_) {
-    Host& h = *hosts_[w.host];
-    if (h.node.availability != "drain" || h.state != Host::State::kUp || !h.rt || w.ref.empty()) continue;
-    moving_ = id;
-    std::fprintf(stderr, "berth: cluster: %s/%s#%d leaves %s, which is drained\n", id.env.c_str(), id.app.c_str(), id.ordinal,
-                 h.hostname.c_str());
-    h.rt->stop(w.ref.substr(w.ref.find('/') + 1), 10'000);
-    return;
+  if (!moving_) {
+    for (const auto& [id, w] : placed_) {
+      Host& h = *hosts_[w.host];
+      if ((h.node.availability != "drain" && !h.leaving) || h.state != Host::State::kUp || !h.rt || w.ref.empty()) continue;
+      moving_ = id;
+      std::fprintf(stderr, "berth: cluster: %s/%s#%d leaves %s, which is %s\n", id.env.c_str(), id.app.c_str(), id.ordinal,
+                   h.hostname.c_str(), h.leaving ? "leaving the cluster" : "drained");
+      h.rt->stop(w.ref.substr(w.ref.find('/') + 1), 10'000);
+      break;
+    }
+  }
+  // A host leaving the cluster (berth cluster rm) goes once nothing of berth's is placed there.
+  for (std::size_t i = 1; i < hosts_.size(); ++i) {
+    const Host& h = *hosts_[i];
+    if (!h.leaving || h.finishing || h.state != Host::State::kUp) continue;
+    if (std::none_of(placed_.begin(), placed_.end(), [i](const auto& p) { return p.second.host == i; })) finish_leaving(i);
   }
 }
 
@@ -402,6 +331,7 @@ void ClusterRuntime::fence(std::size_t i) {
       placed_.erase(it);
       if (listener_) listener_->on_exited(r.id, ours, r.exit);
     }
+    if (hosts_[i]->leaving) return finish_leaving(i);  // fenced: now it may go
     rejoin(i);
   });
 }
@@ -445,19 +375,8 @@ void ClusterRuntime::join_again(std::size_t i) {
 
 std::vector<HostView> ClusterRuntime::hosts() const {
   std::vector<HostView> out;
-  for (std::size_t i = 0; i < hosts_.size(); ++i) {
-    const Host& h = *hosts_[i];
-    HostView v{h.endpoint, h.hostname, "", h.node, {}};
-    switch (h.state) {
-      case Host::State::kUp: v.state = "up"; break;
-      case Host::State::kLost: v.state = "lost"; break;
-      case Host::State::kFencing: v.state = "fencing"; break;
-      case Host::State::kUnreachable: v.state = "unreachable"; break;
-    }
-    for (const auto& [id, w] : placed_)
-      if (w.host == i) v.instances.push_back(id);
-    out.push_back(std::move(v));
-  }
+  for (std::size_t i = 0; i < hosts_.size(); ++i)
+    if (hosts_[i]->state != Host::State::kRemoved) out.push_back(view(i));
   return out;
 }
 
@@ -465,21 +384,30 @@ std::vector<HostView> ClusterRuntime::hosts() const {
 
 Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   std::vector<bc::HostSlot> slots;
-  for (const auto& h : hosts_) {
+  std::vector<std::size_t> host_of;  // slot → index in hosts_ (hosts that left have none)
+  std::map<std::size_t, std::size_t> slot_of;
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    const auto& h = hosts_[i];
+    if (h->state == Host::State::kRemoved) continue;
     bc::HostSlot s;
     s.name = h->hostname.empty() ? h->endpoint : h->hostname;
     s.labels = h->node.labels;
     s.nano_cpus = h->node.nano_cpus;
     s.memory_bytes = h->node.memory_bytes;
-    s.schedulable = h->state == Host::State::kUp && h->rt && h->node.availability != "drain" && h->node.availability != "pause";
+    s.schedulable = h->state == Host::State::kUp && h->rt && !h->leaving && h->node.availability != "drain" &&
+                    h->node.availability != "pause";
     if (!s.schedulable)
-      s.why_not = h->state != Host::State::kUp ? "not up" : fmt::format("availability {}", h->node.availability);
+      s.why_not = h->state != Host::State::kUp ? "not up"
+                  : h->leaving                 ? "leaving the cluster"
+                                               : fmt::format("availability {}", h->node.availability);
+    slot_of[i] = slots.size();
+    host_of.push_back(i);
     slots.push_back(std::move(s));
   }
   std::vector<bc::Placed> placed;
   for (const auto& [id, w] : placed_) {
-    if (id == spec.id) continue;
-    placed.push_back({slots[w.host].name, id.env + "/" + id.app, id.ordinal, w.nano_cpus, w.memory_bytes, !w.running});
+    if (id == spec.id || !slot_of.count(w.host)) continue;
+    placed.push_back({slots[slot_of.at(w.host)].name, id.env + "/" + id.app, id.ordinal, w.nano_cpus, w.memory_bytes, !w.running});
   }
   bc::Request req;
   req.app = spec.id.env + "/" + spec.id.app;
@@ -493,8 +421,8 @@ Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   }
   auto chosen = bc::place(req, slots, placed);
   if (!chosen.ok()) return chosen.error();
-  for (std::size_t i = 0; i < slots.size(); ++i)
-    if (slots[i].name == *chosen) return i;
+  for (std::size_t k = 0; k < slots.size(); ++k)
+    if (slots[k].name == *chosen) return host_of[k];
   return internal("placement chose a host berth does not know: " + *chosen);
 }
 

@@ -29,9 +29,15 @@
 //     again every berth container on it is removed (a dockerd that restarts kills its own
 //     containers, but a host that was cut off by the network keeps them running); then it
 //     leaves and joins the Swarm again as a new node;
-//   - what berth learnt of each host (name, node, address) is kept in <state_dir>/hosts.json,
-//     so a restarted daemon that cannot reach a host still knows the instances recorded there:
-//     counted as running until the Swarm calls that host down (then they move) or it answers.
+//   - membership: the hosts given at start (options.hosts) and those added since (add_host,
+//     `berth cluster add`). berth creates the Swarm on the first host when it is in none, and
+//     joins to it every host that is in none; a host in another Swarm is refused. A host leaves
+//     (remove_host, `berth cluster rm`) once its instances have moved, one at a time, like a
+//     drain: then its berth containers are removed and it leaves the Swarm;
+//   - what berth learnt of each host (name, node, address, whether it is leaving) is kept in
+//     <state_dir>/hosts.json, so a restarted daemon knows the hosts added since its start, and
+//     one that cannot reach a host still knows the instances recorded there: counted as running
+//     until the Swarm calls that host down (then they move) or it answers.
 //
 // Threading: every method on the loop's thread, every answer posted to it; the Engines' threads
 // touch nothing of this object. It outlives the ControlLoop, like every Runtime.
@@ -58,15 +64,17 @@
 namespace berth::runtime::cluster {
 
 struct ClusterOptions {
-  // The hosts' Engine API endpoints. The first is a manager of the Swarm and the host this
-  // daemon runs on (its sandbox runs there); every host is in that Swarm already.
+  // The hosts' Engine API endpoints. The first is the host this daemon runs on (its sandbox
+  // runs there) and a manager of the Swarm: berth creates the Swarm there when it is in none,
+  // advertising `advertise`, and joins the other hosts that are in none to it.
   std::vector<std::string> hosts;
+  std::string advertise;  // the first host's address for the Swarm it creates ("": dockerd picks)
   std::string data_id;
   std::string state_dir;       // <data-dir>/run/cluster: log positions, images being copied
   Millis heartbeat_ms = 1000;  // set on the Swarm: how soon its managers call a silent host down
   Millis poll_ms = 250;        // how often berth asks the manager for its nodes
   // The pool's last addresses, left to Docker: a load balancer endpoint and an anchor (or the
-  // sandbox) per host take one each. A power of two.
+  // sandbox) per host take one each, so at most (fence - 4) / 2 hosts. A power of two.
   int fence = 16;
   std::string sandbox_image = "berth-pause:latest";
 };
@@ -76,6 +84,7 @@ struct HostView {
   std::string endpoint;
   std::string hostname;
   std::string state;  // "up", "lost", "fencing", "unreachable"
+  bool leaving = false;  // berth cluster rm: it leaves once its instances have moved (or, lost: once fenced)
   ::berth::cluster::Node node;  // as the manager last said
   std::vector<InstanceId> instances;  // placed there now
 };
@@ -104,6 +113,24 @@ class ClusterRuntime final : public Runtime {
   // once it is ready there. A host drained with `docker node update` is drained the same way.
   void drain(const std::string& host, bool drain, std::function<void(Status)> done);
 
+  // Adds a host (berth cluster add): its Engine API endpoint; the address it advertises when it
+  // joins the Swarm ("": dockerd picks); labels set on its node (for constraints). A host in no
+  // Swarm joins the manager's as a worker; one already in it is taken as it is; one in another
+  // Swarm, or not answering, is refused with why. Gives the host once it takes instances.
+  struct NewHost {
+    std::string endpoint;
+    std::string advertise;
+    std::map<std::string, std::string> labels;
+  };
+  void add_host(NewHost host, std::function<void(Result<HostView>)> done);
+  // Starts host `host` (its hostname or endpoint) leaving (berth cluster rm): it takes no new
+  // instance, its instances move one at a time as in a drain, then its berth containers are
+  // removed, it leaves the Swarm and is forgotten. A lost host leaves once it answers and is
+  // fenced; `force` forgets it at once (if it ever answers again, nothing removes what runs there).
+  // The first host cannot leave. `done` once the leaving has started.
+  void remove_host(const std::string& host, bool force, std::function<void(Status)> done);
+  int max_hosts() const { return (options_.fence - 4) / 2; }
+
   // Called on the loop each time the sandbox is up at an address (again): the daemon connects
   // its probes from `netns` and serves the instances' names at `ip`.
   void set_on_gateway(std::function<void(const Netns& netns, const std::string& ip)> fn) { on_gateway_ = std::move(fn); }
@@ -129,10 +156,22 @@ class ClusterRuntime final : public Runtime {
   // answers, before giving their addresses again.
   static constexpr Millis kFenceFirstMs = 2000;
   void start();
+  void retry_start();
+  void meet_hosts();
+  // Host `i` as its dockerd says: taken as it is when in the Swarm, joined to it (advertising
+  // `advertise`) when in none; then up, with its runtime. Errors say why not.
+  void admit(std::size_t i, const std::string& advertise, std::function<void(Status)> done);
+  void finish_leaving(std::size_t i);
+  void forget(std::size_t i);
+  std::size_t live_hosts() const;
+  std::size_t find_host(const std::string& host) const;  // hostname or endpoint; hosts_.size(): none
+  Error no_host(const std::string& host) const;          // "no host 'x' in the cluster; its hosts: ..."
+  HostView view(std::size_t i) const;
   void load_hosts();
   void save_hosts() const;
   void when_started(std::function<void()> fn);
   Status open_host(std::size_t i);
+  static void close_host(Host& h);  // its runtime and listener gone (answers after that reach nothing)
   void poll();
   void on_nodes(std::vector<::berth::cluster::Node> nodes);
   void lose(std::size_t i, const std::string& why);

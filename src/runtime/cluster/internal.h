@@ -13,7 +13,10 @@
 namespace berth::runtime::cluster {
 
 struct ClusterRuntime::Host {
-  enum class State { kUnreachable, kUp, kLost, kFencing };
+  Host();
+  ~Host();  // (where HostListener is whole: cluster_runtime.cc)
+  // kRemoved: left the cluster (berth cluster rm); kept as a slot, since places are indices.
+  enum class State { kUnreachable, kUp, kLost, kFencing, kRemoved };
   std::string endpoint;
   std::string hostname;  // as the Swarm knows it (its dockerd's /info Name)
   std::string addr;      // what it advertises to the Swarm, to join again
@@ -24,6 +27,9 @@ struct ClusterRuntime::Host {
   std::unique_ptr<docker::DockerRuntime> fencer;  // removing what is left on it once it is lost
   std::map<std::string, std::string> images;  // images known to be there → id
   bool asking = false;                         // an /info of a lost host under way
+  bool leaving = false;                        // berth cluster rm: leaves once empty (or fenced)
+  bool adding = false;                         // berth cluster add under way (state kRemoved until up)
+  bool finishing = false;                      // leaving: its containers being removed, leaving the Swarm
 };
 
 }  // namespace berth::runtime::cluster

@@ -171,6 +171,17 @@ void DockerRuntime::ensure_network(const Network& network, std::function<void(St
       return network_done(name, conflict(fmt::format("Docker network {} exists with subnet {}, but the pool is {}: remove it "
                                                      "(docker network rm {}) once no container uses it",
                                                      name, subnet.empty() ? "(none)" : subnet, network.subnet, name)));
+    if (options_.overlay_fence > 0) {
+      // Docker's own range must be berth's fence: were it wider, Docker could take an address
+      // berth assigns.
+      const std::string range = j["IPAM"]["Config"][0].value("IPRange", "");
+      auto fence = fence_range(network.subnet, options_.overlay_fence);
+      if (fence.ok() && range != *fence)
+        return network_done(name, conflict(fmt::format(
+            "Docker network {} leaves {} to Docker, but berth now leaves it {} (--cluster-max-hosts changed?): start the "
+            "daemon as the network was made, or remove the network once no container uses it",
+            name, range.empty() ? "(no range)" : range, *fence)));
+    }
     network_done(name, {});
   });
 }
