@@ -226,7 +226,7 @@ std::string cluster_table(const json& c) {
       for (const auto& [k, v] : h["labels"].items()) labels += fmt::format("{}{}={}", labels.empty() ? "" : ",", k, v.is_string() ? v.get<std::string>() : v.dump());
     const double cpus = h["nano_cpus"].is_number() ? h["nano_cpus"].get<double>() / 1e9 : 0;
     const double mem = h["memory_bytes"].is_number() ? h["memory_bytes"].get<double>() : 0;
-    rows.push_back({str(h, "host"), str(h, "state"), str(sw, "state"), str(sw, "availability"),
+    rows.push_back({str(h, "host"), str(h, "state") + (h.value("leaving", false) ? ", leaving" : ""), str(sw, "state"), str(sw, "availability"),
                     str(sw, "role") + (sw.value("leader", false) ? " (leader)" : ""), cpus > 0 ? fmt::format("{:g}", cpus) : "",
                     mem > 0 ? fmt::format("{:.1f} GiB", mem / (1024.0 * 1024 * 1024)) : "",
                     std::to_string(h["instances"].is_array() ? h["instances"].size() : 0), labels});
