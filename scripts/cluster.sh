@@ -18,7 +18,9 @@
 #   scripts/cluster.sh stop         every dockerd (and what it runs), namespace and directory that
 #                                   start made, gone; the Swarm with them.
 # BERTH_CLUSTER_NAME (default berth-cl) prefixes every namespace and directory, so that two
-# clusters can exist at once. Needs root and the docker.io package (scripts/install-deps.sh).
+# clusters can exist at once. BERTH_CLUSTER_DOCKERD_ARGS (default none): more flags for every
+# host's dockerd, split on spaces (e.g. --insecure-registry 10.231.0.11:5000); read when a dockerd
+# starts (start, restart). Needs root and the docker.io package (scripts/install-deps.sh).
 # Pitfalls met on this machine (shared/reference/swarm-netns.sh found them): dockerd must be
 # started with `nsenter --net` (`ip netns exec` remounts /sys and hides the cgroup mounts); a
 # Swarm service must name its image by ID, or every task first waits 20 s for a registry; this
@@ -46,7 +48,7 @@ start_dockerd() {
   unshare --uts sh -c "hostname $name-$k; exec nsenter --net=/run/netns/$name-$k dockerd \
       --data-root $data --exec-root $run/exec --pidfile $run/dockerd.pid -H unix://$run/docker.sock \
       --bip 172.30.$k.1/24 --default-address-pool base=10.240.0.0/16,size=24 \
-      --storage-driver overlay2 --userland-proxy=false" >>"$run/dockerd.log" 2>&1 </dev/null &
+      --storage-driver overlay2 --userland-proxy=false ${BERTH_CLUSTER_DOCKERD_ARGS:-}" >>"$run/dockerd.log" 2>&1 </dev/null &
 }
 
 wait_dockerd() {
@@ -162,5 +164,5 @@ case "$cmd" in
   heal) link "${2:-}" up ;;
   env) env_line ;;
   stop) stop ;;
-  *) sed -n 2,24p "$0"; exit 2 ;;
+  *) sed -n 2,26p "$0"; exit 2 ;;
 esac
