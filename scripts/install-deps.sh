@@ -23,7 +23,7 @@ packages=(
 command -v npm >/dev/null || packages+=(nodejs npm)
 # Peers the benchmarks measure berth against (scripts/install-deps.sh --bench).
 if [ "${1:-}" = "--bench" ]; then
-  packages+=(dnsperf knot nsd zstd pigz docker-compose jq)
+  packages+=(dnsperf knot nsd zstd pigz docker-compose jq docker-registry)
 fi
 
 missing=()
