@@ -225,6 +225,11 @@ int run(int argc, char** argv) {
                     "addresses per host at the pool's end); fixed once the overlay is made")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  std::string lease_text = "10s";
+  serve->add_option("--cluster-lease", lease_text,
+                    "with --cluster-host: each host's lease; a host that cannot renew it for half of this kills its "
+                    "instances, and a lost host berth cannot reach moves after this plus 1s (docs/cluster.md)")
+      ->capture_default_str();
   serve->add_option("--sandbox-image", serve_opts.sandbox_image,
                     "with --cluster-host: the image of berth's own container on the overlay (scripts/make-images.sh "
                     "--sandbox)")
@@ -466,6 +471,12 @@ int run(int argc, char** argv) {
       return 2;
     }
     serve_opts.cluster_heartbeat_ms = *heartbeat;
+    auto lease = berth::parse_duration(lease_text);
+    if (!lease || *lease < 1000) {
+      fmt::print(stderr, "berth serve: --cluster-lease '{}': write a duration of at least 1s, like 10s\n", lease_text);
+      return 2;
+    }
+    serve_opts.cluster_lease_ms = *lease;
     return berth::daemon::run(serve_opts);
   }
 

@@ -320,6 +320,7 @@ int run(const Options& o) {
       co.heartbeat_ms = o.cluster_heartbeat_ms;
       co.sandbox_image = o.sandbox_image;
       co.advertise = o.cluster_advertise;
+      co.lease_ms = o.cluster_lease_ms;
       // Docker's own addresses on the overlay: a load balancer endpoint and an anchor (or the
       // sandbox) per host, with room to spare; fixed once the overlay is made.
       const std::size_t room = std::max<std::size_t>(o.cluster_hosts.size(), static_cast<std::size_t>(std::max(1, o.cluster_max_hosts)));

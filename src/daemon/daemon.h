@@ -29,6 +29,7 @@ struct Options {
   Millis cluster_heartbeat_ms = 1000;  // the Swarm dispatcher's heartbeat berth sets
   std::string cluster_advertise;       // the first host's address in a Swarm berth creates ("": dockerd picks)
   int cluster_max_hosts = 6;           // hosts the overlay has room for (Docker's own addresses: two per host)
+  Millis cluster_lease_ms = 10'000;    // the hosts' leases (runtime/cluster/lease.h)
   std::string sandbox_image = "berth-pause:latest";
   std::vector<std::string> member_repos;  // source.repo prefixes members may use
   std::vector<std::string> import_dirs;   // directories standards may be imported from

@@ -75,6 +75,7 @@ Result<std::unique_ptr<ClusterRuntime>> ClusterRuntime::create(Executor& loop, c
   auto engine = engine::Engine::open(options.hosts[0]);
   if (!engine.ok()) return engine.error();
   std::unique_ptr<ClusterRuntime> rt(new ClusterRuntime(loop, clock, std::move(options), std::move(engine.value())));
+  if (Status st = rt->load_lease_token(); !st.ok()) return st.error();
   rt->start();
   return rt;
 }
@@ -241,9 +242,10 @@ void ClusterRuntime::instance_ready(const InstanceId& id, const Ref&) {
 }
 
 // The host's instances are gone as far as berth is concerned. Before their addresses are given
-// again: what berth has on the host is removed if its Engine API still answers (a host cut off
-// from the Swarm but not from berth), waiting at most kFenceFirstMs for that; its node leaves the
-// Swarm (until then Docker holds its addresses); then each instance is reported gone, host lost.
+// again, nothing of berth's may answer there: killed through its Engine API if it answers (a
+// host cut off from the Swarm but not from berth), else by its lease holder (settle()); then its
+// node leaves the Swarm (until then Docker holds its addresses) and each instance is reported
+// gone, host lost.
 void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   Host& h = *hosts_[i];
   h.state = Host::State::kLost;
@@ -262,7 +264,9 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   std::fprintf(stderr, "berth: cluster: host %s lost: %s; its %zu instance(s) move to the other hosts\n", h.hostname.c_str(),
                why.c_str(), gone.size());
   const std::string description = fmt::format("its host {} was lost ({})", h.hostname, why);
-  auto go = std::make_shared<std::function<void()>>([this, i, gone = std::move(gone), description] {
+  // Once nothing of berth's can answer there (settle()): its node leaves the Swarm (until then
+  // Docker holds its addresses), then each instance is reported gone, its host lost.
+  settle(i, clock_.monotonic_ms(), [this, i, gone = std::move(gone), description] {
     swarm_.remove_node(options_.hosts[0], hosts_[i]->node.id, true, [this, gone, description](Result<bool> r) {
       if (!r.ok() && r.error().code != ErrorCode::kNotFound)
         std::fprintf(stderr, "berth: cluster: removing the lost node: %s (its addresses may stay taken)\n",
@@ -280,13 +284,7 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
       }
     });
   });
-  auto once = [go, alive = std::weak_ptr<bool>(alive_)] {
-    auto a = alive.lock();
-    if (!a || !*a || !*go) return;  // (the timer may outlive the runtime)
-    auto fn = std::move(*go);
-    *go = nullptr;
-    fn();
-  };
+  // What is left there is removed (disconnected first) when its Engine API answers.
   docker::DockerOptions o;
   o.host = h.endpoint;
   o.data_id = options_.data_id;
@@ -294,11 +292,9 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   o.overlay_fence = options_.fence;
   o.manages_network = false;
   auto fencer = docker::DockerRuntime::create(loop_, o);
-  if (!fencer.ok()) return once();
+  if (!fencer.ok()) return;
   h.fencer = std::move(fencer.value());
-  loop_.after(kFenceFirstMs, once);
-  h.fencer->recover({}, [this, i, once](std::vector<Recovered>) {
-    once();
+  h.fencer->recover({}, [this, i](std::vector<Recovered>) {
     // (Not from inside the fencer's own callback.)
     loop_.post([this, alive = std::weak_ptr<bool>(alive_), i] {
       if (auto a = alive.lock(); a && *a) hosts_[i]->fencer.reset();
@@ -345,6 +341,7 @@ void ClusterRuntime::rejoin(std::size_t i) {
           h.node = n;
           h.state = Host::State::kUp;
           save_hosts();
+          lease_call(lease::Verb::kRestore, h.hostname, [](std::string) {});
           anchor(i);
           return;
         }
@@ -368,6 +365,7 @@ void ClusterRuntime::join_again(std::size_t i) {
     h.node.state = "ready";
     h.state = Host::State::kUp;
     save_hosts();
+    lease_call(lease::Verb::kRestore, h.hostname, [](std::string) {});
     anchor(i);
     std::fprintf(stderr, "berth: cluster: host %s is back in the Swarm (node %s)\n", h.hostname.c_str(), joined->node_id.c_str());
   });

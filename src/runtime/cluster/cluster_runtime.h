@@ -52,12 +52,16 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/clock.h"
 #include "base/executor.h"
 #include "base/netns.h"
+#include "base/worker.h"
 #include "cluster/cluster.h"
 #include "cluster/swarm/swarm.h"
 #include "engine/engine.h"
+#include "runtime/cluster/lease.h"
 #include "runtime/docker/docker_runtime.h"
 #include "runtime/runtime.h"
 
@@ -77,6 +81,10 @@ struct ClusterOptions {
   // sandbox) per host take one each, so at most (fence - 4) / 2 hosts. A power of two.
   int fence = 16;
   std::string sandbox_image = "berth-pause:latest";
+  // The hosts' leases (runtime/cluster/lease.h): a host that cannot renew its lease for half of
+  // this kills its berth containers; a lost host berth could not fence is settled once it has
+  // not renewed for this plus a margin.
+  Millis lease_ms = 10'000;
 };
 
 // One host as berth sees it (berth status, berth cluster ls).
@@ -152,9 +160,6 @@ class ClusterRuntime final : public Runtime {
   };
   ClusterRuntime(Executor& loop, const Clock& clock, ClusterOptions options, std::unique_ptr<engine::Engine> manager);
 
-  // How long berth waits for a lost host's containers to be removed, when its Engine API still
-  // answers, before giving their addresses again.
-  static constexpr Millis kFenceFirstMs = 2000;
   void start();
   void retry_start();
   void meet_hosts();
@@ -162,6 +167,11 @@ class ClusterRuntime final : public Runtime {
   // `advertise`) when in none; then up, with its runtime. Errors say why not.
   void admit(std::size_t i, const std::string& advertise, std::function<void(Status)> done);
   void finish_leaving(std::size_t i);
+  // Host leases (leases.cc).
+  Status load_lease_token();
+  void lease_call(lease::Verb verb, const std::string& host, std::function<void(std::string)> done);
+  void kill_all(std::size_t i, std::function<void(bool)> done);
+  void settle(std::size_t i, Millis since, std::function<void()> then);
   void forget(std::size_t i);
   std::size_t live_hosts() const;
   std::size_t find_host(const std::string& host) const;  // hostname or endpoint; hosts_.size(): none
@@ -182,6 +192,7 @@ class ClusterRuntime final : public Runtime {
   void anchor(std::size_t i);
   void ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done);
   void ensure_sandbox(const Network& network, std::function<void(Status)> done);
+  nlohmann::json sandbox_cmd() const;  // what the sandbox runs: the lease table
   void sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop);
   Result<std::size_t> place(const InstanceSpec& spec) const;
   std::size_t host_named(const std::string& hostname) const;  // hosts_.size(): none
@@ -208,7 +219,9 @@ class ClusterRuntime final : public Runtime {
   std::unique_ptr<Netns> sandbox_netns_;
   std::string sandbox_ip_;
   std::function<void(const Netns&, const std::string&)> on_gateway_;
+  std::string lease_token_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Worker lease_worker_{"cluster-lease"};  // last: joined first, before what its jobs post to
 };
 
 }  // namespace berth::runtime::cluster

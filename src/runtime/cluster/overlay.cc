@@ -17,11 +17,19 @@ void ClusterRuntime::prepare_network(const Network& network, std::function<void(
     hosts_[0]->rt->prepare_network(network, [this, network, done = std::move(done)](Status st) mutable {
       if (!st.ok()) return done(st);
       network_ = network;
-      for (std::size_t i = 1; i < hosts_.size(); ++i)
-        if (hosts_[i]->state == Host::State::kUp) anchor(i);
-      ensure_sandbox(network, std::move(done));
+      // The sandbox first: the anchors' lease holders renew with the table in it.
+      ensure_sandbox(network, [this, done = std::move(done)](Status sandboxed) {
+        if (sandboxed.ok())
+          for (std::size_t i = 1; i < hosts_.size(); ++i)
+            if (hosts_[i]->state == Host::State::kUp) anchor(i);
+        done(sandboxed);
+      });
     });
   });
+}
+
+json ClusterRuntime::sandbox_cmd() const {
+  return json::array({"/pause", "serve-leases", std::to_string(lease::kPort)});
 }
 
 void ClusterRuntime::sandbox_call(engine::Call c, std::function<void(Result<engine::Response>)> on_loop) {
@@ -63,7 +71,8 @@ void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(S
   };
   auto create = [this, net, name, done, adopt]() {
     json body = {{"Image", options_.sandbox_image},
-                 {"Cmd", json::array({"/pause"})},
+                 {"Cmd", sandbox_cmd()},
+                 {"Env", json::array({"BERTH_LEASE_TOKEN=" + lease_token_})},
                  {"Labels", {{"berth.sandbox", options_.data_id}}},
                  {"HostConfig", {{"NetworkMode", net}, {"CapDrop", json::array({"ALL"})}, {"ReadonlyRootfs", true},
                                  {"SecurityOpt", json::array({"no-new-privileges"})}}}};
@@ -90,18 +99,22 @@ void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(S
                  json j = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
                  const bool running = j.is_object() && j.contains("State") && j["State"].is_object() &&
                                       j["State"].value("Running", false);
-                 if (running) return adopt(std::move(r));
+                 // (One from an older berth, without the lease table, is made again.)
+                 const bool current = j.is_object() && j.contains("Config") && j["Config"].is_object() &&
+                                      j["Config"].contains("Cmd") && j["Config"]["Cmd"] == sandbox_cmd();
+                 if (running && current) return adopt(std::move(r));
                  // Left from before (stopped, or not inspectable): made again.
                  sandbox_call({"DELETE", "/containers/" + name + "?force=1", "", "", "application/json", 60'000},
                               [create](Result<engine::Response>) { create(); });
                });
 }
 
-// A pause container of berth's own on the overlay on host `i` (made again each time the host
-// comes up: leaving the Swarm took its network away), so that the host has the network before
-// an instance needs it. Labelled berth.sandbox: no fence removes it. Failures are said, not fatal.
+// A container of berth's own on the overlay on host `i` (made again each time the host comes up:
+// leaving the Swarm took its network away), so that the host has the network before an instance
+// needs it; it holds the host's lease (lease.h). Labelled berth.sandbox: no fence removes it.
+// Failures are said, not fatal.
 void ClusterRuntime::anchor(std::size_t i) {
-  if (!network_ || i == 0) return;
+  if (!network_ || i == 0 || sandbox_ip_.empty()) return;
   const std::string net = hosts_[0]->rt->network_name(*network_);
   const std::string name = fmt::format("berth-{}-anchor-{}", options_.data_id, network_->name);
   ensure_image(i, options_.sandbox_image, [this, i, net, name](Status st) {
@@ -113,10 +126,18 @@ void ClusterRuntime::anchor(std::size_t i) {
     if (!st.ok()) return say(st.error().message);
     swarm_.call(h.endpoint, {"DELETE", "/containers/" + name + "?force=1", "", "", "application/json", 60'000},
                 [this, i, net, name, say](Result<engine::Response>) {
+      // Its lease holder kills berth's containers through the host's dockerd socket, mounted.
+      const std::string& endpoint = hosts_[i]->endpoint;
+      const std::string socket = endpoint.rfind("unix://", 0) == 0 ? endpoint.substr(7) : "/var/run/docker.sock";
       json body = {{"Image", options_.sandbox_image},
-                   {"Cmd", json::array({"/pause"})},
+                   {"Cmd", json::array({"/pause", "hold-lease", fmt::format("{}:{}", sandbox_ip_, lease::kPort),
+                                        hosts_[i]->hostname, options_.data_id, std::to_string(options_.lease_ms),
+                                        "/docker.sock"})},
+                   {"Env", json::array({"BERTH_LEASE_TOKEN=" + lease_token_})},
                    {"Labels", {{"berth.sandbox", options_.data_id}}},
                    {"HostConfig", {{"NetworkMode", net}, {"CapDrop", json::array({"ALL"})}, {"ReadonlyRootfs", true},
+                                   {"Binds", json::array({socket + ":/docker.sock"})},
+                                   {"RestartPolicy", {{"Name", "unless-stopped"}}},
                                    {"SecurityOpt", json::array({"no-new-privileges"})}}}};
       swarm_.call(hosts_[i]->endpoint, {"POST", "/containers/create?name=" + name, body.dump(), "", "application/json", 60'000},
                   [this, i, name, say](Result<engine::Response> r) {

@@ -1,0 +1,126 @@
+// The daemon's side of the host leases (runtime/cluster/lease.h): the token, requests to the
+// sandbox's table, and how a lost host is settled before its addresses are given again.
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/files.h"
+#include "base/text.h"
+#include "runtime/cluster/cluster_runtime.h"
+#include "runtime/cluster/internal.h"
+#include "runtime/cluster/lease.h"
+
+namespace berth::runtime::cluster {
+
+using json = nlohmann::json;
+
+// The token outlives the daemon, as the sandbox and the holders that know it do.
+Status ClusterRuntime::load_lease_token() {
+  const std::string path = options_.state_dir + "/lease.token";
+  std::ifstream in(path);
+  std::string token;
+  if (in) std::getline(in, token);
+  if (token.size() >= 32 && token.find_first_not_of("0123456789abcdef") == std::string::npos) {
+    lease_token_ = token;
+    return {};
+  }
+  unsigned char raw[16];
+  if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw))
+    return internal("the system's random generator failed; no lease token was made");
+  token.clear();
+  for (unsigned char c : raw) token += fmt::format("{:02x}", c);
+  if (Status st = write_file_atomically(path, token + "\n", 0600); !st.ok()) return st;
+  lease_token_ = token;
+  return {};
+}
+
+void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::function<void(std::string)> done) {
+  if (!sandbox_netns_) return loop_.post([done = std::move(done)] { done(""); });
+  auto fd = sandbox_netns_->socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
+  if (!fd.ok()) return loop_.post([done = std::move(done)] { done(""); });
+  const std::string line = lease::format({verb, lease_token_, host, ""});
+  lease_worker_.post([this, alive = std::weak_ptr<bool>(alive_), fd = *fd, ip = sandbox_ip_, line, done = std::move(done)] {
+    std::string answer = lease::exchange(fd, ip, lease::kPort, line, 1000);
+    loop_.post([alive, answer = std::move(answer), done] {
+      if (auto a = alive.lock(); a && *a) done(answer);
+    });
+  });
+}
+
+// Every running berth container of host `i` killed through its Engine API (a kill, not a stop:
+// what matters is that nothing answers there any more); true once each kill was answered, false
+// when the host could not be asked.
+void ClusterRuntime::kill_all(std::size_t i, std::function<void(bool)> done) {
+  const std::string endpoint = hosts_[i]->endpoint;
+  json filters = {{"label", json::array({"berth.data=" + options_.data_id})}};
+  swarm_.call(endpoint, {"GET", "/containers/json?filters=" + percent_encode(filters.dump()), "", "", "application/json", 2000},
+              [this, endpoint, done = std::move(done)](Result<engine::Response> r) {
+    if (!r.ok() || !r->ok()) return done(false);
+    json list = json::parse(r->body, nullptr, false);
+    if (!list.is_array()) return done(false);
+    auto left = std::make_shared<std::size_t>(1);
+    auto all = std::make_shared<bool>(true);
+    auto one_done = [left, all, done](bool ok) {
+      *all = *all && ok;
+      if (--*left == 0) done(*all);
+    };
+    for (const auto& c : list) {
+      if (!c.is_object() || !c["Id"].is_string()) continue;
+      ++*left;
+      swarm_.call(endpoint, {"POST", "/containers/" + c["Id"].get<std::string>() + "/kill", "", "", "application/json", 2000},
+                  [one_done](Result<engine::Response> k) {
+                    one_done(k.ok() && (k->ok() || k->status == 404 || k->status == 409));
+                  });
+    }
+    one_done(true);
+  });
+}
+
+// Host `i` was lost at `since`. `then` runs once nothing of berth's can answer there: its
+// containers were killed through its Engine API, or its holder says what it did after the lease
+// was revoked, or the host has not renewed its lease for ttl + margin (its holder killed them at
+// ttl / 2). A host with no holder at all (an older anchor, a sandbox without the table) is given
+// ttl + margin from the loss, and said.
+void ClusterRuntime::settle(std::size_t i, Millis since, std::function<void()> then) {
+  const std::string hostname = hosts_[i]->hostname;
+  auto settled = std::make_shared<bool>(false);
+  auto finish = [this, hostname, since, settled, then = std::move(then)](const std::string& how) {
+    if (*settled) return;
+    *settled = true;
+    std::fprintf(stderr, "berth: cluster: host %s settled %s after its loss: %s\n", hostname.c_str(),
+                 format_duration(clock_.monotonic_ms() - since).c_str(), how.c_str());
+    then();
+  };
+  lease_call(lease::Verb::kRevoke, hostname, [](std::string) {});
+  kill_all(i, [finish](bool killed) {
+    if (killed) finish("its berth containers were killed through its Engine API");
+  });
+  // Asked every 100 ms until settled. (Each ask holds the function; it holds itself weakly.)
+  const Millis wait = options_.lease_ms + lease::kLeaseMarginMs;
+  auto ask = std::make_shared<std::function<void()>>();
+  *ask = [this, hostname, since, wait, settled, finish, self = std::weak_ptr(ask)] {
+    if (*settled) return;
+    lease_call(lease::Verb::kAsk, hostname, [this, since, wait, settled, finish, again = self.lock()](std::string answer) {
+      if (*settled) return;
+      auto l = lease::parse_lease(answer);
+      const Millis waited = clock_.monotonic_ms() - since;
+      if (l && !l->report.empty()) return finish("its lease holder reports " + l->report);
+      if (l && l->silent_ms > wait) return finish(fmt::format("its lease was not renewed for {}", format_duration(l->silent_ms)));
+      if (l && l->silent_ms < 0 && l->up_ms > wait && waited > wait)
+        return finish("it holds no lease (no holder ever renewed it): what runs there may answer when it is back");
+      if (!l && waited > wait) return finish("the lease table does not answer");
+      loop_.after(100, [alive = std::weak_ptr<bool>(alive_), again] {
+        if (auto a = alive.lock(); a && *a) (*again)();
+      });
+    });
+  };
+  (*ask)();
+}
+
+}  // namespace berth::runtime::cluster
