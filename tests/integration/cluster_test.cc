@@ -8,7 +8,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -376,7 +379,9 @@ class ClusterDaemon : public Cluster {
     const std::string filters = R"({"label":["berth.data=)" + data_id + R"("]})";
     std::string encoded;
     for (char c : filters) encoded += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : fmt::format("%{:02X}", c);
-    auto list = engine_call(hosts_[static_cast<std::size_t>(k - 1)], "GET", "/containers/json?all=1&filters=" + encoded);
+    const std::size_t i = static_cast<std::size_t>(k - 1);
+    auto list = engine_call(i < seen_through_.size() ? seen_through_[i] : hosts_[i], "GET",
+                            "/containers/json?all=1&filters=" + encoded);
     if (list.status != 200 || !list.body.is_array()) return out;
     for (const auto& c : list.body) {
       Seen s;
@@ -473,6 +478,8 @@ class ClusterDaemon : public Cluster {
     return out;
   }
   std::string data_id_;
+  // How the test reaches each host's dockerd, when not as berth does (set before any watch starts).
+  std::vector<std::string> seen_through_;
 };
 
 // Six single-instance apps, no dependencies; f only on host 1 (a constraint).
@@ -594,6 +601,47 @@ TEST_F(ClusterDaemon, AHostCutOffByTheNetworkIsFencedBeforeItsAddressesAreUsedEl
   EXPECT_GT(samples, 10);
   EXPECT_TRUE(doubled.empty()) << "addresses running on two hosts at once: " << fmt::format("{}", fmt::join(doubled, ", "));
   for (const auto& [name, n] : copies()) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
+}
+
+// A host cut off from the Swarm and from berth alike (its link down, and its dockerd's socket
+// gone from berth's sight; the test keeps a second name for it): berth cannot fence it, so its
+// lease holder kills its instances, and berth gives their addresses again only after that.
+TEST_F(ClusterDaemon, AHostCutOffFromBerthTooKillsItsOwnInstancesBeforeTheirAddressesAreUsedElsewhere) {
+  auto d = berth_on_cluster("cl-lease", small_fleet());
+  ASSERT_FALSE(HasFailure());
+  const std::string three = fmt::format("{}-3", name_);
+  auto before = placement(*d);
+  const auto on_three = std::count_if(before.begin(), before.end(), [&](const auto& p) { return p.second.first == three; });
+  ASSERT_GT(on_three, 0);
+  // The test's own name for host 3's socket, which berth does not know.
+  const std::string sock = hosts_[2].substr(std::string("unix://").size());
+  ASSERT_EQ(::link(sock.c_str(), (sock + ".test").c_str()), 0) << std::strerror(errno);
+  seen_through_ = {hosts_[0], hosts_[1], "unix://" + sock + ".test"};
+
+  DoubleWatch watch(*this);
+  ASSERT_EQ(script("cut 3"), 0);
+  ASSERT_EQ(::unlink(sock.c_str()), 0);
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, 3); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  for (const auto& [inst, where] : placement(*d)) EXPECT_EQ(where.second, before[inst].second) << inst << " moved address";
+  // Still cut off, its instances are dead: killed by its holder, not by berth.
+  for (const auto& [name, seen] : containers_on(3, data_id_)) EXPECT_FALSE(seen.running) << name << " runs on the cut-off host";
+  // Back: fenced, and in the Swarm again.
+  ASSERT_EQ(::link((sock + ".test").c_str(), sock.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(script("heal 3"), 0);
+  ASSERT_TRUE(wait_until([&] {
+    const auto now = nodes(hosts_[0]);
+    return std::any_of(now.begin(), now.end(), [&](const auto& n) { return n.hostname == three && n.state == "ready"; });
+  }, std::chrono::seconds(90))) << "host 3 did not join the Swarm again";
+  auto [doubled, samples] = watch.stop();
+  EXPECT_GT(samples, 10);
+  EXPECT_TRUE(doubled.empty()) << "addresses running on two hosts at once: " << fmt::format("{}", fmt::join(doubled, ", "));
+  for (const auto& [name, n] : copies()) EXPECT_EQ(n, 1) << name << " on " << n << " hosts";
+  // The loss was settled by the lease, as the daemon says.
+  std::ifstream log(d->data_dir() + "/daemon.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr(fmt::format("host {} settled", three)));
+  EXPECT_THAT(text, HasSubstr("its lease was not renewed for"));
+  ::unlink((sock + ".test").c_str());
 }
 
 TEST_F(ClusterDaemon, ADaemonKilledDuringAFailoverConvergesWithOneContainerPerInstance) {
@@ -754,6 +802,53 @@ TEST_F(ClusterDaemon, HostsJoinWithClusterAddAndLeaveWithClusterRmOnceTheirInsta
   // And the host that left can come back.
   added = d->cli({"cluster", "add", hosts_[2], "--advertise", addr(3)});
   EXPECT_EQ(added.exit_code, 0) << added.out << added.err;
+}
+
+// An app built from its repository as an image: built once (on the first host, where the
+// daemon builds), and every host an instance is placed on gets that image by its id.
+TEST_F(ClusterDaemon, AnImageBuiltFromSourceIsBuiltOnceAndReachesEveryHostItRunsOn) {
+  auto d = berth_on_cluster("cl-build", R"(network:
+  pool: 10.233.0.0/24
+defaults:
+  image: berth-demo:latest
+  tag: main
+  ports: {http: 8080}
+  health: {type: http, path: /healthcheck, start_interval: 50ms, start_period: 60s}
+  env: {DEMO_WARMUP_MS: "0"}
+  stop_grace: 2s
+apps:
+  orders:
+    instances: 3
+    constraints: [[hostname, UNIQUE]]
+    source:
+      repo: repos/orders
+      recipes:
+        default: {command: "./build.sh ${build_type}", image: Dockerfile}
+    command: orders --listen ${ip}:${port.http}
+environments:
+  beta: {}
+)");
+  ASSERT_FALSE(HasFailure());
+  std::set<std::string> on;
+  for (const auto& [inst, where] : placement(*d)) on.insert(where.first);
+  EXPECT_EQ(on.size(), 3u) << d->cli({"status", "beta"}).out;
+  auto status = d->status("beta");
+  nlohmann::json build;
+  for (const auto& a : status["apps"])
+    if (a["app"] == "orders") build = a["build"];
+  ASSERT_EQ(build["state"], "built") << status.dump();
+  const std::string image = "berth-build:" + build["id"].get<std::string>();
+  std::set<std::string> ids;
+  for (const auto& h : hosts_) {
+    auto inspect = engine_call(h, "GET", "/images/" + image + "/json");
+    ASSERT_EQ(inspect.status, 200u) << h << ": " << inspect.text;
+    ids.insert(inspect.body["Id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), 1u) << "one image, the same id on every host";
+  auto log = d->cli({"build", "logs", "orders", "-e", "beta"});
+  const auto first = log.out.find("Successfully tagged berth-build:");
+  ASSERT_NE(first, std::string::npos) << log.out;
+  EXPECT_EQ(log.out.find("Successfully tagged berth-build:", first + 1), std::string::npos) << "built once";
 }
 
 }  // namespace
