@@ -75,7 +75,8 @@ int remove(client::Client& c, const ClusterCommands& cmd) {
       fmt::print("{}: {} instance(s) left\n", cmd.host, last);
     }
   }
-  const json h = host_in(*c.get("/v1/cluster"), cmd.host);
+  auto last_seen = c.get("/v1/cluster");
+  const json h = last_seen.ok() ? host_in(*last_seen, cmd.host) : json();
   return fail(unavailable(fmt::format("{} has not left within {} (state {}, {} instance(s) there); it goes on leaving: "
                                       "see berth cluster ls and berth events",
                                       cmd.host, cmd.timeout, h.is_null() ? "gone" : h.value("state", "?"),

@@ -16,11 +16,17 @@ TEST(LeaseProtocol, RequestsAreOneLineOfWordsAndRefusedWithWhy) {
   EXPECT_EQ(r->host, "berth-cl-2");
   EXPECT_EQ(r->what, "fenced-3");
   EXPECT_EQ(format(*r), "REPORT " + kToken + " berth-cl-2 fenced-3");
-  EXPECT_FALSE(parse_request("RENEW " + kToken, &why));
-  EXPECT_EQ(why, "RENEW takes 2 words");
-  EXPECT_FALSE(parse_request("RENEW  " + kToken + " h", &why));
+  auto renew = parse_request("RENEW " + kToken + " h 10000", &why);
+  ASSERT_TRUE(renew) << why;
+  EXPECT_EQ(renew->ttl_ms, 10000);
+  EXPECT_EQ(format(*renew), "RENEW " + kToken + " h 10000");
+  EXPECT_FALSE(parse_request("RENEW " + kToken + " h", &why));
+  EXPECT_EQ(why, "RENEW takes 3 words");
+  EXPECT_FALSE(parse_request("RENEW " + kToken + " h 0", &why));
+  EXPECT_NE(why.find("milliseconds"), std::string::npos);
+  EXPECT_FALSE(parse_request("RENEW  " + kToken + " h 1", &why));
   EXPECT_EQ(why, "an empty word at column 7");
-  EXPECT_FALSE(parse_request("RENEW " + kToken + " h\x01", &why));
+  EXPECT_FALSE(parse_request("RENEW " + kToken + " h\x01 1", &why));
   EXPECT_NE(why.find("not printable ASCII"), std::string::npos);
   EXPECT_FALSE(parse_request(std::string(kMaxLine + 1, 'A'), &why));
   EXPECT_FALSE(parse_request("STEAL " + kToken + " h", &why));
@@ -29,30 +35,32 @@ TEST(LeaseProtocol, RequestsAreOneLineOfWordsAndRefusedWithWhy) {
 
 TEST(LeaseTable, RenewalsAreCountedUntilRevokedAndTheHoldersReportIsKept) {
   Table t(kToken, 1000);
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 1500), "LEASE -1 500 0 -");
-  EXPECT_EQ(t.handle("RENEW " + kToken + " h2", 2000), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 -");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 1500), "LEASE -1 500 0 - -1");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2000), "OK");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000");
   // A report without a revocation is nothing to keep.
   EXPECT_EQ(t.handle("REPORT " + kToken + " h2 fenced-1", 2300), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 -");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000");
   EXPECT_EQ(t.handle("REVOKE " + kToken + " h2", 2400), "OK");
-  EXPECT_EQ(t.handle("RENEW " + kToken + " h2", 2500), "REVOKED");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2500), "REVOKED");
   EXPECT_EQ(t.handle("REPORT " + kToken + " h2 fenced-4", 2600), "OK");
   auto l = parse_lease(t.handle("ASK " + kToken + " h2", 2700));
   ASSERT_TRUE(l);
   EXPECT_EQ(l->silent_ms, 700);  // the refused renewal renewed nothing
   EXPECT_TRUE(l->revoked);
   EXPECT_EQ(l->report, "fenced-4");
+  EXPECT_TRUE(l->settled_by_report());
+  EXPECT_EQ(l->ttl_ms, 10000);
   EXPECT_EQ(t.handle("RESTORE " + kToken + " h2", 2800), "OK");
-  EXPECT_EQ(t.handle("RENEW " + kToken + " h2", 2900), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2900), "LEASE 0 1900 0 -");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2900), "OK");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2900), "LEASE 0 1900 0 - 10000");
 }
 
 TEST(LeaseTable, AWrongTokenChangesNothing) {
   Table t(kToken, 0);
-  EXPECT_EQ(t.handle("RENEW " + kToken + " h2", 10), "OK");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 10), "OK");
   EXPECT_EQ(t.handle("REVOKE not-the-token h2", 20), "DENIED");
-  EXPECT_EQ(t.handle("RENEW " + kToken + " h2", 30), "OK");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 30), "OK");
   EXPECT_EQ(t.handle("bogus", 30).rfind("ERR ", 0), 0u);
 }
 
@@ -79,16 +87,23 @@ TEST(LeaseHolder, KillsOnceRevokedOrSilentForHalfItsLeaseAndReportsOnce) {
 }
 
 TEST(LeaseProtocol, AnAskAnswerIsReadBackOrRefused) {
-  auto l = parse_lease("LEASE -1 42 0 -");
+  auto l = parse_lease("LEASE -1 42 0 - -1");
   ASSERT_TRUE(l);
   EXPECT_EQ(l->silent_ms, -1);
   EXPECT_EQ(l->up_ms, 42);
   EXPECT_FALSE(l->revoked);
   EXPECT_EQ(l->report, "");
+  EXPECT_FALSE(l->settled_by_report());
+  l->report = "partial-2-of-3";  // not every kill answered: not settled by it
+  EXPECT_FALSE(l->settled_by_report());
+  l->report = "nodocker";
+  EXPECT_TRUE(l->settled_by_report());
   EXPECT_FALSE(parse_lease(""));
-  EXPECT_FALSE(parse_lease("LEASE -2 42 0 -"));
-  EXPECT_FALSE(parse_lease("LEASE 1 42 2 -"));
-  EXPECT_FALSE(parse_lease("LEASE x 42 0 -"));
+  EXPECT_FALSE(parse_lease("LEASE -1 42 0 -"));
+  EXPECT_FALSE(parse_lease("LEASE -2 42 0 - -1"));
+  EXPECT_FALSE(parse_lease("LEASE 1 42 2 - -1"));
+  EXPECT_FALSE(parse_lease("LEASE x 42 0 - -1"));
+  EXPECT_FALSE(parse_lease("LEASE 1 42 0 - -2"));
   EXPECT_FALSE(parse_lease("OK"));
 }
 

@@ -45,6 +45,7 @@ class ClusterRuntime::HostListener final : public Listener {
     if (auto w = c_.placed_.find(id); w != c_.placed_.end() && w->second.host == host_ && w->second.launch == launch)
       c_.placed_.erase(w);
     if (c_.listener_) c_.listener_->on_failed(id, launch, ref.empty() ? ref : c_.wrap(host_, ref), error);
+    c_.moved(id);
   }
   void on_exited(const InstanceId& id, const Ref& ref, const Exit& exit) override {
     const Ref ours = c_.wrap(host_, ref);
@@ -114,7 +115,9 @@ bool ClusterRuntime::unwrap(const Ref& ref, std::size_t* host, Ref* inner) const
 
 std::size_t ClusterRuntime::host_named(const std::string& hostname) const {
   for (std::size_t i = 0; i < hosts_.size(); ++i)
-    if (!hosts_[i]->hostname.empty() && hosts_[i]->hostname == hostname && hosts_[i]->state != Host::State::kRemoved) return i;
+    if (!hosts_[i]->hostname.empty() && hosts_[i]->hostname == hostname &&
+        (hosts_[i]->state != Host::State::kRemoved || hosts_[i]->adding))
+      return i;
   return hosts_.size();
 }
 
@@ -152,19 +155,19 @@ void ClusterRuntime::close_host(Host& h) {
 void ClusterRuntime::poll() {
   if (polling_) return;
   polling_ = true;
-  swarm_.nodes(options_.hosts[0], [this](Result<std::vector<bc::Node>> nodes) {
+  swarm_.nodes(options_.hosts[0], [this, asked_at = clock_.monotonic_ms()](Result<std::vector<bc::Node>> nodes) {
     polling_ = false;
-    if (nodes.ok()) on_nodes(std::move(nodes.value()));
+    if (nodes.ok()) on_nodes(std::move(nodes.value()), asked_at);
     else std::fprintf(stderr, "berth: cluster: listing the Swarm's nodes: %s\n", nodes.error().message.c_str());
     // Hosts berth lost (or never reached): fenced once they answer.
     for (std::size_t i = 0; i < hosts_.size(); ++i) {
       Host& h = *hosts_[i];
-      if ((h.state != Host::State::kLost && h.state != Host::State::kUnreachable) || h.asking) continue;
+      if ((h.state != Host::State::kLost && h.state != Host::State::kUnreachable) || h.asking || h.settling) continue;
       h.asking = true;
       swarm_.info(h.endpoint, [this, i](Result<bc::LocalInfo> info) {
         Host& back = *hosts_[i];
         back.asking = false;
-        if (!info.ok() || (back.state != Host::State::kLost && back.state != Host::State::kUnreachable)) return;
+        if (!info.ok() || (back.state != Host::State::kLost && back.state != Host::State::kUnreachable) || back.settling) return;
         if (back.hostname.empty()) back.hostname = info->hostname;
         if (back.addr.empty()) back.addr = info->node_addr;
         fence(i);
@@ -176,11 +179,12 @@ void ClusterRuntime::poll() {
 
 // A host that is up, or that this daemon never reached but knows from before, is lost once the
 // Swarm calls its node down or no longer lists it. (The first host, this daemon's, never is.)
-void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes) {
+void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes, Millis asked_at) {
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
     Host& h = *hosts_[i];
     if (h.state != Host::State::kUp && (h.state != Host::State::kUnreachable || h.node.id.empty())) continue;
-    if (h.finishing) continue;  // leaving the Swarm on purpose
+    if (h.finishing) continue;           // leaving the Swarm on purpose
+    if (h.up_at >= asked_at) continue;  // up since the list was asked for: it may not be in it yet
     const bc::Node* n = nullptr;
     for (const auto& node : nodes)
       if (node.id == h.node.id) n = &node;
@@ -233,10 +237,12 @@ void ClusterRuntime::next_move() {
   }
 }
 
-void ClusterRuntime::instance_ready(const InstanceId& id, const Ref&) {
+void ClusterRuntime::instance_ready(const InstanceId& id, const Ref&) { moved(id); }
+
+// The instance being moved is ready elsewhere, or will not be: the next one may go. (Had it
+// landed on a host drained meanwhile, next_move() takes it off again.)
+void ClusterRuntime::moved(const InstanceId& id) {
   if (moving_ != id) return;
-  auto it = placed_.find(id);
-  if (it == placed_.end() || hosts_[it->second.host]->node.availability == "drain") return;
   moving_.reset();
   next_move();
 }
@@ -266,8 +272,8 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
   const std::string description = fmt::format("its host {} was lost ({})", h.hostname, why);
   // Once nothing of berth's can answer there (settle()): its node leaves the Swarm (until then
   // Docker holds its addresses), then each instance is reported gone, its host lost.
-  settle(i, clock_.monotonic_ms(), [this, i, gone = std::move(gone), description] {
-    swarm_.remove_node(options_.hosts[0], hosts_[i]->node.id, true, [this, gone, description](Result<bool> r) {
+  settle(i, clock_.monotonic_ms(), [this, i, node = h.node.id, gone = std::move(gone), description] {
+    swarm_.remove_node(options_.hosts[0], node, true, [this, i, gone, description](Result<bool> r) {
       if (!r.ok() && r.error().code != ErrorCode::kNotFound)
         std::fprintf(stderr, "berth: cluster: removing the lost node: %s (its addresses may stay taken)\n",
                      r.error().message.c_str());
@@ -282,6 +288,7 @@ void ClusterRuntime::lose(std::size_t i, const std::string& why) {
           listener_->on_exited(id, where.ref, e);
         }
       }
+      if (hosts_[i]->forget_when_settled) forget(i);
     });
   });
   // What is left there is removed (disconnected first) when its Engine API answers.
@@ -340,8 +347,8 @@ void ClusterRuntime::rejoin(std::size_t i) {
         if (n.id == h.node.id && n.state == "ready") {  // never removed (unreachable at start): as it is
           h.node = n;
           h.state = Host::State::kUp;
+          h.up_at = clock_.monotonic_ms();
           save_hosts();
-          lease_call(lease::Verb::kRestore, h.hostname, [](std::string) {});
           anchor(i);
           return;
         }
@@ -364,8 +371,8 @@ void ClusterRuntime::join_again(std::size_t i) {
     h.node.id = joined->node_id;
     h.node.state = "ready";
     h.state = Host::State::kUp;
+    h.up_at = clock_.monotonic_ms();
     save_hosts();
-    lease_call(lease::Verb::kRestore, h.hostname, [](std::string) {});
     anchor(i);
     std::fprintf(stderr, "berth: cluster: host %s is back in the Swarm (node %s)\n", h.hostname.c_str(), joined->node_id.c_str());
   });
@@ -429,7 +436,9 @@ void ClusterRuntime::launch(const InstanceSpec& spec) {
   when_started([this, spec] {
     auto fail = [this, spec](const Error& e) {
       loop_.post([this, alive = std::weak_ptr<bool>(alive_), spec, e] {
-        if (auto a = alive.lock(); a && *a && listener_) listener_->on_failed(spec.id, spec.launch, "", e);
+        if (auto a = alive.lock(); !a || !*a) return;
+        if (listener_) listener_->on_failed(spec.id, spec.launch, "", e);
+        moved(spec.id);
       });
     };
     const auto* image = std::get_if<ImageWorkload>(&spec.workload);
@@ -450,6 +459,7 @@ void ClusterRuntime::launch(const InstanceSpec& spec) {
         if (listener_)
           listener_->on_failed(spec.id, spec.launch, "",
                                st.ok() ? unavailable(fmt::format("host {} was lost", hosts_[h]->hostname)) : st.error());
+        moved(spec.id);
         return;
       }
       hosts_[h]->rt->launch(spec);

@@ -169,7 +169,12 @@ class ClusterRuntime final : public Runtime {
   void finish_leaving(std::size_t i);
   // Host leases (leases.cc).
   Status load_lease_token();
-  void lease_call(lease::Verb verb, const std::string& host, std::function<void(std::string)> done);
+  struct LeaseAnswer {
+    std::string line;  // "" when none came
+    bool reached = false;  // false: no sandbox yet to ask from
+  };
+  void lease_call(lease::Verb verb, const std::string& host, std::function<void(LeaseAnswer)> done);
+  void lease_until_ok(lease::Verb verb, const std::string& host, std::function<bool()> still, std::function<void()> then);
   void kill_all(std::size_t i, std::function<void(bool)> done);
   void settle(std::size_t i, Millis since, std::function<void()> then);
   void forget(std::size_t i);
@@ -183,13 +188,15 @@ class ClusterRuntime final : public Runtime {
   Status open_host(std::size_t i);
   static void close_host(Host& h);  // its runtime and listener gone (answers after that reach nothing)
   void poll();
-  void on_nodes(std::vector<::berth::cluster::Node> nodes);
+  void on_nodes(std::vector<::berth::cluster::Node> nodes, Millis asked_at);
   void lose(std::size_t i, const std::string& why);
   void fence(std::size_t i);
   void rejoin(std::size_t i);
   void join_again(std::size_t i);
   void next_move();
-  void anchor(std::size_t i);
+  void moved(const InstanceId& id);
+  void anchor(std::size_t i);  // its lease restored, then make_anchor()
+  void make_anchor(std::size_t i);
   void ensure_image(std::size_t host, const std::string& image, std::function<void(Status)> done);
   void ensure_sandbox(const Network& network, std::function<void(Status)> done);
   nlohmann::json sandbox_cmd() const;  // what the sandbox runs: the lease table

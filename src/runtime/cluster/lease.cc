@@ -63,7 +63,7 @@ std::optional<Request> parse_request(std::string_view line, std::string* why) {
     *why = "unknown verb; expected RENEW, REPORT, REVOKE, RESTORE or ASK";
     return std::nullopt;
   }
-  const std::size_t want = it->second == Verb::kReport ? 4 : 3;
+  const std::size_t want = it->second == Verb::kReport || it->second == Verb::kRenew ? 4 : 3;
   if (w->size() != want) {
     *why = std::string(it->first) + " takes " + std::to_string(want - 1) + " words";
     return std::nullopt;
@@ -72,7 +72,15 @@ std::optional<Request> parse_request(std::string_view line, std::string* why) {
   r.verb = it->second;
   r.token = (*w)[1];
   r.host = (*w)[2];
-  if (want == 4) r.what = (*w)[3];
+  if (r.verb == Verb::kReport) r.what = (*w)[3];
+  if (r.verb == Verb::kRenew) {
+    auto ttl = integer((*w)[3]);
+    if (!ttl || *ttl <= 0 || *ttl > 86'400'000) {
+      *why = "RENEW's lease must be milliseconds, 1 to 86400000";
+      return std::nullopt;
+    }
+    r.ttl_ms = *ttl;
+  }
   return r;
 }
 
@@ -80,21 +88,25 @@ std::string format(const Request& r) {
   static const char* names[] = {"RENEW", "REPORT", "REVOKE", "RESTORE", "ASK"};
   std::string out = std::string(names[static_cast<int>(r.verb)]) + " " + r.token + " " + r.host;
   if (r.verb == Verb::kReport) out += " " + r.what;
+  if (r.verb == Verb::kRenew) out += " " + std::to_string(r.ttl_ms);
   return out;
 }
 
 std::optional<Lease> parse_lease(std::string_view line) {
   std::string why;
   auto w = words(line, &why);
-  if (!w || w->size() != 5 || (*w)[0] != "LEASE") return std::nullopt;
+  if (!w || w->size() != 6 || (*w)[0] != "LEASE") return std::nullopt;
   auto silent = integer((*w)[1]);
   auto up = integer((*w)[2]);
-  if (!silent || !up || *silent < -1 || *up < 0 || ((*w)[3] != "0" && (*w)[3] != "1")) return std::nullopt;
+  auto ttl = integer((*w)[5]);
+  if (!silent || !up || !ttl || *silent < -1 || *up < 0 || *ttl < -1 || ((*w)[3] != "0" && (*w)[3] != "1"))
+    return std::nullopt;
   Lease l;
   l.silent_ms = *silent;
   l.up_ms = *up;
   l.revoked = (*w)[3] == "1";
   l.report = (*w)[4] == "-" ? "" : std::string((*w)[4]);
+  l.ttl_ms = *ttl;
   return l;
 }
 
@@ -108,6 +120,7 @@ std::string Table::handle(std::string_view line, std::int64_t now_ms) {
   Entry& e = hosts_[r->host];
   switch (r->verb) {
     case Verb::kRenew:
+      e.ttl_ms = std::max(e.ttl_ms, r->ttl_ms);
       if (e.revoked) return "REVOKED";
       e.renewed_ms = now_ms;
       return "OK";
@@ -125,7 +138,7 @@ std::string Table::handle(std::string_view line, std::int64_t now_ms) {
     case Verb::kAsk:
       return "LEASE " + std::to_string(e.renewed_ms ? now_ms - *e.renewed_ms : -1) + " " +
              std::to_string(now_ms - started_ms_) + " " + (e.revoked ? "1" : "0") + " " +
-             (e.report.empty() ? "-" : e.report);
+             (e.report.empty() ? "-" : e.report) + " " + std::to_string(e.ttl_ms);
   }
   return "ERR";
 }
@@ -145,7 +158,7 @@ bool Holder::must_kill(std::int64_t now_ms) const { return revoked_ || now_ms - 
 
 std::int64_t monotonic_ms() {
   timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_BOOTTIME, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 

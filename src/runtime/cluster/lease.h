@@ -17,13 +17,16 @@
 //
 // Protocol: one request line per TCP connection, one answer line, at most kMaxLine bytes each,
 // words separated by one space:
-//   RENEW  TOKEN HOST            → OK | REVOKED          (holders)
-//   REPORT TOKEN HOST WHAT       → OK                    (holders: "fenced-N", "nodocker")
+//   RENEW  TOKEN HOST TTL_MS     → OK | REVOKED          (holders, with the lease they hold)
+//   REPORT TOKEN HOST WHAT       → OK                    (holders, once revoked: "fenced-N" when
+//                                                         every kill was answered, "partial-K-of-N",
+//                                                         "nodocker" when dockerd does not answer)
 //   REVOKE TOKEN HOST            → OK                    (the daemon: the host is lost)
 //   RESTORE TOKEN HOST           → OK                    (the daemon: fenced and back)
-//   ASK    TOKEN HOST            → LEASE SILENT_MS UP_MS REVOKED REPORT
+//   ASK    TOKEN HOST            → LEASE SILENT_MS UP_MS REVOKED REPORT TTL_MS
 //                                  (SILENT_MS -1: never renewed since the table started UP_MS
-//                                  ago; REVOKED 0|1; REPORT "-" for none)
+//                                  ago; REVOKED 0|1; REPORT "-" for none; TTL_MS the longest
+//                                  lease its holders said they hold, -1 for none)
 // Anything else → ERR WHY; a wrong token → DENIED. The token (BERTH_LEASE_TOKEN) keeps the
 // instances on the overlay from revoking or renewing leases.
 //
@@ -49,7 +52,8 @@ struct Request {
   Verb verb = Verb::kRenew;
   std::string token;
   std::string host;
-  std::string what;  // REPORT only
+  std::string what;       // REPORT only
+  std::int64_t ttl_ms = 0;  // RENEW only: the lease the holder holds
 };
 
 // One request line (without its newline); nullopt and `why` when it is not one.
@@ -61,7 +65,12 @@ struct Lease {
   std::int64_t silent_ms = -1;  // since the last renewal; -1: none since the table started
   std::int64_t up_ms = 0;       // since the table started
   bool revoked = false;
-  std::string report;  // "" for none
+  std::string report;       // "" for none
+  std::int64_t ttl_ms = -1;  // the longest lease a holder of this host said it holds; -1: none
+  // Whether the report says every berth container there was killed, or that its dockerd does
+  // not answer (then Docker kills them when it restarts, and the Swarm no longer routes their
+  // addresses there once its node is removed). A partial kill is not settled.
+  bool settled_by_report() const { return report.rfind("fenced-", 0) == 0 || report == "nodocker"; }
 };
 std::optional<Lease> parse_lease(std::string_view line);
 
@@ -77,6 +86,7 @@ class Table {
     std::optional<std::int64_t> renewed_ms;
     bool revoked = false;
     std::string report;
+    std::int64_t ttl_ms = -1;
   };
   std::string token_;
   std::int64_t started_ms_;
@@ -87,6 +97,7 @@ class Table {
 class Holder {
  public:
   Holder(std::int64_t ttl_ms, std::int64_t now_ms) : ttl_ms_(ttl_ms), ok_ms_(now_ms) {}
+  std::int64_t ttl_ms() const { return ttl_ms_; }
   std::int64_t period_ms() const;
   // The table's answer to a renewal: "OK", "REVOKED", or anything else (no answer: "").
   void answered(std::string_view answer, std::int64_t now_ms);
@@ -105,7 +116,8 @@ class Holder {
 };
 
 // Socket helpers both ends use (non-blocking sockets, poll()): each gives up at `deadline_ms`
-// (monotonic_ms() time).
+// (monotonic_ms() time: CLOCK_BOOTTIME, which goes on while the machine is suspended, so a
+// holder waking up knows its lease ran out).
 std::int64_t monotonic_ms();
 bool write_all(int fd, std::string_view data, std::int64_t deadline_ms);
 // Reads until `stop` is in what was read (nullptr: until the peer closes), `max` bytes or the deadline.

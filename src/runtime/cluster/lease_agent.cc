@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,12 +46,12 @@ std::string ask_table(const std::string& server, const std::string& line, std::i
 
 // One Engine API call over the host's socket (HTTP/1.0: the answer ends when dockerd closes).
 // The status (0: no answer) and the body, at most 8 MiB.
-std::pair<int, std::string> docker_call(const std::string& socket_path, const std::string& method, const std::string& target) {
+std::pair<int, std::string> docker_call(const std::string& socket_path, const std::string& method, const std::string& target,
+                                        std::int64_t deadline) {
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof sa.sun_path) return {0, ""};
   std::memcpy(sa.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  const std::int64_t deadline = now_ms() + 5000;
   Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.fd < 0 || !lease::connect_by(fd.fd, &sa, sizeof sa, deadline)) return {0, ""};
   const std::string req = method + " " + target + " HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n";
@@ -62,9 +63,21 @@ std::pair<int, std::string> docker_call(const std::string& socket_path, const st
   return {status, body == std::string::npos ? "" : resp.substr(body + 4)};
 }
 
-// Kills every running container labelled berth.data=DATA_ID: how many, or -1 when dockerd does
-// not answer.
-int kill_berth_containers(const std::string& socket_path, const std::string& data_id) {
+// What a kill did: the running berth containers found (-1: dockerd did not answer) and how many
+// of them are dead now (killed, or already gone).
+struct Killed {
+  int found = -1;
+  int killed = 0;
+  std::string report() const {
+    if (found < 0) return "nodocker";
+    if (killed == found) return "fenced-" + std::to_string(killed);
+    return "partial-" + std::to_string(killed) + "-of-" + std::to_string(found);
+  }
+};
+
+// Kills every running container labelled berth.data=DATA_ID, within 2 s in all.
+Killed kill_berth_containers(const std::string& socket_path, const std::string& data_id) {
+  const std::int64_t deadline = now_ms() + 2000;
   std::string filter;
   for (char c : R"({"label":["berth.data=)" + data_id + R"("]})") {
     if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') filter += c;
@@ -74,25 +87,28 @@ int kill_berth_containers(const std::string& socket_path, const std::string& dat
       filter += hex;
     }
   }
-  auto [status, body] = docker_call(socket_path, "GET", "/containers/json?filters=" + filter);
-  if (status != 200) return -1;
+  Killed out;
+  auto [status, body] = docker_call(socket_path, "GET", "/containers/json?filters=" + filter, deadline);
+  if (status != 200) return out;
   nlohmann::json list = nlohmann::json::parse(body, nullptr, false);
-  if (!list.is_array()) return -1;
-  int killed = 0;
+  if (!list.is_array()) return out;
+  out.found = 0;
   for (const auto& c : list) {
+    ++out.found;
     if (!c.is_object() || !c.contains("Id") || !c["Id"].is_string()) continue;
     const std::string id = c["Id"].get<std::string>();
-    if (id.find_first_not_of("0123456789abcdef") != std::string::npos) continue;
-    auto [st, ignored] = docker_call(socket_path, "POST", "/containers/" + id + "/kill");
-    if (st == 204 || st == 404 || st == 409) ++killed;
+    if (id.empty() || id.find_first_not_of("0123456789abcdef") != std::string::npos) continue;
+    auto [st, ignored] = docker_call(socket_path, "POST", "/containers/" + id + "/kill", deadline);
+    if (st == 204 || st == 404 || st == 409) ++out.killed;
   }
-  return killed;
+  return out;
 }
 
 }  // namespace
 
-// Many connections at once, each given 500 ms to send its line: a slow or silent peer (any
-// instance on the overlay can connect) delays nobody's renewal.
+// Many connections at once, each given 500 ms to send its line, at most 8 from one address: a
+// slow, silent or flooding peer (any instance on the overlay can connect) delays nobody else's
+// renewal. When full, a new connection is closed at once, and the old ones are served.
 int serve_leases(int port, const std::string& token) {
   const int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const int one = 1;
@@ -101,18 +117,21 @@ int serve_leases(int port, const std::string& token) {
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<std::uint16_t>(port));
   sa.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (lfd < 0 || bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(lfd, 256) != 0) {
+  if (lfd < 0 || bind(lfd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 || listen(lfd, 1024) != 0) {
     std::fprintf(stderr, "berth-pause: listening on port %d: %s\n", port, std::strerror(errno));
     return 1;
   }
   lease::Table table(token, now_ms());
   struct Conn {
     int fd;
+    std::uint32_t peer;
     std::int64_t deadline;
     std::string got;
   };
-  constexpr std::size_t kMaxConns = 256;
+  constexpr std::size_t kMaxConns = 1024;
+  constexpr int kMaxPerPeer = 8;
   std::vector<Conn> conns;
+  std::map<std::uint32_t, int> per_peer;
   for (;;) {
     std::vector<pollfd> fds{{lfd, POLLIN, 0}};
     std::int64_t next = now_ms() + 1000;
@@ -122,6 +141,7 @@ int serve_leases(int port, const std::string& token) {
     }
     poll(fds.data(), fds.size(), static_cast<int>(std::max<std::int64_t>(0, next - now_ms())));
     const std::int64_t now = now_ms();
+    // (fds[k + 1] is conns[k]: nothing is added to or taken from conns until this loop is done.)
     for (std::size_t k = 0; k < conns.size(); ++k) {
       Conn& c = conns[k];
       bool done = now >= c.deadline;
@@ -140,19 +160,25 @@ int serve_leases(int port, const std::string& token) {
       if (done) {
         close(c.fd);
         c.fd = -1;
+        if (--per_peer[c.peer] == 0) per_peer.erase(c.peer);
       }
     }
     std::erase_if(conns, [](const Conn& c) { return c.fd < 0; });
-    if (fds[0].revents)
-      for (;;) {
-        const int cfd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) break;
-        if (conns.size() >= kMaxConns) {  // the oldest goes
-          close(conns.front().fd);
-          conns.erase(conns.begin());
-        }
-        conns.push_back({cfd, now + 500, {}});
+    if (!fds[0].revents) continue;
+    for (int accepted = 0; accepted < 256; ++accepted) {
+      sockaddr_in from{};
+      socklen_t len = sizeof from;
+      const int cfd = accept4(lfd, reinterpret_cast<sockaddr*>(&from), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (cfd < 0) break;
+      const std::uint32_t peer = from.sin_addr.s_addr;
+      if (conns.size() >= kMaxConns || per_peer[peer] >= kMaxPerPeer) {
+        if (per_peer[peer] == 0) per_peer.erase(peer);
+        close(cfd);
+        continue;
       }
+      ++per_peer[peer];
+      conns.push_back({cfd, peer, now + 500, {}});
+    }
   }
 }
 
@@ -163,24 +189,24 @@ int hold_lease(const std::string& server, const std::string& host, const std::st
     return 2;
   }
   lease::Holder holder(ttl_ms, now_ms());
-  const lease::Request renew{lease::Verb::kRenew, token, host, ""};
+  const lease::Request renew{lease::Verb::kRenew, token, host, "", ttl_ms};
   bool said_silent = false;
   for (;;) {
     const std::int64_t start = now_ms();
     const std::string answer = ask_table(server, lease::format(renew), holder.period_ms());
     holder.answered(answer, now_ms());
     if (holder.must_kill(now_ms())) {
-      const int killed = kill_berth_containers(docker_socket, data_id);
-      if (!said_silent || killed > 0) {
-        std::fprintf(stderr, "berth-pause: the lease of %s is %s: killed %d berth container(s)%s\n", host.c_str(),
-                     answer == "REVOKED" ? "revoked" : "not renewed", killed < 0 ? 0 : killed,
-                     killed < 0 ? " (dockerd does not answer)" : "");
+      const Killed killed = kill_berth_containers(docker_socket, data_id);
+      if (!said_silent || killed.found > 0) {
+        std::fprintf(stderr, "berth-pause: the lease of %s is %s: %s\n", host.c_str(),
+                     answer == "REVOKED" ? "revoked" : "not renewed", killed.report().c_str());
         said_silent = true;
       }
       if (holder.owes_report()) {
-        const lease::Request report{lease::Verb::kReport, token, host,
-                                    killed < 0 ? "nodocker" : "fenced-" + std::to_string(killed)};
-        if (ask_table(server, lease::format(report), holder.period_ms()) == "OK") holder.reported();
+        const lease::Request report{lease::Verb::kReport, token, host, killed.report(), 0};
+        // (A partial kill is said, and tried again next period: the report is owed until whole.)
+        if (ask_table(server, lease::format(report), holder.period_ms()) == "OK" && killed.report().rfind("partial", 0) != 0)
+          holder.reported();
       }
     } else {
       said_silent = false;

@@ -40,15 +40,28 @@ Status ClusterRuntime::load_lease_token() {
   return {};
 }
 
-void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::function<void(std::string)> done) {
-  if (!sandbox_netns_) return loop_.post([done = std::move(done)] { done(""); });
+void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::function<void(LeaseAnswer)> done) {
+  if (!sandbox_netns_) return loop_.post([done = std::move(done)] { done({"", false}); });
   auto fd = sandbox_netns_->socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
-  if (!fd.ok()) return loop_.post([done = std::move(done)] { done(""); });
-  const std::string line = lease::format({verb, lease_token_, host, ""});
+  if (!fd.ok()) return loop_.post([done = std::move(done)] { done({"", true}); });
+  const std::string line = lease::format({verb, lease_token_, host, "", 0});
   lease_worker_.post([this, alive = std::weak_ptr<bool>(alive_), fd = *fd, ip = sandbox_ip_, line, done = std::move(done)] {
     std::string answer = lease::exchange(fd, ip, lease::kPort, line, 1000);
     loop_.post([alive, answer = std::move(answer), done] {
-      if (auto a = alive.lock(); a && *a) done(answer);
+      if (auto a = alive.lock(); a && *a) done({answer, true});
+    });
+  });
+}
+
+// Until the table says OK (the sandbox may not be up yet, after a restart): every second, while
+// `still()` holds.
+void ClusterRuntime::lease_until_ok(lease::Verb verb, const std::string& host, std::function<bool()> still,
+                                    std::function<void()> then) {
+  if (!still()) return;
+  lease_call(verb, host, [this, verb, host, still, then](LeaseAnswer a) {
+    if (a.line == "OK") return then();
+    loop_.after(1000, [this, alive = std::weak_ptr<bool>(alive_), verb, host, still, then] {
+      if (auto l = alive.lock(); l && *l) lease_until_ok(verb, host, still, then);
     });
   });
 }
@@ -83,41 +96,55 @@ void ClusterRuntime::kill_all(std::size_t i, std::function<void(bool)> done) {
 }
 
 // Host `i` was lost at `since`. `then` runs once nothing of berth's can answer there: its
-// containers were killed through its Engine API, or its holder says what it did after the lease
-// was revoked, or the host has not renewed its lease for ttl + margin (its holder killed them at
-// ttl / 2). A host with no holder at all (an older anchor, a sandbox without the table) is given
-// ttl + margin from the loss, and said.
+// containers were killed through its Engine API, or its holder reports that it killed every one
+// (or that its dockerd is dead: Docker kills them when it restarts, and once the node is removed
+// the Swarm no longer routes their addresses there), or the host has not renewed its lease for
+// the lease plus a margin (its holder killed them at half of it). A host with no holder at all
+// (an older anchor) is given the lease plus the margin from its loss, and said. Until it is
+// settled, a host that answers again is not fenced (poll()): the settling goes on.
 void ClusterRuntime::settle(std::size_t i, Millis since, std::function<void()> then) {
   const std::string hostname = hosts_[i]->hostname;
+  hosts_[i]->settling = true;
   auto settled = std::make_shared<bool>(false);
-  auto finish = [this, hostname, since, settled, then = std::move(then)](const std::string& how) {
+  auto finish = [this, i, hostname, since, settled, then = std::move(then)](const std::string& how) {
     if (*settled) return;
     *settled = true;
+    hosts_[i]->settling = false;
     std::fprintf(stderr, "berth: cluster: host %s settled %s after its loss: %s\n", hostname.c_str(),
                  format_duration(clock_.monotonic_ms() - since).c_str(), how.c_str());
     then();
   };
-  lease_call(lease::Verb::kRevoke, hostname, [](std::string) {});
   kill_all(i, [finish](bool killed) {
     if (killed) finish("its berth containers were killed through its Engine API");
   });
-  // Asked every 100 ms until settled. (Each ask holds the function; it holds itself weakly.)
-  const Millis wait = options_.lease_ms + lease::kLeaseMarginMs;
+  // Revoked, then asked every 100 ms until settled. (Each ask holds the function; it holds itself weakly.)
+  auto revoked = std::make_shared<bool>(false);
   auto ask = std::make_shared<std::function<void()>>();
-  *ask = [this, hostname, since, wait, settled, finish, self = std::weak_ptr(ask)] {
+  *ask = [this, hostname, since, settled, revoked, finish, self = std::weak_ptr(ask)] {
     if (*settled) return;
-    lease_call(lease::Verb::kAsk, hostname, [this, since, wait, settled, finish, again = self.lock()](std::string answer) {
+    auto again = [this, again_fn = self.lock()] {
+      loop_.after(100, [alive = std::weak_ptr<bool>(alive_), again_fn] {
+        if (auto a = alive.lock(); a && *a) (*again_fn)();
+      });
+    };
+    if (!*revoked) {
+      return lease_call(lease::Verb::kRevoke, hostname, [revoked, again](LeaseAnswer a) {
+        *revoked = a.line == "OK";
+        again();
+      });
+    }
+    lease_call(lease::Verb::kAsk, hostname, [this, since, settled, finish, again](LeaseAnswer a) {
       if (*settled) return;
-      auto l = lease::parse_lease(answer);
+      auto l = lease::parse_lease(a.line);
+      const Millis wait = std::max<Millis>(options_.lease_ms, l ? l->ttl_ms : 0) + lease::kLeaseMarginMs;
       const Millis waited = clock_.monotonic_ms() - since;
-      if (l && !l->report.empty()) return finish("its lease holder reports " + l->report);
+      if (l && l->settled_by_report()) return finish("its lease holder reports " + l->report);
       if (l && l->silent_ms > wait) return finish(fmt::format("its lease was not renewed for {}", format_duration(l->silent_ms)));
       if (l && l->silent_ms < 0 && l->up_ms > wait && waited > wait)
         return finish("it holds no lease (no holder ever renewed it): what runs there may answer when it is back");
-      if (!l && waited > wait) return finish("the lease table does not answer");
-      loop_.after(100, [alive = std::weak_ptr<bool>(alive_), again] {
-        if (auto a = alive.lock(); a && *a) (*again)();
-      });
+      // (The table unreachable from the sandbox it runs in, for a whole lease: the holders cannot reach it either.)
+      if (!l && a.reached && waited > wait) return finish("the lease table does not answer");
+      again();
     });
   };
   (*ask)();

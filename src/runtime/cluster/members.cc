@@ -2,6 +2,7 @@
 // cluster add | rm), and what berth keeps of them in hosts.json.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
+#include "base/text.h"
 #include "runtime/cluster/cluster_runtime.h"
 #include "runtime/cluster/internal.h"
 
@@ -26,9 +28,18 @@ void ClusterRuntime::load_hosts() {
   std::ifstream in(options_.state_dir + "/hosts.json");
   if (!in) return;
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.size() > (1 << 20)) return;
-  json j = json::parse(text, nullptr, false);
-  if (!j.is_array()) return;
+  json j = text.size() > (1 << 20) ? json() : json::parse(text, nullptr, false);
+  if (!j.is_array()) {
+    // (Written whole and renamed, it should never be so. Kept aside for a person to read.)
+    const std::string aside = options_.state_dir + "/hosts.json.unreadable";
+    std::error_code ec;
+    std::filesystem::rename(options_.state_dir + "/hosts.json", aside, ec);
+    std::fprintf(stderr,
+                 "berth: cluster: %s/hosts.json is not a list of hosts (moved to %s): hosts added with berth cluster add "
+                 "are not known; add them again\n",
+                 options_.state_dir.c_str(), aside.c_str());
+    return;
+  }
   for (const auto& e : j) {
     if (!e.is_object() || !e["endpoint"].is_string() || e["endpoint"].get<std::string>().empty()) continue;
     const std::string endpoint = e["endpoint"].get<std::string>();
@@ -169,6 +180,7 @@ void ClusterRuntime::admit(std::size_t i, const std::string& advertise, std::fun
       h.node.id = li.node_id;
       if (Status st = open_host(i); !st.ok()) return st;
       h.state = Host::State::kUp;
+      h.up_at = clock_.monotonic_ms();
       return {};
     };
     if (info->swarm_state == "active" && !info->node_id.empty()) return done(take(*info));
@@ -210,10 +222,11 @@ void ClusterRuntime::add_host(NewHost req, std::function<void(Result<HostView>)>
     }
     Host& h = *hosts_[i];
     h.adding = true;
-    h.leaving = h.finishing = false;
+    h.leaving = h.finishing = h.settling = h.forget_when_settled = false;
     h.hostname.clear();
     h.node = {};
     h.images.clear();
+    h.fencer.reset();
     auto fail = [this, i, done](const Error& e) {
       Host& failed = *hosts_[i];
       failed.adding = false;
@@ -227,10 +240,12 @@ void ClusterRuntime::add_host(NewHost req, std::function<void(Result<HostView>)>
       if (std::size_t k = host_named(info->hostname); k != hosts_.size())
         return fail(conflict(fmt::format("{} is named {}, like {} of the cluster: berth tells hosts apart by their names",
                                          req.endpoint, info->hostname, hosts_[k]->endpoint)));
+      hosts_[i]->hostname = info->hostname;  // (another add of the same name meanwhile is refused)
       auto go = [this, i, req, done, fail] {
         admit(i, req.advertise, [this, i, req, done, fail](Status st) {
           if (!st.ok()) return fail(st.error());
           hosts_[i]->adding = false;
+          save_hosts();  // before anything is placed there: a restarted daemon must know the host
           auto finish = [this, i, done] {
             save_hosts();
             anchor(i);
@@ -254,8 +269,9 @@ void ClusterRuntime::add_host(NewHost req, std::function<void(Result<HostView>)>
         if (!nodes.ok()) return fail(nodes.error());
         for (const auto& n : *nodes)
           if (n.id == info.node_id) return go();
-        fail(conflict(fmt::format("{} ({}) is in another Swarm (node {}); make it leave that one first "
-                                  "(docker swarm leave --force) and add it again",
+        fail(conflict(fmt::format("{} ({}) is in a Swarm as node {}, which is not a node of this one (another Swarm, "
+                                  "or removed from this one); make it leave first (docker swarm leave --force) and "
+                                  "add it again",
                                   req.endpoint, info.hostname, info.node_id)));
       });
     });
@@ -265,7 +281,8 @@ void ClusterRuntime::add_host(NewHost req, std::function<void(Result<HostView>)>
 void ClusterRuntime::remove_host(const std::string& host, bool force, std::function<void(Status)> done) {
   when_started([this, host, force, done = std::move(done)] {
     const std::size_t i = find_host(host);
-    if (i == hosts_.size() || hosts_[i]->adding) return done(no_host(host));
+    if (i == hosts_.size()) return done(no_host(host));
+    if (hosts_[i]->adding) return done(conflict(fmt::format("{} is being added; remove it once it is up", host)));
     Host& h = *hosts_[i];
     if (i == 0)
       return done(conflict(fmt::format("{} is the first host, the Swarm manager this daemon runs on: it cannot leave the "
@@ -287,10 +304,11 @@ void ClusterRuntime::remove_host(const std::string& host, bool force, std::funct
       case Host::State::kUnreachable:
         // Its instances, recorded there, move now; it is fenced once it answers.
         lose(i, "it leaves the cluster and does not answer");
-        if (force) forget(i);
-        return done({});
+        [[fallthrough]];
       case Host::State::kLost:
-        if (force) forget(i);  // (else: once it answers, and is fenced)
+        // Forced: forgotten once settled (its instances elsewhere); else once it answers, and is fenced.
+        if (force && h.settling) h.forget_when_settled = true;
+        else if (force) forget(i);
         return done({});
       case Host::State::kFencing:
       case Host::State::kRemoved:
@@ -322,20 +340,38 @@ void ClusterRuntime::finish_leaving(std::size_t i) {
   auto containers = [this, i, leave] {
     if (!hosts_[i]->rt) return leave();
     hosts_[i]->rt->recover({}, [this, leave](std::vector<Recovered>) {
-      loop_.post(leave);  // (not from inside the host runtime's own callback: leave() ends it)
+      // (Not from inside the host runtime's own callback: leave() ends it.)
+      loop_.post([alive = std::weak_ptr<bool>(alive_), leave] {
+        if (auto a = alive.lock(); a && *a) leave();
+      });
     });
   };
-  if (!network_) return containers();
-  const std::string anchor_name = fmt::format("berth-{}-anchor-{}", options_.data_id, network_->name);
-  swarm_.call(h.endpoint, {"DELETE", "/containers/" + anchor_name + "?force=1", "", "", "application/json", 60'000},
-              [containers](Result<engine::Response>) { containers(); });
+  // berth's own containers there (its anchor, whatever the network's name), by their label.
+  json filters = {{"label", json::array({"berth.sandbox=" + options_.data_id})}};
+  swarm_.call(h.endpoint, {"GET", "/containers/json?all=1&filters=" + percent_encode(filters.dump()), "", "", "application/json", 30'000},
+              [this, i, containers](Result<engine::Response> r) {
+    json list = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
+    auto left = std::make_shared<std::size_t>(1);
+    auto one_done = [left, containers] {
+      if (--*left == 0) containers();
+    };
+    if (list.is_array())
+      for (const auto& c : list) {
+        if (!c.is_object() || !c["Id"].is_string()) continue;
+        ++*left;
+        swarm_.call(hosts_[i]->endpoint, {"DELETE", "/containers/" + c["Id"].get<std::string>() + "?force=1", "", "",
+                                          "application/json", 60'000},
+                    [one_done](Result<engine::Response>) { one_done(); });
+      }
+    one_done();
+  });
 }
 
 void ClusterRuntime::forget(std::size_t i) {
   Host& h = *hosts_[i];
   std::fprintf(stderr, "berth: cluster: host %s (%s) has left the cluster\n", h.hostname.c_str(), h.endpoint.c_str());
   h.state = Host::State::kRemoved;
-  h.leaving = h.finishing = false;
+  h.leaving = h.finishing = h.forget_when_settled = false;
   close_host(h);
   h.images.clear();
   save_hosts();

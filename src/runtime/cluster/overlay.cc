@@ -1,5 +1,6 @@
 // The cluster's overlay network: made on the first host, berth's sandbox on it (the daemon's
 // way onto it), and an anchor container on every other host.
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -99,9 +100,12 @@ void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(S
                  json j = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
                  const bool running = j.is_object() && j.contains("State") && j["State"].is_object() &&
                                       j["State"].value("Running", false);
-                 // (One from an older berth, without the lease table, is made again.)
-                 const bool current = j.is_object() && j.contains("Config") && j["Config"].is_object() &&
-                                      j["Config"].contains("Cmd") && j["Config"]["Cmd"] == sandbox_cmd();
+                 // (One from an older berth, without the lease table, or with another token, is made again.)
+                 const json* config = j.is_object() && j.contains("Config") && j["Config"].is_object() ? &j["Config"] : nullptr;
+                 const std::string token = "BERTH_LEASE_TOKEN=" + lease_token_;
+                 const bool current = config && config->contains("Cmd") && (*config)["Cmd"] == sandbox_cmd() &&
+                                      config->contains("Env") && (*config)["Env"].is_array() &&
+                                      std::find((*config)["Env"].begin(), (*config)["Env"].end(), token) != (*config)["Env"].end();
                  if (running && current) return adopt(std::move(r));
                  // Left from before (stopped, or not inspectable): made again.
                  sandbox_call({"DELETE", "/containers/" + name + "?force=1", "", "", "application/json", 60'000},
@@ -115,6 +119,16 @@ void ClusterRuntime::ensure_sandbox(const Network& network, std::function<void(S
 // Failures are said, not fatal.
 void ClusterRuntime::anchor(std::size_t i) {
   if (!network_ || i == 0 || sandbox_ip_.empty()) return;
+  // Its lease first: a host that comes up (added, back after a loss, met again by a restarted
+  // daemon) may hold a revoked one, and its holder would kill what berth places there.
+  const Millis up_at = hosts_[i]->up_at;
+  lease_until_ok(lease::Verb::kRestore, hosts_[i]->hostname,
+                 [this, i, up_at] { return hosts_[i]->state == Host::State::kUp && hosts_[i]->up_at == up_at; },
+                 [this, i] { make_anchor(i); });
+}
+
+void ClusterRuntime::make_anchor(std::size_t i) {
+  if (!network_ || hosts_[i]->state != Host::State::kUp) return;
   const std::string net = hosts_[0]->rt->network_name(*network_);
   const std::string name = fmt::format("berth-{}-anchor-{}", options_.data_id, network_->name);
   ensure_image(i, options_.sandbox_image, [this, i, net, name](Status st) {
