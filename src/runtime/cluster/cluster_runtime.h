@@ -173,7 +173,7 @@ class ClusterRuntime final : public Runtime {
     std::string line;  // "" when none came
     bool reached = false;  // false: no sandbox yet to ask from
   };
-  void lease_call(lease::Verb verb, const std::string& host, std::function<void(LeaseAnswer)> done);
+  void lease_call(lease::Verb verb, const std::string& host, std::function<void(const LeaseAnswer&)> done);
   void lease_until_ok(lease::Verb verb, const std::string& host, std::function<bool()> still, std::function<void()> then);
   void kill_all(std::size_t i, std::function<void(bool)> done);
   void settle(std::size_t i, Millis since, std::function<void()> then);

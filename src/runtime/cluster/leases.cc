@@ -40,7 +40,7 @@ Status ClusterRuntime::load_lease_token() {
   return {};
 }
 
-void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::function<void(LeaseAnswer)> done) {
+void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::function<void(const LeaseAnswer&)> done) {
   if (!sandbox_netns_) return loop_.post([done = std::move(done)] { done({"", false}); });
   auto fd = sandbox_netns_->socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK);
   if (!fd.ok()) return loop_.post([done = std::move(done)] { done({"", true}); });
@@ -58,7 +58,7 @@ void ClusterRuntime::lease_call(lease::Verb verb, const std::string& host, std::
 void ClusterRuntime::lease_until_ok(lease::Verb verb, const std::string& host, std::function<bool()> still,
                                     std::function<void()> then) {
   if (!still()) return;
-  lease_call(verb, host, [this, verb, host, still, then](LeaseAnswer a) {
+  lease_call(verb, host, [this, verb, host, still, then](const LeaseAnswer& a) {
     if (a.line == "OK") return then();
     loop_.after(1000, [this, alive = std::weak_ptr<bool>(alive_), verb, host, still, then] {
       if (auto l = alive.lock(); l && *l) lease_until_ok(verb, host, still, then);
@@ -128,12 +128,12 @@ void ClusterRuntime::settle(std::size_t i, Millis since, std::function<void()> t
       });
     };
     if (!*revoked) {
-      return lease_call(lease::Verb::kRevoke, hostname, [revoked, again](LeaseAnswer a) {
+      return lease_call(lease::Verb::kRevoke, hostname, [revoked, again](const LeaseAnswer& a) {
         *revoked = a.line == "OK";
         again();
       });
     }
-    lease_call(lease::Verb::kAsk, hostname, [this, since, settled, finish, again](LeaseAnswer a) {
+    lease_call(lease::Verb::kAsk, hostname, [this, since, settled, finish, again](const LeaseAnswer& a) {
       if (*settled) return;
       auto l = lease::parse_lease(a.line);
       const Millis wait = std::max<Millis>(options_.lease_ms, l ? l->ttl_ms : 0) + lease::kLeaseMarginMs;
