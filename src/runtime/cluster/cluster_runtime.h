@@ -175,6 +175,10 @@ class ClusterRuntime final : public Runtime {
   };
   void lease_call(lease::Verb verb, const std::string& host, std::function<void(const LeaseAnswer&)> done);
   void lease_until_ok(lease::Verb verb, const std::string& host, std::function<bool()> still, std::function<void()> then);
+  // `method /containers/{id}{suffix}` on each container of host `i` labelled `label` (running
+  // ones only unless `all`); `done(true)` once every call was answered 2xx, 404 or 409.
+  void each_container(std::size_t i, const std::string& label, bool all, const std::string& method,
+                      const std::string& suffix, Millis timeout_ms, std::function<void(bool)> done);
   void kill_all(std::size_t i, std::function<void(bool)> done);
   void settle(std::size_t i, Millis since, std::function<void()> then);
   void forget(std::size_t i);

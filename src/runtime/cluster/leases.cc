@@ -66,33 +66,40 @@ void ClusterRuntime::lease_until_ok(lease::Verb verb, const std::string& host, s
   });
 }
 
-// Every running berth container of host `i` killed through its Engine API (a kill, not a stop:
-// what matters is that nothing answers there any more); true once each kill was answered, false
-// when the host could not be asked.
-void ClusterRuntime::kill_all(std::size_t i, std::function<void(bool)> done) {
+void ClusterRuntime::each_container(std::size_t i, const std::string& label, bool all, const std::string& method,
+                                    const std::string& suffix, Millis timeout_ms, std::function<void(bool)> done) {
   const std::string endpoint = hosts_[i]->endpoint;
-  json filters = {{"label", json::array({"berth.data=" + options_.data_id})}};
-  swarm_.call(endpoint, {"GET", "/containers/json?filters=" + percent_encode(filters.dump()), "", "", "application/json", 2000},
-              [this, endpoint, done = std::move(done)](Result<engine::Response> r) {
+  json filters = {{"label", json::array({label})}};
+  swarm_.call(endpoint, {"GET", fmt::format("/containers/json?all={}&filters={}", all ? 1 : 0, percent_encode(filters.dump())),
+                         "", "", "application/json", timeout_ms},
+              [this, endpoint, method, suffix, timeout_ms, done = std::move(done)](Result<engine::Response> r) {
     if (!r.ok() || !r->ok()) return done(false);
-    json list = json::parse(r->body, nullptr, false);
+    const json list = json::parse(r->body, nullptr, false);
     if (!list.is_array()) return done(false);
     auto left = std::make_shared<std::size_t>(1);
-    auto all = std::make_shared<bool>(true);
-    auto one_done = [left, all, done](bool ok) {
-      *all = *all && ok;
-      if (--*left == 0) done(*all);
+    auto every = std::make_shared<bool>(true);
+    auto one_done = [left, every, done](bool ok) {
+      *every = *every && ok;
+      if (--*left == 0) done(*every);
     };
     for (const auto& c : list) {
-      if (!c.is_object() || !c["Id"].is_string()) continue;
+      const std::string id = c.is_object() ? c.value("Id", "") : "";
+      if (id.empty()) continue;
       ++*left;
-      swarm_.call(endpoint, {"POST", "/containers/" + c["Id"].get<std::string>() + "/kill", "", "", "application/json", 2000},
+      swarm_.call(endpoint, {method, "/containers/" + id + suffix, "", "", "application/json", timeout_ms},
                   [one_done](Result<engine::Response> k) {
                     one_done(k.ok() && (k->ok() || k->status == 404 || k->status == 409));
                   });
     }
     one_done(true);
   });
+}
+
+// Every running berth container of host `i` killed through its Engine API (a kill, not a stop:
+// what matters is that nothing answers there any more); true once each kill was answered, false
+// when the host could not be asked.
+void ClusterRuntime::kill_all(std::size_t i, std::function<void(bool)> done) {
+  each_container(i, "berth.data=" + options_.data_id, false, "POST", "/kill", 2000, std::move(done));
 }
 
 // Host `i` was lost at `since`. `then` runs once nothing of berth's can answer there: its

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
-#include "base/text.h"
 #include "runtime/cluster/cluster_runtime.h"
 #include "runtime/cluster/internal.h"
 
@@ -41,8 +40,12 @@ void ClusterRuntime::load_hosts() {
     return;
   }
   for (const auto& e : j) {
-    if (!e.is_object() || !e["endpoint"].is_string() || e["endpoint"].get<std::string>().empty()) continue;
-    const std::string endpoint = e["endpoint"].get<std::string>();
+    // (A field of another type reads as absent: the file is ours, but read as untrusted.)
+    auto text_of = [&e](const char* key) {
+      return e.is_object() && e.contains(key) && e[key].is_string() ? e[key].get<std::string>() : std::string();
+    };
+    const std::string endpoint = text_of("endpoint");
+    if (endpoint.empty()) continue;
     auto it = std::find_if(hosts_.begin(), hosts_.end(), [&](const auto& h) { return h->endpoint == endpoint; });
     if (it == hosts_.end()) {  // added with berth cluster add
       hosts_.push_back(std::make_unique<Host>());
@@ -50,10 +53,10 @@ void ClusterRuntime::load_hosts() {
       it = std::prev(hosts_.end());
     }
     Host& h = **it;
-    h.hostname = e.value("hostname", "");
-    h.node.id = e.value("node_id", "");
-    h.addr = e.value("addr", "");
-    h.leaving = it != hosts_.begin() && e.value("leaving", false);
+    h.hostname = text_of("hostname");
+    h.node.id = text_of("node_id");
+    h.addr = text_of("addr");
+    h.leaving = it != hosts_.begin() && e.contains("leaving") && e["leaving"].is_boolean() && e["leaving"].get<bool>();
   }
 }
 
@@ -347,24 +350,8 @@ void ClusterRuntime::finish_leaving(std::size_t i) {
     });
   };
   // berth's own containers there (its anchor, whatever the network's name), by their label.
-  json filters = {{"label", json::array({"berth.sandbox=" + options_.data_id})}};
-  swarm_.call(h.endpoint, {"GET", "/containers/json?all=1&filters=" + percent_encode(filters.dump()), "", "", "application/json", 30'000},
-              [this, i, containers](Result<engine::Response> r) {
-    json list = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
-    auto left = std::make_shared<std::size_t>(1);
-    auto one_done = [left, containers] {
-      if (--*left == 0) containers();
-    };
-    if (list.is_array())
-      for (const auto& c : list) {
-        if (!c.is_object() || !c["Id"].is_string()) continue;
-        ++*left;
-        swarm_.call(hosts_[i]->endpoint, {"DELETE", "/containers/" + c["Id"].get<std::string>() + "?force=1", "", "",
-                                          "application/json", 60'000},
-                    [one_done](Result<engine::Response>) { one_done(); });
-      }
-    one_done();
-  });
+  each_container(i, "berth.sandbox=" + options_.data_id, true, "DELETE", "?force=1", 60'000,
+                 [containers](bool) { containers(); });
 }
 
 void ClusterRuntime::forget(std::size_t i) {
