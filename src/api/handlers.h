@@ -105,6 +105,8 @@ class Api {
   Status authorize(const auth::Principal& who, const Request& request) const;
   // Requests answered later; false if `request` is not one of them.
   bool route_async(const Request& request, const auth::Principal& who, Reply& reply);
+  // /v1/cluster/... (api/cluster_routes.cc): answered on the loop, always.
+  bool route_cluster(const Request& request, const auth::Principal& who, Reply& reply);
   // PUT /v1/catalog's answer, once the loop has applied (or refused) the document.
   void answer_apply(const std::string& filename, Result<control::Plan> plan, const Reply& reply);
   Response route(const Request& request, const auth::Principal& who);
