@@ -418,4 +418,31 @@ Status release_gate(Spawned& s) {
   return {};
 }
 
+Status run_logged(const std::string& command, const std::string& log, const std::string& what) {
+  {
+    std::ofstream(log, std::ios::app) << "$ " << command << "\n";
+  }
+  SpawnOptions o;
+  o.command = command;
+  o.env = base_environment();
+  o.log_path = log;
+  auto s = spawn(o);
+  if (!s.ok()) return s.error().wrap(what);
+  int status = 0;
+  while (::waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::close(s->pidfd);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+  // The last lines of the log say why.
+  std::ifstream in(log);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    if (lines.size() > 6) lines.erase(lines.begin());
+  }
+  std::string tail;
+  for (const auto& l : lines) tail += "\n  " + l;
+  return unavailable(fmt::format("{} {} (log {}):{}", what, describe_wait_status(status), log, tail));
+}
+
 }  // namespace berth

@@ -101,4 +101,10 @@ bool has_own_mount_namespace(pid_t pid);
 // The variables a child inherits from the daemon (PATH, HOME, LANG, TZ, USER, LOGNAME, TMPDIR).
 std::map<std::string, std::string> base_environment();
 
+// Run `command` with sh as spawn() does (`exec COMMAND`: one command, redirections allowed; a
+// list such as `a && b` would run `a` alone) in base_environment(), its output and the command
+// itself appended to `log`, and wait for it: for worker threads. A failure names `what`, how it
+// ended and the last lines of the log.
+Status run_logged(const std::string& command, const std::string& log, const std::string& what);
+
 }  // namespace berth

@@ -20,34 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Run `command` with sh, output appended to `log`; wait for it (these are worker threads).
-Status run(const std::string& command, const std::string& log, const std::string& what) {
-  {
-    std::ofstream(log, std::ios::app) << "$ " << command << "\n";
-  }
-  SpawnOptions o;
-  o.command = command;
-  o.env = base_environment();
-  o.log_path = log;
-  auto s = spawn(o);
-  if (!s.ok()) return s.error().wrap(what);
-  int status = 0;
-  while (::waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  ::close(s->pidfd);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
-  // The last lines of the log say why.
-  std::ifstream in(log);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) {
-    lines.push_back(line);
-    if (lines.size() > 6) lines.erase(lines.begin());
-  }
-  std::string tail;
-  for (const auto& l : lines) tail += "\n  " + l;
-  return unavailable(fmt::format("{} {} (log {}):{}", what, describe_wait_status(status), log, tail));
-}
-
 // A server on `dir` reachable only through a socket in a temporary directory; stopped cleanly
 // (mariadb-admin shutdown) by stop().
 class PrivateServer {
@@ -79,7 +51,7 @@ class PrivateServer {
         pid_ = -1;
         return unavailable(fmt::format("mariadbd on {} {} before it answered (log {})", dir, describe_wait_status(status), log));
       }
-      if (run(client() + " -e 'SELECT 1'", run_dir_.string() + "/ping.log", "ping").ok()) return {};
+      if (run_logged(client() + " -e 'SELECT 1'", run_dir_.string() + "/ping.log", "ping").ok()) return {};
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return unavailable(fmt::format("mariadbd on {} did not answer within 10 minutes (log {})", dir, log));
@@ -126,10 +98,10 @@ std::string connection_args(const ServerSource& s) {
 Status MariadbEngine::copy_running(const ServerSource& source, const std::string& dir, const std::string& log) {
   // mariadb-backup copies the files while the server runs and records the redo log written
   // meanwhile; --prepare applies it, leaving a consistent data directory.
-  BERTH_TRY(run(fmt::format("mariadb-backup --no-defaults --backup {} --target-dir={} --parallel=4", connection_args(source),
+  BERTH_TRY(run_logged(fmt::format("mariadb-backup --no-defaults --backup {} --target-dir={} --parallel=4", connection_args(source),
                             shell_quote(dir)),
                 log, "mariadb-backup --backup"));
-  BERTH_TRY(run(fmt::format("mariadb-backup --no-defaults --prepare --target-dir={}", shell_quote(dir)), log,
+  BERTH_TRY(run_logged(fmt::format("mariadb-backup --no-defaults --prepare --target-dir={}", shell_quote(dir)), log,
                 "mariadb-backup --prepare"));
   return {};
 }
@@ -138,18 +110,18 @@ Status MariadbEngine::copy_datadir(const std::string& from, const std::string& d
   std::error_code ec;
   if (!fs::is_directory(fs::path(from) / "mysql", ec) || !fs::exists(fs::path(from) / "ibdata1", ec))
     return invalid(fmt::format("{} is not a MariaDB data directory (it has no mysql/ and ibdata1)", from));
-  return run(fmt::format("cp -a --reflink=auto {} {}", shell_quote(from), shell_quote(dir)), log, "copying " + from);
+  return run_logged(fmt::format("cp -a --reflink=auto {} {}", shell_quote(from), shell_quote(dir)), log, "copying " + from);
 }
 
 Status MariadbEngine::load_dump(const std::string& dump, const std::string& dir, const std::string& log) {
   if (!fs::exists(dump)) return not_found(fmt::format("SQL dump {} does not exist", dump));
-  BERTH_TRY(run(fmt::format("mariadb-install-db --no-defaults --user=root --datadir={} --auth-root-authentication-method=socket "
+  BERTH_TRY(run_logged(fmt::format("mariadb-install-db --no-defaults --user=root --datadir={} --auth-root-authentication-method=socket "
                             "--skip-test-db",
                             shell_quote(dir)),
                 log, "mariadb-install-db"));
   PrivateServer server;
   BERTH_TRY(server.start(dir, log, false));
-  Status loaded = run(fmt::format("{} < {}", server.client(), shell_quote(dump)), log, "loading " + dump);
+  Status loaded = run_logged(fmt::format("{} < {}", server.client(), shell_quote(dump)), log, "loading " + dump);
   Status stopped = server.stop(log);
   if (!loaded.ok()) return loaded;
   return stopped;
@@ -162,7 +134,7 @@ Status MariadbEngine::seal(const std::string& dir, const Account& account, const
       "FLUSH PRIVILEGES; CREATE USER IF NOT EXISTS '{0}'@'%' IDENTIFIED BY '{1}'; ALTER USER '{0}'@'%' IDENTIFIED BY '{1}'; "
       "GRANT ALL PRIVILEGES ON *.* TO '{0}'@'%' WITH GRANT OPTION; FLUSH PRIVILEGES;",
       account.user, account.password);
-  Status made = run(fmt::format("{} -e {}", server.client(), shell_quote(sql)), log, "creating account " + account.user);
+  Status made = run_logged(fmt::format("{} -e {}", server.client(), shell_quote(sql)), log, "creating account " + account.user);
   Status stopped = server.stop(log);
   if (!made.ok()) return made;
   return stopped;
