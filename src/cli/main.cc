@@ -225,6 +225,10 @@ int run(int argc, char** argv) {
                     "addresses per host at the pool's end); fixed once the overlay is made")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  serve->add_option("--db-image", serve_opts.db_image,
+                    "database servers run in containers from this image (scripts/make-images.sh --mariadb), each on a "
+                    "volume filled from its copy; 'none': as processes (default: berth-mariadb:latest with "
+                    "--cluster-host, processes on one host)");
   std::string lease_text = "10s";
   serve->add_option("--cluster-lease", lease_text,
                     "with --cluster-host: each host's lease; a host that cannot renew it for half of this kills its "

@@ -55,11 +55,15 @@ runtime::Runtime* Effects::runtime_named(const std::string& name) const {
   return nullptr;
 }
 
+bool Effects::in_container(const model::AppSpec& spec) const {
+  return spec.container() || (spec.database && !d_.db_image.empty());
+}
+
 runtime::Runtime* Effects::runtime_for(const model::AppSpec& spec, std::string* why) const {
-  const char* name = spec.container() ? "docker" : "process";
-  runtime::Runtime* rt = runtime_named(name);
+  const bool container = in_container(spec);
+  runtime::Runtime* rt = runtime_named(container ? "docker" : "process");
   if (!rt && why)
-    *why = spec.container() ? fmt::format("{} runs from an image but this daemon has no container runtime: start berth "
+    *why = container ? fmt::format("{} runs from an image but this daemon has no container runtime: start berth "
                                           "serve with --docker-host unix:///path/to/docker.sock", spec.app)
                             : "this daemon has no process runtime";
   return rt;
@@ -147,11 +151,12 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
     vars["port." + name] = std::to_string(port);
     rs.env["BERTH_PORT_" + env_var_name(name)] = std::to_string(port);
   }
-  if (spec.database && d_.databases) {
-    if (const db::Copy* c = d_.databases->find_copy(key.env, key.app)) {
-      vars["datadir"] = c->datadir;
-      vars["rundir"] = c->rundir;
-    }
+  const db::Copy* copy = spec.database && d_.databases ? d_.databases->find_copy(key.env, key.app) : nullptr;
+  const bool db_container = spec.database && !d_.db_image.empty();
+  if (copy) {
+    // In a container its data is a volume filled from the copy's archive.
+    vars["datadir"] = db_container ? std::string(kDbContainerDatadir) : copy->datadir;
+    vars["rundir"] = db_container ? std::string(kDbContainerRundir) : copy->rundir;
   }
   const std::string domain = fmt::format("{}.{}", key.env, catalog.dns().zone);
   rs.env["BERTH_ENV"] = key.env;
@@ -169,7 +174,7 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
   }
   // berth's name server as the instance can reach it: a container cannot reach the daemon's
   // loopback, only the gateway.
-  if (spec.container()) {
+  if (in_container(spec)) {
     if (!resolver_.empty()) rs.env["BERTH_DNS"] = resolver_ + ":53";
   } else if (!d_.dns_address.empty()) {
     rs.env["BERTH_DNS"] = d_.dns_address;
@@ -228,6 +233,16 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
       rs.mounts.push_back(std::move(m));
     }
     rs.workload = std::move(w);
+  } else if (db_container) {
+    rs.workload = database_workload(spec, vars);
+    if (copy) {
+      // The volume is named after the copy: a reset or another version gets a fresh one.
+      runtime::Mount m;
+      m.source = fmt::format("{}_db-{}-{}", key.env, key.app, copy->created_at);
+      m.target = kDbContainerDatadir;
+      m.seed = copy->seed;
+      rs.mounts.push_back(std::move(m));
+    }
   } else {
     std::string command = model::substitute(spec.command, vars);
     for (const auto& a : spec.args) command += " " + shell_quote(model::substitute_raw(a, vars));
@@ -248,6 +263,24 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
   }
   rs.log_path = (dir / fmt::format("{}.{}.log", key.app, key.ordinal)).string();
   return rs;
+}
+
+runtime::ImageWorkload Effects::database_workload(const model::AppSpec& spec,
+                                                  const std::map<std::string, std::string>& vars) const {
+  runtime::ImageWorkload w;
+  w.image = d_.db_image;
+  w.user = fmt::format("{0}:{0}", kDbContainerUid);
+  std::string command = model::substitute(spec.command, vars);
+  for (const auto& a : spec.args) command += " " + shell_quote(model::substitute_raw(a, vars));
+  if (auto words = split_words(command)) {
+    // `--user=root` lets the process form start as whoever runs it; here it only makes mariadbd
+    // warn that it is not root.
+    std::erase(*words, "--user=root");
+    w.command = std::move(*words);
+  } else {
+    w.command = std::vector<std::string>{"/bin/sh", "-c", "exec " + command};  // (quotes split_words cannot take)
+  }
+  return w;
 }
 
 Result<Supervisor::Launch> Effects::launch(const Supervisor::State& inst, const model::AppSpec& spec,
@@ -276,7 +309,7 @@ Result<Supervisor::Launch> Effects::launch(const Supervisor::State& inst, const 
       rs.workload);
   // (The runtime answers later, on the loop: the launch is told to the supervisor first.)
   rt->launch(rs);
-  return Supervisor::Launch{rs.launch, rt->name(), std::move(what), fingerprint, artifact.build_id, spec.container()};
+  return Supervisor::Launch{rs.launch, rt->name(), std::move(what), fingerprint, artifact.build_id, in_container(spec)};
 }
 
 void Effects::stop(const Supervisor::State& inst, Millis grace_ms) {

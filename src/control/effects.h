@@ -19,7 +19,9 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -35,6 +37,13 @@
 namespace berth::control {
 
 struct Deps;
+
+// A database server in a container (Deps::db_image): where its data and sockets are inside it,
+// and the user it runs as, who owns the files of its volume (the image's mysql:
+// scripts/make-images.sh --mariadb).
+inline constexpr std::string_view kDbContainerDatadir = "/var/lib/mysql";
+inline constexpr std::string_view kDbContainerRundir = "/run/mysqld";
+inline constexpr std::uint32_t kDbContainerUid = 999;
 
 // What an instance runs besides its settings: the artifact of its build (path, id, commit) or,
 // for a database, the copy of its standard (datadir, copy id).
@@ -64,6 +73,9 @@ class Effects {
   // The runtime an app runs in: docker for images, process otherwise; nullptr (and `why`) if this
   // daemon has none such.
   runtime::Runtime* runtime_for(const model::AppSpec& spec, std::string* why) const;
+  // Whether it runs in a container: it has an image, or it is a database and databases run from
+  // Deps::db_image.
+  bool in_container(const model::AppSpec& spec) const;
   // Have every runtime prepare the catalog's pool, one after another (a bridge network first
   // gives the gateway its address); instances wait until they all did.
   void prepare_network(const model::NetworkSpec& pool);
@@ -115,6 +127,9 @@ class Effects {
   runtime::InstanceSpec instance_spec(const Supervisor::State& inst, const model::AppSpec& spec,
                                       const model::Environment& espec, const model::Catalog& catalog,
                                       const Artifact& artifact) const;
+  // A database server's command (its layers' `command`, placeholders substituted) run in the
+  // container image Deps::db_image as kDbContainerUid.
+  runtime::ImageWorkload database_workload(const model::AppSpec& spec, const std::map<std::string, std::string>& vars) const;
   void prepare_network_from(std::size_t i, const runtime::Network& net);
   template <class F>
   auto guarded(F fn) {

@@ -587,6 +587,17 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
   switch (cs.state) {
     case db::CopyStatus::State::kReady: {
       const db::Copy& c = *cs.copy;
+      if (!d_.db_image.empty()) {
+        // Its server runs in a container, on a volume filled from the copy's archive.
+        const db::CopyStatus as = d_.databases->ensure_seed(env, spec.app, Identity{kDbContainerUid, kDbContainerUid});
+        if (as.state != db::CopyStatus::State::kReady) {
+          wait = as.state == db::CopyStatus::State::kFailed ? "no archive of the copy: " + as.message : as.message;
+          if (as.state == db::CopyStatus::State::kFailed && app.src.db_announced != "failed " + as.message)
+            emit(env, "db-copy-failed", spec.app, -1, "", as.message);
+          app.src.db_announced = as.state == db::CopyStatus::State::kFailed ? "failed " + as.message : "preparing";
+          return false;
+        }
+      }
       out = {c.datadir, c.id(), ""};
       state = fmt::format("ready {}@{} {}", c.standard, c.version, c.created_at);
       if (app.src.db_announced != state)

@@ -83,6 +83,10 @@ struct Deps {
   std::uint64_t artifact_max_bytes = 2ull << 30;  // artifact store size before LRU eviction
   // Makes each environment's copy of its databases; without one, databases wait with a message.
   db::Manager* databases = nullptr;
+  // Database servers run in containers from this image (a cluster: its overlay does not reach
+  // processes on the daemon's host), on a volume filled from their copy (runtime::Mount::seed),
+  // as the image's user kDbContainerUser. Empty: as processes on their copy, on this host.
+  std::string db_image;
   // Environment lifetimes (`expires:`): an event this long before, down at expiry, the document
   // deleted this long after.
   Millis expiry_warning_ms = 3'600'000;

@@ -398,6 +398,10 @@ int run(const Options& o) {
 
   control::Deps deps;
   deps.databases = &databases;
+  deps.db_image = o.db_image.value_or(o.cluster_hosts.empty() ? "none" : "berth-mariadb:latest");
+  if (deps.db_image == "none") deps.db_image.clear();
+  if (!deps.db_image.empty())
+    fmt::print(stderr, "berth serve: database servers run in containers from {}\n", deps.db_image);
   deps.clock = &clock;
   deps.executor = &executor;
   deps.runtimes = runtimes;

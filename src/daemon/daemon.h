@@ -5,6 +5,7 @@
 
 #include "runtime/sim/sim_runtime.h"
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,11 @@ struct Options {
   int cluster_max_hosts = 6;           // hosts the overlay has room for (Docker's own addresses: two per host)
   Millis cluster_lease_ms = 10'000;    // the hosts' leases (runtime/cluster/lease.h)
   std::string sandbox_image = "berth-pause:latest";
+  // Database servers run in containers from this image (scripts/make-images.sh --mariadb), on a
+  // volume filled from their copy: what a cluster needs, as its overlay does not reach the
+  // daemon's host. Unset: berth-mariadb:latest with cluster_hosts, processes on one host;
+  // "none": processes.
+  std::optional<std::string> db_image;
   std::vector<std::string> member_repos;  // source.repo prefixes members may use
   std::vector<std::string> import_dirs;   // directories standards may be imported from
   std::string tls_cert, tls_key;          // PEM files: the API over HTTPS; empty: plain HTTP

@@ -19,6 +19,9 @@
 
 #include <fmt/format.h>
 
+#include "base/subprocess.h"
+#include "base/text.h"
+
 namespace berth::db {
 namespace fs = std::filesystem;
 
@@ -200,6 +203,33 @@ Status remove_copy(const std::string& dest) {
   fs::remove_all(dest, ec);
   if (ec) return unavailable(fmt::format("cannot remove {}: {}", dest, ec.message()));
   return {};
+}
+
+Status archive_copy(const std::string& datadir, const std::string& tar, Identity owner, const std::string& log) {
+  const std::string part = tar + ".partial";
+  const fs::path marker_dir = tar + ".marker";
+  std::error_code ec;
+  fs::remove(part, ec);
+  fs::remove_all(marker_dir, ec);
+  fs::create_directories(marker_dir, ec);
+  if (ec) return unavailable(fmt::format("cannot create {}: {}", marker_dir.string(), ec.message()));
+  std::ofstream(marker_dir / kSeededMarker).close();
+  const std::string own = fmt::format("--numeric-owner --owner={} --group={}", owner.uid, owner.gid);
+  // (One command per call: run_logged execs it, so `a && b` would run `a` alone.)
+  Status st = run_logged(fmt::format("tar {} -C {} -cf {} .", own, shell_quote(datadir), shell_quote(part)), log,
+                         "archiving " + datadir);
+  if (st.ok())
+    st = run_logged(fmt::format("tar {} -C {} -rf {} {}", own, shell_quote(marker_dir.string()), shell_quote(part),
+                                kSeededMarker),
+                    log, "archiving " + datadir);
+  if (st.ok()) st = run_logged("sync " + shell_quote(part), log, "archiving " + datadir);
+  fs::remove_all(marker_dir, ec);
+  if (st.ok()) {
+    fs::rename(part, tar, ec);
+    if (ec) st = unavailable(fmt::format("cannot rename {} to {}: {}", part, tar, ec.message()));
+  }
+  if (!st.ok()) fs::remove(part, ec);
+  return st;
 }
 
 }  // namespace berth::db

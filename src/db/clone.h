@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/identity.h"
 #include "base/result.h"
 
 namespace berth::db {
@@ -34,5 +35,16 @@ Status ensure_mounted(const std::string& golden, const std::string& dest, CloneM
 
 // Unmount (an overlay) and remove a copy.
 Status remove_copy(const std::string& dest);
+
+// The last entry of every archive_copy(): an empty file. A container's volume filled from the
+// archive is complete once it is there (runtime::Mount::seed says the same).
+inline constexpr std::string_view kSeededMarker = ".berth-seeded";
+
+// A tar archive at `tar` of the data directory `datadir` (its contents, not the directory), every
+// entry owned by `owner` (the user a server in a container runs as), its last entry
+// kSeededMarker: what fills a volume for a server that runs on another host
+// (runtime::Mount::seed). Written under a temporary name and renamed; `log` gets tar's output.
+// Blocking: for worker threads.
+Status archive_copy(const std::string& datadir, const std::string& tar, Identity owner, const std::string& log);
 
 }  // namespace berth::db

@@ -157,12 +157,14 @@ void Manager::load() {
         c.clone_ms = j->value("clone_ms", 0ll);
         c.created_at = j->value("created_at", 0ll);
         if (j->contains("owner_uid")) c.owner = Identity{j->at("owner_uid"), j->at("owner_gid")};
+        c.seed_served = j->value("seed_served", false);
       } catch (const json::exception&) {
         continue;
       }
       c.dir = d.path().string();
       c.datadir = c.dir + "/data";
       c.rundir = c.dir + "/run";
+      if (fs::exists(seed_path(c), ec)) c.seed = seed_path(c);
       copies_[key(c.env, c.db)] = c;
       if (fs::exists(d.path() / "reset", ec)) resets_.insert(key(c.env, c.db));
     }
@@ -182,6 +184,7 @@ Status Manager::save_copy(const Copy& c) const {
   json j = {{"env", c.env}, {"db", c.db}, {"standard", c.standard}, {"version", c.version},
             {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms}, {"created_at", c.created_at}};
   if (c.owner) j["owner_uid"] = c.owner->uid, j["owner_gid"] = c.owner->gid;
+  if (c.seed_served) j["seed_served"] = true;
   return write_json(fs::path(c.dir) / "copy.json", j);
 }
 
@@ -367,6 +370,13 @@ Status Manager::remove(const std::string& standard, int version) {
 }
 
 void Manager::server_ready(const std::string& env, const std::string& db) {
+  if (auto c = copies_.find(key(env, db)); c != copies_.end() && !c->second.seed.empty() && !c->second.seed_served) {
+    c->second.seed_served = true;
+    run_worker([this, c = c->second] {
+      if (Status st = catching([&] { return save_copy(c); }); !st.ok())
+        fmt::print(stderr, "berth: database copy {}/{}: {}\n", c.env, c.db, st.error().message);
+    });
+  }
   auto it = goldens_wanted_.find(key(env, db));
   if (it == goldens_wanted_.end()) return;
   const Version ver = it->second;
@@ -401,13 +411,13 @@ const Copy* Manager::find_copy(const std::string& env, const std::string& db) co
 
 bool Manager::making_copy(const std::string& env, const std::string& db) const {
   auto j = copy_jobs_.find(key(env, db));
-  return j != copy_jobs_.end() && !j->second->done;
+  auto a = seed_jobs_.find(key(env, db));
+  return (j != copy_jobs_.end() && !j->second->done) || (a != seed_jobs_.end() && !a->second->done);
 }
 
 Status Manager::reset(const std::string& env, const std::string& db) {
   const std::string k = key(env, db);
-  if (auto j = copy_jobs_.find(k); j != copy_jobs_.end() && !j->second->done)
-    return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
+  if (making_copy(env, db)) return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
   copy_jobs_.erase(k);
   copy_job_for_.erase(k);
   goldens_wanted_.erase(k);  // only speed is owed: the next cold copy restores from the store
@@ -431,6 +441,7 @@ Status Manager::discard(const std::string& k) {
   const std::string dir = it->second.dir;
   copies_.erase(it);
   resets_.erase(k);
+  seed_jobs_.erase(k);
   std::error_code ec;
   fs::remove(fs::path(dir) / "copy.json", ec);
   if (ec) return unavailable(fmt::format("cannot remove {}/copy.json: {}", dir, ec.message()));
@@ -471,7 +482,10 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
       }
       return {CopyStatus::State::kPreparing, msg, nullptr};
     }
-    // Another standard or version asked for: this copy goes (its server is being replaced).
+    // Another standard or version asked for: this copy goes (its server is being replaced), once
+    // its archive is not being written any more.
+    if (auto j = seed_jobs_.find(k); j != seed_jobs_.end() && !j->second->done)
+      return {CopyStatus::State::kPreparing, "waiting for the old copy's archive to be written", nullptr};
     (void)discard(k);
   }
   if (!any)
@@ -579,6 +593,44 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
         job->set_phase("failed");
       }
       job->done = true;
+      if (on_change_) on_change_();
+    });
+  });
+  return {CopyStatus::State::kPreparing, job->get_phase(), nullptr};
+}
+
+CopyStatus Manager::ensure_seed(const std::string& env, const std::string& db, Identity owner) {
+  const std::string k = key(env, db);
+  auto it = copies_.find(k);
+  if (it == copies_.end()) return {CopyStatus::State::kFailed, "no copy to archive", nullptr};
+  if (!it->second.seed.empty()) return {CopyStatus::State::kReady, "", &it->second};
+  if (auto j = seed_jobs_.find(k); j != seed_jobs_.end()) {
+    if (!j->second->done) return {CopyStatus::State::kPreparing, j->second->get_phase(), nullptr};
+    return {CopyStatus::State::kFailed,
+            fmt::format("{} (to try again: berth db clone {} --env {})", j->second->error, db, env), nullptr};
+  }
+  auto job = new_job("seed", k);
+  seed_jobs_[k] = job;
+  job->set_phase("archiving the copy for its container");
+  const Copy c = it->second;
+  const std::string tar = seed_path(c);
+  const std::string log = fmt::format("{}/logs/seed-{}-{}.log", dir_, env, db);
+  auto alive = alive_;
+  run_worker([this, alive, job, c, tar, log, k, owner] {
+    Status st = catching([&] { return archive_copy(c.datadir, tar, owner, log); });
+    executor_.post([this, alive, job, st, c, tar, k] {
+      if (!*alive) return;
+      job->finished_at = clock_.wall_ms();
+      job->done = true;
+      auto now_copy = copies_.find(k);
+      if (!st.ok()) {
+        job->error = st.error().message;
+        job->set_phase("failed");
+      } else if (now_copy != copies_.end() && now_copy->second.created_at == c.created_at) {
+        now_copy->second.seed = tar;
+        seed_jobs_.erase(k);
+        job->set_phase("done");
+      }
       if (on_change_) on_change_();
     });
   });

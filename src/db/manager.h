@@ -76,6 +76,12 @@ struct Copy {
   Millis created_at = 0;
   // Who its server runs as: data/ and run/ are theirs (unset: the daemon's user).
   std::optional<Identity> owner;
+  // For a server in a container (on a cluster's host): data/ as a tar archive to fill its volume
+  // from (ensure_seed(); empty until made).
+  std::string seed;
+  // A server on a volume filled from `seed` has answered: one that starts on a fresh fill of it
+  // now (its host was lost) has lost what was written since.
+  bool seed_served = false;
   // Names this copy among all copies ever made of the database (what its server runs on).
   std::string id() const { return "db:" + standard + "@" + std::to_string(version) + ":" + std::to_string(created_at); }
 };
@@ -128,6 +134,11 @@ class Manager {
   // existing copy to a new owner first.
   CopyStatus ensure_copy(const std::string& env, const std::string& db, const model::DatabaseSpec& spec,
                          std::optional<Identity> owner = std::nullopt);
+  // The ready copy as a tar archive for a server that runs in a container, on this host or
+  // another (db/clone.h archive_copy, its files `owner`'s): made once, on a worker thread, at
+  // copies/<env>/<db>/seed.tar and kept with the copy, so a volume lost with its host is filled
+  // again from it. kReady: Copy::seed is its path. Call once ensure_copy() says kReady.
+  CopyStatus ensure_seed(const std::string& env, const std::string& db, Identity owner);
   // Whether any copy of the environment's databases is on this host (kept after it was deleted).
   bool has_copies(const std::string& env) const;
   const Copy* find_copy(const std::string& env, const std::string& db) const;
@@ -141,11 +152,11 @@ class Manager {
   // ends with the copy. Without a copy there is nothing to reset.
   Status request_reset(const std::string& env, const std::string& db);
   bool reset_requested(const std::string& env, const std::string& db) const;
-  // Whether the environment's copy of `db` is being made now.
+  // Whether the environment's copy of `db`, or its archive, is being made now.
   bool making_copy(const std::string& env, const std::string& db) const;
-  // The server on the environment's copy answers. A copy restored straight from the store (a
-  // cold host) now has this host's golden restored from the locally cached objects, in the
-  // background: doing it earlier would slow the server's start.
+  // The server on the environment's copy answers (for a copy with a seed: Copy::seed_served). A
+  // copy restored straight from the store (a cold host) now has this host's golden restored from
+  // the locally cached objects, in the background: doing it earlier would slow the server's start.
   void server_ready(const std::string& env, const std::string& db);
 
   const blob::BlobStore& store() const { return store_; }
@@ -162,6 +173,8 @@ class Manager {
   Status discard(const std::string& k);
   Status give_to(const Copy& c, Identity owner) const;  // worker threads
   std::string golden_path(const std::string& standard, int version) const;
+  // The copy's archive (ensure_seed()), named after the copy: never one of an earlier copy.
+  static std::string seed_path(const Copy& c) { return c.dir + "/seed-" + std::to_string(c.created_at) + ".tar"; }
   std::string cache_path(const std::string& standard, int version) const;
   std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
   void run_worker(std::function<void()> fn);
@@ -179,6 +192,7 @@ class Manager {
   std::map<std::string, Copy> copies_;    // env/db
   std::set<std::string> resets_;          // env/db: copies to reset once their server is gone
   std::map<std::string, std::shared_ptr<Job>> copy_jobs_;  // env/db → running or failed job
+  std::map<std::string, std::shared_ptr<Job>> seed_jobs_;  // env/db → archive being made, or failed
   std::map<std::string, std::string> copy_job_for_;        // env/db → standard@version the job makes
   std::set<std::string> chowning_;                         // env/db: being given to a new owner
   std::map<std::string, std::shared_ptr<Job>> jobs_;

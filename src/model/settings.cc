@@ -526,7 +526,9 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
   }
   if (spec.container()) {
     if (spec.database)
-      ctx.error(node_of("image"), fmt::format("database '{}' runs as a process on its copy; it takes no image", spec.app));
+      ctx.error(node_of("image"), fmt::format("database '{}' takes no image: its server runs on its copy as a process, or "
+                                              "in a container from the daemon's --db-image (a cluster's default)",
+                                              spec.app));
     check_placeholders(ctx, node_of("image"), fmt::format("image of app '{}'", spec.app), spec.image, command_variables());
     spec.command_words = r.words("command");
     spec.entrypoint = r.words("entrypoint");

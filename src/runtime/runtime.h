@@ -65,6 +65,12 @@ struct Mount {
   std::string source;  // a volume's full name, or an absolute host path
   std::string target;  // absolute path inside the instance
   bool read_only = false;
+  // A volume's first contents: a tar archive on the daemon's host, extracted into the volume
+  // on the host the instance runs on unless the volume there is complete already. Complete
+  // means it has the file `.berth-seeded` at its top, the archive's last entry (db/clone.h
+  // archive_copy makes such archives), so a fill cut short is done again. Observed::seeded says
+  // whether this start filled it. Empty: a volume as Docker makes it.
+  std::string seed;
 };
 
 struct Resources {
@@ -132,6 +138,9 @@ struct Observed {
   std::string ip;      // its address (the fixed one where the runtime pins addresses)
   std::string detail;  // "pid 4711", "container 3fa2c1d0e9ab"
   int pid = 0;         // the main process on this host, when there is one
+  // A volume of the instance was filled from its Mount::seed for this start (it was new or
+  // incomplete on the host it runs on), so what an earlier start wrote to it is not there.
+  bool seeded = false;
 };
 
 struct Capabilities {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iterator>
 #include <fstream>
 #include <map>
@@ -410,7 +411,9 @@ class ClusterDaemon : public Cluster {
   }
   // The Swarm, the images on host 1 only (berth copies an app's image to the hosts it places
   // instances on), and a daemon on the three hosts with `catalog` applied and its environment up.
-  std::unique_ptr<Daemon> berth_on_cluster(const std::string& name, const std::string& catalog) {
+  // `prepare` runs once the daemon is up, before the catalog is applied.
+  std::unique_ptr<Daemon> berth_on_cluster(const std::string& name, const std::string& catalog,
+                                           const std::function<void(Daemon&)>& prepare = {}) {
     make_swarm();
     EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh {}/berth-demo-svc >/dev/null", hosts_[0],
                                       SOURCE_DIR, DEMO_SVC_DIR).c_str()), 0);
@@ -420,7 +423,9 @@ class ClusterDaemon : public Cluster {
     for (const auto& h : hosts_) args.insert(args.end(), {"--cluster-host", h});
     auto d = std::make_unique<Daemon>(name, args);
     data_id_ = data_id_of(d->data_dir());
-    EXPECT_EQ(d->apply(catalog).exit_code, 0);
+    if (prepare) prepare(*d);
+    auto applied = d->apply(catalog);
+    EXPECT_EQ(applied.exit_code, 0) << applied.out << applied.err;
     auto up = d->cli({"up", "beta", "--timeout", "150s"});
     EXPECT_EQ(up.exit_code, 0) << up.out << up.err;
     return d;
@@ -849,6 +854,77 @@ environments:
   const auto first = log.out.find("Successfully tagged berth-build:");
   ASSERT_NE(first, std::string::npos) << log.out;
   EXPECT_EQ(log.out.find("Successfully tagged berth-build:", first + 1), std::string::npos) << "built once";
+}
+
+// A database of the environment runs in a container (berth-mariadb, on a volume filled from its
+// copy of the standard), at its address on the overlay. Its host dies: it is made again on
+// another host from the same copy, at the same address, and an event says that what was
+// written to it is gone.
+TEST_F(ClusterDaemon, ADatabaseWhoseHostDiesIsMadeAgainElsewhereFromItsCopyAndSaysWhatWasLost) {
+  auto d = berth_on_cluster("cl-db", R"(network:
+  pool: 10.233.0.0/24
+databases:
+  shopdb: {standard: inv, options: {innodb_buffer_pool_size: 16M}}
+apps:
+  orders:
+    image: berth-demo:latest
+    command: berth-demo-svc --listen ${ip}:${port.http}
+    ports: {http: 8080}
+    health: {type: http, path: /healthcheck, start_interval: 50ms, interval: 1s, start_period: 60s}
+    stop_grace: 2s
+    depends_on: [shopdb]
+environments:
+  beta:
+    apps:
+      shopdb: {constraints: [[hostname, LIKE, ".*-[23]"]]}
+)", [&](Daemon& daemon) {
+    EXPECT_EQ(std::system(fmt::format("DOCKER_HOST={} {}/scripts/make-images.sh --mariadb >/dev/null", hosts_[0],
+                                      SOURCE_DIR).c_str()), 0);
+    const std::string dump = daemon.data_dir() + "/inv.sql";
+    std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
+                           "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
+                           "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
+    auto imp = daemon.cli({"db", "import", "inv", "--from-dump", dump, "-q"});
+    EXPECT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  });
+  ASSERT_FALSE(HasFailure());
+  auto before = placement(*d);
+  const auto [db_host, db_ip] = before["shopdb/0"];
+  ASSERT_TRUE(db_host == fmt::format("{}-2", name_) || db_host == fmt::format("{}-3", name_)) << db_host;
+  const int k = db_host.back() - '0';
+  auto sql = [&](const std::string& q) {
+    return d->cli({"exec", "beta", "shopdb", "--", "mariadb", "--no-defaults", "--protocol=TCP", "-h", db_ip, "-u", "berth",
+                   "-pberth", "-N", "-e", q});
+  };
+  // Its own copy of the standard, written to in the environment.
+  auto n = sql("SELECT COUNT(*) FROM inventory.stock");
+  ASSERT_EQ(n.exit_code, 0) << n.out << n.err;
+  EXPECT_EQ(n.out, "1234\n");
+  ASSERT_EQ(sql("INSERT INTO inventory.stock VALUES ('written-in-beta', 1)").exit_code, 0);
+  // A restart on the same host keeps what was written (the volume stays with its host).
+  ASSERT_EQ(d->cli({"restart", "beta", "shopdb"}).exit_code, 0);
+  ASSERT_TRUE(wait_until([&] { return all_ready(*d); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
+  EXPECT_EQ(placement(*d)["shopdb/0"].first, db_host);
+  EXPECT_EQ(sql("SELECT COUNT(*) FROM inventory.stock").out, "1235\n");
+
+  // Its host dies: the server comes back on the other host, at its address, on a fresh fill of
+  // the copy, and the events say what was lost.
+  ASSERT_EQ(script(fmt::format("kill {}", k)), 0);
+  ASSERT_TRUE(wait_until([&] { return moved_off(*d, k); }, std::chrono::seconds(120))) << d->cli({"status", "beta"}).out;
+  const auto after = placement(*d)["shopdb/0"];
+  EXPECT_NE(after.first, db_host);
+  EXPECT_EQ(after.second, db_ip);
+  auto again = sql("SELECT COUNT(*) FROM inventory.stock");
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_EQ(again.out, "1234\n") << "the copy as the standard made it, without what was written on the lost host";
+  nlohmann::json lost;
+  for (const auto& e : d->events("beta"))
+    if (e["type"] == "db-copy-lost") lost = e;
+  ASSERT_TRUE(lost.is_object()) << d->events("beta").dump(1);
+  EXPECT_EQ(lost["app"], "shopdb");
+  EXPECT_THAT(lost["message"].get<std::string>(), HasSubstr("inv@1"));
+  EXPECT_THAT(lost["message"].get<std::string>(), HasSubstr(after.first));
+  ASSERT_EQ(d->cli({"down", "beta", "-q", "--timeout", "60s"}).exit_code, 0);
 }
 
 }  // namespace

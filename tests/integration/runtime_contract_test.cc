@@ -180,7 +180,7 @@ class RuntimeContract : public testing::TestWithParam<std::string> {
       s.workload = runtime::ProcessWorkload{"/bin/sh -c " + shell_quote(script)};
     } else {
       s.workload = runtime::ImageWorkload{"berth-demo:latest", std::nullopt, std::vector<std::string>{"/bin/sh", "-c", script}, "", ""};
-      s.mounts.push_back({runtime::Mount::Kind::kBind, dir_ + "/shared", dir_ + "/shared", false});
+      s.mounts.push_back({runtime::Mount::Kind::kBind, dir_ + "/shared", dir_ + "/shared", false, ""});
     }
     return s;
   }

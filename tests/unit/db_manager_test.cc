@@ -2,13 +2,19 @@
 // fault-injecting wrapper (blob/fault), and a ManualExecutor the test drives. Worker threads are
 // real: the test polls their results with a deadline, and holds a restore in progress at the
 // store's gate instead of sleeping.
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "blob/fault/fault_store.h"
 #include "blob/local/local_store.h"
@@ -195,4 +201,52 @@ TEST_F(DbManagerTest, AResetAskedForWhileTheServerRunsOutlivesADaemonRestartAndE
   EXPECT_EQ(m_->find_copy("dev", "shopdb"), nullptr);
   EXPECT_FALSE(m_->reset_requested("dev", "shopdb"));
   EXPECT_FALSE(fs::exists(copy_dir));
+}
+
+// A server in a container gets the copy as an archive: made once, every entry the container
+// user's, its marker last; kept across a daemon restart with whether a server on it answered;
+// gone with the copy.
+TEST_F(DbManagerTest, ACopysArchiveIsMadeOnceForTheContainersUserEndsWithItsMarkerAndGoesWithTheCopy) {
+  import("alpha");
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
+  EXPECT_EQ(m_->ensure_seed("nobody", "shopdb", {999, 999}).state, State::kFailed) << "no copy, no archive";
+  EXPECT_EQ(m_->ensure_seed("dev", "shopdb", {999, 999}).state, State::kPreparing);
+  db::CopyStatus made;
+  ASSERT_TRUE(until([&] { return (made = m_->ensure_seed("dev", "shopdb", {999, 999})).state != State::kPreparing; }));
+  ASSERT_EQ(made.state, State::kReady) << made.message;
+  const std::string tar = made.copy->seed;
+  ASSERT_TRUE(fs::exists(tar)) << tar;
+  EXPECT_FALSE(made.copy->seed_served);
+
+  // tar's own listing: owners, and the marker last.
+  const std::string listing_file = (dir_ / "listing").string();
+  ASSERT_EQ(std::system(("tar --numeric-owner -tvf " + tar + " > " + listing_file).c_str()), 0);
+  std::ifstream in(listing_file);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_GE(lines.size(), 3u);
+  for (const auto& l : lines) EXPECT_THAT(l, HasSubstr(" 999/999 ")) << l;
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const auto& l) { return l.ends_with("./app01/t.ibd"); }));
+  EXPECT_TRUE(lines.back().ends_with(std::string(db::kSeededMarker))) << fmt::format("{}", fmt::join(lines, "\n"));
+  EXPECT_FALSE(fs::exists(tar + ".partial"));
+
+  // A server on a fill of it answers: recorded, and kept by a restarted daemon with the archive.
+  m_->server_ready("dev", "shopdb");
+  EXPECT_TRUE(m_->find_copy("dev", "shopdb")->seed_served);
+  ASSERT_TRUE(until([&] {
+    std::ifstream j(m_->find_copy("dev", "shopdb")->dir + "/copy.json");
+    return std::string(std::istreambuf_iterator<char>(j), {}).find("seed_served") != std::string::npos;
+  }));
+  start_manager();
+  ASSERT_NE(m_->find_copy("dev", "shopdb"), nullptr);
+  EXPECT_EQ(m_->find_copy("dev", "shopdb")->seed, tar);
+  EXPECT_TRUE(m_->find_copy("dev", "shopdb")->seed_served);
+  EXPECT_EQ(m_->ensure_seed("dev", "shopdb", {999, 999}).state, State::kReady) << "made once";
+
+  // A reset: a fresh copy, without an archive until one is asked for.
+  ASSERT_TRUE(m_->reset("dev", "shopdb").ok());
+  EXPECT_FALSE(fs::exists(tar));
+  ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
+  EXPECT_EQ(m_->find_copy("dev", "shopdb")->seed, "");
+  EXPECT_FALSE(m_->find_copy("dev", "shopdb")->seed_served);
 }

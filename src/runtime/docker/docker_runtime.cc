@@ -311,12 +311,16 @@ void DockerRuntime::make_volumes(const std::string& name, std::size_t next) {
   Container& c = *containers_.at(name);
   while (next < c.spec.mounts.size() && c.spec.mounts[next].kind != Mount::Kind::kVolume) ++next;
   if (next == c.spec.mounts.size()) return create_container(name, false);
-  const std::string volume = volume_name(c.spec.mounts[next].source);
-  json body = {{"Name", volume}, {"Labels", {{"berth.data", options_.data_id}, {"berth.env", c.id.env}}}};
+  const Mount& m = c.spec.mounts[next];
+  const std::string volume = volume_name(m.source);
+  json labels = {{"berth.data", options_.data_id}, {"berth.env", c.id.env}};
+  if (!m.seed.empty()) labels["berth.app"] = c.id.app, labels["berth.seeded"] = "1";
+  json body = {{"Name", volume}, {"Labels", labels}};
   call({"POST", "/volumes/create", body.dump(), "", "application/json", 30'000}, [this, name, next, volume](Result<Response> r) {
     if (!containers_.count(name)) return;
     if (!r.ok()) return fail_launch(name, r.error());
     if (!r->ok()) return fail_launch(name, unavailable(fmt::format("creating volume {}: {}", volume, error_message(*r))));
+    if (!containers_.at(name)->spec.mounts[next].seed.empty()) return seed_volume(name, next);  // (runtime/docker/seed.cc)
     make_volumes(name, next + 1);
   });
 }
@@ -414,7 +418,7 @@ void DockerRuntime::start_container(const std::string& name) {
     cc.state = Container::State::kRunning;
     cc.started = true;
     follow_logs(cc, "0");
-    if (listener_) listener_->on_started(cc.id, cc.launch, cc.ref, {cc.spec.ip, "container " + short_id(cc.ref), 0});
+    if (listener_) listener_->on_started(cc.id, cc.launch, cc.ref, {cc.spec.ip, "container " + short_id(cc.ref), 0, cc.seeded});
     if (cc.died) return begin_exit(name, cc.exit_code, cc.exit_known);
     if (cc.stop_requested) stop(cc.ref, cc.grace_ms);
   });

@@ -8,6 +8,8 @@
 // policy is off; berth supervises. Named volumes are berth-<data id>-<env>_<name> and outlive
 // their containers; containers are removed (after being disconnected from their network, so
 // the address is free: moby/moby#27754) when they end.
+// A volume with a seed (Mount::seed) is filled from it, through a helper container that never
+// runs, when it is new or incomplete on the host (seed.cc).
 //
 // Crash safety: a container is created, then recorded by the loop (Listener::on_created), and
 // only then started. recover() lists the containers labelled with this data id: a recorded one
@@ -103,6 +105,11 @@ class DockerRuntime final : public Runtime {
   void network_done(const std::string& name, Status st);
   void check_image(const std::string& name);
   void make_volumes(const std::string& name, std::size_t next);
+  // Mount::seed (seed.cc): the volume of mount `index` checked, filled if it is not complete.
+  void seed_volume(const std::string& name, std::size_t index);
+  void fill_volume(const std::string& name, std::size_t index, const std::string& helper);
+  void drop_helper(const std::string& helper);
+  void drop_older_seeds(const InstanceId& id, const std::string& keep);
   void create_container(const std::string& name, bool retried);
   void created(const std::string& name, const Ref& ref);
   void start_container(const std::string& name);

@@ -44,6 +44,7 @@ struct DockerRuntime::Container {
   bool exit_known = false;
   bool oom = false;
   bool started = false;             // its start succeeded (or it was adopted running)
+  bool seeded = false;              // a volume of it was filled from its Mount::seed (seed.cc)
   bool reported = false;            // on_exited sent (or the launch failed)
   bool logs_drained = false;
   Executor::TimerId drain_timer = 0;
