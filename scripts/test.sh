@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # All tests. Builds, with warnings as errors, the release tree and the two sanitized trees
 # (build/asan: Debug with AddressSanitizer + UndefinedBehaviorSanitizer; build/tsan: Debug with
-# ThreadSanitizer, the unit tests only), builds and briefly runs every libFuzzer target, and runs
-# with ctest
-#   1. every test (unit, integration, browser) under ASan + UBSan, against a sanitized daemon, CLI
-#      and demo service; an ASan or LeakSanitizer report from any of those processes fails the run
-#      (the reports are printed at the end);
-#   2. the unit tests under ThreadSanitizer.
+# ThreadSanitizer, the unit tests only) and the libFuzzer targets, then
+#   1. runs the unit tests under ThreadSanitizer (ctest),
+#   2. runs every fuzz target briefly,
+#   3. runs every test (unit, integration, browser) under ASan + UBSan (ctest), against a
+#      sanitized daemon, CLI and demo service; an ASan or LeakSanitizer report from any of those
+#      processes fails the run (the reports are printed at the end).
 # The sanitized Debug tree stands in for a plain debug one (same code, assertions on), which CI
 # therefore does not build again; the release tree is built (benchmarks included, tests left
 # out: they are built, with warnings as errors, in both sanitized trees) for the warnings only the
 # optimiser finds in the product. `./scripts/build.sh release -DBERTH_TESTS=ON && cd build/release
 # && ctest` runs its tests by hand.
 #
-# Time (two cores, CI's budget is 45 minutes): building is about 30 minutes of CPU and the ASan
-# tests about 15 minutes of mostly waiting (daemons, dockerds, Swarms, database servers). So once
-# the ASan tree is built, its tests run while the other trees build and the fuzz targets run, at
-# nice 19 so that they take only the CPU the tests leave; the cluster tests (each a Swarm of three
-# dockerds, ~13 minutes in all) run in a lane of their own beside the others.
+# Time (two cores; CI's budget is 45 minutes): the four trees are built one after another, each
+# with every core (about 30 minutes); then the TSan unit tests, the fuzz targets two at a time,
+# and the ASan tests with the cluster tests (each a Swarm of three dockerds, ~13 minutes in all)
+# in a lane of their own beside the others. (Building the other trees at nice 19 while the ASan
+# tests ran was tried: the tests took the CPU, and it made CI longer.)
 # Runs on a fresh Debian 12 machine (installs what it needs with apt).
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -26,8 +26,59 @@ phase() { echo "== $(date +%T) $*"; }
 phase "dependencies"
 ./scripts/install-deps.sh
 ./scripts/check-deps.sh   # the architecture: no component includes what it must not
+phase "build release"
+./scripts/build.sh release -DBERTH_TESTS=OFF
 phase "build asan"
 ./scripts/build.sh asan
+phase "build tsan"
+./scripts/build.sh tsan   # the unit tests only
+fuzz_seconds=${FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  phase "build fuzz"
+  # -O1 and line tables: what libFuzzer's documentation builds with, and less to compile.
+  CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG" -DBERTH_FUZZ=ON -DBERTH_TESTS=OFF \
+    -DBERTH_BENCH=OFF -DBERTH_WERROR=ON >/dev/null
+  ninja -C build/fuzz fuzz_targets
+fi
+
+# 1. ThreadSanitizer: the unit tests (a report makes the test fail and is in its output).
+phase "tsan: unit tests"
+(cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest -L unit --output-on-failure -j2 --timeout 600)
+
+# 2. Every libFuzzer target for a while, two at a time (each runs on one core).
+fuzz_one() {
+  local target=$1 name corpus work
+  name=$(basename "$target")
+  corpus=fuzz/corpus/${name#fuzz_}
+  work=$(mktemp -d)
+  "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix="build/fuzz/$name-" "$work" "$corpus" >"build/fuzz/$name.log" 2>&1 || true
+  rm -rf "$work"
+}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  phase "fuzzing every target for ${fuzz_seconds}s, two at a time"
+  rm -f build/fuzz/*-crash-* build/fuzz/*-leak-* build/fuzz/*-timeout-* build/fuzz/*-oom-*
+  targets=(build/fuzz/fuzz/fuzz_*)
+  for ((k = 0; k < ${#targets[@]}; k += 2)); do
+    fuzz_one "${targets[k]}" &
+    [ $((k + 1)) -lt ${#targets[@]} ] && fuzz_one "${targets[k + 1]}" &
+    wait
+  done
+  for target in "${targets[@]}"; do
+    name=$(basename "$target")
+    echo "$name (seed corpus fuzz/corpus/${name#fuzz_}):"
+    grep -E "^(stat::number_of_executed_units|stat::peak_rss|==|SUMMARY|Done)" "build/fuzz/$name.log" || true
+  done
+  # A crash leaves an artifact and a non-zero status: check for artifacts explicitly.
+  if compgen -G "build/fuzz/*-crash-*" >/dev/null || compgen -G "build/fuzz/*-leak-*" >/dev/null ||
+     compgen -G "build/fuzz/*-timeout-*" >/dev/null || compgen -G "build/fuzz/*-oom-*" >/dev/null; then
+    echo "a fuzz target found a failing input:" >&2
+    ls build/fuzz/*-crash-* build/fuzz/*-leak-* build/fuzz/*-timeout-* build/fuzz/*-oom-* 2>/dev/null >&2 || true
+    for f in build/fuzz/fuzz_*.log; do grep -q -E "^==[0-9]+==|^SUMMARY" "$f" && tail -n 60 "$f" >&2; done
+    exit 1
+  fi
+fi
 
 # Servers the integration tests use: an OpenStack Swift all-in-one on 127.0.0.1:8080, and a
 # dockerd of berth's own inside a network namespace (never the machine's network) with the
@@ -39,54 +90,15 @@ eval "$(./scripts/docker-netns.sh env)"
 export BERTH_TEST_DOCKER_NETNS=$BERTH_DOCKER_NETNS BERTH_TEST_DOCKER_HOST=$BERTH_DOCKER_HOST
 DOCKER_HOST=$BERTH_DOCKER_HOST ./scripts/make-images.sh build/asan/examples/shop/berth-demo-svc
 
-logs=$PWD/build/test-logs
-rm -rf "$logs" && mkdir -p "$logs"
-
-# Meanwhile, at nice 19: the release and TSan trees, the TSan unit tests (a report makes the test
-# fail and is in its output), the fuzz targets and their runs.
-other_trees() {
-  renice -n 19 -p "$BASHPID" >/dev/null
-  phase "build release"
-  ./scripts/build.sh release -DBERTH_TESTS=OFF
-  phase "build tsan"
-  ./scripts/build.sh tsan   # the unit tests only
-  phase "tsan: unit tests"
-  (cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest -L unit --output-on-failure -j2 --timeout 600)
-  local fuzz_seconds=${FUZZ_SECONDS:-20}
-  [ "$fuzz_seconds" -gt 0 ] || return 0
-  phase "build fuzz"
-  # -O1 and line tables: what libFuzzer's documentation builds with, and a third less to compile.
-  CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG" -DBERTH_FUZZ=ON -DBERTH_TESTS=OFF -DBERTH_BENCH=OFF -DBERTH_WERROR=ON >/dev/null
-  ninja -C build/fuzz fuzz_targets
-  for target in build/fuzz/fuzz/fuzz_*; do
-    local name corpus work
-    name=$(basename "$target")
-    corpus=fuzz/corpus/${name#fuzz_}
-    work=$(mktemp -d)
-    phase "fuzzing $name for ${fuzz_seconds}s (seed corpus $corpus)"
-    "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-      -artifact_prefix=build/fuzz/ "$work" "$corpus" 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss|==|SUMMARY|Done)" || true
-    # A crash leaves an artifact and a non-zero status: check for artifacts explicitly.
-    if ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* >/dev/null 2>&1; then
-      echo "fuzz target $name found a failing input:" >&2
-      ls build/fuzz/crash-* build/fuzz/leak-* build/fuzz/timeout-* >&2 || true
-      return 1
-    fi
-    rm -rf "$work"
-  done
-  phase "other trees done"
-}
-(other_trees) >"$logs/other-trees.log" 2>&1 &
-other_pid=$!
-
-# ASan + UBSan: everything, the containers running the sanitized demo service. ASan and LSan
+# 3. ASan + UBSan: everything, the containers running the sanitized demo service. ASan and LSan
 # write their reports to files here, so that one from a process whose output no test reads (a
 # daemon's shutdown, a CLI call) still fails the run. UBSan findings abort the process that has
 # them (-fno-sanitize-recover), reported on its stderr (GCC's libubsan ignores log_path beside ASan).
 # Instances get no ASAN_OPTIONS (berth gives them a clean environment): theirs go to their logs.
 reports=$PWD/build/asan/sanitizer-reports
 rm -rf "$reports" && mkdir -p "$reports"
+logs=$PWD/build/test-logs
+rm -rf "$logs" && mkdir -p "$logs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:log_path=$reports/asan
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 phase "asan: every test (the cluster tests in a lane of their own)"
@@ -98,12 +110,6 @@ cluster_status=0
 wait "$cluster_pid" || cluster_status=$?
 phase "asan: the cluster lane"
 cat "$logs/cluster-lane.log"
-unset ASAN_OPTIONS UBSAN_OPTIONS
-
-phase "waiting for the other trees"
-other_status=0
-wait "$other_pid" || other_status=$?
-cat "$logs/other-trees.log"
 phase "done"
 
 # (Reports first: a test that failed because of one is explained by it.)
@@ -115,8 +121,5 @@ if compgen -G "$reports/*" >/dev/null; then
   echo "sanitizer reports in $reports (above: the first 80 lines of each)" >&2
   exit 1
 fi
-status=0
-[ "$asan_status" -eq 0 ] || { echo "asan: tests failed (ctest status $asan_status)" >&2; status=1; }
-[ "$cluster_status" -eq 0 ] || { echo "asan: cluster tests failed (ctest status $cluster_status)" >&2; status=1; }
-[ "$other_status" -eq 0 ] || { echo "release/tsan/fuzz failed (status $other_status; its log is above)" >&2; status=1; }
-exit "$status"
+[ "$asan_status" -eq 0 ] || { echo "asan: tests failed (ctest status $asan_status)" >&2; exit 1; }
+[ "$cluster_status" -eq 0 ] || { echo "asan: cluster tests failed (ctest status $cluster_status)" >&2; exit 1; }

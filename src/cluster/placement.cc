@@ -115,6 +115,8 @@ Result<std::string> place(const Request& request, const std::vector<HostSlot>& h
     return "";
   };
 
+  // Where its data is, when that host can take it.
+  if (auto h = by_name.find(request.prefer); h != by_name.end() && refusal(*h->second).empty()) return h->second->name;
   // The fewest of this app, then the least taken (the larger of its CPU and memory shares), then
   // the fewest still starting, then the fewest instances in all (apps that ask for no resources
   // spread too), then the first by name.

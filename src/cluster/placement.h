@@ -67,6 +67,9 @@ struct Request {
   std::int64_t nano_cpus = 0;
   std::int64_t memory_bytes = 0;
   std::vector<Constraint> constraints;
+  // The host it keeps to when that host can take it: where its data is (a database's volume).
+  // Empty: none.
+  std::string prefer;
 };
 
 // The host for `request`, or an error (ErrorCode::kExhausted) saying for each host why not.

@@ -118,10 +118,11 @@ void ControlLoop::on_started(const runtime::InstanceId& id, std::uint64_t launch
   const model::AppSpec* spec = spec_of(sup->state().key);
   if (observed.seeded && spec && spec->database && d_.databases)
     if (const db::Copy* c = d_.databases->find_copy(id.env, id.app); c && c->seed_served)
-      // Its volume was lost with its host: this server runs on a fresh fill of the copy.
+      // Its volume stayed on the host it ran on (lost, drained or removed): this server runs on
+      // a fresh fill of the copy.
       emit(id.env, "db-copy-lost", id.app, id.ordinal, sup->state().ip,
-           fmt::format("the copy's data on its last host is out of reach (host lost); this server runs on a fresh copy "
-                       "of {}@{} ({}): what was written to the environment's copy since it was made is gone",
+           fmt::format("its data stayed on the host it ran on (lost, drained or removed); this server runs on a fresh "
+                       "copy of {}@{} ({}): what was written to the environment's copy since it was made is gone",
                        c->standard, c->version, observed.detail));
   apply(*sup, sup->started(observed, observed_ip, spec, now()));
 }

@@ -588,7 +588,19 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
     case db::CopyStatus::State::kReady: {
       const db::Copy& c = *cs.copy;
       if (!d_.db_image.empty()) {
-        // Its server runs in a container, on a volume filled from the copy's archive.
+        // Its server runs in a container, on a volume filled from the copy's archive. A server
+        // still running as a process on the copy (a daemon started before with processes)
+        // stops first: the archive must not be taken of a directory a server writes to.
+        bool process = false;
+        for (auto& [o, sup] : app.instances)
+          if (sup.state().exists() && sup.state().runtime_name == "process") {
+            process = true;
+            apply(sup, sup.stop("its server moves into a container (--db-image)"));
+          }
+        if (process) {
+          wait = "stopping the server's process before it moves into a container";
+          return false;
+        }
         const db::CopyStatus as = d_.databases->ensure_seed(env, spec.app, Identity{kDbContainerUid, kDbContainerUid});
         if (as.state != db::CopyStatus::State::kReady) {
           wait = as.state == db::CopyStatus::State::kFailed ? "no archive of the copy: " + as.message : as.message;

@@ -85,7 +85,7 @@ struct Deps {
   db::Manager* databases = nullptr;
   // Database servers run in containers from this image (a cluster: its overlay does not reach
   // processes on the daemon's host), on a volume filled from their copy (runtime::Mount::seed),
-  // as the image's user kDbContainerUser. Empty: as processes on their copy, on this host.
+  // as the image's user kDbContainerUid. Empty: as processes on their copy, on this host.
   std::string db_image;
   // Environment lifetimes (`expires:`): an event this long before, down at expiry, the document
   // deleted this long after.

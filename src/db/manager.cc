@@ -617,7 +617,10 @@ CopyStatus Manager::ensure_seed(const std::string& env, const std::string& db, I
   const std::string log = fmt::format("{}/logs/seed-{}-{}.log", dir_, env, db);
   auto alive = alive_;
   run_worker([this, alive, job, c, tar, log, k, owner] {
-    Status st = catching([&] { return archive_copy(c.datadir, tar, owner, log); });
+    Status st = catching([&] {
+      fs::create_directories(fs::path(log).parent_path());
+      return archive_copy(c.datadir, tar, owner, log);
+    });
     executor_.post([this, alive, job, st, c, tar, k] {
       if (!*alive) return;
       job->finished_at = clock_.wall_ms();
@@ -626,8 +629,8 @@ CopyStatus Manager::ensure_seed(const std::string& env, const std::string& db, I
       if (!st.ok()) {
         job->error = st.error().message;
         job->set_phase("failed");
-      } else if (now_copy != copies_.end() && now_copy->second.created_at == c.created_at) {
-        now_copy->second.seed = tar;
+      } else {
+        if (now_copy != copies_.end() && now_copy->second.created_at == c.created_at) now_copy->second.seed = tar;
         seed_jobs_.erase(k);
         job->set_phase("done");
       }

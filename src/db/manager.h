@@ -136,7 +136,7 @@ class Manager {
                          std::optional<Identity> owner = std::nullopt);
   // The ready copy as a tar archive for a server that runs in a container, on this host or
   // another (db/clone.h archive_copy, its files `owner`'s): made once, on a worker thread, at
-  // copies/<env>/<db>/seed.tar and kept with the copy, so a volume lost with its host is filled
+  // copies/<env>/<db>/seed-<copy>.tar and kept with the copy, so a volume lost with its host is filled
   // again from it. kReady: Copy::seed is its path. Call once ensure_copy() says kReady.
   CopyStatus ensure_seed(const std::string& env, const std::string& db, Identity owner);
   // Whether any copy of the environment's databases is on this host (kept after it was deleted).

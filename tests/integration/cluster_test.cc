@@ -924,6 +924,24 @@ environments:
   EXPECT_EQ(lost["app"], "shopdb");
   EXPECT_THAT(lost["message"].get<std::string>(), HasSubstr("inv@1"));
   EXPECT_THAT(lost["message"].get<std::string>(), HasSubstr(after.first));
+
+  // The lost host returns: before it takes instances again its database volume is gone, so a
+  // server placed there later never serves what it held before the loss.
+  auto seeded_volumes = [&](int host) {
+    const std::string filters = R"({"label":["berth.data=)" + data_id_ + R"(","berth.seeded=1"]})";
+    std::string encoded;
+    for (char ch : filters)
+      encoded += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch) : fmt::format("%{:02X}", ch);
+    auto list = engine_call(hosts_[static_cast<std::size_t>(host - 1)], "GET", "/volumes?filters=" + encoded);
+    return list.status == 200 && list.body["Volumes"].is_array() ? static_cast<int>(list.body["Volumes"].size()) : -1;
+  };
+  ASSERT_EQ(script(fmt::format("restart {}", k)), 0);
+  ASSERT_TRUE(wait_until([&] {
+    const auto now = nodes(hosts_[0]);
+    return std::any_of(now.begin(), now.end(), [&](const auto& node) { return node.hostname == db_host && node.state == "ready"; });
+  }, std::chrono::seconds(90))) << db_host << " did not join the Swarm again";
+  EXPECT_EQ(seeded_volumes(k), 0) << "the returned host still has a database volume";
+  EXPECT_EQ(seeded_volumes(after.first.back() - '0'), 1) << "the serving host has its one volume";
   ASSERT_EQ(d->cli({"down", "beta", "-q", "--timeout", "60s"}).exit_code, 0);
 }
 

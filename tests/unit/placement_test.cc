@@ -77,7 +77,7 @@ TEST(Placement, ParsesMarathonConstraintsAndNamesWhatIsWrong) {
 TEST(Placement, SpreadsAnAppThenFillsTheLeastLoaded) {
   std::vector<HostSlot> hosts{host("h1"), host("h2"), host("h3")};
   std::vector<Placed> placed{{"h1", "e/other", 0, kCpu, 0}};  // h1 is busier
-  Request r{"e/web", 0, kCpu / 2, 0, {}};
+  Request r{"e/web", 0, kCpu / 2, 0, {}, ""};
   // One per host, the least loaded first (h2 before h3 by name), then again by load.
   EXPECT_EQ(place_all(r, 4, hosts, placed), (std::vector<std::string>{"h2", "h3", "h1", "h2"}));
 }
@@ -87,7 +87,7 @@ TEST(Placement, AppsThatAskForNoResourcesSpreadByInstanceCount) {
   std::vector<Placed> placed;
   std::map<std::string, int> per_host;
   for (const char* app : {"e/a", "e/b", "e/c", "e/d", "e/e", "e/f"})
-    for (const auto& h : place_all(Request{app, 0, 0, 0, {}}, 1, hosts, placed)) ++per_host[h];
+    for (const auto& h : place_all(Request{app, 0, 0, 0, {}, ""}, 1, hosts, placed)) ++per_host[h];
   EXPECT_EQ(per_host, (std::map<std::string, int>{{"h1", 2}, {"h2", 2}, {"h3", 2}}));
 }
 
@@ -97,17 +97,17 @@ TEST(Placement, CountsResourcesAndSaysWhyNoHostFits) {
   hosts[2].why_not = "down";
   std::vector<Placed> placed;
   std::string error;
-  Request r{"e/db", 0, kCpu, kGiB / 2, {}};
+  Request r{"e/db", 0, kCpu, kGiB / 2, {}, ""};
   EXPECT_EQ(place_all(r, 4, hosts, placed, &error), (std::vector<std::string>{"h1", "h2", "h1"}));
   EXPECT_THAT(error, HasSubstr("no host can run e/db #3: h1: needs 1 CPUs, 0 of 2 free; h2: needs 1 CPUs, 0 of 1 free; h3: down"));
   // Memory too, and an app without requests still goes anywhere schedulable.
   placed.clear();
-  Request big{"e/cache", 0, 0, 3 * kGiB, {}};
+  Request big{"e/cache", 0, 0, 3 * kGiB, {}, ""};
   EXPECT_EQ(place(big, hosts, placed).value(), "h1");
   placed.push_back({"h1", "e/cache", 0, 0, 3 * kGiB});
-  EXPECT_THAT(place({"e/cache", 1, 0, 3 * kGiB, {}}, hosts, placed).error().message,
+  EXPECT_THAT(place({"e/cache", 1, 0, 3 * kGiB, {}, ""}, hosts, placed).error().message,
               HasSubstr("h1: needs 3072 MiB, 1024 MiB of 4096 MiB free; h2: needs 3072 MiB, 1024 MiB of 1024 MiB free"));
-  EXPECT_EQ(place({"e/tiny", 0, 0, 0, {}}, hosts, placed).value(), "h2");
+  EXPECT_EQ(place({"e/tiny", 0, 0, 0, {}, ""}, hosts, placed).value(), "h2");
   EXPECT_THAT(place(r, {}, {}).error().message, HasSubstr("the cluster has no hosts"));
 }
 
@@ -115,12 +115,12 @@ TEST(Placement, UniqueHostnameAndMaxPerRack) {
   std::vector<HostSlot> hosts{host("h1", {{"rack", "a"}}), host("h2", {{"rack", "a"}}), host("h3", {{"rack", "b"}})};
   std::vector<Placed> placed;
   std::string error;
-  Request unique{"e/web", 0, 0, 0, {constraint({"hostname", "UNIQUE"})}};
+  Request unique{"e/web", 0, 0, 0, {constraint({"hostname", "UNIQUE"})}, ""};
   EXPECT_EQ(place_all(unique, 4, hosts, placed, &error), (std::vector<std::string>{"h1", "h2", "h3"}));
   EXPECT_THAT(error, HasSubstr("h1: hostname=h1 already runs e/web (hostname UNIQUE)"));
 
   placed.clear();
-  Request max_per{"e/api", 0, 0, 0, {constraint({"rack", "MAX_PER", "1"})}};
+  Request max_per{"e/api", 0, 0, 0, {constraint({"rack", "MAX_PER", "1"})}, ""};
   EXPECT_EQ(place_all(max_per, 3, hosts, placed, &error), (std::vector<std::string>{"h1", "h3"}));
   EXPECT_THAT(error, HasSubstr("h2: rack=a already runs 1 of e/api (rack MAX_PER 1)"));
 }
@@ -129,11 +129,11 @@ TEST(Placement, GroupByAlternatesOverTheFieldsValues) {
   std::vector<HostSlot> hosts{host("h1", {{"rack", "a"}}), host("h2", {{"rack", "a"}}), host("h3", {{"rack", "b"}}),
                               host("h4")};  // no rack: never chosen under GROUP_BY rack
   std::vector<Placed> placed;
-  Request r{"e/web", 0, 0, 0, {constraint({"rack", "GROUP_BY", "2"})}};
+  Request r{"e/web", 0, 0, 0, {constraint({"rack", "GROUP_BY", "2"})}, ""};
   EXPECT_EQ(place_all(r, 4, hosts, placed), (std::vector<std::string>{"h1", "h3", "h2", "h3"}));
   // Expecting three racks where two are schedulable: the instance waits.
   placed.clear();
-  Request three{"e/web", 0, 0, 0, {constraint({"rack", "GROUP_BY", "3"})}};
+  Request three{"e/web", 0, 0, 0, {constraint({"rack", "GROUP_BY", "3"})}, ""};
   auto none = place(three, hosts, placed);
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.error().code, ErrorCode::kExhausted);
@@ -143,14 +143,14 @@ TEST(Placement, GroupByAlternatesOverTheFieldsValues) {
 
 TEST(Placement, ClusterLikeAndUnlike) {
   std::vector<HostSlot> hosts{host("h1", {{"zone", "eu-1"}}), host("h2", {{"zone", "us-1"}}), host("h3")};
-  EXPECT_EQ(place({"e/a", 0, 0, 0, {constraint({"zone", "CLUSTER", "us-1"})}}, hosts, {}).value(), "h2");
-  EXPECT_EQ(place({"e/a", 0, 0, 0, {constraint({"zone", "LIKE", "eu-.*"})}}, hosts, {}).value(), "h1");
+  EXPECT_EQ(place({"e/a", 0, 0, 0, {constraint({"zone", "CLUSTER", "us-1"})}, ""}, hosts, {}).value(), "h2");
+  EXPECT_EQ(place({"e/a", 0, 0, 0, {constraint({"zone", "LIKE", "eu-.*"})}, ""}, hosts, {}).value(), "h1");
   // UNLIKE also takes the host without the label.
   std::vector<Placed> placed;
-  Request unlike{"e/b", 0, 0, 0, {constraint({"zone", "UNLIKE", "eu-.*"})}};
+  Request unlike{"e/b", 0, 0, 0, {constraint({"zone", "UNLIKE", "eu-.*"})}, ""};
   EXPECT_EQ(place_all(unlike, 2, hosts, placed), (std::vector<std::string>{"h2", "h3"}));
   // LIKE matches the whole value, not a part of it.
-  EXPECT_THAT(place({"e/c", 0, 0, 0, {constraint({"zone", "LIKE", "eu"})}}, hosts, {}).error().message,
+  EXPECT_THAT(place({"e/c", 0, 0, 0, {constraint({"zone", "LIKE", "eu"})}, ""}, hosts, {}).error().message,
               HasSubstr("h1: zone=eu-1 (zone LIKE eu)"));
 }
 
@@ -187,13 +187,40 @@ TEST(Placement, InstancesStillStartingSpreadBeforeCountsDo) {
   // the second to h1, where nothing is starting, rather than queueing behind the first on h2.
   std::vector<HostSlot> hosts{host("h1"), host("h2")};
   std::vector<Placed> placed{{"h1", "e/a", 0, 0, 0, false}, {"h1", "e/b", 0, 0, 0, false}};
-  auto first = place(Request{"e/c", 0, 0, 0, {}}, hosts, placed);
+  auto first = place(Request{"e/c", 0, 0, 0, {}, ""}, hosts, placed);
   ASSERT_TRUE(first.ok());
   EXPECT_EQ(*first, "h2");
   placed.push_back({*first, "e/c", 0, 0, 0, true});
-  auto second = place(Request{"e/d", 0, 0, 0, {}}, hosts, placed);
+  auto second = place(Request{"e/d", 0, 0, 0, {}, ""}, hosts, placed);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(*second, "h1");
 }
 
+}  // namespace berth::cluster
+
+namespace berth::cluster {
+namespace {
+
+// An instance with data on a host (a database's volume) keeps to it while it can take it, even
+// where spreading would choose another; a host that cannot take it is passed over as usual.
+TEST(Placement, AnInstanceKeepsToTheHostItsDataIsOnWhileThatHostCanTakeIt) {
+  std::vector<HostSlot> hosts = {host("h1"), host("h2"), host("h3")};
+  std::vector<Placed> placed = {{"h2", "beta/a", 0, 0, 0}, {"h2", "beta/b", 0, 0, 0}};
+  Request r;
+  r.app = "beta/shopdb";
+  EXPECT_EQ(*place(r, hosts, placed), "h1") << "spread: the emptiest host";
+  r.prefer = "h2";
+  EXPECT_EQ(*place(r, hosts, placed), "h2") << "where its data is";
+  hosts[1].schedulable = false;
+  hosts[1].why_not = "down";
+  EXPECT_EQ(*place(r, hosts, placed), "h1") << "its host is down: elsewhere";
+  hosts[1].schedulable = true;
+  r.constraints = {constraint({"hostname", "UNLIKE", "h2"})};
+  EXPECT_EQ(*place(r, hosts, placed), "h1") << "its constraints first";
+  r.constraints.clear();
+  r.prefer = "gone";
+  EXPECT_EQ(*place(r, hosts, placed), "h1") << "a host the cluster no longer has";
+}
+
+}  // namespace
 }  // namespace berth::cluster

@@ -322,11 +322,15 @@ void ClusterRuntime::fence(std::size_t i) {
     return;
   }
   std::vector<Record> records;
+  std::set<std::pair<std::string, std::string>> kept;
   for (const auto& [id, w] : placed_)
-    if (w.host == i) records.push_back({id, w.ref.substr(w.ref.find('/') + 1)});
+    if (w.host == i) {
+      records.push_back({id, w.ref.substr(w.ref.find('/') + 1)});
+      kept.insert({id.env, id.app});
+    }
   std::fprintf(stderr, "berth: cluster: host %s answers; removing what berth no longer counts there (%zu instance(s) kept)\n",
                h.hostname.c_str(), records.size());
-  h.rt->recover(records, [this, i](std::vector<Recovered> got) {
+  h.rt->recover(records, [this, i, kept](std::vector<Recovered> got) {
     for (auto& r : got) {
       const Ref ours = wrap(i, r.ref);
       auto it = placed_.find(r.id);
@@ -334,8 +338,13 @@ void ClusterRuntime::fence(std::size_t i) {
       placed_.erase(it);
       if (listener_) listener_->on_exited(r.id, ours, r.exit);
     }
-    if (hosts_[i]->leaving) return finish_leaving(i);  // fenced: now it may go
-    rejoin(i);
+    // Before it takes instances again: a database placed here later must get a fresh fill, not
+    // the data it had before it was lost.
+    drop_stale_volumes(i, kept, 60, [this, i] {
+      if (hosts_[i]->state != Host::State::kFencing) return;
+      if (hosts_[i]->leaving) return finish_leaving(i);  // fenced: now it may go
+      rejoin(i);
+    });
   });
 }
 
@@ -387,6 +396,10 @@ std::vector<HostView> ClusterRuntime::hosts() const {
 
 // ---- instances ------------------------------------------------------------------------------------
 
+bool ClusterRuntime::has_data(const InstanceSpec& spec) {
+  return std::any_of(spec.mounts.begin(), spec.mounts.end(), [](const Mount& m) { return !m.seed.empty(); });
+}
+
 Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   std::vector<bc::HostSlot> slots;
   std::vector<std::size_t> host_of;  // slot → index in hosts_ (hosts that left have none)
@@ -419,6 +432,7 @@ Result<std::size_t> ClusterRuntime::place(const InstanceSpec& spec) const {
   req.ordinal = spec.id.ordinal;
   req.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
   req.memory_bytes = static_cast<std::int64_t>(spec.resources.memory_bytes);
+  if (auto d = data_host_.find(spec.id); d != data_host_.end() && has_data(spec)) req.prefer = d->second;
   for (const auto& words : spec.constraints) {
     auto c = bc::parse_constraint(words);  // (the catalog checked them)
     if (!c.ok()) return c.error();
@@ -451,6 +465,7 @@ void ClusterRuntime::launch(const InstanceSpec& spec) {
     w.nano_cpus = static_cast<std::int64_t>(spec.resources.cpus * 1e9);
     w.memory_bytes = static_cast<std::int64_t>(spec.resources.memory_bytes);
     placed_[spec.id] = w;
+    if (has_data(spec)) data_host_[spec.id] = hosts_[*host]->hostname;
     ensure_image(*host, image->image, [this, spec, h = *host](Status st) {
       auto it = placed_.find(spec.id);
       if (it == placed_.end() || it->second.host != h || it->second.launch != spec.launch) return;  // lost meanwhile
@@ -518,6 +533,7 @@ void ClusterRuntime::recover(const std::vector<Record>& records, std::function<v
     std::vector<std::vector<Record>> by_host(hosts_.size());
     auto out = std::make_shared<std::vector<Recovered>>();
     for (const auto& r : records) {
+      if (const auto slash = r.ref.find('/'); slash != std::string::npos) data_host_[r.id] = r.ref.substr(0, slash);
       std::size_t h = 0;
       Ref inner;
       if (unwrap(r.ref, &h, &inner)) {

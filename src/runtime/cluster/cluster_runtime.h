@@ -150,6 +150,8 @@ class ClusterRuntime final : public Runtime {
  private:
   struct Host;
   class HostListener;
+  // Whether it has data in a volume of its host (Mount::seed: a database's), which it keeps to.
+  static bool has_data(const InstanceSpec& spec);
   struct Where {
     std::size_t host = 0;
     std::uint64_t launch = 0;
@@ -180,6 +182,12 @@ class ClusterRuntime final : public Runtime {
   void each_container(std::size_t i, const std::string& label, bool all, const std::string& method,
                       const std::string& suffix, Millis timeout_ms, std::function<void(bool)> done);
   void kill_all(std::size_t i, std::function<void(bool)> done);
+  // A fenced host's volumes filled from a Mount::seed (a database's data), but those of
+  // instances in `keep` (env, app): their instances were made again elsewhere on a fresh fill, so
+  // what they hold must never serve again. A volume still in use (its container being removed)
+  // is asked again each second, for at most `tries` seconds. Then `then`.
+  void drop_stale_volumes(std::size_t i, std::set<std::pair<std::string, std::string>> keep, int tries,
+                          std::function<void()> then);
   void settle(std::size_t i, Millis since, std::function<void()> then);
   void forget(std::size_t i);
   std::size_t live_hosts() const;
@@ -219,6 +227,10 @@ class ClusterRuntime final : public Runtime {
   Listener* listener_ = nullptr;
   std::vector<std::unique_ptr<Host>> hosts_;
   std::map<InstanceId, Where> placed_;
+  // Instances with data on their host (has_data): the hostname they were last placed on or
+  // recorded at. Placement keeps them there while it can take them; elsewhere their volume is
+  // filled afresh.
+  std::map<InstanceId, std::string> data_host_;
   std::optional<InstanceId> moving_;  // off a drained host, until it is ready elsewhere
   bool started_ = false;
   bool starting_ = false;

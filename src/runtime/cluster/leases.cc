@@ -95,6 +95,49 @@ void ClusterRuntime::each_container(std::size_t i, const std::string& label, boo
   });
 }
 
+void ClusterRuntime::drop_stale_volumes(std::size_t i, std::set<std::pair<std::string, std::string>> keep, int tries,
+                                        std::function<void()> then) {
+  const std::string endpoint = hosts_[i]->endpoint;
+  json filters = {{"label", json::array({"berth.data=" + options_.data_id, "berth.seeded=1"})}};
+  swarm_.call(endpoint, {"GET", "/volumes?filters=" + percent_encode(filters.dump()), "", "", "application/json", 30'000},
+              [this, i, endpoint, keep, tries, then](Result<engine::Response> r) {
+    const json list = r.ok() && r->ok() ? json::parse(r->body, nullptr, false) : json();
+    if (!list.is_object() || !list.contains("Volumes") || !list["Volumes"].is_array()) {
+      if (tries <= 0) return then();
+      std::fprintf(stderr, "berth: cluster: cannot list the volumes of host %s: %s\n", hosts_[i]->hostname.c_str(),
+                   r.ok() ? engine::error_message(*r).c_str() : r.error().message.c_str());
+      loop_.after(1000, [this, alive = std::weak_ptr<bool>(alive_), i, keep, tries, then] {
+        if (auto a = alive.lock(); a && *a) drop_stale_volumes(i, keep, tries - 1, then);
+      });
+      return;
+    }
+    auto left = std::make_shared<std::size_t>(1);
+    auto busy = std::make_shared<bool>(false);
+    auto one_done = [this, i, keep, tries, then, left, busy](bool in_use) {
+      *busy = *busy || in_use;
+      if (--*left) return;
+      if (!*busy || tries <= 0) return then();
+      loop_.after(1000, [this, alive = std::weak_ptr<bool>(alive_), i, keep, tries, then] {
+        if (auto a = alive.lock(); a && *a) drop_stale_volumes(i, keep, tries - 1, then);
+      });
+    };
+    for (const auto& v : list["Volumes"]) {
+      if (!v.is_object() || !v.contains("Name") || !v["Name"].is_string()) continue;
+      std::string env, app;
+      if (v.contains("Labels") && v["Labels"].is_object()) {
+        const json& l = v["Labels"];
+        if (l.contains("berth.env") && l["berth.env"].is_string()) env = l["berth.env"].get<std::string>();
+        if (l.contains("berth.app") && l["berth.app"].is_string()) app = l["berth.app"].get<std::string>();
+      }
+      if (keep.count({env, app})) continue;
+      ++*left;
+      swarm_.call(endpoint, {"DELETE", "/volumes/" + percent_encode(v["Name"].get<std::string>()), "", "", "application/json", 60'000},
+                  [one_done](Result<engine::Response> d) { one_done(!d.ok() || d->status == 409); });
+    }
+    one_done(false);
+  });
+}
+
 // Every running berth container of host `i` killed through its Engine API (a kill, not a stop:
 // what matters is that nothing answers there any more); true once each kill was answered, false
 // when the host could not be asked.

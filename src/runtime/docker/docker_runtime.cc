@@ -417,6 +417,8 @@ void DockerRuntime::start_container(const std::string& name) {
       return fail_launch(name, unavailable(fmt::format("starting container {}: {}", name, error_message(*r))));
     cc.state = Container::State::kRunning;
     cc.started = true;
+    for (const auto& m : cc.spec.mounts)
+      if (!m.seed.empty()) fresh_volumes_.erase(volume_name(m.source));
     follow_logs(cc, "0");
     if (listener_) listener_->on_started(cc.id, cc.launch, cc.ref, {cc.spec.ip, "container " + short_id(cc.ref), 0, cc.seeded});
     if (cc.died) return begin_exit(name, cc.exit_code, cc.exit_known);

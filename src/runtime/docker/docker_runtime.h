@@ -128,6 +128,9 @@ class DockerRuntime final : public Runtime {
 
   Executor& loop_;
   DockerOptions options_;
+  // Volumes this runtime filled whose container has not started yet: a launch that fails after
+  // the fill and is tried again still reports Observed::seeded.
+  std::set<std::string> fresh_volumes_;
   std::unique_ptr<Engine> engine_;
   Listener* listener_ = nullptr;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

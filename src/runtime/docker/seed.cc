@@ -39,9 +39,12 @@ void DockerRuntime::seed_volume(const std::string& name, std::size_t index) {
                  {"Mounts", json::array({{{"Type", "volume"}, {"Source", volume}, {"Target", m.target}}})}}}};
   call({"POST", "/containers/create", body.dump(), "", "application/json", 60'000},
        [this, name, index, volume](Result<Response> r) {
-         if (!containers_.count(name)) return;
+         json created = r.ok() ? json::parse(r->body, nullptr, false) : json();
+         if (!containers_.count(name)) {
+           if (created.is_object() && created.contains("Id") && created["Id"].is_string()) drop_helper(created["Id"].get<std::string>());
+           return;
+         }
          if (!r.ok()) return fail_launch(name, r.error().wrap("filling volume " + volume));
-         json created = json::parse(r->body, nullptr, false);
          if (!r->ok() || !created.is_object() || !created.contains("Id") || !created["Id"].is_string())
            return fail_launch(name, unavailable(fmt::format("filling volume {}: creating its helper container: {}", volume,
                                                             error_message(*r))));
@@ -53,6 +56,8 @@ void DockerRuntime::seed_volume(const std::string& name, std::size_t index) {
                 if (!containers_.count(name)) return drop_helper(helper);
                 if (marker.ok() && marker->ok()) {  // complete: this host has the instance's data
                   drop_helper(helper);
+                  // (Filled for a launch that never started: still a fresh fill.)
+                  if (fresh_volumes_.count(volume)) containers_.at(name)->seeded = true;
                   return make_volumes(name, index + 1);
                 }
                 if (!marker.ok() || marker->status != 404) {
@@ -81,6 +86,7 @@ void DockerRuntime::fill_volume(const std::string& name, std::size_t index, cons
                                                             it->second->spec.mounts[index].seed,
                                                             r.ok() ? error_message(*r) : r.error().message)));
          it->second->seeded = true;
+         fresh_volumes_.insert(volume);
          drop_older_seeds(it->second->id, volume);
          make_volumes(name, index + 1);
        });
