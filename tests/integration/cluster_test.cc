@@ -29,6 +29,7 @@
 
 #include "base/asio_executor.h"
 #include "base/clock.h"
+#include "base/text.h"
 #include "cluster/swarm/swarm.h"
 #include "docker_env.h"
 #include "harness.h"
@@ -378,11 +379,9 @@ class ClusterDaemon : public Cluster {
   std::map<std::string, Seen> containers_on(int k, const std::string& data_id) {
     std::map<std::string, Seen> out;
     const std::string filters = R"({"label":["berth.data=)" + data_id + R"("]})";
-    std::string encoded;
-    for (char c : filters) encoded += std::isalnum(static_cast<unsigned char>(c)) ? std::string(1, c) : fmt::format("%{:02X}", c);
     const std::size_t i = static_cast<std::size_t>(k - 1);
     auto list = engine_call(i < seen_through_.size() ? seen_through_[i] : hosts_[i], "GET",
-                            "/containers/json?all=1&filters=" + encoded);
+                            "/containers/json?all=1&filters=" + percent_encode(filters));
     if (list.status != 200 || !list.body.is_array()) return out;
     for (const auto& c : list.body) {
       Seen s;
@@ -929,10 +928,7 @@ environments:
   // server placed there later never serves what it held before the loss.
   auto seeded_volumes = [&](int host) {
     const std::string filters = R"({"label":["berth.data=)" + data_id_ + R"(","berth.seeded=1"]})";
-    std::string encoded;
-    for (char ch : filters)
-      encoded += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch) : fmt::format("%{:02X}", ch);
-    auto list = engine_call(hosts_[static_cast<std::size_t>(host - 1)], "GET", "/volumes?filters=" + encoded);
+    auto list = engine_call(hosts_[static_cast<std::size_t>(host - 1)], "GET", "/volumes?filters=" + percent_encode(filters));
     return list.status == 200 && list.body["Volumes"].is_array() ? static_cast<int>(list.body["Volumes"].size()) : -1;
   };
   ASSERT_EQ(script(fmt::format("restart {}", k)), 0);
