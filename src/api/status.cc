@@ -41,7 +41,7 @@ json to_json(const control::EnvStatus& s) {
     if (!a.build_state.empty())
       app["build"] = {{"commit", a.commit.empty() ? json(nullptr) : json(a.commit)}, {"id", a.build_id},
                       {"state", a.build_state}, {"duration_ms", a.build_ms ? json(a.build_ms) : json(nullptr)},
-                      {"error", a.build_error}};
+                      {"error", a.build_error}, {"resolving", a.resolving}};
     if (!a.standard.empty())
       app["database"] = {{"standard", a.standard},
                          {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},

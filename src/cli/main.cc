@@ -551,7 +551,7 @@ int run(int argc, char** argv) {
       return follow(c, env, (*r)["events_after"].get<std::int64_t>(), timeout, quiet, [](const json& s) {
         if (!s["ready"].get<bool>() || s["updating"].get<bool>()) return false;
         for (const auto& a : s["apps"])
-          if (a.contains("build") && a["build"]["state"] == "resolving") return false;
+          if (a.contains("build") && (a["build"]["state"] == "resolving" || a["build"]["resolving"] == true)) return false;
         return true;
       }, "refresh");
     }

@@ -191,19 +191,21 @@ Status ControlLoop::down(const std::string& env, bool force) {
   return {};
 }
 
-Status ControlLoop::refresh(const std::string& env) {
+Status ControlLoop::refresh(const std::string& env, bool quiet) {
   BERTH_ASSERT_LOOP(*d_.executor);
   if (!catalog_ || !catalog_->find(env)) return not_found(fmt::format("no environment '{}'", env));
   auto e = obs_.envs.find(env);
   int n = 0;
   if (e != obs_.envs.end())
     for (auto& [name, app] : e->second.apps)
-      if (!app.src.ref_key.empty() && !app.src.resolving) {
-        app.src.commit.clear();  // resolve again; running instances keep running meanwhile
+      if (!app.src.ref_key.empty()) {
+        // Resolved again; the current commit keeps running and stays the one shown meanwhile.
+        app.src.reresolve = true;
         app.src.error.clear();
         ++n;
       }
-  if (n > 0) emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
+  if (n > 0 && !quiet)
+    emit(env, "refresh", "", -1, "", fmt::format("re-resolving the tags of {} app(s) built from source", n));
   schedule_reconcile(env);
   return {};
 }
@@ -481,7 +483,8 @@ void ControlLoop::reconcile_env(const std::string& name, EnvState& env, const Pl
   } else if (timer == follow_timers_.end()) {
     follow_timers_[name] = d_.executor->after(spec->follow_interval_ms, [this, name] {
       follow_timers_.erase(name);
-      if (obs_.up.count(name)) (void)refresh(name);  // schedules the next one through reconcile
+      // Quiet: a follow tells only a moved branch (event `building`), not each poll.
+      if (obs_.up.count(name)) (void)refresh(name, /*quiet=*/true);  // schedules the next one through reconcile
     });
   }
   if (!plan) return;
@@ -680,26 +683,31 @@ bool ControlLoop::prepare_build(const std::string& env, AppState& app, const mod
     wait = "cannot build: this daemon has no builder";
     return false;
   }
+  if (src.commit.empty() && !src.error.empty()) {
+    wait = "cannot build: " + src.error;
+    return false;
+  }
+  if ((src.commit.empty() || src.reresolve) && !src.resolving) {
+    src.resolving = true;
+    src.reresolve = false;
+    d_.builder->resolve(so.repo, spec.tag, [this, env, name = spec.app, ref_key](Result<std::string> r) {
+      AppState* a = obs_.find_app(env, name);
+      if (!a || a->src.ref_key != ref_key) return;
+      a->src.resolving = false;
+      if (r.ok()) {
+        a->src.commit = *r;
+      } else if (a->src.commit.empty()) {
+        a->src.error = r.error().message;
+        emit(env, "build-failed", name, -1, "", r.error().message);
+      } else {
+        // A refresh that cannot resolve leaves what runs alone.
+        emit(env, "build-failed", name, -1, "",
+             fmt::format("{}; {} keeps running at {}", r.error().message, name, a->src.commit.substr(0, 7)));
+      }
+      schedule_reconcile(env);
+    });
+  }
   if (src.commit.empty()) {
-    if (!src.error.empty()) {
-      wait = "cannot build: " + src.error;
-      return false;
-    }
-    if (!src.resolving) {
-      src.resolving = true;
-      d_.builder->resolve(so.repo, spec.tag, [this, env, name = spec.app, ref_key](Result<std::string> r) {
-        AppState* a = obs_.find_app(env, name);
-        if (!a || a->src.ref_key != ref_key) return;
-        a->src.resolving = false;
-        if (r.ok()) {
-          a->src.commit = *r;
-        } else {
-          a->src.error = r.error().message;
-          emit(env, "build-failed", name, -1, "", r.error().message);
-        }
-        schedule_reconcile(env);
-      });
-    }
     wait = fmt::format("resolving {} in {}", spec.tag, so.repo);
     return false;
   }

@@ -204,8 +204,10 @@ class ControlLoop : private runtime::Listener {
   // instances start again at once. `user` is in the event.
   Status restart(const std::string& env, const std::string& app, const std::string& user);
   // Re-resolve the tags of the environment's apps built from source; moved ones are rebuilt and
-  // their instances replaced one at a time, each new one health-gated before the next.
-  Status refresh(const std::string& env);
+  // their instances replaced one at a time, each new one health-gated before the next. What runs
+  // stays the commit shown until the new resolution differs. `quiet`: no `refresh` event (follow's
+  // polls; a moved branch still tells `building`).
+  Status refresh(const std::string& env, bool quiet = false);
 
   const model::Catalog* catalog() const { return catalog_ ? &*catalog_ : nullptr; }
   // The status read model: what the API shows, as of the last publish. Every change the loop

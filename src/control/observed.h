@@ -22,8 +22,9 @@ namespace berth::control {
 // An app built from source: where its tag's resolve and build stand.
 struct SourceState {
   std::string ref_key;       // repo#tag the state below is for
-  std::string commit;
+  std::string commit;        // what runs (or is built); kept while it is resolved again
   bool resolving = false;
+  bool reresolve = false;    // a refresh asked to resolve the tag again; `commit` stays meanwhile
   std::string error;         // resolving failed
   std::string build_id;
   std::string announced;     // last build state told in an event

@@ -54,6 +54,7 @@ struct AppStatus {
   std::string commit;       // full id; empty while resolving or without a source
   std::string build_id;
   std::string build_state;  // resolving | queued | building | built | build-failed; empty without a source
+  bool resolving = false;   // the tag is being resolved (again, after a refresh: `commit` is the current one)
   Millis build_ms = 0;      // duration of the build (0 while not finished)
   std::string build_error;
   // Databases: the standard and version of the environment's copy, how it was made, how long it took.

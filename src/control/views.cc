@@ -81,6 +81,7 @@ void fill_app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
     const SourceState& src = app->src;
     a.commit = src.commit;
     a.build_id = src.build_id;
+    a.resolving = src.resolving || src.reresolve;
     if (!src.error.empty()) {
       a.build_state = "build-failed";
       a.build_error = src.error;

@@ -201,6 +201,18 @@ TEST(Build, FollowPicksUpAMovedBranch) {
   make_repo(repo, "1.0");
   ASSERT_EQ(d.apply(catalog("127.103", kSvc, "  dev-1: {follow: true, follow_interval: 1s}\n")).exit_code, 0);
   ASSERT_EQ(d.cli({"up", "dev-1", "-q"}).exit_code, 0);
+  // Polls of an unmoved branch leave the environment as it is: never updating, its commit always
+  // shown (a poll whose resolve outlasted the interval once kept `berth up` waiting forever).
+  const std::string commit1 = app_of(d.status("dev-1"), "svc")["build"]["commit"];
+  int samples = 0;
+  for (auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500); std::chrono::steady_clock::now() < end;) {
+    auto s = d.status("dev-1");
+    ASSERT_EQ(s["updating"], false) << s.dump();
+    ASSERT_EQ(app_of(s, "svc")["build"]["commit"], commit1) << s.dump();
+    ++samples;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // sampling rate over two polls
+  }
+  EXPECT_GT(samples, 20);
   commit_version(repo, "2.0");
   ASSERT_TRUE(wait_until([&] {
     auto s = d.status("dev-1");

@@ -284,7 +284,7 @@ environments:
     auto s = d->status("dev");
     return app_of(s, "good")["state"] == "ready" && app_of(s, "missing")["state"] == "failed" &&
            app_of(s, "broken")["state"] == "failed";
-  }, std::chrono::seconds(60)));
+  }, std::chrono::seconds(60))) << d->status("dev").dump(1);
   auto s = d->status("dev");
   EXPECT_THAT(app_of(s, "missing")["message"].get<std::string>(), HasSubstr("image 'berth-nowhere:1.0' is not on the Docker host"));
   EXPECT_THAT(app_of(s, "broken")["message"].get<std::string>(), HasSubstr("/no/such/program"));
