@@ -540,6 +540,15 @@ TEST_F(ClusterDaemon, AnEnvironmentSpreadOverThreeHostsKeepsEveryAddressAndNameW
   ASSERT_TRUE(wait_until([&] { return moved_off(*d, 2); }, std::chrono::seconds(90))) << d->cli({"status", "beta"}).out;
   auto after = placement(*d);
   for (const auto& [inst, where] : before) EXPECT_EQ(after[inst].second, where.second) << inst << " moved address";
+  // Lost on the first sign: its dockerd gone, as its lease holder and berth found (not later,
+  // when the Swarm's heartbeat ran out).
+  int told = 0;
+  for (const auto& e : d->events("beta"))
+    if (e["type"] == "moving") {
+      EXPECT_NE(e["message"].get<std::string>().find("its dockerd is gone"), std::string::npos) << e.dump();
+      ++told;
+    }
+  EXPECT_EQ(told, on_two);
   // The call chain works again, every hop found by name. (Once in five runs, a moved container's
   // first lookups failed for a few seconds after it was ready — the overlay settling after the
   // node's removal — so this waits, and says how long it took.)

@@ -21,7 +21,15 @@ TEST(LeaseProtocol, RequestsAreOneLineOfWordsAndRefusedWithWhy) {
   EXPECT_EQ(renew->ttl_ms, 10000);
   EXPECT_EQ(format(*renew), "RENEW " + kToken + " h 10000");
   EXPECT_FALSE(parse_request("RENEW " + kToken + " h", &why));
-  EXPECT_EQ(why, "RENEW takes 3 words");
+  EXPECT_EQ(why, "RENEW takes 3 words (and `nodocker`)");
+  auto flagged = parse_request("RENEW " + kToken + " h 10000 nodocker", &why);
+  ASSERT_TRUE(flagged) << why;
+  EXPECT_TRUE(flagged->nodocker);
+  EXPECT_FALSE(renew->nodocker);
+  EXPECT_EQ(format(*flagged), "RENEW " + kToken + " h 10000 nodocker");
+  EXPECT_FALSE(parse_request("RENEW " + kToken + " h 10000 docker", &why));
+  EXPECT_EQ(why, "RENEW's fifth word can only be `nodocker`");
+  EXPECT_FALSE(parse_request("REVOKE " + kToken + " h nodocker", &why));
   EXPECT_FALSE(parse_request("RENEW " + kToken + " h 0", &why));
   EXPECT_NE(why.find("milliseconds"), std::string::npos);
   EXPECT_FALSE(parse_request("RENEW  " + kToken + " h 1", &why));
@@ -35,12 +43,12 @@ TEST(LeaseProtocol, RequestsAreOneLineOfWordsAndRefusedWithWhy) {
 
 TEST(LeaseTable, RenewalsAreCountedUntilRevokedAndTheHoldersReportIsKept) {
   Table t(kToken, 1000);
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 1500), "LEASE -1 500 0 - -1");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 1500), "LEASE -1 500 0 - -1 -1");
   EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2000), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000 -1");
   // A report without a revocation is nothing to keep.
   EXPECT_EQ(t.handle("REPORT " + kToken + " h2 fenced-1", 2300), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2300), "LEASE 300 1300 0 - 10000 -1");
   EXPECT_EQ(t.handle("REVOKE " + kToken + " h2", 2400), "OK");
   EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2500), "REVOKED");
   EXPECT_EQ(t.handle("REPORT " + kToken + " h2 fenced-4", 2600), "OK");
@@ -53,7 +61,25 @@ TEST(LeaseTable, RenewalsAreCountedUntilRevokedAndTheHoldersReportIsKept) {
   EXPECT_EQ(l->ttl_ms, 10000);
   EXPECT_EQ(t.handle("RESTORE " + kToken + " h2", 2800), "OK");
   EXPECT_EQ(t.handle("RENEW " + kToken + " h2 10000", 2900), "OK");
-  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2900), "LEASE 0 1900 0 - 10000");
+  EXPECT_EQ(t.handle("ASK " + kToken + " h2", 2900), "LEASE 0 1900 0 - 10000 -1");
+}
+
+// A holder whose dockerd refuses connections says so in each renewal: the table counts since the
+// first such one, and a renewal that finds dockerd again ends it.
+TEST(LeaseTable, AHolderWithoutItsDockerdIsCountedFromItsFirstSaying) {
+  Table t(kToken, 0);
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h3 10000", 100), "OK");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h3 10000 nodocker", 350), "OK");
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h3 10000 nodocker", 600), "OK");
+  auto l = parse_lease(t.handle("ASK " + kToken + " h3", 700));
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->nodocker_ms, 350);
+  EXPECT_EQ(l->silent_ms, 100);
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h3 10000", 850), "OK");
+  EXPECT_EQ(parse_lease(t.handle("ASK " + kToken + " h3", 900))->nodocker_ms, -1);
+  // Said by one host, of that host only.
+  EXPECT_EQ(t.handle("RENEW " + kToken + " h3 10000 nodocker", 1000), "OK");
+  EXPECT_EQ(parse_lease(t.handle("ASK " + kToken + " h2", 1100))->nodocker_ms, -1);
 }
 
 TEST(LeaseTable, AWrongTokenChangesNothing) {
@@ -98,6 +124,12 @@ TEST(LeaseProtocol, AnAskAnswerIsReadBackOrRefused) {
   EXPECT_FALSE(l->settled_by_report());
   l->report = "nodocker";
   EXPECT_TRUE(l->settled_by_report());
+  EXPECT_EQ(l->nodocker_ms, -1);  // (a table of an older berth does not say)
+  auto seven = parse_lease("LEASE 10 42 0 - 10000 500");
+  ASSERT_TRUE(seven);
+  EXPECT_EQ(seven->nodocker_ms, 500);
+  EXPECT_FALSE(parse_lease("LEASE 10 42 0 - 10000 -2"));
+  EXPECT_FALSE(parse_lease("LEASE 10 42 0 - 10000 5 6"));
   EXPECT_FALSE(parse_lease(""));
   EXPECT_FALSE(parse_lease("LEASE -1 42 0 -"));
   EXPECT_FALSE(parse_lease("LEASE -2 42 0 - -1"));

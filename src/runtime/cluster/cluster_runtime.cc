@@ -159,6 +159,7 @@ void ClusterRuntime::poll() {
     polling_ = false;
     if (nodes.ok()) on_nodes(std::move(nodes.value()), asked_at);
     else std::fprintf(stderr, "berth: cluster: listing the Swarm's nodes: %s\n", nodes.error().message.c_str());
+    probe_dockerds();
     // Hosts berth lost (or never reached): fenced once they answer.
     for (std::size_t i = 0; i < hosts_.size(); ++i) {
       Host& h = *hosts_[i];
@@ -194,6 +195,42 @@ void ClusterRuntime::on_nodes(std::vector<bc::Node> nodes, Millis asked_at) {
     else if (n->state == "down") lose(i, fmt::format("the Swarm calls it down{}", n->message.empty() ? "" : " (" + n->message + ")"));
   }
   next_move();
+}
+
+// The earlier of two signs of a host lost: its dockerd gone, as its lease holder (beside it) and
+// berth (through its Engine API) both find. The Swarm calls such a host down only after its
+// heartbeat runs out (two to four seconds with a 1 s heartbeat, measured), while a holder says
+// so within two renewals. Both must agree: the holder alone cannot see a dockerd it is not
+// mounted to any more, and berth alone cannot tell its own link from the host's.
+void ClusterRuntime::probe_dockerds() {
+  const Millis period = lease::Holder(options_.lease_ms, 0).period_ms();
+  for (std::size_t i = 1; i < hosts_.size(); ++i) {
+    Host& h = *hosts_[i];
+    if (h.state != Host::State::kUp || h.finishing || h.adding || h.probing || h.hostname.empty() || !sandbox_netns_) continue;
+    h.probing = true;
+    const std::string node = h.node.id;
+    lease_call(lease::Verb::kAsk, h.hostname, [this, i, node, period](const LeaseAnswer& a) {
+      auto l = lease::parse_lease(a.line);
+      // At least two renewals in a row said it, the last one lately.
+      if (!l || l->nodocker_ms < 0 || l->silent_ms < 0 || l->silent_ms > 4 * period ||
+          l->nodocker_ms - l->silent_ms < period / 2) {
+        hosts_[i]->probing = false;
+        return;
+      }
+      const Millis since = l->nodocker_ms;
+      swarm_.call(hosts_[i]->endpoint, {"GET", "/_ping", "", "", "application/json", 1000},
+                  [this, i, node, since](Result<engine::Response> r) {
+        Host& host = *hosts_[i];
+        host.probing = false;
+        if (r.ok() && r->ok()) return;  // it answers berth: not gone
+        if (host.state != Host::State::kUp || host.node.id != node || host.finishing) return;
+        lose(i, fmt::format("its dockerd is gone: its lease holder has found its socket refusing connections for {}, and "
+                            "berth's call fails ({})",
+                            format_duration(since), r.ok() ? fmt::format("HTTP {}", r->status) : r.error().message));
+        next_move();
+      });
+    });
+  }
 }
 
 // ---- drains ---------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@
 //     network is there before an instance needs it (a host's first container on an overlay
 //     waits seconds for it to be set up);
 //   - host loss: the manager's node list, asked every `poll_ms`, says a host is down (after
-//     the dispatcher's heartbeat berth sets, `heartbeat_ms`); berth removes the node from the
+//     the dispatcher's heartbeat berth sets, `heartbeat_ms`), or, sooner, a host's dockerd is
+//     gone (its lease holder says so in its renewals, and berth's Engine API call fails too,
+//     both asked every `poll_ms`); berth removes the node from the
 //     Swarm (only then may its addresses be used elsewhere: Docker refuses them while the dead
 //     node holds them) and reports its instances gone with Exit::host_lost, so the loop
 //     re-creates them at once on other hosts, at the same addresses and names;
@@ -201,6 +203,7 @@ class ClusterRuntime final : public Runtime {
   static void close_host(Host& h);  // its runtime and listener gone (answers after that reach nothing)
   void poll();
   void on_nodes(std::vector<::berth::cluster::Node> nodes, Millis asked_at);
+  void probe_dockerds();  // hosts whose dockerd is gone are lost without waiting for the Swarm
   void lose(std::size_t i, const std::string& why);
   void fence(std::size_t i);
   void rejoin(std::size_t i);

@@ -29,10 +29,11 @@ struct ClusterRuntime::Host {
   bool asking = false;                         // an /info of a lost host under way
   bool leaving = false;                        // berth cluster rm: leaves once empty (or fenced)
   bool adding = false;                         // berth cluster add under way (state kRemoved until up)
-  bool finishing = false;
+  bool finishing = false;                      // leaving: its containers being removed, leaving the Swarm
   bool settling = false;                       // lost, not settled yet (leases.cc): not fenced meanwhile
   bool forget_when_settled = false;            // berth cluster rm --force of a host not settled yet
-  Millis up_at = 0;                            // when it last came up (a node list asked before is stale for it)                      // leaving: its containers being removed, leaving the Swarm
+  bool probing = false;                        // up: its lease asked whether its dockerd is gone (poll())
+  Millis up_at = 0;                            // when it last came up (a node list asked before is stale for it)
 };
 
 }  // namespace berth::runtime::cluster

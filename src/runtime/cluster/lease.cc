@@ -64,8 +64,14 @@ std::optional<Request> parse_request(std::string_view line, std::string* why) {
     return std::nullopt;
   }
   const std::size_t want = it->second == Verb::kReport || it->second == Verb::kRenew ? 4 : 3;
-  if (w->size() != want) {
-    *why = std::string(it->first) + " takes " + std::to_string(want - 1) + " words";
+  const bool flagged = it->second == Verb::kRenew && w->size() == 5;  // RENEW's optional `nodocker`
+  if (w->size() != want && !flagged) {
+    *why = std::string(it->first) + " takes " + std::to_string(want - 1) + " words" +
+           (it->second == Verb::kRenew ? " (and `nodocker`)" : "");
+    return std::nullopt;
+  }
+  if (flagged && (*w)[4] != "nodocker") {
+    *why = "RENEW's fifth word can only be `nodocker`";
     return std::nullopt;
   }
   Request r;
@@ -80,6 +86,7 @@ std::optional<Request> parse_request(std::string_view line, std::string* why) {
       return std::nullopt;
     }
     r.ttl_ms = *ttl;
+    r.nodocker = flagged;
   }
   return r;
 }
@@ -88,18 +95,20 @@ std::string format(const Request& r) {
   static const char* names[] = {"RENEW", "REPORT", "REVOKE", "RESTORE", "ASK"};
   std::string out = std::string(names[static_cast<int>(r.verb)]) + " " + r.token + " " + r.host;
   if (r.verb == Verb::kReport) out += " " + r.what;
-  if (r.verb == Verb::kRenew) out += " " + std::to_string(r.ttl_ms);
+  if (r.verb == Verb::kRenew) out += " " + std::to_string(r.ttl_ms) + (r.nodocker ? " nodocker" : "");
   return out;
 }
 
 std::optional<Lease> parse_lease(std::string_view line) {
   std::string why;
   auto w = words(line, &why);
-  if (!w || w->size() != 6 || (*w)[0] != "LEASE") return std::nullopt;
+  if (!w || (w->size() != 6 && w->size() != 7) || (*w)[0] != "LEASE") return std::nullopt;
   auto silent = integer((*w)[1]);
   auto up = integer((*w)[2]);
   auto ttl = integer((*w)[5]);
-  if (!silent || !up || !ttl || *silent < -1 || *up < 0 || *ttl < -1 || ((*w)[3] != "0" && (*w)[3] != "1"))
+  auto nodocker = w->size() == 7 ? integer((*w)[6]) : std::optional<std::int64_t>(-1);
+  if (!silent || !up || !ttl || !nodocker || *silent < -1 || *up < 0 || *ttl < -1 || *nodocker < -1 ||
+      ((*w)[3] != "0" && (*w)[3] != "1"))
     return std::nullopt;
   Lease l;
   l.silent_ms = *silent;
@@ -107,6 +116,7 @@ std::optional<Lease> parse_lease(std::string_view line) {
   l.revoked = (*w)[3] == "1";
   l.report = (*w)[4] == "-" ? "" : std::string((*w)[4]);
   l.ttl_ms = *ttl;
+  l.nodocker_ms = *nodocker;
   return l;
 }
 
@@ -121,6 +131,8 @@ std::string Table::handle(std::string_view line, std::int64_t now_ms) {
   switch (r->verb) {
     case Verb::kRenew:
       e.ttl_ms = std::max(e.ttl_ms, r->ttl_ms);
+      if (!r->nodocker) e.nodocker_since_ms.reset();
+      else if (!e.nodocker_since_ms) e.nodocker_since_ms = now_ms;
       if (e.revoked) return "REVOKED";
       e.renewed_ms = now_ms;
       return "OK";
@@ -138,7 +150,8 @@ std::string Table::handle(std::string_view line, std::int64_t now_ms) {
     case Verb::kAsk:
       return "LEASE " + std::to_string(e.renewed_ms ? now_ms - *e.renewed_ms : -1) + " " +
              std::to_string(now_ms - started_ms_) + " " + (e.revoked ? "1" : "0") + " " +
-             (e.report.empty() ? "-" : e.report) + " " + std::to_string(e.ttl_ms);
+             (e.report.empty() ? "-" : e.report) + " " + std::to_string(e.ttl_ms) + " " +
+             std::to_string(e.nodocker_since_ms ? now_ms - *e.nodocker_since_ms : -1);
   }
   return "ERR";
 }

@@ -17,16 +17,21 @@
 //
 // Protocol: one request line per TCP connection, one answer line, at most kMaxLine bytes each,
 // words separated by one space:
-//   RENEW  TOKEN HOST TTL_MS     → OK | REVOKED          (holders, with the lease they hold)
+//   RENEW  TOKEN HOST TTL_MS [nodocker]
+//                                → OK | REVOKED          (holders, with the lease they hold;
+//                                                         `nodocker` when their dockerd's socket
+//                                                         refuses connections)
 //   REPORT TOKEN HOST WHAT       → OK                    (holders, once revoked: "fenced-N" when
 //                                                         every kill was answered, "partial-K-of-N",
 //                                                         "nodocker" when dockerd does not answer)
 //   REVOKE TOKEN HOST            → OK                    (the daemon: the host is lost)
 //   RESTORE TOKEN HOST           → OK                    (the daemon: fenced and back)
-//   ASK    TOKEN HOST            → LEASE SILENT_MS UP_MS REVOKED REPORT TTL_MS
+//   ASK    TOKEN HOST            → LEASE SILENT_MS UP_MS REVOKED REPORT TTL_MS NODOCKER_MS
 //                                  (SILENT_MS -1: never renewed since the table started UP_MS
 //                                  ago; REVOKED 0|1; REPORT "-" for none; TTL_MS the longest
-//                                  lease its holders said they hold, -1 for none)
+//                                  lease its holders said they hold, -1 for none; NODOCKER_MS
+//                                  since when every renewal said `nodocker`, -1 when the last
+//                                  did not. A table of an older berth answers without it.)
 // Anything else → ERR WHY; a wrong token → DENIED. The token (BERTH_LEASE_TOKEN) keeps the
 // instances on the overlay from revoking or renewing leases.
 //
@@ -54,6 +59,7 @@ struct Request {
   std::string host;
   std::string what;       // REPORT only
   std::int64_t ttl_ms = 0;  // RENEW only: the lease the holder holds
+  bool nodocker = false;    // RENEW only: the holder's dockerd refuses connections
 };
 
 // One request line (without its newline); nullopt and `why` when it is not one.
@@ -67,6 +73,9 @@ struct Lease {
   bool revoked = false;
   std::string report;       // "" for none
   std::int64_t ttl_ms = -1;  // the longest lease a holder of this host said it holds; -1: none
+  // Since when its holder has found its dockerd gone (each renewal since said so); -1: the last
+  // renewal found it answering, or the table does not know.
+  std::int64_t nodocker_ms = -1;
   // Whether the report says every berth container there was killed, or that its dockerd does
   // not answer (then Docker kills them when it restarts, and the Swarm no longer routes their
   // addresses there once its node is removed). A partial kill is not settled.
@@ -87,6 +96,7 @@ class Table {
     bool revoked = false;
     std::string report;
     std::int64_t ttl_ms = -1;
+    std::optional<std::int64_t> nodocker_since_ms;
   };
   std::string token_;
   std::int64_t started_ms_;

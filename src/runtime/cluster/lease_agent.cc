@@ -63,6 +63,20 @@ std::pair<int, std::string> docker_call(const std::string& socket_path, const st
   return {status, body == std::string::npos ? "" : resp.substr(body + 4)};
 }
 
+// Whether the host's dockerd is gone: its socket refuses connections (or is not there). A slow or
+// busy dockerd is not gone. (After a restart dockerd makes a new socket, which the one mounted
+// here is not; but a restarted dockerd kills this container too, and berth makes a new one.)
+bool docker_gone(const std::string& socket_path) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof sa.sun_path) return false;
+  std::memcpy(sa.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  Fd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.fd < 0) return false;
+  if (connect(fd.fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) == 0) return false;
+  return errno == ECONNREFUSED || errno == ENOENT;
+}
+
 // What a kill did: the running berth containers found (-1: dockerd did not answer) and how many
 // of them are dead now (killed, or already gone).
 struct Killed {
@@ -189,10 +203,13 @@ int hold_lease(const std::string& server, const std::string& host, const std::st
     return 2;
   }
   lease::Holder holder(ttl_ms, now_ms());
-  const lease::Request renew{lease::Verb::kRenew, token, host, "", ttl_ms};
+  lease::Request renew{lease::Verb::kRenew, token, host, "", ttl_ms};
   bool said_silent = false;
   for (;;) {
     const std::int64_t start = now_ms();
+    // Each renewal says whether dockerd is there: berth takes a host whose dockerd is gone for
+    // lost without waiting for the Swarm to call it down.
+    renew.nodocker = docker_gone(docker_socket);
     const std::string answer = ask_table(server, lease::format(renew), holder.period_ms());
     holder.answered(answer, now_ms());
     if (holder.must_kill(now_ms())) {
