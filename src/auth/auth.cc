@@ -4,8 +4,9 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
+
+#include "base/digest.h"
 
 namespace berth::auth {
 
@@ -37,13 +38,6 @@ std::string hex(const unsigned char* p, std::size_t n) {
   return out;
 }
 }  // namespace
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return hex(md, len);
-}
 
 Result<std::string> random_secret() {
   unsigned char buf[32];

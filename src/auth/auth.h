@@ -42,8 +42,6 @@ struct Principal {
   std::string token_id;
 };
 
-// Hex SHA-256 of `data`.
-std::string sha256_hex(std::string_view data);
 // A new secret: "berth_" and 64 hex digits from the OS's random generator.
 Result<std::string> random_secret();
 // User names: lowercase letters, digits, '-', '_', '.', at most 64.

@@ -20,8 +20,9 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <zstd.h>
+
+#include "base/digest.h"
 
 namespace berth::snapshot {
 namespace fs = std::filesystem;
@@ -87,16 +88,6 @@ bool all_zero(const std::uint8_t* p, std::size_t n) {
   return true;
 }
 }  // namespace
-
-std::string sha256_hex(std::span<const std::uint8_t> data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned i = 0; i < len; ++i) out += fmt::format("{:02x}", md[i]);
-  return out;
-}
 
 namespace {
 

@@ -35,8 +35,6 @@ struct ChunkerParams {
 // so an insertion moves only the boundaries near it.
 std::size_t next_chunk(std::span<const std::uint8_t> data, const ChunkerParams& params);
 
-std::string sha256_hex(std::span<const std::uint8_t> data);
-
 struct CreateStats {
   std::string manifest_id;
   std::uint64_t files = 0;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <gtest/gtest.h>
 
+#include "base/digest.h"
 #include "blob/local/local_store.h"
 #include "blob/open_store.h"
 #include "blob/s3/s3_store.h"
@@ -34,7 +35,7 @@ namespace {
 std::string file_hash(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::vector<std::uint8_t> v{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  return snapshot::sha256_hex(v);
+  return sha256_hex(v);
 }
 
 // path → sha256 of every regular file under `root`.
@@ -111,7 +112,7 @@ TEST_P(StoreTest, ObjectsRoundTripAndPutIsPutIfAbsent) {
   auto store = open();
   ASSERT_TRUE(store);
   const auto data = random_bytes(100'000, 7);
-  const std::string key = snapshot::sha256_hex(data);
+  const std::string key = sha256_hex(data);
   auto before = store->exists(key);
   ASSERT_TRUE(before.ok()) << before.error().message;
   EXPECT_FALSE(*before);
@@ -135,7 +136,7 @@ TEST_P(StoreTest, LargeObjectsAreSegmentedAndReadBackWhole) {
   auto store = open(GetParam() == "swift" ? "?segment=1048576" : "?part=5242880");
   ASSERT_TRUE(store);
   const auto data = random_bytes((11 << 20) + 12345, 9);
-  const std::string key = snapshot::sha256_hex(data);
+  const std::string key = sha256_hex(data);
   auto put = store->put(key, data);
   ASSERT_TRUE(put.ok()) << put.error().message;
   auto got = store->get(key);

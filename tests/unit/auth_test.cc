@@ -12,6 +12,7 @@
 
 #include "api/handlers.h"
 #include "auth/auth.h"
+#include "base/digest.h"
 #include "base/gzip.h"
 #include "base/worker.h"
 #include "fake_prober.h"
@@ -39,7 +40,7 @@ TEST(Tokens, IssuedOnceStoredHashedRevocable) {
   auto stored = store->load_tokens();
   ASSERT_TRUE(stored.ok());
   ASSERT_EQ(stored->size(), 1u);
-  EXPECT_EQ(stored->at(0).hash, auth::sha256_hex(issued->secret));
+  EXPECT_EQ(stored->at(0).hash, sha256_hex(issued->secret));
   EXPECT_NE(stored->at(0).hash.find(issued->record.id), std::string::npos);
   auto reloaded = std::move(auth::Tokens::load(*store, clock).value());
   EXPECT_TRUE(reloaded->authenticate("Bearer " + issued->secret).ok());

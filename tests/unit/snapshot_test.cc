@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "base/digest.h"
 #include "blob/local/local_store.h"
 #include "common/files.h"
 #include "snapshot/snapshot.h"
@@ -126,7 +127,7 @@ TEST_F(SnapshotTest, CorruptMissingOrTruncatedChunkIsNamedAndLeavesNothing) {
   auto made = snapshot::create_snapshot((dir / "src").string(), store);
   ASSERT_TRUE(made.ok());
   // The first chunk of data.ibd: find it through a first restore's manifest order = file order.
-  std::string first = snapshot::sha256_hex(std::span<const std::uint8_t>(read(dir / "src/data.ibd")).first(
+  std::string first = sha256_hex(std::span<const std::uint8_t>(read(dir / "src/data.ibd")).first(
       snapshot::next_chunk(read(dir / "src/data.ibd"), {})));
   const std::string object = store.path_of(first);
   auto original = read(object);
@@ -168,7 +169,7 @@ TEST_F(SnapshotTest, HostileManifestCannotWriteOutsideTheDestination) {
   blob::LocalStore store((dir / "blobs").string());
   auto put_manifest = [&](const std::string& text) {
     std::vector<std::uint8_t> bytes(text.begin(), text.end());
-    std::string id = snapshot::sha256_hex(bytes);
+    std::string id = sha256_hex(bytes);
     EXPECT_TRUE(store.put(id, bytes).ok());
     return id;
   };

@@ -7,6 +7,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "base/digest.h"
+
 namespace berth::blob {
 
 namespace {
@@ -16,13 +18,6 @@ std::string hex(const unsigned char* p, unsigned n) {
   out.reserve(n * 2);
   for (unsigned i = 0; i < n; ++i) out += fmt::format("{:02x}", p[i]);
   return out;
-}
-
-std::string sha256_hex(std::span<const std::uint8_t> data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return hex(md, len);
 }
 
 std::string hmac(std::string_view key, std::string_view msg) {
