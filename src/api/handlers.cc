@@ -65,6 +65,18 @@ Result<auth::Principal> Api::admit(const Request& req) const {
   return tokens_.authenticate(req.authorization);
 }
 
+Result<std::string> Api::importable(const std::string& path) const {
+  std::error_code ec;
+  const auto real = std::filesystem::weakly_canonical(path, ec).string();
+  for (const auto& d : options_.import_dirs) {
+    const auto dir = std::filesystem::weakly_canonical(d, ec).string();
+    if (!dir.empty() && (real == dir || real.rfind(dir + "/", 0) == 0)) return real;
+  }
+  return forbidden(fmt::format("imports and releases read only from the directories the daemon was started with "
+                               "(--import-dir): {}",
+                               options_.import_dirs.empty() ? "none configured" : fmt::format("{}", fmt::join(options_.import_dirs, ", "))));
+}
+
 Status Api::may_change(const auth::Principal& who, const std::string& env, std::string_view what) const {
   if (who.role == auth::Role::kAdmin) return {};
   if (const auto* c = loop_.catalog())
@@ -360,10 +372,12 @@ Response Api::route(const Request& req, const auth::Principal& who) {
     db::Manager* dbm = loop_.databases();
     if (!dbm) return error_response(unavailable("this daemon has no database manager"));
     auto version_json = [](const db::Version& v) {
+      json migrations = json::array();
+      for (const auto& m : v.migrations) migrations.push_back(db::to_json(m));
       return json{{"standard", v.standard}, {"version", v.version}, {"engine", v.engine}, {"manifest", v.manifest_id},
                   {"source", v.source}, {"bytes", v.bytes}, {"files", v.files}, {"chunks", v.chunks},
                   {"new_chunks", v.new_chunks}, {"uploaded_bytes", v.uploaded_bytes},
-                  {"created_at", nullable_time(v.created_at)}, {"import_ms", v.import_ms}};
+                  {"created_at", nullable_time(v.created_at)}, {"import_ms", v.import_ms}, {"migrations", migrations}};
     };
     auto job_json = [&](const db::Job& j) {
       json out = {{"id", j.id}, {"kind", j.kind}, {"target", j.target}, {"done", j.done.load()},
@@ -415,24 +429,48 @@ Response Api::route(const Request& req, const auth::Principal& who) {
         return error_response(invalid(fmt::format("request body: 'from' must be server, datadir or dump, not '{}'", from)));
       }
       if (src.kind != db::ImportSource::Kind::kServer) {
-        // Only from directories the daemon is told it may read: the path is the caller's, the
-        // reading is the daemon's (root's).
-        std::error_code ec;
-        const auto real = std::filesystem::weakly_canonical(src.path, ec).string();
-        bool allowed = false;
-        for (const auto& d : options_.import_dirs) {
-          const auto dir = std::filesystem::weakly_canonical(d, ec).string();
-          if (!dir.empty() && (real == dir || real.rfind(dir + "/", 0) == 0)) allowed = true;
-        }
-        if (!allowed)
-          return error_response(forbidden(fmt::format(
-              "imports read only from the directories the daemon was started with (--import-dir): {}",
-              options_.import_dirs.empty() ? "none configured" : fmt::format("{}", fmt::join(options_.import_dirs, ", ")))));
-        src.path = real;
+        if (auto allowed = importable(src.path); !allowed.ok()) return error_response(allowed.error());
+        else src.path = *allowed;
       }
       auto job = dbm->import(parts[2], src);
       if (!job.ok()) return error_response(job.error());
       (void)loop_.audit(who.user, "standard.import", parts[2], "", "from " + from);
+      return ok(job_json(**job), 202);
+    }
+    if (route("POST", {"v1", "standards", "*", "release"})) {
+      json body = json::parse(req.body, nullptr, false);
+      const char* shape = "request body: expected {\"from\": \"/migrations/dir\" or a repository, \"ref\": \"branch, tag or "
+                          "commit\" (with a repository), \"path\": \"its subdirectory\", \"out_of_order\": false}";
+      if (body.is_discarded() || !body.is_object() || !body.contains("from") || !body["from"].is_string())
+        return error_response(invalid(shape));
+      for (const char* f : {"ref", "path"})
+        if (body.contains(f) && !body[f].is_string())
+          return error_response(invalid(fmt::format("request body: field '{}' must be a string", f)));
+      if (body.contains("out_of_order") && !body["out_of_order"].is_boolean())
+        return error_response(invalid("request body: field 'out_of_order' must be true or false"));
+      db::ReleaseSource src;
+      src.path = body["from"];
+      src.ref = body.value("ref", "");
+      src.subdir = body.value("path", "");
+      src.options.out_of_order = body.value("out_of_order", false);
+      if (!src.subdir.empty() && (src.subdir.front() == '/' || src.subdir.find("..") != std::string::npos || src.ref.empty()))
+        return error_response(invalid(fmt::format(
+            "request body: 'path' '{}' is a relative path inside the repository, without '..', and needs a 'ref'", src.subdir)));
+      if (!src.ref.empty() && (src.ref.front() == '-' || src.ref.find_first_of(" \t\n") != std::string::npos))
+        return error_response(invalid(fmt::format("request body: 'ref' '{}' is not a branch, tag or commit", src.ref)));
+      const bool url = src.path.starts_with("https://") || src.path.starts_with("ssh://");
+      if (!url) {
+        if (src.path.empty() || src.path.front() != '/')
+          return error_response(invalid("request body: 'from' must be an absolute path, or an https:// or ssh:// repository"));
+        if (auto allowed = importable(src.path); !allowed.ok()) return error_response(allowed.error());
+        else src.path = *allowed;
+      } else if (src.ref.empty()) {
+        return error_response(invalid("request body: a repository needs a 'ref' (the branch the DBAs release to)"));
+      }
+      auto job = dbm->release(parts[2], src);
+      if (!job.ok()) return error_response(job.error());
+      (void)loop_.audit(who.user, "standard.release", parts[2], "",
+                        "from " + src.path + (src.ref.empty() ? "" : "@" + src.ref));
       return ok(job_json(**job), 202);
     }
     if (route("DELETE", {"v1", "standards", "*", "versions", "*"})) {

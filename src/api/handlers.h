@@ -112,6 +112,10 @@ class Api {
   Response route(const Request& request, const auth::Principal& who);
   // Environment documents, tokens, audit (api/documents.cc); nullopt: not one of these routes.
   std::optional<Response> route_documents(const Request& request, const auth::Principal& who);
+  // `path` (absolute) inside a directory the daemon may read imports and releases from
+  // (Options::import_dirs): its canonical form; forbidden otherwise, naming those directories.
+  // The path is the caller's, the reading is the daemon's (root's).
+  Result<std::string> importable(const std::string& path) const;
   // Ownership of environment `env` (fleet or document) for `who`.
   Status may_change(const auth::Principal& who, const std::string& env, std::string_view what) const;
   // GET /v1/environments[?...] and GET /v1/environments/NAME: answered from the loop's read

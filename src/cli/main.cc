@@ -348,6 +348,16 @@ int run(int argc, char** argv) {
   db_import->add_option("--user", db_user, "account for --from-server")->capture_default_str();
   db_import->add_option("--password", db_password, "its password");
   db_import->add_flag("-q,--quiet", quiet, "print nothing but errors");
+  auto* db_release = db_cmd->add_subcommand("release", "release SQL migrations (V7__x.sql, R__x.sql) as the next version of a "
+                                                        "standard, rehearsed on a copy of the last one first");
+  std::string release_from, release_path;
+  bool out_of_order = false;
+  db_release->add_option("standard", standard)->required();
+  db_release->add_option("--from", release_from, "DIR (on the daemon's host, under an --import-dir) or REPO@REF (a git "
+                                                 "repository: such a path, or an https:// or ssh:// URL)")->required();
+  db_release->add_option("--path", release_path, "with REPO@REF: the migrations' directory in the repository");
+  db_release->add_flag("--out-of-order", out_of_order, "release versions below the last released one, or after a gap");
+  db_release->add_flag("-q,--quiet", quiet, "print nothing but errors");
   auto* db_versions = db_cmd->add_subcommand("versions", "list the versions of a standard (all standards without one)");
   db_versions->add_option("standard", standard);
   db_versions->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
@@ -606,6 +616,22 @@ int run(int argc, char** argv) {
         return 2;
       }
       auto r = c.post("/v1/standards/" + percent_encode(standard) + "/import", body);
+      if (!r.ok()) return fail(r.error());
+      return follow_job(c, (*r)["id"].get<std::string>(), quiet);
+    }
+    if (db_release->parsed()) {
+      // REPO@REF: the ref after the last '@' (a URL's user@host comes before its path).
+      std::string from = release_from, ref;
+      if (auto at = from.rfind('@'); at != std::string::npos && from.find('/', at) == std::string::npos) {
+        ref = from.substr(at + 1);
+        from = from.substr(0, at);
+      }
+      const bool url = from.starts_with("https://") || from.starts_with("ssh://");
+      json body = {{"from", url ? from : std::filesystem::absolute(from).lexically_normal().string()},
+                   {"out_of_order", out_of_order}};
+      if (!ref.empty()) body["ref"] = ref;
+      if (!release_path.empty()) body["path"] = release_path;
+      auto r = c.post("/v1/standards/" + percent_encode(standard) + "/release", body);
       if (!r.ok()) return fail(r.error());
       return follow_job(c, (*r)["id"].get<std::string>(), quiet);
     }

@@ -3,12 +3,14 @@
 // The calls are blocking and run on worker threads of db::Manager; each writes what its tools
 // print to `log`. How a server is run on a copy (command line, health check) is part of the
 // catalog's database spec (model/catalog.cc); this interface covers making the data directory
-// of a standard. Implementations: db/mariadb. A PostgreSQL engine would add db/postgres.
+// of a standard and changing it (a release's migrations). Implementations: db/mariadb. A
+// PostgreSQL engine would add db/postgres.
 #pragma once
 
 #include <string>
 
 #include "base/result.h"
+#include "db/migrations.h"
 
 namespace berth::db {
 
@@ -42,6 +44,12 @@ class Engine {
   // privilege, shut it down cleanly. Every standard is sealed before it is snapshotted, so any
   // copy starts without crash recovery and accepts the account.
   virtual Status seal(const std::string& dir, const Account& account, const std::string& log) = 0;
+  // Apply `migrations` (their files, Migration::path), in order, to the stopped server's data
+  // directory `dir` (a sealed one: `account` logs in) through a private server, stopped cleanly
+  // after. The first file that fails stops it: the error names the file, the line and the
+  // server's error. `dir` then has what ran before the failure: the caller throws it away.
+  virtual Status apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
+                       const std::string& log) = 0;
 };
 
 }  // namespace berth::db

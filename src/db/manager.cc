@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
+#include "base/subprocess.h"
 #include "base/text.h"
 #include "blob/cache/cache_store.h"
 #include "snapshot/snapshot.h"
@@ -43,10 +44,12 @@ std::optional<json> read_json(const fs::path& path) {
 }
 
 json to_json(const Version& v) {
+  json migrations = json::array();
+  for (const auto& m : v.migrations) migrations.push_back(to_json(m));
   return {{"standard", v.standard}, {"version", v.version}, {"engine", v.engine}, {"manifest", v.manifest_id},
           {"source", v.source}, {"bytes", v.bytes}, {"files", v.files}, {"chunks", v.chunks},
           {"new_chunks", v.new_chunks}, {"uploaded_bytes", v.uploaded_bytes}, {"created_at", v.created_at},
-          {"import_ms", v.import_ms}};
+          {"import_ms", v.import_ms}, {"migrations", migrations}};
 }
 
 std::optional<Version> version_from(const json& j) {
@@ -64,6 +67,12 @@ std::optional<Version> version_from(const json& j) {
     v.uploaded_bytes = j.value("uploaded_bytes", 0ull);
     v.created_at = j.value("created_at", 0ll);
     v.import_ms = j.value("import_ms", 0ll);
+    if (j.contains("migrations"))
+      for (const auto& m : j.at("migrations")) {
+        auto read = migration_from_json(m);
+        if (!read.ok()) return std::nullopt;
+        v.migrations.push_back(std::move(*read));
+      }
     return v;
   } catch (const json::exception&) {
     return std::nullopt;
@@ -172,6 +181,7 @@ void Manager::load() {
   // Unfinished goldens and imports.
   for (const auto& g : fs::directory_iterator(fs::path(dir_) / "golden", ec))
     if (g.path().string().ends_with(".partial") || g.path().string().ends_with(".import") ||
+        g.path().string().ends_with(".import.src") || g.path().string().ends_with(".import.work") ||
         g.path().string().ends_with(".removing"))
       fs::remove_all(g.path(), ec);
 }
@@ -240,7 +250,7 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       standard.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos)
     return invalid(fmt::format("standard name '{}' must be lowercase letters, digits and '-' (at most 63)", standard));
   if (importing_.count(standard))
-    return conflict(fmt::format("version {} of standard '{}' is being imported; wait for it", importing_[standard], standard));
+    return conflict(fmt::format("version {} of standard '{}' is being made; wait for it", importing_[standard], standard));
   int version = 1;
   if (auto it = versions_.find(standard); it != versions_.end() && !it->second.empty())
     version = it->second.rbegin()->first + 1;
@@ -252,26 +262,18 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
   }
   if (source.kind != ImportSource::Kind::kServer && !fs::exists(source.path))
     return not_found(fmt::format("{} does not exist", source.path));
-  importing_[standard] = version;
-  auto job = new_job("import", fmt::format("{}@{}", standard, version));
-  const std::string staging = golden_path(standard, version) + ".import";
-  const std::string log = fmt::format("{}/logs/import-{}@{}.log", dir_, standard, version);
-  std::error_code ec;
-  fs::create_directories(fs::path(log).parent_path(), ec);
-  fs::remove_all(staging, ec);
-  fs::create_directories(fs::path(staging).parent_path(), ec);
+  auto job = start_version("import", standard, version);
   job->set_phase("copying from " + what);
-  std::vector<std::string> bases;
-  for (const auto& [n, v] : versions_[standard]) bases.push_back(v.manifest_id);
-  auto alive = alive_;
-  run_worker([this, alive, job, standard, version, source, staging, log, what, bases] {
+  run_worker([this, alive = alive_, job, standard, version, source, what, bases = manifests(standard)] {
     const Millis t0 = steady_ms();
     Version v;
     v.standard = standard;
     v.version = version;
     v.engine = engine_->name();
     v.source = what;
-    auto work = [&]() -> Status {
+    const std::string staging = staging_path(standard, version);
+    const std::string log = version_log("import", standard, version);
+    Status st = catching([&]() -> Status {
       switch (source.kind) {
         case ImportSource::Kind::kServer: BERTH_TRY(engine_->copy_running(source.server, staging, log)); break;
         case ImportSource::Kind::kDump: BERTH_TRY(engine_->load_dump(source.path, staging, log)); break;
@@ -279,62 +281,189 @@ Result<std::shared_ptr<const Job>> Manager::import(const std::string& standard, 
       }
       job->set_phase("adding berth's account, clean shutdown");
       BERTH_TRY(engine_->seal(staging, Account{}, log));
-      job->set_phase("uploading to " + store_.describe());
-      snapshot::CreateOptions o;
-      o.params = kDatabaseChunking;
-      o.pack_bytes = kPackBytes;
-      o.base_manifests = bases;  // earlier versions: their chunks are referenced, not stored again
-      o.progress = [&](const snapshot::Progress& p) {
-        job->done_bytes = p.done_bytes;
-        job->total_bytes = p.total_bytes;
-      };
-      auto made = snapshot::create_snapshot(staging, store_, o);
-      if (!made.ok()) return made.error();
-      v.manifest_id = made->manifest_id;
-      v.bytes = made->bytes;
-      v.files = made->files;
-      v.chunks = made->chunks;
-      v.new_chunks = made->new_chunks;
-      v.uploaded_bytes = made->uploaded_bytes;
-      // The imported directory is this host's golden of the new version. Flushed now, so the
-      // first reflink copy of it does not wait for its data to reach the disk.
-      std::error_code e;
-      fs::rename(staging, golden_path(standard, version), e);
-      if (e) return unavailable(fmt::format("moving {} into place: {}", staging, e.message()));
-      job->set_phase("flushing the golden to disk");
-      job->total_bytes = 0;
-      sync_filesystem(golden_path(standard, version));
-      return {};
-    };
-    Status st = catching(work);
-    if (!st.ok()) {
-      std::error_code e;
-      fs::remove_all(staging, e);
-    }
-    v.import_ms = steady_ms() - t0;
-    executor_.post([this, alive, job, st, v]() mutable {
-      if (!*alive) return;
-      importing_.erase(v.standard);
-      job->finished_at = clock_.wall_ms();
-      if (st.ok()) {
-        v.created_at = clock_.wall_ms();
-        Status saved = save_version(v);
-        if (saved.ok()) {
-          versions_[v.standard][v.version] = v;
-          job->version = v;
-          job->set_phase("done");
-        } else {
-          job->error = saved.error().message;
-        }
-      } else {
-        job->error = st.error().message;
-        job->set_phase("failed");
-      }
-      job->done = true;
-      if (on_change_) on_change_();
+      return publish(staging, v, bases, *job);
     });
+    v.import_ms = steady_ms() - t0;
+    finish_version(alive, job, st, std::move(v));
   });
   return std::shared_ptr<const Job>(job);
+}
+
+Result<std::shared_ptr<const Job>> Manager::release(const std::string& standard, const ReleaseSource& source) {
+  auto vs = versions_.find(standard);
+  if (vs == versions_.end() || vs->second.empty())
+    return not_found(fmt::format("standard '{}' has no version to release migrations onto; import one first: berth db import {} "
+                                 "--from-server HOST:PORT (or --from-datadir DIR, --from-dump FILE)",
+                                 standard, standard));
+  if (importing_.count(standard))
+    return conflict(fmt::format("version {} of standard '{}' is being made; wait for it", importing_[standard], standard));
+  if (source.path.empty()) return invalid("a release needs the migrations' directory or repository");
+  const Version base = vs->second.rbegin()->second;
+  const int version = base.version + 1;
+  const std::string what = source.ref.empty() ? source.path
+                                              : fmt::format("{}@{}{}", source.path, source.ref,
+                                                            source.subdir.empty() ? "" : " (" + source.subdir + ")");
+  auto job = start_version("release", standard, version);
+  job->set_phase("reading the migrations in " + what);
+  const std::string golden = golden_path(standard, base.version);
+  run_worker([this, alive = alive_, job, standard, version, source, what, base, golden, lock = golden_lock(golden),
+              released = migrations_of(standard, base.version), bases = manifests(standard)] {
+    const Millis t0 = steady_ms();
+    Version v;
+    v.standard = standard;
+    v.version = version;
+    v.engine = engine_->name();
+    v.source = "migrations " + what;
+    const std::string staging = staging_path(standard, version);
+    const std::string log = version_log("release", standard, version);
+    const std::string checkout = staging + ".src";
+    const std::string work = staging + ".work";
+    Status st = catching([&]() -> Status {
+      std::string dir = source.path;
+      if (!source.ref.empty()) {
+        std::error_code e;
+        fs::remove_all(checkout, e);
+        BERTH_TRY(run_logged(fmt::format("git clone --quiet --no-checkout {} {}", shell_quote(source.path), shell_quote(checkout)),
+                             log, "git clone " + source.path));
+        BERTH_TRY(run_logged(fmt::format("git -C {} checkout --quiet --detach {}", shell_quote(checkout), shell_quote(source.ref)),
+                             log, fmt::format("checking out {} of {}", source.ref, source.path)));
+        dir = source.subdir.empty() ? checkout : checkout + "/" + source.subdir;
+      }
+      auto available = read_migrations(dir);
+      if (!available.ok()) return available.error();
+      auto pending = plan_release(standard, released, *available, source.options);
+      if (!pending.ok()) {
+        Error e = pending.error();
+        for (const auto& d : e.details) e.message += "\n  " + d;
+        return e;
+      }
+      for (auto& m : *pending) m.released_in = version;
+      // The rehearsal: the migrations on a throwaway copy of the latest version, which becomes
+      // the next version only if every one of them succeeds.
+      job->set_phase(fmt::format("rehearsing {} migration(s) on a copy of {}@{}", pending->size(), standard, base.version));
+      {
+        std::lock_guard<std::mutex> held(*lock);
+        if (fs::exists(golden)) {
+          // A copy of its own (reflink where the filesystem has it, else every byte): it becomes
+          // the next version's golden, so never an overlay on this one.
+          CloneOptions own = clone_options_;
+          own.allow_overlay = false;
+          auto m = clone_tree(golden, work, own);
+          if (!m.ok()) return m.error().wrap(fmt::format("copying {}@{}", standard, base.version));
+          std::error_code e;
+          fs::rename(work + "/data", staging, e);
+          if (e) return unavailable(fmt::format("moving {}/data to {}: {}", work, staging, e.message()));
+          fs::remove_all(work, e);
+        } else {
+          snapshot::RestoreOptions o;
+          auto r = snapshot::restore_snapshot(base.manifest_id, store_, staging, o);
+          if (!r.ok()) return r.error().wrap(fmt::format("restoring {}@{} from {}", standard, base.version, store_.describe()));
+        }
+      }
+      BERTH_TRY(engine_->apply(staging, *pending, Account{}, log));
+      job->set_phase("adding berth's account, clean shutdown");
+      BERTH_TRY(engine_->seal(staging, Account{}, log));
+      for (auto& m : *pending) m.sql.clear(), m.path.clear();
+      v.migrations = std::move(*pending);
+      return publish(staging, v, bases, *job);
+    });
+    std::error_code e;
+    fs::remove_all(checkout, e);
+    (void)remove_copy(work);
+    v.import_ms = steady_ms() - t0;
+    finish_version(alive, job, st, std::move(v));
+  });
+  return std::shared_ptr<const Job>(job);
+}
+
+std::vector<Migration> Manager::migrations_of(const std::string& standard, int version) const {
+  std::vector<Migration> out;
+  if (auto it = versions_.find(standard); it != versions_.end())
+    for (const auto& [n, v] : it->second)
+      if (n <= version) out.insert(out.end(), v.migrations.begin(), v.migrations.end());
+  return out;
+}
+
+std::shared_ptr<Job> Manager::start_version(const std::string& kind, const std::string& standard, int version) {
+  importing_[standard] = version;
+  auto job = new_job(kind, fmt::format("{}@{}", standard, version));
+  std::error_code ec;
+  fs::create_directories(fs::path(version_log(kind, standard, version)).parent_path(), ec);
+  fs::remove_all(staging_path(standard, version), ec);
+  fs::create_directories(fs::path(staging_path(standard, version)).parent_path(), ec);
+  return job;
+}
+
+std::vector<std::string> Manager::manifests(const std::string& standard) const {
+  std::vector<std::string> out;
+  if (auto it = versions_.find(standard); it != versions_.end())
+    for (const auto& [n, v] : it->second) out.push_back(v.manifest_id);
+  return out;
+}
+
+std::string Manager::staging_path(const std::string& standard, int version) const {
+  return golden_path(standard, version) + ".import";
+}
+
+std::string Manager::version_log(const std::string& kind, const std::string& standard, int version) const {
+  return fmt::format("{}/logs/{}-{}@{}.log", dir_, kind, standard, version);
+}
+
+Status Manager::publish(const std::string& staging, Version& v, const std::vector<std::string>& bases, Job& job) {
+  job.set_phase("uploading to " + store_.describe());
+  snapshot::CreateOptions o;
+  o.params = kDatabaseChunking;
+  o.pack_bytes = kPackBytes;
+  o.base_manifests = bases;  // earlier versions: their chunks are referenced, not stored again
+  o.progress = [&](const snapshot::Progress& p) {
+    job.done_bytes = p.done_bytes;
+    job.total_bytes = p.total_bytes;
+  };
+  auto made = snapshot::create_snapshot(staging, store_, o);
+  if (!made.ok()) return made.error();
+  v.manifest_id = made->manifest_id;
+  v.bytes = made->bytes;
+  v.files = made->files;
+  v.chunks = made->chunks;
+  v.new_chunks = made->new_chunks;
+  v.uploaded_bytes = made->uploaded_bytes;
+  // The staged directory is this host's golden of the new version. Flushed now, so the first
+  // reflink copy of it does not wait for its data to reach the disk.
+  std::error_code e;
+  fs::rename(staging, golden_path(v.standard, v.version), e);
+  if (e) return unavailable(fmt::format("moving {} into place: {}", staging, e.message()));
+  job.set_phase("flushing the golden to disk");
+  job.total_bytes = 0;
+  sync_filesystem(golden_path(v.standard, v.version));
+  return {};
+}
+
+void Manager::finish_version(std::shared_ptr<std::atomic<bool>> alive, std::shared_ptr<Job> job, Status st, Version v) {
+  if (!st.ok()) {
+    std::error_code e;
+    fs::remove_all(staging_path(v.standard, v.version), e);
+  }
+  executor_.post([this, alive, job, st, v]() mutable {
+    if (!*alive) return;
+    importing_.erase(v.standard);
+    job->finished_at = clock_.wall_ms();
+    if (st.ok()) {
+      v.created_at = clock_.wall_ms();
+      Status saved = save_version(v);
+      if (saved.ok()) {
+        versions_[v.standard][v.version] = v;
+        job->version = v;
+        job->set_phase("done");
+      } else {
+        job->error = saved.error().message;
+      }
+    } else {
+      job->error = st.error().message;
+      job->set_phase("failed");
+    }
+    job->done = true;
+    if (on_change_) on_change_();
+  });
 }
 
 Status Manager::remove(const std::string& standard, int version) {

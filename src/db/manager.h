@@ -39,6 +39,7 @@
 #include "blob/blob_store.h"
 #include "db/clone.h"
 #include "db/engine.h"
+#include "db/migrations.h"
 #include "model/catalog.h"
 
 namespace berth::db {
@@ -55,7 +56,18 @@ struct Version {
   std::uint64_t new_chunks = 0;
   std::uint64_t uploaded_bytes = 0;  // what this version added to the store (compressed)
   Millis created_at = 0;         // wall
-  Millis import_ms = 0;
+  Millis import_ms = 0;          // making it: the import, or the release's rehearsal and snapshot
+  // A release (berth db release): the migrations it added to the version before it, in the order
+  // they were applied (released_in: this version). An import adds none.
+  std::vector<Migration> migrations;
+};
+
+// Where a release's migrations are: a directory, or a git repository at a ref.
+struct ReleaseSource {
+  std::string path;  // a directory on the daemon's host, or a repository (path or URL) with `ref`
+  std::string ref;   // "": `path` is a plain directory
+  std::string subdir;  // the migrations' directory inside the repository ("": its top)
+  ReleaseOptions options;
 };
 
 struct ImportSource {
@@ -88,7 +100,7 @@ struct Copy {
 
 struct Job {
   std::string id;
-  std::string kind;    // import | copy
+  std::string kind;    // import | release | copy | seed
   std::string target;  // standard, or env/db
   std::atomic<bool> done{false};
   std::atomic<std::uint64_t> done_bytes{0}, total_bytes{0};
@@ -121,6 +133,15 @@ class Manager {
 
   // Start importing the next version of `standard`; returns the job.
   Result<std::shared_ptr<const Job>> import(const std::string& standard, const ImportSource& source);
+  // Start releasing migrations (db/migrations.h) as the next version of `standard`: what
+  // plan_release() finds new is applied, in a rehearsal, to a throwaway copy of the latest
+  // version by a private server; if every file succeeds the copy is sealed and snapshotted as the
+  // next version, which records them. A failed file leaves no version and names the file, its
+  // line and the server's error. Refused while the standard is imported or released, or has no
+  // version yet. Problems plan_release() finds are the job's error, with every one in its log.
+  Result<std::shared_ptr<const Job>> release(const std::string& standard, const ReleaseSource& source);
+  // Every migration the standard's version `version` contains, in the order they were applied.
+  std::vector<Migration> migrations_of(const std::string& standard, int version) const;
   std::shared_ptr<const Job> job(const std::string& id) const;
   std::vector<Version> versions(const std::string& standard) const;  // oldest first
   std::vector<std::string> standards() const;
@@ -177,6 +198,17 @@ class Manager {
   static std::string seed_path(const Copy& c) { return c.dir + "/seed-" + std::to_string(c.created_at) + ".tar"; }
   std::string cache_path(const std::string& standard, int version) const;
   std::shared_ptr<Job> new_job(const std::string& kind, const std::string& target);
+  // A new version being made (an import, a release): its job, its staging directory cleared.
+  std::shared_ptr<Job> start_version(const std::string& kind, const std::string& standard, int version);
+  std::vector<std::string> manifests(const std::string& standard) const;  // its versions': bases of the next
+  std::string staging_path(const std::string& standard, int version) const;
+  std::string version_log(const std::string& kind, const std::string& standard, int version) const;
+  // Worker threads: the sealed `staging` snapshotted into the store as `v` (its manifest and
+  // counts set), then renamed to its golden. Then finish_version() on the same thread.
+  Status publish(const std::string& staging, Version& v, const std::vector<std::string>& bases, Job& job);
+  // Worker threads: the staging directory gone if `st` failed; on the loop, `v` recorded (or
+  // the job failed) and the standard free for the next version.
+  void finish_version(std::shared_ptr<std::atomic<bool>> alive, std::shared_ptr<Job> job, Status st, Version v);
   void run_worker(std::function<void()> fn);
   // The lock of one golden: its restore and clones from it; another standard's never wait.
   std::shared_ptr<std::mutex> golden_lock(const std::string& golden);

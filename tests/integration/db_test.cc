@@ -326,7 +326,7 @@ TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
   for (const char* outside : {"/etc/shadow", "/nonexistent.sql", "/tmp/../etc/passwd"}) {
     auto refused = d.cli({"db", "import", "inv", "--from-dump", outside});
     EXPECT_NE(refused.exit_code, 0);
-    EXPECT_THAT(refused.err, HasSubstr("imports read only from the directories"));
+    EXPECT_THAT(refused.err, HasSubstr("read only from the directories the daemon was started with"));
     EXPECT_THAT(refused.err, testing::Not(HasSubstr("root:")));
   }
   auto not_datadir = d.cli({"db", "import", "inv3", "--from-datadir", d.data_dir() + "/logs"});
@@ -427,4 +427,82 @@ TEST_F(Databases, AResetAcknowledgedBeforeTheDaemonIsKilledIsStillDoneAndOnce) {
   int servers = 0;
   for (const auto& p : d.processes()) servers += p.env == "e1" && p.app == "shopdb";
   EXPECT_EQ(servers, 1);
+}
+
+// berth db release: migrations rehearsed on a copy of the last version and sealed as the next one
+// only when every file succeeds; a failing file, an edited released one, leave the standard as
+// it was. From a directory, and from a git repository at a branch.
+TEST_F(Databases, AReleaseBecomesTheNextVersionOnlyWhenEveryMigrationSucceeds) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-release");
+  const std::string dump = d.data_dir() + "/std.sql";
+  std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
+                         "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
+                         "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
+  ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
+  const fs::path mig = d.data_dir() + "/migrations";
+  fs::create_directories(mig);
+  auto write = [&](const std::string& name, const std::string& text) { std::ofstream(mig / name) << text; };
+  write("V1__add_refund_state.sql", "ALTER TABLE inventory.stock ADD COLUMN refund_state VARCHAR(10) NOT NULL DEFAULT 'none';\n");
+  write("V2__index_n.sql", "CREATE INDEX k_n ON inventory.stock (n);\n");
+  write("V3__returns.sql", "CREATE TABLE inventory.returns (id INT PRIMARY KEY, sku VARCHAR(20)) ENGINE=InnoDB;\n"
+                           "INSERT INTO inventory.returns VALUES (1, 's1');\n");
+  auto rel = d.cli({"db", "release", "inv", "--from", mig.string()});
+  ASSERT_EQ(rel.exit_code, 0) << rel.out << rel.err;
+  EXPECT_THAT(rel.out, HasSubstr("inv@2"));
+  auto versions = d.api().get("/v1/standards/inv");
+  ASSERT_TRUE(versions.ok());
+  ASSERT_EQ((*versions)["versions"].size(), 2u);
+  const auto& v2 = (*versions)["versions"][1];
+  ASSERT_EQ(v2["migrations"].size(), 3u) << v2.dump();
+  EXPECT_EQ(v2["migrations"][0]["file"], "V1__add_refund_state.sql");
+  EXPECT_EQ(v2["migrations"][2]["released_in"], 2);
+
+  // The golden of inv@2 as it is now: a failed release must leave every file of it alone.
+  const std::string golden2 = d.data_dir() + "/db/golden/inv@2";
+  auto sums = [&] { return sh(fmt::format("cd {} && find . -type f | sort | xargs sha256sum", golden2)).second; };
+  const std::string before = sums();
+  ASSERT_FALSE(before.empty());
+  // A migration whose second statement fails after its first (DDL, committed at once) ran.
+  write("V4__broken.sql", "ALTER TABLE inventory.stock ADD COLUMN broken INT;\nINSERT INTO inventory.nope VALUES (1);\n");
+  auto bad = d.cli({"db", "release", "inv", "--from", mig.string()});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("V4__broken.sql failed at line 2 (INSERT INTO inventory.nope VALUES (1);)"));
+  EXPECT_THAT(bad.err, HasSubstr("doesn't exist"));
+  EXPECT_EQ((*d.api().get("/v1/standards/inv"))["versions"].size(), 2u) << "a failed release is not sealed";
+  EXPECT_EQ(sums(), before);
+  EXPECT_FALSE(fs::exists(d.data_dir() + "/db/golden/inv@3.import"));
+  // An edited released migration: refused with both checksums.
+  fs::remove(mig / "V4__broken.sql");
+  write("V1__add_refund_state.sql", "ALTER TABLE inventory.stock ADD COLUMN refund_state VARCHAR(20);\n");
+  auto edited = d.cli({"db", "release", "inv", "--from", mig.string()});
+  EXPECT_NE(edited.exit_code, 0);
+  EXPECT_THAT(edited.err, HasSubstr("V1__add_refund_state.sql changed since version 2 of 'inv' released it: its checksum was"));
+  write("V1__add_refund_state.sql", "ALTER TABLE inventory.stock ADD COLUMN refund_state VARCHAR(10) NOT NULL DEFAULT 'none';\n");
+
+  // From a repository the DBAs release to: its branch, the migrations in a subdirectory.
+  const std::string repo = d.data_dir() + "/dba-repo";
+  fs::create_directories(repo + "/sql");
+  for (const auto& e : fs::directory_iterator(mig)) fs::copy_file(e.path(), repo + "/sql/" + e.path().filename().string());
+  std::ofstream(repo + "/sql/V4__fixed.sql") << "ALTER TABLE inventory.stock ADD COLUMN fixed INT;\n";
+  std::ofstream(repo + "/README") << "released by the DBAs\n";
+  ASSERT_EQ(sh(fmt::format("cd {} && git init -q -b release && git add -A && git -c user.name=dba -c user.email=dba@x commit -qm r1",
+                           repo)).first, 0);
+  auto from_repo = d.cli({"db", "release", "inv", "--from", repo + "@release", "--path", "sql", "-q"});
+  ASSERT_EQ(from_repo.exit_code, 0) << from_repo.err;
+  versions = d.api().get("/v1/standards/inv");
+  ASSERT_EQ((*versions)["versions"].size(), 3u);
+  EXPECT_THAT((*versions)["versions"][2]["source"].get<std::string>(), HasSubstr("@release"));
+
+  // A copy of the last version has what every release added.
+  std::string cat = replaced(catalog("127.109"), "standard: shop", "standard: inv");
+  ASSERT_EQ(d.apply(cat).exit_code, 0);
+  ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
+  auto s = d.status("e1");
+  EXPECT_EQ(app_of(s, "shopdb")["database"]["version"], 3);
+  EXPECT_EQ(query(s, "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'inventory' AND table_name = "
+                     "'stock' AND column_name IN ('refund_state', 'fixed', 'broken')"),
+            "2");
+  EXPECT_EQ(query(s, "SELECT sku FROM inventory.returns"), "s1");
+  EXPECT_EQ(query(s, "SELECT COUNT(*) FROM inventory.stock WHERE refund_state = 'none'"), "1234");
 }

@@ -43,6 +43,16 @@ class CopyEngine : public db::Engine {
   }
   Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("no dumps"); }
   Status seal(const std::string&, const db::Account&, const std::string&) override { return {}; }
+  // A migration's "statements" are appended to applied.sql in the data directory; one that says
+  // FAIL fails after its first line ran (as DDL that committed before an error).
+  Status apply(const std::string& dir, const std::vector<db::Migration>& migrations, const db::Account&,
+               const std::string&) override {
+    for (const auto& m : migrations) {
+      std::ofstream(fs::path(dir) / "applied.sql", std::ios::app) << m.sql.substr(0, m.sql.find('\n') + 1);
+      if (m.sql.find("FAIL") != std::string::npos) return invalid(m.file + " failed at line 2: FAIL");
+    }
+    return {};
+  }
 };
 
 class DbManagerTest : public testing::Test {
@@ -252,4 +262,71 @@ TEST_F(DbManagerTest, ACopysArchiveIsMadeOnceForTheContainersUserEndsWithItsMark
   ASSERT_TRUE(until([&] { return copy("dev", "alpha").state == State::kReady; }));
   EXPECT_EQ(m_->find_copy("dev", "shopdb")->seed, "");
   EXPECT_FALSE(m_->find_copy("dev", "shopdb")->seed_served);
+}
+
+// berth db release: the migrations new since the last version are rehearsed on a throwaway copy
+// of it and sealed as the next version, which records them; anything refused or failed leaves
+// no version and no trace, and the versions read back after a restart.
+TEST_F(DbManagerTest, AReleaseSealsItsMigrationsAsTheNextVersionOrLeavesNothing) {
+  import("alpha");
+  const fs::path mig = dir_ / "migrations";
+  fs::create_directories(mig);
+  auto write = [&](const std::string& name, const std::string& text) { std::ofstream(mig / name) << text; };
+  write("V1__add_x.sql", "alter table t add x int;\n");
+  write("V2__add_y.sql", "alter table t add y int;\n");
+  auto release = [&](db::ReleaseOptions o = {}) -> std::string {
+    db::ReleaseSource src;
+    src.path = mig.string();
+    src.options = o;
+    auto job = m_->release("alpha", src);
+    EXPECT_TRUE(job.ok()) << job.error().message;
+    if (!job.ok()) return job.error().message;
+    EXPECT_TRUE(until([&] { return (*job)->done.load(); }));
+    EXPECT_EQ((*job)->kind, "release");
+    return (*job)->error;
+  };
+  ASSERT_EQ(release(), "");
+  auto vs = m_->versions("alpha");
+  ASSERT_EQ(vs.size(), 2u);
+  ASSERT_EQ(vs[1].migrations.size(), 2u);
+  EXPECT_EQ(vs[1].migrations[0].file, "V1__add_x.sql");
+  EXPECT_EQ(vs[1].migrations[1].released_in, 2);
+  EXPECT_THAT(vs[1].source, HasSubstr(mig.string()));
+  const fs::path golden2 = dir_ / "db" / "golden" / "alpha@2";
+  std::string applied;
+  std::getline(std::ifstream(golden2 / "applied.sql"), applied, '\0');
+  EXPECT_EQ(applied, "alter table t add x int;\nalter table t add y int;\n");
+  EXPECT_FALSE(fs::exists(golden("alpha") + "/applied.sql")) << "the rehearsal ran on the version it started from";
+  EXPECT_TRUE(fs::exists(golden2 / "app01" / "t.ibd"));
+
+  // Nothing new; a released migration edited: refused, no version.
+  EXPECT_THAT(release(), HasSubstr("nothing to release"));
+  write("V1__add_x.sql", "alter table t add x bigint;\n");
+  EXPECT_THAT(release(), HasSubstr("V1__add_x.sql changed since version 2 of 'alpha' released it"));
+  write("V1__add_x.sql", "alter table t add x int;\n");
+  // A migration that fails: no version 3, no staging left, the error names the file.
+  write("V3__bad.sql", "alter table t add z int;\nFAIL\n");
+  EXPECT_THAT(release(), HasSubstr("V3__bad.sql failed at line 2"));
+  EXPECT_EQ(m_->versions("alpha").size(), 2u);
+  EXPECT_FALSE(fs::exists(dir_ / "db" / "golden" / "alpha@3"));
+  EXPECT_FALSE(fs::exists(dir_ / "db" / "golden" / "alpha@3.import"));
+  // A gap needs --out-of-order.
+  fs::remove(mig / "V3__bad.sql");
+  write("V4__later.sql", "alter table t add w int;\n");
+  EXPECT_THAT(release(), HasSubstr("V4__later.sql leaves a gap"));
+  ASSERT_EQ(release({.out_of_order = true}), "");
+
+  // After a restart: every version with what it released; a new one follows on.
+  start_manager();
+  vs = m_->versions("alpha");
+  ASSERT_EQ(vs.size(), 3u);
+  EXPECT_EQ(vs[2].migrations.size(), 1u);
+  EXPECT_EQ(m_->migrations_of("alpha", 3).size(), 3u);
+  EXPECT_EQ(m_->migrations_of("alpha", 1).size(), 0u);
+  // A standard with no version has nothing to release onto.
+  db::ReleaseSource src;
+  src.path = mig.string();
+  auto none = m_->release("gamma", src);
+  ASSERT_FALSE(none.ok());
+  EXPECT_THAT(none.error().message, HasSubstr("import one first"));
 }

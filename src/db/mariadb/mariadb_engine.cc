@@ -6,8 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <fmt/format.h>
@@ -56,7 +58,11 @@ class PrivateServer {
     }
     return unavailable(fmt::format("mariadbd on {} did not answer within 10 minutes (log {})", dir, log));
   }
-  std::string client() const { return fmt::format("mariadb --no-defaults -uroot -S {}", shell_quote(sock_)); }
+  // What client() logs in as from now on (root over the socket until then).
+  void log_in_as(const Account& account) {
+    login_ = fmt::format("-u{} -p{}", shell_quote(account.user), shell_quote(account.password));
+  }
+  std::string client() const { return fmt::format("mariadb --no-defaults {} -S {}", login_, shell_quote(sock_)); }
   // SIGTERM is mariadbd's clean shutdown: the data directory is left needing no recovery.
   Status stop(const std::string& log) {
     if (pid_ < 0) return {};
@@ -81,8 +87,46 @@ class PrivateServer {
   static inline std::atomic<int> counter_{0};
   fs::path run_dir_;
   std::string sock_;
+  std::string login_ = "-uroot";
   pid_t pid_ = -1;
 };
+
+// The client's error for a failed file ("ERROR 1146 (42S02) at line 2: Table 'x.y' doesn't
+// exist"), said with the file, the line and that line's text; empty when the output has none.
+std::string migration_error(const Migration& m, const std::string& output) {
+  const auto at = output.find("ERROR ");
+  if (at == std::string::npos) return "";
+  std::string line = output.substr(at, output.find('\n', at) - at);
+  const auto where = line.find(" at line ");
+  if (where == std::string::npos) return fmt::format("{}: {}", m.file, line);
+  const std::string code = line.substr(0, where);
+  const auto colon = line.find(": ", where);
+  const long n = std::strtol(line.c_str() + where + 9, nullptr, 10);
+  const std::string why = colon == std::string::npos ? "" : line.substr(colon + 2);
+  std::string text;
+  std::size_t start = 0;
+  for (long k = 1; k < n && start != std::string::npos; ++k) {
+    start = m.sql.find('\n', start);
+    if (start != std::string::npos) ++start;
+  }
+  if (start != std::string::npos && start < m.sql.size()) {
+    text = m.sql.substr(start, m.sql.find('\n', start) - start);
+    if (text.size() > 200) text = text.substr(0, 200) + "...";
+  }
+  return fmt::format("{} failed at line {}{}: {}: {}", m.file, n, text.empty() ? "" : " (" + text + ")", code, why);
+}
+
+// Run while the server skips its grant tables: loads them, then makes sure `account` exists with
+// every privilege, from anywhere and over the socket (an anonymous ''@'localhost' would take a
+// socket login for itself otherwise).
+std::string account_sql(const Account& account) {
+  return fmt::format(
+      "FLUSH PRIVILEGES; CREATE USER IF NOT EXISTS '{0}'@'%' IDENTIFIED BY '{1}'; ALTER USER '{0}'@'%' IDENTIFIED BY '{1}'; "
+      "GRANT ALL PRIVILEGES ON *.* TO '{0}'@'%' WITH GRANT OPTION; CREATE USER IF NOT EXISTS '{0}'@'localhost' IDENTIFIED BY "
+      "'{1}'; ALTER USER '{0}'@'localhost' IDENTIFIED BY '{1}'; GRANT ALL PRIVILEGES ON *.* TO '{0}'@'localhost' WITH GRANT "
+      "OPTION; FLUSH PRIVILEGES;",
+      account.user, account.password);
+}
 
 std::string connection_args(const ServerSource& s) {
   std::string args = fmt::format("--user={}", shell_quote(s.user));
@@ -130,13 +174,43 @@ Status MariadbEngine::load_dump(const std::string& dump, const std::string& dir,
 Status MariadbEngine::seal(const std::string& dir, const Account& account, const std::string& log) {
   PrivateServer server;
   BERTH_TRY(server.start(dir, log, true));
-  const std::string sql = fmt::format(
-      "FLUSH PRIVILEGES; CREATE USER IF NOT EXISTS '{0}'@'%' IDENTIFIED BY '{1}'; ALTER USER '{0}'@'%' IDENTIFIED BY '{1}'; "
-      "GRANT ALL PRIVILEGES ON *.* TO '{0}'@'%' WITH GRANT OPTION; FLUSH PRIVILEGES;",
-      account.user, account.password);
-  Status made = run_logged(fmt::format("{} -e {}", server.client(), shell_quote(sql)), log, "creating account " + account.user);
+  Status made = run_logged(fmt::format("{} -e {}", server.client(), shell_quote(account_sql(account))), log,
+                           "creating account " + account.user);
   Status stopped = server.stop(log);
   if (!made.ok()) return made;
+  return stopped;
+}
+
+Status MariadbEngine::apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
+                            const std::string& log) {
+  // Grants skipped at first, to make sure of the account the files run as (a standard sealed by
+  // an older berth may lack its socket login); then every file as that account.
+  PrivateServer server;
+  BERTH_TRY(server.start(dir, log, true));
+  Status applied = run_logged(fmt::format("{} -e {}", server.client(), shell_quote(account_sql(account))), log,
+                              "creating account " + account.user);
+  server.log_in_as(account);
+  for (const auto& m : migrations) {
+    if (!applied.ok()) break;
+    // Each file's output apart, to find the client's error in it, then added to the log.
+    const std::string out = log + ".migration";
+    std::error_code ec;
+    fs::remove(out, ec);
+    applied = run_logged(fmt::format("{} --batch < {}", server.client(), shell_quote(m.path)), out, "applying " + m.file);
+    std::string text;
+    {
+      std::ifstream in(out, std::ios::binary);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    std::ofstream(log, std::ios::app) << text;
+    fs::remove(out, ec);
+    if (!applied.ok()) {
+      if (std::string why = migration_error(m, text); !why.empty()) applied = invalid(why);
+      break;
+    }
+  }
+  Status stopped = server.stop(log);
+  if (!applied.ok()) return applied;
   return stopped;
 }
 

@@ -13,6 +13,8 @@ class MariadbEngine final : public Engine {
   Status copy_datadir(const std::string& from, const std::string& dir, const std::string& log) override;
   Status load_dump(const std::string& dump, const std::string& dir, const std::string& log) override;
   Status seal(const std::string& dir, const Account& account, const std::string& log) override;
+  Status apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
+               const std::string& log) override;
 };
 
 }  // namespace berth::db
