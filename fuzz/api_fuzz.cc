@@ -34,6 +34,9 @@ class NullEngine : public db::Engine {
   Status copy_datadir(const std::string&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
   Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("fuzzing"); }
   Status seal(const std::string&, const db::Account&, const std::string&) override { return unavailable("fuzzing"); }
+  Status apply(const std::string&, const std::vector<db::Migration>&, const db::Account&, const std::string&) override {
+    return unavailable("fuzzing");
+  }
 };
 
 struct World {

@@ -16,12 +16,13 @@
 # Time (two cores; CI's budget is 45 minutes): the four trees are built one after another, each
 # with every core; then the TSan unit tests, the fuzz targets two at a time, and the ASan tests
 # with the cluster tests (each a Swarm of three dockerds, ~16 minutes in all) in a lane of their
-# own beside the others. Measured on a clean clone (2026-12-07, before the flags below): release
-# 8.3 min, asan 13.5, tsan 5.9, fuzz 4.9, TSan tests 0.9, fuzzing 1.4, ASan tests 15.9; 51 min
-# in all. The release tree here is built without debug info (-O2: 14.2 s for
-# src/api/handlers.cc against 23.8 s with -g; CI wants its warnings, not a debugger), the
-# sanitized ones with line tables only (scripts/build.sh). The tests keep both cores busy: work
-# beside them only slows them (building other trees at nice 19 meanwhile was tried).
+# own beside the others. Measured on a clean clone (2026-12-07): release 8.3 min, asan 13.5, tsan
+# 5.9, fuzz 4.9, TSan tests 0.9, fuzzing 1.4, ASan tests 15.9; 51 min in all. The release tree
+# here is built without debug info (-O2: 14.2 s for src/api/handlers.cc against 23.8 s with -g;
+# CI wants its warnings, not a debugger): 6.9 min. Line tables only (-g1) in the sanitized
+# trees saved a fifth of one file's time alone, and nothing in the parallel build (asan 14.3
+# min); they keep -g. The tests keep both cores busy: work beside them only slows them
+# (building other trees at nice 19 meanwhile was tried).
 # Runs on a fresh Debian 12 machine (installs what it needs with apt).
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail

@@ -325,9 +325,21 @@ Result<std::shared_ptr<const Job>> Manager::release(const std::string& standard,
         fs::remove_all(checkout, e);
         BERTH_TRY(run_logged(fmt::format("git clone --quiet --no-checkout {} {}", shell_quote(source.path), shell_quote(checkout)),
                              log, "git clone " + source.path));
-        BERTH_TRY(run_logged(fmt::format("git -C {} checkout --quiet --detach {}", shell_quote(checkout), shell_quote(source.ref)),
+        // A branch of the repository is origin/<ref> in the clone; a tag or a commit is itself.
+        const std::string branch = "origin/" + source.ref;
+        const bool is_branch =
+            run_logged(fmt::format("git -C {} rev-parse --verify --quiet {}", shell_quote(checkout), shell_quote(branch + "^{commit}")),
+                       log, "looking for branch " + source.ref)
+                .ok();
+        BERTH_TRY(run_logged(fmt::format("git -C {} checkout --quiet --detach {}", shell_quote(checkout),
+                                         shell_quote(is_branch ? branch : source.ref)),
                              log, fmt::format("checking out {} of {}", source.ref, source.path)));
         dir = source.subdir.empty() ? checkout : checkout + "/" + source.subdir;
+        // (A symbolic link in the repository must not lead the daemon's reading out of it.)
+        std::error_code ec;
+        const std::string real = fs::canonical(dir, ec).string(), top = fs::canonical(checkout, ec).string();
+        if (real != top && real.rfind(top + "/", 0) != 0)
+          return invalid(fmt::format("{} of {} is not a directory inside the repository", source.subdir, source.path));
       }
       auto available = read_migrations(dir);
       if (!available.ok()) return available.error();

@@ -92,7 +92,8 @@ Result<std::vector<Migration>> read_migrations(const std::string& dir) {
     auto parsed = parse_migration_name(name);
     if (!parsed.ok()) return parsed.error().wrap(dir);
     if (!*parsed) continue;
-    if (!it->is_regular_file(ec)) return invalid(fmt::format("{}/{} is not a regular file", dir, name));
+    if (it->is_symlink(ec) || !it->is_regular_file(ec))
+      return invalid(fmt::format("{}/{} is not a regular file (a migration is never a symbolic link)", dir, name));
     Migration m = std::move(**parsed);
     if (m.kind == Migration::Kind::kVersioned) {
       auto [at, fresh] = versions.emplace(m.version, m.file);

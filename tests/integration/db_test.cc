@@ -486,7 +486,10 @@ TEST_F(Databases, AReleaseBecomesTheNextVersionOnlyWhenEveryMigrationSucceeds) {
   for (const auto& e : fs::directory_iterator(mig)) fs::copy_file(e.path(), repo + "/sql/" + e.path().filename().string());
   std::ofstream(repo + "/sql/V4__fixed.sql") << "ALTER TABLE inventory.stock ADD COLUMN fixed INT;\n";
   std::ofstream(repo + "/README") << "released by the DBAs\n";
-  ASSERT_EQ(sh(fmt::format("cd {} && git init -q -b release && git add -A && git -c user.name=dba -c user.email=dba@x commit -qm r1",
+  // (The repository's own HEAD is another branch: `release` is only origin/release in a clone.)
+  ASSERT_EQ(sh(fmt::format("cd {} && git init -q -b main && git add README && git -c user.name=dba -c user.email=dba@x commit -qm "
+                           "readme && git checkout -q -b release && git add -A && git -c user.name=dba -c user.email=dba@x "
+                           "commit -qm r1 && git checkout -q main",
                            repo)).first, 0);
   auto from_repo = d.cli({"db", "release", "inv", "--from", repo + "@release", "--path", "sql", "-q"});
   ASSERT_EQ(from_repo.exit_code, 0) << from_repo.err;

@@ -138,6 +138,11 @@ TEST(MigrationRelease, ADirectoryIsReadInOrderWithChecksumsAndDuplicatesRefused)
   ASSERT_FALSE(misnamed.ok());
   EXPECT_THAT(misnamed.error().message, HasSubstr("add_column.sql"));
   EXPECT_FALSE(read_migrations((dir / "nowhere").string()).ok());
+  fs::remove(dir / "add_column.sql");
+  fs::create_symlink("/etc/hostname", dir / "V3__elsewhere.sql");  // a repository's link out of itself
+  auto linked = read_migrations(dir.string());
+  ASSERT_FALSE(linked.ok());
+  EXPECT_THAT(linked.error().message, HasSubstr("V3__elsewhere.sql is not a regular file"));
   fs::remove_all(dir);
 }
 
