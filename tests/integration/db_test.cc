@@ -115,6 +115,16 @@ void import_golden(Daemon& d, const std::string& sock) {
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
+// A small standard as an SQL dump in the daemon's data directory: inventory.stock, 1,234 rows
+// (SUM(n) 761995). Returns its path.
+std::string inventory_dump(Daemon& d) {
+  const std::string dump = d.data_dir() + "/std.sql";
+  std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
+                         "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
+                         "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
+  return dump;
+}
+
 bool ready(Daemon& d, const std::string& env) {
   auto s = d.status(env);
   return s["ready"].get<bool>();
@@ -297,12 +307,7 @@ TEST_F(Databases, OnXfsWithReflinkCopiesAreReflinks) {
 TEST_F(Databases, ImportFromADumpAndFromAStoppedDataDirectory) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-sources");
-  const std::string dump = d.data_dir() + "/std.sql";
-  {
-    std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
-                           "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
-                           "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
-  }
+  const std::string dump = inventory_dump(d);
   auto imp = d.cli({"db", "import", "inv", "--from-dump", dump});
   ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
   EXPECT_THAT(imp.out, HasSubstr("inv@1"));
@@ -435,10 +440,7 @@ TEST_F(Databases, AResetAcknowledgedBeforeTheDaemonIsKilledIsStillDoneAndOnce) {
 TEST_F(Databases, AReleaseBecomesTheNextVersionOnlyWhenEveryMigrationSucceeds) {
   ASSERT_FALSE(HasFatalFailure());
   Daemon d("db-release");
-  const std::string dump = d.data_dir() + "/std.sql";
-  std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
-                         "CREATE TABLE stock (sku VARCHAR(20) PRIMARY KEY, n INT) ENGINE=InnoDB;\n"
-                         "INSERT INTO stock SELECT CONCAT('s', seq), seq FROM seq_1_to_1234;\n";
+  const std::string dump = inventory_dump(d);
   ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
   const fs::path mig = d.data_dir() + "/migrations";
   fs::create_directories(mig);
