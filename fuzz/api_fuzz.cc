@@ -37,6 +37,9 @@ class NullEngine : public db::Engine {
   Status apply(const std::string&, const std::vector<db::Migration>&, const db::Account&, const std::string&) override {
     return unavailable("fuzzing");
   }
+  Status apply_live(const db::ServerSource&, const std::vector<db::Migration>&, const std::string&) override {
+    return unavailable("fuzzing");
+  }
 };
 
 struct World {

@@ -304,10 +304,10 @@ Result<std::vector<std::string>> ControlLoop::delete_document(const std::string&
         const db::Copy* c = d_.databases->find_copy(name, a.app);
         if (keep_data) {
           notes.push_back(fmt::format("kept the copy of database {} ({}@{}) at {}; an environment of the same name gets it "
-                                      "again", a.app, c->standard, c->version, c->dir));
+                                      "again", a.app, c->standard, c->at(), c->dir));
         } else {
           notes.push_back(fmt::format("removed the copy of database {} ({}@{}); --keep-data keeps it", a.app, c->standard,
-                                      c->version));
+                                      c->at()));
           dbs.push_back(a.app);
         }
       }

@@ -61,7 +61,15 @@ void ControlLoop::apply(Supervisor& sup, Step step) {
   if (step.probe) fx_.schedule_probe(s);
   if (step.names) publisher_.touched(key.env);
   else if (step.shown) publisher_.status_changed(key.env);
-  if (step.database_ready && d_.databases) d_.databases->server_ready(key.env, key.app);
+  if (step.database_ready && d_.databases) {
+    // Where it answers and as whom: a rollout waiting for it migrates through it.
+    const model::AppSpec* spec = spec_of(key);
+    if (spec && spec->database && spec->ports.count("sql") && !s.ip.empty())
+      d_.databases->server_ready(key.env, key.app,
+                                 {fmt::format("{}:{}", s.ip, spec->ports.at("sql")), spec->database->user, spec->database->password});
+    else
+      d_.databases->server_ready(key.env, key.app);
+  }
   if (step.reconcile) schedule_reconcile(key.env, key.app);
 }
 

@@ -437,6 +437,7 @@ void ControlLoop::reconcile() {
   // this pass marked their environments; what the pass did marked its own): a full pass that
   // changes nothing rebuilds none.
   start_next_in_line();
+  if (full) serve_database_holds();
   publisher_.publish_zone(view_inputs());
   if (std::exchange(publish_after_pass_, false)) publish_status();
   else if (publisher_.pending()) publisher_.schedule();
@@ -555,12 +556,24 @@ bool ControlLoop::prepare_database(const std::string& env, AppState& app, const 
     wait = "cannot copy the standard: this daemon has no database manager";
     return false;
   }
+  // A rollout snapshotting the copy or putting it back: its server stops and stays stopped.
+  if (auto why = d_.databases->held(env, spec.app)) {
+    bool running = false;
+    for (auto& [o, sup] : app.instances)
+      if (sup.state().exists()) {
+        running = true;
+        apply(sup, sup.stop("its database copy is held by a " + *why));
+      }
+    if (!running) d_.databases->server_down(env, spec.app);
+    wait = *why;
+    return false;
+  }
   // A copy being reset, or replaced by one of another standard or version, is deleted and made
   // again at the same path: its server must be gone first, not run on a directory being deleted.
   const db::Copy* have = d_.databases->find_copy(env, spec.app);
   const bool reset = d_.databases->reset_requested(env, spec.app);
   const bool replaced = have && !(have->standard == spec.database->standard &&
-                                  (spec.database->version == 0 || spec.database->version == have->version));
+                                  (spec.database->version == 0 || spec.database->version == have->at()));
   if (reset || replaced) {
     bool running = false;
     for (auto& [o, sup] : app.instances)
@@ -668,6 +681,48 @@ Status ControlLoop::reset_database(const std::string& env, const std::string& db
   }
   schedule_reconcile(env);
   return {};
+}
+
+void ControlLoop::serve_database_holds() {
+  if (!d_.databases) return;
+  for (const auto& [env, db] : d_.databases->holds()) {
+    if (obs_.up.count(env)) continue;  // reconciled: prepare_database() stops its server
+    const AppState* app = obs_.find_app(env, db);
+    bool running = false;
+    if (app)
+      for (const auto& [o, sup] : app->instances) running |= sup.state().exists();
+    if (!running) d_.databases->server_down(env, db);
+  }
+}
+
+Result<const db::Rollout*> ControlLoop::rollout_database(const std::string& standard, int version,
+                                                         const db::RolloutOptions& options, bool automatic) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  if (!d_.databases) return unavailable("this daemon has no database manager");
+  std::vector<db::RolloutTarget> targets;
+  if (catalog_)
+    for (const auto& e : catalog_->environments())
+      for (const auto& a : e.apps) {
+        if (!a.database || a.database->standard != standard || !e.runs(a.app)) continue;
+        const db::Copy* c = d_.databases->find_copy(e.name, a.app);
+        if (!c || c->standard != standard) continue;  // made at its first up, of the version it asks
+        if (automatic && a.database->rollout != "auto") continue;
+        db::RolloutTarget t;
+        t.env = e.name;
+        t.db = a.app;
+        t.serving = obs_.up.count(e.name) > 0;
+        t.account = {a.database->user, a.database->password};
+        if (a.database->version)
+          t.skip = fmt::format("pinned to {}@{} in the catalog", standard, a.database->version);
+        else if (a.database->rollout == "none")
+          t.skip = "rollout: none in the catalog";
+        else if (!d_.db_image.empty())
+          t.skip = "its server runs in a container on a volume (--db-image): rollouts reach copies a server runs on "
+                   "directly, for now";
+        targets.push_back(std::move(t));
+      }
+  if (automatic && targets.empty()) return nullptr;
+  return d_.databases->rollout(standard, version, options, targets);
 }
 
 bool ControlLoop::prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out,

@@ -231,6 +231,17 @@ class ControlLoop : private runtime::Listener {
   // Throw away the environment's copy of database `db` and make a fresh one (its server is
   // replaced once the new copy exists). `version` 0: as the catalog asks; otherwise it must match.
   Status reset_database(const std::string& env, const std::string& db, int version);
+  // Bring the environments' copies of `standard` to its `version` (0: the latest) (db/rollout.h):
+  // every copy the catalog lets it reach — not one pinned to a version (NAME@V), nor one whose
+  // `rollout` is none; `automatic` (after a release): only those whose `rollout` is auto, and
+  // none at all is no rollout (nullptr). A copy whose server runs in a container (--db-image)
+  // is listed as skipped.
+  Result<const db::Rollout*> rollout_database(const std::string& standard, int version, const db::RolloutOptions& options,
+                                              bool automatic = false);
+  // What db::Manager tells an environment's apps (a rollout's outcome for its copy).
+  void database_event(const std::string& env, const std::string& type, const std::string& db, const std::string& message) {
+    emit(env, type, db, -1, "", message);
+  }
   // The log file of an instance (stdout and stderr), for an app the environment defines.
   Result<std::string> log_path(const std::string& env, const std::string& app, int ordinal) const;
   // Number of reconcile passes run; for tests and benchmarks.
@@ -312,6 +323,9 @@ class ControlLoop : private runtime::Listener {
   bool prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
   // For a database: the environment's copy of its standard; when not there yet, `wait` says why.
   bool prepare_database(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out, std::string& wait);
+  // Copies a rollout holds (db::Manager::held) in environments that are not up: their server is
+  // gone (or going), and the rollout is told once it is.
+  void serve_database_holds();
   // Reconcile the apps of those in line for a start slot, as many as there are free slots.
   void start_next_in_line();
   void start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,

@@ -101,7 +101,7 @@ void fill_app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
   if (aspec.database) {
     a.standard = aspec.database->standard + (aspec.database->version ? fmt::format("@{}", aspec.database->version) : "");
     if (const db::Copy* c = in.databases ? in.databases->find_copy(espec.name, aspec.app) : nullptr) {
-      a.copy_version = c->version;
+      a.copy_version = c->at();
       a.copy_method = std::string(db::to_string(c->method));
       a.copy_ms = c->clone_ms;
       a.datadir = c->datadir;

@@ -436,6 +436,13 @@ int run(const Options& o) {
     return 1;
   }
   databases.set_on_change([l = loop->get()] { l->poke(); });
+  databases.set_on_event([l = loop->get()](const std::string& env, const std::string& type, const std::string& db,
+                                           const std::string& message) { l->database_event(env, type, db, message); });
+  // A release reaches the copies whose catalog says `rollout: auto` at once.
+  databases.set_on_released([l = loop->get()](const std::string& standard, int version) {
+    auto r = l->rollout_database(standard, version, {}, true);
+    if (!r.ok()) l->database_event("", "error", "", fmt::format("rollout of {}@{}: {}", standard, version, r.error().message));
+  });
   // Instances resolve names through berth's name server on their pool's gateway, port 53.
   auto* loop_ptr = loop->get();
   // The instances' name server at `ip`:53, in `netns` when given (a cluster's overlay): at most

@@ -205,6 +205,21 @@ Status remove_copy(const std::string& dest) {
   return {};
 }
 
+Status put_back(const std::string& dest, const std::string& snapshot) {
+  const fs::path data = fs::path(dest) / "data", failed = fs::path(dest) / "data.failed";
+  std::error_code ec;
+  if (!fs::is_directory(snapshot, ec)) return not_found(fmt::format("the snapshot {} is gone", snapshot));
+  if (is_mountpoint(data) && ::umount2(data.c_str(), MNT_DETACH) != 0)
+    return unavailable(fmt::format("cannot unmount {}: {}", data.string(), std::strerror(errno)));
+  fs::remove_all(failed, ec);
+  if (fs::exists(data, ec)) fs::rename(data, failed, ec);
+  if (ec) return unavailable(fmt::format("cannot move {} aside: {}", data.string(), ec.message()));
+  fs::rename(snapshot, data, ec);
+  if (ec) return unavailable(fmt::format("cannot move {} to {}: {}", snapshot, data.string(), ec.message()));
+  for (const auto& gone : {failed, fs::path(dest) / "upper", fs::path(dest) / "work"}) fs::remove_all(gone, ec);
+  return {};
+}
+
 Status archive_copy(const std::string& datadir, const std::string& tar, Identity owner, const std::string& log) {
   const std::string part = tar + ".partial";
   const fs::path marker_dir = tar + ".marker";

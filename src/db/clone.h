@@ -36,6 +36,10 @@ Status ensure_mounted(const std::string& golden, const std::string& dest, CloneM
 // Unmount (an overlay) and remove a copy.
 Status remove_copy(const std::string& dest);
 
+// Put `snapshot` (a directory made by clone_tree(DEST/data, ...)'s data/) back as DEST/data:
+// an overlay copy is unmounted and becomes a plain directory (its layers removed). Blocking.
+Status put_back(const std::string& dest, const std::string& snapshot);
+
 // The last entry of every archive_copy(): an empty file. A container's volume filled from the
 // archive is complete once it is there (runtime::Mount::seed says the same).
 inline constexpr std::string_view kSeededMarker = ".berth-seeded";

@@ -50,6 +50,10 @@ class Engine {
   // server's error. `dir` then has what ran before the failure: the caller throws it away.
   virtual Status apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
                        const std::string& log) = 0;
+  // Apply `migrations` (their files), in order, through the running server at `server` (an
+  // environment's copy: it keeps serving meanwhile), as the account given there. Errors as
+  // apply()'s; what ran before a failure stays applied (a rollout puts the copy back).
+  virtual Status apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) = 0;
 };
 
 }  // namespace berth::db

@@ -19,6 +19,7 @@
 #include "base/subprocess.h"
 #include "base/text.h"
 #include "blob/cache/cache_store.h"
+#include "db/files.h"
 #include "snapshot/snapshot.h"
 
 namespace berth::db {
@@ -32,16 +33,6 @@ namespace {
 // per-request cost would dominate with one object per chunk).
 constexpr snapshot::ChunkerParams kDatabaseChunking{64 << 10, 256 << 10, 1 << 20};
 constexpr std::size_t kPackBytes = 8 << 20;
-
-Status write_json(const fs::path& path, const json& j) { return write_file_atomically(path.string(), j.dump(2) + "\n"); }
-
-std::optional<json> read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  json j = json::parse(in, nullptr, false);
-  if (j.is_discarded()) return std::nullopt;
-  return j;
-}
 
 json to_json(const Version& v) {
   json migrations = json::array();
@@ -87,7 +78,18 @@ void sync_filesystem(const std::string& path) {
   ::close(fd);
 }
 
-// Runs a worker's work, turning a library exception into its failure.
+}  // namespace
+
+Status write_json(const fs::path& path, const json& j) { return write_file_atomically(path.string(), j.dump(2) + "\n"); }
+
+std::optional<json> read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  json j = json::parse(in, nullptr, false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
 Status catching(const std::function<Status()>& work) {
   try {
     return work();
@@ -99,8 +101,6 @@ Status catching(const std::function<Status()>& work) {
 Millis steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-
-}  // namespace
 
 Manager::Manager(Executor& executor, const Clock& clock, std::string dir, blob::BlobStore& store,
                  std::unique_ptr<Engine> engine, CloneOptions clone_options)
@@ -167,6 +167,10 @@ void Manager::load() {
         c.created_at = j->value("created_at", 0ll);
         if (j->contains("owner_uid")) c.owner = Identity{j->at("owner_uid"), j->at("owner_gid")};
         c.seed_served = j->value("seed_served", false);
+        c.at_version = j->value("at_version", 0);
+        if (j->contains("applied"))
+          for (const auto& a : j->at("applied"))
+            if (auto read = migration_from_json(a); read.ok()) c.applied.push_back(std::move(*read));
       } catch (const json::exception&) {
         continue;
       }
@@ -184,6 +188,7 @@ void Manager::load() {
         g.path().string().ends_with(".import.src") || g.path().string().ends_with(".import.work") ||
         g.path().string().ends_with(".removing"))
       fs::remove_all(g.path(), ec);
+  load_rollouts();
 }
 
 Status Manager::save_version(const Version& v) const {
@@ -195,6 +200,12 @@ Status Manager::save_copy(const Copy& c) const {
             {"method", std::string(to_string(c.method))}, {"clone_ms", c.clone_ms}, {"created_at", c.created_at}};
   if (c.owner) j["owner_uid"] = c.owner->uid, j["owner_gid"] = c.owner->gid;
   if (c.seed_served) j["seed_served"] = true;
+  if (c.at_version) {
+    j["at_version"] = c.at_version;
+    json applied = json::array();
+    for (const auto& m : c.applied) applied.push_back(to_json(m));
+    j["applied"] = applied;
+  }
   return write_json(fs::path(c.dir) / "copy.json", j);
 }
 
@@ -375,6 +386,8 @@ Result<std::shared_ptr<const Job>> Manager::release(const std::string& standard,
       BERTH_TRY(engine_->apply(staging, *pending, Account{}, log));
       job->set_phase("adding berth's account, clean shutdown");
       BERTH_TRY(engine_->seal(staging, Account{}, log));
+      // Each file's text is kept, named by its checksum: rollouts apply it to the copies.
+      for (const auto& m : *pending) BERTH_TRY(write_file_atomically(saved_migration(standard, m), m.sql, 0600));
       for (auto& m : *pending) m.sql.clear(), m.path.clear();
       v.migrations = std::move(*pending);
       return publish(staging, v, bases, *job);
@@ -466,6 +479,7 @@ void Manager::finish_version(std::shared_ptr<std::atomic<bool>> alive, std::shar
         versions_[v.standard][v.version] = v;
         job->version = v;
         job->set_phase("done");
+        if (job->kind == "release" && on_released_) on_released_(v.standard, v.version);
       } else {
         job->error = saved.error().message;
       }
@@ -559,6 +573,8 @@ bool Manager::making_copy(const std::string& env, const std::string& db) const {
 Status Manager::reset(const std::string& env, const std::string& db) {
   const std::string k = key(env, db);
   if (making_copy(env, db)) return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
+  if (const RolloutRow* row = row_of(env, db))
+    return conflict(fmt::format("a rollout to version {} is migrating the copy of {} for {}; wait for it", row->to, db, env));
   copy_jobs_.erase(k);
   copy_job_for_.erase(k);
   goldens_wanted_.erase(k);  // only speed is owed: the next cold copy restores from the store
@@ -598,7 +614,7 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
   // it was made from: its data is the environment's).
   if (auto it = copies_.find(k); it != copies_.end()) {
     const Copy& c = it->second;
-    if (c.standard == spec.standard && (spec.version == 0 || spec.version == c.version)) {
+    if (c.standard == spec.standard && (spec.version == 0 || spec.version == c.at())) {
       Status mounted = ensure_mounted(golden_path(c.standard, c.version), c.dir, c.method);
       if (!mounted.ok()) return {CopyStatus::State::kFailed, mounted.error().message, nullptr};
       if (!owner || c.owner == owner) return {CopyStatus::State::kReady, "", &c};

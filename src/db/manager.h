@@ -40,6 +40,7 @@
 #include "db/clone.h"
 #include "db/engine.h"
 #include "db/migrations.h"
+#include "db/rollout.h"
 #include "model/catalog.h"
 
 namespace berth::db {
@@ -94,6 +95,12 @@ struct Copy {
   // A server on a volume filled from `seed` has answered: one that starts on a fresh fill of it
   // now (its host was lost) has lost what was written since.
   bool seed_served = false;
+  // A rollout (db/rollout.h) moved its schema on to this version: 0 while it is still at
+  // `version`, the one it was made from (whose golden an overlay copy still lies on).
+  int at_version = 0;
+  // The migrations rollouts applied to it, in order.
+  std::vector<Migration> applied;
+  int at() const { return at_version ? at_version : version; }
   // Names this copy among all copies ever made of the database (what its server runs on).
   std::string id() const { return "db:" + standard + "@" + std::to_string(version) + ":" + std::to_string(created_at); }
 };
@@ -180,6 +187,32 @@ class Manager {
   // the locally cached objects, in the background: doing it earlier would slow the server's start.
   void server_ready(const std::string& env, const std::string& db);
 
+  // ---- rollouts: a standard's new version carried to the environments' copies (db/rollout.h) ----
+  // Start bringing the copies in `targets` to version `to` of `standard` (0: its latest).
+  // Refused while one runs for the standard or while its next version is being made. Targets
+  // with `skip` set, or whose copy is at `to` already, are listed as skipped.
+  Result<const Rollout*> rollout(const std::string& standard, int to, const RolloutOptions& options,
+                                 const std::vector<RolloutTarget>& targets);
+  const Rollout* rollout_of(const std::string& standard) const;  // the latest; null: none yet
+  // Why the environment's copy needs its server down now (a rollout snapshots it, or puts it
+  // back): while set, the loop stops the server, keeps it stopped, and calls server_down() once
+  // no instance of it is left.
+  std::optional<std::string> held(const std::string& env, const std::string& db) const;
+  std::vector<std::pair<std::string, std::string>> holds() const;  // (env, db) of every held copy
+  void server_down(const std::string& env, const std::string& db);
+  // The server on the environment's copy answers at `server` (its address and the account apps
+  // use), after a start: a rollout waiting for it applies its migrations through it.
+  void server_ready(const std::string& env, const std::string& db, const ServerSource& server);
+  // Called on the loop with what the environment's apps are told (an event of type
+  // db-rolled-out or db-rollout-failed).
+  void set_on_event(std::function<void(const std::string& env, const std::string& type, const std::string& db,
+                                       const std::string& message)> fn) {
+    on_event_ = std::move(fn);
+  }
+
+  // Called on the loop when a release became the standard's version `version`.
+  void set_on_released(std::function<void(const std::string& standard, int version)> fn) { on_released_ = std::move(fn); }
+
   const blob::BlobStore& store() const { return store_; }
   // Called on the loop whenever a copy or a version appears or fails.
   void set_on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
@@ -210,6 +243,21 @@ class Manager {
   // the job failed) and the standard free for the next version.
   void finish_version(std::shared_ptr<std::atomic<bool>> alive, std::shared_ptr<Job> job, Status st, Version v);
   void run_worker(std::function<void()> fn);
+  // Rollouts (db/rollout.cc).
+  void load_rollouts();
+  Status save_rollout(const Rollout& r) const;
+  RolloutRow* row_of(const std::string& env, const std::string& db);
+  const RolloutRow* row_of(const std::string& env, const std::string& db) const;
+  void start_rows(Rollout& r);
+  void start_row(Rollout& r, RolloutRow& row);
+  void apply_row(Rollout& r, RolloutRow& row, std::optional<ServerSource> server);
+  void row_applied(Rollout& r, RolloutRow& row, Status st, std::vector<Migration> applied);
+  void finish_row(Rollout& r, RolloutRow& row, RolloutRow::State state, const std::string& error);
+  // The migrations that take a copy from version `from` to `to`, their texts read back from the
+  // files kept at release (saved_migration()); an import between them makes it an error.
+  Result<std::vector<Migration>> migrations_between(const std::string& standard, int from, int to) const;
+  std::string saved_migration(const std::string& standard, const Migration& m) const;
+  std::string rollout_path(const std::string& standard) const;
   // The lock of one golden: its restore and clones from it; another standard's never wait.
   std::shared_ptr<std::mutex> golden_lock(const std::string& golden);
 
@@ -239,6 +287,9 @@ class Manager {
   std::vector<Worker> workers_;  // finished ones are joined when the next one starts
   std::shared_ptr<std::atomic<bool>> alive_ = std::make_shared<std::atomic<bool>>(true);
   std::function<void()> on_change_;
+  std::function<void(const std::string&, const std::string&, const std::string&, const std::string&)> on_event_;
+  std::function<void(const std::string&, int)> on_released_;
+  std::map<std::string, Rollout> rollouts_;  // standard → its latest rollout
   int next_job_ = 1;
 };
 

@@ -102,6 +102,9 @@ struct DatabaseSpec {
   std::string engine = "mariadb";  // the only engine so far; PostgreSQL would add a second
   std::string standard;            // the standard it is a copy of
   int version = 0;                 // 0: the latest when the copy is made
+  // How a release of the standard reaches the copy: auto (rolled out after every release),
+  // manual (by `berth db rollout`), none (never; the copy stays as it is).
+  std::string rollout = "manual";
   std::string user = "berth";      // the account berth adds to every standard at import
   std::string password = "berth";
   std::map<std::string, std::string> options;  // server options, --NAME=VALUE

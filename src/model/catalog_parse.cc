@@ -221,6 +221,7 @@ std::optional<std::pair<YAML::Node, DatabaseSpec>> read_database(Ctx& ctx, const
   synth["health"]["interval"] = "5s";
   synth["stop_grace"] = "2m";                // a clean InnoDB shutdown
   if (auto st = v["standard"]) synth["standard"] = st;
+  if (auto ro = v["rollout"]) synth["rollout"] = ro;
   return std::make_pair(synth, d);
 }
 

@@ -16,11 +16,12 @@ namespace fs = std::filesystem;
 // ---- schema -------------------------------------------------------------------------------
 
 const std::vector<std::string> kTopKeys = {"network", "dns", "defaults", "apps", "databases", "environments"};
-const std::vector<std::string> kDatabaseKeys = {"engine", "standard", "port", "options", "user", "password", "description"};
+const std::vector<std::string> kDatabaseKeys = {"engine", "standard", "rollout", "port", "options", "user", "password",
+                                                "description"};
 const std::vector<std::string> kNetworkKeys = {"pool", "exclude", "reserve_for"};
 const std::vector<std::string> kDnsKeys = {"zone", "ttl", "negative_ttl"};
 const std::vector<std::string> kSettingKeys = {"tag", "build_type", "command", "instances", "ports",
-                                               "health", "restart", "stop_grace", "env", "standard",
+                                               "health", "restart", "stop_grace", "env", "standard", "rollout",
                                                "image", "entrypoint", "args", "user", "workdir", "volumes",
                                                "resources", "constraints"};
 const std::vector<std::string> kResourceKeys = {"cpus", "memory"};
@@ -173,7 +174,7 @@ void check_setting_layer(Ctx& ctx, const YAML::Node& layer, const std::vector<st
                                std::string(free_map) == "env" ? ", or {secret: true, value: ...}" : ""));
     }
   }
-  for (const char* scalar : {"tag", "build_type", "instances", "stop_grace", "standard", "image", "user", "workdir"})
+  for (const char* scalar : {"tag", "build_type", "instances", "stop_grace", "standard", "rollout", "image", "user", "workdir"})
     if (auto s = layer[scalar]; s && !s.IsScalar())
       ctx.error(s, fmt::format("{}.{} must be a single value", where, scalar));
   if (auto c = layer["constraints"]; c && !c.IsNull()) {
@@ -471,13 +472,26 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
     }
     spec.database->standard = name;
     spec.database->version = version;
+    // How a release of its standard reaches this copy (berth db rollout).
+    const std::string rollout = r.str("rollout", "manual");
+    if (rollout != "auto" && rollout != "manual" && rollout != "none") {
+      const Leaf* l = r.leaf("rollout");
+      ctx.error(l ? l->node : YAML::Node(),
+                fmt::format("database '{}': rollout '{}' must be auto (every release of its standard reaches the copy), "
+                            "manual (only `berth db rollout`) or none (never: this environment's copy stays as it is)",
+                            spec.app, rollout));
+    }
+    spec.database->rollout = rollout;
   } else if (!standard.empty()) {
     ctx.error(r.leaf("standard")->node,
               fmt::format("'standard' is a setting of databases; '{}' is an app (declare databases under 'databases:')",
                           spec.app));
   } else {
-    spec.from.erase("standard");  // not a setting apps have
+    // Not settings apps have (an environment's `rollout: none` is for its databases).
+    spec.from.erase("standard");
     spec.values.erase("standard");
+    spec.from.erase("rollout");
+    spec.values.erase("rollout");
   }
 
   // Ports: name → number, numbers unique within the app.

@@ -44,14 +44,23 @@ class CopyEngine : public db::Engine {
   Status load_dump(const std::string&, const std::string&, const std::string&) override { return unavailable("no dumps"); }
   Status seal(const std::string&, const db::Account&, const std::string&) override { return {}; }
   // A migration's "statements" are appended to applied.sql in the data directory; one that says
-  // FAIL fails after its first line ran (as DDL that committed before an error).
+  // FAIL fails after its first line ran (as DDL that committed before an error), and so does
+  // every one on a directory that has a file named `poison`.
   Status apply(const std::string& dir, const std::vector<db::Migration>& migrations, const db::Account&,
                const std::string&) override {
     for (const auto& m : migrations) {
       std::ofstream(fs::path(dir) / "applied.sql", std::ios::app) << m.sql.substr(0, m.sql.find('\n') + 1);
-      if (m.sql.find("FAIL") != std::string::npos) return invalid(m.file + " failed at line 2: FAIL");
+      if (m.sql.find("FAIL") != std::string::npos || fs::exists(fs::path(dir) / "poison"))
+        return invalid(m.file + " failed at line 2: FAIL");
     }
     return {};
+  }
+  // "Through the running server": here the server's address is the data directory it runs on.
+  std::vector<std::string> live;  // addresses applied through
+  Status apply_live(const db::ServerSource& server, const std::vector<db::Migration>& migrations,
+                    const std::string& log) override {
+    live.push_back(server.address);
+    return apply(server.address, migrations, {}, log);
   }
 };
 
@@ -329,4 +338,112 @@ TEST_F(DbManagerTest, AReleaseSealsItsMigrationsAsTheNextVersionOrLeavesNothing)
   auto none = m_->release("gamma", src);
   ASSERT_FALSE(none.ok());
   EXPECT_THAT(none.error().message, HasSubstr("import one first"));
+}
+
+// What the control loop does for a rollout, played by hand: stops a held copy's server (here:
+// none runs) and says so, and says when a server answers again.
+namespace {
+std::string read_all(const fs::path& p) {
+  std::string text;
+  std::getline(std::ifstream(p), text, '\0');
+  return text;
+}
+}  // namespace
+
+TEST_F(DbManagerTest, ARolloutMigratesEachCopyOrPutsItBackAndResumesAfterADaemonRestart) {
+  import("alpha");
+  for (const char* env : {"a", "b", "c", "d"}) ASSERT_TRUE(until([&] { return copy(env, "alpha").state == State::kReady; }));
+  const fs::path mig = dir_ / "migrations";
+  fs::create_directories(mig);
+  std::ofstream(mig / "V1__add_x.sql") << "alter table t add x int;\n";
+  std::ofstream(mig / "V2__add_y.sql") << "alter table t add y int;\n";
+  db::ReleaseSource src;
+  src.path = mig.string();
+  auto job = m_->release("alpha", src);
+  ASSERT_TRUE(job.ok()) << job.error().message;
+  ASSERT_TRUE(until([&] { return (*job)->done.load(); }));
+  ASSERT_EQ((*job)->error, "");
+
+  // b's copy fails its migrations (after the first statement ran); c's server runs.
+  const fs::path copies = dir_ / "db" / "copies";
+  std::ofstream(copies / "b" / "shopdb" / "data" / "poison") << "x";
+  std::ofstream(copies / "b" / "shopdb" / "data" / "applied.sql") << "the environment's own\n";
+  std::vector<std::tuple<std::string, std::string, std::string>> events;
+  m_->set_on_event([&](const std::string& env, const std::string& type, const std::string&, const std::string& message) {
+    events.emplace_back(env, type, message);
+  });
+  std::vector<db::RolloutTarget> targets;
+  for (const char* env : {"a", "b", "c"}) targets.push_back({env, "shopdb", std::string(env) == "c", {}, ""});
+  targets.push_back({"d", "shopdb", false, {}, "pinned to alpha@1 in the catalog"});
+  db::RolloutOptions o;
+  o.parallel = 1;
+  o.continue_on_error = true;
+  o.canary = {"c"};
+  auto r = m_->rollout("alpha", 0, o, targets);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)->to, 2);
+  EXPECT_EQ((*r)->rows[3].state, db::RolloutRow::State::kSkipped);
+  EXPECT_EQ((*r)->rows[3].phase, "pinned to alpha@1 in the catalog");
+  // The canary first, alone: held until its server is down.
+  EXPECT_EQ((*r)->rows[2].state, db::RolloutRow::State::kApplying);
+  EXPECT_EQ((*r)->rows[0].state, db::RolloutRow::State::kPending);
+  ASSERT_TRUE(m_->held("c", "shopdb"));
+  EXPECT_FALSE(m_->held("a", "shopdb"));
+  auto play_loop = [&] {
+    for (const auto& [env, db] : m_->holds()) m_->server_down(env, db);
+    for (const auto& row : m_->rollout_of("alpha")->rows)
+      if (row.step == db::RolloutRow::Step::kWaitReady)
+        m_->server_ready(row.env, row.db, {(copies / row.env / row.db / "data").string(), "berth", "berth"});
+    return m_->rollout_of("alpha")->state != db::Rollout::State::kRunning;
+  };
+  ASSERT_TRUE(until(play_loop));
+  const db::Rollout* done = m_->rollout_of("alpha");
+  EXPECT_EQ(done->state, db::Rollout::State::kDone);
+  EXPECT_EQ(done->rows[0].state, db::RolloutRow::State::kApplied) << done->rows[0].error;
+  EXPECT_EQ(done->rows[2].state, db::RolloutRow::State::kApplied) << done->rows[2].error;
+  ASSERT_EQ(done->rows[1].state, db::RolloutRow::State::kRestored);
+  EXPECT_THAT(done->rows[1].error, HasSubstr("V1__add_x.sql failed at line 2"));
+  // Applied: the copy says so; the canary through its server, the others through a private one.
+  EXPECT_EQ(m_->find_copy("a", "shopdb")->at(), 2);
+  EXPECT_EQ(m_->find_copy("a", "shopdb")->version, 1);
+  EXPECT_EQ(m_->find_copy("a", "shopdb")->applied.size(), 2u);
+  EXPECT_EQ(read_all(copies / "a" / "shopdb" / "data" / "applied.sql"), "alter table t add x int;\nalter table t add y int;\n");
+  EXPECT_EQ(engine_->live, std::vector<std::string>{(copies / "c" / "shopdb" / "data").string()});
+  // Restored: exactly as before, at its old version; no snapshot or journal left anywhere.
+  EXPECT_EQ(m_->find_copy("b", "shopdb")->at(), 1);
+  EXPECT_EQ(read_all(copies / "b" / "shopdb" / "data" / "applied.sql"), "the environment's own\n");
+  for (const char* env : {"a", "b", "c"}) {
+    EXPECT_FALSE(fs::exists(copies / env / "shopdb" / "snap")) << env;
+    EXPECT_FALSE(fs::exists(copies / env / "shopdb" / "rollout.json")) << env;
+  }
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(std::get<1>(events[0]), "db-rolled-out");  // c, the canary
+  EXPECT_EQ(std::get<0>(events[0]), "c");
+  EXPECT_EQ(std::get<1>(events[2]), "db-rollout-failed");
+  EXPECT_THAT(std::get<2>(events[2]), HasSubstr("put back to its snapshot"));
+
+  // A daemon killed while b's migrations ran (its journal says so, its snapshot is there, half
+  // of them applied): at its restart b is put back first, then migrated again.
+  fs::remove(copies / "b" / "shopdb" / "data" / "poison");
+  o.canary.clear();
+  auto again = m_->rollout("alpha", 2, o, {{"b", "shopdb", false, {}, ""}});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  ASSERT_TRUE(until([&] { return m_->held("b", "shopdb") && m_->rollout_of("alpha")->rows[0].step == db::RolloutRow::Step::kWaitDown; }));
+  m_.reset();
+  const fs::path b = copies / "b" / "shopdb";
+  fs::create_directories(b / "snap");
+  fs::copy(b / "data", b / "snap" / "data", fs::copy_options::recursive);
+  std::ofstream(b / "data" / "applied.sql", std::ios::app) << "alter table t add x int;\n";  // half of it
+  std::ofstream(b / "rollout.json") << R"({"to": 2, "step": "apply"})";
+  start_manager();
+  ASSERT_TRUE(m_->held("b", "shopdb")) << "put back before anything else";
+  ASSERT_TRUE(until(play_loop));
+  EXPECT_EQ(m_->rollout_of("alpha")->rows[0].state, db::RolloutRow::State::kApplied) << m_->rollout_of("alpha")->rows[0].error;
+  EXPECT_EQ(read_all(b / "data" / "applied.sql"),
+            "the environment's own\nalter table t add x int;\nalter table t add y int;\n");
+  EXPECT_EQ(m_->find_copy("b", "shopdb")->at(), 2);
+  // Nothing to do any more: every copy is at 2.
+  auto none = m_->rollout("alpha", 0, o, targets);
+  ASSERT_TRUE(none.ok());
+  for (const auto& row : (*none)->rows) EXPECT_EQ(row.state, db::RolloutRow::State::kSkipped) << row.env;
 }

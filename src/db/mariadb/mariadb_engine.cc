@@ -137,6 +137,32 @@ std::string connection_args(const ServerSource& s) {
                             shell_quote(colon == std::string::npos ? "3306" : s.address.substr(colon + 1)));
 }
 
+// Each file through `client` (the `mariadb` command line of a server), in order, until one fails.
+Status apply_files(const std::string& client, const std::vector<Migration>& migrations, const std::string& log) {
+  for (const auto& m : migrations) {
+    // Each file's output apart, to find the client's error in it, then added to the log.
+    const std::string out = log + ".migration";
+    std::error_code ec;
+    fs::remove(out, ec);
+    Status applied = run_logged(fmt::format("{} --batch < {}", client, shell_quote(m.path)), out, "applying " + m.file);
+    std::string text;
+    {
+      std::ifstream in(out, std::ios::binary);
+      // (Bounded: the client's output of one file, read for its error line.)
+      text.resize(1 << 20);
+      in.read(text.data(), static_cast<std::streamsize>(text.size()));
+      text.resize(static_cast<std::size_t>(in.gcount()));
+    }
+    std::ofstream(log, std::ios::app) << text;
+    fs::remove(out, ec);
+    if (!applied.ok()) {
+      if (std::string why = migration_error(m, text); !why.empty()) return invalid(why);
+      return applied;
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Status MariadbEngine::copy_running(const ServerSource& source, const std::string& dir, const std::string& log) {
@@ -190,28 +216,14 @@ Status MariadbEngine::apply(const std::string& dir, const std::vector<Migration>
   Status applied = run_logged(fmt::format("{} -e {}", server.client(), shell_quote(account_sql(account))), log,
                               "creating account " + account.user);
   server.log_in_as(account);
-  for (const auto& m : migrations) {
-    if (!applied.ok()) break;
-    // Each file's output apart, to find the client's error in it, then added to the log.
-    const std::string out = log + ".migration";
-    std::error_code ec;
-    fs::remove(out, ec);
-    applied = run_logged(fmt::format("{} --batch < {}", server.client(), shell_quote(m.path)), out, "applying " + m.file);
-    std::string text;
-    {
-      std::ifstream in(out, std::ios::binary);
-      text.assign(std::istreambuf_iterator<char>(in), {});
-    }
-    std::ofstream(log, std::ios::app) << text;
-    fs::remove(out, ec);
-    if (!applied.ok()) {
-      if (std::string why = migration_error(m, text); !why.empty()) applied = invalid(why);
-      break;
-    }
-  }
+  if (applied.ok()) applied = apply_files(server.client(), migrations, log);
   Status stopped = server.stop(log);
   if (!applied.ok()) return applied;
   return stopped;
+}
+
+Status MariadbEngine::apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) {
+  return apply_files("mariadb --no-defaults " + connection_args(server), migrations, log);
 }
 
 }  // namespace berth::db

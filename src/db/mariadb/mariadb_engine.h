@@ -15,6 +15,7 @@ class MariadbEngine final : public Engine {
   Status seal(const std::string& dir, const Account& account, const std::string& log) override;
   Status apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
                const std::string& log) override;
+  Status apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) override;
 };
 
 }  // namespace berth::db
