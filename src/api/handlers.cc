@@ -364,6 +364,7 @@ Response Api::route(const Request& req, const auth::Principal& who) {
 
   if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});
   if (auto r = route_documents(req, who)) return std::move(*r);
+  if (auto r = route_rollouts(req, who)) return std::move(*r);
 
 
   // ---- standard databases ----

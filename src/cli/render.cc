@@ -155,6 +155,22 @@ std::string versions_table(const json& r) {
   return out + table(rows);
 }
 
+std::string rollout_table(const json& r) {
+  std::vector<std::vector<std::string>> rows = {{"ENVIRONMENT", "DATABASE", "VERSION", "STATE", "TIME", "WHAT"}};
+  for (const auto& w : r["rows"]) {
+    const std::string state = w["state"].get<std::string>();
+    std::string what = w["error"].is_null() ? w.value("phase", "") : w["error"].get<std::string>();
+    if (state == "restored") what = "put back: " + what;
+    rows.push_back({w["environment"].get<std::string>() + (w.value("canary", false) ? " (canary)" : ""),
+                    w["database"].get<std::string>(),
+                    state == "skipped" ? fmt::format("{}", w["from"].get<int>()) : fmt::format("{} → {}", w["from"].get<int>(), w["to"].get<int>()),
+                    state, w["ms"].is_null() ? "" : format_duration(w["ms"].get<Millis>()), what});
+  }
+  return fmt::format("rollout of {} to version {}: {}\n", r["standard"].get<std::string>(), r["to"].get<int>(),
+                     r["state"].get<std::string>()) +
+         table(rows);
+}
+
 std::string documents_table(const json& docs) {
   std::vector<std::vector<std::string>> rows = {{"ENVIRONMENT", "OWNER", "BASE", "KIND", "VERSION", "CHANGED", "EXPIRES", "PROBLEM"}};
   for (const auto& d : docs) {

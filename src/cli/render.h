@@ -25,6 +25,8 @@ std::vector<std::string> root_causes(const nlohmann::json& status);
 std::string progress_summary(const nlohmann::json& status);
 // The table of `berth db versions [STANDARD]`.
 std::string versions_table(const nlohmann::json& versions);
+// The table of `berth db rollout STANDARD`: each copy, its versions, state, time, and error.
+std::string rollout_table(const nlohmann::json& rollout);
 // `berth cluster ls`: each host, berth's state of it and the Swarm's, its capacity, how many
 // instances berth placed there, its labels.
 std::string cluster_table(const nlohmann::json& cluster);

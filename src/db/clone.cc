@@ -64,8 +64,29 @@ Status copy_file(const FileJob& f, bool reflink) {
     }
   } else {
     std::uintmax_t left = f.size;
+    bool by_hand = false;  // copy_file_range cannot (across filesystems from an overlay): read and write
+    std::vector<char> buf;
     while (left > 0) {
-      ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, left, 0);
+      ssize_t n = 0;
+      if (!by_hand) {
+        n = ::copy_file_range(in, nullptr, out, nullptr, left, 0);
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && left == f.size) {
+          by_hand = true;
+          buf.resize(1 << 20);
+          continue;
+        }
+      } else {
+        n = ::read(in, buf.data(), std::min<std::uintmax_t>(buf.size(), left));
+        for (ssize_t done = 0; n > 0 && done < n;) {
+          const ssize_t w = ::write(out, buf.data() + done, static_cast<std::size_t>(n - done));
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) {
+            n = -1;
+            break;
+          }
+          done += w;
+        }
+      }
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         st = unavailable(fmt::format("copying {}: {}", f.to.string(), n == 0 ? "source shrank" : std::strerror(errno)));

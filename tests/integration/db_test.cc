@@ -511,3 +511,73 @@ TEST_F(Databases, AReleaseBecomesTheNextVersionOnlyWhenEveryMigrationSucceeds) {
   EXPECT_EQ(query(s, "SELECT sku FROM inventory.returns"), "s1");
   EXPECT_EQ(query(s, "SELECT COUNT(*) FROM inventory.stock WHERE refund_state = 'none'"), "1234");
 }
+
+TEST_F(Databases, ARolloutMigratesEveryCopyInPlaceAndPutsBackTheOneThatFails) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-rollout");
+  const std::string dump = inventory_dump(d);
+  ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
+  // e1 takes every release at once (rollout: auto), e3 none; e2 as the catalog's default (manual).
+  std::string cat = replaced(catalog("127.111"), "standard: shop", "standard: inv");
+  cat = replaced(cat, "  e1: {}", "  e1: {apps: {shopdb: {rollout: auto}}}");
+  cat = replaced(cat, "  e3: {}", "  e3: {}\n  e4: {apps: {shopdb: {rollout: none}}}");
+  ASSERT_EQ(d.apply(cat).exit_code, 0);
+  for (const char* env : {"e1", "e2", "e3", "e4"}) ASSERT_EQ(d.cli({"up", env}).exit_code, 0) << env;
+  // Each environment's own data, which a rollout must keep; e2 made a table of its own that the
+  // release's second file also makes; e3 is down while the rollout runs.
+  for (const char* env : {"e1", "e2", "e3"})
+    query(d.status(env), fmt::format("INSERT INTO inventory.stock VALUES ('own-{}', 7)", env));
+  query(d.status("e2"), "CREATE TABLE inventory.returns (id INT PRIMARY KEY) ENGINE=InnoDB");
+  ASSERT_EQ(d.cli({"down", "e3"}).exit_code, 0);
+
+  const fs::path mig = d.data_dir() + "/migrations";
+  fs::create_directories(mig);
+  std::ofstream(mig / "V1__add_refund_state.sql")
+      << "ALTER TABLE inventory.stock ADD COLUMN refund_state VARCHAR(10) NOT NULL DEFAULT 'none';\n";
+  std::ofstream(mig / "V2__returns.sql") << "CREATE TABLE inventory.returns (id INT PRIMARY KEY, sku VARCHAR(20)) ENGINE=InnoDB;\n";
+  ASSERT_EQ(d.cli({"db", "release", "inv", "--from", mig.string(), "-q"}).exit_code, 0);
+  // The release reached e1 by itself.
+  ASSERT_TRUE(wait_until([&] { return app_of(d.status("e1"), "shopdb")["database"]["version"] == 2 && ready(d, "e1"); },
+                         std::chrono::seconds(120)))
+      << d.status("e1").dump(2);
+  auto shown = d.cli({"db", "rollout", "inv", "--show"});
+  EXPECT_THAT(shown.out, HasSubstr("e1")) << shown.out;
+  EXPECT_THAT(shown.out, HasSubstr("applied")) << shown.out;
+
+  // Everyone else, by hand, the failure not stopping the rest.
+  auto r = d.cli({"db", "rollout", "inv", "--continue-on-error", "-o", "json"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // a copy was put back
+  json rows = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(rows.is_discarded()) << r.out << r.err;
+  std::map<std::string, json> by_env;
+  for (const auto& w : rows["rows"]) by_env[w["environment"]] = w;
+  EXPECT_EQ(by_env["e1"]["state"], "skipped");
+  EXPECT_EQ(by_env["e4"]["state"], "skipped");
+  EXPECT_EQ(by_env["e4"]["phase"], "rollout: none in the catalog");
+  EXPECT_EQ(by_env["e3"]["state"], "applied") << by_env["e3"].dump();
+  ASSERT_EQ(by_env["e2"]["state"], "restored") << by_env["e2"].dump();
+  EXPECT_THAT(by_env["e2"]["error"].get<std::string>(), HasSubstr("V2__returns.sql failed at line 1"));
+  EXPECT_THAT(by_env["e2"]["error"].get<std::string>(), HasSubstr("already exists"));
+
+  // e2: exactly as before — no new column although V1 had run, its own table and row there.
+  ASSERT_TRUE(wait_until([&] { return ready(d, "e2"); }, std::chrono::seconds(60)));
+  auto s2 = d.status("e2");
+  EXPECT_EQ(app_of(s2, "shopdb")["database"]["version"], 1);
+  EXPECT_EQ(query(s2, "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'inventory' AND column_name = "
+                      "'refund_state'"),
+            "0");
+  EXPECT_EQ(query(s2, "SELECT n FROM inventory.stock WHERE sku = 'own-e2'"), "7");
+  bool told = false;
+  for (const auto& e : d.events("e2")) told |= e["type"] == "db-rollout-failed" && e["app"] == "shopdb";
+  EXPECT_TRUE(told) << "e2's apps were not told";
+  // e1 (through its running server) and e3 (down: a private server): migrated, data kept.
+  auto s1 = d.status("e1");
+  EXPECT_EQ(query(s1, "SELECT refund_state FROM inventory.stock WHERE sku = 'own-e1'"), "none");
+  EXPECT_EQ(query(s1, "SELECT COUNT(*) FROM inventory.returns"), "0");
+  ASSERT_EQ(d.cli({"up", "e3"}).exit_code, 0);
+  auto s3 = d.status("e3");
+  EXPECT_EQ(app_of(s3, "shopdb")["database"]["version"], 2);
+  EXPECT_EQ(query(s3, "SELECT CONCAT(n, refund_state) FROM inventory.stock WHERE sku = 'own-e3'"), "7none");
+  // e4 opted out: untouched.
+  EXPECT_EQ(app_of(d.status("e4"), "shopdb")["database"]["version"], 1);
+}
