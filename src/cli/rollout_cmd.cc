@@ -25,6 +25,7 @@ void add_rollout_command(CLI::App& db, RolloutCommand& cmd) {
                     "take no snapshot (a copy that fails is left as the failure left it)");
   cmd.cmd->add_flag("--show", cmd.show, "show the standard's latest rollout; start none");
   cmd.cmd->add_flag("--detach", cmd.detach, "start it and return");
+  cmd.cmd->add_flag("-q,--quiet", cmd.quiet, "print nothing but errors");
   cmd.cmd->add_option("-o,--output", cmd.output, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd.cmd->add_option("--timeout", cmd.timeout, "give up waiting after this long")->capture_default_str();
 }
@@ -58,7 +59,7 @@ std::optional<int> run_rollout_command(client::Client& c, const RolloutCommand& 
     if (!r.ok()) return fail(r.error());
   }
   if (cmd.output == "json") fmt::print("{}\n", r->dump(2));
-  else fmt::print("{}", rollout_table(*r));
+  else if (!cmd.quiet) fmt::print("{}", rollout_table(*r));
   for (const auto& w : (*r)["rows"])
     if (w["state"] == "failed" || w["state"] == "restored") return 1;
   return 0;

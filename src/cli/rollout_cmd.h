@@ -26,6 +26,7 @@ struct RolloutCommand {
   bool unsafe_no_snapshot = false;
   bool show = false;    // the latest rollout, started by anyone; nothing new
   bool detach = false;  // started; not waited for
+  bool quiet = false;   // nothing printed but errors
   std::string output = "table";
   std::string timeout = "1h";
 };

@@ -581,3 +581,57 @@ TEST_F(Databases, ARolloutMigratesEveryCopyInPlaceAndPutsBackTheOneThatFails) {
   // e4 opted out: untouched.
   EXPECT_EQ(app_of(d.status("e4"), "shopdb")["database"]["version"], 1);
 }
+
+TEST_F(Databases, ADaemonKilledMidRolloutLeavesNoCopyBetweenVersions) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-rollout-kill");
+  const std::string dump = inventory_dump(d);
+  ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
+  ASSERT_EQ(d.apply(replaced(catalog("127.112"), "standard: shop", "standard: inv")).exit_code, 0);
+  for (const char* env : {"e1", "e2", "e3"}) ASSERT_EQ(d.cli({"up", env}).exit_code, 0) << env;
+  // One file whose first statement commits before the second: a copy killed between them is
+  // half-migrated unless it is put back.
+  const fs::path mig = d.data_dir() + "/migrations";
+  fs::create_directories(mig);
+  std::ofstream(mig / "V1__two_columns.sql") << "ALTER TABLE inventory.stock ADD COLUMN a INT;\nDO SLEEP(4);\n"
+                                                "ALTER TABLE inventory.stock ADD COLUMN b INT;\n";
+  ASSERT_EQ(d.cli({"db", "release", "inv", "--from", mig.string(), "-q"}).exit_code, 0);
+  ASSERT_EQ(d.cli({"db", "rollout", "inv", "--parallel", "3", "--detach", "-q"}).exit_code, 0);
+  // Killed while the files run (every copy's phase says it is applying).
+  ASSERT_TRUE(wait_until([&] {
+    auto r = d.api().get("/v1/standards/inv/rollout");
+    if (!r.ok()) return false;
+    int applying = 0;
+    for (const auto& w : (*r)["rows"]) applying += w["phase"].get<std::string>().find("applying") != std::string::npos;
+    return applying == 3;
+  }, std::chrono::seconds(120)));
+  ASSERT_TRUE(wait_until([&] {  // (the first statement has run on each)
+    int with_a = 0;
+    for (const char* env : {"e1", "e2", "e3"})
+      with_a += sh(fmt::format("mariadb --no-defaults --protocol=TCP -h {} -P 3306 -u berth -pberth -N -e \"SELECT COUNT(*) FROM "
+                               "information_schema.columns WHERE table_schema = 'inventory' AND column_name = 'a'\" 2>&1",
+                               app_of(d.status(env), "shopdb")["instances"][0]["ip"].get<std::string>()))
+                    .second == "1";
+    return with_a == 3;
+  }, std::chrono::seconds(30)));
+  d.kill9();
+  d.start();
+  // Each copy put back, then migrated again: `ADD COLUMN a` would fail on a copy that kept it.
+  ASSERT_TRUE(wait_until([&] {
+    auto r = d.api().get("/v1/standards/inv/rollout");
+    return r.ok() && (*r)["state"] != "running";
+  }, std::chrono::seconds(180)));
+  auto r = d.api().get("/v1/standards/inv/rollout");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)["state"], "done") << r->dump(2);
+  for (const auto& w : (*r)["rows"]) EXPECT_EQ(w["state"], "applied") << w.dump();
+  for (const char* env : {"e1", "e2", "e3"}) {
+    ASSERT_TRUE(wait_until([&] { return ready(d, env); }, std::chrono::seconds(60))) << env;
+    auto s = d.status(env);
+    EXPECT_EQ(app_of(s, "shopdb")["database"]["version"], 2) << env;
+    EXPECT_EQ(query(s, "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'inventory' AND column_name IN "
+                       "('a', 'b')"),
+              "2")
+        << env;
+  }
+}
