@@ -45,6 +45,7 @@ json to_json(const control::EnvStatus& s) {
     if (!a.standard.empty())
       app["database"] = {{"standard", a.standard},
                          {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},
+                         {"pending_migrations", a.copy_pending},
                          {"copy_method", a.copy_method.empty() ? json(nullptr) : json(a.copy_method)},
                          {"copy_ms", a.copy_version ? json(a.copy_ms) : json(nullptr)},
                          {"datadir", a.datadir.empty() ? json(nullptr) : json(a.datadir)}};

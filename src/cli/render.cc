@@ -86,7 +86,9 @@ std::string status_table(const json& s, bool wide) {
       const auto& d = a["database"];
       tag = fmt::format("{} [{}]", str(d, "standard"), short_layer(from.value("standard", "")));
       if (!d["version"].is_null()) {
-        tag = fmt::format("{} → v{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(), str(d, "copy_method"),
+        const int pending = d.value("pending_migrations", 0);
+        tag = fmt::format("{} → v{}{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(),
+                          pending ? fmt::format(" +{} pending", pending) : "", str(d, "copy_method"),
                           d["copy_ms"].get<double>() / 1000.0, short_layer(from.value("standard", "")));
       }
       bt = "-";

@@ -60,6 +60,7 @@ struct AppStatus {
   // Databases: the standard and version of the environment's copy, how it was made, how long it took.
   std::string standard;     // as asked: NAME or NAME@VERSION
   int copy_version = 0;     // the version the copy is of (0: no copy yet)
+  int copy_pending = 0;     // released migrations it lacks to the latest version (db rollout brings them)
   std::string copy_method;  // reflink | overlay | copy | restore
   Millis copy_ms = 0;       // cloning the golden, or restoring from the store (method restore)
   std::string datadir;

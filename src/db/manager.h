@@ -194,6 +194,9 @@ class Manager {
   Result<const Rollout*> rollout(const std::string& standard, int to, const RolloutOptions& options,
                                  const std::vector<RolloutTarget>& targets);
   const Rollout* rollout_of(const std::string& standard) const;  // the latest; null: none yet
+  // How many released migrations a copy at version `from` lacks to the standard's latest version
+  // (counted up to the first version that is an import: a rollout cannot pass one).
+  int pending_migrations(const std::string& standard, int from) const;
   // Why the environment's copy needs its server down now (a rollout snapshots it, or puts it
   // back): while set, the loop stops the server, keeps it stopped, and calls server_down() once
   // no instance of it is left.

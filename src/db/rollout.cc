@@ -132,6 +132,15 @@ RolloutRow* Manager::row_of(const std::string& env, const std::string& db) {
   return const_cast<RolloutRow*>(static_cast<const Manager*>(this)->row_of(env, db));
 }
 
+int Manager::pending_migrations(const std::string& standard, int from) const {
+  auto vs = versions_.find(standard);
+  if (vs == versions_.end()) return 0;
+  int n = 0;
+  for (auto it = vs->second.upper_bound(from); it != vs->second.end() && !it->second.migrations.empty(); ++it)
+    n += static_cast<int>(it->second.migrations.size());
+  return n;
+}
+
 Result<std::vector<Migration>> Manager::migrations_between(const std::string& standard, int from, int to) const {
   std::vector<Migration> out;
   const auto& vs = versions_.at(standard);

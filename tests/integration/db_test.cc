@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -563,6 +564,7 @@ TEST_F(Databases, ARolloutMigratesEveryCopyInPlaceAndPutsBackTheOneThatFails) {
   ASSERT_TRUE(wait_until([&] { return ready(d, "e2"); }, std::chrono::seconds(60)));
   auto s2 = d.status("e2");
   EXPECT_EQ(app_of(s2, "shopdb")["database"]["version"], 1);
+  EXPECT_EQ(app_of(s2, "shopdb")["database"]["pending_migrations"], 2);
   EXPECT_EQ(query(s2, "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'inventory' AND column_name = "
                       "'refund_state'"),
             "0");
@@ -577,9 +579,16 @@ TEST_F(Databases, ARolloutMigratesEveryCopyInPlaceAndPutsBackTheOneThatFails) {
   ASSERT_EQ(d.cli({"up", "e3"}).exit_code, 0);
   auto s3 = d.status("e3");
   EXPECT_EQ(app_of(s3, "shopdb")["database"]["version"], 2);
+  EXPECT_EQ(app_of(s3, "shopdb")["database"]["pending_migrations"], 0);
   EXPECT_EQ(query(s3, "SELECT CONCAT(n, refund_state) FROM inventory.stock WHERE sku = 'own-e3'"), "7none");
   // e4 opted out: untouched.
   EXPECT_EQ(app_of(d.status("e4"), "shopdb")["database"]["version"], 1);
+  // The table: each copy, from → to, state, and what happened.
+  auto table = d.cli({"db", "rollout", "inv", "--show"});
+  EXPECT_EQ(table.exit_code, 1);
+  EXPECT_THAT(table.out, HasSubstr("put back: V2__returns.sql failed at line 1")) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("1 → 2")) << table.out;
+  std::cout << table.out;
 }
 
 TEST_F(Databases, ADaemonKilledMidRolloutLeavesNoCopyBetweenVersions) {
