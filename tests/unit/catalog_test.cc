@@ -312,6 +312,25 @@ TEST(Catalog, DatabasesRunAsAppsWithAStandardOverridablePerEnvironment) {
   EXPECT_LT(pos("shopdb"), pos("orders"));
   EXPECT_FALSE(c->find("baseline")->find("users")->database);
   EXPECT_EQ(c->find("baseline")->find("users")->from.count("standard"), 0u);
+  EXPECT_EQ(base->database->rollout, "manual");
+}
+
+TEST(Catalog, ADatabasesRolloutIsLayeredAndAnEnvironmentMayOptOutForAllItsDatabases) {
+  std::string yaml = std::string(kGood) + "databases:\n  shopdb:\n    standard: shop\n    rollout: auto\n";
+  yaml = replaced_once(yaml, "      orders: {tag: feature/new-pay, build_type: debug}",
+                       "      orders: {tag: feature/new-pay, build_type: debug}\n    rollout: none");
+  auto c = Catalog::parse(yaml, "berth.yaml");
+  ASSERT_TRUE(c.ok()) << c.error().message << "\n" << (c.ok() ? "" : c.error().details.front());
+  EXPECT_EQ(c->find("baseline")->find("shopdb")->database->rollout, "auto");
+  EXPECT_EQ(c->find("baseline")->find("shopdb")->from.at("rollout"), "databases.shopdb");
+  // An environment's `rollout: none` covers its databases; apps have no such setting.
+  const auto* beta = c->find("beta-7");
+  ASSERT_TRUE(beta->find("shopdb"));
+  EXPECT_EQ(beta->find("shopdb")->database->rollout, "none");
+  EXPECT_EQ(beta->find("orders")->from.count("rollout"), 0u);
+  EXPECT_THAT(errors_of(replaced_once(yaml, "rollout: auto", "rollout: sometimes")),
+              HasSubstr("database 'shopdb': rollout 'sometimes' must be auto (every release of its standard reaches the "
+                        "copy), manual (only `berth db rollout`) or none"));
 }
 
 TEST(Catalog, DatabaseErrorsAreLocated) {
