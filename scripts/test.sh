@@ -22,7 +22,10 @@
 # CI wants its warnings, not a debugger): 6.9 min. Line tables only (-g1) in the sanitized
 # trees saved a fifth of one file's time alone, and nothing in the parallel build (asan 14.3
 # min); they keep -g. The tests keep both cores busy: work beside them only slows them
-# (building other trees at nice 19 meanwhile was tried).
+# (building other trees at nice 19 meanwhile was tried). Since then: the sanitized and fuzz
+# trees compile each product library as one unity file (BERTH_UNITY: a third less CPU for the
+# ASan libraries, 810 s against 545 s), and the HTTP transport is a library of its own that only
+# the daemon links, so the TSan and fuzz trees skip its 90 s file.
 # Runs on a fresh Debian 12 machine (installs what it needs with apt).
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
@@ -43,7 +46,7 @@ if [ "$fuzz_seconds" -gt 0 ]; then
   # -O1 and line tables: what libFuzzer's documentation builds with, and less to compile.
   CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG" -DBERTH_FUZZ=ON -DBERTH_TESTS=OFF \
-    -DBERTH_BENCH=OFF -DBERTH_WERROR=ON >/dev/null
+    -DBERTH_BENCH=OFF -DBERTH_WERROR=ON -DBERTH_UNITY=ON >/dev/null
   ninja -C build/fuzz fuzz_targets
 fi
 
