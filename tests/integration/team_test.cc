@@ -460,6 +460,13 @@ environments:
   EXPECT_TRUE(wait_until([&] { return d.status("baseline")["apps"][0]["instances"][0]["state"] == "ready"; }));
   const json s = d.status("baseline");
   EXPECT_EQ(s["apps"][0]["instances"][0]["restarts"].get<int>(), restarts_before + 1);  // the kill, nothing else
+  // No probe failed for want of a descriptor of the daemon's. (A probe in flight when the kill
+  // lands may see the dying instance reset its connection, a moment before its exit is seen:
+  // that one is the instance's, and restarts it all the same.)
   const json events = d.events("baseline");
-  for (const auto& e : events) EXPECT_NE(e["type"], "unhealthy") << e.dump();
+  for (const auto& e : events) {
+    if (e["type"] != "unhealthy") continue;
+    EXPECT_THAT(e["message"].get<std::string>(), testing::AnyOf(HasSubstr("Connection reset by peer"), HasSubstr("Connection refused")))
+        << e.dump();
+  }
 }
