@@ -250,21 +250,31 @@ void Manager::start_row(Rollout& r, RolloutRow& row) {
   (void)save_rollout(r);
 }
 
-std::optional<std::string> Manager::held(const std::string& env, const std::string& db) const {
-  const RolloutRow* row = row_of(env, db);
-  if (!row) return std::nullopt;
-  switch (row->step) {
+namespace {
+
+// Why a row's copy must have its server down now: while it is snapshotted or put back, and while
+// a private server migrates it (its environment is down). nullopt: it may run.
+std::optional<std::string> hold_of(const RolloutRow& row) {
+  if (row.state != RolloutRow::State::kApplying) return std::nullopt;
+  switch (row.step) {
     case RolloutRow::Step::kWaitDown:
     case RolloutRow::Step::kSnapshot:
     case RolloutRow::Step::kWaitDownRestore:
-    case RolloutRow::Step::kRestore: return "rollout to version " + std::to_string(row->to) + ": " + row->phase;
+    case RolloutRow::Step::kRestore: break;
     case RolloutRow::Step::kApply:
-      if (!row->serving) return "rollout to version " + std::to_string(row->to) + ": " + row->phase;
-      return std::nullopt;
+      if (row.serving) return std::nullopt;
+      break;
     case RolloutRow::Step::kNone:
     case RolloutRow::Step::kWaitReady: return std::nullopt;
   }
-  return std::nullopt;
+  return "rollout to version " + std::to_string(row.to) + ": " + row.phase;
+}
+
+}  // namespace
+
+std::optional<std::string> Manager::held(const std::string& env, const std::string& db) const {
+  const RolloutRow* row = row_of(env, db);
+  return row ? hold_of(*row) : std::nullopt;
 }
 
 std::vector<std::pair<std::string, std::string>> Manager::holds() const {
@@ -272,7 +282,7 @@ std::vector<std::pair<std::string, std::string>> Manager::holds() const {
   for (const auto& [s, r] : rollouts_)
     if (r.state == Rollout::State::kRunning)
       for (const auto& row : r.rows)
-        if (row.state == RolloutRow::State::kApplying && held(row.env, row.db)) out.emplace_back(row.env, row.db);
+        if (hold_of(row)) out.emplace_back(row.env, row.db);
   return out;
 }
 
@@ -310,6 +320,10 @@ void Manager::server_down(const std::string& env, const std::string& db) {
         if (!made.ok()) return made.error();
         return write_journal(copy, to, "apply");
       });
+      if (!st.ok()) {  // nothing changed: no snapshot, no journal (removed here, not on the loop)
+        (void)remove_copy(snapshot_of(copy));
+        drop_journal(copy);
+      }
       const Millis took = steady_ms() - t0;
       executor_.post([this, alive, copy, st, made, took, standard] {
         if (!*alive) return;
@@ -317,8 +331,6 @@ void Manager::server_down(const std::string& env, const std::string& db) {
         if (!w || w->step != RolloutRow::Step::kSnapshot) return;
         Rollout& ro = rollouts_.at(standard);
         if (!st.ok()) {
-          (void)remove_copy(snapshot_of(copy));
-          drop_journal(copy);
           w->snapshot = false;
           return finish_row(ro, *w, RolloutRow::State::kFailed, "no snapshot, nothing changed: " + st.error().message);
         }

@@ -473,15 +473,7 @@ void read_settings(Ctx& ctx, const Flat& flat, AppSpec& spec) {
     spec.database->standard = name;
     spec.database->version = version;
     // How a release of its standard reaches this copy (berth db rollout).
-    const std::string rollout = r.str("rollout", "manual");
-    if (rollout != "auto" && rollout != "manual" && rollout != "none") {
-      const Leaf* l = r.leaf("rollout");
-      ctx.error(l ? l->node : YAML::Node(),
-                fmt::format("database '{}': rollout '{}' must be auto (every release of its standard reaches the copy), "
-                            "manual (only `berth db rollout`) or none (never: this environment's copy stays as it is)",
-                            spec.app, rollout));
-    }
-    spec.database->rollout = rollout;
+    spec.database->rollout = r.choice("rollout", "manual", {"auto", "manual", "none"});
   } else if (!standard.empty()) {
     ctx.error(r.leaf("standard")->node,
               fmt::format("'standard' is a setting of databases; '{}' is an app (declare databases under 'databases:')",

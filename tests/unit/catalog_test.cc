@@ -329,8 +329,7 @@ TEST(Catalog, ADatabasesRolloutIsLayeredAndAnEnvironmentMayOptOutForAllItsDataba
   EXPECT_EQ(beta->find("shopdb")->database->rollout, "none");
   EXPECT_EQ(beta->find("orders")->from.count("rollout"), 0u);
   EXPECT_THAT(errors_of(replaced_once(yaml, "rollout: auto", "rollout: sometimes")),
-              HasSubstr("database 'shopdb': rollout 'sometimes' must be auto (every release of its standard reaches the "
-                        "copy), manual (only `berth db rollout`) or none"));
+              HasSubstr("rollout must be one of auto | manual | none, not 'sometimes'"));
 }
 
 TEST(Catalog, DatabaseErrorsAreLocated) {
