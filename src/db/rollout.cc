@@ -315,6 +315,8 @@ void Manager::server_down(const std::string& env, const std::string& db) {
       const Millis t0 = steady_ms();
       Result<CloneMethod> made = not_found("");
       Status st = catching([&]() -> Status {
+        // An overlay copy of an environment that is down is not mounted after a reboot.
+        BERTH_TRY(ensure_mounted(golden_path(copy.standard, copy.version), copy.dir, copy.method));
         (void)remove_copy(snapshot_of(copy));
         made = clone_tree(copy.datadir, snapshot_of(copy), own);
         if (!made.ok()) return made.error();
