@@ -33,7 +33,7 @@ rules=(
   "blob/s3|base/ blob/blob_store.h blob/http/"
   "snapshot|base/ blob/blob_store.h"
   "db|base/ model/ snapshot/ blob/blob_store.h blob/cache/"
-  "db/mariadb|base/ db/engine.h"
+  "db/mariadb|base/ db/engine.h db/schema.h"
   "control|base/ model/ net/ipam/ipam.h net/dns/zone.h net/dns/wire.h store/store.h health/prober.h health/tracker.h runtime/runtime.h build/builder.h db/manager.h db/clone.h db/engine.h blob/blob_store.h"
   "auth|base/ model/ store/store.h"
   "ui|"

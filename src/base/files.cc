@@ -47,4 +47,28 @@ Status write_file_atomically(const std::string& path, std::string_view text, std
   return {};
 }
 
+Result<std::string> read_file_bounded(const std::string& path, std::size_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return unavailable(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  std::string out;
+  char buf[64 << 10];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return unavailable(fmt::format("cannot read {}: {}", path, std::strerror(err)));
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > max_bytes) {
+      ::close(fd);
+      return invalid(fmt::format("{} is larger than {} bytes", path, max_bytes));
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 }  // namespace berth

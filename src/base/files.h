@@ -14,4 +14,8 @@ namespace berth {
 // Errors name the file.
 Status write_file_atomically(const std::string& path, std::string_view text, std::optional<unsigned> mode = std::nullopt);
 
+// The whole file, refused (naming it and the limit) when it is larger than `max_bytes`: for
+// files an untrusted program wrote (a server's dump, a tool's output).
+Result<std::string> read_file_bounded(const std::string& path, std::size_t max_bytes);
+
 }  // namespace berth

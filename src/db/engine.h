@@ -11,6 +11,7 @@
 
 #include "base/result.h"
 #include "db/migrations.h"
+#include "db/schema.h"
 
 namespace berth::db {
 
@@ -54,6 +55,12 @@ class Engine {
   // environment's copy: it keeps serving meanwhile), as the account given there. Errors as
   // apply()'s; what ran before a failure stays applied (a rollout puts the copy back).
   virtual Status apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) = 0;
+  // The schema (db/schema.h) of every database of the running server at `server` but the
+  // server's own (mysql, sys, ...), read as the account given there.
+  virtual Result<Schema> schema(const ServerSource& server, const std::string& log) = 0;
+  // The same of the stopped server's data directory `dir`, through a private server stopped
+  // cleanly after. It writes to `dir`: give it a copy, never a golden.
+  virtual Result<Schema> schema_of(const std::string& dir, const std::string& log) = 0;
 };
 
 }  // namespace berth::db

@@ -179,6 +179,7 @@ void Manager::load() {
       c.rundir = c.dir + "/run";
       if (fs::exists(seed_path(c), ec)) c.seed = seed_path(c);
       copies_[key(c.env, c.db)] = c;
+      load_drift(c);
       if (fs::exists(d.path() / "reset", ec)) resets_.insert(key(c.env, c.db));
     }
   }
@@ -186,8 +187,8 @@ void Manager::load() {
   for (const auto& g : fs::directory_iterator(fs::path(dir_) / "golden", ec))
     if (g.path().string().ends_with(".partial") || g.path().string().ends_with(".import") ||
         g.path().string().ends_with(".import.src") || g.path().string().ends_with(".import.work") ||
-        g.path().string().ends_with(".removing"))
-      fs::remove_all(g.path(), ec);
+        g.path().string().ends_with(".removing") || g.path().string().ends_with(".schema.work"))
+      (void)remove_copy(g.path().string());  // (a throwaway clone may be an overlay, still mounted)
   load_rollouts();
 }
 
@@ -598,6 +599,7 @@ Status Manager::discard(const std::string& k) {
   const std::string dir = it->second.dir;
   copies_.erase(it);
   resets_.erase(k);
+  drift_.erase(k);
   seed_jobs_.erase(k);
   std::error_code ec;
   fs::remove(fs::path(dir) / "copy.json", ec);

@@ -38,6 +38,7 @@
 #include "base/result.h"
 #include "blob/blob_store.h"
 #include "db/clone.h"
+#include "db/drift.h"
 #include "db/engine.h"
 #include "db/migrations.h"
 #include "db/rollout.h"
@@ -198,8 +199,9 @@ class Manager {
   // (counted up to the first version that is an import: a rollout cannot pass one).
   int pending_migrations(const std::string& standard, int from) const;
   // Why the environment's copy needs its server down now (a rollout snapshots it, or puts it
-  // back): while set, the loop stops the server, keeps it stopped, and calls server_down() once
-  // no instance of it is left.
+  // back; a drift check reads a copy whose environment is down): while set, the loop stops the
+  // server, keeps it stopped, and calls server_down() once no instance of it is left. holds()
+  // lists the rollouts' only (a drift check never waits for a server to go).
   std::optional<std::string> held(const std::string& env, const std::string& db) const;
   std::vector<std::pair<std::string, std::string>> holds() const;  // (env, db) of every held copy
   void server_down(const std::string& env, const std::string& db);
@@ -212,6 +214,16 @@ class Manager {
                                        const std::string& message)> fn) {
     on_event_ = std::move(fn);
   }
+
+  // ---- drift: each copy's schema against its version's golden (db/drift.h) ----
+  // Start checking the copies in `targets` (the loop names them, knowing which servers run);
+  // refused while a check runs. A copy read through a private server is held (held()) until it
+  // has been read.
+  Result<const DriftCheck*> check_drift(const std::vector<DriftTarget>& targets);
+  const DriftCheck* drift_check() const;  // the latest since the daemon started; null: none
+  // The copy's last result (kept with the copy across restarts); null: never checked. A result
+  // whose version is not the copy's at() any more predates a rollout.
+  const DriftResult* drift_of(const std::string& env, const std::string& db) const;
 
   // Called on the loop when a release became the standard's version `version`.
   void set_on_released(std::function<void(const std::string& standard, int version)> fn) { on_released_ = std::move(fn); }
@@ -261,6 +273,11 @@ class Manager {
   Result<std::vector<Migration>> migrations_between(const std::string& standard, int from, int to) const;
   std::string saved_migration(const std::string& standard, const Migration& m) const;
   std::string rollout_path(const std::string& standard) const;
+  // Drift (db/drift.cc).
+  std::string schema_path(const std::string& standard, int version) const;  // a golden's schema, read once
+  void load_drift(const Copy& c);
+  // Worker threads: the schema of the golden of `standard`@`version` (`lock` its golden's).
+  Result<Schema> golden_schema(const std::string& standard, int version, std::mutex& lock, const std::string& log);
   // The lock of one golden: its restore and clones from it; another standard's never wait.
   std::shared_ptr<std::mutex> golden_lock(const std::string& golden);
 
@@ -293,6 +310,9 @@ class Manager {
   std::function<void(const std::string&, const std::string&, const std::string&, const std::string&)> on_event_;
   std::function<void(const std::string&, int)> on_released_;
   std::map<std::string, Rollout> rollouts_;  // standard → its latest rollout
+  std::optional<DriftCheck> drift_check_;
+  std::map<std::string, DriftResult> drift_;  // env/db → its copy's last result
+  std::set<std::string> drift_reading_;       // env/db: read through a private server now (held)
   int next_job_ = 1;
 };
 

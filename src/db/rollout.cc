@@ -274,7 +274,9 @@ std::optional<std::string> hold_of(const RolloutRow& row) {
 
 std::optional<std::string> Manager::held(const std::string& env, const std::string& db) const {
   const RolloutRow* row = row_of(env, db);
-  return row ? hold_of(*row) : std::nullopt;
+  if (auto why = row ? hold_of(*row) : std::nullopt) return why;
+  if (drift_reading_.count(key(env, db))) return std::string("drift check reading its schema through a private server");
+  return std::nullopt;
 }
 
 std::vector<std::pair<std::string, std::string>> Manager::holds() const {

@@ -180,6 +180,8 @@ Result<Schema> parse_schema_dump(std::string_view dump) {
         std::sort(body.begin(), body.end());
         o.lines = std::move(body);
         if (!options.empty()) o.lines.push_back("options:" + squeeze(options));
+      } else if (k == "view" || k == "trigger") {
+        o.lines.push_back(squeeze(t));  // one statement however the dump wrapped it
       } else {
         std::size_t start = 0;
         while (start <= t.size()) {

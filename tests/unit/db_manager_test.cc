@@ -62,6 +62,20 @@ class CopyEngine : public db::Engine {
     live.push_back(server.address);
     return apply(server.address, migrations, {}, log);
   }
+  // The "schema": a table per line of applied.sql (what the migrations made) and per file a test
+  // put in the data directory's `tables/`; read live, or of a directory (`schema_dirs` says which).
+  std::vector<std::string> schema_dirs;
+  Result<db::Schema> schema(const db::ServerSource& server, const std::string& log) override { return schema_of(server.address, log); }
+  Result<db::Schema> schema_of(const std::string& dir, const std::string&) override {
+    schema_dirs.push_back(dir);
+    db::Schema s;
+    std::ifstream in(fs::path(dir) / "applied.sql");
+    for (std::string line; std::getline(in, line);) s["app01." + line] = {"table", {line}};
+    std::error_code ec;
+    for (const auto& f : fs::directory_iterator(fs::path(dir) / "tables", ec))
+      s["app01." + f.path().filename().string()] = {"table", {"made by hand"}};
+    return s;
+  }
 };
 
 class DbManagerTest : public testing::Test {
@@ -446,4 +460,53 @@ TEST_F(DbManagerTest, ARolloutMigratesEachCopyOrPutsItBackAndResumesAfterADaemon
   auto none = m_->rollout("alpha", 0, o, targets);
   ASSERT_TRUE(none.ok());
   for (const auto& row : (*none)->rows) EXPECT_EQ(row.state, db::RolloutRow::State::kSkipped) << row.env;
+}
+
+TEST_F(DbManagerTest, DriftIsEachCopysSchemaAgainstItsVersionsGoldenReadOnceAndKeptWithTheCopy) {
+  import("alpha");
+  for (const char* env : {"a", "b", "c"}) ASSERT_TRUE(until([&] { return copy(env, "alpha").state == State::kReady; }));
+  const fs::path copies = dir_ / "db" / "copies";
+  // b's table made by hand; a's server runs; c is being read by its own server's start.
+  fs::create_directories(copies / "b" / "shopdb" / "data" / "tables");
+  std::ofstream(copies / "b" / "shopdb" / "data" / "tables" / "scratch") << "x";
+  const std::string a_data = (copies / "a" / "shopdb" / "data").string();
+  std::vector<db::DriftTarget> targets = {{"a", "shopdb", db::ServerSource{a_data, "berth", "berth"}, ""},
+                                          {"b", "shopdb", std::nullopt, ""},
+                                          {"c", "shopdb", std::nullopt, "its server is starting"},
+                                          {"nocopy", "shopdb", std::nullopt, ""}};
+  auto check = m_->check_drift(targets);
+  ASSERT_TRUE(check.ok()) << check.error().message;
+  EXPECT_FALSE((*check)->done);
+  // b is read through a private server: held meanwhile (its server must not start on it).
+  EXPECT_TRUE(m_->held("b", "shopdb"));
+  EXPECT_FALSE(m_->held("a", "shopdb"));
+  EXPECT_EQ(m_->check_drift(targets).error().code, ErrorCode::kConflict) << "one check at a time";
+  ASSERT_TRUE(until([&] { return m_->drift_check()->done; }));
+  EXPECT_FALSE(m_->held("b", "shopdb"));
+  const auto& rows = m_->drift_check()->rows;
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0].state, db::DriftResult::State::kChecked) << rows[0].error;
+  EXPECT_TRUE(rows[0].live);
+  EXPECT_TRUE(rows[0].differences.empty());
+  ASSERT_EQ(rows[1].state, db::DriftResult::State::kChecked) << rows[1].error;
+  ASSERT_EQ(rows[1].differences.size(), 1u);
+  EXPECT_EQ(rows[1].differences[0].object, "app01.scratch");
+  EXPECT_EQ(rows[1].differences[0].what, db::SchemaDifference::What::kExtra);
+  EXPECT_EQ(rows[2].state, db::DriftResult::State::kSkipped);
+  EXPECT_EQ(rows[2].error, "its server is starting");
+  EXPECT_EQ(rows[3].state, db::DriftResult::State::kSkipped);
+  // The golden was read once, on a throwaway clone (never the golden itself), and kept.
+  const auto reads = engine_->schema_dirs;
+  EXPECT_EQ(std::count(reads.begin(), reads.end(), golden("alpha")), 0);
+  EXPECT_TRUE(fs::exists(dir_ / "db" / "standards" / "alpha" / "1.schema"));
+  ASSERT_TRUE(m_->check_drift(targets).ok());
+  ASSERT_TRUE(until([&] { return m_->drift_check()->done; }));
+  EXPECT_EQ(engine_->schema_dirs.size(), reads.size() + 2) << "two copies read again, the golden not";
+  // Kept with the copy: a restarted daemon still knows; a reset copy forgets.
+  start_manager();
+  ASSERT_NE(m_->drift_of("b", "shopdb"), nullptr);
+  EXPECT_EQ(m_->drift_of("b", "shopdb")->differences.size(), 1u);
+  EXPECT_EQ(m_->drift_of("c", "shopdb"), nullptr);
+  ASSERT_TRUE(m_->reset("b", "shopdb").ok());
+  EXPECT_EQ(m_->drift_of("b", "shopdb"), nullptr);
 }

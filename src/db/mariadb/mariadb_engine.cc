@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "base/files.h"
 #include "base/subprocess.h"
 #include "base/text.h"
 
@@ -62,7 +63,9 @@ class PrivateServer {
   void log_in_as(const Account& account) {
     login_ = fmt::format("-u{} -p{}", shell_quote(account.user), shell_quote(account.password));
   }
-  std::string client() const { return fmt::format("mariadb --no-defaults {} -S {}", login_, shell_quote(sock_)); }
+  // How a client logs in to it: as connection options, and as the mariadb command line.
+  std::string connection() const { return fmt::format("{} -S {}", login_, shell_quote(sock_)); }
+  std::string client() const { return "mariadb --no-defaults " + connection(); }
   // SIGTERM is mariadbd's clean shutdown: the data directory is left needing no recovery.
   Status stop(const std::string& log) {
     if (pid_ < 0) return {};
@@ -137,6 +140,8 @@ std::string connection_args(const ServerSource& s) {
                             shell_quote(colon == std::string::npos ? "3306" : s.address.substr(colon + 1)));
 }
 
+std::atomic<int> dump_counter{0};
+
 // Each file through `client` (the `mariadb` command line of a server), in order, until one fails.
 Status apply_files(const std::string& client, const std::vector<Migration>& migrations, const std::string& log) {
   for (const auto& m : migrations) {
@@ -161,6 +166,40 @@ Status apply_files(const std::string& client, const std::vector<Migration>& migr
     }
   }
   return {};
+}
+
+// The schema of the server `args` (the mariadb client's and mariadb-dump's connection
+// options) logs in to: the databases it has but its own listed, then dumped without data.
+Result<Schema> dump_schema(const std::string& args, const std::string& log) {
+  const fs::path out = fs::temp_directory_path() / fmt::format("berth-schema-{}-{}", getpid(), dump_counter++);
+  struct Gone {
+    fs::path p;
+    ~Gone() {
+      std::error_code ec;
+      fs::remove(p, ec);
+    }
+  } gone{out};
+  BERTH_TRY(run_logged(fmt::format("mariadb --no-defaults {} --batch --skip-column-names -e {} > {}", args,
+                                   shell_quote("SELECT schema_name FROM information_schema.schemata WHERE schema_name NOT IN "
+                                               "('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1"),
+                                   shell_quote(out.string())),
+                       log, "listing the databases"));
+  auto listed = read_file_bounded(out.string(), 1 << 20);
+  if (!listed.ok()) return listed.error();
+  std::string names;
+  for (std::size_t at = 0; at < listed->size();) {
+    const std::size_t nl = std::min(listed->find('\n', at), listed->size());
+    if (nl > at) names += " " + shell_quote(std::string_view(*listed).substr(at, nl - at));
+    at = nl + 1;
+  }
+  if (names.empty()) return Schema{};
+  BERTH_TRY(run_logged(fmt::format("mariadb-dump --no-defaults {} --no-data --skip-comments --compact --routines --triggers "
+                                   "--events --skip-dump-date --databases{} > {}",
+                                   args, names, shell_quote(out.string())),
+                       log, "mariadb-dump --no-data"));
+  auto dump = read_file_bounded(out.string(), kMaxSchemaDumpBytes);
+  if (!dump.ok()) return dump.error();
+  return parse_schema_dump(*dump);
 }
 
 }  // namespace
@@ -224,6 +263,21 @@ Status MariadbEngine::apply(const std::string& dir, const std::vector<Migration>
 
 Status MariadbEngine::apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) {
   return apply_files("mariadb --no-defaults " + connection_args(server), migrations, log);
+}
+
+Result<Schema> MariadbEngine::schema(const ServerSource& server, const std::string& log) {
+  return dump_schema(connection_args(server), log);
+}
+
+Result<Schema> MariadbEngine::schema_of(const std::string& dir, const std::string& log) {
+  // Grants skipped: whatever accounts the copy has, root reads every database.
+  PrivateServer server;
+  BERTH_TRY(server.start(dir, log, true));
+  Result<Schema> schema = dump_schema(server.connection(), log);
+  Status stopped = server.stop(log);
+  if (!schema.ok()) return schema;
+  if (!stopped.ok()) return stopped.error();
+  return schema;
 }
 
 }  // namespace berth::db

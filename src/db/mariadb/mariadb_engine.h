@@ -16,6 +16,8 @@ class MariadbEngine final : public Engine {
   Status apply(const std::string& dir, const std::vector<Migration>& migrations, const Account& account,
                const std::string& log) override;
   Status apply_live(const ServerSource& server, const std::vector<Migration>& migrations, const std::string& log) override;
+  Result<Schema> schema(const ServerSource& server, const std::string& log) override;
+  Result<Schema> schema_of(const std::string& dir, const std::string& log) override;
 };
 
 }  // namespace berth::db
