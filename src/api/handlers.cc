@@ -102,7 +102,7 @@ Status Api::authorize(const auth::Principal& who, const Request& req) const {
     if (p.size() == 4 && p[3] == "document" && req.method == "PUT" && req.if_match.empty())
       return auth::require(who, auth::Role::kMember, what);
     const bool env_write = (p.size() == 4 && (p[3] == "up" || p[3] == "down" || p[3] == "refresh" || p[3] == "restart" ||
-                                              p[3] == "document")) ||
+                                              p[3] == "document" || p[3] == "drift")) ||
                            (p.size() == 6 && p[3] == "databases" && p[5] == "reset");
     if (env_write) return may_change(who, p[2], what);
     // exec runs a command inside an instance as the instance's user: the environment's own
@@ -365,6 +365,7 @@ Response Api::route(const Request& req, const auth::Principal& who) {
   if (route("GET", {"v1", "health"})) return ok({{"status", "ok"}});
   if (auto r = route_documents(req, who)) return std::move(*r);
   if (auto r = route_rollouts(req, who)) return std::move(*r);
+  if (auto r = route_drift(req, who)) return std::move(*r);
 
 
   // ---- standard databases ----

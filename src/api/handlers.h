@@ -114,6 +114,8 @@ class Api {
   std::optional<Response> route_documents(const Request& request, const auth::Principal& who);
   // /v1/standards/NAME/rollout (api/rollout_routes.cc); nullopt: not that route.
   std::optional<Response> route_rollouts(const Request& request, const auth::Principal& who);
+  // /v1/drift and /v1/environments/ENV/drift (api/drift_routes.cc); nullopt: not that route.
+  std::optional<Response> route_drift(const Request& request, const auth::Principal& who);
   // `path` (absolute) inside a directory the daemon may read imports and releases from
   // (Options::import_dirs): its canonical form; forbidden otherwise, naming those directories.
   // The path is the caller's, the reading is the daemon's (root's).

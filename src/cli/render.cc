@@ -87,8 +87,10 @@ std::string status_table(const json& s, bool wide) {
       tag = fmt::format("{} [{}]", str(d, "standard"), short_layer(from.value("standard", "")));
       if (!d["version"].is_null()) {
         const int pending = d.value("pending_migrations", 0);
-        tag = fmt::format("{} → v{}{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(),
-                          pending ? fmt::format(" +{} pending", pending) : "", str(d, "copy_method"),
+        const int drift = d.contains("drift") && d["drift"].is_number_integer() ? d["drift"].get<int>() : 0;
+        tag = fmt::format("{} → v{}{}{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(),
+                          pending ? fmt::format(" +{} pending", pending) : "",
+                          drift ? fmt::format(" drift {}", drift) : "", str(d, "copy_method"),
                           d["copy_ms"].get<double>() / 1000.0, short_layer(from.value("standard", "")));
       }
       bt = "-";
@@ -171,6 +173,31 @@ std::string rollout_table(const json& r) {
   return fmt::format("rollout of {} to version {}: {}\n", r["standard"].get<std::string>(), r["to"].get<int>(),
                      r["state"].get<std::string>()) +
          table(rows);
+}
+
+std::string drift_table(const json& c) {
+  std::vector<std::vector<std::string>> rows = {{"ENVIRONMENT", "DATABASE", "AGAINST", "DRIFT", "READ", "TIME", "WHY"}};
+  std::string details;
+  for (const auto& w : c["rows"]) {
+    const std::string state = str(w, "state");
+    std::string drift = state == "checked" ? (w["drift"].get<int>() ? std::to_string(w["drift"].get<int>()) : "none") : state;
+    rows.push_back({str(w, "environment"), str(w, "database"), fmt::format("{}@{}", str(w, "standard"), w["version"].get<int>()), drift,
+                    state == "checked" ? (w.value("live", false) ? "its server" : "private server") : "",
+                    state == "checked" || state == "failed" ? format_duration(w["ms"].get<Millis>()) : "",
+                    w["error"].is_null() ? "" : str(w, "error")});
+    if (w["differences"].empty()) continue;
+    details += fmt::format("\n{}/{} against {}@{}:\n", str(w, "environment"), str(w, "database"), str(w, "standard"),
+                           w["version"].get<int>());
+    for (const auto& x : w["differences"]) {
+      const std::string what = str(x, "what");
+      details += fmt::format("  {} {} ({}){}\n", what == "missing" ? "-" : what == "extra" ? "+" : "~", str(x, "object"), str(x, "kind"),
+                             what == "missing" ? ": missing from the copy" : what == "extra" ? ": only in the copy" : "");
+      if (what != "changed") continue;
+      for (const auto& l : x["only_standard"]) details += "      - " + l.get<std::string>() + "\n";
+      for (const auto& l : x["only_copy"]) details += "      + " + l.get<std::string>() + "\n";
+    }
+  }
+  return fmt::format("drift check {}: {}\n", c["id"].get<int>(), str(c, "state")) + table(rows) + details;
 }
 
 std::string documents_table(const json& docs) {

@@ -27,6 +27,9 @@ std::string progress_summary(const nlohmann::json& status);
 std::string versions_table(const nlohmann::json& versions);
 // The table of `berth db rollout STANDARD`: each copy, its versions, state, time, and error.
 std::string rollout_table(const nlohmann::json& rollout);
+// The table of `berth db drift`: each copy, the version it is compared with, how many objects
+// differ; then each difference, object by object, the standard's lines (-) and the copy's (+).
+std::string drift_table(const nlohmann::json& check);
 // `berth cluster ls`: each host, berth's state of it and the Swarm's, its capacity, how many
 // instances berth placed there, its labels.
 std::string cluster_table(const nlohmann::json& cluster);

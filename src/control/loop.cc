@@ -725,6 +725,40 @@ Result<const db::Rollout*> ControlLoop::rollout_database(const std::string& stan
   return d_.databases->rollout(standard, version, options, targets);
 }
 
+Result<const db::DriftCheck*> ControlLoop::check_database_drift(const std::string& env) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  if (!d_.databases) return unavailable("this daemon has no database manager");
+  if (!env.empty() && (!catalog_ || !catalog_->find(env)))
+    return not_found(fmt::format("no environment '{}'", env));
+  std::vector<db::DriftTarget> targets;
+  if (catalog_)
+    for (const auto& e : catalog_->environments()) {
+      if (!env.empty() && e.name != env) continue;
+      for (const auto& a : e.apps) {
+        if (!a.database || !e.runs(a.app) || !d_.databases->find_copy(e.name, a.app)) continue;
+        db::DriftTarget t;
+        t.env = e.name;
+        t.db = a.app;
+        // Its server: serving (read through it), gone (read through a private server), or between.
+        const AppState* app = obs_.find_app(e.name, a.app);
+        bool exists = false;
+        if (app)
+          for (const auto& [o, sup] : app->instances) {
+            const auto& st = sup.state();
+            exists |= st.exists();
+            if (st.serving() && !st.ip.empty() && a.ports.count("sql"))
+              t.live = db::ServerSource{fmt::format("{}:{}", st.ip, a.ports.at("sql")), a.database->user, a.database->password};
+          }
+        if (exists && !t.live)
+          t.skip = "its server is starting or stopping: check again once it serves";
+        else if (!t.live && !d_.db_image.empty())
+          t.skip = "its server runs in a container on a volume (--db-image), and is not running: it is read through its server only";
+        targets.push_back(std::move(t));
+      }
+    }
+  return d_.databases->check_drift(targets);
+}
+
 bool ControlLoop::prepare_build(const std::string& env, AppState& app, const model::AppSpec& spec, Artifact& out,
                                 std::string& wait) {
   const model::SourceSpec& so = *spec.source;

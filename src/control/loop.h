@@ -238,6 +238,10 @@ class ControlLoop : private runtime::Listener {
   // is listed as skipped.
   Result<const db::Rollout*> rollout_database(const std::string& standard, int version, const db::RolloutOptions& options,
                                               bool automatic = false);
+  // Check the environments' copies (only `env`'s when not empty) for drift (db/drift.h): a copy
+  // whose server serves is read through it, one whose environment is down through a private
+  // server; one whose server is starting or stopping is listed as skipped.
+  Result<const db::DriftCheck*> check_database_drift(const std::string& env);
   // What db::Manager tells an environment's apps (a rollout's outcome for its copy).
   void database_event(const std::string& env, const std::string& type, const std::string& db, const std::string& message) {
     emit(env, type, db, -1, "", message);

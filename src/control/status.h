@@ -61,6 +61,8 @@ struct AppStatus {
   std::string standard;     // as asked: NAME or NAME@VERSION
   int copy_version = 0;     // the version the copy is of (0: no copy yet)
   int copy_pending = 0;     // released migrations it lacks to the latest version (db rollout brings them)
+  int copy_drift = -1;      // objects its schema differs in from its version's golden (berth db drift); -1: not checked at this version
+  Millis copy_drift_checked_at = 0;  // wall
   std::string copy_method;  // reflink | overlay | copy | restore
   Millis copy_ms = 0;       // cloning the golden, or restoring from the store (method restore)
   std::string datadir;

@@ -103,6 +103,11 @@ void fill_app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
     if (const db::Copy* c = in.databases ? in.databases->find_copy(espec.name, aspec.app) : nullptr) {
       a.copy_version = c->at();
       if (!aspec.database->version) a.copy_pending = in.databases->pending_migrations(c->standard, c->at());
+      if (const db::DriftResult* d = in.databases->drift_of(espec.name, aspec.app);
+          d && d->version == c->at() && d->state == db::DriftResult::State::kChecked) {
+        a.copy_drift = static_cast<int>(d->differences.size());
+        a.copy_drift_checked_at = d->checked_at;
+      }
       a.copy_method = std::string(db::to_string(c->method));
       a.copy_ms = c->clone_ms;
       a.datadir = c->datadir;

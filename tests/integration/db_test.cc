@@ -644,3 +644,73 @@ TEST_F(Databases, ADaemonKilledMidRolloutLeavesNoCopyBetweenVersions) {
         << env;
   }
 }
+
+TEST_F(Databases, DriftIsFoundInTheCopyAlteredByHandAndInNoOther) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-drift");
+  // A standard with what a dump prints noisily: a counter, a view and a routine with their
+  // definer, a trigger.
+  const std::string dump = d.data_dir() + "/std.sql";
+  std::ofstream(dump) << "CREATE DATABASE inventory; USE inventory;\n"
+                         "CREATE TABLE stock (id INT AUTO_INCREMENT PRIMARY KEY, sku VARCHAR(20), n INT, KEY k_sku (sku)) "
+                         "ENGINE=InnoDB;\n"
+                         "INSERT INTO stock (sku, n) SELECT CONCAT('s', seq), seq FROM seq_1_to_100;\n"
+                         "CREATE VIEW low AS SELECT sku FROM stock WHERE n < 10;\n"
+                         "CREATE TRIGGER t_stock BEFORE INSERT ON stock FOR EACH ROW SET NEW.n = IFNULL(NEW.n, 0);\n"
+                         "DELIMITER ;;\nCREATE PROCEDURE restock(IN s VARCHAR(20)) BEGIN UPDATE stock SET n = n + 1 WHERE sku = s; "
+                         "END;;\nDELIMITER ;\n"
+                         "CREATE DATABASE billing; CREATE TABLE billing.invoice (id INT PRIMARY KEY, total DECIMAL(10,2));\n";
+  ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
+  ASSERT_EQ(d.apply(replaced(catalog("127.113"), "standard: shop", "standard: inv")).exit_code, 0);
+  for (const char* env : {"e1", "e2", "e3"}) ASSERT_EQ(d.cli({"up", env}).exit_code, 0) << env;
+  // e1 only writes data (its counter moves); e2 changes a table and adds one by hand; e3 is down.
+  query(d.status("e1"), "INSERT INTO inventory.stock (sku) VALUES ('new'), ('newer')");
+  query(d.status("e2"), "ALTER TABLE inventory.stock ADD COLUMN note TEXT");
+  query(d.status("e2"), "CREATE TABLE billing.scratch (x INT)");
+  ASSERT_EQ(d.cli({"down", "e3"}).exit_code, 0);
+
+  auto r = d.cli({"db", "drift", "-o", "json"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // a copy drifted
+  json check = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(check.is_discarded()) << r.out << r.err;
+  std::map<std::string, json> by_env;
+  for (const auto& w : check["rows"]) by_env[w["environment"]] = w;
+  ASSERT_EQ(by_env.size(), 3u) << check.dump(2);
+  EXPECT_EQ(by_env["e1"]["state"], "checked") << by_env["e1"].dump(2);
+  EXPECT_EQ(by_env["e1"]["drift"], 0) << by_env["e1"].dump(2);
+  EXPECT_TRUE(by_env["e1"]["live"].get<bool>());
+  EXPECT_EQ(by_env["e3"]["state"], "checked") << by_env["e3"].dump(2);
+  EXPECT_EQ(by_env["e3"]["drift"], 0) << by_env["e3"].dump(2);
+  EXPECT_FALSE(by_env["e3"]["live"].get<bool>());  // read through a private server
+  ASSERT_EQ(by_env["e2"]["drift"], 2) << by_env["e2"].dump(2);
+  const json& changed = by_env["e2"]["differences"][1];
+  EXPECT_EQ(by_env["e2"]["differences"][0]["object"], "billing.scratch");
+  EXPECT_EQ(by_env["e2"]["differences"][0]["what"], "extra");
+  EXPECT_EQ(changed["object"], "inventory.stock");
+  EXPECT_EQ(changed["what"], "changed");
+  EXPECT_EQ(changed["only_copy"], json::array({"`note` text DEFAULT NULL"})) << changed.dump(2);
+  EXPECT_EQ(changed["only_standard"], json::array()) << changed.dump(2);
+  // The standard's schema, read once from its golden, has every kind of object, without its
+  // counter or definers.
+  std::ifstream golden_schema(d.data_dir() + "/db/standards/inv/1.schema");
+  json golden = json::parse(golden_schema, nullptr, false);
+  ASSERT_FALSE(golden.is_discarded());
+  for (const char* key : {"inventory.stock", "inventory.low (view)", "inventory.t_stock (trigger)", "inventory.restock (procedure)",
+                          "billing.invoice"})
+    EXPECT_TRUE(golden.contains(key)) << key << " in " << golden.dump(2);
+  EXPECT_EQ(golden.dump().find("AUTO_INCREMENT="), std::string::npos) << golden.dump(2);
+  EXPECT_EQ(golden.dump().find("DEFINER"), std::string::npos) << golden.dump(2);
+  std::cout << golden.dump(2) << "\n";
+  // berth status says so; the table names the object and the line.
+  EXPECT_EQ(app_of(d.status("e2"), "shopdb")["database"]["drift"], 2);
+  EXPECT_EQ(app_of(d.status("e1"), "shopdb")["database"]["drift"], 0);
+  auto table = d.cli({"db", "drift", "--env", "e2"});
+  EXPECT_EQ(table.exit_code, 1);
+  EXPECT_THAT(table.out, HasSubstr("~ inventory.stock (table)")) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("+ `note` text DEFAULT NULL")) << table.out;
+  EXPECT_THAT(d.cli({"status", "e2"}).out, HasSubstr("drift 2"));
+  // e3, held while it was read, comes up as before.
+  ASSERT_EQ(d.cli({"up", "e3"}).exit_code, 0);
+  EXPECT_EQ(query(d.status("e3"), "SELECT COUNT(*) FROM inventory.stock"), "100");
+  std::cout << table.out;
+}
