@@ -103,7 +103,7 @@ Status Api::authorize(const auth::Principal& who, const Request& req) const {
       return auth::require(who, auth::Role::kMember, what);
     const bool env_write = (p.size() == 4 && (p[3] == "up" || p[3] == "down" || p[3] == "refresh" || p[3] == "restart" ||
                                               p[3] == "document" || p[3] == "drift")) ||
-                           (p.size() == 6 && p[3] == "databases" && p[5] == "reset");
+                           (p.size() == 6 && p[3] == "databases" && (p[5] == "reset" || p[5] == "migrate"));
     if (env_write) return may_change(who, p[2], what);
     // exec runs a command inside an instance as the instance's user: the environment's own
     // unprivileged uid for processes, but the image's user (possibly root, without
@@ -387,6 +387,11 @@ Response Api::route(const Request& req, const auth::Principal& who) {
                   {"started_at", nullable_time(j.started_at)}, {"finished_at", nullable_time(j.finished_at)},
                   {"error", j.error.empty() ? json(nullptr) : json(j.error)}};
       if (j.done && j.version) out["version"] = version_json(*j.version);
+      if (j.kind == "migrate") {
+        json applied = json::array();
+        for (const auto& m : j.migrations) applied.push_back(db::to_json(m));
+        out["migrations"] = applied;
+      }
       return out;
     };
     if (route("GET", {"v1", "standards"})) {
@@ -488,6 +493,36 @@ Response Api::route(const Request& req, const auth::Principal& who) {
       auto j = dbm->job(parts[2]);
       if (!j) return error_response(not_found(fmt::format("no job '{}'", parts[2])));
       return ok(job_json(*j));
+    }
+    if (route("POST", {"v1", "environments", "*", "databases", "*", "migrate"})) {
+      // The files themselves, not a path: the daemon reads nothing of a developer's on its host.
+      const char* expected = "request body: expected {\"files\": [{\"file\": \"V1__name.sql\", \"sql\": \"...\"}, ...], \"out_of_order\": false}";
+      json body = json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object() || !body.contains("files") || !body["files"].is_array() ||
+          body["files"].size() > 10'000)
+        return error_response(invalid(expected));
+      db::ReleaseOptions o;
+      if (body.contains("out_of_order")) {
+        if (!body["out_of_order"].is_boolean()) return error_response(invalid("request body: field 'out_of_order' must be true or false"));
+        o.out_of_order = body["out_of_order"].get<bool>();
+      }
+      std::vector<db::Migration> files;
+      for (std::size_t i = 0; i < body["files"].size(); ++i) {
+        const json& f = body["files"][i];
+        if (!f.is_object() || !f.contains("file") || !f["file"].is_string() || !f.contains("sql") || !f["sql"].is_string())
+          return error_response(invalid(fmt::format("request body: files[{}]: expected {{\"file\": \"V1__name.sql\", \"sql\": \"...\"}}", i)));
+        const std::string name = f["file"].get<std::string>();
+        if (name.find('/') != std::string::npos) return error_response(invalid(fmt::format("request body: files[{}]: '{}' is a file name, not a path", i, name)));
+        auto m = db::migration_from_text(name, f["sql"].get<std::string>());
+        if (!m.ok()) return error_response(m.error().wrap(fmt::format("request body: files[{}]", i)));
+        if (*m) files.push_back(std::move(**m));
+      }
+      if (files.empty()) return error_response(invalid("request body: no .sql file among the files given"));
+      const std::size_t n = files.size();
+      auto job = loop_.migrate_database(parts[2], parts[4], std::move(files), o);
+      if (!job.ok()) return error_response(job.error());
+      (void)loop_.audit(who.user, "db.migrate", parts[4], parts[2], fmt::format("{} file(s) given; job {}", n, (*job)->id));
+      return ok(job_json(**job), 202);
     }
     if (route("POST", {"v1", "environments", "*", "databases", "*", "reset"})) {
       auto v = int_param(query, "version", 0, 1'000'000);

@@ -46,6 +46,7 @@ json to_json(const control::EnvStatus& s) {
       app["database"] = {{"standard", a.standard},
                          {"version", a.copy_version ? json(a.copy_version) : json(nullptr)},
                          {"pending_migrations", a.copy_pending},
+                         {"own_migrations", a.copy_own},
                          {"drift", a.copy_drift >= 0 ? json(a.copy_drift) : json(nullptr)},
                          {"drift_checked_at", nullable_time(a.copy_drift_checked_at)},
                          {"copy_method", a.copy_method.empty() ? json(nullptr) : json(a.copy_method)},

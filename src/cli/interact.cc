@@ -110,6 +110,8 @@ int follow_job(bc::Client& c, const std::string& id, bool quiet) {
     }
     if (j["done"].get<bool>()) {
       if (tty && !quiet) fmt::print("\n");
+      if (!quiet && j.contains("migrations"))  // (a migrate job: what ran, also before a failure)
+        for (const auto& m : j["migrations"]) fmt::print("applied {}\n", m["file"].get<std::string>());
       if (!j["error"].is_null()) {
         fmt::print(stderr, "berth: {} failed: {}\n", j["target"].get<std::string>(), j["error"].get<std::string>());
         return 1;

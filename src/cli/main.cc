@@ -18,6 +18,7 @@
 #include "base/text.h"
 #include "cli/cluster_cmd.h"
 #include "cli/drift_cmd.h"
+#include "cli/migrate_cmd.h"
 #include "cli/rollout_cmd.h"
 #include "cli/interact.h"
 #include "cli/render.h"
@@ -364,6 +365,8 @@ int run(int argc, char** argv) {
   berth::cli::add_rollout_command(*db_cmd, rollout_cmd);
   berth::cli::DriftCommand drift_cmd;
   berth::cli::add_drift_command(*db_cmd, drift_cmd);
+  berth::cli::MigrateCommand migrate_cmd;
+  berth::cli::add_migrate_command(*db_cmd, migrate_cmd);
   auto* db_versions = db_cmd->add_subcommand("versions", "list the versions of a standard (all standards without one)");
   db_versions->add_option("standard", standard);
   db_versions->add_option("-o,--output", output, "table or json")->check(CLI::IsMember({"table", "json"}));
@@ -714,6 +717,7 @@ int run(int argc, char** argv) {
     if (auto code = berth::cli::run_cluster_command(c, cluster_cmds)) return *code;
     if (auto code = berth::cli::run_rollout_command(c, rollout_cmd)) return *code;
     if (auto code = berth::cli::run_drift_command(c, drift_cmd)) return *code;
+    if (auto code = berth::cli::run_migrate_command(c, migrate_cmd)) return *code;
     if (whoami->parsed()) {
       auto r = c.get("/v1/whoami");
       if (!r.ok()) return fail(r.error());

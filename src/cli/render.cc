@@ -88,8 +88,9 @@ std::string status_table(const json& s, bool wide) {
       if (!d["version"].is_null()) {
         const int pending = d.value("pending_migrations", 0);
         const int drift = d.contains("drift") && d["drift"].is_number_integer() ? d["drift"].get<int>() : 0;
-        tag = fmt::format("{} → v{}{}{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(),
-                          pending ? fmt::format(" +{} pending", pending) : "",
+        const int own = d.value("own_migrations", 0);
+        tag = fmt::format("{} → v{}{}{}{} ({} {:.2f}s) [{}]", str(d, "standard"), d["version"].get<int>(),
+                          own ? fmt::format(" +{} own", own) : "", pending ? fmt::format(" +{} pending", pending) : "",
                           drift ? fmt::format(" drift {}", drift) : "", str(d, "copy_method"),
                           d["copy_ms"].get<double>() / 1000.0, short_layer(from.value("standard", "")));
       }

@@ -725,6 +725,42 @@ Result<const db::Rollout*> ControlLoop::rollout_database(const std::string& stan
   return d_.databases->rollout(standard, version, options, targets);
 }
 
+std::optional<db::ServerSource> ControlLoop::database_server(const std::string& env, const model::AppSpec& a, bool& between) const {
+  between = false;
+  const AppState* app = obs_.find_app(env, a.app);
+  if (!app || !a.database) return std::nullopt;
+  bool exists = false;
+  for (const auto& [o, sup] : app->instances) {
+    const auto& st = sup.state();
+    exists |= st.exists();
+    if (st.serving() && !st.ip.empty() && a.ports.count("sql"))
+      return db::ServerSource{fmt::format("{}:{}", st.ip, a.ports.at("sql")), a.database->user, a.database->password};
+  }
+  between = exists;
+  return std::nullopt;
+}
+
+Result<std::shared_ptr<const db::Job>> ControlLoop::migrate_database(const std::string& env, const std::string& db,
+                                                                     std::vector<db::Migration> files,
+                                                                     const db::ReleaseOptions& options) {
+  BERTH_ASSERT_LOOP(*d_.executor);
+  if (!d_.databases) return unavailable("this daemon has no database manager");
+  const model::Environment* e = catalog_ ? catalog_->find(env) : nullptr;
+  if (!e) return not_found(fmt::format("no environment '{}'", env));
+  const model::AppSpec* a = nullptr;
+  for (const auto& x : e->apps)
+    if (x.app == db && x.database) a = &x;
+  if (!a) return not_found(fmt::format("environment '{}' has no database '{}'", env, db));
+  bool between = false;
+  auto live = database_server(env, *a, between);
+  if (between) return conflict(fmt::format("{}'s server of {} is starting or stopping: try again once it serves", env, db));
+  if (!live && !d_.db_image.empty())
+    return conflict(fmt::format("{}'s server of {} runs in a container on a volume (--db-image) and is not running: "
+                                "its own migrations go through its server (berth up {})",
+                                env, db, env));
+  return d_.databases->migrate(env, db, std::move(files), options, live, {a->database->user, a->database->password});
+}
+
 Result<const db::DriftCheck*> ControlLoop::check_database_drift(const std::string& env) {
   BERTH_ASSERT_LOOP(*d_.executor);
   if (!d_.databases) return unavailable("this daemon has no database manager");
@@ -739,17 +775,9 @@ Result<const db::DriftCheck*> ControlLoop::check_database_drift(const std::strin
         db::DriftTarget t;
         t.env = e.name;
         t.db = a.app;
-        // Its server: serving (read through it), gone (read through a private server), or between.
-        const AppState* app = obs_.find_app(e.name, a.app);
-        bool exists = false;
-        if (app)
-          for (const auto& [o, sup] : app->instances) {
-            const auto& st = sup.state();
-            exists |= st.exists();
-            if (st.serving() && !st.ip.empty() && a.ports.count("sql"))
-              t.live = db::ServerSource{fmt::format("{}:{}", st.ip, a.ports.at("sql")), a.database->user, a.database->password};
-          }
-        if (exists && !t.live)
+        bool between = false;
+        t.live = database_server(e.name, a, between);
+        if (between)
           t.skip = "its server is starting or stopping: check again once it serves";
         else if (!t.live && !d_.db_image.empty())
           t.skip = "its server runs in a container on a volume (--db-image), and is not running: it is read through its server only";

@@ -242,6 +242,10 @@ class ControlLoop : private runtime::Listener {
   // whose server serves is read through it, one whose environment is down through a private
   // server; one whose server is starting or stopping is listed as skipped.
   Result<const db::DriftCheck*> check_database_drift(const std::string& env);
+  // Apply the environment's own migrations (`files`, with their texts) to its copy of `db`
+  // (db::Manager::migrate): through its server when it serves, else a private server.
+  Result<std::shared_ptr<const db::Job>> migrate_database(const std::string& env, const std::string& db,
+                                                          std::vector<db::Migration> files, const db::ReleaseOptions& options);
   // What db::Manager tells an environment's apps (a rollout's outcome for its copy).
   void database_event(const std::string& env, const std::string& type, const std::string& db, const std::string& message) {
     emit(env, type, db, -1, "", message);
@@ -330,6 +334,9 @@ class ControlLoop : private runtime::Listener {
   // Copies a rollout holds (db::Manager::held) in environments that are not up: their server is
   // gone (or going), and the rollout is told once it is.
   void serve_database_holds();
+  // Where the environment's database app `a` serves, as the catalog's user; nullopt when no
+  // instance serves: `between` says one exists (starting or stopping), else none runs.
+  std::optional<db::ServerSource> database_server(const std::string& env, const model::AppSpec& a, bool& between) const;
   // Reconcile the apps of those in line for a start slot, as many as there are free slots.
   void start_next_in_line();
   void start(Supervisor& sup, const model::AppSpec& spec, const model::Environment& espec, const Artifact& artifact,

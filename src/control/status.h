@@ -61,6 +61,7 @@ struct AppStatus {
   std::string standard;     // as asked: NAME or NAME@VERSION
   int copy_version = 0;     // the version the copy is of (0: no copy yet)
   int copy_pending = 0;     // released migrations it lacks to the latest version (db rollout brings them)
+  int copy_own = 0;         // the environment's own migrations applied to it (berth db migrate)
   int copy_drift = -1;      // objects its schema differs in from its version's golden (berth db drift); -1: not checked at this version
   Millis copy_drift_checked_at = 0;  // wall
   std::string copy_method;  // reflink | overlay | copy | restore

@@ -102,6 +102,7 @@ void fill_app_status(const ViewInputs& in, const model::AppSpec& aspec, const mo
     a.standard = aspec.database->standard + (aspec.database->version ? fmt::format("@{}", aspec.database->version) : "");
     if (const db::Copy* c = in.databases ? in.databases->find_copy(espec.name, aspec.app) : nullptr) {
       a.copy_version = c->at();
+      a.copy_own = static_cast<int>(c->own.size());
       if (!aspec.database->version) a.copy_pending = in.databases->pending_migrations(c->standard, c->at());
       if (const db::DriftResult* d = in.databases->drift_of(espec.name, aspec.app);
           d && d->version == c->at() && d->state == db::DriftResult::State::kChecked) {

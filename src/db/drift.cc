@@ -189,7 +189,7 @@ Result<const DriftCheck*> Manager::check_drift(const std::vector<DriftTarget>& t
       const Millis took = steady_ms() - t0;
       executor_.post([this, alive, id, w, st, took, differences = std::move(differences)]() mutable {
         if (!*alive) return;
-        drift_reading_.erase(key(w.copy.env, w.copy.db));
+        if (drift_reading_.erase(key(w.copy.env, w.copy.db))) copy_free(w.copy.env, w.copy.db);
         if (!drift_check_ || drift_check_->id != id) return;
         DriftResult& r = drift_check_->rows[w.row];
         r.state = st.ok() ? DriftResult::State::kChecked : DriftResult::State::kFailed;

@@ -171,6 +171,9 @@ void Manager::load() {
         if (j->contains("applied"))
           for (const auto& a : j->at("applied"))
             if (auto read = migration_from_json(a); read.ok()) c.applied.push_back(std::move(*read));
+        if (j->contains("own"))
+          for (const auto& a : j->at("own"))
+            if (auto read = migration_from_json(a); read.ok()) c.own.push_back(std::move(*read));
       } catch (const json::exception&) {
         continue;
       }
@@ -206,6 +209,11 @@ Status Manager::save_copy(const Copy& c) const {
     json applied = json::array();
     for (const auto& m : c.applied) applied.push_back(to_json(m));
     j["applied"] = applied;
+  }
+  if (!c.own.empty()) {
+    json own = json::array();
+    for (const auto& m : c.own) own.push_back(to_json(m));
+    j["own"] = own;
   }
   return write_json(fs::path(c.dir) / "copy.json", j);
 }

@@ -101,6 +101,9 @@ struct Copy {
   int at_version = 0;
   // The migrations rollouts applied to it, in order.
   std::vector<Migration> applied;
+  // The environment's own migrations (berth db migrate), in order: apart from the standard's, so
+  // a rollout neither applies nor expects them.
+  std::vector<Migration> own;
   int at() const { return at_version ? at_version : version; }
   // Names this copy among all copies ever made of the database (what its server runs on).
   std::string id() const { return "db:" + standard + "@" + std::to_string(version) + ":" + std::to_string(created_at); }
@@ -108,7 +111,7 @@ struct Copy {
 
 struct Job {
   std::string id;
-  std::string kind;    // import | release | copy | seed
+  std::string kind;    // import | release | copy | seed | migrate
   std::string target;  // standard, or env/db
   std::atomic<bool> done{false};
   std::atomic<std::uint64_t> done_bytes{0}, total_bytes{0};
@@ -116,6 +119,7 @@ struct Job {
   std::string phase;   // guarded by mu
   std::string error;   // set on the loop when done
   std::optional<Version> version;  // import: what it made
+  std::vector<Migration> migrations;  // migrate: the files applied (those before a failure too); set on the loop when done
   mutable std::mutex mu;
   std::string get_phase() const {
     std::lock_guard<std::mutex> lock(mu);
@@ -215,6 +219,19 @@ class Manager {
     on_event_ = std::move(fn);
   }
 
+  // ---- an environment's own migrations (berth db migrate) ----
+  // Start applying to the environment's copy of `db` what `files` (read_migrations() or
+  // migration_from_text(), with their texts) adds to the copy's own migrations (Copy::own; the
+  // rules of plan_release(), checked here, before anything runs): through its server at `live`,
+  // or, without one, through a private server while the copy is held. Each file that succeeds is
+  // recorded; the first that fails stops it (the job's error names the file, its line and the
+  // server's error) and what it ran before the error stays: a developer's migration has no
+  // snapshot (berth db reset gives a fresh copy). Refused while a rollout, a drift check or
+  // another migration has the copy, or while it is being made.
+  Result<std::shared_ptr<const Job>> migrate(const std::string& env, const std::string& db, std::vector<Migration> files,
+                                             const ReleaseOptions& options, std::optional<ServerSource> live,
+                                             const Account& account);
+
   // ---- drift: each copy's schema against its version's golden (db/drift.h) ----
   // Start checking the copies in `targets` (the loop names them, knowing which servers run);
   // refused while a check runs. A copy read through a private server is held (held()) until it
@@ -264,6 +281,8 @@ class Manager {
   RolloutRow* row_of(const std::string& env, const std::string& db);
   const RolloutRow* row_of(const std::string& env, const std::string& db) const;
   void start_rows(Rollout& r);
+  // The copy's drift read or own migrations ended: a rollout row waiting for it may start.
+  void copy_free(const std::string& env, const std::string& db);
   void start_row(Rollout& r, RolloutRow& row);
   void apply_row(Rollout& r, RolloutRow& row, std::optional<ServerSource> server);
   void row_applied(Rollout& r, RolloutRow& row, Status st, std::vector<Migration> applied);
@@ -313,6 +332,7 @@ class Manager {
   std::optional<DriftCheck> drift_check_;
   std::map<std::string, DriftResult> drift_;  // env/db → its copy's last result
   std::set<std::string> drift_reading_;       // env/db: read through a private server now (held)
+  std::set<std::string> migrating_;           // env/db: its own migrations being applied (a private server's: held)
   int next_job_ = 1;
 };
 

@@ -81,12 +81,38 @@ Result<std::optional<Migration>> parse_migration_name(std::string_view file) {
   return std::optional<Migration>(std::move(m));
 }
 
+Result<std::optional<Migration>> migration_from_text(std::string_view file, std::string sql) {
+  auto parsed = parse_migration_name(file);
+  if (!parsed.ok() || !*parsed) return parsed;
+  if (sql.size() > kMaxMigrationBytes)
+    return invalid(fmt::format("{} has {} bytes; a migration has at most {}", file, sql.size(), kMaxMigrationBytes));
+  Migration m = std::move(**parsed);
+  m.checksum = sha256_hex(sql);
+  m.sql = std::move(sql);
+  return std::optional<Migration>(std::move(m));
+}
+
+Result<std::vector<Migration>> ordered_migrations(const std::string& where, std::vector<Migration> migrations) {
+  std::map<std::vector<std::uint64_t>, std::string> versions;  // version → file
+  std::set<std::string> repeatables;
+  for (const auto& m : migrations) {
+    if (m.kind == Migration::Kind::kVersioned) {
+      auto [at, fresh] = versions.emplace(m.version, m.file);
+      if (!fresh)
+        return invalid(fmt::format("{}: {} and {} have the same version {}; each version is one file", where, at->second, m.file,
+                                   m.version_text()));
+    } else if (!repeatables.insert(m.description).second) {
+      return invalid(fmt::format("{}: two repeatable migrations are named '{}'", where, m.description));
+    }
+  }
+  std::sort(migrations.begin(), migrations.end(), migration_before);
+  return migrations;
+}
+
 Result<std::vector<Migration>> read_migrations(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return not_found(fmt::format("{} is not a directory of migrations", dir));
   std::vector<Migration> out;
-  std::map<std::vector<std::uint64_t>, std::string> versions;  // version → file
-  std::set<std::string> repeatables;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     auto parsed = parse_migration_name(name);
@@ -94,30 +120,20 @@ Result<std::vector<Migration>> read_migrations(const std::string& dir) {
     if (!*parsed) continue;
     if (it->is_symlink(ec) || !it->is_regular_file(ec))
       return invalid(fmt::format("{}/{} is not a regular file (a migration is never a symbolic link)", dir, name));
-    Migration m = std::move(**parsed);
-    if (m.kind == Migration::Kind::kVersioned) {
-      auto [at, fresh] = versions.emplace(m.version, m.file);
-      if (!fresh)
-        return invalid(fmt::format("{}: {} and {} have the same version {}; each version is one file", dir, at->second, m.file,
-                                   m.version_text()));
-    } else if (!repeatables.insert(m.description).second) {
-      return invalid(fmt::format("{}: two repeatable migrations are named '{}'", dir, m.description));
-    }
     const std::uint64_t size = it->file_size(ec);
     if (ec) return unavailable(fmt::format("{}/{}: {}", dir, name, ec.message()));
     if (size > kMaxMigrationBytes)
       return invalid(fmt::format("{}/{} has {} bytes; a migration has at most {}", dir, name, size, kMaxMigrationBytes));
     std::ifstream in(it->path(), std::ios::binary);
-    m.sql.resize(size);
-    if (!in.read(m.sql.data(), static_cast<std::streamsize>(size)))
-      return unavailable(fmt::format("reading {}/{} failed", dir, name));
-    m.checksum = sha256_hex(m.sql);
-    m.path = it->path().string();
-    out.push_back(std::move(m));
+    std::string sql(size, '\0');
+    if (!in.read(sql.data(), static_cast<std::streamsize>(size))) return unavailable(fmt::format("reading {}/{} failed", dir, name));
+    auto m = migration_from_text(name, std::move(sql));
+    if (!m.ok()) return m.error().wrap(dir);
+    (*m)->path = it->path().string();
+    out.push_back(std::move(**m));
   }
   if (ec) return unavailable(fmt::format("listing {}: {}", dir, ec.message()));
-  std::sort(out.begin(), out.end(), migration_before);
-  return out;
+  return ordered_migrations(dir, std::move(out));
 }
 
 Result<std::vector<Migration>> plan_release(const std::string& standard, const std::vector<Migration>& released,
@@ -142,17 +158,24 @@ Result<std::vector<Migration>> plan_release(const std::string& standard, const s
   }
   if (!problems.empty()) return conflict(problems.front());
   // What was released stays as it was.
+  // (A developer's own migrations, applied to a copy, have no version that released them.)
   for (const auto& [v, m] : done) {
     auto it = here.find(v);
     if (it == here.end()) {
-      problems.push_back(fmt::format("{} was released in version {} of '{}' and is not in the directory; a released "
-                                     "migration stays",
-                                     m->file, m->released_in, standard));
+      problems.push_back(m->released_in ? fmt::format("{} was released in version {} of '{}' and is not in the directory; a "
+                                                      "released migration stays",
+                                                      m->file, m->released_in, standard)
+                                        : fmt::format("{} was applied to {} and is not in the directory; an applied "
+                                                      "migration stays",
+                                                      m->file, standard));
     } else if (it->second->checksum != m->checksum) {
-      problems.push_back(fmt::format("{} changed since version {} of '{}' released it: its checksum was {}, now {}; "
-                                     "release a new migration instead of editing a released one",
-                                     it->second->file, m->released_in, standard, short_sum(m->checksum),
-                                     short_sum(it->second->checksum)));
+      problems.push_back(fmt::format("{} changed since {}: its checksum was {}, now {}; write a new migration instead of "
+                                     "editing {} one",
+                                     it->second->file,
+                                     m->released_in ? fmt::format("version {} of '{}' released it", m->released_in, standard)
+                                                    : fmt::format("it was applied to {}", standard),
+                                     short_sum(m->checksum), short_sum(it->second->checksum),
+                                     m->released_in ? "a released" : "an applied"));
     }
   }
   std::vector<Migration> pending;

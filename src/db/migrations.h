@@ -57,6 +57,14 @@ bool migration_before(const Migration& a, const Migration& b);
 // names it and says what would be valid.
 Result<std::optional<Migration>> parse_migration_name(std::string_view file);
 
+// One file given by its name and text (a developer's, sent by the CLI), as read_migrations()
+// reads one: nullopt when it is not a .sql file; errors as parse_migration_name()'s, or a text
+// larger than kMaxMigrationBytes.
+Result<std::optional<Migration>> migration_from_text(std::string_view file, std::string sql);
+// Files as one set, in the order they apply; refused (naming `where`) when two have one version
+// or two repeatables one name.
+Result<std::vector<Migration>> ordered_migrations(const std::string& where, std::vector<Migration> migrations);
+
 // Every migration of `dir` (its files, not its subdirectories), each read whole (at most
 // kMaxMigrationBytes), in the order they apply. Errors name the directory or the file.
 inline constexpr std::uint64_t kMaxMigrationBytes = 256u << 20;

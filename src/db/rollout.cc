@@ -223,14 +223,19 @@ void Manager::start_rows(Rollout& r) {
     pending |= row.state == RolloutRow::State::kPending;
   }
   const bool stop = canary_failed || (failed && !r.options.continue_on_error);
+  bool waiting = false;  // a copy busy with a drift check or its own migrations: started once it is free (copy_free())
   if (!stop)
     for (auto& row : r.rows) {
       if (active >= r.options.parallel) break;
       if (row.state != RolloutRow::State::kPending || (canary_left && !row.canary)) continue;
+      if (drift_reading_.count(key(row.env, row.db)) || migrating_.count(key(row.env, row.db))) {
+        waiting = true;
+        continue;
+      }
       start_row(r, row);
       ++active;
     }
-  if (active) return;
+  if (active || waiting) return;
   pending = std::any_of(r.rows.begin(), r.rows.end(), [](const RolloutRow& w) { return w.state == RolloutRow::State::kPending; });
   r.state = pending ? Rollout::State::kStopped : Rollout::State::kDone;
   r.finished_at = clock_.wall_ms();
@@ -276,6 +281,7 @@ std::optional<std::string> Manager::held(const std::string& env, const std::stri
   const RolloutRow* row = row_of(env, db);
   if (auto why = row ? hold_of(*row) : std::nullopt) return why;
   if (drift_reading_.count(key(env, db))) return std::string("drift check reading its schema through a private server");
+  if (migrating_.count(key(env, db))) return std::string("migration of the environment's own (berth db migrate)");
   return std::nullopt;
 }
 
@@ -538,6 +544,13 @@ void Manager::load_rollouts() {
     }
     start_rows(ro);
   }
+}
+
+void Manager::copy_free(const std::string& env, const std::string& db) {
+  const Copy* c = find_copy(env, db);
+  if (!c) return;
+  auto r = rollouts_.find(c->standard);
+  if (r != rollouts_.end() && r->second.state == Rollout::State::kRunning) start_rows(r->second);
 }
 
 }  // namespace berth::db

@@ -714,3 +714,71 @@ TEST_F(Databases, DriftIsFoundInTheCopyAlteredByHandAndInNoOther) {
   EXPECT_EQ(query(d.status("e3"), "SELECT COUNT(*) FROM inventory.stock"), "100");
   std::cout << table.out;
 }
+
+TEST_F(Databases, ADevelopersOwnMigrationsSurviveAFleetRolloutAndAreKeptApart) {
+  ASSERT_FALSE(HasFatalFailure());
+  Daemon d("db-own");
+  const std::string dump = inventory_dump(d);
+  ASSERT_EQ(d.cli({"db", "import", "inv", "--from-dump", dump, "-q"}).exit_code, 0);
+  ASSERT_EQ(d.apply(replaced(catalog("127.114"), "standard: shop", "standard: inv")).exit_code, 0);
+  for (const char* env : {"e1", "e2"}) ASSERT_EQ(d.cli({"up", env}).exit_code, 0) << env;
+  // e2's developer has a migration of their own (numbered V1, like the standard's first release).
+  const fs::path dev = d.data_dir() + "/dev";
+  fs::create_directories(dev);
+  std::ofstream(dev / "V1__dev_notes.sql") << "CREATE TABLE inventory.dev_notes (id INT PRIMARY KEY, text VARCHAR(50));\n";
+  auto m = d.cli({"db", "migrate", "--env", "e2", "--from", dev.string()});
+  ASSERT_EQ(m.exit_code, 0) << m.out << m.err;
+  EXPECT_THAT(m.out, HasSubstr("applied V1__dev_notes.sql"));
+  query(d.status("e2"), "INSERT INTO inventory.dev_notes VALUES (1, 'mine')");
+  EXPECT_EQ(app_of(d.status("e2"), "shopdb")["database"]["own_migrations"], 1);
+  // Applied is applied: the same again is nothing to do, an edited one is refused.
+  auto again = d.cli({"db", "migrate", "--env", "e2", "--from", dev.string()});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.err, HasSubstr("nothing to apply")) << again.err;
+  std::ofstream(dev / "V1__dev_notes.sql", std::ios::app) << "-- edited\n";
+  auto edited = d.cli({"db", "migrate", "--env", "e2", "--from", dev.string()});
+  EXPECT_NE(edited.exit_code, 0);
+  EXPECT_THAT(edited.err, HasSubstr("V1__dev_notes.sql changed since it was applied to e2's copy of shopdb")) << edited.err;
+  fs::remove(dev / "V1__dev_notes.sql");
+  std::ofstream(dev / "V1__dev_notes.sql") << "CREATE TABLE inventory.dev_notes (id INT PRIMARY KEY, text VARCHAR(50));\n";
+  // A file that fails names its line and the server's error, and is not recorded.
+  std::ofstream(dev / "V2__broken.sql") << "ALTER TABLE inventory.dev_notes ADD COLUMN at INT;\nSELECT * FROM inventory.nowhere;\n";
+  auto broken = d.cli({"db", "migrate", "--env", "e2", "--from", dev.string()});
+  EXPECT_EQ(broken.exit_code, 1);
+  EXPECT_THAT(broken.err, HasSubstr("V2__broken.sql failed at line 2")) << broken.err;
+  EXPECT_EQ(app_of(d.status("e2"), "shopdb")["database"]["own_migrations"], 1);
+  fs::remove(dev / "V2__broken.sql");
+  // e1 is down: its own migration goes through a private server.
+  ASSERT_EQ(d.cli({"down", "e1"}).exit_code, 0);
+  const fs::path dev1 = d.data_dir() + "/dev1";
+  fs::create_directories(dev1);
+  std::ofstream(dev1 / "V1__scratch.sql") << "CREATE TABLE inventory.scratch (x INT);\n";
+  auto down = d.cli({"db", "migrate", "--env", "e1", "--from", dev1.string()});
+  ASSERT_EQ(down.exit_code, 0) << down.out << down.err;
+  ASSERT_EQ(d.cli({"up", "e1"}).exit_code, 0);
+  EXPECT_EQ(query(d.status("e1"), "SELECT COUNT(*) FROM inventory.scratch"), "0");
+
+  // The DBAs release V1 and V2 of the standard; the fleet rollout neither applies the
+  // developers' files nor trips over them.
+  const fs::path mig = d.data_dir() + "/migrations";
+  fs::create_directories(mig);
+  std::ofstream(mig / "V1__add_refund_state.sql")
+      << "ALTER TABLE inventory.stock ADD COLUMN refund_state VARCHAR(10) NOT NULL DEFAULT 'none';\n";
+  std::ofstream(mig / "V2__returns.sql") << "CREATE TABLE inventory.returns (id INT PRIMARY KEY) ENGINE=InnoDB;\n";
+  ASSERT_EQ(d.cli({"db", "release", "inv", "--from", mig.string(), "-q"}).exit_code, 0);
+  auto r = d.cli({"db", "rollout", "inv", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  for (const auto& w : json::parse(r.out)["rows"]) EXPECT_EQ(w["state"], "applied") << w.dump();
+  ASSERT_TRUE(wait_until([&] { return ready(d, "e2"); }, std::chrono::seconds(60)));
+  auto s2 = d.status("e2");
+  EXPECT_EQ(app_of(s2, "shopdb")["database"]["version"], 2);
+  EXPECT_EQ(app_of(s2, "shopdb")["database"]["own_migrations"], 1);
+  EXPECT_EQ(query(s2, "SELECT text FROM inventory.dev_notes WHERE id = 1"), "mine");
+  EXPECT_EQ(query(s2, "SELECT COUNT(*) FROM inventory.stock WHERE refund_state = 'none'"), "1234");
+  // The developer goes on with their own V2 on top of the standard's version 2.
+  std::ofstream(dev / "V2__dev_flags.sql") << "ALTER TABLE inventory.dev_notes ADD COLUMN flag INT;\n";
+  auto next = d.cli({"db", "migrate", "--env", "e2", "--from", dev.string(), "-q"});
+  ASSERT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_EQ(app_of(d.status("e2"), "shopdb")["database"]["own_migrations"], 2);
+  EXPECT_THAT(d.cli({"status", "e2"}).out, HasSubstr("+2 own"));
+}
