@@ -130,6 +130,7 @@ berth db rollout shop --canary b01 > "$W/recover.txt" || true
 cat "$W/recover.txt"
 T[recover]=$(awk '$1 == "b01" && / restored / { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+(ms|s)$/) { v = $i; break } } END {
   if (v ~ /ms$/) { sub(/ms$/, "", v); v /= 1000 } else sub(/s$/, "", v); printf "%.2f", v }' "$W/recover.txt")
+until sql b01 "SELECT 1" >/dev/null 2>&1; do sleep 0.1; done  # (its server starting again on the put-back copy)
 echo "b01 after: $(sql b01 "SELECT CONCAT('own row ', SUM(sku = 'OWN-b01'), ', returned column ', (SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'app01' AND column_name = 'returned')) FROM app01.order_items")"
 t=$(now); berth db clone shopdb --env b02 -q; T[reclone]=$(el "$t")
 echo "re-clone of b02 from the standard: ${T[reclone]} s; its own row: $(sql b02 "SELECT COUNT(*) FROM app01.order_items WHERE sku = 'OWN-b02'")"

@@ -332,7 +332,7 @@ class Manager {
   std::optional<DriftCheck> drift_check_;
   std::map<std::string, DriftResult> drift_;  // env/db → its copy's last result
   std::set<std::string> drift_reading_;       // env/db: read through a private server now (held)
-  std::set<std::string> migrating_;           // env/db: its own migrations being applied (a private server's: held)
+  std::map<std::string, bool> migrating_;     // env/db → its own migrations being applied: through a private server (held)
   int next_job_ = 1;
 };
 

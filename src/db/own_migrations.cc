@@ -40,7 +40,7 @@ Result<std::shared_ptr<const Job>> Manager::migrate(const std::string& env, cons
   }
   auto job = new_job("migrate", k);
   job->set_phase(fmt::format("applying {} migration(s) through {}", pending->size(), live ? "its server" : "a private server"));
-  migrating_.insert(k);
+  migrating_[k] = !live;  // (through a private server: held, so that its own server waits)
   const std::string log = fmt::format("{}/logs/{}.log", dir_, job->id);
   run_worker([this, alive = alive_, job, copy = *c, migrations = std::move(*pending), live, account, log]() mutable {
     std::vector<Migration> applied;

@@ -281,7 +281,8 @@ std::optional<std::string> Manager::held(const std::string& env, const std::stri
   const RolloutRow* row = row_of(env, db);
   if (auto why = row ? hold_of(*row) : std::nullopt) return why;
   if (drift_reading_.count(key(env, db))) return std::string("drift check reading its schema through a private server");
-  if (migrating_.count(key(env, db))) return std::string("migration of the environment's own (berth db migrate)");
+  if (auto m = migrating_.find(key(env, db)); m != migrating_.end() && m->second)
+    return std::string("migration of the environment's own (berth db migrate) through a private server");
   return std::nullopt;
 }
 

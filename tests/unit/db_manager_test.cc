@@ -510,3 +510,54 @@ TEST_F(DbManagerTest, DriftIsEachCopysSchemaAgainstItsVersionsGoldenReadOnceAndK
   ASSERT_TRUE(m_->reset("b", "shopdb").ok());
   EXPECT_EQ(m_->drift_of("b", "shopdb"), nullptr);
 }
+
+TEST_F(DbManagerTest, AnEnvironmentsOwnMigrationsAreKeptApartAndARolloutWaitsForThem) {
+  import("alpha");
+  ASSERT_TRUE(until([&] { return copy("a", "alpha").state == State::kReady; }));
+  const fs::path data = dir_ / "db" / "copies" / "a" / "shopdb" / "data";
+  auto own = [](const std::string& file, const std::string& sql) { return **db::migration_from_text(file, sql); };
+  const fs::path mig = dir_ / "migrations";
+  fs::create_directories(mig);
+  std::ofstream(mig / "V1__add_x.sql") << "alter table t add x int;\n";
+  db::ReleaseSource src;
+  src.path = mig.string();
+  auto rel = m_->release("alpha", src);
+  ASSERT_TRUE(rel.ok());
+  ASSERT_TRUE(until([&] { return (*rel)->done.load(); }));
+  // Its own migration through its server (here: the directory): not held, it keeps serving.
+  auto job = m_->migrate("a", "shopdb", {own("V1__mine.sql", "create table mine;\n")}, {},
+                         db::ServerSource{data.string(), "berth", "berth"}, {});
+  ASSERT_TRUE(job.ok()) << job.error().message;
+  EXPECT_FALSE(m_->held("a", "shopdb"));
+  EXPECT_EQ(m_->migrate("a", "shopdb", {own("V2__more.sql", "x\n")}, {}, std::nullopt, {}).error().code, ErrorCode::kConflict)
+      << "one at a time";
+  // A rollout meanwhile (the loop has not seen the migration end): the copy's row waits, its
+  // server is not stopped under the migration.
+  auto r = m_->rollout("alpha", 0, {}, {{"a", "shopdb", false, {}, ""}});
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)->rows[0].state, db::RolloutRow::State::kPending);
+  EXPECT_EQ((*r)->state, db::Rollout::State::kRunning);
+  EXPECT_FALSE(m_->held("a", "shopdb"));
+  ASSERT_TRUE(until([&] {
+    for (const auto& [env, db] : m_->holds()) m_->server_down(env, db);
+    return (*job)->done.load() && m_->rollout_of("alpha")->state != db::Rollout::State::kRunning;
+  }));
+  EXPECT_EQ((*job)->error, "");
+  ASSERT_EQ((*job)->migrations.size(), 1u);
+  EXPECT_EQ(m_->rollout_of("alpha")->rows[0].state, db::RolloutRow::State::kApplied) << m_->rollout_of("alpha")->rows[0].error;
+  // Both in the copy, each recorded in its own list; a restarted daemon still knows.
+  EXPECT_EQ(read_all(data / "applied.sql"), "create table mine;\nalter table t add x int;\n");
+  start_manager();
+  const db::Copy* c = m_->find_copy("a", "shopdb");
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->own.size(), 1u);
+  EXPECT_EQ(c->own[0].file, "V1__mine.sql");
+  ASSERT_EQ(c->applied.size(), 1u);
+  EXPECT_EQ(c->applied[0].file, "V1__add_x.sql");
+  // The rules of a release: nothing new, or an applied file edited, is refused before anything runs.
+  EXPECT_THAT(m_->migrate("a", "shopdb", {own("V1__mine.sql", "create table mine;\n")}, {}, std::nullopt, {}).error().message,
+              HasSubstr("nothing to apply"));
+  EXPECT_THAT(m_->migrate("a", "shopdb", {own("V1__mine.sql", "create table yours;\n")}, {}, std::nullopt, {}).error().message,
+              HasSubstr("V1__mine.sql changed since it was applied to a's copy of shopdb"));
+  EXPECT_FALSE(m_->held("a", "shopdb"));
+}
