@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../src"
 rules=(
   "base|"
-  "model|base/"
+  "model|base/ db/profile/"
+  "db/profile|base/"
   "net/ipam|base/ model/"
   "net/dns|base/"
   "store|base/ model/ net/ipam/ipam.h"
@@ -34,7 +35,7 @@ rules=(
   "snapshot|base/ blob/blob_store.h"
   "db|base/ model/ snapshot/ blob/blob_store.h blob/cache/"
   "db/mariadb|base/ db/engine.h db/schema.h"
-  "control|base/ model/ net/ipam/ipam.h net/dns/zone.h net/dns/wire.h store/store.h health/prober.h health/tracker.h runtime/runtime.h build/builder.h db/manager.h db/clone.h db/engine.h blob/blob_store.h"
+  "control|base/ model/ db/profile/ net/ipam/ipam.h net/dns/zone.h net/dns/wire.h store/store.h health/prober.h health/tracker.h runtime/runtime.h build/builder.h db/manager.h db/clone.h db/engine.h blob/blob_store.h"
   "auth|base/ model/ store/store.h"
   "ui|"
   "api|base/ auth/ ui/ k8s/ control/ model/ runtime/runtime.h store/store.h net/ net/dns/zone.h health/ build/builder.h db/ blob/blob_store.h"

@@ -8,6 +8,7 @@
 
 #include "base/text.h"
 #include "control/loop.h"
+#include "db/profile/profile.h"
 
 namespace berth::control {
 namespace fs = std::filesystem;
@@ -205,8 +206,8 @@ runtime::InstanceSpec Effects::instance_spec(const Supervisor::State& inst, cons
       rs.env[fmt::format("BERTH_DB_{}_PORT", n)] = std::to_string(port);
       rs.env[fmt::format("BERTH_DB_{}_USER", n)] = dspec->database->user;
       rs.env[fmt::format("BERTH_DB_{}_PASSWORD", n)] = dspec->database->password;
-      rs.env[fmt::format("BERTH_DB_{}_URL", n)] =
-          fmt::format("mysql://{}:{}@{}:{}/", dspec->database->user, dspec->database->password, host, port);
+      if (const db::ServerProfile* profile = db::server_profile(dspec->database->engine))
+        rs.env[fmt::format("BERTH_DB_{}_URL", n)] = profile->url(dspec->database->user, dspec->database->password, host, port);
     }
   }
   rs.env["BERTH_DEPS"] = dep_names;
@@ -273,9 +274,9 @@ runtime::ImageWorkload Effects::database_workload(const model::AppSpec& spec,
   std::string command = model::substitute(spec.command, vars);
   for (const auto& a : spec.args) command += " " + shell_quote(model::substitute_raw(a, vars));
   if (auto words = split_words(command)) {
-    // `--user=root` lets the process form start as whoever runs it; here it only makes mariadbd
-    // warn that it is not root.
-    std::erase(*words, "--user=root");
+    // (What the process form needs and a container's server goes without: db/profile/profile.h.)
+    if (const db::ServerProfile* profile = spec.database ? db::server_profile(spec.database->engine) : nullptr)
+      for (const auto& word : profile->not_in_containers) std::erase(*words, word);
     w.command = std::move(*words);
   } else {
     w.command = std::vector<std::string>{"/bin/sh", "-c", "exec " + command};  // (quotes split_words cannot take)

@@ -1,10 +1,10 @@
 // db/engine.h — what berth needs from a database engine to make standards and copies of them.
 //
 // The calls are blocking and run on worker threads of db::Manager; each writes what its tools
-// print to `log`. How a server is run on a copy (command line, health check) is part of the
-// catalog's database spec (model/catalog.cc); this interface covers making the data directory
-// of a standard and changing it (a release's migrations). Implementations: db/mariadb. A
-// PostgreSQL engine would add db/postgres.
+// print to `log`. How a server is run on a copy (command line, health check, the apps' URL) is
+// the engine's profile (db/profile/profile.h), which the catalog and the loop use; this
+// interface covers making the data directory of a standard, changing it (a release's
+// migrations) and reading its schema. Implementations: db/mariadb.
 #pragma once
 
 #include <string>

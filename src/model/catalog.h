@@ -99,7 +99,7 @@ struct ResourceSpec {
 // A database the environment gets its own server and copy of (databases.<name>). It runs as an
 // app named after it: one instance, stable IP and DNS name, health = an SQL round trip.
 struct DatabaseSpec {
-  std::string engine = "mariadb";  // the only engine so far; PostgreSQL would add a second
+  std::string engine = "mariadb";  // one with a profile (db/profile/profile.h): how its server runs
   std::string standard;            // the standard it is a copy of
   int version = 0;                 // 0: the latest when the copy is made
   // How a release of the standard reaches the copy: auto (rolled out after every release),

@@ -17,6 +17,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "base/text.h"
+#include "db/profile/profile.h"
 #include "model/loader.h"
 
 namespace berth::model {
@@ -172,9 +173,12 @@ std::optional<std::pair<YAML::Node, DatabaseSpec>> read_database(Ctx& ctx, const
   }
   check_keys(ctx, v, kDatabaseKeys, where);
   DatabaseSpec d;
+  const db::ServerProfile* profile = db::server_profile(d.engine);
   if (auto e = v["engine"]) {
     d.engine = e.IsScalar() ? e.Scalar() : "";
-    if (d.engine != "mariadb") ctx.error(e, fmt::format("{}.engine must be mariadb, not '{}'", where, display(e)));
+    profile = db::server_profile(d.engine);
+    if (!profile)
+      ctx.error(e, fmt::format("{}.engine must be {}, not '{}'", where, fmt::join(db::server_profile_names(), " or "), display(e)));
   }
   for (auto [key, field] : {std::pair{"user", &d.user}, std::pair{"password", &d.password}}) {
     if (auto n = v[key]) {
@@ -184,7 +188,7 @@ std::optional<std::pair<YAML::Node, DatabaseSpec>> read_database(Ctx& ctx, const
     }
   }
   if (!v["standard"]) ctx.error(k, fmt::format("{} needs 'standard: NAME' (or NAME@VERSION)", where));
-  int port = 3306;
+  int port = profile ? profile->port : 0;
   if (auto p = v["port"]) {
     char* end = nullptr;
     long n = p.IsScalar() ? std::strtol(p.Scalar().c_str(), &end, 10) : 0;
@@ -202,24 +206,19 @@ std::optional<std::pair<YAML::Node, DatabaseSpec>> read_database(Ctx& ctx, const
         continue;
       }
       d.options[opt] = ov.Scalar();
-      std::string flag = opt;
-      std::replace(flag.begin(), flag.end(), '_', '-');
-      options += " " + shell_quote("--" + flag + "=" + ov.Scalar());
+      if (profile) options += " " + profile->option_flag(opt, ov.Scalar());
     }
   }
+  if (!profile) return std::nullopt;  // (said above)
+  // The app that serves it: as its engine runs a server on a copy (db/profile/profile.h).
   YAML::Node synth(YAML::NodeType::Map);
-  synth["command"] =
-      "mariadbd --no-defaults --user=root --datadir=${datadir} --bind-address=${ip} --port=${port.sql} "
-      "--socket=${rundir}/mysqld.sock --pid-file=${rundir}/mysqld.pid --skip-name-resolve --skip-log-bin "
-      "--innodb-buffer-pool-load-at-startup=OFF --innodb-buffer-pool-dump-at-shutdown=OFF" + options;
+  synth["command"] = profile->command(options);
   synth["ports"]["sql"] = port;
   synth["health"]["type"] = "exec";
-  synth["health"]["command"] = fmt::format(
-      "mariadb --no-defaults --protocol=TCP -h \"$BERTH_IP\" -P \"$BERTH_PORT_SQL\" -u '{}' -p'{}' -N -e 'SELECT 1'",
-      d.user, d.password);
-  synth["health"]["start_period"] = "10m";  // crash recovery of a big copy can take a while
-  synth["health"]["interval"] = "5s";
-  synth["stop_grace"] = "2m";                // a clean InnoDB shutdown
+  synth["health"]["command"] = profile->health_command(d.user, d.password);
+  synth["health"]["start_period"] = profile->start_period;
+  synth["health"]["interval"] = profile->interval;
+  synth["stop_grace"] = profile->stop_grace;
   if (auto st = v["standard"]) synth["standard"] = st;
   if (auto ro = v["rollout"]) synth["rollout"] = ro;
   return std::make_pair(synth, d);
