@@ -40,6 +40,8 @@ class NullEngine : public db::Engine {
   Status apply_live(const db::ServerSource&, const std::vector<db::Migration>&, const std::string&) override {
     return unavailable("fuzzing");
   }
+  Result<db::Schema> schema(const db::ServerSource&, const std::string&) override { return unavailable("fuzzing"); }
+  Result<db::Schema> schema_of(const std::string&, const std::string&) override { return unavailable("fuzzing"); }
 };
 
 struct World {

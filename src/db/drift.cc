@@ -165,6 +165,7 @@ Result<const DriftCheck*> Manager::check_drift(const std::vector<DriftTarget>& t
     std::error_code ec;
     fs::create_directories(fs::path(log).parent_path(), ec);
     for (const auto& w : work) {
+      if (!*alive) break;  // (the daemon is stopping: the rows not read are never seen)
       executor_.post([this, alive, id, row = w.row] {
         if (*alive && drift_check_ && drift_check_->id == id) drift_check_->rows[row].state = DriftResult::State::kChecking;
       });
@@ -178,9 +179,10 @@ Result<const DriftCheck*> Manager::check_drift(const std::vector<DriftTarget>& t
           actual = engine_->schema(*w.live, log);
         } else {
           BERTH_TRY(ensure_mounted(golden_path(w.copy.standard, w.copy.version), w.copy.dir, w.copy.method));
-          actual = engine_->schema_of(w.copy.datadir, log);
-          // What the private server wrote is the copy's server's again.
-          if (w.copy.owner) BERTH_TRY(give_to(w.copy, *w.copy.owner));
+          BERTH_TRY(on_private_server(w.copy, [&]() -> Status {
+            actual = engine_->schema_of(w.copy.datadir, log);
+            return {};
+          }));
         }
         if (!actual.ok()) return actual.error().wrap(fmt::format("reading the schema of {}/{}", w.copy.env, w.copy.db));
         differences = compare_schemas(*golden, *actual);

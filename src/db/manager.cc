@@ -181,6 +181,8 @@ void Manager::load() {
       c.datadir = c.dir + "/data";
       c.rundir = c.dir + "/run";
       if (fs::exists(seed_path(c), ec)) c.seed = seed_path(c);
+      // A private server ran on it when the daemon was killed: what it made may be root's.
+      if (fs::exists(d.path() / kPrivateServerMarker, ec)) c.owner.reset();  // (given to its owner again by ensure_copy)
       copies_[key(c.env, c.db)] = c;
       load_drift(c);
       if (fs::exists(d.path() / "reset", ec)) resets_.insert(key(c.env, c.db));
@@ -216,6 +218,18 @@ Status Manager::save_copy(const Copy& c) const {
     j["own"] = own;
   }
   return write_json(fs::path(c.dir) / "copy.json", j);
+}
+
+Status Manager::on_private_server(const Copy& c, const std::function<Status()>& work) const {
+  const fs::path marker = fs::path(c.dir) / kPrivateServerMarker;
+  if (c.owner) BERTH_TRY(write_file_atomically(marker.string(), "a private server may run on data/\n"));
+  Status st = work();
+  if (!c.owner) return st;
+  Status given = give_to(c, *c.owner);
+  if (!given.ok()) return st.ok() ? given : st;
+  std::error_code ec;
+  fs::remove(marker, ec);
+  return st;
 }
 
 Status Manager::give_to(const Copy& c, Identity owner) const {
@@ -584,6 +598,9 @@ Status Manager::reset(const std::string& env, const std::string& db) {
   if (making_copy(env, db)) return conflict(fmt::format("the copy of {} for {} is being made; wait for it", db, env));
   if (const RolloutRow* row = row_of(env, db))
     return conflict(fmt::format("a rollout to version {} is migrating the copy of {} for {}; wait for it", row->to, db, env));
+  // (A private server may run on it: never deleted from under one.)
+  if (drift_reading_.count(k)) return conflict(fmt::format("a drift check reads the copy of {} for {}; wait for it", db, env));
+  if (migrating_.count(k)) return conflict(fmt::format("{}'s own migrations are being applied to its copy of {}; wait for them", env, db));
   copy_jobs_.erase(k);
   copy_job_for_.erase(k);
   goldens_wanted_.erase(k);  // only speed is owed: the next cold copy restores from the store
@@ -638,6 +655,10 @@ CopyStatus Manager::ensure_copy(const std::string& env, const std::string& db, c
           given.owner = who;
           Status st = catching([&] { return give_to(given, who); });
           if (st.ok()) st = catching([&] { return save_copy(given); });
+          if (st.ok()) {
+            std::error_code ec;
+            fs::remove(fs::path(given.dir) / kPrivateServerMarker, ec);
+          }
           executor_.post([this, alive, st, given, k] {
             if (!*alive) return;
             chowning_.erase(k);

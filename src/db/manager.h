@@ -143,6 +143,9 @@ class Manager {
           CloneOptions clone_options = {});
   ~Manager();  // waits for running jobs
 
+  // Beside a copy (copies/<env>/<db>/) while a private server, run as root, may run on it.
+  static constexpr const char* kPrivateServerMarker = "private-server";
+
   // Start importing the next version of `standard`; returns the job.
   Result<std::shared_ptr<const Job>> import(const std::string& standard, const ImportSource& source);
   // Start releasing migrations (db/migrations.h) as the next version of `standard`: what
@@ -258,6 +261,11 @@ class Manager {
   // copy, nor loses a requested reset of one it would keep) and forget it.
   Status discard(const std::string& k);
   Status give_to(const Copy& c, Identity owner) const;  // worker threads
+  // Worker threads: `work` runs a private server on the copy (as root); what it made is given
+  // back to the copy's owner after, whatever `work` returned. A marker beside the copy
+  // (kPrivateServerMarker) says one may run: a daemon killed meanwhile gives the copy back to its
+  // owner before its server next starts (load() forgets the owner, ensure_copy() gives it).
+  Status on_private_server(const Copy& c, const std::function<Status()>& work) const;
   std::string golden_path(const std::string& standard, int version) const;
   // The copy's archive (ensure_seed()), named after the copy: never one of an earlier copy.
   static std::string seed_path(const Copy& c) { return c.dir + "/seed-" + std::to_string(c.created_at) + ".tar"; }

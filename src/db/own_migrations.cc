@@ -60,8 +60,11 @@ Result<std::shared_ptr<const Job>> Manager::migrate(const std::string& env, cons
           ran = engine_->apply_live(*live, {m}, log);
         } else {
           BERTH_TRY(ensure_mounted(golden_path(copy.standard, copy.version), copy.dir, copy.method));
-          ran = engine_->apply(copy.datadir, {m}, account, log);
-          if (copy.owner) BERTH_TRY(give_to(copy, *copy.owner));  // what the private server made
+          Status given = on_private_server(copy, [&] {
+            ran = engine_->apply(copy.datadir, {m}, account, log);
+            return Status{};
+          });
+          BERTH_TRY(given);
         }
         if (!ran.ok()) break;
         Migration done = m;

@@ -436,8 +436,7 @@ void Manager::apply_row(Rollout& r, RolloutRow& row, std::optional<ServerSource>
       if (server) {
         BERTH_TRY(engine_->apply_live(*server, migrations, log));
       } else {
-        BERTH_TRY(engine_->apply(copy.datadir, migrations, account, log));
-        if (copy.owner) BERTH_TRY(give_to(copy, *copy.owner));  // what the private server made
+        BERTH_TRY(on_private_server(copy, [&] { return engine_->apply(copy.datadir, migrations, account, log); }));
       }
       moved.at_version = to;
       for (auto m : migrations) {

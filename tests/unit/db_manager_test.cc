@@ -2,6 +2,9 @@
 // fault-injecting wrapper (blob/fault), and a ManualExecutor the test drives. Worker threads are
 // real: the test polls their results with a deadline, and holds a restore in progress at the
 // store's gate instead of sleeping.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -560,4 +563,28 @@ TEST_F(DbManagerTest, AnEnvironmentsOwnMigrationsAreKeptApartAndARolloutWaitsFor
   EXPECT_THAT(m_->migrate("a", "shopdb", {own("V1__mine.sql", "create table yours;\n")}, {}, std::nullopt, {}).error().message,
               HasSubstr("V1__mine.sql changed since it was applied to a's copy of shopdb"));
   EXPECT_FALSE(m_->held("a", "shopdb"));
+}
+
+TEST_F(DbManagerTest, ACopyAPrivateServerRanOnWhenTheDaemonWasKilledIsGivenBackToItsOwner) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  import("alpha");
+  model::DatabaseSpec spec;
+  spec.standard = "alpha";
+  const Identity owner{4242, 4242};
+  ASSERT_TRUE(until([&] { return m_->ensure_copy("a", "shopdb", spec, owner).state == State::kReady; }));
+  const fs::path dir = dir_ / "db" / "copies" / "a" / "shopdb";
+  // Killed while a private server (root) ran on it: a file it made is root's, the marker is there.
+  std::ofstream(dir / "data" / "ib_logfile0") << "x";
+  ASSERT_EQ(::chown((dir / "data" / "ib_logfile0").c_str(), 0, 0), 0);
+  std::ofstream(dir / db::Manager::kPrivateServerMarker) << "x";
+  start_manager();
+  EXPECT_FALSE(m_->find_copy("a", "shopdb")->owner) << "its owner forgotten until it is given back";
+  EXPECT_EQ(m_->ensure_copy("a", "shopdb", spec, owner).state, State::kPreparing);
+  ASSERT_TRUE(until([&] { return m_->ensure_copy("a", "shopdb", spec, owner).state == State::kReady; }));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "data" / "ib_logfile0").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 4242u);
+  EXPECT_FALSE(fs::exists(dir / db::Manager::kPrivateServerMarker));
+  start_manager();
+  EXPECT_EQ(m_->find_copy("a", "shopdb")->owner, owner);
 }
