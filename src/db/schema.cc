@@ -84,14 +84,15 @@ std::string squeeze(std::string_view s) {
   return out;
 }
 
-// The name after `kind`'s keyword (`IF NOT EXISTS` skipped): `x` or `s`.`x`, unquoted.
-std::string name_after(std::string_view stmt, std::string_view keyword) {
+// The name after `keyword` (found in `upper`, the statement upper-cased; read from `stmt` at the
+// same place), `IF NOT EXISTS` skipped: `x` or `s`.`x`, unquoted. "" when the keyword is not there.
+std::string name_after(std::string_view stmt, std::string_view upper, std::string_view keyword) {
   std::size_t at = 0;
   for (;;) {
-    at = stmt.find(keyword, at);
+    at = upper.find(keyword, at);
     if (at == std::string_view::npos) return "";
-    const bool before = at == 0 || std::isspace(static_cast<unsigned char>(stmt[at - 1]));
-    const bool after = at + keyword.size() < stmt.size() && std::isspace(static_cast<unsigned char>(stmt[at + keyword.size()]));
+    const bool before = at == 0 || std::isspace(static_cast<unsigned char>(upper[at - 1]));
+    const bool after = at + keyword.size() < upper.size() && std::isspace(static_cast<unsigned char>(upper[at + keyword.size()]));
     if (before && after) break;
     at += keyword.size();
   }
@@ -116,6 +117,12 @@ std::string name_after(std::string_view stmt, std::string_view keyword) {
   return name;
 }
 
+std::string upper_cased(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
 }  // namespace
 
 Result<Schema> parse_schema_dump(std::string_view dump) {
@@ -133,25 +140,17 @@ Result<Schema> parse_schema_dump(std::string_view dump) {
         starts_with_word(t, "UNLOCK") || t.starts_with("--") || t.starts_with("/*"))
       return {};
     if (starts_with_word(t, "USE")) {
-      current = name_after(std::string(" ") + std::string(t), "USE");
+      const std::string use = " " + std::string(t);
+      current = name_after(use, upper_cased(use), "USE");
       return {};
     }
     if (!starts_with_word(t, "CREATE")) return {};  // (an ALTER ... of a dump's view placeholder, a comment)
     const std::string head = squeeze(t.substr(0, std::min<std::size_t>(t.size(), 200)));
-    std::string upper = head;
-    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    const std::string upper = upper_cased(head);
     if (upper.find(" DATABASE ") != std::string::npos || upper.find(" SCHEMA ") != std::string::npos) return {};
     for (std::string_view kind : {"TABLE", "VIEW", "TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"}) {
-      const std::string name = name_after(upper, kind);
-      if (name.empty()) continue;
-      // (Upper-cased to find the keyword; the name itself from the original text.)
-      std::string real = name_after(head, std::string(kind));
-      if (real.empty()) {
-        std::string lowered(kind);
-        for (auto& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        real = name_after(head, lowered);
-      }
-      if (real.empty()) real = name;
+      const std::string real = name_after(head, upper, kind);
+      if (real.empty()) continue;
       std::string k(kind);
       for (auto& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       SchemaObject o;
